@@ -1,0 +1,1 @@
+//! Audit: the hash-chained, keyed log of every event.

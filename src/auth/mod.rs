@@ -1,0 +1,1 @@
+//! Authentication: named accounts, argon2id passwords, session tokens, lockout.

@@ -1,0 +1,1 @@
+//! Web console assets served by the same binary.

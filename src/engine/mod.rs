@@ -1,0 +1,60 @@
+//! Engine stage: runs guarded, scoped and privacy-rewritten plans on DataFusion under a
+//! memory pool, a wall-clock limit and an output row cap, and never lets an engine
+//! message (which can contain data values) reach the caller.
+
+pub mod error;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::QueryError;
+
+use crate::privacy::ReleasedResult;
+
+/// Resource limits applied to every query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory pool size for DataFusion's memory-hungry operators (bytes).
+    pub memory_bytes: usize,
+    /// Wall-clock limit for planning plus execution.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+    /// Maximum number of released rows.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            timeout: Duration::from_secs(60),
+            max_rows: 10_000,
+        }
+    }
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+/// What one successful query produced: the released result plus what the audit log
+/// must record about it.
+#[derive(Debug, Clone)]
+pub struct QueryOutcome {
+    pub result: ReleasedResult,
+    /// Stable hash of the normalised logical plan (same query shape → same fingerprint).
+    pub plan_fingerprint: String,
+    /// Catalogue tables the query read.
+    pub tables: Vec<String>,
+    /// Wall-clock duration of planning and execution.
+    pub duration: Duration,
+}

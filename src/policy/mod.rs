@@ -1,0 +1,1 @@
+//! Authorization: casbin enforcement of the approval rules.

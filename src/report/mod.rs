@@ -1,0 +1,1 @@
+//! Reports: usage reports and standard statistics.

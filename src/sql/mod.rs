@@ -1,0 +1,5 @@
+//! SQL stage: the guard (read-only statements, allow-listed functions, error-proof
+//! expressions), the scope (per-application extracts), and the privacy rewrite of the
+//! logical plan.
+
+pub mod scope;

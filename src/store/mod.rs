@@ -1,0 +1,1 @@
+//! Store: control-plane persistence (users, applications, approvals, budgets, audit) behind one interface.
