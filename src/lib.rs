@@ -18,6 +18,7 @@
 //! Data enters through [`ingest`] (pseudonymisation, consent filter) and is described by
 //! the [`catalog`]. Control-plane state lives in [`store`].
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

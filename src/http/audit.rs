@@ -33,7 +33,10 @@ pub struct EventParams {
     pub application: Option<String>,
     /// Action name or prefix, e.g. `query` or `query.run`.
     pub action: Option<String>,
-    /// 0-based page of 100 events, newest first.
+    /// Only events older than this `seq`: pass the last `seq` of a page to get the next
+    /// page unaffected by events logged meanwhile.
+    pub before: Option<i64>,
+    /// 0-based page of `page_size` (default 100) events, newest first.
     pub page: Option<u32>,
     pub page_size: Option<u32>,
 }
@@ -54,6 +57,7 @@ pub async fn events(
         user: p.user,
         application: p.application,
         action: p.action,
+        before: p.before,
         page: p.page.unwrap_or(0),
         page_size: p.page_size.unwrap_or(100),
     };

@@ -162,6 +162,13 @@ impl From<crate::auth::AuthError> for ApiError {
 /// (which names the field, never stored data).
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is larger than the server accepts (body_limit_bytes); send a shorter request. / リクエストが大きすぎます。",
+            );
+        }
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",

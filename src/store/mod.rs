@@ -52,6 +52,8 @@ pub struct AuditFilter {
     pub user: Option<String>,
     pub application: Option<String>,
     pub action: Option<String>,
+    /// Only events with `seq` below this (a stable cursor while the log grows).
+    pub before: Option<i64>,
     pub page: u32,
     pub page_size: u32,
 }
@@ -169,6 +171,7 @@ impl Store {
              WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2)
                AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR application = ?4)
                AND (?5 IS NULL OR action = ?5 OR action LIKE ?5 || '.%')
+               AND (?8 IS NULL OR seq < ?8)
              ORDER BY seq DESC LIMIT ?6 OFFSET ?7",
         )
         .bind(f.from.map(ts))
@@ -178,6 +181,7 @@ impl Store {
         .bind(&f.action)
         .bind(size)
         .bind(size * f.page as i64)
+        .bind(f.before)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
