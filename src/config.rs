@@ -330,4 +330,19 @@ mod tests {
             assert!(md.contains(&format!("`KURA_{}`", name.to_uppercase())));
         }
     }
+
+    #[test]
+    fn docs_and_example_match_the_declared_options() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        assert!(docs.contains(&options_markdown()), "docs/configuration.md is out of date; paste options_markdown()");
+        let example = root.join("deploy/kura.example.toml");
+        let (cfg, warnings) = Config::load(Some(&example), &env(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.listen, Config::default().listen);
+        let text = std::fs::read_to_string(&example).unwrap();
+        for (name, _, _) in OPTIONS {
+            assert!(text.contains(&format!("{name} =")), "{name} missing from the example");
+        }
+    }
 }

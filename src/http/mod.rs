@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod notebooks;
 pub mod query;
+pub mod serve;
 pub mod session;
 
 use std::sync::Arc;

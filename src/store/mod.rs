@@ -9,6 +9,7 @@
 //! (`sqlx::query`), so building kura needs no database.
 
 pub mod model;
+pub mod retention;
 
 use std::path::Path;
 use std::str::FromStr;
