@@ -8,26 +8,36 @@ use std::process::ExitCode;
 use crate::audit::AuditKey;
 use crate::auth;
 use crate::cli::{AuditCommand, ConfigArgs, UserCommand};
-use crate::config::{process_env, Config};
-use crate::store::model::{NewUser, Role};
+use crate::config::{Config, process_env};
 use crate::store::Store;
+use crate::store::model::{NewUser, Role};
 
 fn operator() -> String {
-    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "operator:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// Open the store of a configuration (the data dir must exist).
 pub async fn open_store(cfg: &Config, key: AuditKey) -> Result<Store, String> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
-    Store::open(&cfg.db_path(), key)
-        .await
-        .map_err(|e| format!("cannot open the control-plane database {}: {e}", cfg.db_path().display()))
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    Store::open(&cfg.db_path(), key).await.map_err(|e| {
+        format!(
+            "cannot open the control-plane database {}: {e}",
+            cfg.db_path().display()
+        )
+    })
 }
 
 fn read_password(stdin: bool) -> Result<(String, bool), String> {
     if stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         let pw = line.trim_end_matches(['\r', '\n']).to_string();
         auth::check_password_strength(&pw).map_err(|e| e.to_string())?;
         Ok((pw, false))
@@ -80,14 +90,25 @@ pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitC
             }
         }
         UserCommand::Disable { username } => {
-            store.set_disabled(&username, true, &operator()).await.map_err(|e| e.to_string())?;
+            store
+                .set_disabled(&username, true, &operator())
+                .await
+                .map_err(|e| e.to_string())?;
             println!("disabled {username}; its sessions are revoked / アカウントを無効にしました");
         }
-        UserCommand::ResetPassword { username, password_stdin } => {
+        UserCommand::ResetPassword {
+            username,
+            password_stdin,
+        } => {
             let (pw, generated) = read_password(password_stdin)?;
             let hash = auth::hash_password(&pw).map_err(|e| e.to_string())?;
-            store.set_password(&username, &hash, &operator()).await.map_err(|e| e.to_string())?;
-            println!("password reset for {username}; lockout cleared, sessions revoked / パスワードを再設定しました");
+            store
+                .set_password(&username, &hash, &operator())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "password reset for {username}; lockout cleared, sessions revoked / パスワードを再設定しました"
+            );
             if generated {
                 println!("password: {pw}");
             }
@@ -104,7 +125,11 @@ pub async fn audit_command(args: ConfigArgs, action: AuditCommand) -> Result<Exi
         AuditCommand::Verify => {
             let v = store.verify_audit().await.map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string(&v).map_err(|e| e.to_string())?);
-            Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if v.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
     }
 }

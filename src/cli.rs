@@ -6,10 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{process_env, Config};
+use crate::config::{Config, process_env};
 
 #[derive(Debug, Parser)]
-#[command(name = "kura", version, about = "kura (蔵): research data access enclave for patient registries")]
+#[command(
+    name = "kura",
+    version,
+    about = "kura (蔵): research data access enclave for patient registries"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,7 +33,8 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// Defaults → file → env → flags; warnings printed to stderr.
     pub fn load(&self) -> Result<Config, String> {
-        let (mut cfg, warnings) = Config::load(self.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
+        let (mut cfg, warnings) =
+            Config::load(self.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
         for w in warnings {
             eprintln!("warning: {w}");
         }
@@ -96,15 +101,22 @@ pub enum AuditCommand {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::User { config, action } => runtime().block_on(crate::admin::user_command(config, action)),
-        Command::Audit { config, action } => runtime().block_on(crate::admin::audit_command(config, action)),
+        Command::User { config, action } => {
+            runtime().block_on(crate::admin::user_command(config, action))
+        }
+        Command::Audit { config, action } => {
+            runtime().block_on(crate::admin::audit_command(config, action))
+        }
     };
     match result {
         Ok(code) => code,

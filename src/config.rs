@@ -31,13 +31,21 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error("{var}: cannot parse `{value}` as {expected} / 環境変数の値が不正です")]
-    Env { var: String, value: String, expected: &'static str },
+    Env {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error(
         "secret `{name}` is missing: {why}. Create one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {name}.key`, \
          then set `{name}_file` in the configuration (or KURA_{upper}_FILE), or set KURA_{upper} to 64 hex digits. \
          Never commit it to the repository. / 秘密鍵 {name} がありません。上記の方法で作成して設定してください"
     )]
-    SecretMissing { name: &'static str, upper: String, why: String },
+    SecretMissing {
+        name: &'static str,
+        upper: String,
+        why: String,
+    },
     #[error("secret `{name}` is invalid: {why} / 秘密鍵 {name} が不正です")]
     SecretInvalid { name: &'static str, why: String },
 }
@@ -167,7 +175,10 @@ pub type Warnings = Vec<String>;
 
 impl Config {
     /// Load defaults → TOML file (if given) → environment.
-    pub fn load(file: Option<&Path>, get_env: &dyn Fn(&str) -> Option<String>) -> Result<(Self, Warnings), ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Warnings), ConfigError> {
         let mut warnings = Vec::new();
         let mut cfg = match file {
             None => Config::default(),
@@ -181,7 +192,11 @@ impl Config {
                     source,
                 };
                 let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
-                let unknown: Vec<String> = table.keys().filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str())).cloned().collect();
+                let unknown: Vec<String> = table
+                    .keys()
+                    .filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str()))
+                    .cloned()
+                    .collect();
                 for k in unknown {
                     warnings.push(format!(
                         "{}: unknown option `{k}` ignored; see docs/configuration.md for the options / 不明な設定項目 `{k}` を無視しました",
@@ -227,7 +242,11 @@ impl Config {
     }
 
     /// Raw secret bytes from `KURA_<NAME>` (hex) or the `<name>_file` option.
-    pub fn secret(&self, name: &'static str, get_env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, ConfigError> {
+    pub fn secret(
+        &self,
+        name: &'static str,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<u8>, ConfigError> {
         let upper = name.to_uppercase();
         let file = match name {
             "audit_key" => &self.audit_key_file,
@@ -250,7 +269,10 @@ impl Config {
                 why: "neither a key file nor the environment variable is set".into(),
             });
         };
-        let bytes = hex::decode(text.trim()).map_err(|e| ConfigError::SecretInvalid { name, why: format!("not hex: {e}") })?;
+        let bytes = hex::decode(text.trim()).map_err(|e| ConfigError::SecretInvalid {
+            name,
+            why: format!("not hex: {e}"),
+        })?;
         if bytes.len() < 32 {
             return Err(ConfigError::SecretInvalid {
                 name,
@@ -260,7 +282,10 @@ impl Config {
         Ok(bytes)
     }
 
-    pub fn audit_key(&self, get_env: &dyn Fn(&str) -> Option<String>) -> Result<AuditKey, ConfigError> {
+    pub fn audit_key(
+        &self,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AuditKey, ConfigError> {
         let bytes = self.secret("audit_key", get_env)?;
         AuditKey::from_bytes(&bytes).map_err(|e| ConfigError::SecretInvalid {
             name: "audit_key",
@@ -278,7 +303,10 @@ pub fn process_env(name: &str) -> Option<String> {
 pub fn options_markdown() -> String {
     let mut s = String::from("| option | env | default | meaning |\n|---|---|---|---|\n");
     for (name, default, doc) in OPTIONS {
-        s.push_str(&format!("| `{name}` | `KURA_{}` | `{default}` | {doc} |\n", name.to_uppercase()));
+        s.push_str(&format!(
+            "| `{name}` | `KURA_{}` | `{default}` | {doc} |\n",
+            name.to_uppercase()
+        ));
     }
     s
 }
@@ -289,7 +317,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -297,7 +328,11 @@ mod tests {
     fn layers_apply_in_order_and_unknown_keys_warn() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("kura.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nconcurrency = 8\ntypo_option = 1\n").unwrap();
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\nconcurrency = 8\ntypo_option = 1\n",
+        )
+        .unwrap();
         let (cfg, warnings) = Config::load(Some(&f), &env(&[("KURA_CONCURRENCY", "4")])).unwrap();
         assert_eq!(cfg.listen.port(), 9000, "file overrides default");
         assert_eq!(cfg.concurrency, 4, "env overrides file");
@@ -316,10 +351,19 @@ mod tests {
     fn missing_secret_says_how_to_create_it() {
         let cfg = Config::default();
         let err = cfg.audit_key(&env(&[])).unwrap_err().to_string();
-        assert!(err.contains("/dev/urandom") && err.contains("KURA_AUDIT_KEY"), "{err}");
-        let short = cfg.audit_key(&env(&[("KURA_AUDIT_KEY", "abcd")])).unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/urandom") && err.contains("KURA_AUDIT_KEY"),
+            "{err}"
+        );
+        let short = cfg
+            .audit_key(&env(&[("KURA_AUDIT_KEY", "abcd")]))
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("at least 32"), "{short}");
-        assert!(cfg.audit_key(&env(&[("KURA_AUDIT_KEY", &"ab".repeat(32))])).is_ok());
+        assert!(
+            cfg.audit_key(&env(&[("KURA_AUDIT_KEY", &"ab".repeat(32))]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -335,14 +379,20 @@ mod tests {
     fn docs_and_example_match_the_declared_options() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
-        assert!(docs.contains(&options_markdown()), "docs/configuration.md is out of date; paste options_markdown()");
+        assert!(
+            docs.contains(&options_markdown()),
+            "docs/configuration.md is out of date; paste options_markdown()"
+        );
         let example = root.join("deploy/kura.example.toml");
         let (cfg, warnings) = Config::load(Some(&example), &env(&[])).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.listen, Config::default().listen);
         let text = std::fs::read_to_string(&example).unwrap();
         for (name, _, _) in OPTIONS {
-            assert!(text.contains(&format!("{name} =")), "{name} missing from the example");
+            assert!(
+                text.contains(&format!("{name} =")),
+                "{name} missing from the example"
+            );
         }
     }
 }

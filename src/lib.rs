@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;

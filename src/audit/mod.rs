@@ -34,7 +34,9 @@ pub enum AuditError {
          監査鍵がありません。上記の方法で作成してください"
     )]
     KeyMissing(String),
-    #[error("audit key is invalid: {0}; it must be at least 32 bytes written as hex / 監査鍵が不正です（32 バイト以上の 16 進数）")]
+    #[error(
+        "audit key is invalid: {0}; it must be at least 32 bytes written as hex / 監査鍵が不正です（32 バイト以上の 16 進数）"
+    )]
     KeyInvalid(String),
 }
 
@@ -52,7 +54,10 @@ impl AuditKey {
     /// Build from raw key bytes (at least 32).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, AuditError> {
         if bytes.len() < 32 {
-            return Err(AuditError::KeyInvalid(format!("{} bytes given", bytes.len())));
+            return Err(AuditError::KeyInvalid(format!(
+                "{} bytes given",
+                bytes.len()
+            )));
         }
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
     }
@@ -114,7 +119,13 @@ impl AuditEvent {
         }
     }
 
-    pub fn denied(actor: &str, action: &str, application: Option<&str>, code: &str, detail: Value) -> Self {
+    pub fn denied(
+        actor: &str,
+        action: &str,
+        application: Option<&str>,
+        code: &str,
+        detail: Value,
+    ) -> Self {
         Self {
             outcome: "denied".into(),
             code: Some(code.into()),
@@ -198,12 +209,19 @@ fn signed_bytes(seq: i64, at: &str, prev: &str, event_json: &str) -> Vec<u8> {
 
 /// Append one event inside the caller's transaction and return its record. The caller's
 /// transaction must hold the write lock (`BEGIN IMMEDIATE`) so `seq` and `prev` cannot race.
-pub async fn append(conn: &mut SqliteConnection, key: &AuditKey, event: &AuditEvent) -> Result<AuditRecord, AuditError> {
+pub async fn append(
+    conn: &mut SqliteConnection,
+    key: &AuditKey,
+    event: &AuditEvent,
+) -> Result<AuditRecord, AuditError> {
     let last = sqlx::query("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
     let (seq, prev) = match last {
-        Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<String, _>("mac")?),
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<String, _>("mac")?,
+        ),
         None => (1, GENESIS.to_string()),
     };
     let at = Utc::now();
@@ -238,14 +256,16 @@ pub async fn append(conn: &mut SqliteConnection, key: &AuditKey, event: &AuditEv
 }
 
 /// Walk the whole chain in `seq` order and report the first broken link.
-pub async fn verify(conn: &mut SqliteConnection, key: &AuditKey) -> Result<Verification, AuditError> {
+pub async fn verify(
+    conn: &mut SqliteConnection,
+    key: &AuditKey,
+) -> Result<Verification, AuditError> {
     let rows = sqlx::query("SELECT seq, at, event, prev, mac FROM audit_log ORDER BY seq ASC")
         .fetch_all(&mut *conn)
         .await?;
     let mut expected_prev = GENESIS.to_string();
-    let mut expected_seq = 1i64;
     let mut count = 0i64;
-    for row in rows {
+    for (expected_seq, row) in (1i64..).zip(rows) {
         let seq: i64 = row.try_get("seq")?;
         let at: String = row.try_get("at")?;
         let event: String = row.try_get("event")?;
@@ -259,21 +279,30 @@ pub async fn verify(conn: &mut SqliteConnection, key: &AuditKey) -> Result<Verif
             reason: Some(reason.to_string()),
         };
         if seq != expected_seq {
-            return Ok(broken("sequence gap: an entry was deleted or renumbered / 連番の欠落（削除または改番）"));
+            return Ok(broken(
+                "sequence gap: an entry was deleted or renumbered / 連番の欠落（削除または改番）",
+            ));
         }
         if prev != expected_prev {
-            return Ok(broken("previous-MAC link does not match: entries were reordered or replaced / 前エントリとの連結不一致"));
+            return Ok(broken(
+                "previous-MAC link does not match: entries were reordered or replaced / 前エントリとの連結不一致",
+            ));
         }
         // Re-canonicalise: an edit that keeps the JSON meaning but changes bytes is still an edit.
-        let canonical = serde_json::from_str::<Value>(&event).ok().map(|v| canonical_json(&v));
+        let canonical = serde_json::from_str::<Value>(&event)
+            .ok()
+            .map(|v| canonical_json(&v));
         if canonical.as_deref() != Some(event.as_str()) {
-            return Ok(broken("event is not canonical JSON: the row was edited / イベントが改ざんされています"));
+            return Ok(broken(
+                "event is not canonical JSON: the row was edited / イベントが改ざんされています",
+            ));
         }
         if !key.check(&signed_bytes(seq, &at, &prev, &event), &mac) {
-            return Ok(broken("MAC does not match: the entry was edited / MAC 不一致（改ざん）"));
+            return Ok(broken(
+                "MAC does not match: the entry was edited / MAC 不一致（改ざん）",
+            ));
         }
         expected_prev = mac;
-        expected_seq += 1;
         count += 1;
     }
     Ok(Verification {
@@ -292,12 +321,18 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_recursively() {
         let v: Value = serde_json::json!({"b": 1, "a": {"d": [1, {"z": 0, "y": "x"}], "c": null}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#
+        );
     }
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(matches!(AuditKey::from_bytes(&[0u8; 16]), Err(AuditError::KeyInvalid(_))));
+        assert!(matches!(
+            AuditKey::from_bytes(&[0u8; 16]),
+            Err(AuditError::KeyInvalid(_))
+        ));
         assert!(AuditKey::from_hex(&"ab".repeat(32)).is_ok());
         assert!(AuditKey::from_hex("zz").is_err());
     }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// Failed logins before the account is locked.
 pub const MAX_FAILURES: i64 = 5;
@@ -33,14 +33,18 @@ pub enum AuthError {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
     let mut b = [0u8; N];
-    SystemRandom::new().fill(&mut b).map_err(|_| AuthError::Random)?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| AuthError::Random)?;
     Ok(b)
 }
 
 /// A fresh random value as hex (`bytes` random bytes).
 pub fn random_hex(bytes: usize) -> Result<String, AuthError> {
     let mut b = vec![0u8; bytes];
-    SystemRandom::new().fill(&mut b).map_err(|_| AuthError::Random)?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| AuthError::Random)?;
     Ok(hex::encode(b))
 }
 
@@ -57,7 +61,9 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
 /// Check a password against a stored hash. A malformed hash never verifies.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -110,7 +116,11 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     // Compare digests so length and content leak nothing through timing.
     let da = digest::digest(&digest::SHA256, a.as_bytes());
     let db = digest::digest(&digest::SHA256, b.as_bytes());
-    da.as_ref().iter().zip(db.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Whether a lockout is in force at `now`.

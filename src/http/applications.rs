@@ -9,17 +9,17 @@
 
 use std::collections::BTreeSet;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use super::AppState;
 use crate::audit::AuditEvent;
 use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
 use crate::policy::{Action, Target};
@@ -45,11 +45,26 @@ async fn load_visible(st: &AppState, who: &AuthUser, id: &str) -> Result<Applica
     }
 }
 
-async fn authorize(st: &AppState, who: &AuthUser, action: Action, app_id: Option<&str>) -> Result<(), ApiError> {
-    if let Err(d) = st.policy.authorize(&who.user, action, &Target::None, st.today()).await {
+async fn authorize(
+    st: &AppState,
+    who: &AuthUser,
+    action: Action,
+    app_id: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Err(d) = st
+        .policy
+        .authorize(&who.user, action, &Target::None, st.today())
+        .await
+    {
         let e = ApiError::denied(&d);
-        let ev = AuditEvent::denied(&who.user.username, &format!("authorize.{}", action.as_str()), app_id, d.code, json!({}))
-            .with_reference(&e.reference);
+        let ev = AuditEvent::denied(
+            &who.user.username,
+            &format!("authorize.{}", action.as_str()),
+            app_id,
+            d.code,
+            json!({}),
+        )
+        .with_reference(&e.reference);
         st.store.record(&ev).await?;
         return Err(e);
     }
@@ -57,7 +72,14 @@ async fn authorize(st: &AppState, who: &AuthUser, action: Action, app_id: Option
 }
 
 async fn validate_submission(st: &AppState, form: &ApplicationForm) -> Result<(), ApiError> {
-    let users: BTreeSet<String> = st.store.users().await?.into_iter().filter(|u| !u.disabled).map(|u| u.username).collect();
+    let users: BTreeSet<String> = st
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| !u.disabled)
+        .map(|u| u.username)
+        .collect();
     let diseases = st.data.diseases();
     let known = Known {
         catalog: &st.catalog,
@@ -65,7 +87,11 @@ async fn validate_submission(st: &AppState, form: &ApplicationForm) -> Result<()
         users: &users,
     };
     let errors = workflow::validate_for_submit(form, &known);
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid_application(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_application(errors))
+    }
 }
 
 fn transition_error(msg: String) -> ApiError {
@@ -116,7 +142,12 @@ pub async fn list(
         .await?
         .into_iter()
         .filter(|a| visible(&who.user, a))
-        .filter(|a| wanted.is_none_or(|w| a.effective_status(today) == w || (w == Status::Submitted && a.pending_change.is_some())))
+        .filter(|a| {
+            wanted.is_none_or(|w| {
+                a.effective_status(today) == w
+                    || (w == Status::Submitted && a.pending_change.is_some())
+            })
+        })
         .map(|a| ApplicationSummary {
             status: a.effective_status(today),
             title: a.form.title.clone(),
@@ -133,10 +164,17 @@ pub async fn list(
 /// Create a draft application (form 1 + annex).
 #[utoipa::path(post, path = "/api/v1/applications", tag = "applications", request_body = ApplicationForm,
     responses((status = 201, body = Application), (status = 403, body = ErrorBody)))]
-pub async fn create(State(st): State<AppState>, who: AuthUser, body: JsonBody<ApplicationForm>) -> Result<(StatusCode, Json<Application>), ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<ApplicationForm>,
+) -> Result<(StatusCode, Json<Application>), ApiError> {
     let Json(form) = body?;
     authorize(&st, &who, Action::Apply, None).await?;
-    let app = st.store.create_application(None, &who.user.username, &form).await?;
+    let app = st
+        .store
+        .create_application(None, &who.user.username, &form)
+        .await?;
     Ok((StatusCode::CREATED, Json(app)))
 }
 
@@ -154,7 +192,11 @@ pub struct ApplicationDetail {
 
 #[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
     responses((status = 200, body = ApplicationDetail), (status = 404, body = ErrorBody)))]
-pub async fn detail(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<Json<ApplicationDetail>, ApiError> {
+pub async fn detail(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<ApplicationDetail>, ApiError> {
     let app = load_visible(&st, &who, &id).await?;
     Ok(Json(ApplicationDetail {
         effective_status: app.effective_status(st.today()),
@@ -180,7 +222,12 @@ fn require_applicant(who: &AuthUser, app: &Application) -> Result<(), ApiError> 
 /// Edit a draft, or answer a correction request.
 #[utoipa::path(put, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)), request_body = ApplicationForm,
     responses((status = 200, body = Application), (status = 409, body = ErrorBody)))]
-pub async fn edit(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>, body: JsonBody<ApplicationForm>) -> Result<Json<Application>, ApiError> {
+pub async fn edit(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<ApplicationForm>,
+) -> Result<Json<Application>, ApiError> {
     let Json(form) = body?;
     let app = load_visible(&st, &who, &id).await?;
     require_applicant(&who, &app)?;
@@ -189,28 +236,50 @@ pub async fn edit(State(st): State<AppState>, who: AuthUser, Path(id): Path<Stri
     next.form = form;
     next.status = to;
     let ev = AuditEvent::ok(&who.user.username, "application.edit", Some(&id), json!({}));
-    Ok(Json(st.store.transition(&next, app.updated_at, app.status, "edit", None, &ev).await?))
+    Ok(Json(
+        st.store
+            .transition(&next, app.updated_at, app.status, "edit", None, &ev)
+            .await?,
+    ))
 }
 
 /// Submit (or resubmit after a correction request).
 #[utoipa::path(post, path = "/api/v1/applications/{id}/submit", tag = "applications", params(("id" = String, Path)),
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn submit(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
+pub async fn submit(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Application>, ApiError> {
     let app = load_visible(&st, &who, &id).await?;
     require_applicant(&who, &app)?;
     let to = workflow::next_status(app.status, "submit").map_err(transition_error)?;
     validate_submission(&st, &app.form).await?;
     let mut next = app.clone();
     next.status = to;
-    let ev = AuditEvent::ok(&who.user.username, "application.submit", Some(&id), json!({}));
-    Ok(Json(st.store.transition(&next, app.updated_at, app.status, "submit", None, &ev).await?))
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.submit",
+        Some(&id),
+        json!({}),
+    );
+    Ok(Json(
+        st.store
+            .transition(&next, app.updated_at, app.status, "submit", None, &ev)
+            .await?,
+    ))
 }
 
 /// File a change application (変更申請). The current approval stays in force until the
 /// reviewer decides the change.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/change", tag = "applications", params(("id" = String, Path)), request_body = ApplicationForm,
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn change(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>, body: JsonBody<ApplicationForm>) -> Result<Json<Application>, ApiError> {
+pub async fn change(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<ApplicationForm>,
+) -> Result<Json<Application>, ApiError> {
     let Json(form) = body?;
     let app = load_visible(&st, &who, &id).await?;
     require_applicant(&who, &app)?;
@@ -222,14 +291,34 @@ pub async fn change(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
     validate_submission(&st, &form).await?;
     let mut next = app.clone();
     next.pending_change = Some(form);
-    let ev = AuditEvent::ok(&who.user.username, "application.change_submit", Some(&id), json!({}));
-    Ok(Json(st.store.transition(&next, app.updated_at, app.status, "change_submit", None, &ev).await?))
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.change_submit",
+        Some(&id),
+        json!({}),
+    );
+    Ok(Json(
+        st.store
+            .transition(
+                &next,
+                app.updated_at,
+                app.status,
+                "change_submit",
+                None,
+                &ev,
+            )
+            .await?,
+    ))
 }
 
 /// A named user accepts the pledge (form 2).
 #[utoipa::path(post, path = "/api/v1/applications/{id}/pledge", tag = "applications", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody)))]
-pub async fn pledge(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn pledge(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let app = load_visible(&st, &who, &id).await?;
     if !app.is_named(&who.user.username) {
         return Err(ApiError::new(
@@ -238,8 +327,13 @@ pub async fn pledge(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
             "Only named users of this application accept its pledge. / 誓約はこの申請の使用者のみが行えます。",
         ));
     }
-    if matches!(app.effective_status(st.today()), Status::Rejected | Status::Revoked | Status::Expired) {
-        return Err(transition_error("This application is closed; no pledge is needed. / この申請は終了しています。".into()));
+    if matches!(
+        app.effective_status(st.today()),
+        Status::Rejected | Status::Revoked | Status::Expired
+    ) {
+        return Err(transition_error(
+            "This application is closed; no pledge is needed. / この申請は終了しています。".into(),
+        ));
     }
     st.store.accept_pledge(&id, &who.user.username).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -279,22 +373,40 @@ fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> 
     Ok(())
 }
 
-fn approval_from(st: &AppState, who: &AuthUser, form: &ApplicationForm, req: &DecisionRequest) -> Result<Approval, ApiError> {
+fn approval_from(
+    st: &AppState,
+    who: &AuthUser,
+    form: &ApplicationForm,
+    req: &DecisionRequest,
+) -> Result<Approval, ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
     let term = req.term.or(form.term);
     let mode = req.mode.unwrap_or(DisclosureMode::Suppression);
     let k = req.k.unwrap_or(5);
     let requested = RequestedScope {
-        datasets: req.datasets.clone().unwrap_or_else(|| form.scope.datasets.clone()),
-        fiscal_years: req.fiscal_years.clone().unwrap_or_else(|| form.scope.fiscal_years.clone()),
-        prefectures: req.prefectures.clone().or_else(|| form.scope.prefectures.clone()),
+        datasets: req
+            .datasets
+            .clone()
+            .unwrap_or_else(|| form.scope.datasets.clone()),
+        fiscal_years: req
+            .fiscal_years
+            .clone()
+            .unwrap_or_else(|| form.scope.fiscal_years.clone()),
+        prefectures: req
+            .prefectures
+            .clone()
+            .or_else(|| form.scope.prefectures.clone()),
     };
-    let diseases = req.diseases.clone().unwrap_or_else(|| form.diseases.clone());
+    let diseases = req
+        .diseases
+        .clone()
+        .unwrap_or_else(|| form.diseases.clone());
     match &term {
         Some(t) => workflow::validate_term("term", t, &mut errors),
         None => errors.push(FieldError {
             field: "term".into(),
-            message: "give the approved term (term.start, term.end) / 承認期間を指定してください".into(),
+            message: "give the approved term (term.start, term.end) / 承認期間を指定してください"
+                .into(),
         }),
     }
     let users = BTreeSet::new();
@@ -308,7 +420,8 @@ fn approval_from(st: &AppState, who: &AuthUser, form: &ApplicationForm, req: &De
     if k < 5 {
         errors.push(FieldError {
             field: "k".into(),
-            message: "k must be at least 5 (registry publication rule) / k は 5 以上にしてください".into(),
+            message: "k must be at least 5 (registry publication rule) / k は 5 以上にしてください"
+                .into(),
         });
     }
     let budget = match mode {
@@ -345,7 +458,12 @@ fn approval_from(st: &AppState, who: &AuthUser, form: &ApplicationForm, req: &De
 }
 
 /// Build the extract of an approval and register it. Errors keep their detail in the log.
-pub async fn build_extract(st: &AppState, id: &str, scope: &Scope, actor: &str) -> Result<(), ApiError> {
+pub async fn build_extract(
+    st: &AppState,
+    id: &str,
+    scope: &Scope,
+    actor: &str,
+) -> Result<(), ApiError> {
     let built = st.data.build_extract(id, scope).await.map_err(|e| {
         let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
             .map(|e| e.to_string())
@@ -363,12 +481,21 @@ pub async fn build_extract(st: &AppState, id: &str, scope: &Scope, actor: &str) 
 /// pending change application, the decision is about the change.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/decision", tag = "applications", params(("id" = String, Path)), request_body = DecisionRequest,
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn decide(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>, body: JsonBody<DecisionRequest>) -> Result<Json<Application>, ApiError> {
+pub async fn decide(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<DecisionRequest>,
+) -> Result<Json<Application>, ApiError> {
     let Json(req) = body?;
     authorize(&st, &who, Action::Review, Some(&id)).await?;
     let app = load_visible(&st, &who, &id).await?;
     reviewer_conflict(&who, &app)?;
-    let reason = req.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     if req.decision != DecisionKind::Approve && reason.is_none() {
         return Err(ApiError::invalid_application(vec![FieldError {
             field: "reason".into(),
@@ -392,7 +519,11 @@ pub async fn decide(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
             DecisionKind::Reject | DecisionKind::RequestCorrection => {
                 // The applicant may file a corrected change application; the approval in force stays.
                 next.pending_change = None;
-                action = if req.decision == DecisionKind::Reject { "change_reject" } else { "change_request_correction" };
+                action = if req.decision == DecisionKind::Reject {
+                    "change_reject"
+                } else {
+                    "change_request_correction"
+                };
             }
         }
     } else {
@@ -415,7 +546,10 @@ pub async fn decide(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
         Some(&id),
         json!({"reason": reason, "approval": next.approval}),
     );
-    let saved = st.store.transition(&next, app.updated_at, app.status, action, reason, &ev).await?;
+    let saved = st
+        .store
+        .transition(&next, app.updated_at, app.status, action, reason, &ev)
+        .await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
 }
@@ -444,10 +578,20 @@ pub async fn recommend(
             message: "write the recommendation / 勧告内容を記入してください".into(),
         }]));
     }
-    if !matches!(app.effective_status(st.today()), Status::Approved | Status::Expired | Status::Revoked) {
+    if !matches!(
+        app.effective_status(st.today()),
+        Status::Approved | Status::Expired | Status::Revoked
+    ) {
         return Err(transition_error("Corrective recommendations apply to approved applications. / 是正勧告は承認済みの申請に対して行います。".into()));
     }
-    Ok((StatusCode::CREATED, Json(st.store.add_recommendation(&id, &who.user.username, req.text.trim()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            st.store
+                .add_recommendation(&id, &who.user.username, req.text.trim())
+                .await?,
+        ),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -458,7 +602,12 @@ pub struct RevokeRequest {
 /// Revoke an approval. Takes effect on the next request.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/revoke", tag = "applications", params(("id" = String, Path)), request_body = RevokeRequest,
     responses((status = 200, body = Application), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn revoke(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>, body: JsonBody<RevokeRequest>) -> Result<Json<Application>, ApiError> {
+pub async fn revoke(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<RevokeRequest>,
+) -> Result<Json<Application>, ApiError> {
     let Json(req) = body?;
     authorize(&st, &who, Action::Review, Some(&id)).await?;
     let app = load_visible(&st, &who, &id).await?;
@@ -474,8 +623,23 @@ pub async fn revoke(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
     next.status = workflow::next_status(app.status, "revoke").map_err(transition_error)?;
     next.revoked_reason = Some(reason.to_string());
     next.pending_change = None;
-    let ev = AuditEvent::ok(&who.user.username, "application.revoke", Some(&id), json!({"reason": reason}));
-    let saved = st.store.transition(&next, app.updated_at, app.status, "revoke", Some(reason), &ev).await?;
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.revoke",
+        Some(&id),
+        json!({"reason": reason}),
+    );
+    let saved = st
+        .store
+        .transition(
+            &next,
+            app.updated_at,
+            app.status,
+            "revoke",
+            Some(reason),
+            &ev,
+        )
+        .await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
 }
@@ -483,9 +647,17 @@ pub async fn revoke(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
 /// The usage report (使用状況報告書) of an application.
 #[utoipa::path(get, path = "/api/v1/applications/{id}/usage-report", tag = "applications", params(("id" = String, Path)),
     responses((status = 200, body = UsageReport), (status = 404, body = ErrorBody)))]
-pub async fn usage_report(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<Json<UsageReport>, ApiError> {
+pub async fn usage_report(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<UsageReport>, ApiError> {
     let app = load_visible(&st, &who, &id).await?;
-    let oversight = st.policy.authorize(&who.user, Action::UsageReport, &Target::None, st.today()).await.is_ok();
+    let oversight = st
+        .policy
+        .authorize(&who.user, Action::UsageReport, &Target::None, st.today())
+        .await
+        .is_ok();
     if !oversight && app.applicant != who.user.username {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -1,24 +1,29 @@
 //! Audit over HTTP: filtered, paginated events and chain verification (auditor,
 //! reviewer). Reading the log is itself logged.
 
-use axum::extract::{Query, State};
 use axum::Json;
+use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use super::AppState;
 use crate::audit::{AuditEvent, AuditRecord, Verification};
 use crate::policy::{Action, Target};
 use crate::store::AuditFilter;
 
 async fn authorize(st: &AppState, who: &AuthUser) -> Result<(), ApiError> {
-    if let Err(d) = st.policy.authorize(&who.user, Action::AuditRead, &Target::None, st.today()).await {
+    if let Err(d) = st
+        .policy
+        .authorize(&who.user, Action::AuditRead, &Target::None, st.today())
+        .await
+    {
         let e = ApiError::denied(&d);
-        let ev = AuditEvent::denied(&who.user.username, "audit.read", None, d.code, json!({})).with_reference(&e.reference);
+        let ev = AuditEvent::denied(&who.user.username, "audit.read", None, d.code, json!({}))
+            .with_reference(&e.reference);
         st.store.record(&ev).await?;
         return Err(e);
     }
@@ -63,7 +68,12 @@ pub async fn events(
     };
     let out = st.store.audit_events(&f).await?;
     st.store
-        .record(&AuditEvent::ok(&who.user.username, "audit.read", None, json!({"page": f.page, "returned": out.len()})))
+        .record(&AuditEvent::ok(
+            &who.user.username,
+            "audit.read",
+            None,
+            json!({"page": f.page, "returned": out.len()}),
+        ))
         .await?;
     Ok(Json(out))
 }
@@ -71,12 +81,20 @@ pub async fn events(
 /// Verify the hash chain: `{"ok": true, "events": N, "head": "…"}` or the first broken link.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     responses((status = 200, body = Verification), (status = 403, body = ErrorBody)))]
-pub async fn verify(State(st): State<AppState>, who: AuthUser) -> Result<Json<Verification>, ApiError> {
+pub async fn verify(
+    State(st): State<AppState>,
+    who: AuthUser,
+) -> Result<Json<Verification>, ApiError> {
     authorize(&st, &who).await?;
     // Verify first, so the report describes the chain as it was when asked.
     let v = st.store.verify_audit().await?;
     st.store
-        .record(&AuditEvent::ok(&who.user.username, "audit.verify", None, json!({"ok": v.ok, "events": v.events})))
+        .record(&AuditEvent::ok(
+            &who.user.username,
+            "audit.verify",
+            None,
+            json!({"ok": v.ok, "events": v.events}),
+        ))
         .await?;
     Ok(Json(v))
 }

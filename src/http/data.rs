@@ -47,7 +47,11 @@ pub struct AuthorisedQuery {
 /// The data plane as the control plane uses it.
 pub trait DataPlane: Send + Sync + 'static {
     /// Build (or rebuild) the extract of an approval.
-    fn build_extract<'a>(&'a self, application: &'a str, scope: &'a Scope) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>>;
+    fn build_extract<'a>(
+        &'a self,
+        application: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>>;
 
     /// Run an authorised query over its extract.
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>>;

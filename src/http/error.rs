@@ -3,9 +3,9 @@
 //! query errors, to the audit log under the same `ref`); the caller gets a stable code
 //! and a message (ja / en) that names the fix and never contains data values.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -16,7 +16,10 @@ use crate::store::StoreError;
 
 /// A fresh reference id for an error.
 pub fn new_ref() -> String {
-    format!("r_{}", crate::auth::random_hex(8).unwrap_or_else(|_| "unavailable".into()))
+    format!(
+        "r_{}",
+        crate::auth::random_hex(8).unwrap_or_else(|_| "unavailable".into())
+    )
 }
 
 /// An API error. Build with the constructors; convert with `?` from layer errors.
@@ -73,7 +76,9 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("No {what} with this id is visible to you; check the id. / 指定の {what} は見つかりません。"),
+            format!(
+                "No {what} with this id is visible to you; check the id. / 指定の {what} は見つかりません。"
+            ),
         )
     }
 
@@ -115,7 +120,8 @@ impl ApiError {
 
     /// A query-path refusal or failure, with the query id as reference.
     pub fn query(e: &QueryError, reference: &str) -> Self {
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self::new(status, e.code(), e.public_message()).with_ref(reference)
     }
 }
@@ -152,7 +158,9 @@ impl From<PolicyError> for ApiError {
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {
-            crate::auth::AuthError::WeakPassword => Self::bad_request("weak_password", e.to_string()),
+            crate::auth::AuthError::WeakPassword => {
+                Self::bad_request("weak_password", e.to_string())
+            }
             other => Self::internal(&other),
         }
     }
@@ -172,13 +180,22 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            format!("The request body is not valid JSON for this endpoint: {}. / リクエスト本文が不正です。", e.body_text()),
+            format!(
+                "The request body is not valid JSON for this endpoint: {}. / リクエスト本文が不正です。",
+                e.body_text()
+            ),
         )
     }
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> Self {
-        Self::bad_request("invalid_request", format!("Invalid query parameters: {}. / クエリパラメータが不正です。", e.body_text()))
+        Self::bad_request(
+            "invalid_request",
+            format!(
+                "Invalid query parameters: {}. / クエリパラメータが不正です。",
+                e.body_text()
+            ),
+        )
     }
 }

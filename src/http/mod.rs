@@ -27,7 +27,9 @@ use axum::{Json, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -86,7 +88,9 @@ struct MakeId;
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let id = crate::auth::random_hex(8).ok()?;
-        HeaderValue::from_str(&format!("req_{id}")).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("req_{id}"))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -150,19 +154,36 @@ pub fn app(state: AppState) -> Router {
         .route("/queries", get(query::history))
         .route("/catalog", get(query::catalog))
         .route("/export", post(query::export))
-        .route("/applications", get(applications::list).post(applications::create))
-        .route("/applications/{id}", get(applications::detail).put(applications::edit))
+        .route(
+            "/applications",
+            get(applications::list).post(applications::create),
+        )
+        .route(
+            "/applications/{id}",
+            get(applications::detail).put(applications::edit),
+        )
         .route("/applications/{id}/submit", post(applications::submit))
         .route("/applications/{id}/change", post(applications::change))
         .route("/applications/{id}/pledge", post(applications::pledge))
         .route("/applications/{id}/decision", post(applications::decide))
-        .route("/applications/{id}/recommendations", post(applications::recommend))
+        .route(
+            "/applications/{id}/recommendations",
+            post(applications::recommend),
+        )
         .route("/applications/{id}/revoke", post(applications::revoke))
-        .route("/applications/{id}/usage-report", get(applications::usage_report))
+        .route(
+            "/applications/{id}/usage-report",
+            get(applications::usage_report),
+        )
         .route("/audit/events", get(audit::events))
         .route("/audit/verify", get(audit::verify))
         .route("/notebooks", get(notebooks::list).post(notebooks::create))
-        .route("/notebooks/{id}", get(notebooks::get_one).put(notebooks::update).delete(notebooks::delete))
+        .route(
+            "/notebooks/{id}",
+            get(notebooks::get_one)
+                .put(notebooks::update)
+                .delete(notebooks::delete),
+        )
         .route("/releases", post(notebooks::create_release))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
@@ -170,18 +191,27 @@ pub fn app(state: AppState) -> Router {
 
     let x_request_id = HeaderName::from_static("x-request-id");
     let header = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::overriding(HeaderName::from_static(name), HeaderValue::from_static(value))
+        SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
     };
     Router::new()
         .nest("/api/v1", api)
         .fallback(console_fallback)
-        .layer(header("content-security-policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"))
+        .layer(header(
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "no-referrer"))
         .layer(header("cache-control", "no-store"))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
         .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())

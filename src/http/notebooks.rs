@@ -3,16 +3,16 @@
 //! Only the owner sees a notebook; creating one needs the same authorization as querying
 //! the application.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use super::AppState;
 use crate::audit::AuditEvent;
 use crate::policy::Action;
 use crate::store::model::{Notebook, ReleaseRequest};
@@ -21,13 +21,24 @@ type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 const MAX_CELLS: usize = 500;
 
-async fn authorize_on(st: &AppState, who: &AuthUser, application: &str, action: Action) -> Result<(), ApiError> {
+async fn authorize_on(
+    st: &AppState,
+    who: &AuthUser,
+    application: &str,
+    action: Action,
+) -> Result<(), ApiError> {
     match super::query::resolve(st, &who.user, application, action).await? {
         Ok(_) => Ok(()),
         Err(d) => {
             let e = ApiError::denied(&d);
-            let ev = AuditEvent::denied(&who.user.username, &format!("authorize.{}", action.as_str()), Some(application), d.code, serde_json::json!({}))
-                .with_reference(&e.reference);
+            let ev = AuditEvent::denied(
+                &who.user.username,
+                &format!("authorize.{}", action.as_str()),
+                Some(application),
+                d.code,
+                serde_json::json!({}),
+            )
+            .with_reference(&e.reference);
             st.store.record(&ev).await?;
             Err(e)
         }
@@ -39,7 +50,9 @@ fn check_cells(cells: &serde_json::Value) -> Result<(), ApiError> {
         Some(a) if a.len() <= MAX_CELLS => Ok(()),
         _ => Err(ApiError::bad_request(
             "invalid_request",
-            format!("`cells` must be a JSON array of at most {MAX_CELLS} cells / cells は {MAX_CELLS} 件以下の配列にしてください"),
+            format!(
+                "`cells` must be a JSON array of at most {MAX_CELLS} cells / cells は {MAX_CELLS} 件以下の配列にしてください"
+            ),
         )),
     }
 }
@@ -65,7 +78,11 @@ pub async fn list(
     params: Result<Query<NotebookParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Notebook>>, ApiError> {
     let Query(p) = params?;
-    Ok(Json(st.store.notebooks(&who.user.username, p.application.as_deref()).await?))
+    Ok(Json(
+        st.store
+            .notebooks(&who.user.username, p.application.as_deref())
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -84,7 +101,11 @@ fn empty_cells() -> serde_json::Value {
 /// Create a notebook.
 #[utoipa::path(post, path = "/api/v1/notebooks", tag = "notebooks", request_body = NotebookInput,
     responses((status = 201, body = Notebook), (status = 403, body = ErrorBody)))]
-pub async fn create(State(st): State<AppState>, who: AuthUser, body: JsonBody<NotebookInput>) -> Result<(StatusCode, Json<Notebook>), ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<NotebookInput>,
+) -> Result<(StatusCode, Json<Notebook>), ApiError> {
     let Json(input) = body?;
     check_cells(&input.cells)?;
     authorize_on(&st, &who, &input.application, Action::Notebook).await?;
@@ -97,12 +118,19 @@ pub async fn create(State(st): State<AppState>, who: AuthUser, body: JsonBody<No
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
-    Ok((StatusCode::CREATED, Json(st.store.save_notebook(&nb).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.store.save_notebook(&nb).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)),
     responses((status = 200, body = Notebook), (status = 404, body = ErrorBody)))]
-pub async fn get_one(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<Json<Notebook>, ApiError> {
+pub async fn get_one(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Notebook>, ApiError> {
     Ok(Json(own(&st, &who, &id).await?))
 }
 
@@ -116,7 +144,12 @@ pub struct NotebookUpdate {
 /// Replace a notebook's title and/or cells.
 #[utoipa::path(put, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)), request_body = NotebookUpdate,
     responses((status = 200, body = Notebook), (status = 404, body = ErrorBody)))]
-pub async fn update(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>, body: JsonBody<NotebookUpdate>) -> Result<Json<Notebook>, ApiError> {
+pub async fn update(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<NotebookUpdate>,
+) -> Result<Json<Notebook>, ApiError> {
     let Json(u) = body?;
     let mut nb = own(&st, &who, &id).await?;
     if let Some(c) = u.cells {
@@ -131,7 +164,11 @@ pub async fn update(State(st): State<AppState>, who: AuthUser, Path(id): Path<St
 
 #[utoipa::path(delete, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(st): State<AppState>, who: AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let nb = own(&st, &who, &id).await?;
     st.store.delete_notebook(&nb).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -148,7 +185,11 @@ pub struct ReleaseInput {
 /// Ask for a query result to be released for publication.
 #[utoipa::path(post, path = "/api/v1/releases", tag = "notebooks", request_body = ReleaseInput,
     responses((status = 201, body = ReleaseRequest), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_release(State(st): State<AppState>, who: AuthUser, body: JsonBody<ReleaseInput>) -> Result<(StatusCode, Json<ReleaseRequest>), ApiError> {
+pub async fn create_release(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<ReleaseInput>,
+) -> Result<(StatusCode, Json<ReleaseRequest>), ApiError> {
     let Json(input) = body?;
     authorize_on(&st, &who, &input.application, Action::RequestRelease).await?;
     if input.justification.trim().is_empty() {
@@ -157,8 +198,14 @@ pub async fn create_release(State(st): State<AppState>, who: AuthUser, body: Jso
             "`justification` is required: say where and why the result is published / 公表先と理由を記入してください",
         ));
     }
-    let mine = st.store.queries(Some(&input.application), Some(&who.user.username), 10_000).await?;
-    if !mine.iter().any(|q| q.query_id == input.query_id && q.outcome == "ok") {
+    let mine = st
+        .store
+        .queries(Some(&input.application), Some(&who.user.username), 10_000)
+        .await?;
+    if !mine
+        .iter()
+        .any(|q| q.query_id == input.query_id && q.outcome == "ok")
+    {
         return Err(ApiError::bad_request(
             "invalid_request",
             "`query_id` must name one of your successful queries under this application (GET /api/v1/queries) / 自分の成功したクエリの ID を指定してください",

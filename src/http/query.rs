@@ -10,24 +10,24 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::data::AuthorisedQuery;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use super::AppState;
 use crate::audit::AuditEvent;
-use crate::policy::{fiscal_year, Action, Denial, Target};
+use crate::policy::{Action, Denial, Target, fiscal_year};
 use crate::privacy::result::{DisclosureMode, ReleasedResult};
 use crate::sql::scope::Scope;
-use crate::store::model::{Application, QueryRecord, Role, Status, User};
 use crate::store::QueryWrite;
+use crate::store::model::{Application, QueryRecord, Role, Status, User};
 
 /// Prefix of PMS standing scope ids.
 pub const PMS_PREFIX: &str = "PMS-";
@@ -77,10 +77,19 @@ pub(crate) struct Resolved {
 
 /// Resolve and authorize `application` for `action`. Unknown application ids are
 /// reported as `not_named_user`, so ids of other studies cannot be probed.
-pub(crate) async fn resolve(st: &AppState, user: &User, id: &str, action: Action) -> Result<Result<Resolved, Denial>, ApiError> {
+pub(crate) async fn resolve(
+    st: &AppState,
+    user: &User,
+    id: &str,
+    action: Action,
+) -> Result<Result<Resolved, Denial>, ApiError> {
     let today = st.today();
     if let Some(m) = id.strip_prefix(PMS_PREFIX) {
-        if let Err(d) = st.policy.authorize(user, action, &Target::Pms { scope_id: id }, today).await {
+        if let Err(d) = st
+            .policy
+            .authorize(user, action, &Target::Pms { scope_id: id }, today)
+            .await
+        {
             return Ok(Err(d));
         }
         let (scope, mode, threshold) = pms_terms(m);
@@ -97,14 +106,35 @@ pub(crate) async fn resolve(st: &AppState, user: &User, id: &str, action: Action
         // Run the enforcement point anyway, so role refusals (reviewer, auditor) still read
         // `forbidden` and only a researcher sees `not_named_user`.
         let phantom = phantom_application(id);
-        let d = match st.policy.authorize(user, action, &Target::Application { app: &phantom, pledged: false }, today).await {
+        let d = match st
+            .policy
+            .authorize(
+                user,
+                action,
+                &Target::Application {
+                    app: &phantom,
+                    pledged: false,
+                },
+                today,
+            )
+            .await
+        {
             Err(d) => d,
             Ok(()) => unreachable_denial(),
         };
         return Ok(Err(d));
     };
     let pledged = st.store.has_pledged(&app.id, &user.username).await?;
-    if let Err(d) = st.policy.authorize(user, action, &Target::Application { app: &app, pledged }, today).await {
+    if let Err(d) = st
+        .policy
+        .authorize(
+            user,
+            action,
+            &Target::Application { app: &app, pledged },
+            today,
+        )
+        .await
+    {
         return Ok(Err(d));
     }
     let Some(a) = app.approval.clone() else {
@@ -141,11 +171,21 @@ fn phantom_application(id: &str) -> Application {
 }
 
 fn new_query_id() -> String {
-    format!("q_{}", crate::auth::random_hex(12).unwrap_or_else(|_| "unavailable".into()))
+    format!(
+        "q_{}",
+        crate::auth::random_hex(12).unwrap_or_else(|_| "unavailable".into())
+    )
 }
 
 /// Record a refused or failed query and build its error (the query id is the `ref`).
-async fn refuse(st: &AppState, user: &User, req: &QueryRequest, query_id: &str, e: ApiError, detail: serde_json::Value) -> ApiError {
+async fn refuse(
+    st: &AppState,
+    user: &User,
+    req: &QueryRequest,
+    query_id: &str,
+    e: ApiError,
+    detail: serde_json::Value,
+) -> ApiError {
     let e = e.with_ref(query_id);
     let record = QueryRecord {
         query_id: query_id.to_string(),
@@ -160,8 +200,14 @@ async fn refuse(st: &AppState, user: &User, req: &QueryRequest, query_id: &str, 
         suppressed_cells: None,
         dropped_rows: None,
     };
-    let ev = AuditEvent::denied(&user.username, "query.run", Some(&req.application), &e.code, json!({"sql": req.sql, "detail": detail}))
-        .with_reference(query_id);
+    let ev = AuditEvent::denied(
+        &user.username,
+        "query.run",
+        Some(&req.application),
+        &e.code,
+        json!({"sql": req.sql, "detail": detail}),
+    )
+    .with_reference(query_id);
     let write = QueryWrite {
         record,
         spend: None,
@@ -188,7 +234,17 @@ pub async fn run_query(
     let query_id = new_query_id();
     let resolved = match resolve(&st, user, &req.application, Action::Query).await? {
         Ok(r) => r,
-        Err(d) => return Err(refuse(&st, user, &req, &query_id, ApiError::denied(&d), json!({"rule": d.code})).await),
+        Err(d) => {
+            return Err(refuse(
+                &st,
+                user,
+                &req,
+                &query_id,
+                ApiError::denied(&d),
+                json!({"rule": d.code}),
+            )
+            .await);
+        }
     };
     let mode = req.mode.unwrap_or(resolved.mode);
     if mode != resolved.mode {
@@ -201,7 +257,15 @@ pub async fn run_query(
                 super::session::mode_name(resolved.mode)
             ),
         );
-        return Err(refuse(&st, user, &req, &query_id, e, json!({"requested_mode": super::session::mode_name(mode)})).await);
+        return Err(refuse(
+            &st,
+            user,
+            &req,
+            &query_id,
+            e,
+            json!({"requested_mode": super::session::mode_name(mode)}),
+        )
+        .await);
     }
     let fy = fiscal_year(st.today());
     let epsilon = match mode {
@@ -225,7 +289,15 @@ pub async fn run_query(
                         (budget - spent).max(0.0)
                     ),
                 );
-                return Err(refuse(&st, user, &req, &query_id, e, json!({"epsilon": eps, "spent": spent, "budget": budget})).await);
+                return Err(refuse(
+                    &st,
+                    user,
+                    &req,
+                    &query_id,
+                    e,
+                    json!({"epsilon": eps, "spent": spent, "budget": budget}),
+                )
+                .await);
             }
             Some(eps)
         }
@@ -237,7 +309,15 @@ pub async fn run_query(
             "internal",
             "The data of this scope is not available; please report the reference id. / 対象データが利用できません。参照 ID を添えて報告してください。",
         );
-        return Err(refuse(&st, user, &req, &query_id, e, json!({"detail": "extract missing or destroyed"})).await);
+        return Err(refuse(
+            &st,
+            user,
+            &req,
+            &query_id,
+            e,
+            json!({"detail": "extract missing or destroyed"}),
+        )
+        .await);
     };
 
     let started = Instant::now();
@@ -315,7 +395,11 @@ pub async fn run_query(
         Err(qe) => {
             let execution_error = matches!(qe, crate::engine::QueryError::Execution { .. });
             let prior_errors = user.execution_errors;
-            record.outcome = if qe.http_status() >= 500 { "error".into() } else { "denied".into() };
+            record.outcome = if qe.http_status() >= 500 {
+                "error".into()
+            } else {
+                "denied".into()
+            };
             record.code = Some(qe.code().into());
             let mut ev = AuditEvent::denied(
                 &user.username,
@@ -393,7 +477,14 @@ pub async fn catalog(
         Ok(r) => r,
         Err(d) => {
             let e = ApiError::denied(&d);
-            let ev = AuditEvent::denied(&who.user.username, "catalog.read", Some(&p.application), d.code, json!({})).with_reference(&e.reference);
+            let ev = AuditEvent::denied(
+                &who.user.username,
+                "catalog.read",
+                Some(&p.application),
+                d.code,
+                json!({}),
+            )
+            .with_reference(&e.reference);
             st.store.record(&ev).await?;
             return Err(e);
         }
@@ -446,9 +537,17 @@ pub async fn history(
 ) -> Result<Json<Vec<QueryRecord>>, ApiError> {
     let Query(p) = params?;
     let oversight = who.user.has(Role::Auditor) || who.user.has(Role::Reviewer);
-    let user_filter = if oversight { p.user.clone() } else { Some(who.user.username.clone()) };
+    let user_filter = if oversight {
+        p.user.clone()
+    } else {
+        Some(who.user.username.clone())
+    };
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(st.store.queries(p.application.as_deref(), user_filter.as_deref(), limit).await?))
+    Ok(Json(
+        st.store
+            .queries(p.application.as_deref(), user_filter.as_deref(), limit)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -470,20 +569,34 @@ pub async fn export(
     let Json(req) = body?;
     let app = st.store.application(&req.application).await?;
     let target = match &app {
-        Some(a) => Target::Application { app: a, pledged: true },
+        Some(a) => Target::Application {
+            app: a,
+            pledged: true,
+        },
         None => Target::None,
     };
-    let d = match st.policy.authorize(&who.user, Action::Export, &target, st.today()).await {
+    let d = match st
+        .policy
+        .authorize(&who.user, Action::Export, &target, st.today())
+        .await
+    {
         Err(d) => d,
         // No role holds `export`; reaching this means the policy files were edited.
         Ok(()) => Denial {
             code: "export_not_permitted",
-            message: "Row-level export is not available. / 個票データの持ち出しはできません。".into(),
+            message: "Row-level export is not available. / 個票データの持ち出しはできません。"
+                .into(),
         },
     };
     let e = ApiError::denied(&d);
-    let ev = AuditEvent::denied(&who.user.username, "export.attempt", Some(&req.application), d.code, json!({"what": req.what}))
-        .with_reference(&e.reference);
+    let ev = AuditEvent::denied(
+        &who.user.username,
+        "export.attempt",
+        Some(&req.application),
+        d.code,
+        json!({"what": req.what}),
+    )
+    .with_reference(&e.reference);
     st.store.record(&ev).await?;
     Err(e)
 }

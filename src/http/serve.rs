@@ -4,14 +4,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{app, AppState};
+use super::{AppState, app};
 
 /// Install the global tracing subscriber (`json` or `text`). Safe to call twice.
 pub fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KURA_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "text" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+    let filter = EnvFilter::try_from_env("KURA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
 }
 
 async fn shutdown_signal() {
@@ -38,7 +45,12 @@ async fn shutdown_signal() {
 
 /// Bind `listen`, call `on_ready` with the bound address, and serve until a shutdown
 /// signal. The retention sweep runs at start and then hourly.
-pub async fn serve(state: AppState, listen: SocketAddr, retention_days: i64, on_ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+pub async fn serve(
+    state: AppState,
+    listen: SocketAddr,
+    retention_days: i64,
+    on_ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let sweeper = {
@@ -48,7 +60,9 @@ pub async fn serve(state: AppState, listen: SocketAddr, retention_days: i64, on_
             loop {
                 tick.tick().await;
                 match crate::store::retention::sweep(&st.store, retention_days, st.today()).await {
-                    Ok(done) if !done.is_empty() => tracing::info!(destroyed = ?done, "extracts destroyed after retention"),
+                    Ok(done) if !done.is_empty() => {
+                        tracing::info!(destroyed = ?done, "extracts destroyed after retention")
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "extract retention sweep failed"),
                 }
@@ -56,11 +70,15 @@ pub async fn serve(state: AppState, listen: SocketAddr, retention_days: i64, on_
         })
     };
     match state.store.verify_audit().await {
-        Ok(v) => tracing::info!(ok = v.ok, events = v.events, head = %v.head, "audit chain at start"),
+        Ok(v) => {
+            tracing::info!(ok = v.ok, events = v.events, head = %v.head, "audit chain at start")
+        }
         Err(e) => tracing::error!(error = %e, "audit chain could not be verified at start"),
     }
     on_ready(addr);
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     sweeper.abort();
     result
 }

@@ -5,21 +5,21 @@
 //! sessions are HttpOnly + SameSite=Strict (+ Secure under TLS), and state-changing
 //! requests must echo the session's CSRF token in `X-CSRF-Token` (double submit).
 
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use super::error::{ApiError, ErrorBody};
 use crate::audit::AuditEvent;
 use crate::auth;
-use crate::policy::{pms_scope_id, Action, Target};
+use crate::policy::{Action, Target, pms_scope_id};
 use crate::store::model::{Role, Status, Term, User};
 
 pub const SESSION_COOKIE: &str = "kura_session";
@@ -48,7 +48,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -68,7 +71,11 @@ impl FromRequestParts<AppState> for AuthUser {
         };
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if via_cookie && !safe {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if !auth::secrets_equal(sent, &csrf) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -125,21 +132,35 @@ fn account_locked() -> ApiError {
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn login(State(st): State<AppState>, body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(st): State<AppState>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let now = Utc::now();
     let (failures, locked_until) = st.store.login_state(&req.username).await?;
     let found = st.store.user_with_hash(&req.username).await?;
     // Always pay the argon2id cost, so timing does not tell known from unknown names.
-    let hash = found.as_ref().map(|(_, h)| h.as_str()).unwrap_or_else(|| auth::dummy_hash());
+    let hash = found
+        .as_ref()
+        .map(|(_, h)| h.as_str())
+        .unwrap_or_else(|| auth::dummy_hash());
     let password = req.password.clone();
     let hash_owned = hash.to_string();
-    let verified = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
-        .await
-        .unwrap_or(false);
+    let verified =
+        tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
+            .await
+            .unwrap_or(false);
     if auth::is_locked(locked_until, now) {
         let e = account_locked();
-        let ev = AuditEvent::denied(&req.username, "session.login", None, "account_locked", json!({})).with_reference(&e.reference);
+        let ev = AuditEvent::denied(
+            &req.username,
+            "session.login",
+            None,
+            "account_locked",
+            json!({}),
+        )
+        .with_reference(&e.reference);
         st.store.record(&ev).await?;
         return Err(e);
     }
@@ -160,13 +181,30 @@ pub async fn login(State(st): State<AppState>, body: Result<Json<LoginRequest>, 
     }
     let (user, _) = found.expect("checked above");
     let t = auth::new_token(st.settings.token_ttl)?;
-    let ev = AuditEvent::ok(&user.username, "session.login", None, json!({"via": "password"}));
-    st.store.login_succeeded(&user.username, &t.hash, &t.csrf, t.expires_at, &ev).await?;
-    let secure = if st.settings.cookie_secure { "; Secure" } else { "" };
+    let ev = AuditEvent::ok(
+        &user.username,
+        "session.login",
+        None,
+        json!({"via": "password"}),
+    );
+    st.store
+        .login_succeeded(&user.username, &t.hash, &t.csrf, t.expires_at, &ev)
+        .await?;
+    let secure = if st.settings.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     let max_age = st.settings.token_ttl.num_seconds();
-    let session_cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", t.token);
+    let session_cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        t.token
+    );
     // Readable by the console's script on purpose: it echoes it in X-CSRF-Token.
-    let csrf_cookie = format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}", t.csrf);
+    let csrf_cookie = format!(
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}",
+        t.csrf
+    );
     let body = LoginResponse {
         token: t.token,
         user: SessionUser {
@@ -232,7 +270,17 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
     let mut usable = Vec::new();
     if let (true, Some(m)) = (who.user.has(Role::Pms), &who.user.manufacturer) {
         let id = pms_scope_id(m);
-        if st.policy.authorize(&who.user, Action::Query, &Target::Pms { scope_id: &id }, today).await.is_ok() {
+        if st
+            .policy
+            .authorize(
+                &who.user,
+                Action::Query,
+                &Target::Pms { scope_id: &id },
+                today,
+            )
+            .await
+            .is_ok()
+        {
             let (scope, mode, k) = super::query::pms_terms(m);
             usable.push(UsableScope {
                 title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
@@ -247,17 +295,33 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
         }
     }
     for app in st.store.applications().await? {
-        if app.status != Status::Approved || !app.form.named_users.iter().any(|n| n.username == who.user.username) {
+        if app.status != Status::Approved
+            || !app
+                .form
+                .named_users
+                .iter()
+                .any(|n| n.username == who.user.username)
+        {
             continue;
         }
         let pledged = st.store.has_pledged(&app.id, &who.user.username).await?;
         let target = Target::Application { app: &app, pledged };
-        if st.policy.authorize(&who.user, Action::Query, &target, today).await.is_err() {
+        if st
+            .policy
+            .authorize(&who.user, Action::Query, &target, today)
+            .await
+            .is_err()
+        {
             continue;
         }
         let Some(a) = &app.approval else { continue };
         let remaining = match a.epsilon_budget {
-            Some(b) => Some(b - st.store.epsilon_spent(&app.id, crate::policy::fiscal_year(today)).await?),
+            Some(b) => Some(
+                b - st
+                    .store
+                    .epsilon_spent(&app.id, crate::policy::fiscal_year(today))
+                    .await?,
+            ),
             None => None,
         };
         usable.push(UsableScope {

@@ -96,7 +96,11 @@ impl Denial {
 
 /// Japanese fiscal year (1 April – 31 March) of a date.
 pub fn fiscal_year(d: NaiveDate) -> i32 {
-    if d.month() >= 4 { d.year() } else { d.year() - 1 }
+    if d.month() >= 4 {
+        d.year()
+    } else {
+        d.year() - 1
+    }
 }
 
 /// The standing scope id of a manufacturer's PMS team.
@@ -199,13 +203,21 @@ impl Policy {
     }
 
     fn role_grants(&self, user: &User, kind: &str, act: &str) -> bool {
-        self.static_rules
-            .iter()
-            .any(|[sub, obj, a]| a == act && (obj == kind || obj == "any") && user.roles.iter().any(|r| r.as_str() == sub))
+        self.static_rules.iter().any(|[sub, obj, a]| {
+            a == act
+                && (obj == kind || obj == "any")
+                && user.roles.iter().any(|r| r.as_str() == sub)
+        })
     }
 
     /// The one enforcement point: may `user` perform `action` on `target` on `today`?
-    pub async fn authorize(&self, user: &User, action: Action, target: &Target<'_>, today: NaiveDate) -> Result<(), Denial> {
+    pub async fn authorize(
+        &self,
+        user: &User,
+        action: Action,
+        target: &Target<'_>,
+        today: NaiveDate,
+    ) -> Result<(), Denial> {
         let act = action.as_str();
         let env = Env {
             today: today.format("%Y-%m-%d").to_string(),
@@ -237,8 +249,12 @@ impl Policy {
                     kind: "application",
                     id: &app.id,
                     status: app.status.as_str(),
-                    start: term.map(|t| t.start.format("%Y-%m-%d").to_string()).unwrap_or_default(),
-                    end: term.map(|t| t.end.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+                    start: term
+                        .map(|t| t.start.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default(),
+                    end: term
+                        .map(|t| t.end.format("%Y-%m-%d").to_string())
+                        .unwrap_or_default(),
                     start_fy: term.map(|t| fiscal_year(t.start)).unwrap_or(0),
                     end_fy: term.map(|t| fiscal_year(t.end)).unwrap_or(-1),
                     pledged: *pledged,
@@ -247,7 +263,14 @@ impl Policy {
         };
         let allowed = {
             let e = self.enforcer.read().await;
-            e.enforce((Sub { name: &user.username }, obj, act, env))
+            e.enforce((
+                Sub {
+                    name: &user.username,
+                },
+                obj,
+                act,
+                env,
+            ))
         };
         let allowed = match allowed {
             Ok(a) => a,
@@ -273,7 +296,13 @@ impl Policy {
     }
 
     /// Name the first rule `user` fails for this action, from fresh store facts.
-    fn diagnose(&self, user: &User, action: Action, target: &Target<'_>, today: NaiveDate) -> Option<Denial> {
+    fn diagnose(
+        &self,
+        user: &User,
+        action: Action,
+        target: &Target<'_>,
+        today: NaiveDate,
+    ) -> Option<Denial> {
         let act = action.as_str();
         if action == Action::Export {
             return Some(Denial::new(
@@ -282,7 +311,10 @@ impl Policy {
             ));
         }
         if user.disabled {
-            return Some(Denial::new("forbidden", "This account is disabled. / このアカウントは無効です。"));
+            return Some(Denial::new(
+                "forbidden",
+                "This account is disabled. / このアカウントは無効です。",
+            ));
         }
         let kind = match target {
             Target::None => "none",
@@ -294,7 +326,9 @@ impl Policy {
                 (Action::Query | Action::Catalog, _) => {
                     "Your role may not read registry data; only named researchers of an approved application or PMS teams may query. / このロールではデータを参照できません。"
                 }
-                _ => "Your role does not permit this action. / このロールではこの操作はできません。",
+                _ => {
+                    "Your role does not permit this action. / このロールではこの操作はできません。"
+                }
             };
             return Some(Denial::new("forbidden", msg));
         }
@@ -310,7 +344,12 @@ impl Policy {
                 })
             }
             Target::Application { app, pledged } => {
-                if !app.form.named_users.iter().any(|n| n.username == user.username) {
+                if !app
+                    .form
+                    .named_users
+                    .iter()
+                    .any(|n| n.username == user.username)
+                {
                     return Some(Denial::new(
                         "not_named_user",
                         "You are not a named user of this application; ask the applicant to add you through a change application. / この申請の使用者として登録されていません。変更申請で追加を依頼してください。",
@@ -332,7 +371,10 @@ impl Policy {
                     }
                 }
                 let Some(approval) = &app.approval else {
-                    return Some(Denial::new("not_approved", "This application has no approval on record. / 承認記録がありません。"));
+                    return Some(Denial::new(
+                        "not_approved",
+                        "This application has no approval on record. / 承認記録がありません。",
+                    ));
                 };
                 let t = approval.term;
                 if today < t.start || today > t.end || fiscal_year(t.start) != fiscal_year(t.end) {

@@ -45,7 +45,10 @@ pub fn fiscal_year_end(start: NaiveDate) -> NaiveDate {
 /// Validate a period of use.
 pub fn validate_term(field: &str, term: &Term, errors: &mut Vec<FieldError>) {
     if term.end < term.start {
-        errors.push(fe(field, "term.end is before term.start; swap or correct the dates / 終了日が開始日より前です"));
+        errors.push(fe(
+            field,
+            "term.end is before term.start; swap or correct the dates / 終了日が開始日より前です",
+        ));
         return;
     }
     let last = fiscal_year_end(term.start);
@@ -61,24 +64,48 @@ pub fn validate_term(field: &str, term: &Term, errors: &mut Vec<FieldError>) {
 }
 
 /// Validate a requested or approved record scope.
-pub fn validate_scope(field: &str, scope: &RequestedScope, diseases: &[i32], known: &Known<'_>, errors: &mut Vec<FieldError>) {
+pub fn validate_scope(
+    field: &str,
+    scope: &RequestedScope,
+    diseases: &[i32],
+    known: &Known<'_>,
+    errors: &mut Vec<FieldError>,
+) {
     if scope.datasets.is_empty() {
         errors.push(fe(&format!("{field}.datasets"), "name at least one dataset (nanbyo, als, regen) / データセットを 1 つ以上指定してください"));
     }
     for d in &scope.datasets {
         if known.catalog.dataset(d).is_none() {
-            let names: Vec<&str> = known.catalog.datasets.iter().map(|d| d.name.as_str()).collect();
+            let names: Vec<&str> = known
+                .catalog
+                .datasets
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
             errors.push(fe(
                 &format!("{field}.datasets"),
-                format!("unknown dataset `{d}`; choose from {} / 不明なデータセットです", names.join(", ")),
+                format!(
+                    "unknown dataset `{d}`; choose from {} / 不明なデータセットです",
+                    names.join(", ")
+                ),
             ));
         }
     }
     if scope.fiscal_years.is_empty() {
-        errors.push(fe(&format!("{field}.fiscal_years"), "name the fiscal years of records you need / 対象年度を指定してください"));
+        errors.push(fe(
+            &format!("{field}.fiscal_years"),
+            "name the fiscal years of records you need / 対象年度を指定してください",
+        ));
     }
-    if let Some(fy) = scope.fiscal_years.iter().find(|y| !(2000..=2100).contains(*y)) {
-        errors.push(fe(&format!("{field}.fiscal_years"), format!("fiscal year {fy} is out of range (2000–2100) / 年度が範囲外です")));
+    if let Some(fy) = scope
+        .fiscal_years
+        .iter()
+        .find(|y| !(2000..=2100).contains(*y))
+    {
+        errors.push(fe(
+            &format!("{field}.fiscal_years"),
+            format!("fiscal year {fy} is out of range (2000–2100) / 年度が範囲外です"),
+        ));
     }
     if let Some(prefs) = &scope.prefectures {
         if prefs.is_empty() {
@@ -97,7 +124,11 @@ pub fn validate_scope(field: &str, scope: &RequestedScope, diseases: &[i32], kno
     if diseases.is_empty() {
         errors.push(fe("diseases", "name at least one target disease by designated number / 対象疾病を告示番号で指定してください"));
     }
-    let unknown: Vec<String> = diseases.iter().filter(|d| !known.diseases.contains(d)).map(|d| d.to_string()).collect();
+    let unknown: Vec<String> = diseases
+        .iter()
+        .filter(|d| !known.diseases.contains(d))
+        .map(|d| d.to_string())
+        .collect();
     if !unknown.is_empty() {
         errors.push(fe(
             "diseases",
@@ -127,10 +158,15 @@ pub fn validate_for_submit(form: &ApplicationForm, known: &Known<'_>) -> Vec<Fie
     ];
     for (field, v) in required {
         if v.trim().is_empty() {
-            errors.push(fe(field, format!("`{field}` is required; fill it in as on form 1 / 必須項目です")));
+            errors.push(fe(
+                field,
+                format!("`{field}` is required; fill it in as on form 1 / 必須項目です"),
+            ));
         }
     }
-    if form.ethics_review.committee.trim().is_empty() || form.ethics_review.approval_number.trim().is_empty() {
+    if form.ethics_review.committee.trim().is_empty()
+        || form.ethics_review.approval_number.trim().is_empty()
+    {
         errors.push(fe("ethics_review", "give the ethics committee and its approval number / 倫理審査委員会名と承認番号を記入してください"));
     }
     if form.named_users.is_empty() {
@@ -145,17 +181,26 @@ pub fn validate_for_submit(form: &ApplicationForm, known: &Known<'_>) -> Vec<Fie
             ));
         }
         if !seen.insert(&n.username) {
-            errors.push(fe(&format!("named_users[{i}].username"), "named twice; list each user once / 重複しています"));
+            errors.push(fe(
+                &format!("named_users[{i}].username"),
+                "named twice; list each user once / 重複しています",
+            ));
         }
     }
-    if let Some(c) = &form.lead_consent {
-        if c.lead.name.trim().is_empty() {
-            errors.push(fe("lead_consent.lead.name", "name the research lead who consents (form 3) / 主任研究者名を記入してください"));
-        }
+    if let Some(c) = &form.lead_consent
+        && c.lead.name.trim().is_empty()
+    {
+        errors.push(fe(
+            "lead_consent.lead.name",
+            "name the research lead who consents (form 3) / 主任研究者名を記入してください",
+        ));
     }
     match &form.term {
         Some(t) => validate_term("term", t, &mut errors),
-        None => errors.push(fe("term", "give the period of use (term.start, term.end) / 使用期間を記入してください")),
+        None => errors.push(fe(
+            "term",
+            "give the period of use (term.start, term.end) / 使用期間を記入してください",
+        )),
     }
     validate_scope("scope", &form.scope, &form.diseases, known, &mut errors);
     errors
@@ -210,17 +255,45 @@ mod tests {
     #[test]
     fn term_may_not_cross_a_fiscal_year() {
         let mut e = Vec::new();
-        validate_term("term", &Term { start: d("2026-04-01"), end: d("2027-03-31") }, &mut e);
+        validate_term(
+            "term",
+            &Term {
+                start: d("2026-04-01"),
+                end: d("2027-03-31"),
+            },
+            &mut e,
+        );
         assert!(e.is_empty());
-        validate_term("term", &Term { start: d("2026-11-21"), end: d("2027-04-01") }, &mut e);
+        validate_term(
+            "term",
+            &Term {
+                start: d("2026-11-21"),
+                end: d("2027-04-01"),
+            },
+            &mut e,
+        );
         assert_eq!(e.len(), 1);
         assert!(e[0].message.contains("2027-03-31"));
         // January belongs to the fiscal year that started the previous April.
         let mut e = Vec::new();
-        validate_term("term", &Term { start: d("2027-01-10"), end: d("2027-04-02") }, &mut e);
+        validate_term(
+            "term",
+            &Term {
+                start: d("2027-01-10"),
+                end: d("2027-04-02"),
+            },
+            &mut e,
+        );
         assert!(e[0].message.contains("2027-03-31"), "{e:?}");
         let mut e = Vec::new();
-        validate_term("term", &Term { start: d("2026-05-01"), end: d("2026-04-30") }, &mut e);
+        validate_term(
+            "term",
+            &Term {
+                start: d("2026-05-01"),
+                end: d("2026-04-30"),
+            },
+            &mut e,
+        );
         assert_eq!(e[0].field, "term");
     }
 
@@ -228,14 +301,21 @@ mod tests {
     fn only_the_regulated_transitions_exist() {
         use Status::*;
         assert_eq!(next_status(Draft, "submit"), Ok(Submitted));
-        assert_eq!(next_status(Submitted, "request_correction"), Ok(CorrectionRequested));
+        assert_eq!(
+            next_status(Submitted, "request_correction"),
+            Ok(CorrectionRequested)
+        );
         assert_eq!(next_status(CorrectionRequested, "submit"), Ok(Submitted));
         assert_eq!(next_status(Submitted, "approve"), Ok(Approved));
         assert_eq!(next_status(Approved, "revoke"), Ok(Revoked));
         assert!(next_status(Draft, "approve").is_err());
         assert!(next_status(Rejected, "submit").is_err());
         assert!(next_status(Revoked, "approve").is_err());
-        assert!(next_status(Approved, "edit").unwrap_err().contains("change application"));
+        assert!(
+            next_status(Approved, "edit")
+                .unwrap_err()
+                .contains("change application")
+        );
     }
 
     #[test]
@@ -243,16 +323,37 @@ mod tests {
         let catalog = Catalog::embedded().unwrap();
         let diseases: BTreeSet<i32> = [2, 11].into_iter().collect();
         let users: BTreeSet<String> = ["alice".to_string()].into_iter().collect();
-        let known = Known { catalog: &catalog, diseases: &diseases, users: &users };
+        let known = Known {
+            catalog: &catalog,
+            diseases: &diseases,
+            users: &users,
+        };
         let form = ApplicationForm {
             diseases: vec![2, 999],
-            named_users: vec![crate::store::model::NamedUser { username: "ghost".into(), affiliation: String::new(), title: String::new() }],
-            scope: RequestedScope { datasets: vec!["nanbyo".into(), "nope".into()], fiscal_years: vec![2024], prefectures: Some(vec!["48".into()]) },
+            named_users: vec![crate::store::model::NamedUser {
+                username: "ghost".into(),
+                affiliation: String::new(),
+                title: String::new(),
+            }],
+            scope: RequestedScope {
+                datasets: vec!["nanbyo".into(), "nope".into()],
+                fiscal_years: vec![2024],
+                prefectures: Some(vec!["48".into()]),
+            },
             ..Default::default()
         };
         let e = validate_for_submit(&form, &known);
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        for f in ["title", "purpose", "ethics_review", "named_users[0].username", "term", "scope.datasets", "scope.prefectures", "diseases"] {
+        for f in [
+            "title",
+            "purpose",
+            "ethics_review",
+            "named_users[0].username",
+            "term",
+            "scope.datasets",
+            "scope.prefectures",
+            "diseases",
+        ] {
             assert!(fields.contains(&f), "missing {f} in {fields:?}");
         }
         assert!(e.iter().any(|e| e.message.contains("999")));

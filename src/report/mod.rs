@@ -41,7 +41,11 @@ pub struct UsageReport {
 }
 
 /// Build the usage report of `app` as of `today`.
-pub async fn usage_report(store: &Store, app: &Application, today: NaiveDate) -> Result<UsageReport, StoreError> {
+pub async fn usage_report(
+    store: &Store,
+    app: &Application,
+    today: NaiveDate,
+) -> Result<UsageReport, StoreError> {
     let queries = store.queries(Some(&app.id), None, i64::MAX).await?;
     let pledges = store.pledges(&app.id).await?;
     let mut by_user: BTreeMap<String, UserUsage> = app
@@ -50,7 +54,13 @@ pub async fn usage_report(store: &Store, app: &Application, today: NaiveDate) ->
         .iter()
         .map(|n| {
             let pledged = pledges.iter().any(|p| p.username == n.username);
-            (n.username.clone(), UserUsage { pledged, ..Default::default() })
+            (
+                n.username.clone(),
+                UserUsage {
+                    pledged,
+                    ..Default::default()
+                },
+            )
         })
         .collect();
     let mut r = UsageReport {

@@ -17,14 +17,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection, SqlitePool, Transaction};
 
 use crate::audit::{self, AuditError, AuditEvent, AuditKey, AuditRecord, Verification};
 use model::*;
 
 /// Versioned migrations, applied in order; each runs in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "control_plane", include_str!("migrations/0001_control_plane.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "control_plane",
+    include_str!("migrations/0001_control_plane.sql"),
+)];
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +115,10 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         let store = Self { pool, key };
         store.migrate().await?;
         Ok(store)
@@ -120,23 +129,29 @@ impl Store {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
             .execute(&mut *conn)
             .await?;
-        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *conn)
-            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *conn)
+                .await?;
         let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         if current > known {
-            return Err(StoreError::SchemaTooNew { found: current, known });
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
         }
         drop(conn);
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(name)
-                .bind(ts(now()))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(ts(now()))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         Ok(())
@@ -222,7 +237,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_some() {
-            return Err(StoreError::Conflict(format!("user `{}` already exists", u.username)));
+            return Err(StoreError::Conflict(format!(
+                "user `{}` already exists",
+                u.username
+            )));
         }
         let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
         sqlx::query(
@@ -250,7 +268,9 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.user(&u.username).await?.ok_or_else(|| StoreError::NotFound("user".into()))
+        self.user(&u.username)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("user".into()))
     }
 
     pub async fn user(&self, username: &str) -> Result<Option<User>> {
@@ -268,13 +288,18 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(r) => Ok(Some((Self::user_from_row(&r)?, r.try_get("password_hash")?))),
+            Some(r) => Ok(Some((
+                Self::user_from_row(&r)?,
+                r.try_get("password_hash")?,
+            ))),
             None => Ok(None),
         }
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::user_from_row).collect()
     }
 
@@ -291,15 +316,24 @@ impl Store {
             return Err(StoreError::NotFound(format!("user `{username}`")));
         }
         if disabled {
-            sqlx::query("UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL")
-                .bind(ts(now()))
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let action = if disabled { "user.disable" } else { "user.enable" };
-        self.audit(&mut tx, &AuditEvent::ok(actor, action, None, json!({"username": username})))
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
+            )
+            .bind(ts(now()))
+            .bind(username)
+            .execute(&mut *tx)
             .await?;
+        }
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(actor, action, None, json!({"username": username})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -325,8 +359,16 @@ impl Store {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        self.audit(&mut tx, &AuditEvent::ok(actor, "user.reset_password", None, json!({"username": username})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                actor,
+                "user.reset_password",
+                None,
+                json!({"username": username}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -335,10 +377,11 @@ impl Store {
 
     /// The lockout state of an attempted username: `(failures, locked_until)`.
     pub async fn login_state(&self, username: &str) -> Result<(i64, Option<DateTime<Utc>>)> {
-        let row = sqlx::query("SELECT failures, locked_until FROM login_attempts WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT failures, locked_until FROM login_attempts WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             Some(r) => Ok((r.try_get("failures")?, opt_ts(r.try_get("locked_until")?)?)),
             None => Ok((0, None)),
@@ -346,7 +389,12 @@ impl Store {
     }
 
     /// Record a failed login (and the lock, if this failure reaches the limit).
-    pub async fn login_failed(&self, username: &str, lock_until: Option<DateTime<Utc>>, event: &AuditEvent) -> Result<()> {
+    pub async fn login_failed(
+        &self,
+        username: &str,
+        lock_until: Option<DateTime<Utc>>,
+        event: &AuditEvent,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO login_attempts (username, failures, locked_until) VALUES (?, 1, ?)
@@ -415,11 +463,13 @@ impl Store {
     /// Revoke a session (logout).
     pub async fn revoke_session(&self, token_hash: &str, event: &AuditEvent) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL")
-            .bind(ts(now()))
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(ts(now()))
+        .bind(token_hash)
+        .execute(&mut *tx)
+        .await?;
         self.audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
@@ -431,7 +481,8 @@ impl Store {
         let status: String = r.try_get("status")?;
         Ok(Application {
             id: r.try_get("id")?,
-            status: Status::parse(&status).ok_or_else(|| StoreError::Conflict(format!("unknown stored status `{status}`")))?,
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError::Conflict(format!("unknown stored status `{status}`")))?,
             applicant: r.try_get("applicant")?,
             form: serde_json::from_str(&r.try_get::<String, _>("form")?)?,
             approval: r
@@ -449,16 +500,22 @@ impl Store {
     }
 
     /// Create a draft. `id` is generated (`A-<year>-<nnnn>`) unless given.
-    pub async fn create_application(&self, id: Option<&str>, applicant: &str, form: &ApplicationForm) -> Result<Application> {
+    pub async fn create_application(
+        &self,
+        id: Option<&str>,
+        applicant: &str,
+        form: &ApplicationForm,
+    ) -> Result<Application> {
         let mut tx = self.begin().await?;
         let id = match id {
             Some(id) => id.to_string(),
             None => {
                 let year = Utc::now().format("%Y").to_string();
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE id LIKE ?")
-                    .bind(format!("A-{year}-%"))
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE id LIKE ?")
+                        .bind(format!("A-{year}-%"))
+                        .fetch_one(&mut *tx)
+                        .await?;
                 format!("A-{year}-{:04}", n + 1)
             }
         };
@@ -467,7 +524,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_some() {
-            return Err(StoreError::Conflict(format!("application `{id}` already exists")));
+            return Err(StoreError::Conflict(format!(
+                "application `{id}` already exists"
+            )));
         }
         let t = ts(now());
         sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES (?, 'draft', ?, ?, ?, ?)")
@@ -479,10 +538,20 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         Self::history(&mut tx, &id, applicant, "create", None, "draft", None).await?;
-        self.audit(&mut tx, &AuditEvent::ok(applicant, "application.create", Some(&id), json!({"title": form.title})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                applicant,
+                "application.create",
+                Some(&id),
+                json!({"title": form.title}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
-        self.application(&id).await?.ok_or_else(|| StoreError::NotFound(id))
+        self.application(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id))
     }
 
     async fn history(
@@ -518,7 +587,9 @@ impl Store {
     }
 
     pub async fn applications(&self) -> Result<Vec<Application>> {
-        let rows = sqlx::query("SELECT * FROM applications ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM applications ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::application_from_row).collect()
     }
 
@@ -556,17 +627,29 @@ impl Store {
                 app.id
             )));
         }
-        Self::history(&mut tx, &app.id, &event.actor, action, Some(from.as_str()), app.status.as_str(), reason).await?;
+        Self::history(
+            &mut tx,
+            &app.id,
+            &event.actor,
+            action,
+            Some(from.as_str()),
+            app.status.as_str(),
+            reason,
+        )
+        .await?;
         self.audit(&mut tx, event).await?;
         tx.commit().await?;
-        self.application(&app.id).await?.ok_or_else(|| StoreError::NotFound(app.id.clone()))
+        self.application(&app.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(app.id.clone()))
     }
 
     pub async fn application_history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
-        let rows = sqlx::query("SELECT * FROM application_history WHERE application_id = ? ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM application_history WHERE application_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(HistoryEntry {
@@ -590,17 +673,22 @@ impl Store {
             .bind(ts(now()))
             .execute(&mut *tx)
             .await?;
-        self.audit(&mut tx, &AuditEvent::ok(username, "application.pledge", Some(id), json!({})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(username, "application.pledge", Some(id), json!({})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn pledges(&self, id: &str) -> Result<Vec<Pledge>> {
-        let rows = sqlx::query("SELECT username, accepted_at FROM pledges WHERE application_id = ? ORDER BY username")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT username, accepted_at FROM pledges WHERE application_id = ? ORDER BY username",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(Pledge {
@@ -612,26 +700,42 @@ impl Store {
     }
 
     pub async fn has_pledged(&self, id: &str, username: &str) -> Result<bool> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pledges WHERE application_id = ? AND username = ?")
-            .bind(id)
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM pledges WHERE application_id = ? AND username = ?")
+                .bind(id)
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(n.is_some())
     }
 
-    pub async fn add_recommendation(&self, id: &str, reviewer: &str, text: &str) -> Result<Recommendation> {
+    pub async fn add_recommendation(
+        &self,
+        id: &str,
+        reviewer: &str,
+        text: &str,
+    ) -> Result<Recommendation> {
         let mut tx = self.begin().await?;
         let at = now();
-        sqlx::query("INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(ts(at))
-            .bind(reviewer)
-            .bind(text)
-            .execute(&mut *tx)
-            .await?;
-        self.audit(&mut tx, &AuditEvent::ok(reviewer, "application.recommendation", Some(id), json!({"text": text})))
-            .await?;
+        sqlx::query(
+            "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(ts(at))
+        .bind(reviewer)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                reviewer,
+                "application.recommendation",
+                Some(id),
+                json!({"text": text}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Recommendation {
             at,
@@ -641,10 +745,12 @@ impl Store {
     }
 
     pub async fn recommendations(&self, id: &str) -> Result<Vec<Recommendation>> {
-        let rows = sqlx::query("SELECT at, reviewer, text FROM recommendations WHERE application_id = ? ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, reviewer, text FROM recommendations WHERE application_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(Recommendation {
@@ -659,7 +765,13 @@ impl Store {
     // --------------------------------------------------------------- extracts
 
     /// Register a (re)built extract.
-    pub async fn set_extract(&self, id: &str, extract_id: &str, path: &str, actor: &str) -> Result<()> {
+    pub async fn set_extract(
+        &self,
+        id: &str,
+        extract_id: &str,
+        path: &str,
+        actor: &str,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO extracts (application_id, extract_id, path, built_at) VALUES (?, ?, ?, ?)
@@ -672,8 +784,16 @@ impl Store {
         .bind(ts(now()))
         .execute(&mut *tx)
         .await?;
-        self.audit(&mut tx, &AuditEvent::ok(actor, "extract.build", Some(id), json!({"extract_id": extract_id})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                actor,
+                "extract.build",
+                Some(id),
+                json!({"extract_id": extract_id}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -703,8 +823,16 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        self.audit(&mut tx, &AuditEvent::ok(actor, "extract.destroy", Some(id), json!({"reason": reason})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                actor,
+                "extract.destroy",
+                Some(id),
+                json!({"reason": reason}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -713,11 +841,13 @@ impl Store {
 
     /// ε spent by an application in a fiscal year.
     pub async fn epsilon_spent(&self, id: &str, fiscal_year: i32) -> Result<f64> {
-        let v: Option<f64> = sqlx::query_scalar("SELECT epsilon_spent FROM budgets WHERE application_id = ? AND fiscal_year = ?")
-            .bind(id)
-            .bind(fiscal_year)
-            .fetch_optional(&self.pool)
-            .await?;
+        let v: Option<f64> = sqlx::query_scalar(
+            "SELECT epsilon_spent FROM budgets WHERE application_id = ? AND fiscal_year = ?",
+        )
+        .bind(id)
+        .bind(fiscal_year)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(v.unwrap_or(0.0))
     }
 
@@ -756,17 +886,24 @@ impl Store {
             .await?;
         }
         if q.execution_error {
-            sqlx::query("UPDATE users SET execution_errors = execution_errors + 1 WHERE username = ?")
-                .bind(&r.username)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE users SET execution_errors = execution_errors + 1 WHERE username = ?",
+            )
+            .bind(&r.username)
+            .execute(&mut *tx)
+            .await?;
         }
         let rec = self.audit(&mut tx, event).await?;
         tx.commit().await?;
         Ok(rec)
     }
 
-    pub async fn queries(&self, application: Option<&str>, username: Option<&str>, limit: i64) -> Result<Vec<QueryRecord>> {
+    pub async fn queries(
+        &self,
+        application: Option<&str>,
+        username: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<QueryRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM queries WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR username = ?2)
              ORDER BY at DESC LIMIT ?3",
@@ -843,17 +980,38 @@ impl Store {
         .bind(&t)
         .execute(&mut *tx)
         .await?;
-        self.audit(&mut tx, &AuditEvent::ok(&nb.owner, "notebook.save", Some(&nb.application_id), json!({"notebook": nb.id})))
-            .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                &nb.owner,
+                "notebook.save",
+                Some(&nb.application_id),
+                json!({"notebook": nb.id}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
-        self.notebook(&nb.id).await?.ok_or_else(|| StoreError::NotFound(nb.id.clone()))
+        self.notebook(&nb.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(nb.id.clone()))
     }
 
     pub async fn delete_notebook(&self, nb: &Notebook) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM notebooks WHERE id = ?").bind(&nb.id).execute(&mut *tx).await?;
-        self.audit(&mut tx, &AuditEvent::ok(&nb.owner, "notebook.delete", Some(&nb.application_id), json!({"notebook": nb.id})))
+        sqlx::query("DELETE FROM notebooks WHERE id = ?")
+            .bind(&nb.id)
+            .execute(&mut *tx)
             .await?;
+        self.audit(
+            &mut tx,
+            &AuditEvent::ok(
+                &nb.owner,
+                "notebook.delete",
+                Some(&nb.application_id),
+                json!({"notebook": nb.id}),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -876,7 +1034,12 @@ impl Store {
         .await?;
         self.audit(
             &mut tx,
-            &AuditEvent::ok(&r.requester, "release.request", Some(&r.application_id), json!({"release": r.id, "query_id": r.query_id})),
+            &AuditEvent::ok(
+                &r.requester,
+                "release.request",
+                Some(&r.application_id),
+                json!({"release": r.id, "query_id": r.query_id}),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -916,7 +1079,9 @@ mod tests {
     async fn migrations_are_idempotent_and_state_changes_are_audited() {
         let dir = tempfile::tempdir().unwrap();
         let key = AuditKey::from_bytes(&[1u8; 32]).unwrap();
-        let s = Store::open(&dir.path().join("kura.db"), key.clone()).await.unwrap();
+        let s = Store::open(&dir.path().join("kura.db"), key.clone())
+            .await
+            .unwrap();
         s.create_user(&new_user("alice"), "admin").await.unwrap();
         s.close().await;
         let s = Store::open(&dir.path().join("kura.db"), key).await.unwrap();
@@ -930,7 +1095,10 @@ mod tests {
     async fn duplicate_user_is_a_conflict_and_writes_no_audit() {
         let (_d, s) = store().await;
         s.create_user(&new_user("alice"), "admin").await.unwrap();
-        assert!(matches!(s.create_user(&new_user("alice"), "admin").await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.create_user(&new_user("alice"), "admin").await,
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(s.verify_audit().await.unwrap().events, 1);
     }
 
@@ -938,15 +1106,21 @@ mod tests {
     async fn stale_transition_is_refused() {
         let (_d, s) = store().await;
         s.create_user(&new_user("alice"), "admin").await.unwrap();
-        let app = s.create_application(None, "alice", &ApplicationForm::default()).await.unwrap();
+        let app = s
+            .create_application(None, "alice", &ApplicationForm::default())
+            .await
+            .unwrap();
         let stale = app.updated_at;
         let mut next = app.clone();
         next.status = Status::Submitted;
         let ev = AuditEvent::ok("alice", "application.submit", Some(&app.id), json!({}));
-        s.transition(&next, stale, Status::Draft, "submit", None, &ev).await.unwrap();
+        s.transition(&next, stale, Status::Draft, "submit", None, &ev)
+            .await
+            .unwrap();
         // Same expectation again: the row has moved on, so the second writer loses.
         assert!(matches!(
-            s.transition(&next, stale, Status::Draft, "submit", None, &ev).await,
+            s.transition(&next, stale, Status::Draft, "submit", None, &ev)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         let h = s.application_history(&app.id).await.unwrap();

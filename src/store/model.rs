@@ -10,7 +10,9 @@ use crate::privacy::result::DisclosureMode;
 use crate::sql::scope::Scope;
 
 /// Account roles. A PMS account is bound to one manufacturer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Researcher,

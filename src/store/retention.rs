@@ -10,7 +10,11 @@ use super::{Store, StoreError};
 
 /// Destroy the extracts whose approval ended more than `retention_days` before `today`.
 /// Returns the application ids whose extracts were destroyed.
-pub async fn sweep(store: &Store, retention_days: i64, today: NaiveDate) -> Result<Vec<String>, StoreError> {
+pub async fn sweep(
+    store: &Store,
+    retention_days: i64,
+    today: NaiveDate,
+) -> Result<Vec<String>, StoreError> {
     let mut done = Vec::new();
     for app in store.applications().await? {
         let ended = match app.effective_status(today) {
@@ -22,7 +26,9 @@ pub async fn sweep(store: &Store, retention_days: i64, today: NaiveDate) -> Resu
         if (today - ended).num_days() <= retention_days {
             continue;
         }
-        let Some(x) = store.extract(&app.id).await? else { continue };
+        let Some(x) = store.extract(&app.id).await? else {
+            continue;
+        };
         if x.destroyed_at.is_some() {
             continue;
         }
@@ -35,7 +41,9 @@ pub async fn sweep(store: &Store, retention_days: i64, today: NaiveDate) -> Resu
             }
         }
         let reason = format!("retention of {retention_days} days after {ended} elapsed");
-        store.extract_destroyed(&app.id, "system:retention", &reason).await?;
+        store
+            .extract_destroyed(&app.id, "system:retention", &reason)
+            .await?;
         done.push(app.id);
     }
     Ok(done)
@@ -53,7 +61,12 @@ mod tests {
     #[tokio::test]
     async fn expired_extracts_are_destroyed_after_retention_and_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kura.db"), AuditKey::from_bytes(&[2u8; 32]).unwrap()).await.unwrap();
+        let store = Store::open(
+            &dir.path().join("kura.db"),
+            AuditKey::from_bytes(&[2u8; 32]).unwrap(),
+        )
+        .await
+        .unwrap();
         store
             .create_user(
                 &NewUser {
@@ -69,12 +82,18 @@ mod tests {
             )
             .await
             .unwrap();
-        let app = store.create_application(Some("A-1"), "r", &ApplicationForm::default()).await.unwrap();
+        let app = store
+            .create_application(Some("A-1"), "r", &ApplicationForm::default())
+            .await
+            .unwrap();
         let mut next = app.clone();
         next.status = Status::Approved;
         let end = NaiveDate::from_ymd_opt(2025, 3, 31).unwrap();
         next.approval = Some(Approval {
-            term: Term { start: NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(), end },
+            term: Term {
+                start: NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(),
+                end,
+            },
             scope: Scope::default(),
             mode: DisclosureMode::Suppression,
             k: 5,
@@ -82,22 +101,58 @@ mod tests {
             approved_by: "rev".into(),
             approved_at: Utc::now(),
         });
-        let ev = AuditEvent::ok("rev", "application.approve", Some("A-1"), serde_json::json!({}));
-        store.transition(&next, app.updated_at, Status::Submitted, "approve", None, &ev).await.unwrap();
+        let ev = AuditEvent::ok(
+            "rev",
+            "application.approve",
+            Some("A-1"),
+            serde_json::json!({}),
+        );
+        store
+            .transition(
+                &next,
+                app.updated_at,
+                Status::Submitted,
+                "approve",
+                None,
+                &ev,
+            )
+            .await
+            .unwrap();
         let path = dir.path().join("x1");
         std::fs::create_dir_all(&path).unwrap();
         std::fs::write(path.join("patient.parquet"), b"data").unwrap();
-        store.set_extract("A-1", "x1", &path.to_string_lossy(), "t").await.unwrap();
+        store
+            .set_extract("A-1", "x1", &path.to_string_lossy(), "t")
+            .await
+            .unwrap();
 
         // Inside the retention period nothing happens.
         let within = end + chrono::Duration::days(30);
         assert!(sweep(&store, 30, within).await.unwrap().is_empty());
         assert!(path.exists());
         let after = end + chrono::Duration::days(31);
-        assert_eq!(sweep(&store, 30, after).await.unwrap(), vec!["A-1".to_string()]);
+        assert_eq!(
+            sweep(&store, 30, after).await.unwrap(),
+            vec!["A-1".to_string()]
+        );
         assert!(!path.exists());
-        assert!(store.extract("A-1").await.unwrap().unwrap().destroyed_at.is_some());
-        let evs = store.audit_events(&crate::store::AuditFilter { action: Some("extract.destroy".into()), page_size: 10, ..Default::default() }).await.unwrap();
+        assert!(
+            store
+                .extract("A-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .destroyed_at
+                .is_some()
+        );
+        let evs = store
+            .audit_events(&crate::store::AuditFilter {
+                action: Some("extract.destroy".into()),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(evs.len(), 1);
         // Idempotent.
         assert!(sweep(&store, 30, after).await.unwrap().is_empty());
