@@ -1,3 +1,4 @@
 //! The one integration-test binary (linking DataFusion is slow; one binary links once).
 
 mod api;
+mod e2e;
