@@ -66,11 +66,14 @@ pub enum SynthError {
 const REG_START: i32 = 16_526; // 2015-04-01
 const REG_END: i32 = 20_543; // 2026-03-31
 const DAYS_PER_MONTH: f64 = 30.4375;
+/// Birth and onset years are bounded to 2025 in the catalogue.
+const LAST_YEAR_DAY: i32 = 20_453; // 2025-12-31
 
 /// Generate a source registry into `opts.out` (atomically: all files or none).
 pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
     debug_assert_eq!(days_since_epoch(2015, 4, 1), REG_START);
     debug_assert_eq!(days_since_epoch(2026, 3, 31), REG_END);
+    debug_assert_eq!(days_since_epoch(2025, 12, 31), LAST_YEAR_DAY);
     if opts.patients == 0 {
         return Err(SynthError::NoPatients);
     }
@@ -479,7 +482,7 @@ fn patient(
         let start = REG_START.max(fy_start(prod.approval_year));
         let treat = rng.random_range(start..=REG_END);
         let age_years = normal(rng, prod.age_mean, prod.age_sd).clamp(0.0, 95.0);
-        birth = treat - (age_years * 365.25) as i32 - rng.random_range(0..365);
+        birth = (treat - (age_years * 365.25) as i32 - rng.random_range(0..365)).min(LAST_YEAR_DAY);
         first_date = treat;
         let facility = pick(rng, &t.facilities[pref_ix]);
         let doc_male = rng.random_bool(0.7);
@@ -507,7 +510,7 @@ fn patient(
         } else {
             ((-rng.random::<f64>().max(1e-9).ln()) * 4.0 * 365.25).min(25.0 * 365.25) as i32
         };
-        let onset = app - delay_days;
+        let onset = (app - delay_days).min(LAST_YEAR_DAY);
         let onset_year = ymd(onset).0;
         let onset_age = normal(rng, dis.onset_mean, dis.onset_sd)
             .clamp(0.0, (onset_year - 1905).min(95) as f64);

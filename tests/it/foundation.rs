@@ -340,8 +340,9 @@ impl Haystack {
             n.len() >= 6,
             "needle too short for the window index: {needle}"
         );
-        self.windows
-            .contains(&<[u8; 6]>::try_from(&n[..6]).unwrap())
+        // Every 6-byte window of the needle must occur before the (slow) full search runs.
+        n.windows(6)
+            .all(|w| self.windows.contains(&<[u8; 6]>::try_from(w).unwrap()))
             && self.bytes.windows(n.len()).any(|w| w == n)
     }
 }
