@@ -635,7 +635,10 @@ impl<'k> ConsentCursor<'k> {
 
 type RefValues = BTreeMap<(String, String), BTreeSet<String>>;
 
-/// Stream one table from its source file into `<out>/<table>.parquet`.
+/// Stream one table from its source file into `<out>/<table>.parquet`. Parsing and Parquet
+/// encoding run on two threads joined by a small bounded channel, so the largest table uses
+/// both cores and memory stays at a few batches. Returns `None` when stopped because another
+/// table failed.
 fn ingest_table(
     plan: &TablePlan,
     out_dir: &Path,
@@ -644,13 +647,6 @@ fn ingest_table(
     collect: &BTreeSet<(String, String)>,
     progress: Option<(&AtomicBool, &indicatif::ProgressBar)>,
 ) -> Result<Option<(ManifestTable, RefValues)>, IngestError> {
-    let headers = header_index(&plan.file)?;
-    let mut rdr = open_csv(&plan.file)?;
-    let mut cursor = if plan.patient {
-        Some(ConsentCursor::open(&plan.source_dir, key)?)
-    } else {
-        None
-    };
     let file_name = format!("{}.parquet", plan.table);
     let out_path = out_dir.join(&file_name);
     let out = File::create(&out_path).map_err(|source| IngestError::Io {
@@ -664,34 +660,128 @@ fn ingest_table(
     let mut writer = ArrowWriter::try_new(out, plan.schema.clone(), Some(writer_properties()))
         .map_err(pq_err)?;
 
+    let (parsed, written) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let encoder = s.spawn(move || -> Result<File, IngestError> {
+            for batch in rx {
+                writer.write(&batch).map_err(pq_err)?;
+            }
+            writer.into_inner().map_err(pq_err)
+        });
+        let parsed = parse_table(plan, key, domains, collect, progress, &mut |batch| {
+            // A closed channel means the encoder failed; its error is reported below.
+            tx.send(batch).is_ok()
+        });
+        drop(tx);
+        let written = encoder
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (parsed, written)
+    });
+    let file = written?;
+    let Some((rows, source_rows, collected)) = parsed? else {
+        return Ok(None);
+    };
+    file.sync_all().map_err(|source| IngestError::Io {
+        path: out_path.clone(),
+        source,
+    })?;
+    drop(file);
+    let sha256 = manifest::sha256_file(&out_path)?;
+    let entry = ManifestTable {
+        file: file_name,
+        rows,
+        sha256,
+        source_rows,
+        dropped_rows: source_rows - rows,
+    };
+    Ok(Some((entry, collected)))
+}
+
+/// One catalogue check with reference values resolved, for the per-cell hot path.
+enum Resolved {
+    Set {
+        strs: BTreeSet<String>,
+        ints: BTreeSet<i64>,
+        describe: String,
+    },
+    Range(i64, i64),
+    Bounds(f64, f64),
+}
+
+fn resolve(col: &ColPlan, domains: &RefValues) -> Vec<Resolved> {
+    let set = |values: &BTreeSet<String>, describe: String| Resolved::Set {
+        strs: values.clone(),
+        ints: values.iter().filter_map(|v| v.parse().ok()).collect(),
+        describe,
+    };
+    col.checks
+        .iter()
+        .map(|c| match c {
+            Check::Values(v) => set(
+                v,
+                format!(
+                    "value of `{}` is outside the catalogue domain ({})",
+                    col.name,
+                    v.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            Check::RefValues(t, c) => set(
+                domains
+                    .get(&(t.clone(), c.clone()))
+                    .unwrap_or(&BTreeSet::new()),
+                format!("value of `{}` is not a known {t}.{c}", col.name),
+            ),
+            Check::Range(lo, hi) => Resolved::Range(*lo, *hi),
+            Check::Bounds(lo, hi) => Resolved::Bounds(*lo, *hi),
+        })
+        .collect()
+}
+
+/// (rows kept, rows read, collected reference values), or `None` if stopped early.
+type Parsed = Option<(u64, u64, RefValues)>;
+
+fn parse_table(
+    plan: &TablePlan,
+    key: &PseudonymKey,
+    domains: &RefValues,
+    collect: &BTreeSet<(String, String)>,
+    progress: Option<(&AtomicBool, &indicatif::ProgressBar)>,
+    sink: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<Parsed, IngestError> {
+    let headers = header_index(&plan.file)?;
+    let mut rdr = open_csv(&plan.file)?;
+    let mut cursor = if plan.patient {
+        Some(ConsentCursor::open(&plan.source_dir, key)?)
+    } else {
+        None
+    };
+    let checks: Vec<Vec<Resolved>> = plan.columns.iter().map(|c| resolve(c, domains)).collect();
     let mut builders: Vec<Builder> = plan.columns.iter().map(|c| Builder::new(&c.ty)).collect();
     let mut collected: RefValues = BTreeMap::new();
-    let collect_ix: Vec<(usize, (String, String))> = plan
+    let collect_ix: Vec<Option<(String, String)>> = plan
         .columns
         .iter()
-        .enumerate()
-        .filter(|(_, c)| collect.contains(&(plan.table.clone(), c.name.clone())))
-        .map(|(i, c)| (i, (plan.table.clone(), c.name.clone())))
+        .map(|c| {
+            let k = (plan.table.clone(), c.name.clone());
+            collect.contains(&k).then_some(k)
+        })
         .collect();
     let mut rec = csv::ByteRecord::new();
     let (mut source_rows, mut rows, mut in_batch) = (0u64, 0u64, 0usize);
     let mut last_reg: Vec<u8> = Vec::new();
     let mut pid = String::with_capacity(32);
 
-    let flush =
-        |builders: &mut Vec<Builder>, writer: &mut ArrowWriter<File>| -> Result<(), IngestError> {
-            let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-            let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|source| {
-                IngestError::Arrow {
-                    table: plan.table.clone(),
-                    source,
-                }
-            })?;
-            writer.write(&batch).map_err(|source| IngestError::Parquet {
-                path: out_dir.join(format!("{}.parquet", plan.table)),
+    let mut flush = |builders: &mut Vec<Builder>| -> Result<bool, IngestError> {
+        let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+        let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|source| {
+            IngestError::Arrow {
+                table: plan.table.clone(),
                 source,
-            })
-        };
+            }
+        })?;
+        Ok(sink(batch))
+    };
 
     while rdr
         .read_byte_record(&mut rec)
@@ -728,22 +818,22 @@ fn ingest_table(
                 expected,
             };
             let val = derive(col, &rec, &pid).map_err(bad)?;
-            check(col, &val, domains).map_err(bad)?;
-            if !collect_ix.is_empty() {
-                if let Some((_, k)) = collect_ix.iter().find(|(ci, _)| *ci == i) {
-                    collected
-                        .entry(k.clone())
-                        .or_default()
-                        .insert(val_string(&val));
-                }
+            check(&col.name, &checks[i], &val).map_err(bad)?;
+            if let Some(k) = &collect_ix[i] {
+                collected
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(val_string(&val));
             }
             append(&mut builders[i], val).map_err(bad)?;
         }
         rows += 1;
         in_batch += 1;
         if in_batch == BATCH_ROWS {
-            flush(&mut builders, &mut writer)?;
             in_batch = 0;
+            if !flush(&mut builders)? {
+                return Ok(None);
+            }
             if let Some((abort, bar)) = progress {
                 bar.set_position(rows);
                 if abort.load(Ordering::Relaxed) {
@@ -753,26 +843,10 @@ fn ingest_table(
             }
         }
     }
-    if in_batch > 0 || rows == 0 {
-        flush(&mut builders, &mut writer)?;
+    if (in_batch > 0 || rows == 0) && !flush(&mut builders)? {
+        return Ok(None);
     }
-    let file = writer.into_inner().map_err(pq_err)?;
-    file.sync_all().map_err(|source| IngestError::Io {
-        path: out_path.clone(),
-        source,
-    })?;
-    drop(file);
-    let sha256 = manifest::sha256_file(&out_path)?;
-    Ok(Some((
-        ManifestTable {
-            file: file_name,
-            rows,
-            sha256,
-            source_rows,
-            dropped_rows: source_rows - rows,
-        },
-        collected,
-    )))
+    Ok(Some((rows, source_rows, collected)))
 }
 
 fn val_string(v: &Val) -> String {
@@ -871,39 +945,29 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
     })
 }
 
-fn check(col: &ColPlan, v: &Val, domains: &RefValues) -> Result<(), String> {
+fn check(name: &str, checks: &[Resolved], v: &Val) -> Result<(), String> {
     if matches!(v, Val::Null) {
         return Ok(());
     }
-    for c in &col.checks {
+    for c in checks {
         let ok = match (c, v) {
-            (Check::Values(set), Val::Str(s)) => set.contains(*s),
-            (Check::Values(set), v) => set.contains(&val_string(v)),
-            (Check::RefValues(t, c), v) => domains
-                .get(&(t.clone(), c.clone()))
-                .is_some_and(|s| s.contains(&val_string(v))),
-            (Check::Range(lo, hi), Val::Int(i)) => (*lo..=*hi).contains(i),
-            (Check::Range(..), _) => false,
-            (Check::Bounds(lo, hi), Val::Int(i)) => (*lo..=*hi).contains(&(*i as f64)),
-            (Check::Bounds(lo, hi), Val::Float(x)) => (*lo..=*hi).contains(x),
-            (Check::Bounds(..), _) => false,
+            (Resolved::Set { strs, .. }, Val::Str(s)) => strs.contains(*s),
+            (Resolved::Set { ints, .. }, Val::Int(i)) => ints.contains(i),
+            (Resolved::Set { strs, .. }, v) => strs.contains(&val_string(v)),
+            (Resolved::Range(lo, hi), Val::Int(i)) => (*lo..=*hi).contains(i),
+            (Resolved::Bounds(lo, hi), Val::Int(i)) => (*lo..=*hi).contains(&(*i as f64)),
+            (Resolved::Bounds(lo, hi), Val::Float(x)) => (*lo..=*hi).contains(x),
+            (Resolved::Range(..) | Resolved::Bounds(..), _) => false,
         };
         if !ok {
             return Err(match c {
-                Check::Values(set) => format!(
-                    "value of `{}` is outside the catalogue domain ({})",
-                    col.name,
-                    set.iter().cloned().collect::<Vec<_>>().join(", ")
-                ),
-                Check::RefValues(t, c) => format!("value of `{}` is not a known {t}.{c}", col.name),
-                Check::Range(lo, hi) => format!(
-                    "value of `{}` is outside the catalogue domain {lo}..={hi}",
-                    col.name
-                ),
-                Check::Bounds(lo, hi) => format!(
-                    "value of `{}` is outside the catalogue bounds [{lo}, {hi}]",
-                    col.name
-                ),
+                Resolved::Set { describe, .. } => describe.clone(),
+                Resolved::Range(lo, hi) => {
+                    format!("value of `{name}` is outside the catalogue domain {lo}..={hi}")
+                }
+                Resolved::Bounds(lo, hi) => {
+                    format!("value of `{name}` is outside the catalogue bounds [{lo}, {hi}]")
+                }
             });
         }
     }
