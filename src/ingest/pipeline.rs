@@ -57,6 +57,8 @@ impl Default for RunSettings {
 pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        // The writer buffers a whole row group; capping it keeps peak memory flat in N.
+        .set_max_row_group_row_count(Some(4 * BATCH_ROWS))
         // A fixed writer string keeps files byte-identical across kura builds of one parquet version.
         .set_created_by("kura ingest".to_string())
         .build()

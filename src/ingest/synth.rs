@@ -315,7 +315,7 @@ impl Tables {
             disease: Weighted::new(DISEASES.iter().map(|d| d.weight as u64)),
             prefecture: Weighted::new(PREFECTURES.iter().map(|p| p.population as u64)),
             product: Weighted::new(PRODUCTS.iter().map(|p| p.weight as u64)),
-            // About 450 facilities in all, more in populous prefectures.
+            // About 430 facilities in all, more in populous prefectures.
             facilities: PREFECTURES
                 .iter()
                 .map(|p| {
