@@ -36,21 +36,12 @@ use crate::catalog::{Catalog, Column, Domain, Table, TableKind};
 pub const BATCH_ROWS: usize = 65_536;
 
 /// Settings beyond [`IngestOptions`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSettings {
     /// Replace an existing output directory (atomically) instead of refusing.
     pub replace: bool,
     /// Tables processed in parallel; `0` means one per available core.
     pub threads: usize,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        Self {
-            replace: false,
-            threads: 0,
-        }
-    }
 }
 
 /// Parquet settings shared by ingest and the benchmark's baseline, so they compare like with like.
