@@ -513,6 +513,24 @@ fn malformed_sources_fail_with_location_and_write_nothing() {
         "{msg}"
     );
 
+    // A disease number absent from the public disease table (a reference-domain violation).
+    let s = t.path().join("bad_ref");
+    copy_dir(&good, &s);
+    edit_line(&s.join("nanbyo_survey.csv"), 3, |l| {
+        let mut f: Vec<String> = String::from_utf8(l.to_vec())
+            .unwrap()
+            .split(',')
+            .map(String::from)
+            .collect();
+        f[2] = "999".into();
+        f.join(",").into_bytes()
+    });
+    let msg = fails(&s, &t.path().join("o7"));
+    assert!(
+        msg.contains("nanbyo_survey.csv:3") && msg.contains("disease.disease_no"),
+        "{msg}"
+    );
+
     // Rows out of registry order (the consent merge relies on it).
     let s = t.path().join("unsorted");
     copy_dir(&good, &s);
@@ -757,4 +775,68 @@ fn cli_synth_keygen_ingest_round_trip() {
         v["ratio"].as_f64().unwrap() > 0.0 && v["output_rows"].as_u64().unwrap() > 300,
         "{bench}"
     );
+}
+
+#[test]
+fn output_values_lie_inside_catalogue_domains_and_bounds() {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    use kura::catalog::Domain;
+    let t = tempfile::tempdir().unwrap();
+    let src = synth(t.path(), "src", 3000, 13);
+    let out = t.path().join("out");
+    kura::ingest::run(&opts(&src, &out), &key(2)).unwrap();
+    let catalog = Catalog::embedded().unwrap();
+    let mut checked = 0usize;
+    for table in catalog.patient_tables() {
+        for batch in read_table(&out, &table.name) {
+            for col in &table.columns {
+                let array = batch.column_by_name(&col.name).unwrap();
+                let text = cast(array, &DataType::Utf8).unwrap();
+                let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+                let allowed: Option<BTreeSet<String>> = match &col.domain {
+                    Some(Domain::Values { values }) => Some(values.iter().cloned().collect()),
+                    Some(Domain::Range { range: [lo, hi] }) => {
+                        Some((*lo..=*hi).map(|v| v.to_string()).collect())
+                    }
+                    Some(Domain::Ref {
+                        table: rt,
+                        column: rc,
+                    }) => {
+                        let rb = read_table(&out, rt);
+                        let mut set = BTreeSet::new();
+                        for b in rb {
+                            let a = cast(b.column_by_name(rc).unwrap(), &DataType::Utf8).unwrap();
+                            let a = a.as_any().downcast_ref::<StringArray>().unwrap().clone();
+                            set.extend(a.iter().flatten().map(String::from));
+                        }
+                        Some(set)
+                    }
+                    None => None,
+                };
+                for v in text.iter().flatten() {
+                    if let Some(allowed) = &allowed {
+                        assert!(
+                            allowed.contains(v),
+                            "{}.{} = {v} outside domain",
+                            table.name,
+                            col.name
+                        );
+                        checked += 1;
+                    }
+                    if let Some([lo, hi]) = col.bounds {
+                        let x: f64 = v.parse().unwrap();
+                        assert!(
+                            (lo..=hi).contains(&x),
+                            "{}.{} = {x} outside bounds",
+                            table.name,
+                            col.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50_000, "only {checked} values checked");
 }
