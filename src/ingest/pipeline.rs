@@ -91,7 +91,11 @@ pub fn run_with(
         entries.insert(plan.table.clone(), entry);
     }
 
-    let patient_plans: Vec<&TablePlan> = plans.iter().filter(|p| p.patient).collect();
+    let mut patient_plans: Vec<&TablePlan> = plans.iter().filter(|p| p.patient).collect();
+    // Largest source first, so the longest table never starts last on a busy worker.
+    patient_plans.sort_by_key(|p| {
+        std::cmp::Reverse(std::fs::metadata(&p.file).map(|m| m.len()).unwrap_or(0))
+    });
     let threads = match settings.threads {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())

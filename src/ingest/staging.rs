@@ -21,7 +21,7 @@ pub struct Staging {
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
     #[error(
-        "{0} already exists; choose another directory or pass --replace / 既に存在します。別のディレクトリを指定するか --replace を付けてください"
+        "{0} already exists; choose a new directory (kura ingest also accepts --replace) / 既に存在します。新しいディレクトリを指定してください（kura ingest は --replace も可）"
     )]
     Exists(PathBuf),
     #[error("{path}: {source}")]
