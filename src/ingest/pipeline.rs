@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,6 +74,9 @@ pub fn run_with(
     }
     let staging = Staging::new(&opts.out, settings.replace)?;
     let out_dir = staging.path().to_path_buf();
+    // Consent is decided once, before any table; the index never leaves the staging directory.
+    let index = out_dir.join(".consent-index");
+    ConsentCursor::open(&opts.source, key)?.write_index(&index)?;
 
     // Reference tables first: their values are the domains of patient columns.
     let mut domains: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -81,7 +84,7 @@ pub fn run_with(
     let mut entries = BTreeMap::new();
     for plan in plans.iter().filter(|p| !p.patient) {
         let Some((entry, values)) =
-            ingest_table(plan, &out_dir, key, &domains, &wanted_refs, None)?
+            ingest_table(plan, &out_dir, &index, &domains, &wanted_refs, None)?
         else {
             return Err(IngestError::Mismatch {
                 detail: format!("table `{}` stopped early", plan.table),
@@ -127,7 +130,7 @@ pub fn run_with(
                             let r = ingest_table(
                                 plan,
                                 &out_dir,
-                                key,
+                                &index,
                                 &domains,
                                 &BTreeSet::new(),
                                 Some((&abort, &bar)),
@@ -160,6 +163,10 @@ pub fn run_with(
         });
     }
 
+    std::fs::remove_file(&index).map_err(|source| IngestError::Io {
+        path: index.clone(),
+        source,
+    })?;
     let manifest = Manifest::new(key.fingerprint(), catalog, entries);
     manifest.write(&out_dir)?;
     staging.commit()?;
@@ -228,7 +235,6 @@ struct TablePlan {
     schema: SchemaRef,
     columns: Vec<ColPlan>,
     registry_ix: Option<usize>,
-    source_dir: PathBuf,
 }
 
 fn header_index(path: &Path) -> Result<Vec<String>, IngestError> {
@@ -313,7 +319,6 @@ impl TablePlan {
             schema: table.arrow_schema(),
             columns,
             registry_ix,
-            source_dir: source_dir.to_path_buf(),
         })
     }
 }
@@ -437,8 +442,8 @@ impl Builder {
     }
 }
 
-/// Merge cursor over `patients.csv` and `consent_withdrawals.csv`: answers "may this
-/// registry number's rows be used, and under which pseudonym?" for non-decreasing keys.
+/// Merge of `patients.csv` and `consent_withdrawals.csv` (both sorted by `registry_no`)
+/// deciding, patient by patient, whether their rows may be used.
 struct ConsentCursor<'k> {
     key: &'k PseudonymKey,
     patients: csv::Reader<BufReader<File>>,
@@ -451,10 +456,8 @@ struct ConsentCursor<'k> {
     rec: csv::ByteRecord,
     patient_headers: Vec<String>,
     withdrawal_headers: Vec<String>,
-    /// Current patient: registry number, usable, pseudonym (computed when first needed).
+    /// Current patient: registry number and whether their rows may be used.
     cur: Option<(Vec<u8>, bool)>,
-    cur_pid: String,
-    patients_done: bool,
     wd: Option<Vec<u8>>,
     wd_done: bool,
 }
@@ -537,8 +540,6 @@ impl<'k> ConsentCursor<'k> {
             patient_headers: ph,
             withdrawal_headers: wh,
             cur: None,
-            cur_pid: String::new(),
-            patients_done: false,
             wd: None,
             wd_done: false,
         })
@@ -576,57 +577,130 @@ impl<'k> ConsentCursor<'k> {
         }
     }
 
-    /// The pseudonym for `reg` if the patient consented and did not withdraw; `None` otherwise
-    /// (including registry numbers unknown to `patients.csv`: fail closed).
-    fn lookup(&mut self, reg: &[u8]) -> Result<Option<&str>, IngestError> {
-        loop {
-            match &self.cur {
-                Some((k, _)) if k.as_slice() >= reg => break,
-                _ if self.patients_done => return Ok(None),
-                _ => {}
-            }
-            if !self
-                .patients
-                .read_byte_record(&mut self.rec)
-                .map_err(|e| csv_err(&self.patients_path, e))?
-            {
-                self.patients_done = true;
-                continue;
-            }
-            check_utf8(&self.rec, &self.patients_path, Some(&self.patient_headers))?;
-            let line = line_of(&self.rec);
-            let next = self.rec.get(self.p_reg).unwrap_or_default().to_vec();
-            if self.cur.as_ref().is_some_and(|(k, _)| next <= *k) {
-                return Err(IngestError::Unsorted {
+    /// Read the next patient into `cur`; `false` at the end of `patients.csv`.
+    fn advance(&mut self) -> Result<bool, IngestError> {
+        if !self
+            .patients
+            .read_byte_record(&mut self.rec)
+            .map_err(|e| csv_err(&self.patients_path, e))?
+        {
+            return Ok(false);
+        }
+        check_utf8(&self.rec, &self.patients_path, Some(&self.patient_headers))?;
+        let line = line_of(&self.rec);
+        let next = self.rec.get(self.p_reg).unwrap_or_default().to_vec();
+        if self.cur.as_ref().is_some_and(|(k, _)| next <= *k) {
+            return Err(IngestError::Unsorted {
+                file: self.patients_path.clone(),
+                line,
+            });
+        }
+        let consent = match self.rec.get(self.p_consent).unwrap_or_default() {
+            b"1" => true,
+            b"0" => false,
+            _ => {
+                return Err(IngestError::Value {
                     file: self.patients_path.clone(),
                     line,
+                    column: format!("{} (`consent`)", self.p_consent + 1),
+                    expected: "expected 1 (consented) or 0".into(),
                 });
             }
-            let consent = match self.rec.get(self.p_consent).unwrap_or_default() {
-                b"1" => true,
-                b"0" => false,
-                _ => {
-                    return Err(IngestError::Value {
-                        file: self.patients_path.clone(),
-                        line,
-                        column: format!("{} (`consent`)", self.p_consent + 1),
-                        expected: "expected 1 (consented) or 0".into(),
-                    });
-                }
+        };
+        let usable = consent && !self.withdrawn(&next)?;
+        self.cur = Some((next, usable));
+        Ok(true)
+    }
+
+    /// Write the consent index: for every usable patient in registry order, the registry
+    /// number and its pseudonym. Each table then merges against this small file instead of
+    /// re-reading `patients.csv`, and the HMAC runs once per patient.
+    fn write_index(mut self, path: &Path) -> Result<(), IngestError> {
+        let io = |source| IngestError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut w = std::io::BufWriter::with_capacity(1 << 18, File::create(path).map_err(io)?);
+        let mut pid = String::with_capacity(32);
+        while self.advance()? {
+            let Some((reg, true)) = &self.cur else {
+                continue;
             };
-            let usable = consent && !self.withdrawn(&next)?;
-            self.cur = Some((next, usable));
-            self.cur_pid.clear();
+            let len = u16::try_from(reg.len()).map_err(|_| IngestError::Value {
+                file: self.patients_path.clone(),
+                line: line_of(&self.rec),
+                column: format!("{} (`registry_no`)", self.p_reg + 1),
+                expected: "expected a registry number shorter than 65536 bytes".into(),
+            })?;
+            pid.clear();
+            self.key.pseudonym_into(reg, &mut pid);
+            w.write_all(&len.to_le_bytes()).map_err(io)?;
+            w.write_all(reg).map_err(io)?;
+            w.write_all(pid.as_bytes()).map_err(io)?;
         }
-        match &self.cur {
-            Some((k, true)) if k.as_slice() == reg => {
-                if self.cur_pid.is_empty() {
-                    self.key.pseudonym_into(reg, &mut self.cur_pid);
-                }
-                Ok(Some(&self.cur_pid))
+        w.flush().map_err(io)
+    }
+}
+
+/// Reader of the consent index written by [`ConsentCursor::write_index`]: answers "may this
+/// registry number's rows be used, and under which pseudonym?" for non-decreasing keys.
+/// Registry numbers absent from the index (no consent, withdrawn, or unknown to
+/// `patients.csv`) get `None`: fail closed.
+struct ConsentIndex {
+    r: BufReader<File>,
+    path: PathBuf,
+    cur: Vec<u8>,
+    pid: String,
+    done: bool,
+    started: bool,
+}
+
+impl ConsentIndex {
+    fn open(path: &Path) -> Result<Self, IngestError> {
+        let f = File::open(path).map_err(|source| IngestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            r: BufReader::with_capacity(1 << 16, f),
+            path: path.to_path_buf(),
+            cur: Vec::new(),
+            pid: String::with_capacity(32),
+            done: false,
+            started: false,
+        })
+    }
+
+    fn next(&mut self) -> Result<bool, IngestError> {
+        use std::io::Read;
+        let io = |source| IngestError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut len = [0u8; 2];
+        match self.r.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(io(e)),
+        }
+        self.cur.resize(u16::from_le_bytes(len) as usize, 0);
+        self.r.read_exact(&mut self.cur).map_err(io)?;
+        let mut pid = [0u8; 32];
+        self.r.read_exact(&mut pid).map_err(io)?;
+        self.pid.clear();
+        self.pid
+            .push_str(std::str::from_utf8(&pid).unwrap_or_default());
+        Ok(true)
+    }
+
+    fn lookup(&mut self, reg: &[u8]) -> Result<Option<&str>, IngestError> {
+        while !self.done && (!self.started || self.cur.as_slice() < reg) {
+            self.started = true;
+            if !self.next()? {
+                self.done = true;
             }
-            _ => Ok(None),
         }
+        Ok((!self.done && self.cur.as_slice() == reg).then_some(self.pid.as_str()))
     }
 }
 
@@ -639,7 +713,7 @@ type RefValues = BTreeMap<(String, String), BTreeSet<String>>;
 fn ingest_table(
     plan: &TablePlan,
     out_dir: &Path,
-    key: &PseudonymKey,
+    index: &Path,
     domains: &RefValues,
     collect: &BTreeSet<(String, String)>,
     progress: Option<(&AtomicBool, &indicatif::ProgressBar)>,
@@ -665,7 +739,7 @@ fn ingest_table(
             }
             writer.into_inner().map_err(pq_err)
         });
-        let parsed = parse_table(plan, key, domains, collect, progress, &mut |batch| {
+        let parsed = parse_table(plan, index, domains, collect, progress, &mut |batch| {
             // A closed channel means the encoder failed; its error is reported below.
             tx.send(batch).is_ok()
         });
@@ -740,7 +814,7 @@ type Parsed = Option<(u64, u64, RefValues)>;
 
 fn parse_table(
     plan: &TablePlan,
-    key: &PseudonymKey,
+    index: &Path,
     domains: &RefValues,
     collect: &BTreeSet<(String, String)>,
     progress: Option<(&AtomicBool, &indicatif::ProgressBar)>,
@@ -749,7 +823,7 @@ fn parse_table(
     let headers = header_index(&plan.file)?;
     let mut rdr = open_csv(&plan.file)?;
     let mut cursor = if plan.patient {
-        Some(ConsentCursor::open(&plan.source_dir, key)?)
+        Some(ConsentIndex::open(index)?)
     } else {
         None
     };
