@@ -5,8 +5,9 @@
 //! ```text
 //!  source CSV (patients, withdrawals, clinical, reference)
 //!     ─► parse + validate (file, line, column on error)      source.rs / pipeline.rs
-//!     ─► consent filter (merge on registry_no, withdrawals)  pipeline.rs
-//!     ─► pid = HMAC-SHA256(key, registry_no)[..16]           key.rs
+//!     ─► consent index: patients ⋈ withdrawals → (registry_no, pid) for usable patients
+//!        pid = HMAC-SHA256(key, registry_no)[..16]           pipeline.rs / key.rs
+//!     ─► consent filter: each table merged with the index    pipeline.rs
 //!     ─► drop identifiers, coarsen (birth year, prefecture)  source.rs
 //!     ─► Parquet per catalogue table + manifest.json          manifest.rs
 //!     ─► fsync + rename into place                           staging.rs
@@ -17,7 +18,8 @@
 //! and did not withdraw appear, in every table; values lie inside the catalogue's domains and
 //! bounds; the output directory appears complete or not at all; the manifest records the key's
 //! fingerprint, never the key. Memory stays flat in the number of patients: every file is
-//! streamed in batches and the consent filter is a merge over files sorted by `registry_no`.
+//! streamed in batches, and the consent filter is a merge with a small on-disk index over files
+//! sorted by `registry_no`.
 
 pub mod bench;
 mod key;

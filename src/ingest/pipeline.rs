@@ -1,11 +1,13 @@
 //! The streaming CSV → Arrow → Parquet pipeline of ingest.
 //!
 //! Each catalogue table is planned from its [`SourceTable`] (which source column feeds which
-//! catalogue column, and how), then streamed in batches of [`BATCH_ROWS`] rows. Patient rows
-//! pass a consent filter that merges the file with `patients.csv` and
-//! `consent_withdrawals.csv` on `registry_no`, so memory does not depend on the number of
-//! patients. Every value is checked against the catalogue's domain and bounds; a violation
-//! stops the run with file, line and column, and nothing is written.
+//! catalogue column, and how), then streamed in batches of [`BATCH_ROWS`] rows. Consent is
+//! decided once: `patients.csv` merged with `consent_withdrawals.csv` gives a small on-disk
+//! index of usable registry numbers and their pseudonyms (inside the staging directory, removed
+//! before commit); each patient table is then merged with that index on `registry_no`, so
+//! memory does not depend on the number of patients. Every value is checked against the
+//! catalogue's domain and bounds; a violation stops the run with file, line and column, and
+//! nothing is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

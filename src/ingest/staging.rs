@@ -54,12 +54,28 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            // Left over from a crashed run of this same process id; it was never visible.
-            std::fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
+        // Temporary directories of earlier runs that crashed may hold working files (ingest's
+        // consent index links registry numbers to pseudonyms); they were never visible as the
+        // target, so remove them before starting.
+        let prefix = format!(".{name}.tmp-");
+        for entry in std::fs::read_dir(&parent)
+            .map_err(io_at(&parent))?
+            .flatten()
+        {
+            let stale = entry.file_name().to_string_lossy().starts_with(&prefix);
+            if stale && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(entry.path()).map_err(io_at(&entry.path()))?;
+            }
         }
-        std::fs::create_dir(&tmp).map_err(io_at(&tmp))?;
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            // Only the operator may look inside while the dataset is being built.
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(&tmp).map_err(io_at(&tmp))?;
         Ok(Self {
             tmp,
             target: target.to_path_buf(),
@@ -131,6 +147,19 @@ mod tests {
         drop(s);
         assert!(!target.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temporary_directories_of_crashed_runs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        let stale = dir.path().join(".out.tmp-999999");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join(".consent-index"), b"K0000000001").unwrap();
+        let s = Staging::new(&target, false).unwrap();
+        assert!(!stale.exists());
+        s.commit().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
