@@ -134,7 +134,7 @@ pub fn manifest_hash(dir: &Path) -> String {
 }
 
 /// Check an ingest output directory against the catalogue: every catalogue table is listed in
-/// the manifest and no other; each file's SHA-256 matches the manifest (so a modified file is
+/// the manifest and no other, and no other file is present; each file's SHA-256 matches the manifest (so a modified file is
 /// detected); each Parquet file has exactly the catalogue's columns, types and nullability, and
 /// the manifest's row count.
 pub fn verify_against_catalog(dir: &Path, catalog: &Catalog) -> Result<(), IngestError> {
@@ -144,6 +144,26 @@ pub fn verify_against_catalog(dir: &Path, catalog: &Catalog) -> Result<(), Inges
         if catalog.table(name).is_none() {
             return mismatch(format!(
                 "manifest lists table `{name}`, which the catalogue does not declare"
+            ));
+        }
+    }
+    // Nothing may sit beside the tables: a stray file (say, a copied source extract) would be
+    // data that no catalogue rule governs.
+    let listed: std::collections::BTreeSet<&str> =
+        manifest.tables.values().map(|e| e.file.as_str()).collect();
+    let entries = std::fs::read_dir(dir).map_err(|source| IngestError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| IngestError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != MANIFEST_FILE && !listed.contains(name.as_str()) {
+            return mismatch(format!(
+                "unexpected file `{name}` in the dataset directory; remove it or ingest again"
             ));
         }
     }

@@ -845,3 +845,36 @@ fn als_follow_up(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_choice_follows_weights() {
+        let w = Weighted::new([1, 0, 3]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0u32; 3];
+        for _ in 0..8000 {
+            counts[w.pick(&mut rng)] += 1;
+        }
+        assert_eq!(counts[1], 0, "zero weight is never picked");
+        let share = counts[2] as f64 / 8000.0;
+        assert!((0.72..0.78).contains(&share), "{counts:?}");
+    }
+
+    #[test]
+    fn age_counts_birthdays() {
+        let birth = days_since_epoch(1960, 6, 15);
+        assert_eq!(age_at(birth, days_since_epoch(2020, 6, 14)), 59);
+        assert_eq!(age_at(birth, days_since_epoch(2020, 6, 15)), 60);
+        assert_eq!(date_str(days_since_epoch(2016, 2, 29)), "2016-02-29");
+    }
+
+    #[test]
+    fn registry_window_constants_match_their_dates() {
+        assert_eq!(days_since_epoch(2015, 4, 1), REG_START);
+        assert_eq!(days_since_epoch(2026, 3, 31), REG_END);
+        assert_eq!(days_since_epoch(2025, 12, 31), LAST_YEAR_DAY);
+    }
+}

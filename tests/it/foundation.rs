@@ -619,6 +619,15 @@ fn output_matches_catalogue_and_tampering_is_detected() {
         "manifest must not hold the key"
     );
 
+    // A stray file beside the tables (e.g. a copied source extract) is refused.
+    std::fs::copy(src.join("patients.csv"), out.join("patients.csv")).unwrap();
+    let err = verify_against_catalog(&out, &catalog)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unexpected file `patients.csv`"), "{err}");
+    std::fs::remove_file(out.join("patients.csv")).unwrap();
+    verify_against_catalog(&out, &catalog).unwrap();
+
     // One flipped byte in a table is caught by the manifest's SHA-256.
     let victim = out.join("nanbyo_survey.parquet");
     let mut bytes = std::fs::read(&victim).unwrap();
