@@ -713,7 +713,8 @@ fn nanbyo(
         pref.code
     };
     loop {
-        if let (Some(c), Some(_)) = (&als, death_day) {
+        if let Some(c) = &als {
+            // ALS severity follows the functional score at the time of the application.
             let months = (app_day - app) as f64 / DAYS_PER_MONTH;
             let score = c.start_score - c.slope * months;
             severity = match score {
