@@ -133,3 +133,107 @@ pub async fn audit_command(args: ConfigArgs, action: AuditCommand) -> Result<Exi
         }
     }
 }
+
+/// Build the services of a server from its configuration.
+pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> {
+    use std::sync::Arc;
+    let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg.secret("extract_key", &process_env).map_err(|e| e.to_string())?;
+    let catalog = Arc::new(
+        match &cfg.catalog {
+            Some(p) => crate::catalog::Catalog::load(p),
+            None => crate::catalog::Catalog::embedded(),
+        }
+        .map_err(|e| crate::cli::chain(&e))?,
+    );
+    let store = open_store(cfg, key).await?;
+    let plane = crate::http::engine::EnginePlane::open(cfg.registry_dir(), cfg.extracts_dir(), &extract_key, catalog.clone(), cfg.limits())
+        .await
+        .map_err(|e| crate::cli::chain(&e))?;
+    let policy = crate::policy::Policy::load(&store).await.map_err(|e| crate::cli::chain(&e))?;
+    Ok(crate::http::AppState {
+        store,
+        policy: Arc::new(policy),
+        data: Arc::new(plane),
+        catalog,
+        settings: Arc::new(cfg.http_settings()),
+    })
+}
+
+/// `kura serve`.
+pub async fn serve_command(args: ConfigArgs, listen: Option<std::net::SocketAddr>) -> Result<ExitCode, String> {
+    let mut cfg = args.load()?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    crate::http::serve::init_tracing(&cfg.log_format);
+    let state = build_state(&cfg).await?;
+    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
+        tracing::info!(%addr, "kura listening");
+        println!("kura listening on http://{addr} / 待ち受け中");
+    })
+    .await
+    .map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kura demo`: prepare everything, print URL and credentials, serve on loopback.
+pub async fn demo_command(data_dir: std::path::PathBuf, port: u16, password: Option<String>, patients: u64) -> Result<ExitCode, String> {
+    use crate::demo;
+    let err = |e: &dyn std::error::Error| crate::cli::chain(e);
+    if let Some(p) = &password {
+        auth::check_password_strength(p).map_err(|e| format!("--demo-password: {e}"))?;
+    }
+    demo::prepare_dir(&data_dir).map_err(|e| err(&e))?;
+    let mut cfg = Config {
+        data_dir: data_dir.clone(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        log_format: std::env::var("KURA_LOG_FORMAT").unwrap_or_else(|_| "text".into()),
+        ..Config::default()
+    };
+    cfg.audit_key_file = Some(data_dir.join("audit.key"));
+    cfg.extract_key_file = Some(data_dir.join("extract.key"));
+    demo::key_file(&data_dir.join("audit.key")).map_err(|e| err(&e))?;
+    demo::key_file(&data_dir.join("extract.key")).map_err(|e| err(&e))?;
+    crate::http::serve::init_tracing(&cfg.log_format);
+    demo::prepare_data(&data_dir, patients).await.map_err(|e| err(&e))?;
+    // The demo's own key files win over any KURA_* secrets in the environment.
+    let no_env = |_: &str| None;
+    let key = cfg.audit_key(&no_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg.secret("extract_key", &no_env).map_err(|e| e.to_string())?;
+    let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
+    let store = open_store(&cfg, key).await?;
+    let plane = std::sync::Arc::new(
+        crate::http::engine::EnginePlane::open(cfg.registry_dir(), cfg.extracts_dir(), &extract_key, catalog.clone(), cfg.limits())
+            .await
+            .map_err(|e| err(&e))?,
+    );
+    let creds = demo::seed_accounts(&store, password.as_deref()).await.map_err(|e| err(&e))?;
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    demo::seed_applications(&store, plane.as_ref(), today).await.map_err(|e| err(&e))?;
+    let policy = crate::policy::Policy::load(&store).await.map_err(|e| err(&e))?;
+    let state = crate::http::AppState {
+        store,
+        policy: std::sync::Arc::new(policy),
+        data: plane,
+        catalog,
+        settings: std::sync::Arc::new(cfg.http_settings()),
+    };
+    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
+        println!();
+        println!("kura demo is running / デモを起動しました: http://{addr}");
+        println!("data directory / データ: {}", data_dir.display());
+        println!("accounts / アカウント (demo only / デモ専用):");
+        for ((user, pw), a) in creds.iter().zip(demo::ACCOUNTS) {
+            println!("  {user:<12} {pw:<24} {}", a.what);
+        }
+        println!("try / 例:");
+        println!(
+            "  curl -s -X POST http://{addr}/api/v1/session -H 'content-type: application/json' -d '{{\"username\":\"researcher1\",\"password\":\"…\"}}'"
+        );
+        println!("stop with Ctrl-C / 終了は Ctrl-C");
+    })
+    .await
+    .map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

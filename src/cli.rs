@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::catalog::Catalog;
 use crate::config::{Config, process_env};
+use crate::ingest;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,19 +49,86 @@ impl ConfigArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage accounts (operator). / アカウント管理
+    /// Run the API server / API サーバーを起動する
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Listen address (overrides the configuration), e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Self-contained demo on 127.0.0.1 with synthetic data and demo accounts /
+    /// 合成データとデモ用アカウントでデモを起動する
+    Demo {
+        /// Demo data directory (created; re-runs reuse it).
+        #[arg(long, default_value = "kura-demo")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Password of every demo account (random ones are generated and printed otherwise).
+        #[arg(long, env = "KURA_DEMO_PASSWORD", hide_env_values = true)]
+        demo_password: Option<String>,
+        /// Synthetic registry size.
+        #[arg(long, default_value_t = 50_000)]
+        patients: u64,
+    },
+    /// Manage accounts (operator) / アカウント管理
     User {
         #[command(flatten)]
         config: ConfigArgs,
         #[command(subcommand)]
         action: UserCommand,
     },
-    /// Audit log tools. / 監査ログ
+    /// Audit log tools / 監査ログ
     Audit {
         #[command(flatten)]
         config: ConfigArgs,
         #[command(subcommand)]
         action: AuditCommand,
+    },
+    /// Generate a synthetic source registry (with direct identifiers, as hospitals hold it) /
+    /// 合成の元データ（仮名化前）を生成する
+    Synth {
+        /// Number of registry patients.
+        #[arg(long)]
+        patients: u64,
+        /// Random seed; the same seed gives byte-identical output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a new pseudonymisation key file (mode 0600; never overwrites) /
+    /// 仮名化鍵ファイルを作成する
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Pseudonymise a source registry into Parquet plus manifest.json /
+    /// 元データを仮名化して Parquet に取り込む
+    Ingest {
+        /// Source directory (CSV files, see docs/data.md).
+        #[arg(long)]
+        source: PathBuf,
+        /// Output directory, written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        /// Pseudonymisation key file (create with `kura keygen --out FILE`).
+        #[arg(long, env = "KURA_KEY_FILE")]
+        key_file: Option<PathBuf>,
+        /// Catalogue file; defaults to the catalogue built into kura.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Replace an existing output directory (atomically).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Benchmarks; each prints ratios against a baseline measured in the same run /
+    /// ベンチマーク
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
     },
 }
 
@@ -100,29 +169,208 @@ pub enum AuditCommand {
     Verify,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime")
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// synth + ingest against a plain Parquet write of the same rows / 取込の性能測定
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        patients: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Ingest threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
+        Command::Serve { config, listen } => {
+            runtime().and_then(|rt| rt.block_on(crate::admin::serve_command(config, listen)))
+        }
+        Command::Demo {
+            data_dir,
+            port,
+            demo_password,
+            patients,
+        } => runtime().and_then(|rt| {
+            rt.block_on(crate::admin::demo_command(
+                data_dir,
+                port,
+                demo_password,
+                patients,
+            ))
+        }),
         Command::User { config, action } => {
-            runtime().block_on(crate::admin::user_command(config, action))
+            runtime().and_then(|rt| rt.block_on(crate::admin::user_command(config, action)))
         }
         Command::Audit { config, action } => {
-            runtime().block_on(crate::admin::audit_command(config, action))
+            runtime().and_then(|rt| rt.block_on(crate::admin::audit_command(config, action)))
         }
+        Command::Synth {
+            patients,
+            seed,
+            out,
+        } => ok(synth(patients, seed, out)),
+        Command::Keygen { out } => ok(keygen(out)),
+        Command::Ingest {
+            source,
+            out,
+            key_file,
+            catalog,
+            replace,
+        } => ok(ingest(source, out, key_file, catalog, replace)),
+        Command::Bench {
+            bench:
+                BenchCommand::Ingest {
+                    patients,
+                    seed,
+                    dir,
+                    threads,
+                    json,
+                },
+        } => ok(bench_ingest(patients, seed, dir, threads, json)),
     };
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            eprintln!("error / エラー: {msg}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Render an error with its chain of causes.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn synth(patients: u64, seed: u64, out: PathBuf) -> Result<(), String> {
+    let opts = ingest::synth::SynthOptions {
+        patients,
+        seed,
+        out,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let s = ingest::synth::generate(&opts).map_err(|e| chain(&e))?;
+    println!(
+        "synthetic registry written to {} / 合成データを出力しました: {} patients ({} consented, {} withdrawn)",
+        s.out.display(),
+        s.patients,
+        s.consented,
+        s.withdrawn
+    );
+    for (file, rows) in &s.rows {
+        println!("  {file}: {rows} rows");
+    }
+    Ok(())
+}
+
+fn keygen(out: PathBuf) -> Result<(), String> {
+    let key = ingest::PseudonymKey::write_new(&out).map_err(|e| chain(&e))?;
+    println!(
+        "key written to {} (mode 0600), fingerprint {} / 鍵を作成しました。安全に保管し、リポジトリに入れないでください",
+        out.display(),
+        key.fingerprint()
+    );
+    Ok(())
+}
+
+fn ingest(
+    source: PathBuf,
+    out: PathBuf,
+    key_file: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    replace: bool,
+) -> Result<(), String> {
+    let Some(key_file) = key_file else {
+        return Err("ingest needs a pseudonymisation key: pass --key-file FILE (or KURA_KEY_FILE). Create one with \
+             `kura keygen --out FILE` and keep it outside the repository / 仮名化鍵が必要です。\
+             `kura keygen --out FILE` で作成し --key-file で指定してください"
+            .into());
+    };
+    let key = ingest::PseudonymKey::load(&key_file).map_err(|e| chain(&e))?;
+    let catalog = match catalog {
+        Some(p) => Catalog::load(&p),
+        None => Catalog::embedded(),
+    }
+    .map_err(|e| chain(&e))?;
+    let opts = ingest::IngestOptions {
+        source,
+        out: out.clone(),
+        catalog,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let m = ingest::run_with(
+        &opts,
+        &key,
+        &ingest::RunSettings {
+            replace,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| chain(&e))?;
+    println!(
+        "ingested into {} with key {} / 取込が完了しました",
+        out.display(),
+        m.key_fingerprint
+    );
+    for (name, t) in &m.tables {
+        println!(
+            "  {name}: {} rows ({} dropped: no consent / withdrawn)",
+            t.rows, t.dropped_rows
+        );
+    }
+    Ok(())
+}
+
+fn bench_ingest(
+    patients: u64,
+    seed: u64,
+    dir: Option<PathBuf>,
+    threads: usize,
+    json: bool,
+) -> Result<(), String> {
+    let report = ingest::bench::run(&ingest::bench::BenchOptions {
+        patients,
+        seed,
+        dir,
+        threads,
+    })
+    .map_err(|e| chain(&e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }

@@ -410,3 +410,70 @@ async fn ensure_extract(
     }
     Ok(())
 }
+
+/// What the demo data were generated with; a different request rebuilds them.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct DataStamp {
+    patients: u64,
+    seed: u64,
+}
+
+/// Generate and ingest the synthetic registry into `<dir>/data`, unless data generated
+/// with the same size and seed are already there.
+pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
+    let stamp_path = dir.join("demo-data.json");
+    let want = DataStamp { patients, seed: DEMO_SEED };
+    let data = dir.join("data");
+    let have: Option<DataStamp> = std::fs::read_to_string(&stamp_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    if have.as_ref() == Some(&want) && data.join("manifest.json").is_file() {
+        return Ok(());
+    }
+    let source = dir.join("source");
+    for stale in [&source, &dir.join("extracts")] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(io(stale))?;
+        }
+    }
+    let key_path = dir.join("pseudonym.key");
+    let dir_owned = dir.to_path_buf();
+    println!("generating {patients} synthetic patients (seed {DEMO_SEED}) and ingesting them… / 合成データを生成・取込中…");
+    tokio::task::spawn_blocking(move || -> Result<(), DemoError> {
+        let key = if key_path.exists() {
+            crate::ingest::PseudonymKey::load(&key_path)
+        } else {
+            crate::ingest::PseudonymKey::write_new(&key_path)
+        }
+        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        crate::ingest::synth::generate(&crate::ingest::synth::SynthOptions {
+            patients,
+            seed: DEMO_SEED,
+            out: source.clone(),
+            progress,
+        })
+        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        let catalog = crate::catalog::Catalog::embedded().map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        crate::ingest::run_with(
+            &crate::ingest::IngestOptions {
+                source: source.clone(),
+                out: dir_owned.join("data"),
+                catalog,
+                progress,
+            },
+            &key,
+            &crate::ingest::RunSettings {
+                replace: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        // The identifying source is no longer needed; keep only pseudonymised data.
+        std::fs::remove_dir_all(&source).map_err(io(&source))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| DemoError::Data(format!("data preparation task failed: {e}")))??;
+    let text = serde_json::to_string(&want).map_err(|e| DemoError::Data(e.to_string()))?;
+    std::fs::write(&stamp_path, text).map_err(io(&stamp_path))?;
+    Ok(())
+}

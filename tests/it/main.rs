@@ -1,4 +1,5 @@
-//! The one integration-test binary (linking DataFusion is slow; one binary links once).
+//! The one integration-test binary (linking DataFusion once). Each area adds a module.
 
 mod api;
 mod e2e;
+mod foundation;
