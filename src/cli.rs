@@ -11,10 +11,22 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build or refresh one application's scoped extract / 申請ごとの抽出データを作成・更新
+    Extract(crate::sql::extract_cli::ExtractArgs),
+}
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kura: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Extract(args) => runtime.block_on(crate::sql::extract_cli::run(args)),
+    }
 }

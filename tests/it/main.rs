@@ -1,0 +1,5 @@
+//! The one integration-test binary (linking DataFusion is slow, so every area adds a
+//! module here instead of a new top-level test file).
+
+mod extracts;
+mod support;
