@@ -100,7 +100,10 @@ impl BenchReport {
         median(self.queries.iter().map(QueryTiming::ratio).collect())
     }
     pub fn max_ratio(&self) -> f64 {
-        self.queries.iter().map(QueryTiming::ratio).fold(0.0, f64::max)
+        self.queries
+            .iter()
+            .map(QueryTiming::ratio)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -110,7 +113,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn median_duration(v: &[Duration]) -> Duration {
@@ -127,7 +134,11 @@ impl fmt::Display for BenchReport {
             self.extract_time.as_secs_f64(),
             self.extract_rows_per_sec()
         )?;
-        writeln!(f, "{:<40} {:>10} {:>10} {:>7} {:>6}", "query / クエリ", "raw ms", "full ms", "ratio", "rows")?;
+        writeln!(
+            f,
+            "{:<40} {:>10} {:>10} {:>7} {:>6}",
+            "query / クエリ", "raw ms", "full ms", "ratio", "rows"
+        )?;
         for q in &self.queries {
             writeln!(
                 f,
@@ -173,7 +184,11 @@ pub fn load_queries(dir: &Path) -> Result<Vec<(String, String)>, BenchError> {
                 path: path.clone(),
                 source,
             })?;
-            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             out.push((name, sql));
         }
     }
@@ -197,7 +212,11 @@ async fn run_raw(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<usi
 
 /// Run the benchmark. `run` is the full query path (`engine::run::run_query` with the
 /// disclosure rules bound).
-pub async fn bench_query<F>(args: &BenchQueryArgs, catalog: &Catalog, run: F) -> Result<BenchReport, BenchError>
+pub async fn bench_query<F>(
+    args: &BenchQueryArgs,
+    catalog: &Catalog,
+    run: F,
+) -> Result<BenchReport, BenchError>
 where
     F: AsyncFn(&SessionContext, &str, &Catalog, &Limits) -> Result<QueryOutcome, QueryError>,
 {
@@ -231,14 +250,17 @@ where
     };
     let raw_ctx = empty_session(&limits).map_err(query_err("(setup)", "raw"))?;
     for t in &catalog.tables {
-        register_table(&raw_ctx, &args.data, &t.name, catalog).map_err(query_err("(setup)", "raw"))?;
+        register_table(&raw_ctx, &args.data, &t.name, catalog)
+            .map_err(query_err("(setup)", "raw"))?;
     }
     let full_ctx = open_extract(&out, catalog, &limits).map_err(query_err("(setup)", "full"))?;
 
     let mut timings = Vec::new();
     for (name, sql) in &queries {
         // One unmeasured run of each path warms the page cache and the allocator.
-        let mut raw_rows = run_raw(&raw_ctx, sql, &limits).await.map_err(query_err(name, "raw"))?;
+        let mut raw_rows = run_raw(&raw_ctx, sql, &limits)
+            .await
+            .map_err(query_err(name, "raw"))?;
         let mut full_rows = run(&full_ctx, sql, catalog, &limits)
             .await
             .map_err(query_err(name, "full"))?
@@ -248,7 +270,9 @@ where
         let (mut raw, mut full) = (Vec::new(), Vec::new());
         for _ in 0..args.repeat.max(1) {
             let t = Instant::now();
-            raw_rows = run_raw(&raw_ctx, sql, &limits).await.map_err(query_err(name, "raw"))?;
+            raw_rows = run_raw(&raw_ctx, sql, &limits)
+                .await
+                .map_err(query_err(name, "raw"))?;
             raw.push(t.elapsed());
             let t = Instant::now();
             full_rows = run(&full_ctx, sql, catalog, &limits)
@@ -281,7 +305,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self, BenchError> {
-        let path = std::env::temp_dir().join(format!("kura-bench-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        let path = std::env::temp_dir().join(format!(
+            "kura-bench-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&path).map_err(|source| BenchError::Io {
             path: path.clone(),
             source,

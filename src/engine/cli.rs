@@ -115,8 +115,12 @@ fn cell_text(v: &Value) -> String {
 /// A readable table of the released result, suppressed cells shown as `*`, followed
 /// by the disclosure summary in Japanese and English.
 pub fn render_table(result: &ReleasedResult) -> String {
-    let suppressed: std::collections::BTreeSet<(usize, usize)> =
-        result.disclosure.suppressed.iter().map(|[r, c]| (*r, *c)).collect();
+    let suppressed: std::collections::BTreeSet<(usize, usize)> = result
+        .disclosure
+        .suppressed
+        .iter()
+        .map(|[r, c]| (*r, *c))
+        .collect();
     let header: Vec<String> = result.columns.iter().map(|c| c.name.clone()).collect();
     let body: Vec<Vec<String>> = result
         .rows
@@ -125,7 +129,13 @@ pub fn render_table(result: &ReleasedResult) -> String {
         .map(|(r, row)| {
             row.iter()
                 .enumerate()
-                .map(|(c, v)| if suppressed.contains(&(r, c)) { "*".into() } else { cell_text(v) })
+                .map(|(c, v)| {
+                    if suppressed.contains(&(r, c)) {
+                        "*".into()
+                    } else {
+                        cell_text(v)
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -140,7 +150,12 @@ pub fn render_table(result: &ReleasedResult) -> String {
     let numeric: Vec<bool> = result
         .columns
         .iter()
-        .map(|c| c.type_name.starts_with("Int") || c.type_name.starts_with("UInt") || c.type_name.starts_with("Float") || c.type_name.starts_with("Decimal"))
+        .map(|c| {
+            c.type_name.starts_with("Int")
+                || c.type_name.starts_with("UInt")
+                || c.type_name.starts_with("Float")
+                || c.type_name.starts_with("Decimal")
+        })
         .collect();
     let line = |cells: &[String], align_numbers: bool| -> String {
         let parts: Vec<String> = cells
@@ -148,12 +163,23 @@ pub fn render_table(result: &ReleasedResult) -> String {
             .enumerate()
             .map(|(i, s)| {
                 let pad = " ".repeat(widths[i].saturating_sub(display_width(s)));
-                if align_numbers && numeric[i] { format!("{pad}{s}") } else { format!("{s}{pad}") }
+                if align_numbers && numeric[i] {
+                    format!("{pad}{s}")
+                } else {
+                    format!("{s}{pad}")
+                }
             })
             .collect();
         format!("| {} |", parts.join(" | "))
     };
-    let rule = format!("+{}+", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"));
+    let rule = format!(
+        "+{}+",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
     let mut out = String::new();
     out.push_str(&rule);
     out.push('\n');
@@ -177,7 +203,9 @@ pub fn render_table(result: &ReleasedResult) -> String {
         d.dropped_rows
     ));
     if let Some(base) = d.rounding {
-        out.push_str(&format!("counts rounded to base {base} / 件数は {base} 単位に丸めています\n"));
+        out.push_str(&format!(
+            "counts rounded to base {base} / 件数は {base} 単位に丸めています\n"
+        ));
     }
     for note in &d.notes {
         out.push_str(note);
@@ -210,7 +238,10 @@ where
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("kura query: cannot read {}: {e} / SQL ファイルを読めません", path.display());
+                eprintln!(
+                    "kura query: cannot read {}: {e} / SQL ファイルを読めません",
+                    path.display()
+                );
                 return ExitCode::FAILURE;
             }
         },
@@ -241,10 +272,18 @@ where
             if args.json {
                 println!("{}", error_json(&err, &reference));
             } else {
-                eprintln!("error {}: {} (ref {reference})", err.code(), err.public_message());
+                eprintln!(
+                    "error {}: {} (ref {reference})",
+                    err.code(),
+                    err.public_message()
+                );
             }
             tracing::debug!(code = err.code(), reference, "query refused or failed");
-            if err.http_status() < 500 { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if err.http_status() < 500 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -266,7 +305,10 @@ mod tests {
                     type_name: "Int64".into(),
                 },
             ],
-            rows: vec![vec![json!("13"), json!(412)], vec![json!("東京"), Value::Null]],
+            rows: vec![
+                vec![json!("13"), json!(412)],
+                vec![json!("東京"), Value::Null],
+            ],
             disclosure: Disclosure {
                 mode: DisclosureMode::Suppression,
                 threshold: 5,

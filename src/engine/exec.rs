@@ -45,7 +45,10 @@ pub async fn collect_limited(
             .execute_logical_plan(plan)
             .await
             .map_err(|e| map_engine_error(e, limits))?;
-        let mut stream = df.execute_stream().await.map_err(|e| map_engine_error(e, limits))?;
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| map_engine_error(e, limits))?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(batch) = stream.next().await {

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -39,7 +41,12 @@ pub fn empty_session(limits: &Limits) -> Result<SessionContext, QueryError> {
 }
 
 /// Register `<dir>/<table>.parquet` under `table` with the catalogue schema.
-pub fn register_table(ctx: &SessionContext, dir: &Path, table: &str, catalog: &Catalog) -> Result<(), QueryError> {
+pub fn register_table(
+    ctx: &SessionContext,
+    dir: &Path,
+    table: &str,
+    catalog: &Catalog,
+) -> Result<(), QueryError> {
     let internal = |detail: String| QueryError::Internal { detail };
     let t = catalog
         .table(table)
@@ -51,8 +58,10 @@ pub fn register_table(ctx: &SessionContext, dir: &Path, table: &str, catalog: &C
             path.display()
         )));
     }
-    let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(|e| internal(e.to_string()))?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let url =
+        ListingTableUrl::parse(path.to_string_lossy()).map_err(|e| internal(e.to_string()))?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(t.arrow_schema());
@@ -63,7 +72,11 @@ pub fn register_table(ctx: &SessionContext, dir: &Path, table: &str, catalog: &C
 }
 
 /// Open a session over the extract in `dir`: its tables only, with the given limits.
-pub fn open_extract(dir: &Path, catalog: &Catalog, limits: &Limits) -> Result<SessionContext, QueryError> {
+pub fn open_extract(
+    dir: &Path,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<SessionContext, QueryError> {
     let manifest = ExtractManifest::read(dir).map_err(|e| QueryError::Internal {
         detail: format!(
             "cannot open extract {} ({EXTRACT_MANIFEST}): {e}; build it with ensure_extract",
@@ -76,7 +89,10 @@ pub fn open_extract(dir: &Path, catalog: &Catalog, limits: &Limits) -> Result<Se
         // an edited manifest point a table at any file; refuse it.
         if entry.file != format!("{name}.parquet") {
             return Err(QueryError::Internal {
-                detail: format!("extract manifest maps `{name}` to unexpected file `{}`", entry.file),
+                detail: format!(
+                    "extract manifest maps `{name}` to unexpected file `{}`",
+                    entry.file
+                ),
             });
         }
         register_table(&ctx, dir, name, catalog)?;

@@ -242,7 +242,10 @@ fn restrictions(scope: &Scope) -> Vec<(ScopeDim, Vec<Expr>)> {
         out.push((ScopeDim::Region, v.iter().map(|x| lit(x.clone())).collect()));
     }
     if let Some(v) = &scope.manufacturers {
-        out.push((ScopeDim::Manufacturer, v.iter().map(|x| lit(x.clone())).collect()));
+        out.push((
+            ScopeDim::Manufacturer,
+            v.iter().map(|x| lit(x.clone())).collect(),
+        ));
     }
     out
 }
@@ -268,7 +271,8 @@ fn record_predicate(table: &Table, restr: &[(ScopeDim, Vec<Expr>)]) -> Option<Ex
 fn validate_scope(scope: &Scope, catalog: &Catalog) -> Result<(), ExtractError> {
     if scope.datasets.is_empty() {
         return Err(ExtractError::Scope(
-            "no dataset approved; list at least one dataset / データセットが指定されていません".into(),
+            "no dataset approved; list at least one dataset / データセットが指定されていません"
+                .into(),
         ));
     }
     for d in &scope.datasets {
@@ -281,7 +285,10 @@ fn validate_scope(scope: &Scope, catalog: &Catalog) -> Result<(), ExtractError> 
         }
     }
     if let Some(p) = &scope.prefectures {
-        if let Some(bad) = p.iter().find(|c| !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_digit()))) {
+        if let Some(bad) = p
+            .iter()
+            .find(|c| !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_digit())))
+        {
             return Err(ExtractError::Scope(format!(
                 "prefecture code `{bad}` must be two digits \"01\"..\"47\" / 都道府県コードは 2 桁で指定してください"
             )));
@@ -296,11 +303,17 @@ pub fn extract_tables<'a>(catalog: &'a Catalog, scope: &Scope) -> Vec<&'a Table>
     catalog
         .tables
         .iter()
-        .filter(|t| t.kind == TableKind::Reference || t.datasets.iter().any(|d| scope.datasets.contains(d)))
+        .filter(|t| {
+            t.kind == TableKind::Reference || t.datasets.iter().any(|d| scope.datasets.contains(d))
+        })
         .collect()
 }
 
-async fn register_source(ctx: &SessionContext, source: &Path, table: &Table) -> Result<(), ExtractError> {
+async fn register_source(
+    ctx: &SessionContext,
+    source: &Path,
+    table: &Table,
+) -> Result<(), ExtractError> {
     let path = source.join(format!("{}.parquet", table.name));
     if !path.is_file() {
         return Err(ExtractError::SourceTableMissing {
@@ -312,9 +325,13 @@ async fn register_source(ctx: &SessionContext, source: &Path, table: &Table) -> 
         table: table.name.clone(),
         source,
     };
-    ctx.register_parquet(&table.name, path.to_string_lossy().as_ref(), ParquetReadOptions::default())
-        .await
-        .map_err(engine)?;
+    ctx.register_parquet(
+        &table.name,
+        path.to_string_lossy().as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .map_err(engine)?;
     // Check the file against the catalogue contract instead of trusting it: a column
     // missing or retyped would otherwise silently change what the scope filter means.
     let found = ctx.table(&table.name).await.map_err(engine)?;
@@ -323,7 +340,11 @@ async fn register_source(ctx: &SessionContext, source: &Path, table: &Table) -> 
     if found.fields().len() != expected.fields().len() {
         return Err(ExtractError::SourceSchema {
             table: table.name.clone(),
-            detail: format!("{} columns, catalogue has {}", found.fields().len(), expected.fields().len()),
+            detail: format!(
+                "{} columns, catalogue has {}",
+                found.fields().len(),
+                expected.fields().len()
+            ),
         });
     }
     for (f, e) in found.fields().iter().zip(expected.fields()) {
@@ -376,7 +397,9 @@ async fn patient_set(
         if let Some(p) = record_predicate(t, restr) {
             df = df.filter(p).map_err(engine(&t.name))?;
         }
-        let df = df.select(vec![col("pid").alias(SRC_PID)]).map_err(engine(&t.name))?;
+        let df = df
+            .select(vec![col("pid").alias(SRC_PID)])
+            .map_err(engine(&t.name))?;
         anchors = Some(match anchors {
             None => df,
             Some(a) => a.union(df).map_err(engine(&t.name))?,
@@ -399,7 +422,9 @@ async fn patient_set(
             if t.name == "patient" {
                 continue;
             }
-            let Some(c) = t.scope_column(*dim) else { continue };
+            let Some(c) = t.scope_column(*dim) else {
+                continue;
+            };
             let df = ctx
                 .table(&t.name)
                 .await
@@ -453,7 +478,11 @@ async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<(MemTable, u64), 
                 Some(pid) => out.append_value(repseudonymise(&key, pid)),
                 // A null pid cannot be attributed to a patient: the catalogue forbids it
                 // and we refuse rather than write an unattributed row.
-                None => return Err(engine(DataFusionError::Execution("null pid in source".into()))),
+                None => {
+                    return Err(engine(DataFusionError::Execution(
+                        "null pid in source".into(),
+                    )));
+                }
             }
         }
         patients += src.len() as u64;
@@ -465,7 +494,11 @@ async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<(MemTable, u64), 
 }
 
 /// Stream a DataFrame into `<dir>/<table>.parquet` with exactly the catalogue schema.
-async fn write_table(df: DataFrame, dir: &Path, table: &Table) -> Result<ExtractTable, ExtractError> {
+async fn write_table(
+    df: DataFrame,
+    dir: &Path,
+    table: &Table,
+) -> Result<ExtractTable, ExtractError> {
     let engine = |source| ExtractError::Engine {
         table: table.name.clone(),
         source,
@@ -484,7 +517,8 @@ async fn write_table(df: DataFrame, dir: &Path, table: &Table) -> Result<Extract
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(engine)?;
         // try_new re-checks types and that non-nullable columns (pid) hold no nulls.
-        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| engine(e.into()))?;
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            .map_err(|e| engine(e.into()))?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).map_err(parquet)?;
     }
@@ -509,10 +543,16 @@ async fn build_into(
 ) -> Result<ExtractManifest, ExtractError> {
     let started = Instant::now();
     let restr = restrictions(scope);
-    let mut config = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
+    let mut config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false);
     // Read strings as plain Utf8, the catalogue type, so batches can be written back
     // with exactly the catalogue schema (DataFusion otherwise reads Utf8View).
-    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
     // Every source table is registered: dimension evidence may come from a dataset the
     // application cannot see; only approved tables are written.
@@ -540,7 +580,9 @@ async fn build_into(
                 df = df.filter(p).map_err(engine)?;
             }
             let map = ctx.table("__kura_pid_map").await.map_err(engine)?;
-            df = df.join(map, JoinType::Inner, &["pid"], &[SRC_PID], None).map_err(engine)?;
+            df = df
+                .join(map, JoinType::Inner, &["pid"], &[SRC_PID], None)
+                .map_err(engine)?;
             let cols: Vec<Expr> = t
                 .columns
                 .iter()
@@ -548,7 +590,10 @@ async fn build_into(
                     if c.privacy_unit {
                         col(NEW_PID).alias(&c.name)
                     } else {
-                        Expr::Column(datafusion::common::Column::new(Some(t.name.as_str()), &c.name))
+                        Expr::Column(datafusion::common::Column::new(
+                            Some(t.name.as_str()),
+                            &c.name,
+                        ))
                     }
                 })
                 .collect();
@@ -585,7 +630,10 @@ async fn build_into(
 }
 
 fn sibling(out: &Path, tag: &str) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let nonce: u64 = rand::random();
     out.with_file_name(format!(".{name}.{tag}-{}-{nonce:016x}", std::process::id()))
 }
@@ -613,7 +661,9 @@ pub async fn build_extract(
         // Never replace (and then delete) a directory we did not write.
         let empty = out.is_dir() && fs::read_dir(out).map_err(io_err(out))?.next().is_none();
         if !empty {
-            return Err(ExtractError::NotAnExtract { path: out.to_path_buf() });
+            return Err(ExtractError::NotAnExtract {
+                path: out.to_path_buf(),
+            });
         }
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -699,7 +749,10 @@ mod tests {
         let a = repseudonymise(&k1, "0123456789abcdef0123456789abcdef");
         let b = repseudonymise(&k2, "0123456789abcdef0123456789abcdef");
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
         assert_ne!(a, b);
         assert_eq!(a, repseudonymise(&k1, "0123456789abcdef0123456789abcdef"));
     }
@@ -717,13 +770,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(normalise_scope(&a), normalise_scope(&b));
-        assert_ne!(normalise_scope(&a), normalise_scope(&Scope { diseases: None, ..b }));
+        assert_ne!(
+            normalise_scope(&a),
+            normalise_scope(&Scope {
+                diseases: None,
+                ..b
+            })
+        );
     }
 
     #[test]
     fn scope_validation_names_the_problem() {
         let cat = Catalog::embedded().unwrap();
-        let err = validate_scope(&Scope::default(), &cat).unwrap_err().to_string();
+        let err = validate_scope(&Scope::default(), &cat)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no dataset"), "{err}");
         let err = validate_scope(
             &Scope {

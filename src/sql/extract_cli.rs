@@ -73,10 +73,19 @@ pub fn decode_key(bytes: &[u8]) -> Vec<u8> {
 pub fn summary(m: &ExtractManifest) -> String {
     let mut out = format!(
         "extract {} / 抽出データ: {} patients / 患者, {} patient-table rows / 行, built in {} ms\nsource manifest sha256: {}\nkey fingerprint / 鍵の指紋: {}\n",
-        m.extract_id, m.patients, m.patient_rows, m.build_ms, m.source_manifest_sha256, m.key_fingerprint
+        m.extract_id,
+        m.patients,
+        m.patient_rows,
+        m.build_ms,
+        m.source_manifest_sha256,
+        m.key_fingerprint
     );
     for (name, t) in &m.tables {
-        out.push_str(&format!("  {name:<16} {:>10} rows  sha256 {}\n", t.rows, &t.sha256[..16]));
+        out.push_str(&format!(
+            "  {name:<16} {:>10} rows  sha256 {}\n",
+            t.rows,
+            &t.sha256[..16]
+        ));
     }
     out
 }
@@ -130,6 +139,9 @@ mod tests {
     fn key_files_decode_hex_or_raw() {
         let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
         assert_eq!(decode_key(hex_key.as_bytes()).len(), 32);
-        assert_eq!(decode_key(b"raw key bytes that are not hex!!"), b"raw key bytes that are not hex!!");
+        assert_eq!(
+            decode_key(b"raw key bytes that are not hex!!"),
+            b"raw key bytes that are not hex!!"
+        );
     }
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -57,7 +58,10 @@ pub fn date(y: i32, m: u32, d: u32) -> i32 {
 
 /// The source pseudonym of patient number `i`: 32 lowercase hex characters, as ingest writes.
 pub fn pid_of(i: usize) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, format!("kura-test-source-pid-{i}").as_bytes());
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("kura-test-source-pid-{i}").as_bytes(),
+    );
     hex::encode(&d.as_ref()[..16])
 }
 
@@ -66,7 +70,12 @@ pub const PREFECTURES: [&str; 5] = ["01", "13", "14", "27", "40"];
 /// Designated disease numbers the generator uses (2 = ALS).
 pub const DISEASES: [i64; 5] = [1, 2, 6, 49, 97];
 /// Products and their manufacturers.
-pub const PRODUCTS: [(&str, &str); 4] = [("P01", "M01"), ("P02", "M01"), ("P03", "M02"), ("P04", "M03")];
+pub const PRODUCTS: [(&str, &str); 4] = [
+    ("P01", "M01"),
+    ("P02", "M01"),
+    ("P03", "M02"),
+    ("P04", "M03"),
+];
 
 fn band(age: i64) -> String {
     if age >= 90 {
@@ -98,10 +107,25 @@ impl SourceData {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut d = SourceData::default();
         for (no, ja, en, group) in [
-            (1, "球脊髄性筋萎縮症", "Spinal and bulbar muscular atrophy", "神経・筋"),
-            (2, "筋萎縮性側索硬化症", "Amyotrophic lateral sclerosis", "神経・筋"),
+            (
+                1,
+                "球脊髄性筋萎縮症",
+                "Spinal and bulbar muscular atrophy",
+                "神経・筋",
+            ),
+            (
+                2,
+                "筋萎縮性側索硬化症",
+                "Amyotrophic lateral sclerosis",
+                "神経・筋",
+            ),
             (6, "パーキンソン病", "Parkinson's disease", "神経・筋"),
-            (49, "全身性エリテマトーデス", "Systemic lupus erythematosus", "免疫"),
+            (
+                49,
+                "全身性エリテマトーデス",
+                "Systemic lupus erythematosus",
+                "免疫",
+            ),
             (97, "潰瘍性大腸炎", "Ulcerative colitis", "消化器"),
         ] {
             d.push("disease", vec![V::Int(no), V::s(ja), V::s(en), V::s(group)]);
@@ -117,9 +141,16 @@ impl SourceData {
                 other => (format!("県{other}"), format!("Prefecture {other}")),
             };
             let pop = 500 + 100 * code.parse::<i64>().unwrap();
-            d.push("prefecture", vec![V::s(code), V::s(ja), V::s(en), V::s("region"), V::Int(pop)]);
+            d.push(
+                "prefecture",
+                vec![V::s(code), V::s(ja), V::s(en), V::s("region"), V::Int(pop)],
+            );
         }
-        for (code, ja, en) in [("M01", "製薬一", "Pharma One"), ("M02", "製薬二", "Pharma Two"), ("M03", "製薬三", "Pharma Three")] {
+        for (code, ja, en) in [
+            ("M01", "製薬一", "Pharma One"),
+            ("M02", "製薬二", "Pharma Two"),
+            ("M03", "製薬三", "Pharma Three"),
+        ] {
             d.push("manufacturer", vec![V::s(code), V::s(ja), V::s(en)]);
         }
         for (i, (p, m)) in PRODUCTS.iter().enumerate() {
@@ -143,13 +174,20 @@ impl SourceData {
                 birth = 1938;
             }
             let pref = PREFECTURES[rng.random_range(0..PREFECTURES.len())];
-            d.push("patient", vec![V::s(&pid), V::s(sex), V::Int(birth), V::s(pref)]);
+            d.push(
+                "patient",
+                vec![V::s(&pid), V::s(sex), V::Int(birth), V::s(pref)],
+            );
             let disease = DISEASES[rng.random_range(0..DISEASES.len())];
             let onset = rng.random_range((birth + 15).min(2015)..2018);
             let first_fy = rng.random_range(2018..2022i64);
             let years = rng.random_range(1..=3i64);
             for fy in first_fy..(first_fy + years).min(2023) {
-                let survey_pref = if rng.random_bool(0.9) { pref } else { PREFECTURES[rng.random_range(0..5)] };
+                let survey_pref = if rng.random_bool(0.9) {
+                    pref
+                } else {
+                    PREFECTURES[rng.random_range(0..5)]
+                };
                 d.push(
                     "nanbyo_survey",
                     vec![
@@ -193,7 +231,12 @@ impl SourceData {
                     score = (score - rng.random_range(0..6)).max(0);
                     day += rng.random_range(90..200);
                 }
-                for (event, p) in [("niv", 0.5), ("gastrostomy", 0.4), ("tracheostomy", 0.3), ("death", 0.2)] {
+                for (event, p) in [
+                    ("niv", 0.5),
+                    ("gastrostomy", 0.4),
+                    ("tracheostomy", 0.3),
+                    ("death", 0.2),
+                ] {
                     if rng.random_bool(p) {
                         let day = onset_day + rng.random_range(300..2000);
                         d.push(
@@ -211,9 +254,15 @@ impl SourceData {
             }
             if rng.random_bool(0.3) {
                 let (product, maker) = PRODUCTS[rng.random_range(0..PRODUCTS.len())];
-                let day = date(rng.random_range(2018..2023), rng.random_range(1..=12), rng.random_range(1..=28));
+                let day = date(
+                    rng.random_range(2018..2023),
+                    rng.random_range(1..=12),
+                    rng.random_range(1..=28),
+                );
                 let fy = fy_of(day);
-                let year = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163).unwrap().year() as i64;
+                let year = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+                    .unwrap()
+                    .year() as i64;
                 d.push(
                     "regen_treatment",
                     vec![
@@ -265,26 +314,42 @@ impl SourceData {
                 .collect();
             let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
             let path = dir.join(format!("{}.parquet", t.name));
-            let mut w = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+            let mut w =
+                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
             w.write(&batch).unwrap();
             w.close().unwrap();
             let bytes = std::fs::read(&path).unwrap();
             let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
-            manifest.insert(t.name.clone(), serde_json::json!({"rows": rows.len(), "sha256": sha}));
+            manifest.insert(
+                t.name.clone(),
+                serde_json::json!({"rows": rows.len(), "sha256": sha}),
+            );
         }
         let m = serde_json::json!({"version": 1, "key_id": "test", "tables": manifest});
-        std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
     }
 }
 
 /// Fiscal year (April–March) of a day number.
 pub fn fy_of(day: i32) -> i64 {
     let d = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(day as i64);
-    if d.month() >= 4 { d.year() as i64 } else { d.year() as i64 - 1 }
+    if d.month() >= 4 {
+        d.year() as i64
+    } else {
+        d.year() as i64 - 1
+    }
 }
 
 fn column(rows: &[Vec<V>], i: usize, dt: &DataType, table: &str, name: &str) -> ArrayRef {
-    let cell = |r: &Vec<V>| r.get(i).cloned().unwrap_or_else(|| panic!("{table}: row too short for {name}"));
+    let cell = |r: &Vec<V>| {
+        r.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("{table}: row too short for {name}"))
+    };
     let bad = |v: &V| -> ! { panic!("{table}.{name}: {v:?} does not fit {dt}") };
     match dt {
         DataType::Utf8 => Arc::new(StringArray::from_iter(rows.iter().map(|r| match cell(r) {
@@ -302,16 +367,20 @@ fn column(rows: &[Vec<V>], i: usize, dt: &DataType, table: &str, name: &str) -> 
             V::Null => None,
             v => bad(&v),
         }))),
-        DataType::Float64 => Arc::new(Float64Array::from_iter(rows.iter().map(|r| match cell(r) {
-            V::Float(x) => Some(x),
-            V::Int(x) => Some(x as f64),
-            V::Null => None,
-            v => bad(&v),
+        DataType::Float64 => Arc::new(Float64Array::from_iter(rows.iter().map(|r| {
+            match cell(r) {
+                V::Float(x) => Some(x),
+                V::Int(x) => Some(x as f64),
+                V::Null => None,
+                v => bad(&v),
+            }
         }))),
-        DataType::Boolean => Arc::new(BooleanArray::from_iter(rows.iter().map(|r| match cell(r) {
-            V::Bool(x) => Some(x),
-            V::Null => None,
-            v => bad(&v),
+        DataType::Boolean => Arc::new(BooleanArray::from_iter(rows.iter().map(|r| {
+            match cell(r) {
+                V::Bool(x) => Some(x),
+                V::Null => None,
+                v => bad(&v),
+            }
         }))),
         DataType::Date32 => Arc::new(Date32Array::from_iter(rows.iter().map(|r| match cell(r) {
             V::Date(x) => Some(x),
