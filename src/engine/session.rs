@@ -4,8 +4,9 @@
 //! catalogue name with the catalogue's schema (never an inferred one); nothing else is
 //! registered — no URL tables (`enable_url_table` stays off), no `information_schema`,
 //! no other catalogue. A table outside the extract therefore does not exist for the
-//! query. Memory-hungry operators draw from a `FairSpillPool` of `limits.memory_bytes`,
-//! so a heavy query fails with `resource_limit` instead of taking the process down.
+//! query. Memory-hungry operators draw from a `FairSpillPool` of `limits.memory_bytes`
+//! and never spill to disk, so a heavy query fails with `resource_limit` instead of
+//! taking the process down or copying patient rows into temporary files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -31,8 +33,13 @@ pub fn empty_session(limits: &Limits) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_target_partitions(TARGET_PARTITIONS)
         .with_information_schema(false);
+    // Spilling is disabled: it would write patient rows to unencrypted temporary files
+    // outside the extract, and its error paths are less predictable (DataFusion 55's
+    // nested-loop join spill fails with an internal error under a small pool). Without
+    // it, an operator over the pool fails with ResourcesExhausted -> `resource_limit`.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
         .build_arc()
         .map_err(|e| QueryError::Internal {
             detail: format!("cannot create the query runtime: {e}"),
