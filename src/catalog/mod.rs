@@ -272,10 +272,10 @@ impl Catalog {
                         return bad(format!("{at}: bounds need a numeric type, not {}", c.type_name));
                     }
                 }
-                if let Some(Domain::Range { range: [lo, hi] }) = &c.domain {
-                    if lo > hi {
-                        return bad(format!("{at}: domain range must have lo <= hi"));
-                    }
+                if let Some(Domain::Range { range: [lo, hi] }) = &c.domain
+                    && lo > hi
+                {
+                    return bad(format!("{at}: domain range must have lo <= hi"));
                 }
             }
             let units = t.columns.iter().filter(|c| c.privacy_unit).count();

@@ -284,15 +284,14 @@ fn validate_scope(scope: &Scope, catalog: &Catalog) -> Result<(), ExtractError> 
             )));
         }
     }
-    if let Some(p) = &scope.prefectures {
-        if let Some(bad) = p
+    if let Some(p) = &scope.prefectures
+        && let Some(bad) = p
             .iter()
             .find(|c| !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_digit())))
-        {
-            return Err(ExtractError::Scope(format!(
-                "prefecture code `{bad}` must be two digits \"01\"..\"47\" / 都道府県コードは 2 桁で指定してください"
-            )));
-        }
+    {
+        return Err(ExtractError::Scope(format!(
+            "prefecture code `{bad}` must be two digits \"01\"..\"47\" / 都道府県コードは 2 桁で指定してください"
+        )));
     }
     Ok(())
 }
@@ -682,11 +681,11 @@ pub async fn build_extract(
     // Linux cannot swap two directories in one rename, so the old extract is moved
     // aside first; in the short gap `out` is absent and opening it fails closed.
     let old = sibling(out, "old");
-    if out.exists() {
-        if let Err(e) = fs::rename(out, &old) {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(io_err(out)(e));
-        }
+    if out.exists()
+        && let Err(e) = fs::rename(out, &old)
+    {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(io_err(out)(e));
     }
     if let Err(e) = fs::rename(&tmp, out) {
         let _ = fs::rename(&old, out);

@@ -61,10 +61,11 @@ impl ExtractArgs {
 pub fn decode_key(bytes: &[u8]) -> Vec<u8> {
     let trimmed = String::from_utf8_lossy(bytes);
     let trimmed = trimmed.trim();
-    if trimmed.len() >= 2 * MIN_KEY_BYTES && trimmed.len() % 2 == 0 {
-        if let Ok(k) = hex::decode(trimmed) {
-            return k;
-        }
+    if trimmed.len() >= 2 * MIN_KEY_BYTES
+        && trimmed.len().is_multiple_of(2)
+        && let Ok(k) = hex::decode(trimmed)
+    {
+        return k;
     }
     bytes.to_vec()
 }
