@@ -39,7 +39,9 @@ pub fn empty_session(limits: &Limits) -> Result<SessionContext, QueryError> {
     // it, an operator over the pool fails with ResourcesExhausted -> `resource_limit`.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()
         .map_err(|e| QueryError::Internal {
             detail: format!("cannot create the query runtime: {e}"),

@@ -923,9 +923,8 @@ async fn example_queries_run_over_extracts_unchanged() {
             "{name}: Japanese header"
         );
         assert!(
-            sql.lines()
-                .nth(1)
-                .is_some_and(|l| l.starts_with("-- ") && !l.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c))),
+            sql.lines().nth(1).is_some_and(|l| l.starts_with("-- ")
+                && !l.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c))),
             "{name}: English header"
         );
     }
