@@ -637,6 +637,14 @@ fn sibling(out: &Path, tag: &str) -> PathBuf {
     out.with_file_name(format!(".{name}.{tag}-{}-{nonce:016x}", std::process::id()))
 }
 
+/// Extract directories hold patient records: readable by the kura service user only.
+fn create_private_dir(path: &Path) -> Result<(), ExtractError> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(io_err(path))
+}
+
 /// Build the extract of `scope` from the ingested dataset at `source` into `out`.
 ///
 /// Atomic: the extract is written to a temporary sibling directory and renamed into
@@ -669,7 +677,7 @@ pub async fn build_extract(
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let tmp = sibling(out, "tmp");
-    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    create_private_dir(&tmp)?;
     let built = build_into(source, &tmp, &scope, app_key, catalog, source_hash).await;
     let manifest = match built {
         Ok(m) => m,

@@ -542,6 +542,12 @@ async fn manifest_is_exact_and_extract_rebuilds_when_stale() {
         );
     }
     assert!(extract_is_current(&source, &out, &s).unwrap());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "extract readable by others: {mode:o}");
+    }
     // Same inputs: no rebuild (created_at unchanged).
     let again = ensure_extract(&source, &out, &s, KEY_A, &cat)
         .await
