@@ -124,6 +124,8 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Build or refresh one application's scoped extract / 申請ごとの抽出データを作成・更新
+    Extract(crate::sql::extract_cli::ExtractArgs),
     /// Benchmarks; each prints ratios against a baseline measured in the same run /
     /// ベンチマーク
     Bench {
@@ -223,6 +225,7 @@ pub fn run() -> ExitCode {
         Command::Audit { config, action } => {
             runtime().and_then(|rt| rt.block_on(crate::admin::audit_command(config, action)))
         }
+        Command::Extract(args) => return block_on(crate::sql::extract_cli::run(args)),
         Command::Synth {
             patients,
             seed,
@@ -251,6 +254,17 @@ pub fn run() -> ExitCode {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error / エラー: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run an async command on a fresh multi-threaded runtime.
+fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("error / エラー: cannot start the async runtime: {e}");
             ExitCode::FAILURE
         }
     }

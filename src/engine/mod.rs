@@ -2,13 +2,19 @@
 //! memory pool, a wall-clock limit and an output row cap, and never lets an engine
 //! message (which can contain data values) reach the caller.
 
+pub mod bench;
+pub mod cli;
 pub mod error;
+pub mod exec;
+pub mod session;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use error::QueryError;
+pub use exec::collect_limited;
+pub use session::open_extract;
 
 use crate::privacy::ReleasedResult;
 

@@ -11,6 +11,7 @@
 pub mod applications;
 pub mod audit;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod notebooks;
 pub mod query;

@@ -1,5 +1,8 @@
-//! The one integration-test binary (linking DataFusion once). Each area adds a module.
+//! The one integration-test binary (linking DataFusion is slow, so every area adds a
+//! module here instead of a new top-level test file).
 
 mod api;
 mod e2e;
+mod extracts;
 mod foundation;
+mod support;
