@@ -3,12 +3,14 @@
 //! message (which can contain data values) reach the caller.
 
 pub mod error;
+pub mod run;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use error::QueryError;
+pub use run::run_query;
 
 use crate::privacy::ReleasedResult;
 

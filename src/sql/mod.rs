@@ -2,4 +2,6 @@
 //! expressions), the scope (per-application extracts), and the privacy rewrite of the
 //! logical plan.
 
+pub mod guard;
+pub mod privacy;
 pub mod scope;
