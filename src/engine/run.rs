@@ -67,14 +67,21 @@ pub async fn run_query(
 
 /// Execute with a raw-row cap. Minimal stand-in for `engine::exec::collect_limited`
 /// (extracts helper); the memory pool is the session's own.
-async fn collect(ctx: &SessionContext, plan: LogicalPlan, limits: &Limits) -> Result<Vec<RecordBatch>, QueryError> {
+async fn collect(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    limits: &Limits,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let df = ctx.execute_logical_plan(plan).await.map_err(engine_error)?;
     let mut stream = df.execute_stream().await.map_err(engine_error)?;
     let mut out = Vec::new();
     let mut rows = 0usize;
     // Rows can still be dropped by the disclosure check, so allow some slack before
     // refusing; the released row cap is enforced exactly by the check.
-    let cap = limits.max_rows.saturating_mul(4).max(limits.max_rows.saturating_add(1000));
+    let cap = limits
+        .max_rows
+        .saturating_mul(4)
+        .max(limits.max_rows.saturating_add(1000));
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(engine_error)?;
         rows += batch.num_rows();
@@ -111,7 +118,9 @@ pub fn fingerprint(plan: &LogicalPlan) -> String {
             n.map_expressions(|e| {
                 e.transform_up(|x| {
                     Ok(match x {
-                        Expr::Literal(_, _) => Transformed::yes(Expr::Literal(ScalarValue::Null, None)),
+                        Expr::Literal(_, _) => {
+                            Transformed::yes(Expr::Literal(ScalarValue::Null, None))
+                        }
                         other => Transformed::no(other),
                     })
                 })

@@ -55,14 +55,25 @@ pub fn check(
             })
             .collect(),
     };
-    let any_key_nonpublic = release.drop_on_fail || release.columns.iter().any(|c| c.key && !c.public);
+    let any_key_nonpublic =
+        release.drop_on_fail || release.columns.iter().any(|c| c.key && !c.public);
 
+    // Guards of inner aggregates that were sealed in the plan have no columns here.
+    let used: std::collections::BTreeSet<usize> = release
+        .columns
+        .iter()
+        .flat_map(|c| c.guards.iter().copied())
+        .collect();
     for batch in batches {
-        let helpers = Helpers::new(batch, &release.guards)?;
-        let arrays: Vec<ArrayRef> = release.columns.iter().map(|c| normalize(batch.column(c.index))).collect();
+        let helpers = Helpers::new(batch, &release.guards, &used)?;
+        let arrays: Vec<ArrayRef> = release
+            .columns
+            .iter()
+            .map(|c| normalize(batch.column(c.index)))
+            .collect();
         for r in 0..batch.num_rows() {
             let pass: Vec<bool> = (0..release.guards.len())
-                .map(|g| helpers.pass(g, r, rules))
+                .map(|g| !used.contains(&g) || helpers.pass(g, r, rules))
                 .collect();
             let failing: Vec<usize> = release
                 .columns
@@ -119,7 +130,9 @@ pub fn check(
         notes.push("Cells of an inner aggregation that failed the rules were removed before the outer computation. / 内側の集計で規則を満たさないセルは、外側の計算の前に除外しました。".to_string());
     }
     if let Some(base) = rules.rounding {
-        notes.push(format!("Counts are rounded to a multiple of {base}. / 件数は {base} の倍数に丸めています。"));
+        notes.push(format!(
+            "Counts are rounded to a multiple of {base}. / 件数は {base} の倍数に丸めています。"
+        ));
     }
     Ok(ReleasedResult {
         columns,
@@ -151,7 +164,11 @@ struct Helpers<'a> {
 }
 
 impl<'a> Helpers<'a> {
-    fn new(batch: &RecordBatch, guards: &'a [Guard]) -> Result<Self, QueryError> {
+    fn new(
+        batch: &RecordBatch,
+        guards: &'a [Guard],
+        used: &std::collections::BTreeSet<usize>,
+    ) -> Result<Self, QueryError> {
         let mut ints = HashMap::new();
         let mut floats = HashMap::new();
         let get = |name: &str| -> Result<ArrayRef, QueryError> {
@@ -160,17 +177,27 @@ impl<'a> Helpers<'a> {
                 .cloned()
                 .ok_or_else(|| internal(format!("helper column {name} missing")))
         };
-        for g in guards {
+        for g in used.iter().map(|&i| &guards[i]) {
             for n in std::iter::once(&g.n).chain(g.facilities.iter()) {
-                ints.insert(n.clone(), cast(&get(n)?, &DataType::Int64).map_err(internal)?);
+                ints.insert(
+                    n.clone(),
+                    cast(&get(n)?, &DataType::Int64).map_err(internal)?,
+                );
             }
             if let Some(d) = &g.dominance {
                 for n in [&d.top1, &d.top2, &d.total, &d.min] {
-                    floats.insert(n.clone(), cast(&get(n)?, &DataType::Float64).map_err(internal)?);
+                    floats.insert(
+                        n.clone(),
+                        cast(&get(n)?, &DataType::Float64).map_err(internal)?,
+                    );
                 }
             }
         }
-        Ok(Self { guards, ints, floats })
+        Ok(Self {
+            guards,
+            ints,
+            floats,
+        })
     }
 
     fn int(&self, name: &str, r: usize) -> Option<i64> {
@@ -217,7 +244,11 @@ impl<'a> Helpers<'a> {
 /// Cast integer columns to Int64 and float/decimal columns to Float64 once per batch.
 fn normalize(arr: &ArrayRef) -> ArrayRef {
     let target = match arr.data_type() {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
         | DataType::UInt32 => DataType::Int64,
         DataType::Float16 | DataType::Float32 | DataType::Decimal128(..) => DataType::Float64,
         _ => return arr.clone(),
@@ -237,12 +268,19 @@ fn json_value(arr: &ArrayRef, r: usize) -> Value {
     }
     match arr.data_type() {
         DataType::Int64 => Value::from(arr.as_primitive::<Int64Type>().value(r)),
-        DataType::UInt64 => Value::from(arr.as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(r)),
-        DataType::Float64 => serde_json::Number::from_f64(arr.as_primitive::<Float64Type>().value(r))
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
+        DataType::UInt64 => Value::from(
+            arr.as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+                .value(r),
+        ),
+        DataType::Float64 => {
+            serde_json::Number::from_f64(arr.as_primitive::<Float64Type>().value(r))
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        }
         DataType::Boolean => Value::Bool(arr.as_boolean().value(r)),
-        _ => array_value_to_string(arr, r).map(Value::String).unwrap_or(Value::Null),
+        _ => array_value_to_string(arr, r)
+            .map(Value::String)
+            .unwrap_or(Value::Null),
     }
 }
 

@@ -27,7 +27,9 @@ pub enum RulesError {
     },
     #[error("disclosure rules are not valid TOML (unknown keys are refused): {0}")]
     Parse(#[from] toml::de::Error),
-    #[error("disclosure rules schema_version {found} is not supported (this build reads {RULES_VERSION})")]
+    #[error(
+        "disclosure rules schema_version {found} is not supported (this build reads {RULES_VERSION})"
+    )]
     Version { found: u32 },
     #[error("disclosure rules: {0}")]
     Invalid(String),
@@ -140,7 +142,10 @@ impl DisclosureRules {
         let defaults = apply(&base, &file.defaults, "[defaults]")?;
         let mut datasets = BTreeMap::new();
         for (name, p) in &file.dataset {
-            datasets.insert(name.clone(), apply(&defaults, p, &format!("[dataset.{name}]"))?);
+            datasets.insert(
+                name.clone(),
+                apply(&defaults, p, &format!("[dataset.{name}]"))?,
+            );
         }
         Ok(Self { defaults, datasets })
     }

@@ -69,18 +69,76 @@ pub const ALLOWED_WINDOW_FUNCTIONS: &[&str] = &[
 /// reads files, the environment or other sessions.
 pub const ALLOWED_SCALAR_FUNCTIONS: &[&str] = &[
     // math
-    "abs", "ceil", "floor", "round", "trunc", "sqrt", "cbrt", "power", "pow", "exp", "ln",
-    "log", "log10", "log2", "signum", "greatest", "least", "isnan", "iszero", "pi",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "sqrt",
+    "cbrt",
+    "power",
+    "pow",
+    "exp",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "signum",
+    "greatest",
+    "least",
+    "isnan",
+    "iszero",
+    "pi",
     // conditional
-    "coalesce", "nullif", "nvl", "nvl2", "ifnull",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "ifnull",
     // strings
-    "lower", "upper", "substr", "substring", "left", "right", "length", "char_length",
-    "character_length", "octet_length", "concat", "concat_ws", "trim", "btrim", "ltrim",
-    "rtrim", "lpad", "rpad", "replace", "starts_with", "ends_with", "strpos", "split_part",
-    "initcap", "reverse", "repeat", "translate", "regexp_like", "regexp_match", "like",
+    "lower",
+    "upper",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "concat",
+    "concat_ws",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "lpad",
+    "rpad",
+    "replace",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "split_part",
+    "initcap",
+    "reverse",
+    "repeat",
+    "translate",
+    "regexp_like",
+    "regexp_match",
+    "like",
     // dates
-    "date_part", "datepart", "date_trunc", "datetrunc", "to_char", "to_date", "make_date",
-    "current_date", "now", "date_bin", "to_timestamp", "extract",
+    "date_part",
+    "datepart",
+    "date_trunc",
+    "datetrunc",
+    "to_char",
+    "to_date",
+    "make_date",
+    "current_date",
+    "now",
+    "date_bin",
+    "to_timestamp",
+    "extract",
 ];
 
 /// Parse, plan and check one researcher query. The session must hold only the tables
@@ -181,7 +239,9 @@ fn check_statement_kind(statement: &DfStatement) -> Result<(), QueryError> {
     let what = match statement {
         DfStatement::Statement(s) => match s.as_ref() {
             SqlStatement::Query(_) => return Ok(()),
-            SqlStatement::Explain { .. } | SqlStatement::ExplainTable { .. } => "EXPLAIN / DESCRIBE",
+            SqlStatement::Explain { .. } | SqlStatement::ExplainTable { .. } => {
+                "EXPLAIN / DESCRIBE"
+            }
             SqlStatement::Set(_) => "SET",
             SqlStatement::Prepare { .. } | SqlStatement::Execute { .. } => "PREPARE / EXECUTE",
             SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => "DML",
@@ -336,7 +396,10 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
                 "parameters and variables are not allowed / パラメータや変数は使えません",
             ));
         }
-        Expr::Unnest(_) | Expr::HigherOrderFunction(_) | Expr::Lambda(_) | Expr::LambdaVariable(_) => {
+        Expr::Unnest(_)
+        | Expr::HigherOrderFunction(_)
+        | Expr::Lambda(_)
+        | Expr::LambdaVariable(_) => {
             return Err(QueryError::UnsupportedQuery {
                 message: "this expression is not supported / この式には対応していません".into(),
             });
@@ -378,7 +441,11 @@ pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
                     other => Transformed::no(other),
                 })
             })?;
-            Ok(if keep_names { t.update_data(|e| saved.restore(e)) } else { t })
+            Ok(if keep_names {
+                t.update_data(|e| saved.restore(e))
+            } else {
+                t
+            })
         })?;
         if t.transformed {
             Ok(Transformed::yes(t.data.recompute_schema()?))

@@ -16,7 +16,7 @@ pub async fn run(sql: &str) -> Result<QueryOutcome, QueryError> {
 async fn ok(sql: &str) -> QueryOutcome {
     match run(sql).await {
         Ok(o) => o,
-        Err(e) => panic!("{sql}: refused with {}: {e}", e.code()),
+        Err(e) => panic!("{sql}: refused with {}: {}", e.code(), e.internal_detail()),
     }
 }
 
@@ -37,10 +37,21 @@ fn rows(o: &QueryOutcome) -> &Vec<Vec<Value>> {
 #[tokio::test]
 async fn count_distinct_pid_by_public_key_passes_and_small_cell_is_suppressed() {
     let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code").await;
-    assert_eq!(rows(&o), &vec![vec![json!("01"), json!(17)], vec![json!("13"), json!(40)], vec![json!("47"), Value::Null]]);
+    assert_eq!(
+        rows(&o),
+        &vec![
+            vec![json!("01"), json!(17)],
+            vec![json!("13"), json!(40)],
+            vec![json!("47"), Value::Null]
+        ]
+    );
     assert_eq!(o.result.disclosure.suppressed, vec![[2, 1]]);
     assert_eq!(o.result.disclosure.threshold, 5);
-    assert_eq!(o.result.columns.len(), 2, "hidden helper columns must not leave");
+    assert_eq!(
+        o.result.columns.len(),
+        2,
+        "hidden helper columns must not leave"
+    );
     assert!(!o.result.disclosure.notes.is_empty());
 }
 
@@ -63,10 +74,18 @@ async fn attack_conditional_aggregate_case_on_single_pid() {
 
 #[tokio::test]
 async fn attack_group_by_pid_is_row_level() {
-    let e = refused("SELECT pid, count(*) FROM nanbyo_survey GROUP BY pid", "row_level_output").await;
+    let e = refused(
+        "SELECT pid, count(*) FROM nanbyo_survey GROUP BY pid",
+        "row_level_output",
+    )
+    .await;
     assert!(e.public_message().contains("COUNT(DISTINCT pid)"));
     refused("SELECT * FROM patient", "row_level_output").await;
-    refused("SELECT sex FROM patient WHERE pid = 'p07'", "row_level_output").await;
+    refused(
+        "SELECT sex FROM patient WHERE pid = 'p07'",
+        "row_level_output",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -87,26 +106,39 @@ async fn attack_union_target_with_padding_rows() {
                 UNION ALL SELECT 'F' FROM prefecture UNION ALL SELECT 'F' FROM prefecture) t GROUP BY sex")
     .await;
     assert_eq!(rows(&o).len(), 1);
-    assert_eq!(rows(&o)[0], vec![json!("F"), Value::Null], "padding rows must not count as patients");
+    assert_eq!(
+        rows(&o)[0],
+        vec![json!("F"), Value::Null],
+        "padding rows must not count as patients"
+    );
 }
 
 #[tokio::test]
 async fn attack_error_oracle_divide_by_zero_and_cast() {
     // Without hardening these fail exactly when the target's value is 3 / not numeric.
-    let o = ok("SELECT count(*) AS n FROM nanbyo_survey WHERE pid = 'p07' AND 1 / (severity - 3) > 0").await;
+    let o =
+        ok("SELECT count(*) AS n FROM nanbyo_survey WHERE pid = 'p07' AND 1 / (severity - 3) > 0")
+            .await;
     assert_eq!(rows(&o)[0][0], Value::Null);
     let o = ok("SELECT count(*) AS n FROM patient WHERE CAST(pid AS INT) > 0").await;
     assert_eq!(rows(&o)[0][0], Value::Null, "count 0 < k");
-    let o = ok("SELECT sex, avg(100 % (birth_year - 1947)) AS x FROM patient GROUP BY sex ORDER BY sex").await;
+    let o = ok(
+        "SELECT sex, avg(100 % (birth_year - 1947)) AS x FROM patient GROUP BY sex ORDER BY sex",
+    )
+    .await;
     assert_eq!(rows(&o).len(), 2);
 }
 
 #[tokio::test]
 async fn attack_error_oracle_message_never_carries_values() {
     // A failing execution must surface as a generic execution_error.
-    let r = run("SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()").await;
+    let r =
+        run("SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()").await;
     if let Err(e) = r {
-        assert!(matches!(e.code(), "execution_error" | "invalid_sql"), "{e:?}");
+        assert!(
+            matches!(e.code(), "execution_error" | "invalid_sql"),
+            "{e:?}"
+        );
         assert!(!e.public_message().contains("p0"), "{}", e.public_message());
         assert!(!e.to_string().contains("xp0"), "{e}");
     }
@@ -137,9 +169,17 @@ async fn attack_file_and_statement_escapes_refused() {
 
 #[tokio::test]
 async fn attack_min_max_on_sensitive_column() {
-    let e = refused("SELECT max(birth_year) FROM patient", "unsupported_aggregate").await;
+    let e = refused(
+        "SELECT max(birth_year) FROM patient",
+        "unsupported_aggregate",
+    )
+    .await;
     assert!(e.to_string().contains("public-domain"));
-    refused("SELECT disease_no, min(creatinine) FROM nanbyo_survey GROUP BY disease_no", "unsupported_aggregate").await;
+    refused(
+        "SELECT disease_no, min(creatinine) FROM nanbyo_survey GROUP BY disease_no",
+        "unsupported_aggregate",
+    )
+    .await;
     // Public-domain column: fine.
     let o = ok("SELECT min(fiscal_year) AS a, max(fiscal_year) AS b FROM nanbyo_survey").await;
     assert_eq!(rows(&o)[0], vec![json!(2023), json!(2024)]);
@@ -164,11 +204,20 @@ async fn attack_dominance_one_huge_value() {
     let r = rows(&o);
     assert_eq!(r[0][0], json!(2));
     assert_eq!(r[0][1], Value::Null, "dominated sum must be suppressed");
-    assert_eq!(r[0][2], json!(30), "the count of the same row is not dominated");
-    assert!(r[1][1].is_number(), "disease 6 sum is not dominated: {:?}", r[1]);
+    assert_eq!(
+        r[0][2],
+        json!(30),
+        "the count of the same row is not dominated"
+    );
+    assert!(
+        r[1][1].is_number(),
+        "disease 6 sum is not dominated: {:?}",
+        r[1]
+    );
     assert_eq!(r[2][1], Value::Null, "disease 97 has 2 patients");
     // Among many zeros: contributors to a SUM are only the non-zero ones.
-    let o = ok("SELECT sum(CASE WHEN pao2 > 100 THEN pao2 ELSE 0 END) AS s FROM nanbyo_survey").await;
+    let o =
+        ok("SELECT sum(CASE WHEN pao2 > 100 THEN pao2 ELSE 0 END) AS s FROM nanbyo_survey").await;
     assert_eq!(rows(&o)[0][0], Value::Null);
 }
 
@@ -179,7 +228,13 @@ async fn attack_nested_aggregate_with_small_inner_groups() {
                 (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t")
     .await;
     assert_eq!(rows(&o)[0], vec![json!(3), json!(57)]);
-    assert!(o.result.disclosure.notes.iter().any(|n| n.contains("inner")));
+    assert!(
+        o.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("inner"))
+    );
     // Inner groups on a non-public key are removed before the outer count.
     let o = ok("SELECT count(*) AS groups FROM (SELECT birth_year, count(*) AS c FROM patient GROUP BY birth_year) t").await;
     assert_eq!(rows(&o)[0], vec![json!(0)]);
@@ -222,12 +277,20 @@ async fn attack_window_function_tricks() {
     assert_eq!(rows(&o)[2][2], json!(57));
     // Windows over patient rows across patients are refused.
     refused("SELECT count(*) FROM (SELECT lag(birth_year) OVER (ORDER BY pid) AS prev FROM patient) t WHERE prev = 1947", "unsupported_query").await;
-    refused("SELECT pid, row_number() OVER (ORDER BY birth_year) FROM patient", "unsupported_query").await;
+    refused(
+        "SELECT pid, row_number() OVER (ORDER BY birth_year) FROM patient",
+        "unsupported_query",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn attack_scalar_subquery_smuggling_single_patient() {
-    refused("SELECT count(*), (SELECT birth_year FROM patient WHERE pid = 'p07') FROM patient", "unsupported_query").await;
+    refused(
+        "SELECT count(*), (SELECT birth_year FROM patient WHERE pid = 'p07') FROM patient",
+        "unsupported_query",
+    )
+    .await;
     refused("SELECT count(DISTINCT pid) FROM patient WHERE birth_year = (SELECT birth_year FROM patient WHERE pid = 'p07')", "unsupported_query").await;
     refused("SELECT count(*) FROM patient WHERE EXISTS (SELECT 1 FROM nanbyo_survey s WHERE s.pid = 'p07' AND s.severity = 5)", "unsupported_query").await;
     // An aggregated single-patient subquery is sealed: it yields NULL, so the outer count
@@ -238,8 +301,16 @@ async fn attack_scalar_subquery_smuggling_single_patient() {
 
 #[tokio::test]
 async fn attack_join_mixing_patients_or_filtering_reference_tables() {
-    refused("SELECT count(*) FROM patient a JOIN nanbyo_survey b ON a.sex = b.application_type", "unsupported_query").await;
-    refused("SELECT count(*) FROM patient a CROSS JOIN patient b", "unsupported_query").await;
+    refused(
+        "SELECT count(*) FROM patient a JOIN nanbyo_survey b ON a.sex = b.application_type",
+        "unsupported_query",
+    )
+    .await;
+    refused(
+        "SELECT count(*) FROM patient a CROSS JOIN patient b",
+        "unsupported_query",
+    )
+    .await;
     refused("SELECT name_en FROM disease WHERE disease_no IN (SELECT disease_no FROM nanbyo_survey WHERE pid = 'p07')", "unsupported_query").await;
 }
 
@@ -276,10 +347,19 @@ async fn fingerprint_ignores_literals() {
 async fn row_cap_gives_resource_limit() {
     let (ctx, catalog) = registry();
     let rules = DisclosureRules::embedded().unwrap();
-    let limits = Limits { max_rows: 1, ..Limits::default() };
-    let e = run_query(&ctx, "SELECT sex, count(*) FROM patient GROUP BY sex", &catalog, &rules, &limits)
-        .await
-        .unwrap_err();
+    let limits = Limits {
+        max_rows: 1,
+        ..Limits::default()
+    };
+    let e = run_query(
+        &ctx,
+        "SELECT sex, count(*) FROM patient GROUP BY sex",
+        &catalog,
+        &rules,
+        &limits,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), "resource_limit");
 }
 

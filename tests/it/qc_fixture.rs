@@ -15,7 +15,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -137,9 +140,24 @@ pub fn registry() -> (SessionContext, Catalog) {
         }
     }
     let disease = vec![
-        vec![V::I(2), s("筋萎縮性側索硬化症"), s("Amyotrophic lateral sclerosis"), s("神経・筋")],
-        vec![V::I(6), s("パーキンソン病"), s("Parkinson's disease"), s("神経・筋")],
-        vec![V::I(97), s("潰瘍性大腸炎"), s("Ulcerative colitis"), s("消化器")],
+        vec![
+            V::I(2),
+            s("筋萎縮性側索硬化症"),
+            s("Amyotrophic lateral sclerosis"),
+            s("神経・筋"),
+        ],
+        vec![
+            V::I(6),
+            s("パーキンソン病"),
+            s("Parkinson's disease"),
+            s("神経・筋"),
+        ],
+        vec![
+            V::I(97),
+            s("潰瘍性大腸炎"),
+            s("Ulcerative colitis"),
+            s("消化器"),
+        ],
     ];
     let prefecture = vec![
         vec![s("01"), s("北海道"), s("Hokkaido"), s("北海道"), V::I(5140)],

@@ -36,9 +36,15 @@ impl sqllogictest::AsyncDB for Kura {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
-        let out = run_query(&self.ctx, sql, &self.catalog, &self.rules, &Limits::default())
-            .await
-            .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
+        let out = run_query(
+            &self.ctx,
+            sql,
+            &self.catalog,
+            &self.rules,
+            &Limits::default(),
+        )
+        .await
+        .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
         let r = out.result;
         let types = r.columns.iter().map(|_| DefaultColumnType::Any).collect();
         let rows = r

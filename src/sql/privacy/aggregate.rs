@@ -20,7 +20,8 @@ use datafusion::functions_aggregate::expr_fn::{count_distinct, max, min, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, SubqueryAlias, Window, lit, when,
+    Aggregate, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, SubqueryAlias,
+    Window, lit, when,
 };
 
 use super::{Col, Dominance, Guard, Kind, Rel, Rewriter, col_at, internal, pid_index, plain_col};
@@ -34,7 +35,12 @@ fn strip_alias(e: &Expr) -> &Expr {
 }
 
 impl Rewriter<'_> {
-    pub(crate) fn aggregate(&mut self, input: Rel, group: Vec<Expr>, aggr: Vec<Expr>) -> Result<Rel, QueryError> {
+    pub(crate) fn aggregate(
+        &mut self,
+        input: Rel,
+        group: Vec<Expr>,
+        aggr: Vec<Expr>,
+    ) -> Result<Rel, QueryError> {
         let schema = input.plan.schema().clone();
         let pid_i = pid_index(&input)?;
         let per_patient = group.iter().any(|g| {
@@ -42,7 +48,9 @@ impl Rewriter<'_> {
                 .and_then(|c| schema.index_of_column(c).ok())
                 .is_some_and(|i| input.cols[i].pid)
         });
-        let fac_idx: Vec<usize> = (0..input.cols.len()).filter(|&i| input.cols[i].facility).collect();
+        let fac_idx: Vec<usize> = (0..input.cols.len())
+            .filter(|&i| input.cols[i].facility)
+            .collect();
         let pid = col_at(&input.plan, pid_i);
 
         let mut group_cols = Vec::new();
@@ -112,7 +120,9 @@ impl Rewriter<'_> {
         for e in &aggr {
             let kind = check_aggregate(e, &input, false)?;
             let Expr::AggregateFunction(f) = strip_alias(e) else {
-                return Err(internal("aggregate expression is not an aggregate function"));
+                return Err(internal(
+                    "aggregate expression is not an aggregate function",
+                ));
             };
             let mut conds: Vec<Expr> = Vec::new();
             if let Some(filter) = &f.params.filter {
@@ -177,7 +187,8 @@ impl Rewriter<'_> {
         }
         let ngroup = group.len();
         let main = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::new(input.plan.clone()), group.clone(), exprs).map_err(internal)?,
+            Aggregate::try_new(Arc::new(input.plan.clone()), group.clone(), exprs)
+                .map_err(internal)?,
         );
         cols.extend(helper_cols);
 
@@ -219,12 +230,14 @@ impl Rewriter<'_> {
             .map(|((_, v), n)| sum(v.clone()).alias(n))
             .collect();
         let d1 = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::new(input.plan.clone()), d1_group, d1_aggr).map_err(internal)?,
+            Aggregate::try_new(Arc::new(input.plan.clone()), d1_group, d1_aggr)
+                .map_err(internal)?,
         );
         let gcols: Vec<Expr> = (0..ngroup).map(|i| col_at(&d1, i)).collect();
-        let r_names: Vec<String> = sums.iter().map(|_| self.fresh("r")).collect();
-        let mut wexprs = Vec::new();
-        for (k, rn) in r_names.iter().enumerate() {
+        // One window node per SUM: DataFusion requires the same sort keys within a node.
+        let mut d2 = d1.clone();
+        for k in 0..sums.len() {
+            let rn = self.fresh("r");
             let s = col_at(&d1, ngroup + 1 + k);
             let w = row_number()
                 .partition_by(gcols.clone())
@@ -232,9 +245,8 @@ impl Rewriter<'_> {
                 .build()
                 .map_err(internal)?
                 .alias(rn);
-            wexprs.push(w);
+            d2 = LogicalPlan::Window(Window::try_new(vec![w], Arc::new(d2)).map_err(internal)?);
         }
-        let d2 = LogicalPlan::Window(Window::try_new(wexprs, Arc::new(d1.clone())).map_err(internal)?);
         let base = d1.schema().fields().len();
         // Fresh names: an unqualified group name (e.g. `substr(x, 1, 2)`) next to the same
         // name under the alias would make the join schema ambiguous.
@@ -248,18 +260,30 @@ impl Rewriter<'_> {
         for k in 0..sums.len() {
             let s = col_at(&d2, ngroup + 1 + k);
             let r = col_at(&d2, base + k);
-            let names = (self.fresh("top1"), self.fresh("top2"), self.fresh("tot"), self.fresh("min"));
+            let names = (
+                self.fresh("top1"),
+                self.fresh("top2"),
+                self.fresh("tot"),
+                self.fresh("min"),
+            );
             d3_aggr.push(max(s.clone()).alias(&names.0));
             d3_aggr.push(
-                sum(when(r.lt_eq(lit(2u64)), s.clone()).end().map_err(internal)?).alias(&names.1),
+                sum(when(r.lt_eq(lit(2u64)), s.clone())
+                    .end()
+                    .map_err(internal)?)
+                .alias(&names.1),
             );
             d3_aggr.push(sum(s.clone()).alias(&names.2));
             d3_aggr.push(min(s).alias(&names.3));
             doms.push(names);
         }
-        let d3 = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(d2), g2, d3_aggr).map_err(internal)?);
+        let d3 = LogicalPlan::Aggregate(
+            Aggregate::try_new(Arc::new(d2), g2, d3_aggr).map_err(internal)?,
+        );
         let alias = self.fresh("d");
-        let d = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(d3), alias).map_err(internal)?);
+        let d = LogicalPlan::SubqueryAlias(
+            SubqueryAlias::try_new(Arc::new(d3), alias).map_err(internal)?,
+        );
 
         let lkeys: Vec<datafusion::common::Column> = (0..ngroup)
             .map(|i| datafusion::common::Column::from(main.schema().qualified_field(i)))
@@ -276,7 +300,13 @@ impl Rewriter<'_> {
                 .map_err(internal)?
         } else {
             LogicalPlanBuilder::from(main.clone())
-                .join_detailed(d.clone(), JoinType::Left, (lkeys, rkeys), None, NullEquality::NullEqualsNull)
+                .join_detailed(
+                    d.clone(),
+                    JoinType::Left,
+                    (lkeys, rkeys),
+                    None,
+                    NullEquality::NullEqualsNull,
+                )
                 .map_err(internal)?
                 .build()
                 .map_err(internal)?
@@ -319,12 +349,16 @@ enum AggKind {
 /// result is not released, MIN/MAX are fine.
 fn check_aggregate(e: &Expr, input: &Rel, per_patient: bool) -> Result<AggKind, QueryError> {
     let Expr::AggregateFunction(f) = strip_alias(e) else {
-        return Err(internal("aggregate expression is not an aggregate function"));
+        return Err(internal(
+            "aggregate expression is not an aggregate function",
+        ));
     };
     let name = f.func.name().to_ascii_lowercase();
     if !crate::sql::guard::ALLOWED_AGGREGATES.contains(&name.as_str()) {
         return Err(QueryError::UnsupportedAggregate {
-            message: format!("`{name}` is not allowed over patient data / `{name}` は患者データには使えません"),
+            message: format!(
+                "`{name}` is not allowed over patient data / `{name}` は患者データには使えません"
+            ),
         });
     }
     if (name == "min" || name == "max") && !per_patient {

@@ -131,7 +131,11 @@ pub struct Rewritten {
 }
 
 /// Rewrite a guarded, hardened plan for suppression mode.
-pub fn rewrite(plan: &LogicalPlan, catalog: &Catalog, rules: &RuleSet) -> Result<Rewritten, QueryError> {
+pub fn rewrite(
+    plan: &LogicalPlan,
+    catalog: &Catalog,
+    rules: &RuleSet,
+) -> Result<Rewritten, QueryError> {
     let mut rw = Rewriter {
         catalog,
         rules: rules.clone(),
@@ -212,7 +216,10 @@ fn has_subquery(e: &Expr) -> bool {
     e.exists(|x| {
         Ok(matches!(
             x,
-            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) | Expr::SetComparison(_)
+            Expr::ScalarSubquery(_)
+                | Expr::InSubquery(_)
+                | Expr::Exists(_)
+                | Expr::SetComparison(_)
         ))
     })
     .unwrap_or(true)
@@ -237,7 +244,9 @@ impl Rewriter<'_> {
         let schema = input.plan.schema();
         let r = refs(e, schema)?;
         let sub = has_subquery(e);
-        let plain = plain_col(e).map(|c| schema.index_of_column(c).map_err(internal)).transpose()?;
+        let plain = plain_col(e)
+            .map(|c| schema.index_of_column(c).map_err(internal))
+            .transpose()?;
         let mut col = Col {
             public: !sub && r.iter().all(|&i| input.cols[i].public),
             key: !sub && r.iter().all(|&i| input.cols[i].key),
@@ -321,7 +330,9 @@ impl Rewriter<'_> {
                     .subqueries(vec![f.predicate.clone()], &input)?
                     .pop()
                     .expect("one predicate");
-                let plan = LogicalPlan::Filter(Filter::try_new(pred, Arc::new(input.plan)).map_err(internal)?);
+                let plan = LogicalPlan::Filter(
+                    Filter::try_new(pred, Arc::new(input.plan)).map_err(internal)?,
+                );
                 Ok(Rel { plan, ..input })
             }
             P::Sort(_) | P::Limit(_) => {
@@ -330,12 +341,15 @@ impl Rewriter<'_> {
                     input = self.seal(input)?;
                 }
                 let exprs = self.subqueries(plan.expressions(), &input)?;
-                let new = plan.with_new_exprs(exprs, vec![input.plan]).map_err(internal)?;
+                let new = plan
+                    .with_new_exprs(exprs, vec![input.plan])
+                    .map_err(internal)?;
                 Ok(Rel { plan: new, ..input })
             }
             P::SubqueryAlias(a) => {
                 let input = self.rel(&a.input)?;
-                let new = SubqueryAlias::try_new(Arc::new(input.plan), a.alias.clone()).map_err(internal)?;
+                let new = SubqueryAlias::try_new(Arc::new(input.plan), a.alias.clone())
+                    .map_err(internal)?;
                 Ok(Rel {
                     plan: LogicalPlan::SubqueryAlias(new),
                     ..input
@@ -363,7 +377,9 @@ impl Rewriter<'_> {
                     }
                     _ => {
                         let input = self.to_public(input)?;
-                        let new = plan.with_new_exprs(plan.expressions(), vec![input.plan]).map_err(internal)?;
+                        let new = plan
+                            .with_new_exprs(plan.expressions(), vec![input.plan])
+                            .map_err(internal)?;
                         Ok(public_rel(new))
                     }
                 }
@@ -376,8 +392,12 @@ impl Rewriter<'_> {
                     Kind::Rows => self.aggregate(input, group, aggr),
                     _ => {
                         let input = self.to_public(input)?;
-                        let agg = datafusion::logical_expr::Aggregate::try_new(Arc::new(input.plan), group, aggr)
-                            .map_err(internal)?;
+                        let agg = datafusion::logical_expr::Aggregate::try_new(
+                            Arc::new(input.plan),
+                            group,
+                            aggr,
+                        )
+                        .map_err(internal)?;
                         Ok(public_rel(LogicalPlan::Aggregate(agg)))
                     }
                 }
@@ -415,7 +435,9 @@ impl Rewriter<'_> {
                 let right = self.to_public_if_protected(right)?;
                 let (keep_l, keep_r) = match j.join_type {
                     JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (true, false),
-                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (false, true),
+                    JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                        (false, true)
+                    }
                     _ => (true, true),
                 };
                 let (lr, rr) = (left.kind == Kind::Rows, right.kind == Kind::Rows);
@@ -475,7 +497,10 @@ impl Rewriter<'_> {
                 }
                 self.union_rows(branches)
             }
-            other => Err(internal(format!("unexpected plan node {}", other.display()))),
+            other => Err(internal(format!(
+                "unexpected plan node {}",
+                other.display()
+            ))),
         }
     }
 
@@ -526,7 +551,9 @@ impl Rewriter<'_> {
             }
             Kind::Public => {}
         }
-        let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input.plan)).map_err(internal)?);
+        let plan = LogicalPlan::Projection(
+            Projection::try_new(exprs, Arc::new(input.plan)).map_err(internal)?,
+        );
         Ok(Rel {
             plan,
             kind: input.kind,
@@ -590,7 +617,13 @@ impl Rewriter<'_> {
     fn union_rows(&mut self, branches: Vec<Rel>) -> Result<Rel, QueryError> {
         let nfac = branches
             .iter()
-            .map(|b| b.cols.iter().filter(|c| c.facility && c.hidden).count().max(b.cols.iter().filter(|c| c.facility).count()))
+            .map(|b| {
+                b.cols
+                    .iter()
+                    .filter(|c| c.facility && c.hidden)
+                    .count()
+                    .max(b.cols.iter().filter(|c| c.facility).count())
+            })
             .max()
             .unwrap_or(0);
         let pid_name = self.fresh("pid");
@@ -715,7 +748,8 @@ impl Rewriter<'_> {
                     let outer_is_pid = plain_col(&ins.expr)
                         .and_then(|c| input.plan.schema().index_of_column(c).ok())
                         .is_some_and(|i| input.kind == Kind::Rows && input.cols[i].pid);
-                    let vis: Vec<usize> = (0..r.cols.len()).filter(|&i| !r.cols[i].hidden).collect();
+                    let vis: Vec<usize> =
+                        (0..r.cols.len()).filter(|&i| !r.cols[i].hidden).collect();
                     if !(outer_is_pid && vis.len() == 1 && r.cols[vis[0]].pid) {
                         return Err(unsupported(
                             "a subquery over patient rows may only be used as `pid IN (SELECT pid …)`; aggregate it otherwise / 患者行のサブクエリは `pid IN (SELECT pid …)` の形でのみ使えます",
@@ -725,7 +759,11 @@ impl Rewriter<'_> {
                 } else {
                     ins.subquery.subquery = Arc::new(self.subquery_plan(r)?);
                 }
-                Ok(Transformed::new(Expr::InSubquery(ins), true, datafusion::common::tree_node::TreeNodeRecursion::Jump))
+                Ok(Transformed::new(
+                    Expr::InSubquery(ins),
+                    true,
+                    datafusion::common::tree_node::TreeNodeRecursion::Jump,
+                ))
             }
             other => Ok(Transformed::no(other)),
         }

@@ -55,8 +55,12 @@ impl Rewriter<'_> {
         let drop_rows = r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
         let mut plan = r.plan;
         if drop_rows && !visible_guards.is_empty() {
-            let pred = conjunction(visible_guards.iter().map(|&g| pass_expr(&self.guards[g], &self.rules)))
-                .expect("non-empty");
+            let pred = conjunction(
+                visible_guards
+                    .iter()
+                    .map(|&g| pass_expr(&self.guards[g], &self.rules)),
+            )
+            .expect("non-empty");
             plan = LogicalPlan::Filter(Filter::try_new(pred, Arc::new(plan)).map_err(internal)?);
         }
         let mut exprs = Vec::new();
@@ -66,8 +70,12 @@ impl Rewriter<'_> {
                 exprs.push(e);
                 continue;
             }
-            let pass = conjunction(col.guards.iter().map(|&g| pass_expr(&self.guards[g], &self.rules)))
-                .expect("non-empty");
+            let pass = conjunction(
+                col.guards
+                    .iter()
+                    .map(|&g| pass_expr(&self.guards[g], &self.rules)),
+            )
+            .expect("non-empty");
             let (q, f) = schema.qualified_field(i);
             exprs.push(
                 when(pass, e)
@@ -76,7 +84,8 @@ impl Rewriter<'_> {
                     .alias_qualified(q.cloned(), f.name()),
             );
         }
-        let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
+        let plan =
+            LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
         Ok(Rel {
             plan,
             kind: Kind::Protected { sealed: true },
