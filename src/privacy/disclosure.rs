@@ -96,10 +96,10 @@ pub fn check(
                     continue;
                 }
                 let mut v = json_value(arr, r);
-                if c.count_like {
-                    if let (Some(base), Some(n)) = (rules.rounding, v.as_i64()) {
-                        v = Value::from(round_to(n, base));
-                    }
+                if c.count_like
+                    && let (Some(base), Some(n)) = (rules.rounding, v.as_i64())
+                {
+                    v = Value::from(round_to(n, base));
                 }
                 row.push(v);
             }
@@ -213,28 +213,28 @@ impl<'a> Helpers<'a> {
     /// Fail closed: a missing or NULL helper fails the guard.
     fn pass(&self, g: usize, r: usize, rules: &RuleSet) -> bool {
         let guard = &self.guards[g];
-        if !self.int(&guard.n, r).is_some_and(|n| n >= rules.k as i64) {
+        if self.int(&guard.n, r).is_none_or(|n| n < rules.k as i64) {
             return false;
         }
         for f in &guard.facilities {
-            if !self.int(f, r).is_some_and(|n| n >= rules.facility_k as i64) {
+            if self.int(f, r).is_none_or(|n| n < rules.facility_k as i64) {
                 return false;
             }
         }
-        if let Some(d) = &guard.dominance {
-            if rules.dominance_k < 1.0 || rules.p_ratio > 0.0 {
-                let (Some(t1), Some(t2), Some(tot), Some(mn)) = (
-                    self.float(&d.top1, r),
-                    self.float(&d.top2, r),
-                    self.float(&d.total, r),
-                    self.float(&d.min, r),
-                ) else {
-                    return false;
-                };
-                // The rules are defined for non-negative contributions only.
-                if mn < 0.0 || t2 > rules.dominance_k * tot || tot - t2 < rules.p_ratio * t1 {
-                    return false;
-                }
+        if let Some(d) = &guard.dominance
+            && (rules.dominance_k < 1.0 || rules.p_ratio > 0.0)
+        {
+            let (Some(t1), Some(t2), Some(tot), Some(mn)) = (
+                self.float(&d.top1, r),
+                self.float(&d.top2, r),
+                self.float(&d.total, r),
+                self.float(&d.min, r),
+            ) else {
+                return false;
+            };
+            // The rules are defined for non-negative contributions only.
+            if mn < 0.0 || t2 > rules.dominance_k * tot || tot - t2 < rules.p_ratio * t1 {
+                return false;
             }
         }
         true

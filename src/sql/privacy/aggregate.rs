@@ -136,10 +136,10 @@ impl Rewriter<'_> {
                     conds.push(s.expr.clone().is_not_null());
                 }
             }
-            if kind == AggKind::Sum {
-                if let Some(a) = f.params.args.first() {
-                    conds.push(a.clone().not_eq(lit(0)));
-                }
+            if kind == AggKind::Sum
+                && let Some(a) = f.params.args.first()
+            {
+                conds.push(a.clone().not_eq(lit(0)));
             }
             let cond = conjunction(conds);
             let fed = |x: Expr| -> Result<Expr, QueryError> {

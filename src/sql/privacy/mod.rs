@@ -376,7 +376,7 @@ impl Rewriter<'_> {
                         self.aggregate(input, group, vec![])
                     }
                     _ => {
-                        let input = self.to_public(input)?;
+                        let input = self.publish(input)?;
                         let new = plan
                             .with_new_exprs(plan.expressions(), vec![input.plan])
                             .map_err(internal)?;
@@ -391,7 +391,7 @@ impl Rewriter<'_> {
                 match input.kind {
                     Kind::Rows => self.aggregate(input, group, aggr),
                     _ => {
-                        let input = self.to_public(input)?;
+                        let input = self.publish(input)?;
                         let agg = datafusion::logical_expr::Aggregate::try_new(
                             Arc::new(input.plan),
                             group,
@@ -431,8 +431,8 @@ impl Rewriter<'_> {
             P::Join(j) => {
                 let left = self.rel(&j.left)?;
                 let right = self.rel(&j.right)?;
-                let left = self.to_public_if_protected(left)?;
-                let right = self.to_public_if_protected(right)?;
+                let left = self.seal_if_protected(left)?;
+                let right = self.seal_if_protected(right)?;
                 let (keep_l, keep_r) = match j.join_type {
                     JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (true, false),
                     JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
@@ -441,12 +441,10 @@ impl Rewriter<'_> {
                     _ => (true, true),
                 };
                 let (lr, rr) = (left.kind == Kind::Rows, right.kind == Kind::Rows);
-                if (lr && !keep_l) || (rr && !keep_r) {
-                    if !(lr && rr) {
-                        return Err(unsupported(
-                            "patient rows may not be used to filter a reference table (semi/anti join, IN/EXISTS); join the other way round / 患者行で参照テーブルを絞り込むことはできません",
-                        ));
-                    }
+                if ((lr && !keep_l) || (rr && !keep_r)) && !(lr && rr) {
+                    return Err(unsupported(
+                        "patient rows may not be used to filter a reference table (semi/anti join, IN/EXISTS); join the other way round / 患者行で参照テーブルを絞り込むことはできません",
+                    ));
                 }
                 if lr && rr && !self.joined_on_pid(j, &left, &right)? {
                     return Err(unsupported(
@@ -488,7 +486,7 @@ impl Rewriter<'_> {
                 let mut branches = Vec::new();
                 for i in &u.inputs {
                     let r = self.rel(i)?;
-                    branches.push(self.to_public_if_protected(r)?);
+                    branches.push(self.seal_if_protected(r)?);
                 }
                 if branches.iter().all(|b| b.kind == Kind::Public) {
                     let inputs = branches.into_iter().map(|b| Arc::new(b.plan)).collect();
@@ -599,13 +597,12 @@ impl Rewriter<'_> {
         }
         if let Some(f) = &j.filter {
             for c in split_conjunction(f) {
-                if let Expr::BinaryExpr(b) = c {
-                    if b.op == datafusion::logical_expr::Operator::Eq
-                        && ((is_pid(&b.left, left) && is_pid(&b.right, right))
-                            || (is_pid(&b.right, left) && is_pid(&b.left, right)))
-                    {
-                        return Ok(true);
-                    }
+                if let Expr::BinaryExpr(b) = c
+                    && b.op == datafusion::logical_expr::Operator::Eq
+                    && ((is_pid(&b.left, left) && is_pid(&b.right, right))
+                        || (is_pid(&b.right, left) && is_pid(&b.left, right)))
+                {
+                    return Ok(true);
                 }
             }
         }
@@ -684,9 +681,9 @@ impl Rewriter<'_> {
         })
     }
 
-    fn to_public_if_protected(&mut self, r: Rel) -> Result<Rel, QueryError> {
+    fn seal_if_protected(&mut self, r: Rel) -> Result<Rel, QueryError> {
         match r.kind {
-            Kind::Protected { .. } => self.to_public(r),
+            Kind::Protected { .. } => self.publish(r),
             _ => Ok(r),
         }
     }
@@ -775,16 +772,16 @@ impl Rewriter<'_> {
                 "a subquery over patient rows cannot feed a value or an EXISTS test; aggregate it (its cells then follow the disclosure rules) / 患者行のサブクエリは値や EXISTS に使えません。集計してください",
             )),
             Kind::Public => visible_only(&r),
-            Kind::Protected { .. } => Ok(self.to_public(r)?.plan),
+            Kind::Protected { .. } => Ok(self.publish(r)?.plan),
         }
     }
 
     /// Seal a protected relation and keep only its visible columns: the result is safe
     /// to compute on further.
-    fn to_public(&mut self, r: Rel) -> Result<Rel, QueryError> {
+    fn publish(&mut self, r: Rel) -> Result<Rel, QueryError> {
         match r.kind {
             Kind::Public => Ok(r),
-            Kind::Rows => Err(internal("to_public on patient rows")),
+            Kind::Rows => Err(internal("publish on patient rows")),
             Kind::Protected { .. } => {
                 let sealed = if r.kind == (Kind::Protected { sealed: true }) {
                     r

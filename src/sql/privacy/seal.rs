@@ -33,12 +33,12 @@ pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
     for f in &g.facilities {
         conds.push(c(f).gt_eq(lit(rules.facility_k as i64)));
     }
-    if let Some(d) = &g.dominance {
-        if rules.dominance_k < 1.0 || rules.p_ratio > 0.0 {
-            conds.push(f64c(&d.min).gt_eq(lit(0.0)));
-            conds.push(f64c(&d.top2).lt_eq(lit(rules.dominance_k) * f64c(&d.total)));
-            conds.push((f64c(&d.total) - f64c(&d.top2)).gt_eq(lit(rules.p_ratio) * f64c(&d.top1)));
-        }
+    if let Some(d) = &g.dominance
+        && (rules.dominance_k < 1.0 || rules.p_ratio > 0.0)
+    {
+        conds.push(f64c(&d.min).gt_eq(lit(0.0)));
+        conds.push(f64c(&d.top2).lt_eq(lit(rules.dominance_k) * f64c(&d.total)));
+        conds.push((f64c(&d.total) - f64c(&d.top2)).gt_eq(lit(rules.p_ratio) * f64c(&d.top1)));
     }
     conjunction(conds).expect("at least one condition")
 }
