@@ -6,6 +6,7 @@
 //! `resource_limit`; planning and execution together are bounded by `limits.timeout`, and
 //! dropping the future cancels the query.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
@@ -98,7 +99,19 @@ async fn collect(
     Ok(out)
 }
 
+/// Execution errors since start. Repeated errors are an oracle (each one says "some
+/// row made this fail"), so the audit stage alerts on them; this is the process-wide tally.
+static EXECUTION_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of `execution_error` outcomes since the process started.
+pub fn execution_errors() -> u64 {
+    EXECUTION_ERRORS.load(Ordering::Relaxed)
+}
+
 fn engine_error(e: DataFusionError) -> QueryError {
+    if !matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        EXECUTION_ERRORS.fetch_add(1, Ordering::Relaxed);
+    }
     match e.find_root() {
         DataFusionError::ResourcesExhausted(_) => QueryError::ResourceLimit {
             message: "the query needs more memory than allowed; narrow it / メモリ上限に達しました。条件を絞ってください".into(),
