@@ -35,6 +35,14 @@ const SHAPES: &[&str] = &[
     "SELECT upper(sex) AS s, count(*) AS n FROM patient GROUP BY upper(sex) ORDER BY 1 LIMIT 1",
     "SELECT application_type, approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY creatinine) AS p50 \
      FROM nanbyo_survey GROUP BY application_type ORDER BY application_type",
+    "SELECT count(*) AS n, avg(d) AS mean_change FROM (SELECT pid, severity - lag(severity) OVER (PARTITION BY pid ORDER BY fiscal_year) AS d \
+     FROM nanbyo_survey) t WHERE d IS NOT NULL",
+    "SELECT fiscal_year, count(*) AS n FROM nanbyo_survey s WHERE EXISTS (SELECT 1 FROM disease d WHERE d.disease_no = s.disease_no \
+     AND d.disease_group = '神経・筋') GROUP BY fiscal_year ORDER BY fiscal_year",
+    "SELECT p.region, count(DISTINCT s.pid) AS n FROM nanbyo_survey s LEFT JOIN prefecture p ON s.prefecture_code = p.prefecture_code \
+     WHERE s.disease_no = 2 GROUP BY p.region ORDER BY p.region",
+    "WITH per_patient AS (SELECT pid, count(*) AS k FROM nanbyo_survey GROUP BY pid) \
+     SELECT p.sex, sum(pp.k) AS records FROM per_patient pp JOIN patient p USING (pid) GROUP BY p.sex ORDER BY p.sex",
 ];
 
 async fn raw(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<Value>> {
