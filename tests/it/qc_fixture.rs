@@ -29,7 +29,6 @@ pub enum V {
     S(String),
     I(i64),
     F(f64),
-    N,
 }
 
 fn s(x: impl Into<String>) -> V {
