@@ -18,6 +18,7 @@ use std::sync::Arc;
 use datafusion::common::NullEquality;
 use datafusion::functions_aggregate::expr_fn::{count_distinct, max, min, sum};
 use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, SubqueryAlias,
@@ -117,6 +118,9 @@ impl Rewriter<'_> {
         }
 
         let mut sums: Vec<(usize, Expr)> = Vec::new(); // (guard id, per-row value fed to SUM)
+        // Cells fed by the same rows share one guard (e.g. count(*) and avg(x) with no
+        // FILTER over a non-null x share the group guard): fewer distinct counts to compute.
+        let mut shared: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for e in &aggr {
             let kind = check_aggregate(e, &input, false)?;
             let Expr::AggregateFunction(f) = strip_alias(e) else {
@@ -129,7 +133,14 @@ impl Rewriter<'_> {
                 conds.push((**filter).clone());
             }
             for a in &f.params.args {
-                conds.push(a.clone().is_not_null());
+                // A literal or a non-nullable column (pid) never excludes a row.
+                let never_null = match a {
+                    Expr::Literal(v, _) => !v.is_null(),
+                    other => !other.nullable(schema.as_ref()).unwrap_or(true),
+                };
+                if !never_null {
+                    conds.push(a.clone().is_not_null());
+                }
             }
             if kind == AggKind::Percentile {
                 for s in &f.params.order_by {
@@ -142,6 +153,28 @@ impl Rewriter<'_> {
                 conds.push(a.clone().not_eq(lit(0)));
             }
             let cond = conjunction(conds);
+            let share_key = match &cond {
+                None => Some(String::new()),
+                Some(c) if kind != AggKind::Sum => Some(format!("{c}")),
+                Some(_) => None,
+            };
+            if let Some(key) = &share_key {
+                let existing = if key.is_empty() {
+                    Some(g0)
+                } else {
+                    shared.get(key).copied()
+                };
+                if let Some(gid) = existing {
+                    let mut c = Col {
+                        count_like: kind == AggKind::Count,
+                        ..Col::default()
+                    };
+                    c.guards.insert(g0);
+                    c.guards.insert(gid);
+                    cols.push(c);
+                    continue;
+                }
+            }
             let fed = |x: Expr| -> Result<Expr, QueryError> {
                 Ok(match &cond {
                     Some(c) => when(c.clone(), x).end().map_err(internal)?,
@@ -162,6 +195,9 @@ impl Rewriter<'_> {
                 facilities: facs,
                 dominance: None,
             });
+            if let Some(key) = share_key {
+                shared.insert(key, gid);
+            }
             if kind == AggKind::Sum {
                 let arg = f.params.args.first().cloned().unwrap_or(lit(0));
                 let value = match &f.params.filter {
