@@ -470,3 +470,88 @@ pub fn tables_read(plan: &LogicalPlan) -> Vec<String> {
     });
     out.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+
+    fn ctx(catalog: &Catalog) -> SessionContext {
+        let ctx = SessionContext::new();
+        let schema = catalog.table("patient").unwrap().arrow_schema();
+        let t = MemTable::try_new(schema, vec![vec![]]).unwrap();
+        ctx.register_table("patient", Arc::new(t)).unwrap();
+        ctx
+    }
+
+    #[tokio::test]
+    async fn hardening_rewrites_division_and_cast_but_keeps_names() {
+        let catalog = Catalog::embedded().unwrap();
+        let ctx = ctx(&catalog);
+        let plan = plan_guarded(
+            &ctx,
+            "SELECT birth_year / 0 AS a, CAST(sex AS INT) AS b, birth_year % 7 FROM patient",
+            &catalog,
+        )
+        .await
+        .unwrap();
+        let before: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let hardened = harden(plan).unwrap();
+        let text = format!("{}", hardened.display_indent());
+        assert!(text.contains("nullif"), "{text}");
+        assert!(text.contains("TRY_CAST"), "{text}");
+        assert!(!text.contains(" CAST("), "{text}");
+        let after: Vec<String> = hardened
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    #[tokio::test]
+    async fn explain_and_describe_are_refused_before_planning() {
+        let catalog = Catalog::embedded().unwrap();
+        let ctx = ctx(&catalog);
+        for sql in [
+            "EXPLAIN ANALYZE SELECT 1",
+            "EXPLAIN VERBOSE SELECT 1",
+            "DESCRIBE patient",
+            "SHOW TABLES",
+        ] {
+            let e = plan_guarded(&ctx, sql, &catalog).await.unwrap_err();
+            assert_eq!(e.code(), "statement_not_allowed", "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subquery_functions_are_checked_too() {
+        let catalog = Catalog::embedded().unwrap();
+        let ctx = ctx(&catalog);
+        let e = plan_guarded(
+            &ctx,
+            "SELECT count(*) FROM patient WHERE sex IN (SELECT string_agg(pid, ',') FROM patient)",
+            &catalog,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), "unsupported_aggregate");
+        assert_eq!(
+            tables_read(
+                &plan_guarded(&ctx, "SELECT count(*) FROM patient", &catalog)
+                    .await
+                    .unwrap()
+            ),
+            vec!["patient"]
+        );
+    }
+}

@@ -378,3 +378,45 @@ async fn approval_threshold_raises_k() {
     assert_eq!(o.result.rows[1], vec![json!("13"), json!(40)]);
     assert_eq!(o.result.disclosure.threshold, 20);
 }
+
+#[tokio::test]
+async fn rounding_applies_to_released_counts_only() {
+    let (ctx, catalog) = registry();
+    let rules =
+        DisclosureRules::from_toml("schema_version = 1\n[defaults]\nrounding = 5\n").unwrap();
+    let o = run_query(
+        &ctx,
+        "SELECT prefecture_code, count(DISTINCT pid) AS n, avg(birth_year) AS a FROM patient GROUP BY prefecture_code ORDER BY 1",
+        &catalog,
+        &rules,
+        &Limits::default(),
+    )
+    .await
+    .unwrap();
+    // 17 patients in 01 → 15; 40 in 13 stays 40; averages are not counts.
+    assert_eq!(o.result.rows[0][1], json!(15));
+    assert_eq!(o.result.rows[1][1], json!(40));
+    assert!(
+        o.result.rows[0][2]
+            .as_f64()
+            .is_some_and(|a| a.fract() != 0.0 || a > 1900.0)
+    );
+    assert_eq!(o.result.disclosure.rounding, Some(5));
+    assert!(
+        o.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("rounded"))
+    );
+}
+
+#[tokio::test]
+async fn attack_union_of_patient_tables_keeps_the_unit() {
+    // Two patient tables stacked: contributors are still distinct patients.
+    let o = ok("SELECT prefecture_code, count(*) AS rows_n FROM (SELECT pid, prefecture_code FROM patient \
+                UNION ALL SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code ORDER BY 1")
+    .await;
+    assert_eq!(rows(&o)[2], vec![json!("47"), Value::Null]);
+    assert!(rows(&o)[1][1].as_i64().is_some_and(|n| n > 40));
+}
