@@ -43,6 +43,12 @@ const SHAPES: &[&str] = &[
      WHERE s.disease_no = 2 GROUP BY p.region ORDER BY p.region",
     "WITH per_patient AS (SELECT pid, count(*) AS k FROM nanbyo_survey GROUP BY pid) \
      SELECT p.sex, sum(pp.k) AS records FROM per_patient pp JOIN patient p USING (pid) GROUP BY p.sex ORDER BY p.sex",
+    "WITH pp AS (SELECT pid, max(severity) - min(severity) AS d, min(fiscal_year) AS fy FROM nanbyo_survey GROUP BY pid) \
+     SELECT p.sex, avg(pp.d) AS mean_d, count(*) AS n, sum(pp.fy) AS total_fy FROM pp JOIN patient p ON pp.pid = p.pid GROUP BY p.sex ORDER BY p.sex",
+    "SELECT p.sex, count(s.pid) AS records, count(DISTINCT s.pid) AS patients FROM patient p LEFT JOIN nanbyo_survey s \
+     ON p.pid = s.pid AND s.fiscal_year = 2024 GROUP BY p.sex ORDER BY p.sex",
+    "SELECT CASE WHEN severity >= 3 THEN 'severe' ELSE 'mild' END AS grade, fiscal_year, count(*) AS n, \
+     round(avg(creatinine), 2) AS cr FROM nanbyo_survey GROUP BY 1, 2 ORDER BY 1, 2",
 ];
 
 async fn raw(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<Value>> {
