@@ -228,7 +228,10 @@ impl Rewriter<'_> {
         );
         cols.extend(helper_cols);
 
-        if sums.is_empty() {
+        // Without dominance rules (k = 1 equivalence runs, or a policy that turns them off)
+        // the per-patient second plan would be computed for nothing.
+        let dominance_on = self.rules.dominance_k < 1.0 || self.rules.p_ratio > 0.0;
+        if sums.is_empty() || !dominance_on {
             return Ok(Rel {
                 plan: main,
                 kind: Kind::Protected { sealed: false },
