@@ -31,7 +31,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, JoinType};
 use datafusion::logical_expr::{
-    Distinct, Expr, LogicalPlan, Projection, SubqueryAlias, Union, Window, lit,
+    Distinct, Expr, LogicalPlan, Projection, SubqueryAlias, Union, Window,
 };
 use datafusion::logical_expr::{Filter, utils::split_conjunction};
 
@@ -833,7 +833,84 @@ fn visible_only(r: &Rel) -> Result<LogicalPlan, QueryError> {
     ))
 }
 
-#[allow(dead_code)]
-fn null_lit() -> Expr {
-    lit(datafusion::common::ScalarValue::Null)
+#[cfg(test)]
+mod tests {
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::context::SessionContext;
+
+    use super::*;
+    use crate::sql::guard::{harden, plan_guarded};
+
+    async fn rewritten(sql: &str) -> Result<Rewritten, QueryError> {
+        let catalog = Catalog::embedded().unwrap();
+        let ctx = SessionContext::new();
+        for t in ["patient", "nanbyo_survey", "disease"] {
+            let schema = catalog.table(t).unwrap().arrow_schema();
+            ctx.register_table(
+                t,
+                Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap()),
+            )
+            .unwrap();
+        }
+        let plan = harden(plan_guarded(&ctx, sql, &catalog).await?)?;
+        rewrite(&plan, &catalog, &RuleSet::off())
+    }
+
+    #[tokio::test]
+    async fn protected_aggregate_tags_keys_and_cells() {
+        let r = rewritten("SELECT sex, count(*) AS n, sum(severity) AS s FROM patient JOIN nanbyo_survey USING (pid) GROUP BY sex")
+            .await
+            .unwrap();
+        let cols = &r.release.columns;
+        assert_eq!(
+            cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["sex", "n", "s"]
+        );
+        assert!(cols[0].key && cols[0].public);
+        assert!(!cols[1].key && cols[1].count_like && !cols[1].guards.is_empty());
+        // The SUM cell has its own guard (non-zero contributors) besides the group guard,
+        // and a facility count because nanbyo_survey carries facility_id.
+        assert_eq!(cols[2].guards.len(), 2);
+        let own = cols[2].guards.iter().copied().max().unwrap();
+        assert_eq!(r.release.guards[own].facilities.len(), 1);
+        // All helper columns are in the plan output, none is released.
+        let names: Vec<String> = r
+            .plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert!(
+            names.iter().filter(|n| n.starts_with("__kura_")).count() >= 3,
+            "{names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_pid_is_carried_hidden_and_rows_are_refused() {
+        let e = rewritten("SELECT sex FROM patient").await.unwrap_err();
+        assert_eq!(e.code(), "row_level_output");
+        let r = rewritten("SELECT s, count(*) FROM (SELECT sex AS s FROM patient) t GROUP BY s")
+            .await
+            .unwrap();
+        assert_eq!(r.release.columns.len(), 2);
+        assert!(!r.release.drop_on_fail);
+        let r = rewritten("SELECT count(*) FROM patient GROUP BY birth_year")
+            .await
+            .unwrap();
+        assert!(
+            r.release.drop_on_fail,
+            "a hidden non-public key still drops failing rows"
+        );
+    }
+
+    #[tokio::test]
+    async fn reference_only_queries_are_public() {
+        let r = rewritten("SELECT disease_group, count(*) FROM disease GROUP BY disease_group")
+            .await
+            .unwrap();
+        assert!(r.release.columns.iter().all(|c| c.guards.is_empty()));
+        assert!(r.release.guards.is_empty());
+    }
 }
