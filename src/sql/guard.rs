@@ -53,6 +53,25 @@ pub const ALLOWED_AGGREGATES: &[&str] = &[
     "max",
 ];
 
+/// Aggregates allowed only inside a per-patient `GROUP BY pid` (or over public data):
+/// there they summarise one patient's own rows (e.g. an ALSFRS-R slope per patient) and
+/// nothing is released directly. Over patients they would carry one patient's value out.
+pub const PER_PATIENT_AGGREGATES: &[&str] = &[
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "corr",
+    "covar_samp",
+    "covar_pop",
+    "first_value",
+    "last_value",
+];
+
+fn aggregate_allowed(name: &str) -> bool {
+    ALLOWED_AGGREGATES.contains(&name) || PER_PATIENT_AGGREGATES.contains(&name)
+}
+
 /// Window functions allowed (over aggregates, or within one patient's rows).
 pub const ALLOWED_WINDOW_FUNCTIONS: &[&str] = &[
     "row_number",
@@ -373,14 +392,14 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
         }
         Expr::AggregateFunction(f) => {
             let name = f.func.name().to_ascii_lowercase();
-            if !ALLOWED_AGGREGATES.contains(&name.as_str()) {
+            if !aggregate_allowed(&name) {
                 return Err(unsupported_aggregate(&name));
             }
         }
         Expr::WindowFunction(w) => match &w.fun {
             WindowFunctionDefinition::AggregateUDF(a) => {
                 let name = a.name().to_ascii_lowercase();
-                if !ALLOWED_AGGREGATES.contains(&name.as_str()) {
+                if !aggregate_allowed(&name) {
                     return Err(unsupported_aggregate(&name));
                 }
             }

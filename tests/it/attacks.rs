@@ -202,6 +202,26 @@ async fn attack_value_carrying_aggregates_refused() {
 }
 
 #[tokio::test]
+async fn per_patient_only_aggregates_stay_inside_one_patient() {
+    // A per-patient slope, then averaged over patients: allowed.
+    let o = ok("SELECT count(*) AS n, avg(slope) AS mean_slope FROM \
+                (SELECT pid, regr_slope(severity, fiscal_year) AS slope FROM nanbyo_survey GROUP BY pid) t WHERE slope IS NOT NULL")
+    .await;
+    assert_eq!(rows(&o)[0][0], json!(20));
+    // The same aggregate over patients would leak (two points give one patient's value).
+    refused(
+        "SELECT regr_slope(severity, fiscal_year) FROM nanbyo_survey",
+        "unsupported_aggregate",
+    )
+    .await;
+    refused(
+        "SELECT disease_no, corr(severity, creatinine) FROM nanbyo_survey GROUP BY disease_no",
+        "unsupported_aggregate",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn attack_dominance_one_huge_value() {
     // p07 has pao2 = 5000, every other record 1.0: disease 2's sum is dominated.
     let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no ORDER BY disease_no").await;

@@ -393,7 +393,15 @@ fn check_aggregate(e: &Expr, input: &Rel, per_patient: bool) -> Result<AggKind, 
         ));
     };
     let name = f.func.name().to_ascii_lowercase();
-    if !crate::sql::guard::ALLOWED_AGGREGATES.contains(&name.as_str()) {
+    let per_patient_only = crate::sql::guard::PER_PATIENT_AGGREGATES.contains(&name.as_str());
+    if per_patient_only && !per_patient {
+        return Err(QueryError::UnsupportedAggregate {
+            message: format!(
+                "`{name}` over patients would release one patient's values; use it only inside a per-patient subquery (… GROUP BY pid) and aggregate its result / `{name}` は患者ごとの集計（GROUP BY pid）の中でのみ使えます"
+            ),
+        });
+    }
+    if !per_patient_only && !crate::sql::guard::ALLOWED_AGGREGATES.contains(&name.as_str()) {
         return Err(QueryError::UnsupportedAggregate {
             message: format!(
                 "`{name}` is not allowed over patient data / `{name}` は患者データには使えません"
