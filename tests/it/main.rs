@@ -1,6 +1,10 @@
 //! The one integration-test binary (linking DataFusion is slow, so every area adds a
 //! module here instead of a new top-level test file).
 
+mod attacks;
+mod equivalence;
 mod extracts;
 mod foundation;
+mod qc_fixture;
+mod slt;
 mod support;
