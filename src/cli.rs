@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::privacy::rules::DisclosureRules;
+
 use crate::catalog::Catalog;
 use crate::config::{Config, process_env};
 use crate::ingest;
@@ -126,6 +128,9 @@ pub enum Command {
     },
     /// Build or refresh one application's scoped extract / 申請ごとの抽出データを作成・更新
     Extract(crate::sql::extract_cli::ExtractArgs),
+    /// Run one query over an extract through the full gateway path (operator use) /
+    /// 抽出データに対してゲートウェイと同じ経路でクエリを実行する
+    Query(crate::engine::cli::QueryArgs),
     /// Benchmarks; each prints ratios against a baseline measured in the same run /
     /// ベンチマーク
     Bench {
@@ -180,6 +185,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Example queries: raw DataFusion against the full gateway path / クエリ経路の性能測定
+    Query(crate::engine::bench::BenchQueryArgs),
     /// synth + ingest against a plain Parquet write of the same rows / 取込の性能測定
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -226,6 +233,10 @@ pub fn run() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(crate::admin::audit_command(config, action)))
         }
         Command::Extract(args) => return block_on(crate::sql::extract_cli::run(args)),
+        Command::Query(args) => return block_on(query(args)),
+        Command::Bench {
+            bench: BenchCommand::Query(args),
+        } => return block_on(bench_query(args)),
         Command::Synth {
             patients,
             seed,
@@ -265,6 +276,57 @@ fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error / エラー: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kura query`: the same path as the API (guard, rewrite, limits, disclosure check).
+async fn query(args: crate::engine::cli::QueryArgs) -> ExitCode {
+    let rules = match DisclosureRules::embedded() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error / エラー: {}", chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::engine::cli::query(args, async |ctx, sql, catalog, limits| {
+        crate::engine::run_query(ctx, sql, catalog, &rules, limits).await
+    })
+    .await
+}
+
+/// `kura bench query`: raw DataFusion against the full path, in the same run.
+async fn bench_query(args: crate::engine::bench::BenchQueryArgs) -> ExitCode {
+    let loaded = DisclosureRules::embedded()
+        .map_err(|e| chain(&e))
+        .and_then(|r| {
+            let catalog = match &args.catalog {
+                Some(p) => Catalog::load(p),
+                None => Catalog::embedded(),
+            }
+            .map_err(|e| chain(&e))?;
+            Ok((r, catalog))
+        });
+    let (rules, catalog) = match loaded {
+        Ok(v) => v,
+        Err(msg) => {
+            eprintln!("error / エラー: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report =
+        crate::engine::bench::bench_query(&args, &catalog, async |ctx, sql, cat, limits| {
+            crate::engine::run_query(ctx, sql, cat, &rules, limits).await
+        })
+        .await;
+    match report {
+        Ok(r) => {
+            print!("{r}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error / エラー: {}", chain(&e));
             ExitCode::FAILURE
         }
     }

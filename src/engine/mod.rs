@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod exec;
+pub mod run;
 pub mod session;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::QueryError;
 pub use exec::collect_limited;
+pub use run::run_query;
 pub use session::open_extract;
 
 use crate::privacy::ReleasedResult;

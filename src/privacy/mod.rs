@@ -1,6 +1,9 @@
 //! Privacy stage: disclosure rules (thresholds, dominance, rounding) applied to executed
 //! results, and the shape of a released result.
 
+pub mod disclosure;
 pub mod result;
+pub mod rules;
 
 pub use result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
+pub use rules::{DisclosureRules, RuleSet, RulesError};

@@ -4,4 +4,6 @@
 
 pub mod extract;
 pub mod extract_cli;
+pub mod guard;
+pub mod privacy;
 pub mod scope;

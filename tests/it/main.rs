@@ -2,7 +2,11 @@
 //! module here instead of a new top-level test file).
 
 mod api;
+mod attacks;
 mod e2e;
+mod equivalence;
 mod extracts;
 mod foundation;
+mod qc_fixture;
+mod slt;
 mod support;

@@ -1,0 +1,96 @@
+//! Privacy rewrite rule: sealing a protected aggregate inside the plan.
+//!
+//! Before an aggregate's cells feed any further computation (HAVING, ORDER BY, windows,
+//! joins, unions, outer aggregates, subqueries) the disclosure rules are evaluated in the
+//! plan itself: a failing cell becomes NULL, and a failing row whose keys are not all
+//! public-domain is removed. What the later computation sees is therefore exactly what
+//! could have been released — an inner small group cannot pass through an outer query.
+//! The hidden helper columns are kept, so the final disclosure check still reports the
+//! sealed cells as suppressed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col, lit, when};
+
+use super::{Guard, Kind, Rel, Rewriter, col_at, internal};
+use crate::engine::QueryError;
+use crate::privacy::rules::RuleSet;
+
+fn c(name: &str) -> Expr {
+    col(datafusion::common::Column::new_unqualified(name))
+}
+
+fn f64c(name: &str) -> Expr {
+    cast(c(name), DataType::Float64)
+}
+
+/// The in-plan test "this guard passes the rules" (NULL counts as failing).
+pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
+    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k as i64))];
+    for f in &g.facilities {
+        conds.push(c(f).gt_eq(lit(rules.facility_k as i64)));
+    }
+    if let Some(d) = &g.dominance
+        && (rules.dominance_k < 1.0 || rules.p_ratio > 0.0)
+    {
+        conds.push(f64c(&d.min).gt_eq(lit(0.0)));
+        conds.push(f64c(&d.top2).lt_eq(lit(rules.dominance_k) * f64c(&d.total)));
+        conds.push((f64c(&d.total) - f64c(&d.top2)).gt_eq(lit(rules.p_ratio) * f64c(&d.top1)));
+    }
+    conjunction(conds).expect("at least one condition")
+}
+
+impl Rewriter<'_> {
+    pub(crate) fn seal(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        let schema = r.plan.schema().clone();
+        let visible_guards: BTreeSet<usize> = r
+            .cols
+            .iter()
+            .filter(|c| !c.hidden)
+            .flat_map(|c| c.guards.iter().copied())
+            .collect();
+        let drop_rows = r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
+        let mut plan = r.plan;
+        if drop_rows && !visible_guards.is_empty() {
+            let pred = conjunction(
+                visible_guards
+                    .iter()
+                    .map(|&g| pass_expr(&self.guards[g], &self.rules)),
+            )
+            .expect("non-empty");
+            plan = LogicalPlan::Filter(Filter::try_new(pred, Arc::new(plan)).map_err(internal)?);
+        }
+        let mut exprs = Vec::new();
+        for (i, col) in r.cols.iter().enumerate() {
+            let e = col_at(&plan, i);
+            if col.hidden || col.guards.is_empty() || (col.key && col.public) {
+                exprs.push(e);
+                continue;
+            }
+            let pass = conjunction(
+                col.guards
+                    .iter()
+                    .map(|&g| pass_expr(&self.guards[g], &self.rules)),
+            )
+            .expect("non-empty");
+            let (q, f) = schema.qualified_field(i);
+            exprs.push(
+                when(pass, e)
+                    .end()
+                    .map_err(internal)?
+                    .alias_qualified(q.cloned(), f.name()),
+            );
+        }
+        let plan =
+            LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
+        Ok(Rel {
+            plan,
+            kind: Kind::Protected { sealed: true },
+            cols: r.cols,
+            drop_on_fail: r.drop_on_fail,
+        })
+    }
+}

@@ -1,0 +1,442 @@
+//! Attack regression tests for the query core: each test names the attack it stops and
+//! asserts what the attacker would have learnt is not released.
+
+use kura::engine::{Limits, QueryError, QueryOutcome, run_query};
+use kura::privacy::DisclosureRules;
+use serde_json::{Value, json};
+
+use crate::qc_fixture::registry;
+
+pub async fn run(sql: &str) -> Result<QueryOutcome, QueryError> {
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded().unwrap();
+    run_query(&ctx, sql, &catalog, &rules, &Limits::default()).await
+}
+
+async fn ok(sql: &str) -> QueryOutcome {
+    match run(sql).await {
+        Ok(o) => o,
+        Err(e) => panic!("{sql}: refused with {}: {}", e.code(), e.internal_detail()),
+    }
+}
+
+async fn refused(sql: &str, code: &str) -> QueryError {
+    match run(sql).await {
+        Ok(o) => panic!("{sql}: expected {code}, got rows {:?}", o.result.rows),
+        Err(e) => {
+            assert_eq!(e.code(), code, "{sql}: {e}");
+            e
+        }
+    }
+}
+
+fn rows(o: &QueryOutcome) -> &Vec<Vec<Value>> {
+    &o.result.rows
+}
+
+#[tokio::test]
+async fn count_distinct_pid_by_public_key_passes_and_small_cell_is_suppressed() {
+    let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code").await;
+    assert_eq!(
+        rows(&o),
+        &vec![
+            vec![json!("01"), json!(17)],
+            vec![json!("13"), json!(40)],
+            vec![json!("47"), Value::Null]
+        ]
+    );
+    assert_eq!(o.result.disclosure.suppressed, vec![[2, 1]]);
+    assert_eq!(o.result.disclosure.threshold, 5);
+    assert_eq!(
+        o.result.columns.len(),
+        2,
+        "hidden helper columns must not leave"
+    );
+    assert!(!o.result.disclosure.notes.is_empty());
+}
+
+#[tokio::test]
+async fn attack_conditional_aggregate_filter_on_single_pid() {
+    let o = ok("SELECT count(*) FILTER (WHERE pid = 'p07') AS target, count(*) AS total FROM nanbyo_survey").await;
+    assert_eq!(rows(&o), &vec![vec![Value::Null, json!(80)]]);
+    assert_eq!(o.result.disclosure.suppressed, vec![[0, 0]]);
+}
+
+#[tokio::test]
+async fn attack_conditional_aggregate_case_on_single_pid() {
+    let o = ok("SELECT sum(CASE WHEN pid = 'p07' THEN severity ELSE 0 END) AS s, \
+                avg(CASE WHEN pid = 'p07' THEN creatinine END) AS a, count(*) AS n FROM nanbyo_survey")
+    .await;
+    assert_eq!(rows(&o)[0][0], Value::Null);
+    assert_eq!(rows(&o)[0][1], Value::Null);
+    assert_eq!(rows(&o)[0][2], json!(80));
+}
+
+#[tokio::test]
+async fn attack_group_by_pid_is_row_level() {
+    let e = refused(
+        "SELECT pid, count(*) FROM nanbyo_survey GROUP BY pid",
+        "row_level_output",
+    )
+    .await;
+    assert!(e.public_message().contains("COUNT(DISTINCT pid)"));
+    refused("SELECT * FROM patient", "row_level_output").await;
+    refused(
+        "SELECT sex FROM patient WHERE pid = 'p07'",
+        "row_level_output",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn attack_high_cardinality_key_rows_dropped() {
+    // Every birth year is unique in the fixture: no row may leave, and birth_year is not a
+    // public domain, so the rows are dropped rather than shown with null counts.
+    let o = ok("SELECT birth_year, count(*) AS n FROM patient GROUP BY birth_year").await;
+    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+    assert_eq!(o.result.disclosure.dropped_rows, 60);
+    // SELECT DISTINCT is a GROUP BY without aggregates: same rule.
+    let o = ok("SELECT DISTINCT birth_year FROM patient").await;
+    assert!(rows(&o).is_empty());
+}
+
+#[tokio::test]
+async fn attack_union_target_with_padding_rows() {
+    let o = ok("SELECT sex, count(*) AS n FROM (SELECT sex FROM patient WHERE pid = 'p07' \
+                UNION ALL SELECT 'F' FROM prefecture UNION ALL SELECT 'F' FROM prefecture) t GROUP BY sex")
+    .await;
+    assert_eq!(rows(&o).len(), 1);
+    assert_eq!(
+        rows(&o)[0],
+        vec![json!("F"), Value::Null],
+        "padding rows must not count as patients"
+    );
+}
+
+#[tokio::test]
+async fn attack_error_oracle_divide_by_zero_and_cast() {
+    // Without hardening these fail exactly when the target's value is 3 / not numeric.
+    let o =
+        ok("SELECT count(*) AS n FROM nanbyo_survey WHERE pid = 'p07' AND 1 / (severity - 3) > 0")
+            .await;
+    assert_eq!(rows(&o)[0][0], Value::Null);
+    let o = ok("SELECT count(*) AS n FROM patient WHERE CAST(pid AS INT) > 0").await;
+    assert_eq!(rows(&o)[0][0], Value::Null, "count 0 < k");
+    let o = ok(
+        "SELECT sex, avg(100 % (birth_year - 1947)) AS x FROM patient GROUP BY sex ORDER BY sex",
+    )
+    .await;
+    assert_eq!(rows(&o).len(), 2);
+}
+
+#[tokio::test]
+async fn attack_error_oracle_message_never_carries_values() {
+    // A parse failure on a data value is not hardened away; it must surface as a generic
+    // execution_error whose public text carries no value, and be counted.
+    let before = kura::engine::run::execution_errors();
+    let e = run("SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "execution_error", "{e:?}");
+    assert!(
+        e.internal_detail().contains("error"),
+        "audit detail keeps the cause: {}",
+        e.internal_detail()
+    );
+    assert!(!e.public_message().contains("xp"), "{}", e.public_message());
+    assert!(!e.to_string().contains("xp"), "{e}");
+    assert!(kura::engine::run::execution_errors() > before);
+}
+
+#[tokio::test]
+async fn attack_file_and_statement_escapes_refused() {
+    for sql in [
+        "COPY (SELECT * FROM patient) TO '/tmp/x.csv'",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/data/'",
+        "SELECT * FROM read_parquet('/data/patient.parquet')",
+        "SELECT count(*) FROM '/data/patient.parquet'",
+        "SELECT count(*) FROM 'https://example.org/x.parquet'",
+        "SELECT * FROM generate_series(1, 10)",
+        "EXPLAIN ANALYZE SELECT count(*) FROM patient WHERE pid = 'p07'",
+        "EXPLAIN SELECT count(*) FROM patient",
+        "DESCRIBE patient",
+        "INSERT INTO patient VALUES ('x', 'M', 1990, '13')",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE TABLE t AS SELECT * FROM patient",
+        "CREATE VIEW v AS SELECT * FROM patient",
+        "PREPARE q AS SELECT count(*) FROM patient",
+        "SELECT count(*) FROM patient; SELECT count(*) FROM patient",
+    ] {
+        refused(sql, "statement_not_allowed").await;
+    }
+}
+
+#[tokio::test]
+async fn attack_min_max_on_sensitive_column() {
+    let e = refused(
+        "SELECT max(birth_year) FROM patient",
+        "unsupported_aggregate",
+    )
+    .await;
+    assert!(e.to_string().contains("public-domain"));
+    refused(
+        "SELECT disease_no, min(creatinine) FROM nanbyo_survey GROUP BY disease_no",
+        "unsupported_aggregate",
+    )
+    .await;
+    // Public-domain column: fine.
+    let o = ok("SELECT min(fiscal_year) AS a, max(fiscal_year) AS b FROM nanbyo_survey").await;
+    assert_eq!(rows(&o)[0], vec![json!(2023), json!(2024)]);
+}
+
+#[tokio::test]
+async fn attack_value_carrying_aggregates_refused() {
+    for sql in [
+        "SELECT array_agg(pid) FROM patient",
+        "SELECT string_agg(pid, ',') FROM patient",
+        "SELECT first_value(birth_year) FROM patient",
+        "SELECT sex, last_value(pid) FROM patient GROUP BY sex",
+    ] {
+        refused(sql, "unsupported_aggregate").await;
+    }
+}
+
+#[tokio::test]
+async fn per_patient_only_aggregates_stay_inside_one_patient() {
+    // A per-patient slope, then averaged over patients: allowed.
+    let o = ok("SELECT count(*) AS n, avg(slope) AS mean_slope FROM \
+                (SELECT pid, regr_slope(severity, fiscal_year) AS slope FROM nanbyo_survey GROUP BY pid) t WHERE slope IS NOT NULL")
+    .await;
+    assert_eq!(rows(&o)[0][0], json!(20));
+    // The same aggregate over patients would leak (two points give one patient's value).
+    refused(
+        "SELECT regr_slope(severity, fiscal_year) FROM nanbyo_survey",
+        "unsupported_aggregate",
+    )
+    .await;
+    refused(
+        "SELECT disease_no, corr(severity, creatinine) FROM nanbyo_survey GROUP BY disease_no",
+        "unsupported_aggregate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn attack_dominance_one_huge_value() {
+    // p07 has pao2 = 5000, every other record 1.0: disease 2's sum is dominated.
+    let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no ORDER BY disease_no").await;
+    let r = rows(&o);
+    assert_eq!(r[0][0], json!(2));
+    assert_eq!(r[0][1], Value::Null, "dominated sum must be suppressed");
+    assert_eq!(
+        r[0][2],
+        json!(30),
+        "the count of the same row is not dominated"
+    );
+    assert!(
+        r[1][1].is_number(),
+        "disease 6 sum is not dominated: {:?}",
+        r[1]
+    );
+    assert_eq!(r[2][1], Value::Null, "disease 97 has 2 patients");
+    // Among many zeros: contributors to a SUM are only the non-zero ones.
+    let o =
+        ok("SELECT sum(CASE WHEN pao2 > 100 THEN pao2 ELSE 0 END) AS s FROM nanbyo_survey").await;
+    assert_eq!(rows(&o)[0][0], Value::Null);
+}
+
+#[tokio::test]
+async fn attack_nested_aggregate_with_small_inner_groups() {
+    // Prefecture 47 has 3 patients: its inner count must not reach the outer sum.
+    let o = ok("SELECT count(*) AS cells, sum(n) AS total FROM \
+                (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t")
+    .await;
+    assert_eq!(rows(&o)[0], vec![json!(3), json!(57)]);
+    assert!(
+        o.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("inner"))
+    );
+    // Inner groups on a non-public key are removed before the outer count.
+    let o = ok("SELECT count(*) AS groups FROM (SELECT birth_year, count(*) AS c FROM patient GROUP BY birth_year) t").await;
+    assert_eq!(rows(&o)[0], vec![json!(0)]);
+    // Differencing via an outer aggregate of per-group averages.
+    let o = ok("SELECT sum(a) AS s FROM (SELECT disease_no, avg(creatinine) AS a FROM nanbyo_survey WHERE disease_no = 97 GROUP BY disease_no) t").await;
+    assert_eq!(rows(&o)[0], vec![Value::Null]);
+}
+
+#[tokio::test]
+async fn attack_having_and_order_by_oracle_on_suppressed_cell() {
+    // HAVING sees the sealed (null) value, so it cannot test a suppressed count.
+    let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) = 3").await;
+    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+    let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) < 5").await;
+    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+}
+
+#[tokio::test]
+async fn attack_facility_threshold() {
+    // Prefecture 01: 17 patients but only 2 facilities (H0, H1).
+    let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY prefecture_code ORDER BY prefecture_code").await;
+    assert_eq!(rows(&o)[0], vec![json!("01"), Value::Null]);
+    assert_eq!(rows(&o)[1], vec![json!("13"), json!(40)]);
+    // The same count from the patient table (no facility column) is released.
+    let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code").await;
+    assert_eq!(rows(&o)[0], vec![json!("01"), json!(17)]);
+    // Dropping the facility column in a subquery does not escape the rule.
+    let o = ok("SELECT prefecture_code, count(*) AS n FROM (SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code ORDER BY prefecture_code").await;
+    assert_eq!(rows(&o)[0][1], Value::Null);
+}
+
+#[tokio::test]
+async fn attack_window_function_tricks() {
+    // A window over released cells sees only sealed values: the total excludes 47.
+    let o = ok("SELECT prefecture_code, n, sum(n) OVER () AS total FROM \
+                (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t ORDER BY prefecture_code")
+    .await;
+    assert_eq!(rows(&o)[0], vec![json!("01"), json!(17), json!(57)]);
+    assert_eq!(rows(&o)[2][1], Value::Null);
+    assert_eq!(rows(&o)[2][2], json!(57));
+    // Windows over patient rows across patients are refused.
+    refused("SELECT count(*) FROM (SELECT lag(birth_year) OVER (ORDER BY pid) AS prev FROM patient) t WHERE prev = 1947", "unsupported_query").await;
+    refused(
+        "SELECT pid, row_number() OVER (ORDER BY birth_year) FROM patient",
+        "unsupported_query",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn attack_scalar_subquery_smuggling_single_patient() {
+    refused(
+        "SELECT count(*), (SELECT birth_year FROM patient WHERE pid = 'p07') FROM patient",
+        "unsupported_query",
+    )
+    .await;
+    refused("SELECT count(DISTINCT pid) FROM patient WHERE birth_year = (SELECT birth_year FROM patient WHERE pid = 'p07')", "unsupported_query").await;
+    refused("SELECT count(*) FROM patient WHERE EXISTS (SELECT 1 FROM nanbyo_survey s WHERE s.pid = 'p07' AND s.severity = 5)", "unsupported_query").await;
+    // An aggregated single-patient subquery is sealed: it yields NULL, so the outer count
+    // cannot depend on the target's value.
+    let o = ok("SELECT count(*) AS n FROM patient WHERE birth_year > (SELECT avg(birth_year) FROM patient WHERE pid = 'p07')").await;
+    assert_eq!(rows(&o)[0], vec![Value::Null]);
+}
+
+#[tokio::test]
+async fn attack_join_mixing_patients_or_filtering_reference_tables() {
+    refused(
+        "SELECT count(*) FROM patient a JOIN nanbyo_survey b ON a.sex = b.application_type",
+        "unsupported_query",
+    )
+    .await;
+    refused(
+        "SELECT count(*) FROM patient a CROSS JOIN patient b",
+        "unsupported_query",
+    )
+    .await;
+    refused("SELECT name_en FROM disease WHERE disease_no IN (SELECT disease_no FROM nanbyo_survey WHERE pid = 'p07')", "unsupported_query").await;
+}
+
+#[tokio::test]
+async fn attack_spoofed_helper_column_name() {
+    refused("SELECT count(*) AS __kura_n_1 FROM patient", "invalid_sql").await;
+}
+
+#[tokio::test]
+async fn out_of_scope_table_refused() {
+    let e = refused("SELECT count(*) FROM als_visit", "out_of_scope").await;
+    assert!(e.public_message().contains("als_visit"));
+}
+
+#[tokio::test]
+async fn reference_tables_release_without_checks() {
+    let o = ok("SELECT disease_no, name_en FROM disease ORDER BY disease_no").await;
+    assert_eq!(rows(&o).len(), 3);
+    assert_eq!(o.result.disclosure.suppressed_cells, 0);
+}
+
+#[tokio::test]
+async fn fingerprint_ignores_literals() {
+    let a = ok("SELECT count(*) AS n FROM patient WHERE birth_year > 1950").await;
+    let b = ok("SELECT count(*) AS n FROM patient WHERE birth_year > 1960").await;
+    let c = ok("SELECT count(*) AS n FROM patient WHERE birth_year < 1950").await;
+    assert_eq!(a.plan_fingerprint, b.plan_fingerprint);
+    assert_ne!(a.plan_fingerprint, c.plan_fingerprint);
+    assert_eq!(a.plan_fingerprint.len(), 64);
+    assert_eq!(a.tables, vec!["patient".to_string()]);
+}
+
+#[tokio::test]
+async fn row_cap_gives_resource_limit() {
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded().unwrap();
+    let limits = Limits {
+        max_rows: 1,
+        ..Limits::default()
+    };
+    let e = run_query(
+        &ctx,
+        "SELECT sex, count(*) FROM patient GROUP BY sex",
+        &catalog,
+        &rules,
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "resource_limit");
+}
+
+#[tokio::test]
+async fn approval_threshold_raises_k() {
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded().unwrap().with_threshold(20);
+    let o = run_query(&ctx, "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY 1", &catalog, &rules, &Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(o.result.rows[0], vec![json!("01"), Value::Null]);
+    assert_eq!(o.result.rows[1], vec![json!("13"), json!(40)]);
+    assert_eq!(o.result.disclosure.threshold, 20);
+}
+
+#[tokio::test]
+async fn rounding_applies_to_released_counts_only() {
+    let (ctx, catalog) = registry();
+    let rules =
+        DisclosureRules::from_toml("schema_version = 1\n[defaults]\nrounding = 5\n").unwrap();
+    let o = run_query(
+        &ctx,
+        "SELECT prefecture_code, count(DISTINCT pid) AS n, avg(birth_year) AS a FROM patient GROUP BY prefecture_code ORDER BY 1",
+        &catalog,
+        &rules,
+        &Limits::default(),
+    )
+    .await
+    .unwrap();
+    // 17 patients in 01 → 15; 40 in 13 stays 40; averages are not counts.
+    assert_eq!(o.result.rows[0][1], json!(15));
+    assert_eq!(o.result.rows[1][1], json!(40));
+    assert!(
+        o.result.rows[0][2]
+            .as_f64()
+            .is_some_and(|a| a.fract() != 0.0 || a > 1900.0)
+    );
+    assert_eq!(o.result.disclosure.rounding, Some(5));
+    assert!(
+        o.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("rounded"))
+    );
+}
+
+#[tokio::test]
+async fn attack_union_of_patient_tables_keeps_the_unit() {
+    // Two patient tables stacked: contributors are still distinct patients.
+    let o = ok("SELECT prefecture_code, count(*) AS rows_n FROM (SELECT pid, prefecture_code FROM patient \
+                UNION ALL SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code ORDER BY 1")
+    .await;
+    assert_eq!(rows(&o)[2], vec![json!("47"), Value::Null]);
+    assert!(rows(&o)[1][1].as_i64().is_some_and(|n| n > 40));
+}

@@ -1,0 +1,112 @@
+//! sqllogictest golden files (`tests/slt/*.slt`) run through the whole query core
+//! (guard → hardening → privacy rewrite → execution → disclosure check) over the
+//! fixture registry. Refusals are written as `statement error <code>` / `query error <code>`.
+//! Suppressed cells print as NULL. Regenerate expected output with `KURA_SLT_COMPLETE=1`.
+
+use std::path::PathBuf;
+
+use kura::catalog::Catalog;
+use kura::engine::{Limits, run_query};
+use kura::privacy::DisclosureRules;
+use serde_json::Value;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+use crate::qc_fixture::registry;
+
+#[derive(Debug)]
+struct Refusal(String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+struct Kura {
+    ctx: datafusion::prelude::SessionContext,
+    catalog: Catalog,
+    rules: DisclosureRules,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Kura {
+    type Error = Refusal;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
+        let out = run_query(
+            &self.ctx,
+            sql,
+            &self.catalog,
+            &self.rules,
+            &Limits::default(),
+        )
+        .await
+        .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
+        let r = out.result;
+        let types = r.columns.iter().map(|_| DefaultColumnType::Any).collect();
+        let rows = r
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| match v {
+                        Value::Null => "NULL".to_string(),
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "kura"
+    }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+#[tokio::test]
+async fn slt_golden_files() {
+    let complete = std::env::var("KURA_SLT_COMPLETE").is_ok_and(|v| v == "1");
+    for file in slt_files() {
+        let mut runner = sqllogictest::Runner::new(|| async {
+            let (ctx, catalog) = registry();
+            Ok(Kura {
+                ctx,
+                catalog,
+                rules: DisclosureRules::embedded().unwrap(),
+            })
+        });
+        if complete {
+            runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        } else if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{}: {}", file.display(), e.display(true));
+        }
+    }
+}
