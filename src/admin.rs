@@ -138,7 +138,9 @@ pub async fn audit_command(args: ConfigArgs, action: AuditCommand) -> Result<Exi
 pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> {
     use std::sync::Arc;
     let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
-    let extract_key = cfg.secret("extract_key", &process_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg
+        .secret("extract_key", &process_env)
+        .map_err(|e| e.to_string())?;
     let catalog = Arc::new(
         match &cfg.catalog {
             Some(p) => crate::catalog::Catalog::load(p),
@@ -147,10 +149,18 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
         .map_err(|e| crate::cli::chain(&e))?,
     );
     let store = open_store(cfg, key).await?;
-    let plane = crate::http::engine::EnginePlane::open(cfg.registry_dir(), cfg.extracts_dir(), &extract_key, catalog.clone(), cfg.limits())
+    let plane = crate::http::engine::EnginePlane::open(
+        cfg.registry_dir(),
+        cfg.extracts_dir(),
+        &extract_key,
+        catalog.clone(),
+        cfg.limits(),
+    )
+    .await
+    .map_err(|e| crate::cli::chain(&e))?;
+    let policy = crate::policy::Policy::load(&store)
         .await
         .map_err(|e| crate::cli::chain(&e))?;
-    let policy = crate::policy::Policy::load(&store).await.map_err(|e| crate::cli::chain(&e))?;
     Ok(crate::http::AppState {
         store,
         policy: Arc::new(policy),
@@ -161,7 +171,10 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
 }
 
 /// `kura serve`.
-pub async fn serve_command(args: ConfigArgs, listen: Option<std::net::SocketAddr>) -> Result<ExitCode, String> {
+pub async fn serve_command(
+    args: ConfigArgs,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, String> {
     let mut cfg = args.load()?;
     if let Some(l) = listen {
         cfg.listen = l;
@@ -178,7 +191,12 @@ pub async fn serve_command(args: ConfigArgs, listen: Option<std::net::SocketAddr
 }
 
 /// `kura demo`: prepare everything, print URL and credentials, serve on loopback.
-pub async fn demo_command(data_dir: std::path::PathBuf, port: u16, password: Option<String>, patients: u64) -> Result<ExitCode, String> {
+pub async fn demo_command(
+    data_dir: std::path::PathBuf,
+    port: u16,
+    password: Option<String>,
+    patients: u64,
+) -> Result<ExitCode, String> {
     use crate::demo;
     let err = |e: &dyn std::error::Error| crate::cli::chain(e);
     if let Some(p) = &password {
@@ -196,22 +214,38 @@ pub async fn demo_command(data_dir: std::path::PathBuf, port: u16, password: Opt
     demo::key_file(&data_dir.join("audit.key")).map_err(|e| err(&e))?;
     demo::key_file(&data_dir.join("extract.key")).map_err(|e| err(&e))?;
     crate::http::serve::init_tracing(&cfg.log_format);
-    demo::prepare_data(&data_dir, patients).await.map_err(|e| err(&e))?;
+    demo::prepare_data(&data_dir, patients)
+        .await
+        .map_err(|e| err(&e))?;
     // The demo's own key files win over any KURA_* secrets in the environment.
     let no_env = |_: &str| None;
     let key = cfg.audit_key(&no_env).map_err(|e| e.to_string())?;
-    let extract_key = cfg.secret("extract_key", &no_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg
+        .secret("extract_key", &no_env)
+        .map_err(|e| e.to_string())?;
     let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
     let store = open_store(&cfg, key).await?;
     let plane = std::sync::Arc::new(
-        crate::http::engine::EnginePlane::open(cfg.registry_dir(), cfg.extracts_dir(), &extract_key, catalog.clone(), cfg.limits())
-            .await
-            .map_err(|e| err(&e))?,
+        crate::http::engine::EnginePlane::open(
+            cfg.registry_dir(),
+            cfg.extracts_dir(),
+            &extract_key,
+            catalog.clone(),
+            cfg.limits(),
+        )
+        .await
+        .map_err(|e| err(&e))?,
     );
-    let creds = demo::seed_accounts(&store, password.as_deref()).await.map_err(|e| err(&e))?;
+    let creds = demo::seed_accounts(&store, password.as_deref())
+        .await
+        .map_err(|e| err(&e))?;
     let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
-    demo::seed_applications(&store, plane.as_ref(), today).await.map_err(|e| err(&e))?;
-    let policy = crate::policy::Policy::load(&store).await.map_err(|e| err(&e))?;
+    demo::seed_applications(&store, plane.as_ref(), today)
+        .await
+        .map_err(|e| err(&e))?;
+    let policy = crate::policy::Policy::load(&store)
+        .await
+        .map_err(|e| err(&e))?;
     let state = crate::http::AppState {
         store,
         policy: std::sync::Arc::new(policy),

@@ -381,7 +381,8 @@ pub async fn seed_applications(
                 store.accept_pledge(id, u).await?;
             }
         }
-        if let Some(a) = &app.approval {
+        // An approval whose term has ended gets no extract: there is nothing it may read.
+        if let Some(a) = app.approval.as_ref().filter(|a| a.term.end >= today) {
             ensure_extract(store, data, id, &a.scope).await?;
         }
     }
@@ -422,9 +423,14 @@ struct DataStamp {
 /// with the same size and seed are already there.
 pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
     let stamp_path = dir.join("demo-data.json");
-    let want = DataStamp { patients, seed: DEMO_SEED };
+    let want = DataStamp {
+        patients,
+        seed: DEMO_SEED,
+    };
     let data = dir.join("data");
-    let have: Option<DataStamp> = std::fs::read_to_string(&stamp_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let have: Option<DataStamp> = std::fs::read_to_string(&stamp_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     if have.as_ref() == Some(&want) && data.join("manifest.json").is_file() {
         return Ok(());
     }
@@ -436,7 +442,9 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
     }
     let key_path = dir.join("pseudonym.key");
     let dir_owned = dir.to_path_buf();
-    println!("generating {patients} synthetic patients (seed {DEMO_SEED}) and ingesting them… / 合成データを生成・取込中…");
+    println!(
+        "generating {patients} synthetic patients (seed {DEMO_SEED}) and ingesting them… / 合成データを生成・取込中…"
+    );
     tokio::task::spawn_blocking(move || -> Result<(), DemoError> {
         let key = if key_path.exists() {
             crate::ingest::PseudonymKey::load(&key_path)
@@ -452,7 +460,8 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
             progress,
         })
         .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
-        let catalog = crate::catalog::Catalog::embedded().map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        let catalog = crate::catalog::Catalog::embedded()
+            .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
         crate::ingest::run_with(
             &crate::ingest::IngestOptions {
                 source: source.clone(),

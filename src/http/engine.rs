@@ -96,7 +96,9 @@ impl EnginePlane {
 
     /// The per-application key: HMAC(extract key, application id).
     fn app_key(&self, application: &str) -> Vec<u8> {
-        hmac::sign(&self.extract_key, application.as_bytes()).as_ref().to_vec()
+        hmac::sign(&self.extract_key, application.as_bytes())
+            .as_ref()
+            .to_vec()
     }
 
     /// Rules for one approval: its k raises every threshold below it.
@@ -111,16 +113,26 @@ impl EnginePlane {
 }
 
 impl DataPlane for EnginePlane {
-    fn build_extract<'a>(&'a self, application: &'a str, scope: &'a Scope) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
+    fn build_extract<'a>(
+        &'a self,
+        application: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
         Box::pin(async move {
             let out = self.extracts.join(application);
             let key = self.app_key(application);
-            let m = crate::sql::extract::ensure_extract(&self.registry, &out, scope, &key, &self.catalog)
-                .await
-                .map_err(|e| ExtractFailure {
-                    application: application.to_string(),
-                    source: Box::new(e),
-                })?;
+            let m = crate::sql::extract::ensure_extract(
+                &self.registry,
+                &out,
+                scope,
+                &key,
+                &self.catalog,
+            )
+            .await
+            .map_err(|e| ExtractFailure {
+                application: application.to_string(),
+                source: Box::new(e),
+            })?;
             Ok(BuiltExtract {
                 extract_id: m.extract_id,
                 path: out,
@@ -135,8 +147,16 @@ impl DataPlane for EnginePlane {
                     message: "differential-privacy mode is not available in this build yet; no budget was spent / 差分プライバシー方式はまだ利用できません（予算は消費していません）".into(),
                 });
             }
-            let ctx = crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            crate::engine::run::run_query(&ctx, &q.sql, &self.catalog, &self.rules_for(q.threshold), &self.limits).await
+            let ctx =
+                crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            crate::engine::run::run_query(
+                &ctx,
+                &q.sql,
+                &self.catalog,
+                &self.rules_for(q.threshold),
+                &self.limits,
+            )
+            .await
         })
     }
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 struct Kill(Child);
 
@@ -18,19 +18,28 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 const PASSWORD: &str = "e2e-demo-password-1";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn demo_binary_serves_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+/// Start `kura demo` on `data_dir` and wait until it prints its credentials.
+fn start_demo(data_dir: &std::path::Path, port: u16) -> (Kill, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
         .args(["demo", "--data-dir"])
-        .arg(dir.path().join("demo"))
-        .args(["--port", &port.to_string(), "--demo-password", PASSWORD, "--patients", "3000"])
+        .arg(data_dir)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--demo-password",
+            PASSWORD,
+            "--patients",
+            "3000",
+        ])
         .env("KURA_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -38,20 +47,19 @@ async fn demo_binary_serves_the_contract() {
         .expect("start kura demo");
     let stdout = child.stdout.take().unwrap();
     let guard = Kill(child);
-    // Wait for the URL line; the demo prints it once it listens.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut printed = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                let ready = line.contains(&base);
+                // The credentials follow the URL; the Ctrl-C hint is the last line.
+                let ready = line.contains("Ctrl-C");
                 printed.push(line);
                 if ready {
                     break;
@@ -60,18 +68,41 @@ async fn demo_binary_serves_the_contract() {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(_) => panic!("kura demo exited early; output: {printed:#?}"),
         }
-        assert!(Instant::now() < deadline, "kura demo did not start in time; output: {printed:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "kura demo did not start in time; output: {printed:#?}"
+        );
     }
-    assert!(printed.iter().any(|l| l.contains("researcher1")), "credentials printed: {printed:#?}");
+    (guard, printed)
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_binary_serves_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let port = free_port();
+    let (guard, printed) = start_demo(&data_dir, port);
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        printed.iter().any(|l| l.contains(&base)),
+        "URL printed: {printed:#?}"
+    );
     let http = reqwest::Client::new();
     let login = |user: &'static str| {
         let http = http.clone();
         let base = base.clone();
         async move {
-            let r = http.post(format!("{base}/api/v1/session")).json(&json!({"username": user, "password": PASSWORD})).send().await.unwrap();
+            let r = http
+                .post(format!("{base}/api/v1/session"))
+                .json(&json!({"username": user, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "login {user}");
-            r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+            r.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }
     };
     let r1 = login("researcher1").await;
@@ -103,10 +134,20 @@ async fn demo_binary_serves_the_contract() {
     assert_eq!(denied["error"]["code"], "not_named_user");
 
     let aud = login("auditor1").await;
-    let v: Value = http.get(format!("{base}/api/v1/audit/verify")).bearer_auth(&aud).send().await.unwrap().json().await.unwrap();
+    let v: Value = http
+        .get(format!("{base}/api/v1/audit/verify"))
+        .bearer_auth(&aud)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let evs: Value = http
-        .get(format!("{base}/api/v1/audit/events?action=query.run&application=A-DEMO-0001"))
+        .get(format!(
+            "{base}/api/v1/audit/events?action=query.run&application=A-DEMO-0001"
+        ))
         .bearer_auth(&aud)
         .send()
         .await
@@ -115,7 +156,26 @@ async fn demo_binary_serves_the_contract() {
         .await
         .unwrap();
     let evs = evs.as_array().unwrap();
-    assert!(evs.iter().any(|e| e["event"]["actor"] == "researcher1" && e["event"]["outcome"] == "ok"), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|e| e["event"]["actor"] == "researcher1" && e["event"]["outcome"] == "ok"),
+        "{evs:?}"
+    );
     assert!(evs.iter().any(|e| e["event"]["actor"] == "researcher2" && e["event"]["code"] == "not_named_user"), "{evs:?}");
     drop(guard);
+
+    // Re-running on the same directory reuses data, accounts and applications.
+    let port = free_port();
+    let (_guard, printed) = start_demo(&data_dir, port);
+    assert!(
+        !printed.iter().any(|l| l.contains("generating")),
+        "data were regenerated: {printed:#?}"
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/session"))
+        .json(&json!({"username": "researcher1", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
