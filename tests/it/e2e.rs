@@ -179,3 +179,67 @@ async fn demo_binary_serves_the_contract() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `kura user add/disable/reset-password` and `kura audit verify` on one data dir.
+#[test]
+fn operator_commands_manage_accounts_and_verify_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let kura = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kura"));
+        c.args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("KURA_AUDIT_KEY", "ab".repeat(32))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = kura(&["user", "add", "alice", "--role", "researcher"], None);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("password: "),
+        "a generated password is printed: {out}"
+    );
+    let (code, _, err) = kura(&["user", "add", "bob", "--role", "pms"], None);
+    assert_eq!(code, Some(1), "pms needs a manufacturer");
+    assert!(err.contains("--manufacturer"), "{err}");
+    let (code, _, err) = kura(
+        &["user", "reset-password", "alice", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("12"), "{err}");
+    let (code, out, _) = kura(
+        &["user", "reset-password", "alice", "--password-stdin"],
+        Some("a long enough password\n"),
+    );
+    assert_eq!(code, Some(0));
+    assert!(!out.contains("password: "));
+    let (code, _, _) = kura(&["user", "disable", "alice"], None);
+    assert_eq!(code, Some(0));
+    let (code, out, _) = kura(&["audit", "verify"], None);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["events"], 3, "create, reset, disable");
+    // Without the audit key the commands refuse and say how to create one.
+    let out = Command::new(env!("CARGO_BIN_EXE_kura"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("KURA_AUDIT_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/urandom"));
+}
