@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::privacy::rules::DisclosureRules;
 
 use crate::catalog::Catalog;
+use crate::config::{Config, process_env};
 use crate::ingest;
 
 #[derive(Debug, Parser)]
@@ -22,8 +23,71 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where the configuration comes from (shared by control-plane commands).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Defaults → file → env → flags; warnings printed to stderr.
+    pub fn load(&self) -> Result<Config, String> {
+        let (mut cfg, warnings) =
+            Config::load(self.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        Ok(cfg)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the API server / API サーバーを起動する
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Listen address (overrides the configuration), e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Self-contained demo on 127.0.0.1 with synthetic data and demo accounts /
+    /// 合成データとデモ用アカウントでデモを起動する
+    Demo {
+        /// Demo data directory (created; re-runs reuse it).
+        #[arg(long, default_value = "kura-demo")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Password of every demo account (random ones are generated and printed otherwise).
+        #[arg(long, env = "KURA_DEMO_PASSWORD", hide_env_values = true)]
+        demo_password: Option<String>,
+        /// Synthetic registry size.
+        #[arg(long, default_value_t = 50_000)]
+        patients: u64,
+    },
+    /// Manage accounts (operator) / アカウント管理
+    User {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// Audit log tools / 監査ログ
+    Audit {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Generate a synthetic source registry (with direct identifiers, as hospitals hold it) /
     /// 合成の元データ（仮名化前）を生成する
     Synth {
@@ -76,6 +140,50 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; prints a generated password unless --password-stdin is given.
+    Add {
+        username: String,
+        /// researcher | reviewer | auditor | pms | admin (repeatable)
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Manufacturer code of a PMS team account (e.g. M01).
+        #[arg(long)]
+        manufacturer: Option<String>,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        affiliation: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account and revoke its sessions.
+    Disable { username: String },
+    /// Set a new password (generated unless --password-stdin), clear the lockout, revoke sessions.
+    ResetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain; exit code 0 only when it is intact.
+    Verify,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Example queries: raw DataFusion against the full gateway path / クエリ経路の性能測定
     Query(crate::engine::bench::BenchQueryArgs),
@@ -100,7 +208,30 @@ pub enum BenchCommand {
 /// Run the command line; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
+        Command::Serve { config, listen } => {
+            runtime().and_then(|rt| rt.block_on(crate::admin::serve_command(config, listen)))
+        }
+        Command::Demo {
+            data_dir,
+            port,
+            demo_password,
+            patients,
+        } => runtime().and_then(|rt| {
+            rt.block_on(crate::admin::demo_command(
+                data_dir,
+                port,
+                demo_password,
+                patients,
+            ))
+        }),
+        Command::User { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::admin::user_command(config, action)))
+        }
+        Command::Audit { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::admin::audit_command(config, action)))
+        }
         Command::Extract(args) => return block_on(crate::sql::extract_cli::run(args)),
         Command::Query(args) => return block_on(query(args)),
         Command::Bench {
@@ -110,15 +241,15 @@ pub fn run() -> ExitCode {
             patients,
             seed,
             out,
-        } => synth(patients, seed, out),
-        Command::Keygen { out } => keygen(out),
+        } => ok(synth(patients, seed, out)),
+        Command::Keygen { out } => ok(keygen(out)),
         Command::Ingest {
             source,
             out,
             key_file,
             catalog,
             replace,
-        } => ingest(source, out, key_file, catalog, replace),
+        } => ok(ingest(source, out, key_file, catalog, replace)),
         Command::Bench {
             bench:
                 BenchCommand::Ingest {
@@ -128,10 +259,10 @@ pub fn run() -> ExitCode {
                     threads,
                     json,
                 },
-        } => bench_ingest(patients, seed, dir, threads, json),
+        } => ok(bench_ingest(patients, seed, dir, threads, json)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(msg) => {
             eprintln!("error / エラー: {msg}");
             ExitCode::FAILURE
@@ -202,7 +333,7 @@ async fn bench_query(args: crate::engine::bench::BenchQueryArgs) -> ExitCode {
 }
 
 /// Render an error with its chain of causes.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -16,13 +16,18 @@
 //! ```
 //!
 //! Data enters through [`ingest`] (pseudonymisation, consent filter) and is described by
-//! the [`catalog`]. Control-plane state lives in [`store`].
+//! the [`catalog`]. Control-plane state lives in [`store`]; the approval workflow and its
+//! casbin enforcement point in [`policy`]; operator commands in [`admin`] and [`demo`];
+//! layered configuration in [`config`].
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
+pub mod config;
 pub mod console;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;

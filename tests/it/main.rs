@@ -1,7 +1,9 @@
 //! The one integration-test binary (linking DataFusion is slow, so every area adds a
 //! module here instead of a new top-level test file).
 
+mod api;
 mod attacks;
+mod e2e;
 mod equivalence;
 mod extracts;
 mod foundation;

@@ -1,0 +1,273 @@
+//! Operator commands: `kura user add/disable/reset-password` and `kura audit verify`.
+//! They act on the same store as the server, so every account change is audited in the
+//! same transaction, with actor `operator:<OS user>`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use crate::audit::AuditKey;
+use crate::auth;
+use crate::cli::{AuditCommand, ConfigArgs, UserCommand};
+use crate::config::{Config, process_env};
+use crate::store::Store;
+use crate::store::model::{NewUser, Role};
+
+fn operator() -> String {
+    format!(
+        "operator:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+/// Open the store of a configuration (the data dir must exist).
+pub async fn open_store(cfg: &Config, key: AuditKey) -> Result<Store, String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    Store::open(&cfg.db_path(), key).await.map_err(|e| {
+        format!(
+            "cannot open the control-plane database {}: {e}",
+            cfg.db_path().display()
+        )
+    })
+}
+
+fn read_password(stdin: bool) -> Result<(String, bool), String> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        auth::check_password_strength(&pw).map_err(|e| e.to_string())?;
+        Ok((pw, false))
+    } else {
+        Ok((auth::random_hex(12).map_err(|e| e.to_string())?, true))
+    }
+}
+
+pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitCode, String> {
+    let cfg = args.load()?;
+    let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
+    let store = open_store(&cfg, key).await?;
+    match action {
+        UserCommand::Add {
+            username,
+            roles,
+            manufacturer,
+            display_name,
+            affiliation,
+            title,
+            password_stdin,
+        } => {
+            let roles: Vec<Role> = roles
+                .iter()
+                .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role `{r}`; use researcher, reviewer, auditor, pms or admin / 不明なロールです")))
+                .collect::<Result<_, _>>()?;
+            if roles.contains(&Role::Pms) != manufacturer.is_some() {
+                return Err("a pms account needs --manufacturer, and only pms accounts take one / pms ロールには --manufacturer が必要です".into());
+            }
+            let (pw, generated) = read_password(password_stdin)?;
+            let hash = auth::hash_password(&pw).map_err(|e| e.to_string())?;
+            store
+                .create_user(
+                    &NewUser {
+                        username: username.clone(),
+                        password_hash: hash,
+                        roles,
+                        manufacturer,
+                        display_name,
+                        affiliation,
+                        title,
+                    },
+                    &operator(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("created {username} / アカウントを作成しました");
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+        UserCommand::Disable { username } => {
+            store
+                .set_disabled(&username, true, &operator())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("disabled {username}; its sessions are revoked / アカウントを無効にしました");
+        }
+        UserCommand::ResetPassword {
+            username,
+            password_stdin,
+        } => {
+            let (pw, generated) = read_password(password_stdin)?;
+            let hash = auth::hash_password(&pw).map_err(|e| e.to_string())?;
+            store
+                .set_password(&username, &hash, &operator())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "password reset for {username}; lockout cleared, sessions revoked / パスワードを再設定しました"
+            );
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit_command(args: ConfigArgs, action: AuditCommand) -> Result<ExitCode, String> {
+    let cfg = args.load()?;
+    let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
+    let store = open_store(&cfg, key).await?;
+    match action {
+        AuditCommand::Verify => {
+            let v = store.verify_audit().await.map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&v).map_err(|e| e.to_string())?);
+            Ok(if v.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// Build the services of a server from its configuration.
+pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> {
+    use std::sync::Arc;
+    let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg
+        .secret("extract_key", &process_env)
+        .map_err(|e| e.to_string())?;
+    let catalog = Arc::new(
+        match &cfg.catalog {
+            Some(p) => crate::catalog::Catalog::load(p),
+            None => crate::catalog::Catalog::embedded(),
+        }
+        .map_err(|e| crate::cli::chain(&e))?,
+    );
+    let store = open_store(cfg, key).await?;
+    let plane = crate::http::engine::EnginePlane::open(
+        cfg.registry_dir(),
+        cfg.extracts_dir(),
+        &extract_key,
+        catalog.clone(),
+        cfg.limits(),
+    )
+    .await
+    .map_err(|e| crate::cli::chain(&e))?;
+    let policy = crate::policy::Policy::load(&store)
+        .await
+        .map_err(|e| crate::cli::chain(&e))?;
+    Ok(crate::http::AppState {
+        store,
+        policy: Arc::new(policy),
+        data: Arc::new(plane),
+        catalog,
+        settings: Arc::new(cfg.http_settings()),
+    })
+}
+
+/// `kura serve`.
+pub async fn serve_command(
+    args: ConfigArgs,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, String> {
+    let mut cfg = args.load()?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    crate::http::serve::init_tracing(&cfg.log_format);
+    let state = build_state(&cfg).await?;
+    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
+        tracing::info!(%addr, "kura listening");
+        println!("kura listening on http://{addr} / 待ち受け中");
+    })
+    .await
+    .map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kura demo`: prepare everything, print URL and credentials, serve on loopback.
+pub async fn demo_command(
+    data_dir: std::path::PathBuf,
+    port: u16,
+    password: Option<String>,
+    patients: u64,
+) -> Result<ExitCode, String> {
+    use crate::demo;
+    let err = |e: &dyn std::error::Error| crate::cli::chain(e);
+    if let Some(p) = &password {
+        auth::check_password_strength(p).map_err(|e| format!("--demo-password: {e}"))?;
+    }
+    demo::prepare_dir(&data_dir).map_err(|e| err(&e))?;
+    let mut cfg = Config {
+        data_dir: data_dir.clone(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        log_format: std::env::var("KURA_LOG_FORMAT").unwrap_or_else(|_| "text".into()),
+        ..Config::default()
+    };
+    cfg.audit_key_file = Some(data_dir.join("audit.key"));
+    cfg.extract_key_file = Some(data_dir.join("extract.key"));
+    demo::key_file(&data_dir.join("audit.key")).map_err(|e| err(&e))?;
+    demo::key_file(&data_dir.join("extract.key")).map_err(|e| err(&e))?;
+    crate::http::serve::init_tracing(&cfg.log_format);
+    demo::prepare_data(&data_dir, patients)
+        .await
+        .map_err(|e| err(&e))?;
+    // The demo's own key files win over any KURA_* secrets in the environment.
+    let no_env = |_: &str| None;
+    let key = cfg.audit_key(&no_env).map_err(|e| e.to_string())?;
+    let extract_key = cfg
+        .secret("extract_key", &no_env)
+        .map_err(|e| e.to_string())?;
+    let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
+    let store = open_store(&cfg, key).await?;
+    let plane = std::sync::Arc::new(
+        crate::http::engine::EnginePlane::open(
+            cfg.registry_dir(),
+            cfg.extracts_dir(),
+            &extract_key,
+            catalog.clone(),
+            cfg.limits(),
+        )
+        .await
+        .map_err(|e| err(&e))?,
+    );
+    let creds = demo::seed_accounts(&store, password.as_deref())
+        .await
+        .map_err(|e| err(&e))?;
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    demo::seed_applications(&store, plane.as_ref(), today)
+        .await
+        .map_err(|e| err(&e))?;
+    let policy = crate::policy::Policy::load(&store)
+        .await
+        .map_err(|e| err(&e))?;
+    let state = crate::http::AppState {
+        store,
+        policy: std::sync::Arc::new(policy),
+        data: plane,
+        catalog,
+        settings: std::sync::Arc::new(cfg.http_settings()),
+    };
+    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
+        println!();
+        println!("kura demo is running / デモを起動しました: http://{addr}");
+        println!("data directory / データ: {}", data_dir.display());
+        println!("accounts / アカウント (demo only / デモ専用):");
+        for ((user, pw), a) in creds.iter().zip(demo::ACCOUNTS) {
+            println!("  {user:<12} {pw:<24} {}", a.what);
+        }
+        println!("try / 例:");
+        println!(
+            "  curl -s -X POST http://{addr}/api/v1/session -H 'content-type: application/json' -d '{{\"username\":\"researcher1\",\"password\":\"…\"}}'"
+        );
+        println!("stop with Ctrl-C / 終了は Ctrl-C");
+    })
+    .await
+    .map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,166 @@
+//! The real data plane: per-application extracts (`sql::extract`) and the query core
+//! (`engine::run::run_query`) behind the [`DataPlane`] seam.
+//!
+//! Guarantees: each application's extract is built from the ingested registry with its own
+//! key (HMAC of the operator's extract key and the application id, so `pid`s of two studies
+//! never join); queries open only that extract; the approval's k can raise, never lower,
+//! the dataset thresholds of `policies/disclosure.toml`; DP mode is refused until the DP
+//! mechanisms land rather than answered without noise.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int32Array};
+use futures::future::BoxFuture;
+use ring::hmac;
+
+use super::data::{AuthorisedQuery, BuiltExtract, DataPlane, ExtractFailure};
+use crate::catalog::Catalog;
+use crate::engine::{Limits, QueryError, QueryOutcome};
+use crate::privacy::result::DisclosureMode;
+use crate::privacy::rules::DisclosureRules;
+use crate::sql::scope::Scope;
+
+/// Errors opening the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    #[error(
+        "the registry data directory {0} has no ingested data (disease.parquet missing); run `kura ingest` first / 取込済みデータがありません"
+    )]
+    NoData(PathBuf),
+    #[error("reading the disease list failed: {0}")]
+    Diseases(#[source] datafusion::error::DataFusionError),
+    #[error("disclosure rules: {0}")]
+    Rules(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the extract key is {0} bytes; at least 32 are required")]
+    KeyTooShort(usize),
+}
+
+/// Extracts and queries over the ingested registry.
+pub struct EnginePlane {
+    registry: PathBuf,
+    extracts: PathBuf,
+    extract_key: hmac::Key,
+    catalog: Arc<Catalog>,
+    rules: DisclosureRules,
+    limits: Limits,
+    diseases: BTreeSet<i32>,
+}
+
+/// Designated disease numbers in the ingested `disease` reference table.
+pub async fn read_diseases(registry: &Path) -> Result<BTreeSet<i32>, PlaneError> {
+    let file = registry.join("disease.parquet");
+    if !file.is_file() {
+        return Err(PlaneError::NoData(registry.to_path_buf()));
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    let df = ctx
+        .read_parquet(file.to_string_lossy().as_ref(), Default::default())
+        .await
+        .and_then(|df| df.select_columns(&["disease_no"]))
+        .map_err(PlaneError::Diseases)?;
+    let mut out = BTreeSet::new();
+    for batch in df.collect().await.map_err(PlaneError::Diseases)? {
+        let col = batch.column(0);
+        if let Some(a) = col.as_any().downcast_ref::<Int32Array>() {
+            out.extend(a.iter().flatten());
+        }
+    }
+    Ok(out)
+}
+
+impl EnginePlane {
+    pub async fn open(
+        registry: PathBuf,
+        extracts: PathBuf,
+        extract_key: &[u8],
+        catalog: Arc<Catalog>,
+        limits: Limits,
+    ) -> Result<Self, PlaneError> {
+        if extract_key.len() < 32 {
+            return Err(PlaneError::KeyTooShort(extract_key.len()));
+        }
+        let diseases = read_diseases(&registry).await?;
+        let rules = DisclosureRules::embedded().map_err(|e| PlaneError::Rules(Box::new(e)))?;
+        Ok(Self {
+            registry,
+            extracts,
+            extract_key: hmac::Key::new(hmac::HMAC_SHA256, extract_key),
+            catalog,
+            rules,
+            limits,
+            diseases,
+        })
+    }
+
+    /// The per-application key: HMAC(extract key, application id).
+    fn app_key(&self, application: &str) -> Vec<u8> {
+        hmac::sign(&self.extract_key, application.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+
+    /// Rules for one approval: its k raises every threshold below it.
+    fn rules_for(&self, k: u32) -> DisclosureRules {
+        let mut r = self.rules.clone();
+        r.defaults.k = r.defaults.k.max(k);
+        for set in r.datasets.values_mut() {
+            set.k = set.k.max(k);
+        }
+        r
+    }
+}
+
+impl DataPlane for EnginePlane {
+    fn build_extract<'a>(
+        &'a self,
+        application: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
+        Box::pin(async move {
+            let out = self.extracts.join(application);
+            let key = self.app_key(application);
+            let m = crate::sql::extract::ensure_extract(
+                &self.registry,
+                &out,
+                scope,
+                &key,
+                &self.catalog,
+            )
+            .await
+            .map_err(|e| ExtractFailure {
+                application: application.to_string(),
+                source: Box::new(e),
+            })?;
+            Ok(BuiltExtract {
+                extract_id: m.extract_id,
+                path: out,
+            })
+        })
+    }
+
+    fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
+        Box::pin(async move {
+            if q.mode == DisclosureMode::Dp {
+                return Err(QueryError::UnsupportedQuery {
+                    message: "differential-privacy mode is not available in this build yet; no budget was spent / 差分プライバシー方式はまだ利用できません（予算は消費していません）".into(),
+                });
+            }
+            let ctx =
+                crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            crate::engine::run::run_query(
+                &ctx,
+                &q.sql,
+                &self.catalog,
+                &self.rules_for(q.threshold),
+                &self.limits,
+            )
+            .await
+        })
+    }
+
+    fn diseases(&self) -> BTreeSet<i32> {
+        self.diseases.clone()
+    }
+}
