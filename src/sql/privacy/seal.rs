@@ -2,11 +2,12 @@
 //!
 //! Before an aggregate's cells feed any further computation (HAVING, ORDER BY, windows,
 //! joins, unions, outer aggregates, subqueries) the disclosure rules are evaluated in the
-//! plan itself: a failing cell becomes NULL, and a failing row whose keys are not all
-//! public-domain is removed. What the later computation sees is therefore exactly what
-//! could have been released — an inner small group cannot pass through an outer query.
-//! The hidden helper columns are kept, so the final disclosure check still reports the
-//! sealed cells as suppressed.
+//! plan itself: every row with a failing cell is removed (even with public-domain keys,
+//! whose mere presence would reveal that some patient has those values), and the
+//! remaining cells are additionally guarded to NULL. What the later computation sees is
+//! therefore only what could have been released — an inner small group cannot pass
+//! through an outer query. The hidden helper columns are kept; the final disclosure check
+//! pads public-domain keys back to their full domain.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ fn f64c(name: &str) -> Expr {
 
 /// The in-plan test "this guard passes the rules" (NULL counts as failing).
 pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
-    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k as i64))];
+    // An empty cell (no contributor) never passes, whatever k is.
+    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k.max(1) as i64))];
     for f in &g.facilities {
         conds.push(c(f).gt_eq(lit(rules.facility_k as i64)));
     }
@@ -52,7 +54,9 @@ impl Rewriter<'_> {
             .filter(|c| !c.hidden)
             .flat_map(|c| c.guards.iter().copied())
             .collect();
-        let drop_rows = r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
+        // Failing rows are always removed in-plan: a row that stays with null cells would let a
+        // later count, filter or join learn that some patient has those key values.
+        let drop_rows = true;
         let mut plan = r.plan;
         if drop_rows && !visible_guards.is_empty() {
             let pred = conjunction(
