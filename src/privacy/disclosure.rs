@@ -448,7 +448,10 @@ impl<'a> Helpers<'a> {
     fn pass(&self, g: usize, r: usize, rules: &RuleSet) -> bool {
         let guard = &self.guards[g];
         // An empty cell (no contributor) never passes, whatever k is.
-        if self.int(&guard.n, r).is_none_or(|n| n < rules.k.max(1) as i64) {
+        if self
+            .int(&guard.n, r)
+            .is_none_or(|n| n < rules.k.max(1) as i64)
+        {
             return false;
         }
         for f in &guard.facilities {

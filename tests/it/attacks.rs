@@ -36,7 +36,7 @@ fn rows(o: &QueryOutcome) -> &Vec<Vec<Value>> {
 
 /// The released row whose first column is `key` (suppressed rows move to the end, so
 /// tests look rows up by key rather than by position).
-fn row_for<'a>(o: &'a QueryOutcome, key: Value) -> &'a Vec<Value> {
+fn row_for(o: &QueryOutcome, key: Value) -> &Vec<Value> {
     rows(o)
         .iter()
         .find(|r| r[0] == key)
@@ -235,10 +235,18 @@ async fn attack_dominance_one_huge_value() {
     let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no").await;
     let d2 = row_for(&o, json!(2));
     assert_eq!(d2[1], Value::Null, "dominated sum must be suppressed");
-    assert_eq!(d2[2], json!(30), "the count of the same row is not dominated");
+    assert_eq!(
+        d2[2],
+        json!(30),
+        "the count of the same row is not dominated"
+    );
     let d6 = row_for(&o, json!(6));
     assert!(d6[1].is_number(), "disease 6 sum is not dominated: {d6:?}");
-    assert_eq!(row_for(&o, json!(97))[1], Value::Null, "disease 97 has 2 patients");
+    assert_eq!(
+        row_for(&o, json!(97))[1],
+        Value::Null,
+        "disease 97 has 2 patients"
+    );
     // Among many zeros: contributors to a SUM are only the non-zero ones.
     let o =
         ok("SELECT sum(CASE WHEN pao2 > 100 THEN pao2 ELSE 0 END) AS s FROM nanbyo_survey").await;
@@ -281,7 +289,10 @@ async fn attack_having_and_order_by_oracle_on_suppressed_cell() {
     assert_eq!(rows(&none), &all_null);
     let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) = 3").await;
     assert_eq!(rows(&o), rows(&none));
-    assert_eq!(o.result.disclosure.suppressed, none.result.disclosure.suppressed);
+    assert_eq!(
+        o.result.disclosure.suppressed,
+        none.result.disclosure.suppressed
+    );
     let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) < 5").await;
     assert_eq!(rows(&o), rows(&none));
 }
@@ -470,43 +481,86 @@ async fn attack_public_key_row_presence_reveals_attribute() {
     // p01: F, prefecture 13, disease 2. p42: M, prefecture 01, disease 6. Isolating one
     // pseudonym and grouping by a public key used to return the one row of its value.
     let templates = [
-        ("SELECT sex, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY sex", 2),
-        ("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY prefecture_code", 3),
-        ("SELECT disease_no, count(*) AS n, avg(creatinine) AS a FROM nanbyo_survey WHERE pid = '{x}' GROUP BY disease_no", 3),
-        ("SELECT sex, prefecture_code, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex, prefecture_code", 6),
-        ("SELECT fiscal_year, disease_no, count(DISTINCT pid) AS n FROM nanbyo_survey WHERE pid = '{x}' GROUP BY fiscal_year, disease_no ORDER BY 1", 11 * 3),
-        ("SELECT sex AS s, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex HAVING count(*) IS NULL", 2),
+        (
+            "SELECT sex, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY sex",
+            2,
+        ),
+        (
+            "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY prefecture_code",
+            3,
+        ),
+        (
+            "SELECT disease_no, count(*) AS n, avg(creatinine) AS a FROM nanbyo_survey WHERE pid = '{x}' GROUP BY disease_no",
+            3,
+        ),
+        (
+            "SELECT sex, prefecture_code, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex, prefecture_code",
+            6,
+        ),
+        (
+            "SELECT fiscal_year, disease_no, count(DISTINCT pid) AS n FROM nanbyo_survey WHERE pid = '{x}' GROUP BY fiscal_year, disease_no ORDER BY 1",
+            11 * 3,
+        ),
+        (
+            "SELECT sex AS s, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex HAVING count(*) IS NULL",
+            2,
+        ),
     ];
     for (t, domain) in templates {
         let a = ok(&t.replace("{x}", "p01")).await;
         let b = ok(&t.replace("{x}", "p42")).await;
-        assert_eq!(visible(&a), visible(&b), "{t}: the two targets are distinguishable");
+        assert_eq!(
+            visible(&a),
+            visible(&b),
+            "{t}: the two targets are distinguishable"
+        );
         // The answer is the full padded domain with every aggregate cell null.
         assert_eq!(rows(&a).len(), domain, "{t}: {:?}", rows(&a));
-        let nkeys = if t.contains("sex, prefecture_code") || t.contains("fiscal_year, disease_no") { 2 } else { 1 };
+        let nkeys = if t.contains("sex, prefecture_code") || t.contains("fiscal_year, disease_no") {
+            2
+        } else {
+            1
+        };
         for (i, r) in rows(&a).iter().enumerate() {
             assert!(r[..nkeys].iter().all(|v| !v.is_null()), "{t}: {r:?}");
             for (k, v) in r.iter().enumerate().skip(nkeys) {
                 assert!(v.is_null(), "{t}: {r:?}");
-                assert!(a.result.disclosure.suppressed.contains(&[i, k]), "{t}: [{i},{k}] not listed");
+                assert!(
+                    a.result.disclosure.suppressed.contains(&[i, k]),
+                    "{t}: [{i},{k}] not listed"
+                );
             }
         }
         assert_eq!(a.result.disclosure.dropped_rows, 0, "{t}");
-        assert!(a.result.disclosure.notes.iter().any(|n| n.contains("every combination")), "{t}");
+        assert!(
+            a.result
+                .disclosure
+                .notes
+                .iter()
+                .any(|n| n.contains("every combination")),
+            "{t}"
+        );
     }
     // Padding values are typed like the key column (Int32 keys stay numbers).
-    let o = ok("SELECT disease_no, count(*) AS n FROM nanbyo_survey WHERE pid = 'p01' GROUP BY disease_no").await;
+    let o = ok(
+        "SELECT disease_no, count(*) AS n FROM nanbyo_survey WHERE pid = 'p01' GROUP BY disease_no",
+    )
+    .await;
     assert_eq!(o.result.columns[0].type_name, "Int32");
     assert_eq!(rows(&o)[0][0], json!(2));
     // An ungrouped aggregate keeps its single row, whatever the target.
-    let a = ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p01' AND sex = 'F'").await;
-    let b = ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p42' AND sex = 'F'").await;
+    let a =
+        ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p01' AND sex = 'F'").await;
+    let b =
+        ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p42' AND sex = 'F'").await;
     assert_eq!(visible(&a), visible(&b));
     assert_eq!(rows(&a), &vec![vec![Value::Null]]);
     // A grouped aggregate that hides its key cannot be padded: its failing row is dropped
     // either way, so the row count (1 or 0) no longer answers "is x female?".
-    let a = ok("SELECT count(*) AS n FROM patient WHERE pid = 'p01' AND sex = 'F' GROUP BY sex").await;
-    let b = ok("SELECT count(*) AS n FROM patient WHERE pid = 'p42' AND sex = 'F' GROUP BY sex").await;
+    let a =
+        ok("SELECT count(*) AS n FROM patient WHERE pid = 'p01' AND sex = 'F' GROUP BY sex").await;
+    let b =
+        ok("SELECT count(*) AS n FROM patient WHERE pid = 'p42' AND sex = 'F' GROUP BY sex").await;
     assert!(rows(&a).is_empty() && rows(&b).is_empty());
     // A count of the groups of a sealed inner aggregation does not reveal it either.
     let q = "SELECT count(*) AS groups FROM (SELECT sex, count(*) AS c FROM patient WHERE pid = '{x}' AND sex = 'F' GROUP BY sex) t";
@@ -525,7 +579,11 @@ async fn attack_having_is_null_isolates_small_groups() {
     let with47 = ok(&q.replace("{w}", "true")).await;
     let without47 = ok(&q.replace("{w}", "prefecture_code <> '47'")).await;
     assert_eq!(visible(&with47), visible(&without47));
-    assert!(rows(&with47).iter().all(|r| r[1].is_null()), "{:?}", rows(&with47));
+    assert!(
+        rows(&with47).iter().all(|r| r[1].is_null()),
+        "{:?}",
+        rows(&with47)
+    );
     // Same through a filtering subquery.
     let q = "SELECT prefecture_code, n FROM (SELECT prefecture_code, count(*) AS n FROM patient WHERE {w} \
              GROUP BY prefecture_code) t WHERE n IS NULL OR n < 5";
@@ -539,7 +597,12 @@ async fn attack_row_order_reveals_nonempty_groups() {
     // Two datasets differing only in which small group is non-empty (47 holds p58, or 01
     // holds p41). Whatever order the query asks for, suppressed rows come after the fully
     // released ones in domain order, so the position of a null row says nothing.
-    for order in ["ORDER BY prefecture_code DESC", "ORDER BY n DESC", "ORDER BY n ASC NULLS FIRST", ""] {
+    for order in [
+        "ORDER BY prefecture_code DESC",
+        "ORDER BY n DESC",
+        "ORDER BY n ASC NULLS FIRST",
+        "",
+    ] {
         let q = format!(
             "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient \
              WHERE prefecture_code = '13' OR pid = '{{x}}' GROUP BY prefecture_code {order}"
@@ -590,8 +653,11 @@ async fn non_paddable_keys_drop_failing_rows() {
     assert!(dropped_note(&o), "{:?}", o.result.disclosure.notes);
     // A public column without an enumerable domain (disease names): disease 97 (2 patients)
     // is dropped, not shown with a null count.
-    let o = ok("SELECT d.name_en, count(DISTINCT s.pid) AS n FROM nanbyo_survey s JOIN disease d \
-                ON s.disease_no = d.disease_no GROUP BY d.name_en").await;
+    let o = ok(
+        "SELECT d.name_en, count(DISTINCT s.pid) AS n FROM nanbyo_survey s JOIN disease d \
+                ON s.disease_no = d.disease_no GROUP BY d.name_en",
+    )
+    .await;
     assert_eq!(rows(&o).len(), 2, "{:?}", rows(&o));
     assert!(rows(&o).iter().all(|r| r[1].is_number()));
     assert_eq!(o.result.disclosure.dropped_rows, 1);
@@ -606,7 +672,11 @@ async fn non_paddable_keys_drop_failing_rows() {
         .await
         .unwrap();
     assert_eq!(rows(&o).len(), 4, "{:?}", rows(&o));
-    assert!(rows(&o).iter().all(|r| r[1] != json!("47") && r[2].is_number()));
+    assert!(
+        rows(&o)
+            .iter()
+            .all(|r| r[1] != json!("47") && r[2].is_number())
+    );
     assert_eq!(o.result.disclosure.dropped_rows, 2);
     assert!(dropped_note(&o));
 }

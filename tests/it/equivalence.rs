@@ -97,10 +97,7 @@ async fn rewritten_plan_returns_raw_numbers_with_rules_off() {
             .filter(|(i, _)| suppressed_in(*i) == 0)
             .map(|(_, r)| r)
             .collect();
-        let raw_full: Vec<&Vec<Value>> = expected
-            .iter()
-            .filter(|e| full.contains(e))
-            .collect();
+        let raw_full: Vec<&Vec<Value>> = expected.iter().filter(|e| full.contains(e)).collect();
         assert_eq!(full, raw_full, "{sql}: fully released rows differ from raw");
         for e in &expected {
             assert!(
@@ -129,7 +126,11 @@ async fn rewritten_plan_returns_raw_numbers_with_rules_off() {
                 // A padding row: its shown cells are keys; everything else is suppressed.
                 _ => {
                     let shown = g.iter().filter(|v| !v.is_null()).count();
-                    assert_eq!(shown + suppressed_in(i), g.len(), "{sql}: padding row {g:?}");
+                    assert_eq!(
+                        shown + suppressed_in(i),
+                        g.len(),
+                        "{sql}: padding row {g:?}"
+                    );
                 }
             }
         }
@@ -154,7 +155,10 @@ async fn default_rules_only_null_cells_never_change_values() {
             let nsup = d.suppressed.iter().filter(|s| s[0] == i).count();
             let padding = g.iter().filter(|v| !v.is_null()).count() + nsup == g.len() && nsup > 0;
             let found = expected.iter().any(|e| matches(g, e));
-            assert!(found || padding, "{sql}: released row {g:?} is not a raw row");
+            assert!(
+                found || padding,
+                "{sql}: released row {g:?} is not a raw row"
+            );
         }
         // Every raw row whose cells all pass still leaves (fully released rows are never
         // lost to padding or reordering).
