@@ -15,7 +15,7 @@
 //! Whenever a Protected result is consumed by anything other than a projection, alias,
 //! limit or the release itself (filters, sorts, windows, joins, unions, outer aggregates,
 //! subqueries), it is first *sealed*: the disclosure rules are applied inside the plan, so
-//! failing cells are NULL (and rows with non-public keys removed) before any further
+//! rows with a failing cell are removed (and the other cells guarded) before any further
 //! computation can see them. This closes HAVING/ORDER BY/window/nested-aggregate oracles.
 //!
 //! Guarantees: subqueries are rewritten too (every node is visited by this recursive
