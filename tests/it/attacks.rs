@@ -231,7 +231,7 @@ async fn per_patient_only_aggregates_stay_inside_one_patient() {
 #[tokio::test]
 async fn attack_dominance_one_huge_value() {
     // p07 has pao2 = 5000, every other record 1.0: disease 2's sum is dominated.
-    // No ORDER BY: sorting seals the aggregate in-plan, which removes the whole row.
+    // Suppressed rows follow the released ones, so rows are looked up by key.
     let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no").await;
     let d2 = row_for(&o, json!(2));
     assert_eq!(d2[1], Value::Null, "dominated sum must be suppressed");
@@ -620,6 +620,14 @@ async fn attack_row_order_reveals_nonempty_groups() {
             "{q}"
         );
     }
+    // A LIMIT after a sort by the count must not pick a suppressed row first (NULLS
+    // FIRST would put 47 on top exactly when it is non-empty).
+    let q = "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE {w} \
+             GROUP BY prefecture_code ORDER BY n ASC NULLS FIRST LIMIT 1";
+    let with47 = ok(&q.replace("{w}", "true")).await;
+    let without47 = ok(&q.replace("{w}", "prefecture_code <> '47'")).await;
+    assert_eq!(visible(&with47), visible(&without47));
+    assert_eq!(rows(&with47)[0], vec![json!("01"), json!(17)]);
     // Fully released rows keep the query's order.
     let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code DESC").await;
     assert_eq!(

@@ -437,8 +437,15 @@ impl Rewriter<'_> {
             }
             P::Sort(_) | P::Limit(_) => {
                 let mut input = self.rel(plan.inputs()[0])?;
-                if matches!(plan, P::Sort(_)) && input.kind == (Kind::Protected { sealed: false }) {
-                    input = self.seal(input)?;
+                // A sort only nulls failing cells (the final check re-orders and pads those
+                // rows); a limit must not pick rows by a failing cell, so it seals fully.
+                let sort_only = matches!(plan, P::Sort(s) if s.fetch.is_none());
+                if input.kind == (Kind::Protected { sealed: false }) {
+                    input = if sort_only {
+                        self.seal_for_sort(input)?
+                    } else {
+                        self.seal(input)?
+                    };
                 }
                 let exprs = self.subqueries(plan.expressions(), &input)?;
                 let new = plan

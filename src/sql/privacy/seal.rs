@@ -47,6 +47,17 @@ pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
 
 impl Rewriter<'_> {
     pub(crate) fn seal(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        self.seal_with(r, true)
+    }
+
+    /// Null the failing cells for a sort only. Rows stay (a failing row with public keys is
+    /// then moved and padded by the final check, and any later consumer seals again), so a
+    /// sorted row keeps its passing cells. The result is still unsealed for what follows.
+    pub(crate) fn seal_for_sort(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        self.seal_with(r, false)
+    }
+
+    fn seal_with(&mut self, r: Rel, drop_all: bool) -> Result<Rel, QueryError> {
         let schema = r.plan.schema().clone();
         let visible_guards: BTreeSet<usize> = r
             .cols
@@ -54,9 +65,11 @@ impl Rewriter<'_> {
             .filter(|c| !c.hidden)
             .flat_map(|c| c.guards.iter().copied())
             .collect();
-        // Failing rows are always removed in-plan: a row that stays with null cells would let a
-        // later count, filter or join learn that some patient has those key values.
-        let drop_rows = true;
+        // Failing rows are removed in-plan before any computation: a row that stays with null
+        // cells would let a later count, filter, limit or join learn that some patient has
+        // those key values.
+        let drop_rows =
+            drop_all || r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
         let mut plan = r.plan;
         if drop_rows && !visible_guards.is_empty() {
             let pred = conjunction(
@@ -92,7 +105,7 @@ impl Rewriter<'_> {
             LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
         Ok(Rel {
             plan,
-            kind: Kind::Protected { sealed: true },
+            kind: Kind::Protected { sealed: drop_all },
             cols: r.cols,
             drop_on_fail: r.drop_on_fail,
         })
