@@ -279,6 +279,8 @@ pub fn check(
         }
     }
 
+    // Rows that passed every rule; in padding mode they come first.
+    let fully_released = released.len();
     let mut padded_rows = 0usize;
     if let Some(domains) = pad {
         let released_keys: std::collections::HashSet<String> = released
@@ -338,6 +340,13 @@ pub fn check(
             "The result lists every combination of the group keys' public domains ({padded_rows} row(s) without data were added); rows with a suppressed cell follow the fully released rows, in domain order, so neither their presence nor their position reveals data. / 集計キーの公開ドメインのすべての組み合わせを表示しています（データのない {padded_rows} 行を追加）。秘匿セルを含む行は、すべて公開できる行の後にドメイン順で並べているため、行の有無や位置からデータは分かりません。"
         ));
     }
+    if pad.is_some() && key_only(release) {
+        // Without an aggregate column a padded row looks like a data row; say which rows
+        // are released (the same information the non-null cells carry in other results).
+        notes.push(format!(
+            "This result has no aggregate column: only the first {fully_released} row(s) are groups with enough patients; the rows after them are the rest of the key domain and say nothing about whether data exists. Add count(DISTINCT pid) to see the counts. / 集計列がないため、先頭の {fully_released} 行のみが十分な患者数のあるグループです。以降の行はキーの残りのドメインで、データの有無を示しません。件数は count(DISTINCT pid) を追加して確認してください。"
+        ));
+    }
     if dropped_outside > 0 {
         notes.push(format!(
             "{dropped_outside} row(s) with a suppressed cell were removed because their key values are outside the public domain (e.g. NULL). / 秘匿セルを含み、キーの値が公開ドメイン外（NULL など）の {dropped_outside} 行を除外しました。"
@@ -377,6 +386,11 @@ pub fn check(
             notes,
         },
     })
+}
+
+/// Every released column is a group key (e.g. `SELECT DISTINCT sex …`).
+fn key_only(release: &Release) -> bool {
+    release.columns.iter().all(|c| c.key)
 }
 
 /// The key values of a row, as a map key.

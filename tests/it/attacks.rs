@@ -541,6 +541,20 @@ async fn attack_public_key_row_presence_reveals_attribute() {
             "{t}"
         );
     }
+    // SELECT DISTINCT (keys only): the padded domain, and a note saying no row is released.
+    let a = ok("SELECT DISTINCT sex FROM patient WHERE pid = 'p01'").await;
+    let b = ok("SELECT DISTINCT sex FROM patient WHERE pid = 'p42'").await;
+    assert_eq!(visible(&a), visible(&b));
+    assert_eq!(rows(&a), &vec![vec![json!("M")], vec![json!("F")]]);
+    assert!(
+        a.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("only the first 0 row(s)")),
+        "{:?}",
+        a.result.disclosure.notes
+    );
     // Padding values are typed like the key column (Int32 keys stay numbers).
     let o = ok(
         "SELECT disease_no, count(*) AS n FROM nanbyo_survey WHERE pid = 'p01' GROUP BY disease_no",
