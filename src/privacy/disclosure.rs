@@ -541,6 +541,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn domain_values_are_typed_like_the_key_column() {
+        let strs = |v: &[&str]| v.iter().map(|s| ScalarValue::from(*s)).collect::<Vec<_>>();
+        assert_eq!(
+            typed(strs(&["true", "false"]).into_iter(), &DataType::Boolean),
+            Some(vec![Value::Bool(true), Value::Bool(false)])
+        );
+        assert_eq!(
+            typed(strs(&["2", "97"]).into_iter(), &DataType::Int32),
+            Some(vec![Value::from(2), Value::from(97)])
+        );
+        assert_eq!(
+            typed(
+                [ScalarValue::Int64(Some(2015))].into_iter(),
+                &DataType::Utf8
+            ),
+            Some(vec![Value::from("2015")])
+        );
+        // A value that does not fit the key type disables padding (fail closed).
+        assert_eq!(typed(strs(&["x"]).into_iter(), &DataType::Int32), None);
+    }
+
+    #[test]
     fn rounding_is_to_nearest_multiple() {
         assert_eq!(round_to(12, 5), 10);
         assert_eq!(round_to(13, 5), 15);
