@@ -43,8 +43,25 @@ pub async fn run_query(
         let plan = guard::harden(plan)?;
         let plan_fingerprint = fingerprint(&plan);
         let rewritten = privacy::rewrite(&plan, catalog, &ruleset)?;
+        let schema = rewritten.plan.schema().clone();
+        let types: Vec<_> = rewritten
+            .release
+            .columns
+            .iter()
+            .map(|c| schema.field(c.index).data_type().clone())
+            .collect();
+        // Decided before execution, from the release shape and the catalogue only.
+        let padding =
+            disclosure::padding(ctx, &rewritten.release, catalog, &types, limits.max_rows).await;
         let batches = collect(ctx, rewritten.plan, limits).await?;
-        let result = disclosure::check(&batches, &rewritten.release, &ruleset, limits.max_rows)?;
+        let result = disclosure::check(
+            &batches,
+            &rewritten.release,
+            &ruleset,
+            limits.max_rows,
+            &types,
+            &padding,
+        )?;
         Ok::<_, QueryError>(QueryOutcome {
             result,
             plan_fingerprint,

@@ -2,9 +2,13 @@
 //!
 //! The last gate before anything leaves. For every row and every released column it
 //! evaluates the column's guards (contributor count ≥ k, distinct facilities ≥ facility_k,
-//! nk-dominance and p% for SUM on per-patient totals, non-negative contributions). A row
-//! with a failing cell stays — failing cells set to null and listed in `suppressed` — only
-//! if all its group keys are public-domain values; otherwise it is dropped and counted.
+//! nk-dominance and p% for SUM on per-patient totals, non-negative contributions); an
+//! empty cell always fails. The presence and position of a row with a failing cell must
+//! not depend on the data: when every group key is released as a bare public-domain
+//! column with an enumerable domain ([`Padding::Domains`]) the result is padded to the
+//! full product of the key domains (absent combinations appear with every cell null and
+//! suppressed) and failing rows follow the fully released ones in domain order; otherwise
+//! failing rows are dropped and counted. An ungrouped aggregation keeps its single row.
 //! Hidden helper columns never leave. Counts are rounded if the rules ask for it. The
 //! row cap is enforced on what is released.
 
@@ -16,10 +20,14 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use serde_json::Value;
 
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::SessionContext;
+
+use crate::catalog::{Catalog, Domain};
 use crate::engine::QueryError;
 use crate::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
 use crate::privacy::rules::RuleSet;
-use crate::sql::privacy::{Guard, Release};
+use crate::sql::privacy::{Grouping, Guard, KeySource, Release};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::Internal {
@@ -27,36 +35,175 @@ fn internal(e: impl std::fmt::Display) -> QueryError {
     }
 }
 
+/// What the released rows are padded to, decided from the release description and the
+/// catalogue before the query runs (so it cannot depend on the data).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Padding {
+    /// Nothing to pad: a reference-only result, or an aggregation without GROUP BY (its
+    /// single row always exists).
+    NotNeeded,
+    /// Every released key column (index into `release.columns`) with its domain, in
+    /// domain order; the product of the domain sizes is at most `max_rows`.
+    Domains(Vec<(usize, Vec<Value>)>),
+    /// The group keys cannot be padded (computed, hidden or non-public keys, no enumerable
+    /// domain, or too many combinations): rows with a failing cell are dropped.
+    Impossible,
+}
+
+/// Decide the padding of a release: enumerate the domain of every released key column.
+/// `types` are the executed plan's types of the released columns (padding values are cast
+/// to them). Reference-table domains are read from `ctx`, where every extract registers
+/// its reference tables.
+pub async fn padding(
+    ctx: &SessionContext,
+    release: &Release,
+    catalog: &Catalog,
+    types: &[DataType],
+    max_rows: usize,
+) -> Padding {
+    match release.grouping {
+        Grouping::Public | Grouping::Ungrouped => return Padding::NotNeeded,
+        Grouping::Opaque => return Padding::Impossible,
+        Grouping::Keys => {}
+    }
+    if release.drop_on_fail {
+        return Padding::Impossible;
+    }
+    let mut domains = Vec::new();
+    let mut product = 1usize;
+    for (k, c) in release.columns.iter().enumerate().filter(|(_, c)| c.key) {
+        let Some(t) = types.get(k) else {
+            return Padding::Impossible;
+        };
+        let values = match &c.source {
+            Some(KeySource::Literal(v)) => typed(std::iter::once(v.clone()), t),
+            Some(KeySource::Column { table, column }) => {
+                domain_values(ctx, catalog, table, column, t, max_rows).await
+            }
+            None => None,
+        };
+        let Some(mut values) = values else {
+            return Padding::Impossible;
+        };
+        let mut seen = std::collections::HashSet::new();
+        values.retain(|v| seen.insert(v.to_string()));
+        product = product.saturating_mul(values.len());
+        if product > max_rows || values.is_empty() {
+            return Padding::Impossible;
+        }
+        domains.push((k, values));
+    }
+    Padding::Domains(domains)
+}
+
+/// Cast scalars to the key column's type and render them as released JSON values; `None`
+/// if any value does not fit the type (fail closed: no padding).
+fn typed(values: impl Iterator<Item = ScalarValue>, t: &DataType) -> Option<Vec<Value>> {
+    values
+        .map(|v| {
+            let v = v.cast_to(t).ok()?;
+            let arr = v.to_array().ok()?;
+            Some(cell_to_json(&arr, 0)).filter(|j| !j.is_null())
+        })
+        .collect()
+}
+
+/// The catalogue domain of a public-domain column, typed like the key column.
+async fn domain_values(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    table: &str,
+    column: &str,
+    t: &DataType,
+    max_rows: usize,
+) -> Option<Vec<Value>> {
+    let col = catalog.table(table)?.column(column)?;
+    if !col.public_domain {
+        return None;
+    }
+    match col.domain.as_ref()? {
+        Domain::Values { values } => typed(values.iter().cloned().map(ScalarValue::from), t),
+        Domain::Range { range: [lo, hi] } => {
+            let size = hi.checked_sub(*lo)?.checked_add(1)?;
+            if size <= 0 || size as u64 > max_rows as u64 {
+                return None;
+            }
+            typed((*lo..=*hi).map(|i| ScalarValue::Int64(Some(i))), t)
+        }
+        Domain::Ref { table, column } => {
+            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let sql = format!(
+                "SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT {n}",
+                c = q(column),
+                t = q(table),
+                n = max_rows.saturating_add(1)
+            );
+            let batches = ctx.sql(&sql).await.ok()?.collect().await.ok()?;
+            let mut out = Vec::new();
+            for b in &batches {
+                let arr = cast(b.column(0), t).ok()?;
+                for r in 0..arr.len() {
+                    out.push(cell_to_json(&arr, r));
+                }
+            }
+            (out.len() <= max_rows && !out.iter().any(Value::is_null)).then_some(out)
+        }
+    }
+}
+
+/// One checked row before ordering and padding.
+struct Checked {
+    values: Vec<Value>,
+    /// Released-column indices of suppressed cells.
+    suppressed: Vec<usize>,
+}
+
 /// Apply the disclosure rules to an executed result.
+///
+/// With [`Padding::Domains`], fully released rows keep the query's order and are followed
+/// by one row per combination of key values in domain order that is not fully released:
+/// the data row if it had a failing cell, otherwise an all-null padding row. Neither the
+/// presence nor the position of a row with a suppressed cell depends on the data.
 pub fn check(
     batches: &[RecordBatch],
     release: &Release,
     rules: &RuleSet,
     max_rows: usize,
+    types: &[DataType],
+    padding: &Padding,
 ) -> Result<ReleasedResult, QueryError> {
-    let mut rows: Vec<Vec<Value>> = Vec::new();
-    let mut suppressed: Vec<[usize; 2]> = Vec::new();
-    let mut dropped_rows = 0usize;
-    let columns: Vec<ReleasedColumn> = match batches.first() {
-        Some(b) => release
-            .columns
-            .iter()
-            .map(|c| ReleasedColumn {
-                name: c.name.clone(),
-                type_name: b.schema().field(c.index).data_type().to_string(),
-            })
-            .collect(),
-        None => release
-            .columns
-            .iter()
-            .map(|c| ReleasedColumn {
-                name: c.name.clone(),
-                type_name: "Null".into(),
-            })
-            .collect(),
+    let columns: Vec<ReleasedColumn> = release
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(k, c)| ReleasedColumn {
+            name: c.name.clone(),
+            type_name: types
+                .get(k)
+                .map_or_else(|| "Null".to_string(), DataType::to_string),
+        })
+        .collect();
+    let drop_failing = match padding {
+        Padding::NotNeeded => {
+            release.drop_on_fail || release.columns.iter().any(|c| c.key && !c.public)
+        }
+        Padding::Domains(_) | Padding::Impossible => true,
     };
-    let any_key_nonpublic =
-        release.drop_on_fail || release.columns.iter().any(|c| c.key && !c.public);
+    let pad = match padding {
+        Padding::Domains(d) => Some(d),
+        _ => None,
+    };
+    let too_many = || QueryError::ResourceLimit {
+        message: format!(
+            "the result has more than {max_rows} rows; aggregate more coarsely or add a filter / 結果が {max_rows} 行を超えました。集計単位を粗くするか条件を追加してください"
+        ),
+    };
+
+    let mut released: Vec<Checked> = Vec::new();
+    // Rows with a failing cell, by their key values (padding mode only).
+    let mut failing_by_key: HashMap<String, Checked> = HashMap::new();
+    let mut dropped_rows = 0usize;
+    let mut dropped_outside = 0usize;
 
     // Guards of inner aggregates that were sealed in the plan have no columns here.
     let used: std::collections::BTreeSet<usize> = release
@@ -75,56 +222,146 @@ pub fn check(
             let pass: Vec<bool> = (0..release.guards.len())
                 .map(|g| !used.contains(&g) || helpers.pass(g, r, rules))
                 .collect();
-            let failing: Vec<usize> = release
+            let fails: Vec<usize> = release
                 .columns
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.guards.iter().any(|&g| !pass[g]))
                 .map(|(k, _)| k)
                 .collect();
-            if !failing.is_empty() && any_key_nonpublic {
+            let row_fails = !fails.is_empty();
+            if row_fails && drop_failing && pad.is_none() {
                 dropped_rows += 1;
                 continue;
             }
-            let out_row = rows.len();
-            let mut row = Vec::with_capacity(release.columns.len());
+            // Key values stay visible (they are public-domain values; when padding, they
+            // are exactly the domain combination the row stands for).
+            let failing: Vec<usize> = fails
+                .into_iter()
+                .filter(|&k| {
+                    let c = &release.columns[k];
+                    !(c.key && (c.public || pad.is_some()))
+                })
+                .collect();
+            let mut values = Vec::with_capacity(release.columns.len());
             for (k, c) in release.columns.iter().enumerate() {
-                let arr = &arrays[k];
-                if failing.contains(&k) && !(c.key && c.public) {
-                    row.push(Value::Null);
-                    suppressed.push([out_row, k]);
+                if failing.contains(&k) {
+                    values.push(Value::Null);
                     continue;
                 }
-                let mut v = json_value(arr, r);
+                let mut v = json_value(&arrays[k], r);
                 if c.count_like
                     && let (Some(base), Some(n)) = (rules.rounding, v.as_i64())
                 {
                     v = Value::from(round_to(n, base));
                 }
-                row.push(v);
+                values.push(v);
             }
-            rows.push(row);
-            if rows.len() > max_rows {
-                return Err(QueryError::ResourceLimit {
-                    message: format!(
-                        "the result has more than {max_rows} rows; aggregate more coarsely or add a filter / 結果が {max_rows} 行を超えました。集計単位を粗くするか条件を追加してください"
-                    ),
-                });
+            let row = Checked {
+                values,
+                suppressed: failing,
+            };
+            match pad {
+                Some(domains) if row_fails => {
+                    let inside = domains.iter().all(|(k, d)| d.contains(&row.values[*k]));
+                    let key = key_of(domains, &row.values);
+                    if !inside || failing_by_key.contains_key(&key) {
+                        dropped_outside += 1;
+                        continue;
+                    }
+                    failing_by_key.insert(key, row);
+                }
+                _ => released.push(row),
+            }
+            if released.len() + failing_by_key.len() > max_rows {
+                return Err(too_many());
             }
         }
     }
 
+    // Rows that passed every rule; in padding mode they come first.
+    let fully_released = released.len();
+    let mut padded_rows = 0usize;
+    if let Some(domains) = pad {
+        let released_keys: std::collections::HashSet<String> = released
+            .iter()
+            .map(|r| key_of(domains, &r.values))
+            .collect();
+        let ncols = release.columns.len();
+        let total: usize = domains.iter().map(|(_, d)| d.len()).product();
+        for n in 0..total {
+            // Mixed-radix decoding: the last key varies fastest (domain order).
+            let mut values = vec![Value::Null; ncols];
+            let mut rest = n;
+            for (k, d) in domains.iter().rev() {
+                values[*k] = d[rest % d.len()].clone();
+                rest /= d.len();
+            }
+            let key = key_of(domains, &values);
+            if released_keys.contains(&key) {
+                continue;
+            }
+            let row = failing_by_key.remove(&key).unwrap_or_else(|| {
+                padded_rows += 1;
+                Checked {
+                    suppressed: (0..ncols).filter(|&k| !release.columns[k].key).collect(),
+                    values,
+                }
+            });
+            released.push(row);
+            if released.len() > max_rows {
+                return Err(too_many());
+            }
+        }
+        // Every failing row is inside the domain, so all were placed; defensive anyway.
+        dropped_outside += failing_by_key.len();
+    }
+    if released.len() > max_rows {
+        return Err(too_many());
+    }
+
+    let mut rows = Vec::with_capacity(released.len());
+    let mut suppressed: Vec<[usize; 2]> = Vec::new();
+    for (i, r) in released.into_iter().enumerate() {
+        suppressed.extend(r.suppressed.iter().map(|&k| [i, k]));
+        rows.push(r.values);
+    }
+    let dropped_total = dropped_rows + dropped_outside;
+
     let mut notes = Vec::new();
     if !suppressed.is_empty() {
         notes.push(format!(
-            "{} cell(s) were suppressed: fewer than {} contributing patients, fewer than {} facilities, or one or two patients dominating a sum. / {} 個のセルを秘匿しました（寄与患者数 {} 未満、施設数 {} 未満、または少数の患者が合計の大半を占めるため）。",
+            "{} cell(s) were suppressed: fewer than {} contributing patients (an empty cell counts as suppressed), fewer than {} facilities, or one or two patients dominating a sum. / {} 個のセルを秘匿しました（寄与患者数 {} 未満（0 人のセルを含む）、施設数 {} 未満、または少数の患者が合計の大半を占めるため）。",
             suppressed.len(), rules.k, rules.facility_k, suppressed.len(), rules.k, rules.facility_k
         ));
     }
-    if dropped_rows > 0 {
+    if pad.is_some() {
         notes.push(format!(
-            "{dropped_rows} row(s) were removed because a cell failed the rules and their keys are not public-domain values. / 規則を満たさないセルを含み、かつキーが公開ドメインの値でない {dropped_rows} 行を除外しました。"
+            "The result lists every combination of the group keys' public domains ({padded_rows} row(s) without data were added); rows with a suppressed cell follow the fully released rows, in domain order, so neither their presence nor their position reveals data. / 集計キーの公開ドメインのすべての組み合わせを表示しています（データのない {padded_rows} 行を追加）。秘匿セルを含む行は、すべて公開できる行の後にドメイン順で並べているため、行の有無や位置からデータは分かりません。"
         ));
+    }
+    if pad.is_some() && key_only(release) {
+        // Without an aggregate column a padded row looks like a data row; say which rows
+        // are released (the same information the non-null cells carry in other results).
+        notes.push(format!(
+            "This result has no aggregate column: only the first {fully_released} row(s) are groups with enough patients; the rows after them are the rest of the key domain and say nothing about whether data exists. Add count(DISTINCT pid) to see the counts. / 集計列がないため、先頭の {fully_released} 行のみが十分な患者数のあるグループです。以降の行はキーの残りのドメインで、データの有無を示しません。件数は count(DISTINCT pid) を追加して確認してください。"
+        ));
+    }
+    if dropped_outside > 0 {
+        notes.push(format!(
+            "{dropped_outside} row(s) with a suppressed cell were removed because their key values are outside the public domain (e.g. NULL). / 秘匿セルを含み、キーの値が公開ドメイン外（NULL など）の {dropped_outside} 行を除外しました。"
+        ));
+    }
+    if dropped_rows > 0 {
+        if matches!(padding, Padding::Impossible) {
+            notes.push(format!(
+                "{dropped_rows} row(s) with a suppressed cell were removed: the group keys could not be padded to their domain (a computed or non-public key, or too many combinations), and showing such a row would reveal that its group is non-empty. Use public-domain keys such as sex, prefecture_code, fiscal_year, disease_no, age_band to keep suppressed rows visible. / 秘匿セルを含む {dropped_rows} 行を除外しました。集計キーを公開ドメインの全組み合わせに補完できない（計算されたキー・非公開のキー・組み合わせが多すぎる）ため、行を表示すると該当者の存在が分かってしまいます。秘匿行を表示するには sex、prefecture_code、fiscal_year、disease_no、age_band など公開ドメインの列をキーにしてください。"
+            ));
+        } else {
+            notes.push(format!(
+                "{dropped_rows} row(s) were removed because a cell failed the rules and their keys are not public-domain values. / 規則を満たさないセルを含み、かつキーが公開ドメインの値でない {dropped_rows} 行を除外しました。"
+            ));
+        }
     }
     if release.inner_sealed {
         notes.push("Cells of an inner aggregation that failed the rules were removed before the outer computation. / 内側の集計で規則を満たさないセルは、外側の計算の前に除外しました。".to_string());
@@ -142,13 +379,24 @@ pub fn check(
             threshold: rules.k,
             suppressed_cells: suppressed.len(),
             suppressed,
-            dropped_rows,
+            dropped_rows: dropped_total,
             rounding: rules.rounding,
             epsilon_spent: None,
             epsilon_remaining: None,
             notes,
         },
     })
+}
+
+/// Every released column is a group key (e.g. `SELECT DISTINCT sex …`).
+fn key_only(release: &Release) -> bool {
+    release.columns.iter().all(|c| c.key)
+}
+
+/// The key values of a row, as a map key.
+fn key_of(domains: &[(usize, Vec<Value>)], values: &[Value]) -> String {
+    let keys: Vec<&Value> = domains.iter().map(|(k, _)| &values[*k]).collect();
+    serde_json::to_string(&keys).unwrap_or_default()
 }
 
 fn round_to(n: i64, base: u32) -> i64 {
@@ -213,7 +461,11 @@ impl<'a> Helpers<'a> {
     /// Fail closed: a missing or NULL helper fails the guard.
     fn pass(&self, g: usize, r: usize, rules: &RuleSet) -> bool {
         let guard = &self.guards[g];
-        if self.int(&guard.n, r).is_none_or(|n| n < rules.k as i64) {
+        // An empty cell (no contributor) never passes, whatever k is.
+        if self
+            .int(&guard.n, r)
+            .is_none_or(|n| n < rules.k.max(1) as i64)
+        {
             return false;
         }
         for f in &guard.facilities {
@@ -287,6 +539,28 @@ fn json_value(arr: &ArrayRef, r: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_values_are_typed_like_the_key_column() {
+        let strs = |v: &[&str]| v.iter().map(|s| ScalarValue::from(*s)).collect::<Vec<_>>();
+        assert_eq!(
+            typed(strs(&["true", "false"]).into_iter(), &DataType::Boolean),
+            Some(vec![Value::Bool(true), Value::Bool(false)])
+        );
+        assert_eq!(
+            typed(strs(&["2", "97"]).into_iter(), &DataType::Int32),
+            Some(vec![Value::from(2), Value::from(97)])
+        );
+        assert_eq!(
+            typed(
+                [ScalarValue::Int64(Some(2015))].into_iter(),
+                &DataType::Utf8
+            ),
+            Some(vec![Value::from("2015")])
+        );
+        // A value that does not fit the key type disables padding (fail closed).
+        assert_eq!(typed(strs(&["x"]).into_iter(), &DataType::Int32), None);
+    }
 
     #[test]
     fn rounding_is_to_nearest_multiple() {

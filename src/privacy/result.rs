@@ -1,6 +1,7 @@
 //! The released result: exactly what leaves the enclave for one query, in the shape of
 //! `shared/API.md` (`columns`, `rows`, `disclosure`). Suppressed cells are `null` in
-//! `rows` and listed in `disclosure.suppressed`; they are never silently altered.
+//! `rows` and listed in `disclosure.suppressed`; they are never silently altered. Rows
+//! padded to the key domains carry every non-key cell suppressed.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,8 @@ pub struct Disclosure {
     /// `[row, column]` of every suppressed cell (0-based, in released row order).
     pub suppressed: Vec<[usize; 2]>,
     pub suppressed_cells: usize,
-    /// Rows removed because a cell failed and their keys were not all public-domain.
+    /// Rows with a failing cell that were removed because their keys could not be padded
+    /// to their public domain (or lay outside it).
     pub dropped_rows: usize,
     /// Rounding base applied to counts, if any.
     pub rounding: Option<u32>,

@@ -34,6 +34,15 @@ fn rows(o: &QueryOutcome) -> &Vec<Vec<Value>> {
     &o.result.rows
 }
 
+/// The released row whose first column is `key` (suppressed rows move to the end, so
+/// tests look rows up by key rather than by position).
+fn row_for(o: &QueryOutcome, key: Value) -> &Vec<Value> {
+    rows(o)
+        .iter()
+        .find(|r| r[0] == key)
+        .unwrap_or_else(|| panic!("no row for {key}: {:?}", rows(o)))
+}
+
 #[tokio::test]
 async fn count_distinct_pid_by_public_key_passes_and_small_cell_is_suppressed() {
     let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code").await;
@@ -105,12 +114,10 @@ async fn attack_union_target_with_padding_rows() {
     let o = ok("SELECT sex, count(*) AS n FROM (SELECT sex FROM patient WHERE pid = 'p07' \
                 UNION ALL SELECT 'F' FROM prefecture UNION ALL SELECT 'F' FROM prefecture) t GROUP BY sex")
     .await;
-    assert_eq!(rows(&o).len(), 1);
-    assert_eq!(
-        rows(&o)[0],
-        vec![json!("F"), Value::Null],
-        "padding rows must not count as patients"
-    );
+    // The union has no catalogue lineage, so its keys cannot be padded: the failing row
+    // (padding rows must not count as patients) is dropped rather than shown.
+    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+    assert_eq!(o.result.disclosure.dropped_rows, 1);
 }
 
 #[tokio::test]
@@ -224,21 +231,22 @@ async fn per_patient_only_aggregates_stay_inside_one_patient() {
 #[tokio::test]
 async fn attack_dominance_one_huge_value() {
     // p07 has pao2 = 5000, every other record 1.0: disease 2's sum is dominated.
-    let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no ORDER BY disease_no").await;
-    let r = rows(&o);
-    assert_eq!(r[0][0], json!(2));
-    assert_eq!(r[0][1], Value::Null, "dominated sum must be suppressed");
+    // Suppressed rows follow the released ones, so rows are looked up by key.
+    let o = ok("SELECT disease_no, sum(pao2) AS s, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no").await;
+    let d2 = row_for(&o, json!(2));
+    assert_eq!(d2[1], Value::Null, "dominated sum must be suppressed");
     assert_eq!(
-        r[0][2],
+        d2[2],
         json!(30),
         "the count of the same row is not dominated"
     );
-    assert!(
-        r[1][1].is_number(),
-        "disease 6 sum is not dominated: {:?}",
-        r[1]
+    let d6 = row_for(&o, json!(6));
+    assert!(d6[1].is_number(), "disease 6 sum is not dominated: {d6:?}");
+    assert_eq!(
+        row_for(&o, json!(97))[1],
+        Value::Null,
+        "disease 97 has 2 patients"
     );
-    assert_eq!(r[2][1], Value::Null, "disease 97 has 2 patients");
     // Among many zeros: contributors to a SUM are only the non-zero ones.
     let o =
         ok("SELECT sum(CASE WHEN pao2 > 100 THEN pao2 ELSE 0 END) AS s FROM nanbyo_survey").await;
@@ -247,11 +255,12 @@ async fn attack_dominance_one_huge_value() {
 
 #[tokio::test]
 async fn attack_nested_aggregate_with_small_inner_groups() {
-    // Prefecture 47 has 3 patients: its inner count must not reach the outer sum.
+    // Prefecture 47 has 3 patients: its inner count must not reach the outer sum, and
+    // its row must not even be counted (that would reveal the group is non-empty).
     let o = ok("SELECT count(*) AS cells, sum(n) AS total FROM \
                 (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t")
     .await;
-    assert_eq!(rows(&o)[0], vec![json!(3), json!(57)]);
+    assert_eq!(rows(&o)[0], vec![json!(2), json!(57)]);
     assert!(
         o.result
             .disclosure
@@ -270,24 +279,36 @@ async fn attack_nested_aggregate_with_small_inner_groups() {
 #[tokio::test]
 async fn attack_having_and_order_by_oracle_on_suppressed_cell() {
     // HAVING sees the sealed (null) value, so it cannot test a suppressed count.
+    // The answer is the all-null padding of the prefecture domain, whatever the counts.
+    let none = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) = 999999").await;
+    let all_null = vec![
+        vec![json!("01"), Value::Null],
+        vec![json!("13"), Value::Null],
+        vec![json!("47"), Value::Null],
+    ];
+    assert_eq!(rows(&none), &all_null);
     let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) = 3").await;
-    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+    assert_eq!(rows(&o), rows(&none));
+    assert_eq!(
+        o.result.disclosure.suppressed,
+        none.result.disclosure.suppressed
+    );
     let o = ok("SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code HAVING count(*) < 5").await;
-    assert!(rows(&o).is_empty(), "{:?}", rows(&o));
+    assert_eq!(rows(&o), rows(&none));
 }
 
 #[tokio::test]
 async fn attack_facility_threshold() {
     // Prefecture 01: 17 patients but only 2 facilities (H0, H1).
     let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY prefecture_code ORDER BY prefecture_code").await;
-    assert_eq!(rows(&o)[0], vec![json!("01"), Value::Null]);
-    assert_eq!(rows(&o)[1], vec![json!("13"), json!(40)]);
+    assert_eq!(row_for(&o, json!("01")), &vec![json!("01"), Value::Null]);
+    assert_eq!(row_for(&o, json!("13")), &vec![json!("13"), json!(40)]);
     // The same count from the patient table (no facility column) is released.
     let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code").await;
     assert_eq!(rows(&o)[0], vec![json!("01"), json!(17)]);
     // Dropping the facility column in a subquery does not escape the rule.
     let o = ok("SELECT prefecture_code, count(*) AS n FROM (SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code ORDER BY prefecture_code").await;
-    assert_eq!(rows(&o)[0][1], Value::Null);
+    assert_eq!(row_for(&o, json!("01"))[1], Value::Null);
 }
 
 #[tokio::test]
@@ -297,8 +318,8 @@ async fn attack_window_function_tricks() {
                 (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t ORDER BY prefecture_code")
     .await;
     assert_eq!(rows(&o)[0], vec![json!("01"), json!(17), json!(57)]);
-    assert_eq!(rows(&o)[2][1], Value::Null);
-    assert_eq!(rows(&o)[2][2], json!(57));
+    // 47's row is removed before the window and padded back with every cell null.
+    assert_eq!(rows(&o)[2], vec![json!("47"), Value::Null, Value::Null]);
     // Windows over patient rows across patients are refused.
     refused("SELECT count(*) FROM (SELECT lag(birth_year) OVER (ORDER BY pid) AS prev FROM patient) t WHERE prev = 1947", "unsupported_query").await;
     refused(
@@ -394,8 +415,10 @@ async fn approval_threshold_raises_k() {
     let o = run_query(&ctx, "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY 1", &catalog, &rules, &Limits::default())
         .await
         .unwrap();
-    assert_eq!(o.result.rows[0], vec![json!("01"), Value::Null]);
-    assert_eq!(o.result.rows[1], vec![json!("13"), json!(40)]);
+    // Fully released rows first, then suppressed ones in domain order.
+    assert_eq!(o.result.rows[0], vec![json!("13"), json!(40)]);
+    assert_eq!(o.result.rows[1], vec![json!("01"), Value::Null]);
+    assert_eq!(o.result.rows[2], vec![json!("47"), Value::Null]);
     assert_eq!(o.result.disclosure.threshold, 20);
 }
 
@@ -435,8 +458,247 @@ async fn rounding_applies_to_released_counts_only() {
 async fn attack_union_of_patient_tables_keeps_the_unit() {
     // Two patient tables stacked: contributors are still distinct patients.
     let o = ok("SELECT prefecture_code, count(*) AS rows_n FROM (SELECT pid, prefecture_code FROM patient \
-                UNION ALL SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code ORDER BY 1")
+                UNION ALL SELECT pid, prefecture_code FROM nanbyo_survey) t GROUP BY prefecture_code")
     .await;
-    assert_eq!(rows(&o)[2], vec![json!("47"), Value::Null]);
-    assert!(rows(&o)[1][1].as_i64().is_some_and(|n| n > 40));
+    // A union has no catalogue lineage, so failing rows cannot be padded: 47 (3 patients)
+    // and 01 (2 facilities through nanbyo_survey) are dropped.
+    assert_eq!(rows(&o).len(), 1, "{:?}", rows(&o));
+    assert_eq!(o.result.disclosure.dropped_rows, 2);
+    assert!(row_for(&o, json!("13"))[1].as_i64().is_some_and(|n| n > 40));
+}
+
+/// What a researcher sees of a result: rows, suppressed cells, dropped-row count.
+fn visible(o: &QueryOutcome) -> (Vec<Vec<Value>>, Vec<[usize; 2]>, usize) {
+    (
+        o.result.rows.clone(),
+        o.result.disclosure.suppressed.clone(),
+        o.result.disclosure.dropped_rows,
+    )
+}
+
+#[tokio::test]
+async fn attack_public_key_row_presence_reveals_attribute() {
+    // p01: F, prefecture 13, disease 2. p42: M, prefecture 01, disease 6. Isolating one
+    // pseudonym and grouping by a public key used to return the one row of its value.
+    let templates = [
+        (
+            "SELECT sex, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY sex",
+            2,
+        ),
+        (
+            "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE pid = '{x}' GROUP BY prefecture_code",
+            3,
+        ),
+        (
+            "SELECT disease_no, count(*) AS n, avg(creatinine) AS a FROM nanbyo_survey WHERE pid = '{x}' GROUP BY disease_no",
+            3,
+        ),
+        (
+            "SELECT sex, prefecture_code, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex, prefecture_code",
+            6,
+        ),
+        (
+            "SELECT fiscal_year, disease_no, count(DISTINCT pid) AS n FROM nanbyo_survey WHERE pid = '{x}' GROUP BY fiscal_year, disease_no ORDER BY 1",
+            11 * 3,
+        ),
+        (
+            "SELECT sex AS s, count(*) AS n FROM patient WHERE pid = '{x}' GROUP BY sex HAVING count(*) IS NULL",
+            2,
+        ),
+    ];
+    for (t, domain) in templates {
+        let a = ok(&t.replace("{x}", "p01")).await;
+        let b = ok(&t.replace("{x}", "p42")).await;
+        assert_eq!(
+            visible(&a),
+            visible(&b),
+            "{t}: the two targets are distinguishable"
+        );
+        // The answer is the full padded domain with every aggregate cell null.
+        assert_eq!(rows(&a).len(), domain, "{t}: {:?}", rows(&a));
+        let nkeys = if t.contains("sex, prefecture_code") || t.contains("fiscal_year, disease_no") {
+            2
+        } else {
+            1
+        };
+        for (i, r) in rows(&a).iter().enumerate() {
+            assert!(r[..nkeys].iter().all(|v| !v.is_null()), "{t}: {r:?}");
+            for (k, v) in r.iter().enumerate().skip(nkeys) {
+                assert!(v.is_null(), "{t}: {r:?}");
+                assert!(
+                    a.result.disclosure.suppressed.contains(&[i, k]),
+                    "{t}: [{i},{k}] not listed"
+                );
+            }
+        }
+        assert_eq!(a.result.disclosure.dropped_rows, 0, "{t}");
+        assert!(
+            a.result
+                .disclosure
+                .notes
+                .iter()
+                .any(|n| n.contains("every combination")),
+            "{t}"
+        );
+    }
+    // SELECT DISTINCT (keys only): the padded domain, and a note saying no row is released.
+    let a = ok("SELECT DISTINCT sex FROM patient WHERE pid = 'p01'").await;
+    let b = ok("SELECT DISTINCT sex FROM patient WHERE pid = 'p42'").await;
+    assert_eq!(visible(&a), visible(&b));
+    assert_eq!(rows(&a), &vec![vec![json!("M")], vec![json!("F")]]);
+    assert!(
+        a.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("only the first 0 row(s)")),
+        "{:?}",
+        a.result.disclosure.notes
+    );
+    // Padding values are typed like the key column (Int32 keys stay numbers).
+    let o = ok(
+        "SELECT disease_no, count(*) AS n FROM nanbyo_survey WHERE pid = 'p01' GROUP BY disease_no",
+    )
+    .await;
+    assert_eq!(o.result.columns[0].type_name, "Int32");
+    assert_eq!(rows(&o)[0][0], json!(2));
+    // An ungrouped aggregate keeps its single row, whatever the target.
+    let a =
+        ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p01' AND sex = 'F'").await;
+    let b =
+        ok("SELECT count(DISTINCT pid) AS n FROM patient WHERE pid = 'p42' AND sex = 'F'").await;
+    assert_eq!(visible(&a), visible(&b));
+    assert_eq!(rows(&a), &vec![vec![Value::Null]]);
+    // A grouped aggregate that hides its key cannot be padded: its failing row is dropped
+    // either way, so the row count (1 or 0) no longer answers "is x female?".
+    let a =
+        ok("SELECT count(*) AS n FROM patient WHERE pid = 'p01' AND sex = 'F' GROUP BY sex").await;
+    let b =
+        ok("SELECT count(*) AS n FROM patient WHERE pid = 'p42' AND sex = 'F' GROUP BY sex").await;
+    assert!(rows(&a).is_empty() && rows(&b).is_empty());
+    // A count of the groups of a sealed inner aggregation does not reveal it either.
+    let q = "SELECT count(*) AS groups FROM (SELECT sex, count(*) AS c FROM patient WHERE pid = '{x}' AND sex = 'F' GROUP BY sex) t";
+    let a = ok(&q.replace("{x}", "p01")).await;
+    let b = ok(&q.replace("{x}", "p42")).await;
+    assert_eq!(visible(&a), visible(&b));
+    assert_eq!(rows(&a), &vec![vec![json!(0)]]);
+}
+
+#[tokio::test]
+async fn attack_having_is_null_isolates_small_groups() {
+    // HAVING … IS NULL keeps exactly the suppressed groups; prefecture 47 has 3 patients.
+    // The answer must be the same whether 47 is small-but-non-empty or empty.
+    let q = "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE {w} \
+             GROUP BY prefecture_code HAVING count(DISTINCT pid) IS NULL";
+    let with47 = ok(&q.replace("{w}", "true")).await;
+    let without47 = ok(&q.replace("{w}", "prefecture_code <> '47'")).await;
+    assert_eq!(visible(&with47), visible(&without47));
+    assert!(
+        rows(&with47).iter().all(|r| r[1].is_null()),
+        "{:?}",
+        rows(&with47)
+    );
+    // Same through a filtering subquery.
+    let q = "SELECT prefecture_code, n FROM (SELECT prefecture_code, count(*) AS n FROM patient WHERE {w} \
+             GROUP BY prefecture_code) t WHERE n IS NULL OR n < 5";
+    let with47 = ok(&q.replace("{w}", "true")).await;
+    let without47 = ok(&q.replace("{w}", "prefecture_code <> '47'")).await;
+    assert_eq!(visible(&with47), visible(&without47));
+}
+
+#[tokio::test]
+async fn attack_row_order_reveals_nonempty_groups() {
+    // Two datasets differing only in which small group is non-empty (47 holds p58, or 01
+    // holds p41). Whatever order the query asks for, suppressed rows come after the fully
+    // released ones in domain order, so the position of a null row says nothing.
+    for order in [
+        "ORDER BY prefecture_code DESC",
+        "ORDER BY n DESC",
+        "ORDER BY n ASC NULLS FIRST",
+        "",
+    ] {
+        let q = format!(
+            "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient \
+             WHERE prefecture_code = '13' OR pid = '{{x}}' GROUP BY prefecture_code {order}"
+        );
+        let a = ok(&q.replace("{x}", "p58")).await;
+        let b = ok(&q.replace("{x}", "p41")).await;
+        assert_eq!(visible(&a), visible(&b), "{q}");
+        assert_eq!(
+            rows(&a),
+            &vec![
+                vec![json!("13"), json!(40)],
+                vec![json!("01"), Value::Null],
+                vec![json!("47"), Value::Null],
+            ],
+            "{q}"
+        );
+    }
+    // A LIMIT after a sort by the count must not pick a suppressed row first (NULLS
+    // FIRST would put 47 on top exactly when it is non-empty).
+    let q = "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient WHERE {w} \
+             GROUP BY prefecture_code ORDER BY n ASC NULLS FIRST LIMIT 1";
+    let with47 = ok(&q.replace("{w}", "true")).await;
+    let without47 = ok(&q.replace("{w}", "prefecture_code <> '47'")).await;
+    assert_eq!(visible(&with47), visible(&without47));
+    assert_eq!(rows(&with47)[0], vec![json!("01"), json!(17)]);
+    // Fully released rows keep the query's order.
+    let o = ok("SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY prefecture_code DESC").await;
+    assert_eq!(
+        rows(&o),
+        &vec![
+            vec![json!("13"), json!(40)],
+            vec![json!("01"), json!(17)],
+            vec![json!("47"), Value::Null],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn non_paddable_keys_drop_failing_rows() {
+    let dropped_note = |o: &QueryOutcome| {
+        o.result
+            .disclosure
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be padded") && n.contains("集計キー"))
+    };
+    // A computed key: 47 ('4') fails and cannot be padded.
+    let o = ok("SELECT substr(prefecture_code, 1, 1) AS p1, count(DISTINCT pid) AS n FROM patient GROUP BY 1").await;
+    let mut got = rows(&o).clone();
+    got.sort_by_key(|r| r[0].to_string());
+    assert_eq!(
+        got,
+        vec![vec![json!("0"), json!(17)], vec![json!("1"), json!(40)]]
+    );
+    assert_eq!(o.result.disclosure.dropped_rows, 1, "{:?}", o.result);
+    assert!(dropped_note(&o), "{:?}", o.result.disclosure.notes);
+    // A public column without an enumerable domain (disease names): disease 97 (2 patients)
+    // is dropped, not shown with a null count.
+    let o = ok(
+        "SELECT d.name_en, count(DISTINCT s.pid) AS n FROM nanbyo_survey s JOIN disease d \
+                ON s.disease_no = d.disease_no GROUP BY d.name_en",
+    )
+    .await;
+    assert_eq!(rows(&o).len(), 2, "{:?}", rows(&o));
+    assert!(rows(&o).iter().all(|r| r[1].is_number()));
+    assert_eq!(o.result.disclosure.dropped_rows, 1);
+    // Too many combinations for the row cap: 2 × 3 > 5, so 47's rows (F: 1, M: 2) go.
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded().unwrap();
+    let limits = Limits {
+        max_rows: 5,
+        ..Limits::default()
+    };
+    let o = run_query(&ctx, "SELECT sex, prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY sex, prefecture_code", &catalog, &rules, &limits)
+        .await
+        .unwrap();
+    assert_eq!(rows(&o).len(), 4, "{:?}", rows(&o));
+    assert!(
+        rows(&o)
+            .iter()
+            .all(|r| r[1] != json!("47") && r[2].is_number())
+    );
+    assert_eq!(o.result.disclosure.dropped_rows, 2);
+    assert!(dropped_note(&o));
 }

@@ -55,9 +55,12 @@ impl Rewriter<'_> {
         let pid = col_at(&input.plan, pid_i);
 
         let mut group_cols = Vec::new();
-        for g in &group {
+        let agg_id = self.aggs.len();
+        for (j, g) in group.iter().enumerate() {
             let mut c = self.derive(g, &input)?;
             c.key = true;
+            // Per-patient keys feed an outer aggregation; they are never released as-is.
+            c.group_of = (!per_patient).then_some((agg_id, j));
             c.hidden = false;
             c.count_like = false;
             if !c.pid {
@@ -99,6 +102,7 @@ impl Rewriter<'_> {
         let mut helper_cols = Vec::new();
 
         // Guard of the whole group.
+        self.aggs.push((self.guards.len(), group.len()));
         let gname = self.fresh("n");
         exprs.push(count_distinct(pid.clone()).alias(&gname));
         let mut gfac = Vec::new();

@@ -15,7 +15,7 @@
 //! Whenever a Protected result is consumed by anything other than a projection, alias,
 //! limit or the release itself (filters, sorts, windows, joins, unions, outer aggregates,
 //! subqueries), it is first *sealed*: the disclosure rules are applied inside the plan, so
-//! failing cells are NULL (and rows with non-public keys removed) before any further
+//! rows with a failing cell are removed (and the other cells guarded) before any further
 //! computation can see them. This closes HAVING/ORDER BY/window/nested-aggregate oracles.
 //!
 //! Guarantees: subqueries are rewritten too (every node is visited by this recursive
@@ -86,6 +86,36 @@ pub(crate) struct Col {
     count_like: bool,
     /// Guards (indices into the rewriter's arena) whose failure suppresses this column.
     guards: BTreeSet<usize>,
+    /// Where the values come from, when that is known exactly (a bare catalogue column
+    /// or a literal); the disclosure check enumerates the domain from it for padding.
+    source: Option<KeySource>,
+    /// `(aggregation id, key position)` when this column is, unchanged, a group key of a
+    /// protected aggregation.
+    group_of: Option<(usize, usize)>,
+}
+
+/// The exact origin of a released key column's values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    /// A bare column of a catalogue table.
+    Column { table: String, column: String },
+    /// A constant.
+    Literal(datafusion::common::ScalarValue),
+}
+
+/// How the released rows relate to the group keys of the protected aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grouping {
+    /// Nothing protected is released (reference-only results): no cell can fail.
+    Public,
+    /// An aggregation without GROUP BY: exactly one row always exists.
+    Ungrouped,
+    /// Every group key of the protected aggregation is released as a bare column (or a
+    /// literal), so the rows can be padded to the product of the key domains.
+    Keys,
+    /// Anything else (computed or hidden keys, several aggregations): rows with a failing
+    /// cell cannot be padded and must be dropped.
+    Opaque,
 }
 
 /// A rewritten node with its tag and per-column lineage (aligned with its schema).
@@ -109,6 +139,8 @@ pub struct ReleaseColumn {
     pub public: bool,
     pub count_like: bool,
     pub guards: Vec<usize>,
+    /// Exact origin of the values (bare catalogue column or literal), if known.
+    pub source: Option<KeySource>,
 }
 
 /// What the disclosure check needs to know about the executed plan.
@@ -121,6 +153,8 @@ pub struct Release {
     /// Some inner aggregate was sealed in-plan (its failing cells were nulled/removed
     /// before an outer computation); reported in the notes.
     pub inner_sealed: bool,
+    /// Whether the rows can be padded to their key domains (see [`Grouping`]).
+    pub grouping: Grouping,
 }
 
 /// The rewritten plan and its release description.
@@ -142,6 +176,7 @@ pub fn rewrite(
         counter: 0,
         guards: Vec::new(),
         inner_sealed: false,
+        aggs: Vec::new(),
     };
     let rel = rw.rel(plan)?;
     if rel.kind == Kind::Rows {
@@ -165,8 +200,14 @@ pub fn rewrite(
             } else {
                 c.guards.iter().copied().collect()
             },
+            source: c.source.clone(),
         })
         .collect();
+    let grouping = if rel.kind == Kind::Public {
+        Grouping::Public
+    } else {
+        rw.grouping(&rel)
+    };
     Ok(Rewritten {
         plan: rel.plan,
         release: Release {
@@ -174,6 +215,7 @@ pub fn rewrite(
             guards: rw.guards,
             drop_on_fail: rel.kind != Kind::Public && rel.drop_on_fail,
             inner_sealed: rw.inner_sealed,
+            grouping,
         },
     })
 }
@@ -184,6 +226,10 @@ pub(crate) struct Rewriter<'a> {
     counter: usize,
     guards: Vec<Guard>,
     inner_sealed: bool,
+    /// Protected aggregations in rewrite order: (first guard index, number of group keys).
+    /// An aggregation's guards are pushed contiguously, so a guard belongs to the last
+    /// aggregation whose first guard is ≤ it.
+    aggs: Vec<(usize, usize)>,
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -201,6 +247,13 @@ fn unsupported(msg: &str) -> QueryError {
 /// A qualified reference to field `i` of a plan's output.
 pub(crate) fn col_at(plan: &LogicalPlan, i: usize) -> Expr {
     Expr::Column(Column::from(plan.schema().qualified_field(i)))
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        other => other,
+    }
 }
 
 /// The column an expression is, if it is a plain (possibly aliased) column reference.
@@ -239,6 +292,45 @@ impl Rewriter<'_> {
         format!("__kura_{what}_{}", self.counter)
     }
 
+    /// Which protected aggregation a guard belongs to.
+    fn agg_of(&self, g: usize) -> Option<usize> {
+        self.aggs.iter().rposition(|&(first, _)| first <= g)
+    }
+
+    /// Classify the released rows of a protected result (see [`Grouping`]).
+    fn grouping(&self, rel: &Rel) -> Grouping {
+        let visible: Vec<&Col> = rel.cols.iter().filter(|c| !c.hidden).collect();
+        let aggs: BTreeSet<Option<usize>> = visible
+            .iter()
+            .flat_map(|c| c.guards.iter().map(|&g| self.agg_of(g)))
+            .collect();
+        let Some(&Some(a)) = aggs.iter().next().filter(|_| aggs.len() == 1) else {
+            return if aggs.is_empty() {
+                Grouping::Public
+            } else {
+                Grouping::Opaque
+            };
+        };
+        let nkeys = self.aggs[a].1;
+        let mut seen = BTreeSet::new();
+        for c in visible.iter().filter(|c| c.key) {
+            match (c.group_of, &c.source) {
+                (Some((ga, j)), Some(_)) if ga == a => {
+                    seen.insert(j);
+                }
+                (None, Some(KeySource::Literal(_))) => {}
+                _ => return Grouping::Opaque,
+            }
+        }
+        if nkeys == 0 {
+            Grouping::Ungrouped
+        } else if seen.len() == nkeys {
+            Grouping::Keys
+        } else {
+            Grouping::Opaque
+        }
+    }
+
     /// Lineage of a derived expression over `input`.
     fn derive(&self, e: &Expr, input: &Rel) -> Result<Col, QueryError> {
         let schema = input.plan.schema();
@@ -259,6 +351,10 @@ impl Rewriter<'_> {
             col.pid = input.cols[i].pid;
             col.facility = input.cols[i].facility;
             col.count_like = input.cols[i].count_like;
+            col.source = input.cols[i].source.clone();
+            col.group_of = input.cols[i].group_of;
+        } else if !sub && let Expr::Literal(v, _) = strip_alias(e) {
+            col.source = Some(KeySource::Literal(v.clone()));
         }
         if input.kind == Kind::Rows {
             col.key = false;
@@ -286,6 +382,10 @@ impl Rewriter<'_> {
                             facility: c.is_some_and(|c| c.facility),
                             public: c.is_some_and(|c| c.public_domain),
                             key: true,
+                            source: c.map(|c| KeySource::Column {
+                                table: table.name.clone(),
+                                column: c.name.clone(),
+                            }),
                             ..Col::default()
                         }
                     })
@@ -337,8 +437,15 @@ impl Rewriter<'_> {
             }
             P::Sort(_) | P::Limit(_) => {
                 let mut input = self.rel(plan.inputs()[0])?;
-                if matches!(plan, P::Sort(_)) && input.kind == (Kind::Protected { sealed: false }) {
-                    input = self.seal(input)?;
+                // A sort only nulls failing cells (the final check re-orders and pads those
+                // rows); a limit must not pick rows by a failing cell, so it seals fully.
+                let sort_only = matches!(plan, P::Sort(s) if s.fetch.is_none());
+                if input.kind == (Kind::Protected { sealed: false }) {
+                    input = if sort_only {
+                        self.seal_for_sort(input)?
+                    } else {
+                        self.seal(input)?
+                    };
                 }
                 let exprs = self.subqueries(plan.expressions(), &input)?;
                 let new = plan

@@ -2,11 +2,12 @@
 //!
 //! Before an aggregate's cells feed any further computation (HAVING, ORDER BY, windows,
 //! joins, unions, outer aggregates, subqueries) the disclosure rules are evaluated in the
-//! plan itself: a failing cell becomes NULL, and a failing row whose keys are not all
-//! public-domain is removed. What the later computation sees is therefore exactly what
-//! could have been released — an inner small group cannot pass through an outer query.
-//! The hidden helper columns are kept, so the final disclosure check still reports the
-//! sealed cells as suppressed.
+//! plan itself: every row with a failing cell is removed (even with public-domain keys,
+//! whose mere presence would reveal that some patient has those values), and the
+//! remaining cells are additionally guarded to NULL. What the later computation sees is
+//! therefore only what could have been released — an inner small group cannot pass
+//! through an outer query. The hidden helper columns are kept; the final disclosure check
+//! pads public-domain keys back to their full domain.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ fn f64c(name: &str) -> Expr {
 
 /// The in-plan test "this guard passes the rules" (NULL counts as failing).
 pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
-    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k as i64))];
+    // An empty cell (no contributor) never passes, whatever k is.
+    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k.max(1) as i64))];
     for f in &g.facilities {
         conds.push(c(f).gt_eq(lit(rules.facility_k as i64)));
     }
@@ -45,6 +47,17 @@ pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
 
 impl Rewriter<'_> {
     pub(crate) fn seal(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        self.seal_with(r, true)
+    }
+
+    /// Null the failing cells for a sort only. Rows stay (a failing row with public keys is
+    /// then moved and padded by the final check, and any later consumer seals again), so a
+    /// sorted row keeps its passing cells. The result is still unsealed for what follows.
+    pub(crate) fn seal_for_sort(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        self.seal_with(r, false)
+    }
+
+    fn seal_with(&mut self, r: Rel, drop_all: bool) -> Result<Rel, QueryError> {
         let schema = r.plan.schema().clone();
         let visible_guards: BTreeSet<usize> = r
             .cols
@@ -52,7 +65,11 @@ impl Rewriter<'_> {
             .filter(|c| !c.hidden)
             .flat_map(|c| c.guards.iter().copied())
             .collect();
-        let drop_rows = r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
+        // Failing rows are removed in-plan before any computation: a row that stays with null
+        // cells would let a later count, filter, limit or join learn that some patient has
+        // those key values.
+        let drop_rows =
+            drop_all || r.drop_on_fail || r.cols.iter().any(|c| !c.hidden && c.key && !c.public);
         let mut plan = r.plan;
         if drop_rows && !visible_guards.is_empty() {
             let pred = conjunction(
@@ -88,7 +105,7 @@ impl Rewriter<'_> {
             LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
         Ok(Rel {
             plan,
-            kind: Kind::Protected { sealed: true },
+            kind: Kind::Protected { sealed: drop_all },
             cols: r.cols,
             drop_on_fail: r.drop_on_fail,
         })
