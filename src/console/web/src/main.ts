@@ -99,7 +99,8 @@ function shell(): HTMLElement {
   const flashEl = flash
     ? h('div', { class: `flash ${flash.kind}`, role: flash.kind === 'error' ? 'alert' : 'status', id: 'flash' }, flash.text)
     : null;
-  flash = null;
+  // On the login screen the message stays across re-renders (a hashchange may render twice).
+  if (me) flash = null;
   clear(root, header, flashEl, main);
   return main;
 }
@@ -136,6 +137,7 @@ function renderLogin(main: HTMLElement) {
           const cookieSet = await probeCookie();
           rememberSession(r, cookieSet);
           await refreshMe();
+          flash = null;
           go(homeFor());
         } catch (x) {
           err.hidden = false;

@@ -13,7 +13,13 @@ export type AppRecord = Record<string, unknown> & { id: string; status: string }
 export function normalizeApp(r: unknown): AppRecord {
   const o = (r ?? {}) as Record<string, unknown>;
   const inner = o['application'];
-  if (inner && typeof inner === 'object') return { ...(inner as AppRecord), ...Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'application')) } as AppRecord;
+  if (inner && typeof inner === 'object') {
+    const rest = Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'application'));
+    const app = { ...(inner as AppRecord), ...rest } as AppRecord;
+    // An approved application whose term has ended reads as expired.
+    if (typeof o['effective_status'] === 'string') app.status = o['effective_status'] as string;
+    return app;
+  }
   return o as AppRecord;
 }
 
@@ -68,7 +74,7 @@ export async function renderApply(ctx: Ctx, id?: string) {
       : h(
           'table',
           { class: 'grid', id: 'my-apps' },
-          h('thead', {}, h('tr', {}, [t('app_id'), t('f_research_group'), t('status'), t('updated')].map((x) => h('th', { scope: 'col' }, x)))),
+          h('thead', {}, h('tr', {}, [t('app_id'), t('f_title'), t('status'), t('updated')].map((x) => h('th', { scope: 'col' }, x)))),
           h(
             'tbody',
             {},
@@ -77,7 +83,7 @@ export async function renderApply(ctx: Ctx, id?: string) {
                 'tr',
                 { 'data-app': a.id },
                 h('th', { scope: 'row' }, h('a', { href: `#/apply/${encodeURIComponent(a.id)}` }, a.id)),
-                h('td', {}, String(formOf(a)['research_group'] ?? '')),
+                h('td', {}, String(a['title'] ?? formOf(a)['title'] ?? '')),
                 h('td', {}, statusBadge(a.status)),
                 h('td', {}, fmtDate(a['updated_at'] as string)),
               ),

@@ -1,6 +1,6 @@
 // Researcher's application picker: every approval the user may use now, with its term,
 // days left, scope, disclosure mode and remaining ε budget.
-import { AppGrant, grantBudget, grantDaysLeft, grantId, grantMode, grantTerm } from '../api';
+import { api, AppGrant, grantBudget, grantDaysLeft, grantId, grantMode, grantTerm, listOf } from '../api';
 import { clear, h } from '../dom';
 import { t } from '../i18n';
 import { Ctx } from '../ui';
@@ -48,9 +48,23 @@ export async function renderApps(ctx: Ctx) {
       ),
     );
   });
+  // Approved applications that are not usable yet: most often the pledge is still missing.
+  const usable = new Set(apps.map(grantId));
+  const waiting = listOf<{ id: string; title?: string }>(await api('GET', '/applications?status=approved').catch(() => [])).filter(
+    (a) => !usable.has(a.id),
+  );
   clear(
     ctx.main,
     h('h1', {}, t('pick_app')),
+    waiting.length
+      ? h(
+          'div',
+          { class: 'flash info', id: 'pledge-waiting' },
+          t('pledge_needed'),
+          ' ',
+          waiting.map((a) => h('a', { class: 'button', href: `#/apply/${encodeURIComponent(a.id)}`, 'data-pledge': a.id }, `${a.id} ${a.title ?? ''}`)),
+        )
+      : null,
     apps.length === 0
       ? h('p', { class: 'empty' }, t('no_apps'))
       : h(

@@ -48,7 +48,11 @@ export async function renderAudit(ctx: Ctx) {
       'GET',
       `/audit/events${qs({ from: iso(from.value), to: iso(to.value), user: user.value, application: app.value, action: action.value, outcome: outcome.value, page })}`,
     );
-    const events = listOf<AuditEvent>(r, 'events');
+    const want = outcome.value;
+    // Records are {seq, at, event: {actor, action, application, outcome, code, reference, detail}, prev, mac}.
+    const events = listOf<AuditEvent>(r, 'events')
+      .map((rec) => ({ ...(typeof rec.event === 'object' ? rec.event : {}), ...rec }) as AuditEvent)
+      .filter((e) => !want || e.outcome === want);
     clear(
       listBox,
       h(
@@ -84,14 +88,20 @@ export async function renderAudit(ctx: Ctx) {
     );
   };
   const showDetail = (e: AuditEvent) => {
-    const ev = typeof e.event === 'string' ? safeParse(e.event) : (e.event ?? e);
-    const get = (k: string) => (ev as Record<string, unknown>)?.[k] ?? e[k];
+    const ev = (typeof e.event === 'string' ? safeParse(e.event) : (e.event ?? e)) as Record<string, unknown>;
+    const detailObj = (ev['detail'] && typeof ev['detail'] === 'object' ? ev['detail'] : {}) as Record<string, unknown>;
+    // SQL, plan fingerprint and suppression first; then every other recorded field, including the
+    // internal error detail that the researcher only saw as a reference.
+    const order = ['sql', 'plan_fingerprint', 'suppressed', 'suppressed_cells', 'dropped_rows', 'detail', 'rule'];
+    const keys = [...order.filter((k) => k in detailObj), ...Object.keys(detailObj).filter((k) => !order.includes(k))];
     const rows: [string, unknown][] = [
-      ['SQL', get('sql')],
-      ['plan fingerprint', get('plan_fingerprint') ?? get('fingerprint')],
-      ['suppression', get('suppression') ?? get('suppressed')],
-      ['internal error', get('internal_detail') ?? get('error_detail') ?? get('detail')],
-      ['ref', e.reference ?? get('ref')],
+      [t('user'), ev['actor']],
+      [t('action'), ev['action']],
+      [t('outcome'), `${ev['outcome'] ?? ''} ${ev['code'] ?? ''}`],
+      ['ref', ev['reference']],
+      ...keys.map((k) => [k, detailObj[k]] as [string, unknown]),
+      ['prev', e['prev']],
+      ['mac', e['mac']],
     ];
     clear(
       detail,
@@ -99,9 +109,10 @@ export async function renderAudit(ctx: Ctx) {
       h(
         'dl',
         {},
-        rows.filter(([, v]) => v !== undefined && v !== null).flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, h('pre', {}, typeof v === 'string' ? v : JSON.stringify(v, null, 2)))]),
+        rows
+          .filter(([, v]) => v !== undefined && v !== null && v !== '')
+          .flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-field': k }, h('pre', {}, typeof v === 'string' ? v : JSON.stringify(v, null, 2)))]),
       ),
-      h('details', {}, h('summary', {}, 'JSON'), h('pre', { class: 'json' }, JSON.stringify(ev, null, 2))),
       h('button', { type: 'button', onclick: () => { detail.hidden = true; } }, t('close')),
     );
     detail.hidden = false;

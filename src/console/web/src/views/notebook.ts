@@ -40,6 +40,13 @@ interface LiveCell {
 
 let execCounter = 0;
 
+const editorTheme = EditorView.theme({
+  '&': { border: '1px solid #d8cfc4', borderRadius: '3px', background: '#fff', fontSize: '14px', minHeight: '2.4em' },
+  '&.cm-focused': { outline: '3px solid #1a5fd0', outlineOffset: '1px' },
+  '.cm-content': { fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, monospace', padding: '6px 0' },
+  '.cm-gutters': { background: '#f6f2ec', color: '#8a7f74', border: 'none' },
+});
+
 export async function renderNotebook(ctx: Ctx, app: string, nbId?: string) {
   document.title = `${t('nav_notebooks')} ${app} — kura`;
   const tables = await catalog(app).catch(() => [] as CatalogTable[]);
@@ -211,8 +218,13 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
     } else {
       extensions.push(placeholder(t('md_placeholder')));
     }
-    live.view = new EditorView({ state: EditorState.create({ doc: data.source, extensions }) });
-    const editorBox = h('div', { class: 'editor' }, live.view.dom);
+    // CodeMirror injects its styles at run time. On a Document it would add a <style> element,
+    // which CSP `default-src 'self'` blocks; inside a shadow root it uses constructed
+    // stylesheets (adoptedStyleSheets), which CSP permits. So each editor lives in a shadow root.
+    const editorBox = h('div', { class: 'editor' });
+    const shadow = editorBox.attachShadow({ mode: 'open' });
+    extensions.push(editorTheme);
+    live.view = new EditorView({ state: EditorState.create({ doc: data.source, extensions }), root: shadow, parent: shadow });
     rendered.addEventListener('dblclick', editMd);
     rendered.addEventListener('keydown', (e: KeyboardEvent) => {
       if (e.key === 'Enter') {

@@ -27,7 +27,7 @@ export async function renderReview(ctx: Ctx, id?: string) {
         : h(
             'table',
             { class: 'grid', id: 'inbox' },
-            h('thead', {}, h('tr', {}, [t('app_id'), t('applicant'), t('f_research_group'), t('status'), t('updated')].map((x) => h('th', { scope: 'col' }, x)))),
+            h('thead', {}, h('tr', {}, [t('app_id'), t('applicant'), t('f_title'), t('status'), t('updated')].map((x) => h('th', { scope: 'col' }, x)))),
             h(
               'tbody',
               {},
@@ -37,7 +37,7 @@ export async function renderReview(ctx: Ctx, id?: string) {
                   { 'data-app': a.id },
                   h('th', { scope: 'row' }, h('a', { href: `#/review/${encodeURIComponent(a.id)}` }, a.id)),
                   h('td', {}, String(a['applicant'] ?? '')),
-                  h('td', {}, String(formOf(a)['research_group'] ?? '')),
+                  h('td', {}, String(a['title'] ?? formOf(a)['title'] ?? '')),
                   h('td', {}, statusBadge(a.status)),
                   h('td', {}, fmtDate(a['updated_at'] as string)),
                 ),
@@ -113,13 +113,10 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
       if (decision === 'approve') {
         Object.assign(body, {
           term: { start: start.value, end: end.value },
-          scope: {
-            datasets: fromText('strings', datasets.value),
-            diseases: fromText('numbers', diseases.value),
-            fiscal_years: fromText('numbers', years.value),
-            prefectures: orNull(fromText('strings', prefs.value)),
-            manufacturers: null,
-          },
+          datasets: fromText('strings', datasets.value),
+          diseases: fromText('numbers', diseases.value),
+          fiscal_years: fromText('numbers', years.value),
+          prefectures: orNull(fromText('strings', prefs.value)),
           mode: mode.value,
           k: Number(k.value),
           epsilon_budget: mode.value === 'dp' ? Number(eps.value) : null,
