@@ -46,11 +46,15 @@ fn main() {
 
     let lock = web.join("package-lock.json");
     let installed = web.join("node_modules/.package-lock.json");
-    if newest(&[lock.clone()]) > mtime(&installed) {
+    if newest(std::slice::from_ref(&lock)) > mtime(&installed) {
         npm(&web, &["ci", "--no-audit", "--no-fund"]);
     }
 
-    let inputs: Vec<PathBuf> = SOURCES.iter().map(|s| web.join(s)).chain([installed]).collect();
+    let inputs: Vec<PathBuf> = SOURCES
+        .iter()
+        .map(|s| web.join(s))
+        .chain([installed])
+        .collect();
     if newest(&inputs) > mtime(&index) {
         npm(&web, &["run", "build"]);
         if !index.exists() {
@@ -91,7 +95,9 @@ fn newest(paths: &[PathBuf]) -> Option<SystemTime> {
     let mut best: Option<SystemTime> = None;
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
         if meta.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 stack.extend(rd.flatten().map(|e| e.path()));

@@ -23,8 +23,7 @@ struct Assets;
 
 /// The Content-Security-Policy sent with every console response. It matches the API's policy;
 /// both are set so that the console stays strict even if mounted elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; object-src 'none'";
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; object-src 'none'";
 
 /// A router that serves the console for every path it is given. Mount it as the fallback of the
 /// application router (`Router::fallback_service(console::router())` or
@@ -80,8 +79,14 @@ pub async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     };
 
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control(&name)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&name)),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control(&name)),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
@@ -91,21 +96,33 @@ pub async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
 
 fn plain(status: StatusCode, message: &'static str) -> Response {
     let mut r = (status, message).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     security_headers(r.headers_mut());
     r
 }
 
 fn security_headers(h: &mut HeaderMap) {
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 /// A last path segment with an extension is a file request; a miss is a 404, not the app.
 fn looks_like_file(path: &str) -> bool {
-    path.rsplit('/').next().is_some_and(|last| last.contains('.'))
+    path.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'))
 }
 
 /// Vite names everything under `assets/` by content hash, so those never change; anything
@@ -156,8 +173,11 @@ mod tests {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    fn hdr<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
-        r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    fn hdr(r: &Response, name: header::HeaderName) -> &str {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     fn main_script() -> String {
@@ -195,9 +215,18 @@ mod tests {
         let js = main_script();
         let r = get(&format!("/{js}")).await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(hdr(&r, header::CONTENT_TYPE), "text/javascript; charset=utf-8");
-        assert_eq!(hdr(&r, header::CACHE_CONTROL), "public, max-age=31536000, immutable");
-        let css = asset_names().into_iter().find(|n| n.ends_with(".css")).expect("a stylesheet");
+        assert_eq!(
+            hdr(&r, header::CONTENT_TYPE),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            hdr(&r, header::CACHE_CONTROL),
+            "public, max-age=31536000, immutable"
+        );
+        let css = asset_names()
+            .into_iter()
+            .find(|n| n.ends_with(".css"))
+            .expect("a stylesheet");
         let r = get(&format!("/{css}")).await;
         assert_eq!(hdr(&r, header::CONTENT_TYPE), "text/css; charset=utf-8");
     }
@@ -208,7 +237,12 @@ mod tests {
         let etag = hdr(&r, header::ETAG).to_string();
         assert!(etag.starts_with('"') && etag.len() > 10);
         let r = router::<()>()
-            .oneshot(Request::get("/").header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/")
+                    .header(header::IF_NONE_MATCH, &etag)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
@@ -231,11 +265,26 @@ mod tests {
         let html = body(get("/").await).await;
         for tag in html.split("<script").skip(1) {
             let open = &tag[..tag.find('>').unwrap()];
-            assert!(open.contains("src=\"/"), "inline or foreign script: <script{open}>");
+            assert!(
+                open.contains("src=\"/"),
+                "inline or foreign script: <script{open}>"
+            );
         }
-        assert!(!html.contains("<style"), "inline <style> would be blocked by CSP");
-        assert!(!html.contains("style=\""), "inline style attribute would be blocked by CSP");
-        assert!(!html.contains("http://") && !html.contains("https://"), "foreign origin in index.html");
-        assert!(!html.contains("data:"), "data: URLs are outside default-src 'self'");
+        assert!(
+            !html.contains("<style"),
+            "inline <style> would be blocked by CSP"
+        );
+        assert!(
+            !html.contains("style=\""),
+            "inline style attribute would be blocked by CSP"
+        );
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "foreign origin in index.html"
+        );
+        assert!(
+            !html.contains("data:"),
+            "data: URLs are outside default-src 'self'"
+        );
     }
 }

@@ -112,6 +112,7 @@ export interface AppGrant {
   k?: number;
   threshold?: number;
   epsilon_remaining?: number | null;
+  epsilon_budget?: number | null;
   budget_remaining?: number | null;
   pledge_accepted?: boolean;
   title?: string;

@@ -60,7 +60,7 @@ export async function renderApps(ctx: Ctx) {
       ? h(
           'div',
           { class: 'flash info', id: 'pledge-waiting' },
-          t('pledge_needed'),
+          t('approved_waiting'),
           ' ',
           waiting.map((a) => h('a', { class: 'button', href: `#/apply/${encodeURIComponent(a.id)}`, 'data-pledge': a.id }, `${a.id} ${a.title ?? ''}`)),
         )

@@ -8,7 +8,8 @@ import { bracketMatching, defaultHighlightStyle, syntaxHighlighting } from '@cod
 import { EditorState, Prec } from '@codemirror/state';
 import { EditorView, keymap, lineNumbers, placeholder } from '@codemirror/view';
 import MarkdownIt from 'markdown-it';
-import { api, ApiError, catalog, CatalogTable, listOf, qs, QueryResult } from '../api';
+import { api, ApiError, AppGrant, catalog, CatalogTable, grantBudget, grantId, grantMode, listOf, qs, QueryResult } from '../api';
+import { modeLabel } from './apps';
 import { clear, h } from '../dom';
 import { t } from '../i18n';
 import { Ctx, errorBox, note } from '../ui';
@@ -100,10 +101,30 @@ export async function renderNotebook(ctx: Ctx, app: string, nbId?: string) {
     return;
   }
   const nb = await api<Notebook>('GET', `/notebooks/${encodeURIComponent(nbId)}`);
-  mountNotebook(area, nb, app, tables, ctx);
+  const grant = (ctx.me.applications ?? []).find((g) => grantId(g) === app);
+  mountNotebook(area, nb, app, tables, ctx, grant);
 }
 
-export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tables: CatalogTable[], ctx?: Ctx) {
+/** The mode, k and remaining ε of the application, kept current after each DP answer. */
+function budgetMeter(grant: AppGrant | undefined): { el: HTMLElement; update: (remaining: number | null | undefined) => void } {
+  const el = h('div', { class: 'budget-meter', id: 'budget', role: 'status', 'aria-live': 'polite' });
+  const budget = grant?.epsilon_budget ?? null;
+  const update = (remaining: number | null | undefined) => {
+    const mode = grant ? grantMode(grant) : 'suppression';
+    const parts = [`${t('mode')}: ${modeLabel(mode)}`];
+    if (grant?.threshold ?? grant?.k) parts.push(`k=${grant?.threshold ?? grant?.k}`);
+    el.replaceChildren(parts.join(' · '));
+    if (mode === 'dp' && typeof remaining === 'number') {
+      const meter = h('meter', { min: '0', max: String(budget ?? remaining), value: String(remaining), 'aria-label': t('budget_meter') });
+      el.append(' · ', `${t('eps_left')}: ${remaining.toFixed(3)}${budget ? ` / ${budget}` : ''} `, meter);
+    }
+  };
+  update(grant ? grantBudget(grant) : null);
+  return { el, update };
+}
+
+export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tables: CatalogTable[], ctx?: Ctx, grant?: AppGrant) {
+  const meter = budgetMeter(grant);
   const schema: Record<string, string[]> = {};
   for (const tb of tables) schema[tb.name] = tb.columns.map((c) => c.name);
   const cells: LiveCell[] = [];
@@ -168,6 +189,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       try {
         const res = await api<QueryResult>('POST', '/query', { application: app, sql: text });
         clear(out, renderResult(res, app));
+        if (res.disclosure?.mode === 'dp') meter.update(res.disclosure.epsilon_remaining);
       } catch (x) {
         if (x instanceof ApiError && x.status === 401) return;
         clear(out, h('p', { class: 'refused-title' }, t('refused')), errorBox(x));
@@ -308,7 +330,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       : null,
     status,
   );
-  clear(area, h('div', { class: 'nb-head' }, title, h('span', { class: 'app-tag' }, app)), toolbar, h('p', { class: 'hint' }, t('cell_help')), cellsEl);
+  clear(area, h('div', { class: 'nb-head' }, title, h('span', { class: 'app-tag' }, app)), meter.el, toolbar, h('p', { class: 'hint' }, t('cell_help')), cellsEl);
   if (!nb.cells?.length) area.append(note(t('cell_help')));
   focusCell(0);
 }
