@@ -142,6 +142,15 @@ async function login(page, user) {
   assert.match(await page.textContent('#who'), new RegExp(user));
 }
 
+/** Wait until the element's text is exactly `text` (screens re-render asynchronously). */
+async function waitText(page, selector, text) {
+  await page.waitForFunction(
+    ([sel, want]) => document.querySelector(sel)?.textContent?.trim() === want,
+    [selector, text],
+    { timeout: 10_000 },
+  );
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
 }
@@ -160,15 +169,18 @@ async function typeInCell(page, i, text) {
   await page.keyboard.insertText(text);
 }
 
-async function openNotebook(page, app) {
+/** Open the application's notebooks from the picker; `fresh` starts a new notebook. */
+async function openNotebook(page, app, fresh = false) {
   await page.goto(`${base}/#/apps`);
   await page.waitForSelector(`tr[data-app="${app}"]`);
   await page.click(`tr[data-app="${app}"] a[data-open]`);
   await page.waitForSelector('.nb-layout');
-  if ((await page.locator('.cell').count()) === 0) {
+  if (fresh || (await page.locator('.cell').count()) === 0) {
+    const before = await page.locator('.nb-list li').count();
     await page.click('#new-notebook');
+    await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);
   }
-  await page.waitForSelector('.cell .cm-content');
+  await page.waitForSelector('.cell-sql .cm-content');
 }
 
 const GROUPED = 'SELECT prefecture_code, disease_no, COUNT(DISTINCT pid) AS patients FROM nanbyo_survey GROUP BY prefecture_code, disease_no';
@@ -182,7 +194,7 @@ test('researcher1 runs a grouped count, sees a <5 cell and draws a chart', async
   assert.match(row, /\d{4}-\d{2}-\d{2}/, 'the picker shows the term');
   await shot(page, '02-app-picker');
 
-  await openNotebook(page, 'A-DEMO-0001');
+  await openNotebook(page, 'A-DEMO-0001', true);
   await typeInCell(page, 0, GROUPED);
   await page.keyboard.press('Shift+Enter');
   const result = page.locator('.cell').nth(0).locator('.result');
@@ -204,12 +216,27 @@ test('researcher1 runs a grouped count, sees a <5 cell and draws a chart', async
   await result.locator('.chart-controls select').first().selectOption('stacked');
   await shot(page, '04-chart');
 
+  // A Markdown cell renders on Shift+Enter; raw HTML in it stays text (no markup injection).
+  await page.click('#add-md');
+  const mdIndex = (await page.locator('.cell').count()) - 1;
+  await page.keyboard.insertText('# 所見 <img src=x onerror="window.__pwned=1">\n\n*k* 未満は秘匿');
+  await page.keyboard.press('Shift+Enter');
+  const md = page.locator('.cell').nth(mdIndex).locator('.md-rendered');
+  await md.waitFor();
+  assert.match(await md.locator('h1').textContent(), /所見/);
+  assert.equal(await md.locator('img').count(), 0, 'raw HTML in Markdown is not rendered');
+  assert.equal(await page.evaluate(() => window.__pwned ?? 0), 0);
+  // Move the Markdown cell to the top with the keyboard-reachable button.
+  for (let i = mdIndex; i > 0; i--) await page.locator('.cell').nth(i).locator('.move-up').click();
+  assert.ok(await page.locator('.cell').nth(0).evaluate((el) => el.classList.contains('cell-markdown')));
+
   // The notebook is saved on the server: a reload brings the SQL back.
   await page.click('#save');
   await page.waitForSelector('.save-status:has-text("保存しました")');
   await page.reload();
-  await page.waitForSelector('.cell .cm-content');
-  assert.match(await page.locator('.cell').nth(0).locator('.cm-content').textContent(), /COUNT\(DISTINCT pid\)/);
+  await page.waitForSelector('.cell-sql .cm-content');
+  assert.ok(await page.locator('.cell').nth(0).evaluate((el) => el.classList.contains('cell-markdown')), 'cell order saved');
+  assert.match(await page.locator('.cell').nth(1).locator('.cm-content').textContent(), /COUNT\(DISTINCT pid\)/);
 
   // Catalogue browser and history.
   await page.goto(`${base}/#/catalog/A-DEMO-0001`);
@@ -226,9 +253,11 @@ test('a refused query shows its code and the fix', async () => {
   const { context, page, problems } = await open();
   await login(page, 'researcher1');
   await openNotebook(page, 'A-DEMO-0001');
-  await typeInCell(page, 0, 'SELECT pid, birth_year FROM patient');
+  await page.click('#add-sql');
+  const last = (await page.locator('.cell').count()) - 1;
+  await typeInCell(page, last, 'SELECT pid, birth_year FROM patient');
   await page.keyboard.press('Shift+Enter');
-  const err = page.locator('.cell').nth(0).locator('.error-box');
+  const err = page.locator('.cell').nth(last).locator('.error-box');
   await err.waitFor({ timeout: 60_000 });
   assert.equal(await err.getAttribute('data-code'), 'row_level_output');
   const msg = await err.locator('.msg').textContent();
@@ -331,7 +360,7 @@ test('auditor1 finds those events and sees the chain verified', async () => {
   assert.ok(newApp, 'the approval journey ran first');
   await page.fill('#au-app', newApp);
   await page.click('#audit-search');
-  await page.waitForFunction(() => document.querySelectorAll('#audit-list tbody tr').length > 0);
+  await page.waitForSelector(`#audit-list[data-query*="application=${encodeURIComponent(newApp)}"] tbody tr`);
   const actions = await page.locator('#audit-list tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-action')));
   for (const want of [/submit/, /decision|approve/, /pledge/, /query/]) {
     assert.ok(actions.some((a) => want.test(a)), `an event matching ${want} among ${actions.join(', ')}`);
@@ -346,7 +375,7 @@ test('auditor1 finds those events and sees the chain verified', async () => {
   await page.fill('#au-user', 'researcher1');
   await page.selectOption('#au-outcome', 'denied');
   await page.click('#audit-search');
-  await page.waitForFunction(() => document.querySelectorAll('#audit-list tbody tr').length > 0);
+  await page.waitForSelector('#audit-list[data-query*="user=researcher1"][data-query*="outcome=denied"] tbody tr');
   const actors = await page.locator('#audit-list tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-actor')));
   assert.ok(actors.every((a) => a === 'researcher1'), `only researcher1: ${actors.join(', ')}`);
   clean(problems);
@@ -365,7 +394,7 @@ test('pms1 sees only M01 products', async () => {
   await page.click('#pms-notebook');
   await page.waitForSelector('.nb-layout');
   if ((await page.locator('.cell').count()) === 0) await page.click('#new-notebook');
-  await page.waitForSelector('.cell .cm-content');
+  await page.waitForSelector('.cell-sql .cm-content');
   await typeInCell(page, 0, 'SELECT manufacturer_code, product_code, COUNT(DISTINCT pid) AS patients FROM regen_treatment GROUP BY manufacturer_code, product_code');
   await page.keyboard.press('Shift+Enter');
   const res = page.locator('.cell').nth(0).locator('.result');
@@ -391,20 +420,21 @@ test('pms1 sees only M01 products', async () => {
 
 test('the language switch changes the labels; the default follows Accept-Language', async () => {
   const ja = await open('ja-JP');
-  assert.equal((await ja.page.textContent('#login-submit')).trim(), 'ログイン');
+  await waitText(ja.page, '#login-submit', 'ログイン');
   await ja.page.click('#lang-switch');
-  assert.equal((await ja.page.textContent('#login-submit')).trim(), 'Log in');
+  await waitText(ja.page, '#login-submit', 'Log in');
   assert.equal(await ja.page.getAttribute('html', 'lang'), 'en');
   await login(ja.page, 'researcher1');
-  assert.equal((await ja.page.textContent('nav a[data-nav="apps"]')).trim(), 'Approved applications');
+  await waitText(ja.page, 'nav a[data-nav="apps"]', 'Approved applications');
+  await ja.page.waitForSelector('#app-picker, .empty');
   await shot(ja.page, '16-english');
   await ja.page.click('#lang-switch');
-  assert.equal((await ja.page.textContent('nav a[data-nav="apps"]')).trim(), '利用申請（承認済み）');
+  await waitText(ja.page, 'nav a[data-nav="apps"]', '利用申請（承認済み）');
   clean(ja.problems);
   await ja.context.close();
 
   const en = await open('en-US');
-  assert.equal((await en.page.textContent('#login-submit')).trim(), 'Log in');
+  await waitText(en.page, '#login-submit', 'Log in');
   clean(en.problems);
   await en.context.close();
 });

@@ -6,7 +6,7 @@ import { clear, field, h } from './dom';
 import { getLang, Key, setLang, t } from './i18n';
 import { Ctx, errorBox } from './ui';
 import { renderApps } from './views/apps';
-import { renderNotebook } from './views/notebook';
+import { flushNotebook, renderNotebook } from './views/notebook';
 import { renderCatalog } from './views/catalog';
 import { renderHistory } from './views/history';
 import { renderApply } from './views/apply';
@@ -174,6 +174,8 @@ function homeFor(): string {
 }
 
 async function route() {
+  // Leaving (or re-rendering) a notebook must not lose edits still waiting for the autosave.
+  if (flushNotebook) await flushNotebook();
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   if (!me && parts[0] !== 'login') {
     try {

@@ -44,10 +44,9 @@ export async function renderAudit(ctx: Ctx) {
   let page = 1;
   const iso = (v: string) => (v ? new Date(v).toISOString() : undefined);
   const load = async () => {
-    const r = await api<unknown>(
-      'GET',
-      `/audit/events${qs({ from: iso(from.value), to: iso(to.value), user: user.value, application: app.value, action: action.value, outcome: outcome.value, page })}`,
-    );
+    const query = qs({ from: iso(from.value), to: iso(to.value), user: user.value, application: app.value, action: action.value, outcome: outcome.value, page });
+    const r = await api<unknown>('GET', `/audit/events${query}`);
+    listBox.dataset.query = query;
     const want = outcome.value;
     // Records are {seq, at, event: {actor, action, application, outcome, code, reference, detail}, prev, mac}.
     const events = listOf<AuditEvent>(r, 'events')

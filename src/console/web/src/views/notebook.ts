@@ -41,6 +41,9 @@ interface LiveCell {
 
 let execCounter = 0;
 
+/** Saves the open notebook now; the router calls it before leaving the screen. */
+export let flushNotebook: (() => Promise<void>) | null = null;
+
 const editorTheme = EditorView.theme({
   '&': { border: '1px solid #d8cfc4', borderRadius: '3px', background: '#fff', fontSize: '14px', minHeight: '2.4em' },
   '&.cm-focused': { outline: '3px solid #1a5fd0', outlineOffset: '1px' },
@@ -140,14 +143,21 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
         title: title.value || t('untitled'),
         cells: cells.map((c) => ({ type: c.data.type, source: c.view.state.doc.toString() })),
       });
+      dirty = false;
       status.textContent = t('saved');
     } catch (x) {
       if (!(x instanceof ApiError && x.status === 401)) status.textContent = `${t('save_failed')}: ${x instanceof ApiError ? x.body.code : String(x)}`;
     }
   };
+  let dirty = false;
   const scheduleSave = () => {
+    dirty = true;
     window.clearTimeout(saveTimer);
     saveTimer = window.setTimeout(() => void save(), 800);
+  };
+  flushNotebook = async () => {
+    flushNotebook = null;
+    if (dirty) await save();
   };
   title.addEventListener('input', scheduleSave);
 
