@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "kura", version, about = "kura (蔵): research data access enclave for patient registries")]
+#[command(
+    name = "kura",
+    version,
+    about = "kura (蔵): research data access enclave for patient registries"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

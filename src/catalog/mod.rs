@@ -33,7 +33,9 @@ pub enum CatalogError {
     },
     #[error("catalogue is not valid TOML: {0}")]
     Parse(#[from] toml::de::Error),
-    #[error("catalogue schema_version {found} is not supported (this build reads {SCHEMA_VERSION}); convert the catalogue or upgrade kura")]
+    #[error(
+        "catalogue schema_version {found} is not supported (this build reads {SCHEMA_VERSION}); convert the catalogue or upgrade kura"
+    )]
     Version { found: u32 },
     #[error("catalogue: {0}")]
     Invalid(String),
@@ -203,7 +205,9 @@ impl Catalog {
     }
 
     pub fn reference_tables(&self) -> impl Iterator<Item = &Table> {
-        self.tables.iter().filter(|t| t.kind == TableKind::Reference)
+        self.tables
+            .iter()
+            .filter(|t| t.kind == TableKind::Reference)
     }
 
     /// Tables belonging to any of the given datasets.
@@ -227,24 +231,35 @@ impl Catalog {
         let mut table_names = BTreeSet::new();
         for t in &self.tables {
             if !is_identifier(&t.name) {
-                return bad(format!("table name `{}` must be lower-case ASCII letters, digits and `_`", t.name));
+                return bad(format!(
+                    "table name `{}` must be lower-case ASCII letters, digits and `_`",
+                    t.name
+                ));
             }
             if !table_names.insert(t.name.as_str()) {
                 return bad(format!("table `{}` is declared twice", t.name));
             }
             if t.datasets.is_empty() {
-                return bad(format!("table `{}` belongs to no dataset; list at least one in `datasets`", t.name));
+                return bad(format!(
+                    "table `{}` belongs to no dataset; list at least one in `datasets`",
+                    t.name
+                ));
             }
             for d in &t.datasets {
                 if !dataset_names.contains(d.as_str()) {
-                    return bad(format!("table `{}` names unknown dataset `{d}`; declare it in [[dataset]]", t.name));
+                    return bad(format!(
+                        "table `{}` names unknown dataset `{d}`; declare it in [[dataset]]",
+                        t.name
+                    ));
                 }
             }
             let mut cols = BTreeSet::new();
             for c in &t.columns {
                 let at = format!("column `{}.{}`", t.name, c.name);
                 if !is_identifier(&c.name) {
-                    return bad(format!("{at}: name must be lower-case ASCII letters, digits and `_`"));
+                    return bad(format!(
+                        "{at}: name must be lower-case ASCII letters, digits and `_`"
+                    ));
                 }
                 if !cols.insert(c.name.as_str()) {
                     return bad(format!("{at} is declared twice"));
@@ -256,20 +271,29 @@ impl Catalog {
                     ));
                 };
                 if c.privacy_unit && (c.public_domain || c.facility || c.bounds.is_some()) {
-                    return bad(format!("{at}: the privacy unit cannot be public-domain, a facility or bounded"));
+                    return bad(format!(
+                        "{at}: the privacy unit cannot be public-domain, a facility or bounded"
+                    ));
                 }
                 if c.public_domain && c.facility {
-                    return bad(format!("{at}: a facility-identifying column cannot be public-domain"));
+                    return bad(format!(
+                        "{at}: a facility-identifying column cannot be public-domain"
+                    ));
                 }
                 if c.domain.is_some() && !c.public_domain {
-                    return bad(format!("{at}: `domain` is only meaningful with public_domain = true"));
+                    return bad(format!(
+                        "{at}: `domain` is only meaningful with public_domain = true"
+                    ));
                 }
                 if let Some([lo, hi]) = c.bounds {
                     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                         return bad(format!("{at}: bounds must be finite with lo < hi"));
                     }
                     if !dt.is_numeric() {
-                        return bad(format!("{at}: bounds need a numeric type, not {}", c.type_name));
+                        return bad(format!(
+                            "{at}: bounds need a numeric type, not {}",
+                            c.type_name
+                        ));
                     }
                 }
                 if let Some(Domain::Range { range: [lo, hi] }) = &c.domain {
@@ -286,15 +310,24 @@ impl Catalog {
                     }
                 }
                 (TableKind::Patient, _) => {
-                    return bad(format!("patient table `{}` needs exactly one privacy_unit column", t.name));
+                    return bad(format!(
+                        "patient table `{}` needs exactly one privacy_unit column",
+                        t.name
+                    ));
                 }
                 (TableKind::Reference, 0) => {
                     if t.columns.iter().any(|c| !c.public_domain) {
-                        return bad(format!("reference table `{}`: every column must be public_domain", t.name));
+                        return bad(format!(
+                            "reference table `{}`: every column must be public_domain",
+                            t.name
+                        ));
                     }
                 }
                 (TableKind::Reference, _) => {
-                    return bad(format!("reference table `{}` cannot carry a privacy unit", t.name));
+                    return bad(format!(
+                        "reference table `{}` cannot carry a privacy unit",
+                        t.name
+                    ));
                 }
             }
         }
@@ -323,7 +356,12 @@ impl Catalog {
     pub fn column_index(&self) -> BTreeMap<&str, BTreeMap<&str, &Column>> {
         self.tables
             .iter()
-            .map(|t| (t.name.as_str(), t.columns.iter().map(|c| (c.name.as_str(), c)).collect()))
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.columns.iter().map(|c| (c.name.as_str(), c)).collect(),
+                )
+            })
             .collect()
     }
 }
@@ -331,7 +369,8 @@ impl Catalog {
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]
@@ -349,16 +388,25 @@ mod tests {
     }
 
     fn with(replace: &str, by: &str) -> Result<Catalog, CatalogError> {
-        assert!(EMBEDDED_CATALOG.contains(replace), "fixture text missing: {replace}");
+        assert!(
+            EMBEDDED_CATALOG.contains(replace),
+            "fixture text missing: {replace}"
+        );
         Catalog::from_toml(&EMBEDDED_CATALOG.replacen(replace, by, 1))
     }
 
     #[test]
     fn rejects_unknown_type_naming_the_column() {
-        let err = with(r#"name = "birth_year", type = "Int32""#, r#"name = "birth_year", type = "Int33""#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("patient.birth_year") && err.contains("Int33"), "{err}");
+        let err = with(
+            r#"name = "birth_year", type = "Int32""#,
+            r#"name = "birth_year", type = "Int33""#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("patient.birth_year") && err.contains("Int33"),
+            "{err}"
+        );
     }
 
     #[test]
