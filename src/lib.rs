@@ -18,11 +18,14 @@
 //! Data enters through [`ingest`] (pseudonymisation, consent filter) and is described by
 //! the [`catalog`]. Control-plane state lives in [`store`].
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
+pub mod config;
 pub mod console;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;

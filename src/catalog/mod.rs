@@ -296,10 +296,10 @@ impl Catalog {
                         ));
                     }
                 }
-                if let Some(Domain::Range { range: [lo, hi] }) = &c.domain {
-                    if lo > hi {
-                        return bad(format!("{at}: domain range must have lo <= hi"));
-                    }
+                if let Some(Domain::Range { range: [lo, hi] }) = &c.domain
+                    && lo > hi
+                {
+                    return bad(format!("{at}: domain range must have lo <= hi"));
                 }
             }
             let units = t.columns.iter().filter(|c| c.privacy_unit).count();

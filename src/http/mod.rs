@@ -1,1 +1,220 @@
-//! HTTP API (axum).
+//! HTTP stage (axum): the JSON API of `shared/API.md`, documented as OpenAPI at
+//! `/api/v1/openapi.json`, and the entry of every request into the pipeline
+//! (authenticate → authorize → query path → audit → response).
+//!
+//! Guarantees: every handler authenticates through [`session::AuthUser`] and authorizes
+//! through the single enforcement point ([`crate::policy::Policy::authorize`]); every
+//! error leaves through [`error::ApiError`]; a query result is returned only after its
+//! audit event committed. Limits on body size, time and concurrency, request ids,
+//! tracing and security headers (strict CSP) wrap the whole router.
+
+pub mod applications;
+pub mod audit;
+pub mod data;
+pub mod error;
+pub mod notebooks;
+pub mod query;
+pub mod serve;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::catalog::Catalog;
+use crate::policy::Policy;
+use crate::store::Store;
+pub use data::DataPlane;
+pub use error::ApiError;
+
+/// HTTP-level settings (from the configuration).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub token_ttl: chrono::Duration,
+    /// Mark cookies `Secure` (set when served over TLS or behind a TLS proxy).
+    pub cookie_secure: bool,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl: chrono::Duration::hours(8),
+            cookie_secure: false,
+            body_limit: 1 << 20,
+            request_timeout: Duration::from_secs(120),
+            concurrency: 64,
+        }
+    }
+}
+
+/// The services handed to handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub data: Arc<dyn DataPlane>,
+    pub catalog: Arc<Catalog>,
+    pub settings: Arc<HttpSettings>,
+}
+
+impl AppState {
+    /// Today's date for term checks (UTC+9 would be the ministry's calendar; terms are
+    /// whole days, so we use Japan Standard Time to decide which day it is).
+    pub fn today(&self) -> chrono::NaiveDate {
+        (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
+    }
+}
+
+#[derive(Clone, Default)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = crate::auth::random_hex(8).ok()?;
+        HeaderValue::from_str(&format!("req_{id}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The OpenAPI document of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "kura API", description = "kura (蔵): research data access enclave. Contract essentials: shared/API.md."),
+    paths(
+        session::login, session::logout, session::me,
+        query::run_query, query::catalog, query::history, query::export,
+        applications::list, applications::create, applications::detail, applications::edit,
+        applications::submit, applications::change, applications::pledge, applications::decide,
+        applications::recommend, applications::revoke, applications::usage_report,
+        audit::events, audit::verify,
+        notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
+        notebooks::create_release,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    tags(
+        (name = "session", description = "Login, logout, current user / ログイン"),
+        (name = "query", description = "Queries and catalogue / クエリ"),
+        (name = "applications", description = "Use applications and approvals (seed 002 forms 1–3) / 利用申請"),
+        (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
+        (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
+    )
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// Until the web console lands (`src/console`), `/` serves a minimal page that points to
+/// the API. It loads nothing from outside (strict CSP).
+async fn console_fallback() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        Html(
+            "<!doctype html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>kura</title></head>\
+             <body><h1>kura (蔵)</h1><p>API: <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a></p>\
+             <p>Web console: coming in a later release. / Web コンソールは今後のリリースで提供します。</p></body></html>",
+        ),
+    )
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such API endpoint; see /api/v1/openapi.json. / 該当する API はありません。",
+    )
+}
+
+/// The whole router. Tests call it without a socket (`tower::ServiceExt::oneshot`).
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let api = Router::new()
+        .route("/session", post(session::login).delete(session::logout))
+        .route("/me", get(session::me))
+        .route("/query", post(query::run_query))
+        .route("/queries", get(query::history))
+        .route("/catalog", get(query::catalog))
+        .route("/export", post(query::export))
+        .route(
+            "/applications",
+            get(applications::list).post(applications::create),
+        )
+        .route(
+            "/applications/{id}",
+            get(applications::detail).put(applications::edit),
+        )
+        .route("/applications/{id}/submit", post(applications::submit))
+        .route("/applications/{id}/change", post(applications::change))
+        .route("/applications/{id}/pledge", post(applications::pledge))
+        .route("/applications/{id}/decision", post(applications::decide))
+        .route(
+            "/applications/{id}/recommendations",
+            post(applications::recommend),
+        )
+        .route("/applications/{id}/revoke", post(applications::revoke))
+        .route(
+            "/applications/{id}/usage-report",
+            get(applications::usage_report),
+        )
+        .route("/audit/events", get(audit::events))
+        .route("/audit/verify", get(audit::verify))
+        .route("/notebooks", get(notebooks::list).post(notebooks::create))
+        .route(
+            "/notebooks/{id}",
+            get(notebooks::get_one)
+                .put(notebooks::update)
+                .delete(notebooks::delete),
+        )
+        .route("/releases", post(notebooks::create_release))
+        .route("/openapi.json", get(openapi))
+        .fallback(api_not_found)
+        .with_state(state);
+
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let header = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(console_fallback)
+        .layer(header(
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ))
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("x-frame-options", "DENY"))
+        .layer(header("referrer-policy", "no-referrer"))
+        .layer(header("cache-control", "no-store"))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeId))
+}

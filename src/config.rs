@@ -1,0 +1,398 @@
+//! Configuration of `kura serve` and `kura demo`, layered as defaults → TOML file
+//! (`--config`) → `KURA_<OPTION>` environment variables → command-line flags.
+//!
+//! Each option is declared once, below, with its documentation and default; the struct,
+//! the defaults, the environment names and `docs/configuration.md` all follow from that
+//! one list. Unknown keys in the file are warned about (a typo must not silently fall
+//! back to a default). Secrets (audit, extract and pseudonymisation keys) are never
+//! options with values: they come from files named here or from environment variables,
+//! and a missing one is explained together with how to create it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditKey;
+
+/// Errors of the configuration layer; each names the option and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{var}: cannot parse `{value}` as {expected} / 環境変数の値が不正です")]
+    Env {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(
+        "secret `{name}` is missing: {why}. Create one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {name}.key`, \
+         then set `{name}_file` in the configuration (or KURA_{upper}_FILE), or set KURA_{upper} to 64 hex digits. \
+         Never commit it to the repository. / 秘密鍵 {name} がありません。上記の方法で作成して設定してください"
+    )]
+    SecretMissing {
+        name: &'static str,
+        upper: String,
+        why: String,
+    },
+    #[error("secret `{name}` is invalid: {why} / 秘密鍵 {name} が不正です")]
+    SecretInvalid { name: &'static str, why: String },
+}
+
+/// How a value is read from an environment variable.
+pub trait EnvValue: Sized {
+    const EXPECTED: &'static str;
+    fn parse_env(s: &str) -> Option<Self>;
+}
+
+macro_rules! env_from_str {
+    ($($t:ty => $e:literal),*) => {$(
+        impl EnvValue for $t {
+            const EXPECTED: &'static str = $e;
+            fn parse_env(s: &str) -> Option<Self> { s.trim().parse().ok() }
+        }
+    )*};
+}
+env_from_str!(u64 => "an unsigned integer", usize => "an unsigned integer", i64 => "an integer", SocketAddr => "an address such as 127.0.0.1:8080");
+
+impl EnvValue for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn parse_env(s: &str) -> Option<Self> {
+        match s.trim() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+impl EnvValue for String {
+    const EXPECTED: &'static str = "text";
+    fn parse_env(s: &str) -> Option<Self> {
+        Some(s.to_string())
+    }
+}
+
+impl EnvValue for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    fn parse_env(s: &str) -> Option<Self> {
+        Some(PathBuf::from(s))
+    }
+}
+
+impl EnvValue for Option<PathBuf> {
+    const EXPECTED: &'static str = "a path";
+    fn parse_env(s: &str) -> Option<Self> {
+        Some((!s.is_empty()).then(|| PathBuf::from(s)))
+    }
+}
+
+macro_rules! options {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr , $shown:literal ; )*) => {
+        /// kura's configuration. See `docs/configuration.md`.
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( #[doc = $doc] pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $name: $default, )* }
+            }
+        }
+
+        /// `(option, default as shown, documentation)` for every option.
+        pub const OPTIONS: &[(&str, &str, &str)] = &[ $( (stringify!($name), $shown, $doc.trim_ascii()), )* ];
+
+        impl Config {
+            /// Apply `KURA_<OPTION>` variables from `get`.
+            pub fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+                $(
+                    let var = format!("KURA_{}", stringify!($name).to_uppercase());
+                    if let Some(v) = get(&var) {
+                        self.$name = <$ty as EnvValue>::parse_env(&v).ok_or_else(|| ConfigError::Env {
+                            var: var.clone(),
+                            value: v.clone(),
+                            expected: <$ty as EnvValue>::EXPECTED,
+                        })?;
+                    }
+                )*
+                Ok(())
+            }
+        }
+    };
+}
+
+options! {
+    /// Address and port to listen on. Keep it on loopback or an internal network; put a TLS proxy in front.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080";
+    /// Directory holding the control-plane database (`kura.db`), registry data (`data/`) and extracts (`extracts/`).
+    data_dir: PathBuf = PathBuf::from("kura-data"), "kura-data";
+    /// Catalogue file; empty means the catalogue compiled into kura (`policies/catalog.toml`).
+    catalog: Option<PathBuf> = None, "(embedded)";
+    /// File with the audit HMAC key (hex, ≥ 32 bytes). Alternative: KURA_AUDIT_KEY.
+    audit_key_file: Option<PathBuf> = None, "(none)";
+    /// File with the key that re-pseudonymises `pid` per application extract (hex, ≥ 32 bytes). Alternative: KURA_EXTRACT_KEY.
+    extract_key_file: Option<PathBuf> = None, "(none)";
+    /// File with the ingest pseudonymisation key (hex, ≥ 32 bytes). Alternative: KURA_PSEUDONYM_KEY.
+    pseudonym_key_file: Option<PathBuf> = None, "(none)";
+    /// Session lifetime in minutes.
+    token_ttl_minutes: i64 = 480, "480";
+    /// Mark session cookies `Secure`. Set to true whenever users reach kura over HTTPS (e.g. behind a TLS proxy).
+    cookie_secure: bool = false, "false";
+    /// Maximum request body in bytes.
+    body_limit_bytes: usize = 1 << 20, "1048576";
+    /// Wall-clock limit per HTTP request in seconds.
+    request_timeout_secs: u64 = 120, "120";
+    /// Maximum requests served at once.
+    concurrency: usize = 64, "64";
+    /// Memory pool per query in MiB.
+    query_memory_mib: usize = 2048, "2048";
+    /// Time limit per query in seconds.
+    query_timeout_secs: u64 = 60, "60";
+    /// Maximum released rows per query.
+    query_max_rows: usize = 10_000, "10000";
+    /// Days an extract is kept after its approval expired or was revoked, then destroyed (and the destruction logged).
+    extract_retention_days: i64 = 30, "30";
+    /// Log format: `json` (for log collectors) or `text`.
+    log_format: String = "json".to_string(), "json";
+}
+
+/// Warnings produced while loading (unknown keys).
+pub type Warnings = Vec<String>;
+
+impl Config {
+    /// Load defaults → TOML file (if given) → environment.
+    pub fn load(
+        file: Option<&Path>,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Warnings), ConfigError> {
+        let mut warnings = Vec::new();
+        let mut cfg = match file {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let parse_err = |source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+                let unknown: Vec<String> = table
+                    .keys()
+                    .filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str()))
+                    .cloned()
+                    .collect();
+                for k in unknown {
+                    warnings.push(format!(
+                        "{}: unknown option `{k}` ignored; see docs/configuration.md for the options / 不明な設定項目 `{k}` を無視しました",
+                        path.display()
+                    ));
+                    table.remove(&k);
+                }
+                Config::deserialize(toml::Value::Table(table)).map_err(parse_err)?
+            }
+        };
+        cfg.apply_env(get_env)?;
+        Ok((cfg, warnings))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("kura.db")
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        self.data_dir.join("data")
+    }
+
+    pub fn extracts_dir(&self) -> PathBuf {
+        self.data_dir.join("extracts")
+    }
+
+    pub fn limits(&self) -> crate::engine::Limits {
+        crate::engine::Limits {
+            memory_bytes: self.query_memory_mib << 20,
+            timeout: std::time::Duration::from_secs(self.query_timeout_secs),
+            max_rows: self.query_max_rows,
+        }
+    }
+
+    pub fn http_settings(&self) -> crate::http::HttpSettings {
+        crate::http::HttpSettings {
+            token_ttl: chrono::Duration::minutes(self.token_ttl_minutes),
+            cookie_secure: self.cookie_secure,
+            body_limit: self.body_limit_bytes,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// Raw secret bytes from `KURA_<NAME>` (hex) or the `<name>_file` option.
+    pub fn secret(
+        &self,
+        name: &'static str,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let upper = name.to_uppercase();
+        let file = match name {
+            "audit_key" => &self.audit_key_file,
+            "extract_key" => &self.extract_key_file,
+            "pseudonym_key" => &self.pseudonym_key_file,
+            _ => &None,
+        };
+        let text = if let Some(v) = get_env(&format!("KURA_{upper}")) {
+            v
+        } else if let Some(path) = file {
+            std::fs::read_to_string(path).map_err(|e| ConfigError::SecretMissing {
+                name,
+                upper: upper.clone(),
+                why: format!("cannot read {}: {e}", path.display()),
+            })?
+        } else {
+            return Err(ConfigError::SecretMissing {
+                name,
+                upper,
+                why: "neither a key file nor the environment variable is set".into(),
+            });
+        };
+        let bytes = hex::decode(text.trim()).map_err(|e| ConfigError::SecretInvalid {
+            name,
+            why: format!("not hex: {e}"),
+        })?;
+        if bytes.len() < 32 {
+            return Err(ConfigError::SecretInvalid {
+                name,
+                why: format!("{} bytes; at least 32 are needed", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn audit_key(
+        &self,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AuditKey, ConfigError> {
+        let bytes = self.secret("audit_key", get_env)?;
+        AuditKey::from_bytes(&bytes).map_err(|e| ConfigError::SecretInvalid {
+            name: "audit_key",
+            why: e.to_string(),
+        })
+    }
+}
+
+/// Read process environment variables.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Render `docs/configuration.md`'s option table from [`OPTIONS`].
+pub fn options_markdown() -> String {
+    let mut s = String::from("| option | env | default | meaning |\n|---|---|---|---|\n");
+    for (name, default, doc) in OPTIONS {
+        s.push_str(&format!(
+            "| `{name}` | `KURA_{}` | `{default}` | {doc} |\n",
+            name.to_uppercase()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_warn() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kura.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\nconcurrency = 8\ntypo_option = 1\n",
+        )
+        .unwrap();
+        let (cfg, warnings) = Config::load(Some(&f), &env(&[("KURA_CONCURRENCY", "4")])).unwrap();
+        assert_eq!(cfg.listen.port(), 9000, "file overrides default");
+        assert_eq!(cfg.concurrency, 4, "env overrides file");
+        assert_eq!(cfg.query_max_rows, 10_000, "default kept");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("typo_option"));
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let err = Config::load(None, &env(&[("KURA_CONCURRENCY", "many")])).unwrap_err();
+        assert!(err.to_string().contains("KURA_CONCURRENCY"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_says_how_to_create_it() {
+        let cfg = Config::default();
+        let err = cfg.audit_key(&env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/urandom") && err.contains("KURA_AUDIT_KEY"),
+            "{err}"
+        );
+        let short = cfg
+            .audit_key(&env(&[("KURA_AUDIT_KEY", "abcd")]))
+            .unwrap_err()
+            .to_string();
+        assert!(short.contains("at least 32"), "{short}");
+        assert!(
+            cfg.audit_key(&env(&[("KURA_AUDIT_KEY", &"ab".repeat(32))]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn every_option_is_documented() {
+        let md = options_markdown();
+        for (name, _, doc) in OPTIONS {
+            assert!(!doc.is_empty(), "{name} lacks a doc");
+            assert!(md.contains(&format!("`KURA_{}`", name.to_uppercase())));
+        }
+    }
+
+    #[test]
+    fn docs_and_example_match_the_declared_options() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        assert!(
+            docs.contains(&options_markdown()),
+            "docs/configuration.md is out of date; paste options_markdown()"
+        );
+        let example = root.join("deploy/kura.example.toml");
+        let (cfg, warnings) = Config::load(Some(&example), &env(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.listen, Config::default().listen);
+        let text = std::fs::read_to_string(&example).unwrap();
+        for (name, _, _) in OPTIONS {
+            assert!(
+                text.contains(&format!("{name} =")),
+                "{name} missing from the example"
+            );
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! `kura demo`: a self-contained instance on 127.0.0.1 with synthetic data from a fixed
+//! seed and the demo accounts and applications of `shared/API.md`.
+//!
+//! Guarantees: demo accounts exist only in a demo data directory (which this command
+//! creates and marks); re-running on the same directory reuses data, accounts and
+//! applications (resetting the demo passwords) or rebuilds the data cleanly when the
+//! requested patient count changed; all keys are generated into the data directory —
+//! fine for a demo, never for production (see docs/configuration.md).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, Utc};
+use serde_json::json;
+
+use crate::audit::AuditEvent;
+use crate::auth;
+use crate::http::data::DataPlane;
+use crate::policy::{fiscal_year, pms_scope_id, workflow::fiscal_year_end};
+use crate::privacy::result::DisclosureMode;
+use crate::sql::scope::Scope;
+use crate::store::Store;
+use crate::store::model::*;
+
+/// The fixed seed of the demo's synthetic registry.
+pub const DEMO_SEED: u64 = 20_261_121;
+/// Marker file that makes a directory a demo data directory.
+pub const MARKER: &str = "KURA_DEMO";
+
+/// Errors of the demo set-up; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "{path} exists and is not a kura demo directory (no {MARKER} file); choose another --data-dir / デモ用ではないディレクトリです"
+    )]
+    NotDemoDir { path: PathBuf },
+    #[error("file system error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control-plane store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("accounts: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("building the extract of {0} failed")]
+    Extract(String, #[source] crate::http::data::ExtractFailure),
+    #[error(
+        "the synthetic data has no designated disease 2 (ALS); regenerate it / ALS のデータがありません"
+    )]
+    NoAls,
+    #[error("{0}")]
+    Data(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Create (or check) the demo data directory.
+pub fn prepare_dir(dir: &Path) -> Result<(), DemoError> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(DemoError::NotDemoDir {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let marker = dir.join(MARKER);
+    std::fs::write(
+        &marker,
+        "kura demo data directory; demo accounts and generated keys live here\n",
+    )
+    .map_err(io(&marker))?;
+    Ok(())
+}
+
+/// Read a hex key file, generating 32 random bytes into it (mode 0600) when missing.
+pub fn key_file(path: &Path) -> Result<Vec<u8>, DemoError> {
+    if !path.exists() {
+        let hexkey = auth::random_hex(32)?;
+        write_private(path, &hexkey)?;
+    }
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    hex::decode(text.trim())
+        .map_err(|e| DemoError::Data(format!("{} is not hex: {e}", path.display())))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), DemoError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// One demo account.
+pub struct DemoAccount {
+    pub username: &'static str,
+    pub role: Role,
+    pub manufacturer: Option<&'static str>,
+    pub what: &'static str,
+}
+
+pub const ACCOUNTS: &[DemoAccount] = &[
+    DemoAccount {
+        username: "researcher1",
+        role: Role::Researcher,
+        manufacturer: None,
+        what: "named on A-DEMO-0001 (suppression) and A-DEMO-0002 (DP)",
+    },
+    DemoAccount {
+        username: "researcher2",
+        role: Role::Researcher,
+        manufacturer: None,
+        what: "same organisation, NOT named on A-DEMO-0001",
+    },
+    DemoAccount {
+        username: "researcher3",
+        role: Role::Researcher,
+        manufacturer: None,
+        what: "named on A-DEMO-0003, whose term has ended",
+    },
+    DemoAccount {
+        username: "reviewer1",
+        role: Role::Reviewer,
+        manufacturer: None,
+        what: "ministry reviewer",
+    },
+    DemoAccount {
+        username: "auditor1",
+        role: Role::Auditor,
+        manufacturer: None,
+        what: "reads and verifies the audit log",
+    },
+    DemoAccount {
+        username: "pms1",
+        role: Role::Pms,
+        manufacturer: Some("M01"),
+        what: "PMS team of manufacturer M01 (scope PMS-M01)",
+    },
+    DemoAccount {
+        username: "admin1",
+        role: Role::Admin,
+        manufacturer: None,
+        what: "operator",
+    },
+];
+
+/// Create the demo accounts, or reset their passwords on a re-run. Returns
+/// `(username, password)` pairs to print.
+pub async fn seed_accounts(
+    store: &Store,
+    password: Option<&str>,
+) -> Result<Vec<(String, String)>, DemoError> {
+    let mut out = Vec::new();
+    // Hash once when one password is shared: argon2id is deliberately slow.
+    let shared = match password {
+        Some(p) => Some(auth::hash_password(p)?),
+        None => None,
+    };
+    for a in ACCOUNTS {
+        let pw = match password {
+            Some(p) => p.to_string(),
+            None => auth::random_hex(8)?,
+        };
+        let hash = match &shared {
+            Some(h) => h.clone(),
+            None => auth::hash_password(&pw)?,
+        };
+        if store.user(a.username).await?.is_some() {
+            store.set_password(a.username, &hash, "demo").await?;
+            store.set_disabled(a.username, false, "demo").await?;
+        } else {
+            store
+                .create_user(
+                    &NewUser {
+                        username: a.username.into(),
+                        password_hash: hash,
+                        roles: vec![a.role],
+                        manufacturer: a.manufacturer.map(Into::into),
+                        display_name: a.username.into(),
+                        affiliation: if a.role == Role::Researcher {
+                            "Demo University / デモ大学".into()
+                        } else {
+                            "Demo".into()
+                        },
+                        title: String::new(),
+                    },
+                    "demo",
+                )
+                .await?;
+        }
+        out.push((a.username.to_string(), pw));
+    }
+    Ok(out)
+}
+
+fn demo_form(title: &str, users: &[&str], diseases: &[i32], term: Term) -> ApplicationForm {
+    ApplicationForm {
+        title: title.into(),
+        research_group: "Demo intractable disease research group / デモ難病研究班".into(),
+        applicant: Person {
+            name: "Researcher One".into(),
+            affiliation: "Demo University / デモ大学".into(),
+            title: "Professor / 教授".into(),
+        },
+        lead_consent: None,
+        diseases: diseases.to_vec(),
+        purpose:
+            "Describe disease course and severity by region and sex. / 地域・性別の病状経過の記述"
+                .into(),
+        necessity: "No other nationwide source. / 全国規模の他の情報源がないため".into(),
+        expected_results: "Severity distributions for care planning. / 医療計画のための重症度分布"
+            .into(),
+        prior_work: "Registry reports. / 既存の登録報告".into(),
+        plan_and_methods: "Aggregate counts and means only. / 集計のみ".into(),
+        ethics_review: EthicsReview {
+            committee: "Demo University IRB".into(),
+            approval_number: "DEMO-2026-001".into(),
+        },
+        other_matters: String::new(),
+        named_users: users
+            .iter()
+            .map(|u| NamedUser {
+                username: (*u).into(),
+                affiliation: "Demo University / デモ大学".into(),
+                title: "Researcher / 研究員".into(),
+            })
+            .collect(),
+        scope: RequestedScope {
+            datasets: vec!["nanbyo".into(), "als".into()],
+            fiscal_years: Vec::new(),
+            prefectures: None,
+        },
+        term: Some(term),
+        place_of_use: "Demo University research facility / デモ大学研究施設".into(),
+        publication_plan: "Journal article, aggregated only. / 論文（集計値のみ）".into(),
+        contact: "demo-office@example.invalid".into(),
+    }
+}
+
+/// A demo application: `(id, title, named users, mode, ε budget, term)`.
+type DemoApp = (
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+    DisclosureMode,
+    Option<f64>,
+    Term,
+);
+
+/// The demo applications.
+fn demo_applications(today: NaiveDate) -> Vec<DemoApp> {
+    let current = Term {
+        start: today,
+        end: fiscal_year_end(today),
+    };
+    let fy = fiscal_year(today);
+    let ended = Term {
+        start: NaiveDate::from_ymd_opt(fy - 1, 4, 1).expect("valid date"),
+        end: NaiveDate::from_ymd_opt(fy, 3, 31).expect("valid date"),
+    };
+    vec![
+        (
+            "A-DEMO-0001",
+            "ALS and neuromuscular disease course / ALS 等の病状経過",
+            vec!["researcher1"],
+            DisclosureMode::Suppression,
+            None,
+            current,
+        ),
+        (
+            "A-DEMO-0002",
+            "ALS severity under differential privacy / 差分プライバシーによる ALS 重症度",
+            vec!["researcher1"],
+            DisclosureMode::Dp,
+            Some(3.0),
+            current,
+        ),
+        (
+            "A-DEMO-0003",
+            "Earlier study, term ended / 使用期間終了済みの研究",
+            vec!["researcher3"],
+            DisclosureMode::Suppression,
+            None,
+            ended,
+        ),
+    ]
+}
+
+/// Create (or keep) the demo applications as approved by reviewer1, accept the pledges of
+/// their named users, and build all extracts (including the PMS scope of M01).
+pub async fn seed_applications(
+    store: &Store,
+    data: &dyn DataPlane,
+    today: NaiveDate,
+) -> Result<(), DemoError> {
+    let known = data.diseases();
+    if !known.contains(&2) {
+        return Err(DemoError::NoAls);
+    }
+    // ALS (2) plus a few neuromuscular diseases present in the data.
+    let wanted: BTreeSet<i32> = [2, 1, 11, 13]
+        .into_iter()
+        .filter(|d| known.contains(d))
+        .collect();
+    let diseases: Vec<i32> = wanted.into_iter().collect();
+    for (id, title, users, mode, budget, term) in demo_applications(today) {
+        let app = match store.application(id).await? {
+            Some(a) => a,
+            None => {
+                let form = demo_form(title, &users, &diseases, term);
+                let created = store
+                    .create_application(Some(id), "researcher1", &form)
+                    .await?;
+                let mut submitted = created.clone();
+                submitted.status = Status::Submitted;
+                let ev = AuditEvent::ok(
+                    "researcher1",
+                    "application.submit",
+                    Some(id),
+                    json!({"demo": true}),
+                );
+                let submitted = store
+                    .transition(
+                        &submitted,
+                        created.updated_at,
+                        Status::Draft,
+                        "submit",
+                        None,
+                        &ev,
+                    )
+                    .await?;
+                let mut approved = submitted.clone();
+                approved.status = Status::Approved;
+                approved.approval = Some(Approval {
+                    term,
+                    scope: Scope {
+                        datasets: form.scope.datasets.clone(),
+                        diseases: Some(diseases.clone()),
+                        fiscal_years: None,
+                        prefectures: None,
+                        manufacturers: None,
+                    },
+                    mode,
+                    k: 5,
+                    epsilon_budget: budget,
+                    approved_by: "reviewer1".into(),
+                    approved_at: Utc::now(),
+                });
+                let ev = AuditEvent::ok(
+                    "reviewer1",
+                    "application.approve",
+                    Some(id),
+                    json!({"demo": true, "approval": approved.approval}),
+                );
+                store
+                    .transition(
+                        &approved,
+                        submitted.updated_at,
+                        Status::Submitted,
+                        "approve",
+                        None,
+                        &ev,
+                    )
+                    .await?
+            }
+        };
+        for u in &users {
+            if !store.has_pledged(id, u).await? {
+                store.accept_pledge(id, u).await?;
+            }
+        }
+        if let Some(a) = &app.approval {
+            ensure_extract(store, data, id, &a.scope).await?;
+        }
+    }
+    let (pms_scope, _, _) = crate::http::query::pms_terms("M01");
+    ensure_extract(store, data, &pms_scope_id("M01"), &pms_scope).await?;
+    Ok(())
+}
+
+async fn ensure_extract(
+    store: &Store,
+    data: &dyn DataPlane,
+    id: &str,
+    scope: &Scope,
+) -> Result<(), DemoError> {
+    let built = data
+        .build_extract(id, scope)
+        .await
+        .map_err(|e| DemoError::Extract(id.to_string(), e))?;
+    let current = store.extract(id).await?;
+    let unchanged =
+        current.is_some_and(|x| x.extract_id == built.extract_id && x.destroyed_at.is_none());
+    if !unchanged {
+        store
+            .set_extract(id, &built.extract_id, &built.path.to_string_lossy(), "demo")
+            .await?;
+    }
+    Ok(())
+}

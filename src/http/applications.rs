@@ -1,0 +1,672 @@
+//! The approval workflow over HTTP (seed 002 別添2 要綱 第2章): drafts, submission,
+//! correction requests, decisions, pledges, corrective recommendations, revocation,
+//! change applications and the usage report.
+//!
+//! Guarantees: every transition passes the enforcement point and the workflow state
+//! machine, is saved with its history entry and audit event in one transaction, and
+//! refreshes the casbin lines; a reviewer never decides an application on which they are
+//! a named user; approval builds the application's own extract before it takes effect.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::session::AuthUser;
+use crate::audit::AuditEvent;
+use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
+use crate::policy::{Action, Target};
+use crate::privacy::result::DisclosureMode;
+use crate::report::{self, UsageReport};
+use crate::sql::scope::Scope;
+use crate::store::model::*;
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn can_oversee(u: &User) -> bool {
+    u.has(Role::Reviewer) || u.has(Role::Auditor)
+}
+
+fn visible(u: &User, app: &Application) -> bool {
+    can_oversee(u) || app.applicant == u.username || app.is_named(&u.username)
+}
+
+async fn load_visible(st: &AppState, who: &AuthUser, id: &str) -> Result<Application, ApiError> {
+    match st.store.application(id).await? {
+        Some(a) if visible(&who.user, &a) => Ok(a),
+        _ => Err(ApiError::not_found("application")),
+    }
+}
+
+async fn authorize(
+    st: &AppState,
+    who: &AuthUser,
+    action: Action,
+    app_id: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Err(d) = st
+        .policy
+        .authorize(&who.user, action, &Target::None, st.today())
+        .await
+    {
+        let e = ApiError::denied(&d);
+        let ev = AuditEvent::denied(
+            &who.user.username,
+            &format!("authorize.{}", action.as_str()),
+            app_id,
+            d.code,
+            json!({}),
+        )
+        .with_reference(&e.reference);
+        st.store.record(&ev).await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn validate_submission(st: &AppState, form: &ApplicationForm) -> Result<(), ApiError> {
+    let users: BTreeSet<String> = st
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| !u.disabled)
+        .map(|u| u.username)
+        .collect();
+    let diseases = st.data.diseases();
+    let known = Known {
+        catalog: &st.catalog,
+        diseases: &diseases,
+        users: &users,
+    };
+    let errors = workflow::validate_for_submit(form, &known);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_application(errors))
+    }
+}
+
+fn transition_error(msg: String) -> ApiError {
+    ApiError::conflict("invalid_transition", msg)
+}
+
+/// Summary row of the application list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplicationSummary {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    pub applicant: String,
+    pub has_pending_change: bool,
+    pub term: Option<Term>,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct ListParams {
+    /// Filter by (effective) status, e.g. `submitted` for the reviewer inbox.
+    pub status: Option<String>,
+}
+
+/// Applications visible to the caller: all for reviewers and auditors, otherwise those
+/// the caller applied for or is named on.
+#[utoipa::path(get, path = "/api/v1/applications", tag = "applications", params(ListParams),
+    responses((status = 200, body = Vec<ApplicationSummary>), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AppState>,
+    who: AuthUser,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ApplicationSummary>>, ApiError> {
+    let Query(p) = params?;
+    let wanted = match p.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "status must be one of draft, submitted, correction_requested, approved, rejected, revoked, expired / status の値が不正です",
+            )
+        })?),
+    };
+    let today = st.today();
+    let out = st
+        .store
+        .applications()
+        .await?
+        .into_iter()
+        .filter(|a| visible(&who.user, a))
+        .filter(|a| {
+            wanted.is_none_or(|w| {
+                a.effective_status(today) == w
+                    || (w == Status::Submitted && a.pending_change.is_some())
+            })
+        })
+        .map(|a| ApplicationSummary {
+            status: a.effective_status(today),
+            title: a.form.title.clone(),
+            has_pending_change: a.pending_change.is_some(),
+            term: a.approval.as_ref().map(|x| x.term).or(a.form.term),
+            id: a.id,
+            applicant: a.applicant,
+            updated_at: a.updated_at,
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// Create a draft application (form 1 + annex).
+#[utoipa::path(post, path = "/api/v1/applications", tag = "applications", request_body = ApplicationForm,
+    responses((status = 201, body = Application), (status = 403, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<ApplicationForm>,
+) -> Result<(StatusCode, Json<Application>), ApiError> {
+    let Json(form) = body?;
+    authorize(&st, &who, Action::Apply, None).await?;
+    let app = st
+        .store
+        .create_application(None, &who.user.username, &form)
+        .await?;
+    Ok((StatusCode::CREATED, Json(app)))
+}
+
+/// Application detail with its history, pledges, recommendations and extract.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplicationDetail {
+    #[serde(flatten)]
+    pub application: Application,
+    pub effective_status: Status,
+    pub history: Vec<HistoryEntry>,
+    pub pledges: Vec<Pledge>,
+    pub recommendations: Vec<Recommendation>,
+    pub extract: Option<ExtractInfo>,
+}
+
+#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)),
+    responses((status = 200, body = ApplicationDetail), (status = 404, body = ErrorBody)))]
+pub async fn detail(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<ApplicationDetail>, ApiError> {
+    let app = load_visible(&st, &who, &id).await?;
+    Ok(Json(ApplicationDetail {
+        effective_status: app.effective_status(st.today()),
+        history: st.store.application_history(&id).await?,
+        pledges: st.store.pledges(&id).await?,
+        recommendations: st.store.recommendations(&id).await?,
+        extract: st.store.extract(&id).await?,
+        application: app,
+    }))
+}
+
+fn require_applicant(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
+    if app.applicant != who.user.username {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only the applicant may change this application. / 申請者のみが変更できます。",
+        ));
+    }
+    Ok(())
+}
+
+/// Edit a draft, or answer a correction request.
+#[utoipa::path(put, path = "/api/v1/applications/{id}", tag = "applications", params(("id" = String, Path)), request_body = ApplicationForm,
+    responses((status = 200, body = Application), (status = 409, body = ErrorBody)))]
+pub async fn edit(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<ApplicationForm>,
+) -> Result<Json<Application>, ApiError> {
+    let Json(form) = body?;
+    let app = load_visible(&st, &who, &id).await?;
+    require_applicant(&who, &app)?;
+    let to = workflow::next_status(app.status, "edit").map_err(transition_error)?;
+    let mut next = app.clone();
+    next.form = form;
+    next.status = to;
+    let ev = AuditEvent::ok(&who.user.username, "application.edit", Some(&id), json!({}));
+    Ok(Json(
+        st.store
+            .transition(&next, app.updated_at, app.status, "edit", None, &ev)
+            .await?,
+    ))
+}
+
+/// Submit (or resubmit after a correction request).
+#[utoipa::path(post, path = "/api/v1/applications/{id}/submit", tag = "applications", params(("id" = String, Path)),
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn submit(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Application>, ApiError> {
+    let app = load_visible(&st, &who, &id).await?;
+    require_applicant(&who, &app)?;
+    let to = workflow::next_status(app.status, "submit").map_err(transition_error)?;
+    validate_submission(&st, &app.form).await?;
+    let mut next = app.clone();
+    next.status = to;
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.submit",
+        Some(&id),
+        json!({}),
+    );
+    Ok(Json(
+        st.store
+            .transition(&next, app.updated_at, app.status, "submit", None, &ev)
+            .await?,
+    ))
+}
+
+/// File a change application (変更申請). The current approval stays in force until the
+/// reviewer decides the change.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/change", tag = "applications", params(("id" = String, Path)), request_body = ApplicationForm,
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn change(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<ApplicationForm>,
+) -> Result<Json<Application>, ApiError> {
+    let Json(form) = body?;
+    let app = load_visible(&st, &who, &id).await?;
+    require_applicant(&who, &app)?;
+    if app.effective_status(st.today()) != Status::Approved {
+        return Err(transition_error(
+            "A change application needs an approved application in its term; otherwise edit the draft or file a new application. / 変更申請は承認済みの申請にのみ行えます。".into(),
+        ));
+    }
+    validate_submission(&st, &form).await?;
+    let mut next = app.clone();
+    next.pending_change = Some(form);
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.change_submit",
+        Some(&id),
+        json!({}),
+    );
+    Ok(Json(
+        st.store
+            .transition(
+                &next,
+                app.updated_at,
+                app.status,
+                "change_submit",
+                None,
+                &ev,
+            )
+            .await?,
+    ))
+}
+
+/// A named user accepts the pledge (form 2).
+#[utoipa::path(post, path = "/api/v1/applications/{id}/pledge", tag = "applications", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn pledge(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let app = load_visible(&st, &who, &id).await?;
+    if !app.is_named(&who.user.username) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_named_user",
+            "Only named users of this application accept its pledge. / 誓約はこの申請の使用者のみが行えます。",
+        ));
+    }
+    if matches!(
+        app.effective_status(st.today()),
+        Status::Rejected | Status::Revoked | Status::Expired
+    ) {
+        return Err(transition_error(
+            "This application is closed; no pledge is needed. / この申請は終了しています。".into(),
+        ));
+    }
+    st.store.accept_pledge(&id, &who.user.username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A reviewer's decision, with the approval terms when approving.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DecisionRequest {
+    pub decision: DecisionKind,
+    pub reason: Option<String>,
+    /// Approved period of use (default: the requested term).
+    pub term: Option<Term>,
+    /// Approved datasets (default: requested).
+    pub datasets: Option<Vec<String>>,
+    /// Approved diseases (default: requested).
+    pub diseases: Option<Vec<i32>>,
+    /// Approved fiscal years of records (default: requested).
+    pub fiscal_years: Option<Vec<i32>>,
+    /// Approved prefectures (default: requested; null = nationwide).
+    pub prefectures: Option<Vec<String>>,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<DisclosureMode>,
+    /// k (minimum 5).
+    pub k: Option<u32>,
+    /// ε budget per fiscal year (DP only).
+    pub epsilon_budget: Option<f64>,
+}
+
+fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
+    if app.is_named(&who.user.username) || app.applicant == who.user.username {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "You are a named user or the applicant of this application; another reviewer must decide it. / 利益相反のため、この申請は他の審査担当者が判断してください。",
+        ));
+    }
+    Ok(())
+}
+
+fn approval_from(
+    st: &AppState,
+    who: &AuthUser,
+    form: &ApplicationForm,
+    req: &DecisionRequest,
+) -> Result<Approval, ApiError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let term = req.term.or(form.term);
+    let mode = req.mode.unwrap_or(DisclosureMode::Suppression);
+    let k = req.k.unwrap_or(5);
+    let requested = RequestedScope {
+        datasets: req
+            .datasets
+            .clone()
+            .unwrap_or_else(|| form.scope.datasets.clone()),
+        fiscal_years: req
+            .fiscal_years
+            .clone()
+            .unwrap_or_else(|| form.scope.fiscal_years.clone()),
+        prefectures: req
+            .prefectures
+            .clone()
+            .or_else(|| form.scope.prefectures.clone()),
+    };
+    let diseases = req
+        .diseases
+        .clone()
+        .unwrap_or_else(|| form.diseases.clone());
+    match &term {
+        Some(t) => workflow::validate_term("term", t, &mut errors),
+        None => errors.push(FieldError {
+            field: "term".into(),
+            message: "give the approved term (term.start, term.end) / 承認期間を指定してください"
+                .into(),
+        }),
+    }
+    let users = BTreeSet::new();
+    let known_diseases = st.data.diseases();
+    let known = Known {
+        catalog: &st.catalog,
+        diseases: &known_diseases,
+        users: &users,
+    };
+    workflow::validate_scope("scope", &requested, &diseases, &known, &mut errors);
+    if k < 5 {
+        errors.push(FieldError {
+            field: "k".into(),
+            message: "k must be at least 5 (registry publication rule) / k は 5 以上にしてください"
+                .into(),
+        });
+    }
+    let budget = match mode {
+        DisclosureMode::Dp => match req.epsilon_budget {
+            Some(b) if b.is_finite() && b > 0.0 && b <= 10.0 => Some(b),
+            _ => {
+                errors.push(FieldError {
+                    field: "epsilon_budget".into(),
+                    message: "DP approvals need an ε budget with 0 < ε ≤ 10 per fiscal year / DP には ε 予算（0 < ε ≤ 10）が必要です".into(),
+                });
+                None
+            }
+        },
+        DisclosureMode::Suppression => None,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_application(errors));
+    }
+    Ok(Approval {
+        term: term.expect("validated"),
+        scope: Scope {
+            datasets: requested.datasets,
+            diseases: Some(diseases),
+            fiscal_years: Some(requested.fiscal_years),
+            prefectures: requested.prefectures,
+            manufacturers: None,
+        },
+        mode,
+        k,
+        epsilon_budget: budget,
+        approved_by: who.user.username.clone(),
+        approved_at: Utc::now(),
+    })
+}
+
+/// Build the extract of an approval and register it. Errors keep their detail in the log.
+pub async fn build_extract(
+    st: &AppState,
+    id: &str,
+    scope: &Scope,
+    actor: &str,
+) -> Result<(), ApiError> {
+    let built = st.data.build_extract(id, scope).await.map_err(|e| {
+        let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        ApiError::internal(&chain)
+    })?;
+    st.store
+        .set_extract(id, &built.extract_id, &built.path.to_string_lossy(), actor)
+        .await?;
+    Ok(())
+}
+
+/// Approve, reject or request correction (reviewer). On an approved application with a
+/// pending change application, the decision is about the change.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/decision", tag = "applications", params(("id" = String, Path)), request_body = DecisionRequest,
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn decide(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<DecisionRequest>,
+) -> Result<Json<Application>, ApiError> {
+    let Json(req) = body?;
+    authorize(&st, &who, Action::Review, Some(&id)).await?;
+    let app = load_visible(&st, &who, &id).await?;
+    reviewer_conflict(&who, &app)?;
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if req.decision != DecisionKind::Approve && reason.is_none() {
+        return Err(ApiError::invalid_application(vec![FieldError {
+            field: "reason".into(),
+            message: "give the reason for the applicant / 理由を記入してください".into(),
+        }]));
+    }
+    let change = app.status == Status::Approved && app.pending_change.is_some();
+    let mut next = app.clone();
+    let action;
+    if change {
+        let pending = app.pending_change.clone().expect("checked");
+        match req.decision {
+            DecisionKind::Approve => {
+                let approval = approval_from(&st, &who, &pending, &req)?;
+                build_extract(&st, &id, &approval.scope, &who.user.username).await?;
+                next.form = pending;
+                next.approval = Some(approval);
+                next.pending_change = None;
+                action = "change_approve";
+            }
+            DecisionKind::Reject | DecisionKind::RequestCorrection => {
+                // The applicant may file a corrected change application; the approval in force stays.
+                next.pending_change = None;
+                action = if req.decision == DecisionKind::Reject {
+                    "change_reject"
+                } else {
+                    "change_request_correction"
+                };
+            }
+        }
+    } else {
+        let verb = match req.decision {
+            DecisionKind::Approve => "approve",
+            DecisionKind::Reject => "reject",
+            DecisionKind::RequestCorrection => "request_correction",
+        };
+        next.status = workflow::next_status(app.status, verb).map_err(transition_error)?;
+        if req.decision == DecisionKind::Approve {
+            let approval = approval_from(&st, &who, &app.form, &req)?;
+            build_extract(&st, &id, &approval.scope, &who.user.username).await?;
+            next.approval = Some(approval);
+        }
+        action = verb;
+    }
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        &format!("application.{action}"),
+        Some(&id),
+        json!({"reason": reason, "approval": next.approval}),
+    );
+    let saved = st
+        .store
+        .transition(&next, app.updated_at, app.status, action, reason, &ev)
+        .await?;
+    st.policy.reload(&st.store).await?;
+    Ok(Json(saved))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecommendationRequest {
+    pub text: String,
+}
+
+/// Issue a corrective recommendation (是正勧告).
+#[utoipa::path(post, path = "/api/v1/applications/{id}/recommendations", tag = "applications", params(("id" = String, Path)), request_body = RecommendationRequest,
+    responses((status = 201, body = Recommendation), (status = 403, body = ErrorBody)))]
+pub async fn recommend(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<RecommendationRequest>,
+) -> Result<(StatusCode, Json<Recommendation>), ApiError> {
+    let Json(req) = body?;
+    authorize(&st, &who, Action::Review, Some(&id)).await?;
+    let app = load_visible(&st, &who, &id).await?;
+    reviewer_conflict(&who, &app)?;
+    if req.text.trim().is_empty() {
+        return Err(ApiError::invalid_application(vec![FieldError {
+            field: "text".into(),
+            message: "write the recommendation / 勧告内容を記入してください".into(),
+        }]));
+    }
+    if !matches!(
+        app.effective_status(st.today()),
+        Status::Approved | Status::Expired | Status::Revoked
+    ) {
+        return Err(transition_error("Corrective recommendations apply to approved applications. / 是正勧告は承認済みの申請に対して行います。".into()));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            st.store
+                .add_recommendation(&id, &who.user.username, req.text.trim())
+                .await?,
+        ),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RevokeRequest {
+    pub reason: String,
+}
+
+/// Revoke an approval. Takes effect on the next request.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/revoke", tag = "applications", params(("id" = String, Path)), request_body = RevokeRequest,
+    responses((status = 200, body = Application), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<RevokeRequest>,
+) -> Result<Json<Application>, ApiError> {
+    let Json(req) = body?;
+    authorize(&st, &who, Action::Review, Some(&id)).await?;
+    let app = load_visible(&st, &who, &id).await?;
+    reviewer_conflict(&who, &app)?;
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::invalid_application(vec![FieldError {
+            field: "reason".into(),
+            message: "give the reason for revocation / 取消理由を記入してください".into(),
+        }]));
+    }
+    let mut next = app.clone();
+    next.status = workflow::next_status(app.status, "revoke").map_err(transition_error)?;
+    next.revoked_reason = Some(reason.to_string());
+    next.pending_change = None;
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "application.revoke",
+        Some(&id),
+        json!({"reason": reason}),
+    );
+    let saved = st
+        .store
+        .transition(
+            &next,
+            app.updated_at,
+            app.status,
+            "revoke",
+            Some(reason),
+            &ev,
+        )
+        .await?;
+    st.policy.reload(&st.store).await?;
+    Ok(Json(saved))
+}
+
+/// The usage report (使用状況報告書) of an application.
+#[utoipa::path(get, path = "/api/v1/applications/{id}/usage-report", tag = "applications", params(("id" = String, Path)),
+    responses((status = 200, body = UsageReport), (status = 404, body = ErrorBody)))]
+pub async fn usage_report(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<UsageReport>, ApiError> {
+    let app = load_visible(&st, &who, &id).await?;
+    let oversight = st
+        .policy
+        .authorize(&who.user, Action::UsageReport, &Target::None, st.today())
+        .await
+        .is_ok();
+    if !oversight && app.applicant != who.user.username {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Usage reports are for the applicant, reviewers and auditors. / 使用状況報告は申請者・審査担当・監査担当のみ閲覧できます。",
+        ));
+    }
+    let r = report::usage_report(&st.store, &app, st.today()).await?;
+    let ev = AuditEvent::ok(&who.user.username, "report.usage", Some(&id), json!({}));
+    st.store.record(&ev).await?;
+    Ok(Json(r))
+}

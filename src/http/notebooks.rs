@@ -1,0 +1,225 @@
+//! Notebooks (per user and application; cells as JSON) and release requests (a result
+//! asked to be released for publication; created here, reviewed in a later issue).
+//! Only the owner sees a notebook; creating one needs the same authorization as querying
+//! the application.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::session::AuthUser;
+use crate::audit::AuditEvent;
+use crate::policy::Action;
+use crate::store::model::{Notebook, ReleaseRequest};
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+const MAX_CELLS: usize = 500;
+
+async fn authorize_on(
+    st: &AppState,
+    who: &AuthUser,
+    application: &str,
+    action: Action,
+) -> Result<(), ApiError> {
+    match super::query::resolve(st, &who.user, application, action).await? {
+        Ok(_) => Ok(()),
+        Err(d) => {
+            let e = ApiError::denied(&d);
+            let ev = AuditEvent::denied(
+                &who.user.username,
+                &format!("authorize.{}", action.as_str()),
+                Some(application),
+                d.code,
+                serde_json::json!({}),
+            )
+            .with_reference(&e.reference);
+            st.store.record(&ev).await?;
+            Err(e)
+        }
+    }
+}
+
+fn check_cells(cells: &serde_json::Value) -> Result<(), ApiError> {
+    match cells.as_array() {
+        Some(a) if a.len() <= MAX_CELLS => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "`cells` must be a JSON array of at most {MAX_CELLS} cells / cells は {MAX_CELLS} 件以下の配列にしてください"
+            ),
+        )),
+    }
+}
+
+async fn own(st: &AppState, who: &AuthUser, id: &str) -> Result<Notebook, ApiError> {
+    match st.store.notebook(id).await? {
+        Some(nb) if nb.owner == who.user.username => Ok(nb),
+        _ => Err(ApiError::not_found("notebook")),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct NotebookParams {
+    pub application: Option<String>,
+}
+
+/// Your notebooks, optionally for one application.
+#[utoipa::path(get, path = "/api/v1/notebooks", tag = "notebooks", params(NotebookParams),
+    responses((status = 200, body = Vec<Notebook>), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AppState>,
+    who: AuthUser,
+    params: Result<Query<NotebookParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Notebook>>, ApiError> {
+    let Query(p) = params?;
+    Ok(Json(
+        st.store
+            .notebooks(&who.user.username, p.application.as_deref())
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NotebookInput {
+    pub application: String,
+    pub title: String,
+    #[schema(value_type = Object)]
+    #[serde(default = "empty_cells")]
+    pub cells: serde_json::Value,
+}
+
+fn empty_cells() -> serde_json::Value {
+    serde_json::Value::Array(Vec::new())
+}
+
+/// Create a notebook.
+#[utoipa::path(post, path = "/api/v1/notebooks", tag = "notebooks", request_body = NotebookInput,
+    responses((status = 201, body = Notebook), (status = 403, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<NotebookInput>,
+) -> Result<(StatusCode, Json<Notebook>), ApiError> {
+    let Json(input) = body?;
+    check_cells(&input.cells)?;
+    authorize_on(&st, &who, &input.application, Action::Notebook).await?;
+    let nb = Notebook {
+        id: format!("nb_{}", crate::auth::random_hex(12)?),
+        owner: who.user.username.clone(),
+        application_id: input.application,
+        title: input.title,
+        cells: input.cells,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(st.store.save_notebook(&nb).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)),
+    responses((status = 200, body = Notebook), (status = 404, body = ErrorBody)))]
+pub async fn get_one(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Notebook>, ApiError> {
+    Ok(Json(own(&st, &who, &id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NotebookUpdate {
+    pub title: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub cells: Option<serde_json::Value>,
+}
+
+/// Replace a notebook's title and/or cells.
+#[utoipa::path(put, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)), request_body = NotebookUpdate,
+    responses((status = 200, body = Notebook), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+    body: JsonBody<NotebookUpdate>,
+) -> Result<Json<Notebook>, ApiError> {
+    let Json(u) = body?;
+    let mut nb = own(&st, &who, &id).await?;
+    if let Some(c) = u.cells {
+        check_cells(&c)?;
+        nb.cells = c;
+    }
+    if let Some(t) = u.title {
+        nb.title = t;
+    }
+    Ok(Json(st.store.save_notebook(&nb).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(st): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let nb = own(&st, &who, &id).await?;
+    st.store.delete_notebook(&nb).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReleaseInput {
+    pub application: String,
+    /// A successful query of yours under this application.
+    pub query_id: String,
+    pub justification: String,
+}
+
+/// Ask for a query result to be released for publication.
+#[utoipa::path(post, path = "/api/v1/releases", tag = "notebooks", request_body = ReleaseInput,
+    responses((status = 201, body = ReleaseRequest), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_release(
+    State(st): State<AppState>,
+    who: AuthUser,
+    body: JsonBody<ReleaseInput>,
+) -> Result<(StatusCode, Json<ReleaseRequest>), ApiError> {
+    let Json(input) = body?;
+    authorize_on(&st, &who, &input.application, Action::RequestRelease).await?;
+    if input.justification.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`justification` is required: say where and why the result is published / 公表先と理由を記入してください",
+        ));
+    }
+    let mine = st
+        .store
+        .queries(Some(&input.application), Some(&who.user.username), 10_000)
+        .await?;
+    if !mine
+        .iter()
+        .any(|q| q.query_id == input.query_id && q.outcome == "ok")
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "`query_id` must name one of your successful queries under this application (GET /api/v1/queries) / 自分の成功したクエリの ID を指定してください",
+        ));
+    }
+    let r = ReleaseRequest {
+        id: format!("rel_{}", crate::auth::random_hex(12)?),
+        application_id: input.application,
+        requester: who.user.username.clone(),
+        query_id: input.query_id,
+        justification: input.justification,
+        status: "pending".into(),
+        created_at: Utc::now(),
+    };
+    st.store.create_release(&r).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}

@@ -1,0 +1,352 @@
+//! Sessions: login (`POST /api/v1/session`), logout, `GET /api/v1/me`, and the
+//! [`AuthUser`] extractor every authenticated handler takes.
+//!
+//! Bearer tokens skip CSRF checks (a browser never attaches them on its own). Cookie
+//! sessions are HttpOnly + SameSite=Strict (+ Secure under TLS), and state-changing
+//! requests must echo the session's CSRF token in `X-CSRF-Token` (double submit).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use crate::audit::AuditEvent;
+use crate::auth;
+use crate::policy::{Action, Target, pms_scope_id};
+use crate::store::model::{Role, Status, Term, User};
+
+pub const SESSION_COOKIE: &str = "kura_session";
+pub const CSRF_COOKIE: &str = "kura_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user: User,
+    pub token_hash: String,
+    pub via_cookie: bool,
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        let (token, via_cookie) = match bearer {
+            Some(t) => (t, false),
+            None => match cookie(&parts.headers, SESSION_COOKIE) {
+                Some(t) => (t, true),
+                None => return Err(ApiError::unauthenticated()),
+            },
+        };
+        let hash = auth::token_hash(&token);
+        let Some((user, csrf)) = state.store.session(&hash).await? else {
+            return Err(ApiError::unauthenticated());
+        };
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if via_cookie && !safe {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !auth::secrets_equal(sent, &csrf) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "Send the session's CSRF token in the X-CSRF-Token header (it is in the kura_csrf cookie). / CSRF トークンを X-CSRF-Token ヘッダーで送ってください。",
+                ));
+            }
+        }
+        Ok(AuthUser {
+            user,
+            token_hash: hash,
+            via_cookie,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionUser {
+    pub username: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub user: SessionUser,
+    /// CSRF token for cookie sessions (also set as the `kura_csrf` cookie).
+    pub csrf_token: String,
+    pub expires_at: chrono::DateTime<Utc>,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。",
+    )
+}
+
+fn account_locked() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "account_locked",
+        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行してください。",
+    )
+}
+
+/// Log in with username and password.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn login(
+    State(st): State<AppState>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let now = Utc::now();
+    let (failures, locked_until) = st.store.login_state(&req.username).await?;
+    let found = st.store.user_with_hash(&req.username).await?;
+    // Always pay the argon2id cost, so timing does not tell known from unknown names.
+    let hash = found
+        .as_ref()
+        .map(|(_, h)| h.as_str())
+        .unwrap_or_else(|| auth::dummy_hash());
+    let password = req.password.clone();
+    let hash_owned = hash.to_string();
+    let verified =
+        tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
+            .await
+            .unwrap_or(false);
+    if auth::is_locked(locked_until, now) {
+        let e = account_locked();
+        let ev = AuditEvent::denied(
+            &req.username,
+            "session.login",
+            None,
+            "account_locked",
+            json!({}),
+        )
+        .with_reference(&e.reference);
+        st.store.record(&ev).await?;
+        return Err(e);
+    }
+    let ok = verified && found.as_ref().is_some_and(|(u, _)| !u.disabled);
+    if !ok {
+        let lock = auth::lock_after_failure(failures + 1, now);
+        let e = invalid_credentials();
+        let ev = AuditEvent::denied(
+            &req.username,
+            "session.login",
+            None,
+            "invalid_credentials",
+            json!({"known_account": found.is_some(), "locked": lock.is_some()}),
+        )
+        .with_reference(&e.reference);
+        st.store.login_failed(&req.username, lock, &ev).await?;
+        return Err(e);
+    }
+    let (user, _) = found.expect("checked above");
+    let t = auth::new_token(st.settings.token_ttl)?;
+    let ev = AuditEvent::ok(
+        &user.username,
+        "session.login",
+        None,
+        json!({"via": "password"}),
+    );
+    st.store
+        .login_succeeded(&user.username, &t.hash, &t.csrf, t.expires_at, &ev)
+        .await?;
+    let secure = if st.settings.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let max_age = st.settings.token_ttl.num_seconds();
+    let session_cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        t.token
+    );
+    // Readable by the console's script on purpose: it echoes it in X-CSRF-Token.
+    let csrf_cookie = format!(
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}",
+        t.csrf
+    );
+    let body = LoginResponse {
+        token: t.token,
+        user: SessionUser {
+            username: user.username,
+            roles: user.roles,
+        },
+        csrf_token: t.csrf,
+        expires_at: t.expires_at,
+    };
+    let mut resp = Json(body).into_response();
+    for c in [session_cookie, csrf_cookie] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Log out: revoke the current token.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session", responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn logout(State(st): State<AppState>, who: AuthUser) -> Result<Response, ApiError> {
+    let ev = AuditEvent::ok(&who.user.username, "session.logout", None, json!({}));
+    st.store.revoke_session(&who.token_hash, &ev).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    for c in [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        format!("{CSRF_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// An application (or PMS standing scope) the caller may use now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsableScope {
+    pub id: String,
+    pub title: String,
+    pub term: Option<Term>,
+    #[schema(value_type = Object)]
+    pub scope: crate::sql::scope::Scope,
+    pub mode: String,
+    pub threshold: u32,
+    pub epsilon_budget: Option<f64>,
+    pub epsilon_remaining: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeResponse {
+    pub username: String,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    pub manufacturer: Option<String>,
+    pub applications: Vec<UsableScope>,
+}
+
+/// The caller, their roles, and the applications they may use now.
+#[utoipa::path(get, path = "/api/v1/me", tag = "session", responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
+pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResponse>, ApiError> {
+    let today = st.today();
+    let mut usable = Vec::new();
+    if let (true, Some(m)) = (who.user.has(Role::Pms), &who.user.manufacturer) {
+        let id = pms_scope_id(m);
+        if st
+            .policy
+            .authorize(
+                &who.user,
+                Action::Query,
+                &Target::Pms { scope_id: &id },
+                today,
+            )
+            .await
+            .is_ok()
+        {
+            let (scope, mode, k) = super::query::pms_terms(m);
+            usable.push(UsableScope {
+                title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
+                id,
+                term: None,
+                scope,
+                mode: mode_name(mode).into(),
+                threshold: k,
+                epsilon_budget: None,
+                epsilon_remaining: None,
+            });
+        }
+    }
+    for app in st.store.applications().await? {
+        if app.status != Status::Approved
+            || !app
+                .form
+                .named_users
+                .iter()
+                .any(|n| n.username == who.user.username)
+        {
+            continue;
+        }
+        let pledged = st.store.has_pledged(&app.id, &who.user.username).await?;
+        let target = Target::Application { app: &app, pledged };
+        if st
+            .policy
+            .authorize(&who.user, Action::Query, &target, today)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let Some(a) = &app.approval else { continue };
+        let remaining = match a.epsilon_budget {
+            Some(b) => Some(
+                b - st
+                    .store
+                    .epsilon_spent(&app.id, crate::policy::fiscal_year(today))
+                    .await?,
+            ),
+            None => None,
+        };
+        usable.push(UsableScope {
+            id: app.id.clone(),
+            title: app.form.title.clone(),
+            term: Some(a.term),
+            scope: a.scope.clone(),
+            mode: mode_name(a.mode).into(),
+            threshold: a.k,
+            epsilon_budget: a.epsilon_budget,
+            epsilon_remaining: remaining,
+        });
+    }
+    Ok(Json(MeResponse {
+        username: who.user.username.clone(),
+        display_name: who.user.display_name.clone(),
+        roles: who.user.roles.clone(),
+        manufacturer: who.user.manufacturer.clone(),
+        applications: usable,
+    }))
+}
+
+pub fn mode_name(m: crate::privacy::result::DisclosureMode) -> &'static str {
+    match m {
+        crate::privacy::result::DisclosureMode::Suppression => "suppression",
+        crate::privacy::result::DisclosureMode::Dp => "dp",
+    }
+}
