@@ -9,8 +9,10 @@ export function scopeSummary(scope: Record<string, unknown> | undefined): string
   if (!scope) return '—';
   const parts: string[] = [];
   for (const [k, v] of Object.entries(scope)) {
-    if (Array.isArray(v)) parts.push(`${k}: ${v.length ? v.join(', ') : '*'}`);
-    else if (v !== null && v !== undefined) parts.push(`${k}: ${String(v)}`);
+    // null in an approval's scope means "not restricted" on that dimension.
+    if (Array.isArray(v)) parts.push(`${k}: ${v.join(', ')}`);
+    else if (v === null) parts.push(`${k}: ${t('all')}`);
+    else if (v !== undefined) parts.push(`${k}: ${String(v)}`);
   }
   return parts.join(' / ') || '—';
 }
