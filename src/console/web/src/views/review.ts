@@ -80,7 +80,8 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
   };
 
   const panels: HTMLElement[] = [];
-  if (app.status === 'submitted') {
+  // A change application (pending_change) is reviewed like a submission while the approval stays in force.
+  if (app.status === 'submitted' || app['pending_change']) {
     const today = new Date().toISOString().slice(0, 10);
     const start = h('input', { type: 'date', id: 'ap-start' });
     start.value = String(getPath(form, 'term.start') || today);
