@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -124,19 +124,6 @@ async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
 
-/// Until the web console lands (`src/console`), `/` serves a minimal page that points to
-/// the API. It loads nothing from outside (strict CSP).
-async fn console_fallback() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        Html(
-            "<!doctype html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>kura</title></head>\
-             <body><h1>kura (蔵)</h1><p>API: <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a></p>\
-             <p>Web console: coming in a later release. / Web コンソールは今後のリリースで提供します。</p></body></html>",
-        ),
-    )
-}
-
 async fn api_not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -199,7 +186,8 @@ pub fn app(state: AppState) -> Router {
     };
     Router::new()
         .nest("/api/v1", api)
-        .fallback(console_fallback)
+        // Everything outside /api/v1 is the web console (SPA with index.html fallback).
+        .fallback(crate::console::serve)
         .layer(header(
             "content-security-policy",
             "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",

@@ -1,0 +1,218 @@
+// HTTP client for the kura API (/api/v1). The session lives in the server's HttpOnly cookie;
+// the CSRF token (double submit) and, only when the server sets no cookie, the bearer token are
+// held in memory — never in localStorage — so a reload asks the server (GET /me) who we are.
+
+export interface ApiErrorBody {
+  code: string;
+  message: string;
+  ref?: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public body: ApiErrorBody,
+  ) {
+    super(body.message);
+  }
+}
+
+let csrfToken: string | null = null;
+let bearer: string | null = null;
+let onExpired: (() => void) | null = null;
+
+export function setExpiredHandler(fn: () => void) {
+  onExpired = fn;
+}
+
+function cookie(name: string): string | null {
+  for (const part of document.cookie.split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return decodeURIComponent(v.join('='));
+  }
+  return null;
+}
+
+function currentCsrf(): string | null {
+  return csrfToken ?? cookie('kura_csrf') ?? cookie('csrf_token') ?? cookie('XSRF-TOKEN');
+}
+
+export function rememberSession(body: Record<string, unknown>, cookieSet: boolean) {
+  const c = body['csrf_token'] ?? body['csrf'];
+  if (typeof c === 'string') csrfToken = c;
+  if (!cookieSet && typeof body['token'] === 'string') bearer = body['token'] as string;
+}
+
+export function forgetSession() {
+  csrfToken = null;
+  bearer = null;
+}
+
+export async function api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') {
+    const c = currentCsrf();
+    if (c) headers['X-CSRF-Token'] = c;
+  }
+  if (bearer) headers['Authorization'] = `Bearer ${bearer}`;
+  let res: Response;
+  try {
+    res = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, {
+      code: 'network',
+      message: 'サーバーに接続できません。 / Cannot reach the server.',
+    });
+  }
+  if (res.status === 204) return undefined as T;
+  const text = await res.text();
+  let json: unknown = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const err = (json as { error?: ApiErrorBody } | null)?.error ?? {
+      code: `http_${res.status}`,
+      message: `HTTP ${res.status}`,
+    };
+    if (res.status === 401 && path !== '/session' && onExpired) onExpired();
+    throw new ApiError(res.status, err);
+  }
+  return json as T;
+}
+
+export function qs(params: Record<string, string | number | undefined | null>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') p.set(k, String(v));
+  const s = p.toString();
+  return s ? `?${s}` : '';
+}
+
+// ---- shapes (API.md; extra fields are tolerated)
+
+export interface AppGrant {
+  id?: string;
+  application?: string;
+  application_id?: string;
+  term?: { start?: string; end?: string } | string;
+  term_start?: string;
+  term_end?: string;
+  days_left?: number;
+  scope?: Record<string, unknown>;
+  mode?: string;
+  disclosure_mode?: string;
+  k?: number;
+  threshold?: number;
+  epsilon_remaining?: number | null;
+  epsilon_budget?: number | null;
+  budget_remaining?: number | null;
+  pledge_accepted?: boolean;
+  title?: string;
+  kind?: string;
+}
+
+export interface Me {
+  username: string;
+  roles: string[];
+  manufacturer?: string | null;
+  applications?: AppGrant[];
+  csrf_token?: string;
+}
+
+export function grantId(g: AppGrant): string {
+  return g.id ?? g.application ?? g.application_id ?? '';
+}
+
+export function grantTerm(g: AppGrant): { start: string; end: string } {
+  if (typeof g.term === 'string') {
+    const [s, e] = g.term.split('/');
+    return { start: s ?? '', end: e ?? '' };
+  }
+  return { start: g.term?.start ?? g.term_start ?? '', end: g.term?.end ?? g.term_end ?? '' };
+}
+
+export function grantDaysLeft(g: AppGrant): number | null {
+  if (typeof g.days_left === 'number') return g.days_left;
+  const end = grantTerm(g).end;
+  if (!end) return null;
+  const ms = new Date(`${end.slice(0, 10)}T23:59:59`).getTime() - Date.now();
+  return Math.max(0, Math.ceil(ms / 86400000));
+}
+
+export function grantMode(g: AppGrant): string {
+  return g.mode ?? g.disclosure_mode ?? 'suppression';
+}
+
+export function grantBudget(g: AppGrant): number | null {
+  const v = g.epsilon_remaining ?? g.budget_remaining;
+  return typeof v === 'number' ? v : null;
+}
+
+export interface Column {
+  name: string;
+  type: string;
+}
+
+export interface Disclosure {
+  mode: string;
+  threshold?: number | null;
+  suppressed?: [number, number][];
+  suppressed_cells?: number;
+  dropped_rows?: number;
+  rounding?: number | null | { base?: number };
+  epsilon_spent?: number | null;
+  epsilon_remaining?: number | null;
+  notes?: string[];
+  noise?: Record<string, unknown> | unknown[] | null;
+  [k: string]: unknown;
+}
+
+export interface QueryResult {
+  query_id: string;
+  columns: Column[];
+  rows: unknown[][];
+  disclosure: Disclosure;
+}
+
+export interface CatalogColumn {
+  name: string;
+  type?: string;
+  data_type?: string;
+  description_ja?: string;
+  description_en?: string;
+  public_domain?: boolean;
+  privacy_unit?: boolean;
+}
+
+export interface CatalogTable {
+  name: string;
+  kind?: string;
+  description_ja?: string;
+  description_en?: string;
+  columns: CatalogColumn[];
+}
+
+export async function catalog(app: string): Promise<CatalogTable[]> {
+  const r = await api<{ tables?: CatalogTable[] } | CatalogTable[]>('GET', `/catalog${qs({ application: app })}`);
+  return Array.isArray(r) ? r : (r?.tables ?? []);
+}
+
+/** List endpoints may return a bare array or wrap it in an object; accept both. */
+export function listOf<T>(r: unknown, ...keys: string[]): T[] {
+  if (Array.isArray(r)) return r as T[];
+  if (r && typeof r === 'object') {
+    for (const k of [...keys, 'items', 'data']) {
+      const v = (r as Record<string, unknown>)[k];
+      if (Array.isArray(v)) return v as T[];
+    }
+  }
+  return [];
+}

@@ -1,0 +1,234 @@
+// kura web console: application shell, hash router, login and language switch.
+// Each screen lives in src/views; they render into <main> and talk only to /api/v1.
+import './styles.css';
+import { api, ApiError, forgetSession, Me, rememberSession, setExpiredHandler } from './api';
+import { clear, field, h } from './dom';
+import { getLang, Key, setLang, t } from './i18n';
+import { Ctx, errorBox } from './ui';
+import { renderApps } from './views/apps';
+import { flushNotebook, renderNotebook } from './views/notebook';
+import { renderCatalog } from './views/catalog';
+import { renderHistory } from './views/history';
+import { renderApply } from './views/apply';
+import { renderReview } from './views/review';
+import { renderAudit } from './views/audit';
+import { renderPms } from './views/pms';
+
+
+const root = document.getElementById('app')!;
+let me: Me | null = null;
+let flash: { text: string; kind: 'info' | 'error' } | null = null;
+
+setLang(getLang());
+
+setExpiredHandler(() => {
+  if (!me) return;
+  me = null;
+  forgetSession();
+  flash = { text: t('session_expired'), kind: 'error' };
+  location.hash = '#/login';
+  void route();
+});
+
+function go(hash: string) {
+  if (location.hash === hash) void route();
+  else location.hash = hash;
+}
+
+async function refreshMe(): Promise<Me> {
+  const m = await api<Me>('GET', '/me');
+  if (m.csrf_token) rememberSession(m as unknown as Record<string, unknown>, true);
+  me = m;
+  return m;
+}
+
+function has(role: string): boolean {
+  return !!me?.roles?.includes(role);
+}
+
+function langButton(): HTMLElement {
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'lang',
+      id: 'lang-switch',
+      'aria-label': t('lang_switch_label'),
+      lang: getLang() === 'ja' ? 'en' : 'ja',
+      onclick: () => {
+        setLang(getLang() === 'ja' ? 'en' : 'ja');
+        void route();
+      },
+    },
+    t('lang_switch'),
+  );
+}
+
+function navItems(): [string, Key][] {
+  const items: [string, Key][] = [];
+  if (has('researcher')) items.push(['#/apps', 'nav_apps']);
+  if (has('researcher') || has('applicant')) items.push(['#/apply', 'nav_apply']);
+  if (has('reviewer')) items.push(['#/review', 'nav_review']);
+  if (has('auditor') || has('reviewer')) items.push(['#/audit', 'nav_audit']);
+  if (has('pms')) items.push(['#/pms', 'nav_pms']);
+  return items;
+}
+
+function shell(): HTMLElement {
+  const main = h('main', { id: 'main', tabindex: '-1' });
+  const cur = location.hash.split('/').slice(0, 2).join('/');
+  const header = h(
+    'header',
+    { class: 'top' },
+    h('a', { class: 'skip', href: '#main', onclick: (e: Event) => { e.preventDefault(); main.focus(); } }, t('skip')),
+    h('span', { class: 'brand' }, 'kura 蔵'),
+    me
+      ? h(
+          'nav',
+          { 'aria-label': t('main_nav') },
+          navItems().map(([href, key]) =>
+            h('a', { href, 'aria-current': href === cur ? 'page' : null, 'data-nav': href.slice(2) }, t(key)),
+          ),
+        )
+      : null,
+    h('span', { class: 'spacer' }),
+    me ? h('span', { class: 'who', id: 'who' }, `${t('signed_in_as')} ${me.username}`) : null,
+    langButton(),
+    me ? h('button', { type: 'button', id: 'logout', onclick: logout }, t('logout')) : null,
+  );
+  const flashEl = flash
+    ? h('div', { class: `flash ${flash.kind}`, role: flash.kind === 'error' ? 'alert' : 'status', id: 'flash' }, flash.text)
+    : null;
+  // On the login screen the message stays across re-renders (a hashchange may render twice).
+  if (me) flash = null;
+  clear(root, header, flashEl, main);
+  return main;
+}
+
+async function logout() {
+  try {
+    await api('DELETE', '/session');
+  } catch {
+    // Logging out must always leave the console in the logged-out state.
+  }
+  me = null;
+  forgetSession();
+  flash = { text: t('logged_out'), kind: 'info' };
+  go('#/login');
+}
+
+function renderLogin(main: HTMLElement) {
+  document.title = `${t('login')} — kura`;
+  const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true });
+  const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const err = h('div', { class: 'error-box', role: 'alert', id: 'login-error', hidden: true });
+  const form = h(
+    'form',
+    {
+      class: 'card login',
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        err.hidden = true;
+        try {
+          const r = await api<Record<string, unknown>>('POST', '/session', {
+            username: user.value.trim(),
+            password: pass.value,
+          });
+          const cookieSet = await probeCookie();
+          rememberSession(r, cookieSet);
+          await refreshMe();
+          flash = null;
+          go(homeFor());
+        } catch (x) {
+          err.hidden = false;
+          err.textContent = x instanceof ApiError ? `${x.body.message} (${x.body.code})` : String(x);
+        }
+      },
+    },
+    h('h1', {}, t('app_title')),
+    field(t('username'), user),
+    field(t('password'), pass),
+    err,
+    h('button', { type: 'submit', class: 'primary', id: 'login-submit' }, t('login')),
+  );
+  clear(main, form);
+  user.focus();
+}
+
+/** Whether the server gave us a cookie session: if not we fall back to the in-memory bearer token. */
+async function probeCookie(): Promise<boolean> {
+  try {
+    const r = await fetch('/api/v1/me', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+    return r.ok;
+  } catch {
+    return false;
+  }
+}
+
+function homeFor(): string {
+  if (has('researcher')) return '#/apps';
+  if (has('reviewer')) return '#/review';
+  if (has('auditor')) return '#/audit';
+  if (has('pms')) return '#/pms';
+  return '#/apply';
+}
+
+async function route() {
+  // Leaving (or re-rendering) a notebook must not lose edits still waiting for the autosave.
+  if (flushNotebook) await flushNotebook();
+  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  if (!me && parts[0] !== 'login') {
+    try {
+      await refreshMe();
+    } catch {
+      me = null;
+    }
+  }
+  if (!me) {
+    const main = shell();
+    renderLogin(main);
+    return;
+  }
+  if (parts[0] === 'login' || parts[0] === '') {
+    location.hash = homeFor();
+    return;
+  }
+  const main = shell();
+  const ctx: Ctx = { me, main, go, refreshMe };
+  try {
+    switch (parts[0]) {
+      case 'apps':
+        await renderApps(ctx);
+        break;
+      case 'nb':
+        await renderNotebook(ctx, parts[1] ?? '', parts[2]);
+        break;
+      case 'catalog':
+        await renderCatalog(ctx, parts[1] ?? '');
+        break;
+      case 'history':
+        await renderHistory(ctx, parts[1] ?? '');
+        break;
+      case 'apply':
+        await renderApply(ctx, parts[1]);
+        break;
+      case 'review':
+        await renderReview(ctx, parts[1]);
+        break;
+      case 'audit':
+        await renderAudit(ctx);
+        break;
+      case 'pms':
+        await renderPms(ctx);
+        break;
+      default:
+        location.hash = homeFor();
+    }
+  } catch (x) {
+    if (x instanceof ApiError && x.status === 401) return;
+    clear(main, errorBox(x));
+  }
+}
+
+window.addEventListener('hashchange', () => void route());
+void route();

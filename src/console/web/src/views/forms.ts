@@ -1,0 +1,155 @@
+// The application form: the fields of form 1 (様式第1号) and its annex (別紙) of seed 002,
+// labelled in Japanese with English, mapped to the JSON of /api/v1/applications.
+import { clear, field, h } from '../dom';
+import { Key, t } from '../i18n';
+
+export interface NamedUser {
+  username: string;
+  affiliation?: string;
+  title?: string;
+}
+
+export type Form = Record<string, unknown>;
+
+type Kind = 'text' | 'textarea' | 'numbers' | 'strings' | 'date' | 'users' | 'datasets';
+
+// Keys are paths into control's `ApplicationForm` JSON (src/store/model.rs).
+export const FIELDS: { key: string; label: Key; kind: Kind; required?: boolean }[] = [
+  { key: 'title', label: 'f_title', kind: 'text', required: true },
+  { key: 'research_group', label: 'f_research_group', kind: 'text', required: true },
+  { key: 'applicant.affiliation', label: 'f_applicant_affiliation', kind: 'text', required: true },
+  { key: 'applicant.title', label: 'f_applicant_title', kind: 'text' },
+  { key: 'applicant.name', label: 'f_applicant_name', kind: 'text', required: true },
+  { key: 'diseases', label: 'f_diseases', kind: 'numbers', required: true },
+  { key: 'purpose', label: 'f_purpose', kind: 'textarea', required: true },
+  { key: 'necessity', label: 'f_necessity', kind: 'textarea' },
+  { key: 'expected_results', label: 'f_expected', kind: 'textarea' },
+  { key: 'prior_work', label: 'f_prior_work', kind: 'textarea' },
+  { key: 'plan_and_methods', label: 'f_plan', kind: 'textarea', required: true },
+  { key: 'ethics_review.committee', label: 'f_ethics_committee', kind: 'text', required: true },
+  { key: 'ethics_review.approval_number', label: 'f_ethics_number', kind: 'text', required: true },
+  { key: 'other_matters', label: 'f_other', kind: 'textarea' },
+  { key: 'named_users', label: 'f_named_users', kind: 'users', required: true },
+  { key: 'scope.datasets', label: 'f_datasets', kind: 'datasets' },
+  { key: 'scope.fiscal_years', label: 'f_fiscal_years', kind: 'numbers', required: true },
+  { key: 'scope.prefectures', label: 'f_regions', kind: 'strings' },
+  { key: 'term.start', label: 'f_term_start', kind: 'date', required: true },
+  { key: 'term.end', label: 'f_term_end', kind: 'date', required: true },
+  { key: 'place_of_use', label: 'f_place_of_use', kind: 'textarea' },
+  { key: 'publication_plan', label: 'f_publication', kind: 'textarea' },
+  { key: 'contact', label: 'f_contact', kind: 'textarea' },
+];
+
+export function getPath(obj: Form, path: string): unknown {
+  let cur: unknown = obj;
+  for (const part of path.split('.')) {
+    if (!cur || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function setPath(obj: Form, path: string, value: unknown) {
+  const parts = path.split('.');
+  let cur = obj;
+  for (const part of parts.slice(0, -1)) {
+    if (!cur[part] || typeof cur[part] !== 'object') cur[part] = {};
+    cur = cur[part] as Form;
+  }
+  cur[parts[parts.length - 1]] = value;
+}
+
+const DATASETS = ['nanbyo', 'als', 'regen'];
+
+function toText(kind: Kind, v: unknown): string {
+  if (v === undefined || v === null) return '';
+  if (kind === 'users' && Array.isArray(v))
+    return (v as (NamedUser | string)[])
+      .map((u) => (typeof u === 'string' ? u : [u.username, u.affiliation, u.title].filter((x) => x).join(', ')))
+      .join('\n');
+  if (Array.isArray(v)) return v.join(', ');
+  return String(v);
+}
+
+export function fromText(kind: Kind, s: string): unknown {
+  const list = s.split(/[,、\s]+/).map((x) => x.trim()).filter((x) => x);
+  switch (kind) {
+    case 'numbers':
+      return list.map((x) => Number(x)).filter((n) => Number.isFinite(n));
+    case 'strings':
+      return list;
+    case 'users':
+      return s
+        .split('\n')
+        .map((line) => line.split(/[,、]/).map((x) => x.trim()))
+        .filter((p) => p[0])
+        .map(([username, affiliation, title]) => ({ username, affiliation: affiliation ?? '', title: title ?? '' }));
+    default:
+      return s;
+  }
+}
+
+/** Build the editable form; `read()` returns the JSON document. */
+export function formEditor(initial: Form, readonly = false): { el: HTMLElement; read: () => Form } {
+  const readers: (() => [string, unknown])[] = [];
+  const el = h('div', { class: 'app-form' });
+  const body: HTMLElement[] = [h('h2', {}, t('form1_title'))];
+  for (const f of FIELDS) {
+    const id = `f-${f.key}`;
+    if (f.kind === 'datasets') {
+      const chosen = new Set((getPath(initial, f.key) as string[] | undefined) ?? ['nanbyo']);
+      const boxes = DATASETS.map((d) => h('input', { type: 'checkbox', id: `${id}-${d}`, value: d, checked: chosen.has(d), disabled: readonly }));
+      body.push(
+        h(
+          'fieldset',
+          { class: 'field' },
+          h('legend', {}, t(f.label)),
+          DATASETS.map((d, i) => h('label', { class: 'check', for: `${id}-${d}` }, boxes[i], ` ${d}`)),
+        ),
+      );
+      readers.push(() => [f.key, boxes.filter((b) => b.checked).map((b) => b.value)]);
+      continue;
+    }
+    const value = toText(f.kind, getPath(initial, f.key));
+    const control =
+      f.kind === 'textarea' || f.kind === 'users'
+        ? h('textarea', { id, rows: f.kind === 'users' ? 3 : 3, readonly, required: f.required, 'data-key': f.key })
+        : h('input', { id, type: f.kind === 'date' ? 'date' : 'text', readonly, required: f.required, 'data-key': f.key });
+    (control as HTMLInputElement).value = value;
+    body.push(field(t(f.label) + (f.required ? ' *' : ''), control));
+    readers.push(() => [f.key, fromText(f.kind, (control as HTMLInputElement).value)]);
+  }
+  clear(el, body);
+  return {
+    el,
+    read: () => {
+      const out: Form = {};
+      for (const r of readers) {
+        const [k, v] = r();
+        setPath(out, k, v);
+      }
+      const scope = out['scope'] as Form;
+      // An empty region list means nationwide (全国), which the API spells as null.
+      if (Array.isArray(scope['prefectures']) && scope['prefectures'].length === 0) scope['prefectures'] = null;
+      const term = out['term'] as Form;
+      if (!term['start'] && !term['end']) out['term'] = null;
+      return out;
+    },
+  };
+}
+
+/** The form document of an application record, whatever envelope the server uses. */
+export function formOf(app: Record<string, unknown>): Form {
+  const f = app['pending_change'] ?? app['form'];
+  return (f && typeof f === 'object' ? f : app) as Form;
+}
+
+/** Whether a date range crosses a Japanese fiscal year (1 April – 31 March). */
+export function crossesFiscalYear(start: string, end: string): boolean {
+  if (!start || !end) return false;
+  const fy = (d: string) => {
+    const [y, m] = d.split('-').map(Number);
+    return m >= 4 ? y : y - 1;
+  };
+  return fy(start) !== fy(end) || end < start;
+}

@@ -1,0 +1,264 @@
+// Result rendering: a paginated table in which suppressed cells are marked `<k` (never shown as a
+// number), the disclosure notes (dropped rows, rounding, DP noise and intervals), a chart and the
+// "request release" button. Suppressed cells are left out of charts rather than drawn as zero.
+import {
+  BarController,
+  BarElement,
+  CategoryScale,
+  Chart,
+  Legend,
+  LineController,
+  LineElement,
+  LinearScale,
+  PointElement,
+  Tooltip,
+} from 'chart.js';
+import { api, QueryResult } from '../api';
+import { clear, field, h, uid } from '../dom';
+import { t } from '../i18n';
+import { errorBox, note } from '../ui';
+
+Chart.register(BarController, BarElement, LineController, LineElement, PointElement, CategoryScale, LinearScale, Legend, Tooltip);
+
+const PAGE = 20;
+
+function isSuppressed(res: QueryResult, r: number, c: number): boolean {
+  return (res.disclosure?.suppressed ?? []).some(([rr, cc]) => rr === r && cc === c);
+}
+
+function cellText(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(3);
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/** Per-column DP noise information, whatever its exact server shape (object keyed by column or list). */
+function noiseInfo(res: QueryResult): { column: string; text: string }[] {
+  const d = res.disclosure as Record<string, unknown>;
+  const raw = d['noise'] ?? d['dp'] ?? d['noised_columns'];
+  const out: { column: string; text: string }[] = [];
+  const describe = (v: unknown): string => {
+    if (v && typeof v === 'object') {
+      const o = v as Record<string, unknown>;
+      const parts: string[] = [];
+      const scale = o['scale'] ?? o['noise_scale'];
+      if (scale !== undefined) parts.push(`${t('noise_scale')} ${cellText(scale)}`);
+      const ci = o['ci'] ?? o['ci95'] ?? o['confidence_interval'] ?? o['ci_half_width'];
+      if (ci !== undefined) parts.push(`${t('ci')} ${Array.isArray(ci) ? `±${cellText(ci)}` : `±${cellText(ci)}`}`);
+      for (const [k, val] of Object.entries(o)) {
+        if (!['scale', 'noise_scale', 'ci', 'ci95', 'confidence_interval', 'ci_half_width', 'column'].includes(k))
+          parts.push(`${k} ${cellText(val)}`);
+      }
+      return parts.join(', ');
+    }
+    return cellText(v);
+  };
+  if (Array.isArray(raw)) {
+    for (const item of raw) {
+      const col = (item as Record<string, unknown>)?.['column'];
+      out.push({ column: typeof col === 'string' ? col : '', text: describe(item) });
+    }
+  } else if (raw && typeof raw === 'object') {
+    for (const [col, v] of Object.entries(raw)) out.push({ column: col, text: describe(v) });
+  }
+  return out;
+}
+
+export function renderResult(res: QueryResult, app: string): HTMLElement {
+  const k = res.disclosure?.threshold ?? 5;
+  const wrap = h('div', { class: 'result', 'data-query': res.query_id });
+  const tableBox = h('div', { class: 'table-box' });
+  const chartBox = h('div', { class: 'chart-box', hidden: true });
+  let page = 0;
+  const pages = Math.max(1, Math.ceil(res.rows.length / PAGE));
+
+  const drawTable = () => {
+    const start = page * PAGE;
+    const body = res.rows.slice(start, start + PAGE).map((row, i) =>
+      h(
+        'tr',
+        {},
+        row.map((v, c) =>
+          isSuppressed(res, start + i, c)
+            ? h('td', { class: 'suppressed', title: t('legend_suppressed', { k }), 'data-suppressed': 'true' }, `<${k}`)
+            : h('td', { class: typeof v === 'number' ? 'num' : '' }, cellText(v)),
+        ),
+      ),
+    );
+    const pager =
+      pages > 1
+        ? h(
+            'div',
+            { class: 'pager' },
+            h('button', { type: 'button', disabled: page === 0, onclick: () => { page -= 1; drawTable(); } }, t('prev')),
+            h('span', { 'aria-live': 'polite' }, `${t('page')} ${page + 1} / ${pages}`),
+            h('button', { type: 'button', disabled: page >= pages - 1, onclick: () => { page += 1; drawTable(); } }, t('next')),
+          )
+        : null;
+    clear(
+      tableBox,
+      h(
+        'table',
+        { class: 'grid result-table' },
+        h('thead', {}, h('tr', {}, res.columns.map((c) => h('th', { scope: 'col', title: c.type }, c.name)))),
+        h('tbody', {}, body),
+      ),
+      pager,
+    );
+  };
+  drawTable();
+
+  // disclosure notes
+  const d = res.disclosure ?? { mode: 'suppression' };
+  const notes: HTMLElement[] = [];
+  notes.push(h('span', { class: 'count' }, `${res.rows.length} ${t('rows')}`));
+  if ((d.suppressed_cells ?? d.suppressed?.length ?? 0) > 0) {
+    notes.push(
+      h('span', { class: 'legend', id: 'legend' }, h('span', { class: 'suppressed-chip' }, `<${k}`), ' ', t('legend_suppressed', { k })),
+    );
+  }
+  if (d.dropped_rows) notes.push(h('span', {}, t('dropped_rows', { n: d.dropped_rows })));
+  if (d.rounding) {
+    const base = typeof d.rounding === 'object' ? (d.rounding.base ?? '') : d.rounding;
+    notes.push(h('span', {}, t('rounding', { base })));
+  }
+  if (d.mode === 'dp') {
+    notes.push(h('span', {}, t('dp_note')));
+    if (d.epsilon_spent !== null && d.epsilon_spent !== undefined) notes.push(h('span', {}, `${t('eps_spent')}: ${d.epsilon_spent}`));
+    if (d.epsilon_remaining !== null && d.epsilon_remaining !== undefined)
+      notes.push(h('span', { class: 'budget' }, `${t('eps_left')}: ${d.epsilon_remaining}`));
+    for (const n of noiseInfo(res)) notes.push(h('span', { class: 'noise' }, `${n.column}: ${n.text}`));
+  }
+  for (const n of d.notes ?? []) notes.push(h('span', { class: 'server-note' }, n));
+
+  // view switch + chart controls
+  const tabs = h('div', { class: 'tabs', role: 'group' });
+  const tableBtn = h('button', { type: 'button', 'aria-pressed': 'true', class: 'tab' }, t('table_view'));
+  const chartBtn = h('button', { type: 'button', 'aria-pressed': 'false', class: 'tab chart-tab' }, t('chart_view'));
+  tableBtn.addEventListener('click', () => {
+    tableBox.hidden = false;
+    chartBox.hidden = true;
+    tableBtn.setAttribute('aria-pressed', 'true');
+    chartBtn.setAttribute('aria-pressed', 'false');
+  });
+  chartBtn.addEventListener('click', () => {
+    tableBox.hidden = true;
+    chartBox.hidden = false;
+    tableBtn.setAttribute('aria-pressed', 'false');
+    chartBtn.setAttribute('aria-pressed', 'true');
+    if (!chartBox.firstChild) buildChart(res, chartBox);
+  });
+  tabs.append(tableBtn, chartBtn);
+
+  const releaseBox = h('div', { class: 'release' });
+  const releaseBtn = h(
+    'button',
+    {
+      type: 'button',
+      class: 'release-btn',
+      onclick: () => {
+        const just = h('textarea', { rows: 2, required: true });
+        const send = h('button', { type: 'button', class: 'primary' }, t('request_release'));
+        send.addEventListener('click', async () => {
+          try {
+            const r = await api<{ id?: string; release_id?: string }>('POST', '/releases', {
+              application: app,
+              query_id: res.query_id,
+              justification: just.value,
+            });
+            clear(releaseBox, note(t('release_sent', { id: r?.id ?? r?.release_id ?? '' })));
+          } catch (x) {
+            releaseBox.append(errorBox(x));
+          }
+        });
+        clear(releaseBox, field(t('release_justification'), just), send);
+        just.focus();
+      },
+    },
+    t('request_release'),
+  );
+  releaseBox.append(releaseBtn);
+
+  wrap.append(tabs, tableBox, chartBox, h('div', { class: 'notes' }, notes), releaseBox);
+  return wrap;
+}
+
+function buildChart(res: QueryResult, box: HTMLElement) {
+  const cols = res.columns.map((c) => c.name);
+  const numeric = res.columns
+    .map((c, i) => ({ c, i }))
+    .filter(({ c, i }) => /Int|Float|Decimal|UInt/i.test(c.type) || res.rows.some((r) => typeof r[i] === 'number'));
+  const sel = (options: string[], initial: string, withNone = false) => {
+    const s = h('select', {});
+    if (withNone) s.append(h('option', { value: '' }, t('no_series')));
+    for (const o of options) s.append(h('option', { value: o, selected: o === initial }, o));
+    return s;
+  };
+  const yDefault = numeric.length ? numeric[numeric.length - 1].c.name : cols[cols.length - 1];
+  const xDefault = cols.find((c) => c !== yDefault) ?? cols[0];
+  const seriesDefault = cols.length >= 3 ? (cols.find((c) => c !== xDefault && c !== yDefault) ?? '') : '';
+  const typeSel = h('select', {}, h('option', { value: 'bar' }, t('bar')), h('option', { value: 'line' }, t('line')), h('option', { value: 'stacked' }, t('stacked')));
+  const xSel = sel(cols, xDefault);
+  const ySel = sel(numeric.map((n) => n.c.name), yDefault);
+  const sSel = sel(cols, seriesDefault, true);
+  const canvasId = uid('chart');
+  const canvas = h('canvas', { id: canvasId, role: 'img', 'aria-label': t('chart_view') });
+  const holder = h('div', { class: 'chart-holder' }, canvas);
+  let chart: Chart | null = null;
+  const draw = () => {
+    const xi = cols.indexOf(xSel.value);
+    const yi = cols.indexOf(ySel.value);
+    const si = sSel.value ? cols.indexOf(sSel.value) : -1;
+    const labels: string[] = [];
+    const series = new Map<string, Map<string, number | null>>();
+    res.rows.forEach((row, r) => {
+      const x = cellText(row[xi]);
+      if (!labels.includes(x)) labels.push(x);
+      const s = si >= 0 ? cellText(row[si]) : ySel.value;
+      if (!series.has(s)) series.set(s, new Map());
+      const v = isSuppressed(res, r, yi) || typeof row[yi] !== 'number' ? null : (row[yi] as number);
+      const m = series.get(s)!;
+      m.set(x, v === null ? (m.get(x) ?? null) : (m.get(x) ?? 0) + v);
+    });
+    const palette = ['#5b3a1e', '#c0632b', '#3a6ea5', '#6a994e', '#8e5ea2', '#d1a12b', '#4d908e', '#b23a48'];
+    const kind = typeSel.value;
+    const datasets = [...series.entries()].map(([name, m], i) => ({
+      label: name,
+      data: labels.map((l) => m.get(l) ?? null),
+      backgroundColor: palette[i % palette.length],
+      borderColor: palette[i % palette.length],
+      spanGaps: false,
+    }));
+    chart?.destroy();
+    chart = new Chart(canvas, {
+      type: kind === 'line' ? 'line' : 'bar',
+      data: { labels, datasets },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        scales: {
+          x: { stacked: kind === 'stacked', title: { display: true, text: xSel.value } },
+          y: { stacked: kind === 'stacked', beginAtZero: true, title: { display: true, text: ySel.value } },
+        },
+      },
+    });
+    box.dataset.drawn = 'true';
+  };
+  for (const s of [typeSel, xSel, ySel, sSel]) s.addEventListener('change', draw);
+  clear(
+    box,
+    h(
+      'div',
+      { class: 'chart-controls' },
+      field(t('chart_type'), typeSel),
+      field(t('x_axis'), xSel),
+      field(t('y_axis'), ySel),
+      field(t('series'), sSel),
+    ),
+    holder,
+    h('small', {}, t('chart_suppressed_note')),
+  );
+  draw();
+}

@@ -1,0 +1,185 @@
+// Reviewer screens: inbox filtered by status, and an application with every field and its
+// history, where the reviewer approves (term within one fiscal year, scope, mode, k, ε), asks for
+// a correction, rejects, issues a corrective recommendation (是正勧告) or revokes.
+import { api, listOf, qs } from '../api';
+import { clear, field, fmtDate, h } from '../dom';
+import { t } from '../i18n';
+import { Ctx, errorBox, note, statusBadge } from '../ui';
+import { AppRecord, historyList, normalizeApp } from './apply';
+import { crossesFiscalYear, formEditor, formOf, fromText, getPath } from './forms';
+
+const STATUSES = ['submitted', 'correction_requested', 'approved', 'rejected', 'revoked', 'expired', 'draft'];
+
+export async function renderReview(ctx: Ctx, id?: string) {
+  document.title = `${t('nav_review')} — kura`;
+  if (id) return renderReviewDetail(ctx, id);
+  const params = new URLSearchParams(location.search);
+  const statusSel = h('select', { id: 'status-filter' }, h('option', { value: '' }, t('all')), STATUSES.map((s) => h('option', { value: s }, s)));
+  statusSel.value = params.get('status') ?? sessionStatus ?? 'submitted';
+  const listBox = h('div', {});
+  const load = async () => {
+    sessionStatus = statusSel.value;
+    const apps = listOf<AppRecord>(await api('GET', `/applications${qs({ status: statusSel.value })}`), 'applications');
+    clear(
+      listBox,
+      apps.length === 0
+        ? h('p', {}, t('none'))
+        : h(
+            'table',
+            { class: 'grid', id: 'inbox' },
+            h('thead', {}, h('tr', {}, [t('app_id'), t('applicant'), t('f_title'), t('status'), t('updated')].map((x) => h('th', { scope: 'col' }, x)))),
+            h(
+              'tbody',
+              {},
+              apps.map((a) =>
+                h(
+                  'tr',
+                  { 'data-app': a.id },
+                  h('th', { scope: 'row' }, h('a', { href: `#/review/${encodeURIComponent(a.id)}` }, a.id)),
+                  h('td', {}, String(a['applicant'] ?? '')),
+                  h('td', {}, String(a['title'] ?? formOf(a)['title'] ?? '')),
+                  h('td', {}, statusBadge(a.status)),
+                  h('td', {}, fmtDate(a['updated_at'] as string)),
+                ),
+              ),
+            ),
+          ),
+    );
+  };
+  statusSel.addEventListener('change', () => void load());
+  clear(ctx.main, h('h1', {}, t('inbox')), field(t('filter_status'), statusSel), listBox);
+  await load();
+}
+
+let sessionStatus: string | null = null;
+
+/** An empty region list means nationwide (全国), which the API spells as null. Diseases and years are never widened this way. */
+function orNull(v: unknown): unknown {
+  return Array.isArray(v) && v.length === 0 ? null : v;
+}
+
+function fiscalYearEnd(start: string): string {
+  const [y, m] = start.split('-').map(Number);
+  return `${m >= 4 ? y + 1 : y}-03-31`;
+}
+
+async function renderReviewDetail(ctx: Ctx, id: string) {
+  const app = normalizeApp(await api('GET', `/applications/${encodeURIComponent(id)}`));
+  const form = formOf(app);
+  const msg = h('div', { class: 'messages', 'aria-live': 'polite' });
+  const done = async () => {
+    ctx.go(`#/review/${encodeURIComponent(id)}`);
+  };
+  const post = async (path: string, body: unknown) => {
+    try {
+      await api('POST', `/applications/${encodeURIComponent(id)}/${path}`, body);
+      await done();
+    } catch (x) {
+      clear(msg, errorBox(x));
+    }
+  };
+
+  const panels: HTMLElement[] = [];
+  // A change application (pending_change) is reviewed like a submission while the approval stays in force.
+  if (app.status === 'submitted' || app['pending_change']) {
+    const today = new Date().toISOString().slice(0, 10);
+    const start = h('input', { type: 'date', id: 'ap-start' });
+    start.value = String(getPath(form, 'term.start') || today);
+    const end = h('input', { type: 'date', id: 'ap-end' });
+    end.value = String(getPath(form, 'term.end') || fiscalYearEnd(start.value));
+    const datasets = h('input', { id: 'ap-datasets' });
+    datasets.value = listOf<string>(getPath(form, 'scope.datasets')).join(', ') || 'nanbyo';
+    const diseases = h('input', { id: 'ap-diseases' });
+    diseases.value = listOf<number>(form['diseases']).join(', ');
+    const years = h('input', { id: 'ap-years' });
+    years.value = listOf<number>(getPath(form, 'scope.fiscal_years')).join(', ');
+    const prefs = h('input', { id: 'ap-prefs' });
+    prefs.value = listOf<string>(getPath(form, 'scope.prefectures')).join(', ');
+    const mode = h('select', { id: 'ap-mode' }, h('option', { value: 'suppression' }, t('mode_suppression')), h('option', { value: 'dp' }, t('mode_dp')));
+    const k = h('input', { type: 'number', id: 'ap-k', min: '2', value: '5' });
+    const eps = h('input', { type: 'number', id: 'ap-eps', min: '0', step: '0.1', value: '1.0' });
+    const reason = h('textarea', { id: 'decision-reason', rows: 2 });
+    const decide = (decision: string) => async () => {
+      if (decision === 'approve' && crossesFiscalYear(start.value, end.value)) {
+        clear(msg, note(t('fy_cross'), 'error'));
+        end.focus();
+        return;
+      }
+      if (decision !== 'approve' && !reason.value.trim()) {
+        reason.focus();
+        clear(msg, note(`${t('reason')} *`, 'error'));
+        return;
+      }
+      const body: Record<string, unknown> = { decision, reason: reason.value };
+      if (decision === 'approve') {
+        Object.assign(body, {
+          term: { start: start.value, end: end.value },
+          datasets: fromText('strings', datasets.value),
+          diseases: fromText('numbers', diseases.value),
+          fiscal_years: fromText('numbers', years.value),
+          prefectures: orNull(fromText('strings', prefs.value)),
+          mode: mode.value,
+          k: Number(k.value),
+          epsilon_budget: mode.value === 'dp' ? Number(eps.value) : null,
+        });
+      }
+      await post('decision', body);
+    };
+    panels.push(
+      h(
+        'section',
+        { class: 'card decision', id: 'decision' },
+        h('h2', {}, t('decision')),
+        h(
+          'div',
+          { class: 'cols' },
+          field(t('f_term_start'), start),
+          field(t('f_term_end'), end, t('fy_cross')),
+          field(t('f_datasets'), datasets),
+          field(t('f_diseases'), diseases),
+          field(t('f_fiscal_years'), years),
+          field(t('f_regions'), prefs),
+          field(t('mode'), mode),
+          field(t('k_threshold'), k),
+          field(t('epsilon_budget'), eps),
+        ),
+        field(t('reason'), reason),
+        h(
+          'div',
+          { class: 'actions' },
+          h('button', { type: 'button', class: 'primary', id: 'approve', onclick: decide('approve') }, t('approve')),
+          h('button', { type: 'button', id: 'request-correction', onclick: decide('request_correction') }, t('request_correction')),
+          h('button', { type: 'button', class: 'danger', id: 'reject', onclick: decide('reject') }, t('reject')),
+        ),
+      ),
+    );
+  }
+  if (app.status === 'approved') {
+    const rec = h('textarea', { id: 'recommendation-text', rows: 2 });
+    const rev = h('textarea', { id: 'revoke-reason', rows: 2 });
+    panels.push(
+      h(
+        'section',
+        { class: 'card' },
+        h('h2', {}, t('recommendation')),
+        field(t('recommendation'), rec),
+        h('button', { type: 'button', id: 'issue-recommendation', onclick: () => rec.value.trim() && void post('recommendations', { text: rec.value }) }, t('issue_recommendation')),
+        h('h2', {}, t('revoke')),
+        field(t('reason'), rev),
+        h('button', { type: 'button', class: 'danger', id: 'revoke', onclick: () => rev.value.trim() && void post('revoke', { reason: rev.value }) }, t('revoke')),
+      ),
+    );
+  }
+  const approval = app['approval'];
+  clear(
+    ctx.main,
+    h('p', {}, h('a', { href: '#/review' }, `← ${t('inbox')}`)),
+    h('h1', {}, `${app.id} `, statusBadge(app.status)),
+    h('p', {}, `${t('applicant')}: ${String(app['applicant'] ?? '')}`),
+    msg,
+    panels,
+    approval ? h('section', { class: 'card' }, h('h2', {}, t('approve')), h('pre', { class: 'json' }, JSON.stringify(approval, null, 2))) : null,
+    historyList(app),
+    formEditor(form, true).el,
+  );
+}
