@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# The one command that runs every check kura has: formatting, lints, and all tests.
-# It installs what a fresh machine lacks first, so CI and a new developer run the same thing.
+# The one command that runs every check kura has: formatting, lints, all Rust tests, and the
+# console's browser journeys. It installs what a fresh machine lacks first (Node/npm for the
+# console build, Debian's chromium for the browser tests), so CI and a new developer run the
+# same thing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v npm >/dev/null; then
+  echo "== installing nodejs and npm (the console is built by build.rs)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
 
 echo "== rustfmt"
 cargo fmt --all -- --check
@@ -14,3 +24,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+echo "== browser journeys"
+# The test build above also built the `kura` binary; reuse it rather than building again
+# with the (different) non-test feature set.
+export KURA_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/kura"
+bash tests/e2e-browser.sh
