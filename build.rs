@@ -1,5 +1,6 @@
 //! Builds the web console (`src/console/web`) so that `cargo run -- demo` and `cargo test` work on
-//! a fresh clone with no extra step: `npm ci` when `node_modules` is missing or older than the
+//! a fresh clone with no extra step: `npm install` (which keeps to the committed lockfile; `npm ci` trips over optional
+//! platform packages with the npm 11 here) when `node_modules` is missing or older than the
 //! lockfile, then `npm run build` (type check + Vite) when a web source is newer than the bundle.
 //! `src/console/mod.rs` embeds the result (`dist/`) with rust-embed.
 //!
@@ -37,7 +38,7 @@ fn main() {
     if std::env::var_os("KURA_SKIP_WEB_BUILD").is_some_and(|v| v == "1") {
         if !index.exists() {
             fail(&format!(
-                "KURA_SKIP_WEB_BUILD=1 but {} is missing; unset it or build the console with `npm ci && npm run build` in {WEB}.",
+                "KURA_SKIP_WEB_BUILD=1 but {} is missing; unset it or build the console with `npm install && npm run build` in {WEB}.",
                 index.display()
             ));
         }
@@ -47,7 +48,7 @@ fn main() {
     let lock = web.join("package-lock.json");
     let installed = web.join("node_modules/.package-lock.json");
     if newest(std::slice::from_ref(&lock)) > mtime(&installed) {
-        npm(&web, &["ci", "--no-audit", "--no-fund"]);
+        npm(&web, &["install", "--no-audit", "--no-fund"]);
     }
 
     let inputs: Vec<PathBuf> = SOURCES

@@ -28,7 +28,7 @@ if command -v fc-list >/dev/null && ! fc-list :lang=ja 2>/dev/null | grep -q .; 
 fi
 
 if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
-  (cd "$web" && npm ci --no-audit --no-fund)
+  (cd "$web" && npm install --no-audit --no-fund)
 fi
 
 target=${CARGO_TARGET_DIR:-$root/target}

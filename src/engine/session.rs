@@ -106,5 +106,12 @@ pub fn open_extract(
         }
         register_table(&ctx, dir, name, catalog)?;
     }
+    // The approved scope travels with the session so that disclosure padding enumerates
+    // only the key values the approval covers (its fiscal years, diseases, prefectures,
+    // manufacturers), not the whole catalogue domain.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(manifest.scope.clone()));
     Ok(ctx)
 }

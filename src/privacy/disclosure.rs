@@ -23,7 +23,7 @@ use serde_json::Value;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
 
-use crate::catalog::{Catalog, Domain};
+use crate::catalog::{Catalog, Domain, ScopeDim};
 use crate::engine::QueryError;
 use crate::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
 use crate::privacy::rules::RuleSet;
@@ -85,6 +85,13 @@ pub async fn padding(
         let Some(mut values) = values else {
             return Padding::Impossible;
         };
+        if let Some(KeySource::Column { table, column }) = &c.source {
+            match scope_values(ctx, catalog, table, column, t).await {
+                ScopeFilter::Unrestricted => {}
+                ScopeFilter::Only(allowed) => values.retain(|v| allowed.contains(&v.to_string())),
+                ScopeFilter::Unknown => return Padding::Impossible,
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         values.retain(|v| seen.insert(v.to_string()));
         product = product.saturating_mul(values.len());
@@ -94,6 +101,128 @@ pub async fn padding(
         domains.push((k, values));
     }
     Padding::Domains(domains)
+}
+
+/// How the session's approved scope restricts the values of one key column.
+enum ScopeFilter {
+    /// The column carries no restricted scope dimension: the whole domain applies.
+    Unrestricted,
+    /// Only these values (rendered as JSON text) are in scope.
+    Only(std::collections::HashSet<String>),
+    /// The restriction could not be worked out: do not pad (fail closed).
+    Unknown,
+}
+
+/// The values of `table.column` that the session's scope (set by `open_extract`) admits.
+/// Padding beyond them would show key values outside the approval: not a leak, since the
+/// domains are public, but misleading rows about data the researcher cannot see. Products
+/// are restricted through their manufacturer.
+async fn scope_values(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    table: &str,
+    column: &str,
+    t: &DataType,
+) -> ScopeFilter {
+    let Some(dim) = catalog
+        .table(table)
+        .and_then(|tb| tb.column(column))
+        .and_then(|c| c.scope)
+    else {
+        return ScopeFilter::Unrestricted;
+    };
+    let Some(scope) = ctx
+        .state()
+        .config()
+        .get_extension::<crate::sql::scope::Scope>()
+    else {
+        return ScopeFilter::Unrestricted;
+    };
+    let render = |vals: Vec<ScalarValue>| match typed(vals.into_iter(), t) {
+        Some(v) => ScopeFilter::Only(v.iter().map(Value::to_string).collect()),
+        None => ScopeFilter::Unknown,
+    };
+    match dim {
+        ScopeDim::FiscalYear => {
+            scope
+                .fiscal_years
+                .as_ref()
+                .map_or(ScopeFilter::Unrestricted, |v| {
+                    render(
+                        v.iter()
+                            .map(|y| ScalarValue::Int64(Some(i64::from(*y))))
+                            .collect(),
+                    )
+                })
+        }
+        ScopeDim::Disease => scope
+            .diseases
+            .as_ref()
+            .map_or(ScopeFilter::Unrestricted, |v| {
+                render(
+                    v.iter()
+                        .map(|d| ScalarValue::Int64(Some(i64::from(*d))))
+                        .collect(),
+                )
+            }),
+        ScopeDim::Region => scope
+            .prefectures
+            .as_ref()
+            .map_or(ScopeFilter::Unrestricted, |v| {
+                render(v.iter().cloned().map(ScalarValue::from).collect())
+            }),
+        ScopeDim::Manufacturer => scope
+            .manufacturers
+            .as_ref()
+            .map_or(ScopeFilter::Unrestricted, |v| {
+                render(v.iter().cloned().map(ScalarValue::from).collect())
+            }),
+        ScopeDim::Product => {
+            let Some(makers) = scope.manufacturers.as_ref() else {
+                return ScopeFilter::Unrestricted;
+            };
+            let Some(product_table) = catalog.table("product") else {
+                return ScopeFilter::Unknown;
+            };
+            let (Some(code), Some(maker)) = (
+                product_table.scope_column(ScopeDim::Product),
+                product_table.scope_column(ScopeDim::Manufacturer),
+            ) else {
+                return ScopeFilter::Unknown;
+            };
+            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let list = makers
+                .iter()
+                .map(|m| format!("'{}'", m.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = if list.is_empty() {
+                format!("SELECT {c} FROM product WHERE false", c = q(&code.name))
+            } else {
+                format!(
+                    "SELECT DISTINCT {c} FROM product WHERE {m} IN ({list})",
+                    c = q(&code.name),
+                    m = q(&maker.name)
+                )
+            };
+            let Ok(df) = ctx.sql(&sql).await else {
+                return ScopeFilter::Unknown;
+            };
+            let Ok(batches) = df.collect().await else {
+                return ScopeFilter::Unknown;
+            };
+            let mut out = std::collections::HashSet::new();
+            for b in &batches {
+                let Ok(arr) = cast(b.column(0), t) else {
+                    return ScopeFilter::Unknown;
+                };
+                for r in 0..arr.len() {
+                    out.insert(cell_to_json(&arr, r).to_string());
+                }
+            }
+            ScopeFilter::Only(out)
+        }
+    }
 }
 
 /// Cast scalars to the key column's type and render them as released JSON values; `None`

@@ -702,3 +702,40 @@ async fn non_paddable_keys_drop_failing_rows() {
     assert_eq!(o.result.disclosure.dropped_rows, 2);
     assert!(dropped_note(&o));
 }
+
+/// Padding enumerates the approval's scope, not the whole catalogue domain: a study approved
+/// for two fiscal years (or a PMS team for its own products) must not get padding rows for
+/// years or other manufacturers' products it cannot see.
+#[tokio::test]
+async fn padding_stays_within_the_approved_scope() {
+    use std::sync::Arc;
+
+    let (ctx, catalog) = registry();
+    let scope = kura::sql::scope::Scope {
+        datasets: vec!["nanbyo".into()],
+        fiscal_years: Some(vec![2020, 2021]),
+        ..Default::default()
+    };
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(scope));
+    let rules = DisclosureRules::embedded().unwrap();
+    let out = run_query(
+        &ctx,
+        "SELECT fiscal_year, count(DISTINCT pid) AS n FROM nanbyo_survey WHERE pid = 'p01' GROUP BY fiscal_year",
+        &catalog,
+        &rules,
+        &Limits::default(),
+    )
+    .await
+    .unwrap();
+    let years: Vec<&Value> = out.result.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        years,
+        vec![&json!(2020), &json!(2021)],
+        "{:?}",
+        out.result.rows
+    );
+    assert!(out.result.rows.iter().all(|r| r[1].is_null()));
+}

@@ -44,7 +44,7 @@ export async function renderAudit(ctx: Ctx) {
   let page = 1;
   const iso = (v: string) => (v ? new Date(v).toISOString() : undefined);
   const load = async () => {
-    const query = qs({ from: iso(from.value), to: iso(to.value), user: user.value, application: app.value, action: action.value, outcome: outcome.value, page });
+    const query = qs({ from: iso(from.value), to: iso(to.value), user: user.value, application: app.value, action: action.value, outcome: outcome.value, page: page - 1 }); // the API pages from 0
     const r = await api<unknown>('GET', `/audit/events${query}`);
     listBox.dataset.query = query;
     const want = outcome.value;
