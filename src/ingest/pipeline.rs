@@ -240,18 +240,8 @@ struct TablePlan {
 }
 
 fn header_index(path: &Path) -> Result<Vec<String>, IngestError> {
-    let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => IngestError::MissingFile {
-            file: path.to_path_buf(),
-        },
-        _ => IngestError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(BufReader::new(file));
+    // open_csv has already read (and validated as CSV) the header row.
+    let mut rdr = open_csv(path)?;
     let headers = rdr.byte_headers().map_err(|source| IngestError::Csv {
         file: path.to_path_buf(),
         line: 1,
