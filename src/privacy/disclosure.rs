@@ -190,39 +190,48 @@ async fn scope_values(
             ) else {
                 return ScopeFilter::Unknown;
             };
-            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
             let list = makers
                 .iter()
                 .map(|m| format!("'{}'", m.replace('\'', "''")))
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = if list.is_empty() {
-                format!("SELECT {c} FROM product WHERE false", c = q(&code.name))
+                format!(
+                    "SELECT {c} FROM product WHERE false",
+                    c = quote_ident(&code.name)
+                )
             } else {
                 format!(
                     "SELECT DISTINCT {c} FROM product WHERE {m} IN ({list})",
-                    c = q(&code.name),
-                    m = q(&maker.name)
+                    c = quote_ident(&code.name),
+                    m = quote_ident(&maker.name)
                 )
             };
-            let Ok(df) = ctx.sql(&sql).await else {
-                return ScopeFilter::Unknown;
-            };
-            let Ok(batches) = df.collect().await else {
-                return ScopeFilter::Unknown;
-            };
-            let mut out = std::collections::HashSet::new();
-            for b in &batches {
-                let Ok(arr) = cast(b.column(0), t) else {
-                    return ScopeFilter::Unknown;
-                };
-                for r in 0..arr.len() {
-                    out.insert(cell_to_json(&arr, r).to_string());
-                }
+            match column_values(ctx, &sql, t).await {
+                Some(values) => ScopeFilter::Only(values.iter().map(Value::to_string).collect()),
+                None => ScopeFilter::Unknown,
             }
-            ScopeFilter::Only(out)
         }
     }
+}
+
+/// A SQL identifier in double quotes (catalogue names are plain, but quote anyway).
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Run `sql` (over reference tables) and return its first column cast to the key type `t`
+/// and rendered as released JSON values; `None` if anything fails (callers fail closed).
+async fn column_values(ctx: &SessionContext, sql: &str, t: &DataType) -> Option<Vec<Value>> {
+    let batches = ctx.sql(sql).await.ok()?.collect().await.ok()?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let arr = cast(b.column(0), t).ok()?;
+        for r in 0..arr.len() {
+            out.push(cell_to_json(&arr, r));
+        }
+    }
+    Some(out)
 }
 
 /// Cast scalars to the key column's type and render them as released JSON values; `None`
@@ -260,21 +269,13 @@ async fn domain_values(
             typed((*lo..=*hi).map(|i| ScalarValue::Int64(Some(i))), t)
         }
         Domain::Ref { table, column } => {
-            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
             let sql = format!(
                 "SELECT DISTINCT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c} LIMIT {n}",
-                c = q(column),
-                t = q(table),
+                c = quote_ident(column),
+                t = quote_ident(table),
                 n = max_rows.saturating_add(1)
             );
-            let batches = ctx.sql(&sql).await.ok()?.collect().await.ok()?;
-            let mut out = Vec::new();
-            for b in &batches {
-                let arr = cast(b.column(0), t).ok()?;
-                for r in 0..arr.len() {
-                    out.push(cell_to_json(&arr, r));
-                }
-            }
+            let out = column_values(ctx, &sql, t).await?;
             (out.len() <= max_rows && !out.iter().any(Value::is_null)).then_some(out)
         }
     }
