@@ -319,6 +319,7 @@ mod tests {
                 epsilon_spent: None,
                 epsilon_remaining: None,
                 notes: vec![],
+                dp: None,
             },
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod dp;
 pub mod error;
 pub mod exec;
 pub mod run;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 
 use crate::engine::{QueryError, QueryOutcome};
-use crate::privacy::result::DisclosureMode;
+use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
 use crate::sql::scope::Scope;
 
 /// Error building or destroying an extract. The detail is for operators only.
@@ -39,9 +39,19 @@ pub struct AuthorisedQuery {
     pub mode: DisclosureMode,
     /// k for suppression.
     pub threshold: u32,
-    /// ε requested for this query under DP.
-    pub epsilon: Option<f64>,
+    /// ε and contribution bounds under DP (`None` in suppression mode).
+    pub dp: Option<DpParams>,
     pub sql: String,
+}
+
+/// What a DP query would release and cost, worked out without reading any data.
+#[derive(Debug, Clone)]
+pub struct DpPreview {
+    /// Hash of the normalised plan (constants kept) and the DP parameters: the same key
+    /// on the same extract means the same question, whose stored answer is re-released.
+    pub release_key: String,
+    /// Columns, scales and ε as the release would report them (no intervals yet).
+    pub disclosure: DpDisclosure,
 }
 
 /// The data plane as the control plane uses it.
@@ -55,6 +65,9 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// Run an authorised query over its extract.
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>>;
+
+    /// Check a DP query and price it without running it (dry run, cache key).
+    fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>>;
 
     /// Designated disease numbers present in the registry (for application validation).
     fn diseases(&self) -> BTreeSet<i32>;

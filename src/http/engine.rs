@@ -4,8 +4,8 @@
 //! Guarantees: each application's extract is built from the ingested registry with its own
 //! key (HMAC of the operator's extract key and the application id, so `pid`s of two studies
 //! never join); queries open only that extract; the approval's k can raise, never lower,
-//! the dataset thresholds of `policies/disclosure.toml`; DP mode is refused until the DP
-//! mechanisms land rather than answered without noise.
+//! the dataset thresholds of `policies/disclosure.toml` (under DP, k sets the release
+//! threshold); DP queries go through `engine::dp` and never the suppression path.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use datafusion::arrow::array::{Array, Int32Array};
 use futures::future::BoxFuture;
 use ring::hmac;
 
-use super::data::{AuthorisedQuery, BuiltExtract, DataPlane, ExtractFailure};
+use super::data::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
 use crate::catalog::Catalog;
 use crate::engine::{Limits, QueryError, QueryOutcome};
 use crate::privacy::result::DisclosureMode;
@@ -142,13 +142,24 @@ impl DataPlane for EnginePlane {
 
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
         Box::pin(async move {
-            if q.mode == DisclosureMode::Dp {
-                return Err(QueryError::UnsupportedQuery {
-                    message: "differential-privacy mode is not available in this build yet; no budget was spent / 差分プライバシー方式はまだ利用できません（予算は消費していません）".into(),
-                });
-            }
             let ctx =
                 crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            if q.mode == DisclosureMode::Dp {
+                let params = q.dp.ok_or_else(|| QueryError::UnsupportedQuery {
+                    message:
+                        "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です"
+                            .into(),
+                })?;
+                return crate::engine::dp::run_dp_query(
+                    &ctx,
+                    &q.sql,
+                    &self.catalog,
+                    &self.rules_for(q.threshold),
+                    &self.limits,
+                    params,
+                )
+                .await;
+            }
             crate::engine::run::run_query(
                 &ctx,
                 &q.sql,
@@ -157,6 +168,30 @@ impl DataPlane for EnginePlane {
                 &self.limits,
             )
             .await
+        })
+    }
+
+    fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
+        Box::pin(async move {
+            let params = q.dp.ok_or_else(|| QueryError::UnsupportedQuery {
+                message: "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です"
+                    .into(),
+            })?;
+            let ctx =
+                crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            let p = crate::engine::dp::prepare(
+                &ctx,
+                &q.sql,
+                &self.catalog,
+                &self.rules_for(q.threshold),
+                &self.limits,
+                params,
+            )
+            .await?;
+            Ok(DpPreview {
+                release_key: p.release_key,
+                disclosure: p.disclosure,
+            })
         })
     }
 

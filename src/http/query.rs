@@ -329,7 +329,10 @@ pub async fn run_query(
             scope: resolved.scope.clone(),
             mode,
             threshold: resolved.threshold,
-            epsilon,
+            dp: epsilon.map(|epsilon| crate::privacy::result::DpParams {
+                epsilon,
+                bounds: Default::default(),
+            }),
             sql: req.sql.clone(),
         })
         .await;

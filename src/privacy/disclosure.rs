@@ -76,24 +76,16 @@ pub async fn padding(
             return Padding::Impossible;
         };
         let values = match &c.source {
-            Some(KeySource::Literal(v)) => typed(std::iter::once(v.clone()), t),
+            Some(KeySource::Literal(v)) => typed_scalars(std::iter::once(v.clone()), t),
             Some(KeySource::Column { table, column }) => {
-                domain_values(ctx, catalog, table, column, t, max_rows).await
+                key_domain(ctx, catalog, table, column, t, max_rows).await
             }
             None => None,
         };
-        let Some(mut values) = values else {
+        let Some(values) = values else {
             return Padding::Impossible;
         };
-        if let Some(KeySource::Column { table, column }) = &c.source {
-            match scope_values(ctx, catalog, table, column, t).await {
-                ScopeFilter::Unrestricted => {}
-                ScopeFilter::Only(allowed) => values.retain(|v| allowed.contains(&v.to_string())),
-                ScopeFilter::Unknown => return Padding::Impossible,
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        values.retain(|v| seen.insert(v.to_string()));
+        let values: Vec<Value> = values.iter().map(scalar_to_json).collect();
         product = product.saturating_mul(values.len());
         if product > max_rows || values.is_empty() {
             return Padding::Impossible;
@@ -101,6 +93,39 @@ pub async fn padding(
         domains.push((k, values));
     }
     Padding::Domains(domains)
+}
+
+/// The released values of one public-domain key column `table.column`, typed as `t`: its
+/// catalogue domain restricted to the session's approved scope, without duplicates, in
+/// domain order. `None` when the column has no enumerable public domain, the domain is
+/// larger than `max_rows`, or the scope restriction cannot be worked out (fail closed).
+/// Used for suppression padding and for DP zero-fill.
+pub async fn key_domain(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    table: &str,
+    column: &str,
+    t: &DataType,
+    max_rows: usize,
+) -> Option<Vec<ScalarValue>> {
+    let mut values = domain_values(ctx, catalog, table, column, t, max_rows).await?;
+    match scope_values(ctx, catalog, table, column, t).await {
+        ScopeFilter::Unrestricted => {}
+        ScopeFilter::Only(allowed) => {
+            values.retain(|v| allowed.contains(&scalar_to_json(v).to_string()))
+        }
+        ScopeFilter::Unknown => return None,
+    }
+    let mut seen = std::collections::HashSet::new();
+    values.retain(|v| seen.insert(scalar_to_json(v).to_string()));
+    Some(values)
+}
+
+/// A scalar as the JSON value a released result would carry.
+pub fn scalar_to_json(v: &ScalarValue) -> Value {
+    v.to_array()
+        .map(|a| cell_to_json(&a, 0))
+        .unwrap_or(Value::Null)
 }
 
 /// How the session's approved scope restricts the values of one key column.
@@ -138,8 +163,8 @@ async fn scope_values(
     else {
         return ScopeFilter::Unrestricted;
     };
-    let render = |vals: Vec<ScalarValue>| match typed(vals.into_iter(), t) {
-        Some(v) => ScopeFilter::Only(v.iter().map(Value::to_string).collect()),
+    let render = |vals: Vec<ScalarValue>| match typed_scalars(vals.into_iter(), t) {
+        Some(v) => ScopeFilter::Only(v.iter().map(|v| scalar_to_json(v).to_string()).collect()),
         None => ScopeFilter::Unknown,
     };
     match dim {
@@ -208,7 +233,12 @@ async fn scope_values(
                 )
             };
             match column_values(ctx, &sql, t).await {
-                Some(values) => ScopeFilter::Only(values.iter().map(Value::to_string).collect()),
+                Some(values) => ScopeFilter::Only(
+                    values
+                        .iter()
+                        .map(|v| scalar_to_json(v).to_string())
+                        .collect(),
+                ),
                 None => ScopeFilter::Unknown,
             }
         }
@@ -220,30 +250,35 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Run `sql` (over reference tables) and return its first column cast to the key type `t`
-/// and rendered as released JSON values; `None` if anything fails (callers fail closed).
-async fn column_values(ctx: &SessionContext, sql: &str, t: &DataType) -> Option<Vec<Value>> {
+/// Run `sql` (over reference tables) and return its first column cast to the key type `t`;
+/// `None` if anything fails (callers fail closed).
+async fn column_values(ctx: &SessionContext, sql: &str, t: &DataType) -> Option<Vec<ScalarValue>> {
     let batches = ctx.sql(sql).await.ok()?.collect().await.ok()?;
     let mut out = Vec::new();
     for b in &batches {
         let arr = cast(b.column(0), t).ok()?;
         for r in 0..arr.len() {
-            out.push(cell_to_json(&arr, r));
+            out.push(ScalarValue::try_from_array(&arr, r).ok()?);
         }
     }
     Some(out)
 }
 
-/// Cast scalars to the key column's type and render them as released JSON values; `None`
-/// if any value does not fit the type (fail closed: no padding).
-fn typed(values: impl Iterator<Item = ScalarValue>, t: &DataType) -> Option<Vec<Value>> {
+/// Cast scalars to the key column's type; `None` if any value does not fit the type or is
+/// null (fail closed: no padding).
+fn typed_scalars(
+    values: impl Iterator<Item = ScalarValue>,
+    t: &DataType,
+) -> Option<Vec<ScalarValue>> {
     values
-        .map(|v| {
-            let v = v.cast_to(t).ok()?;
-            let arr = v.to_array().ok()?;
-            Some(cell_to_json(&arr, 0)).filter(|j| !j.is_null())
-        })
+        .map(|v| v.cast_to(t).ok().filter(|v| !v.is_null()))
         .collect()
+}
+
+/// [`typed_scalars`] rendered as released JSON values.
+#[cfg(test)]
+fn typed(values: impl Iterator<Item = ScalarValue>, t: &DataType) -> Option<Vec<Value>> {
+    typed_scalars(values, t).map(|v| v.iter().map(scalar_to_json).collect())
 }
 
 /// The catalogue domain of a public-domain column, typed like the key column.
@@ -254,19 +289,21 @@ async fn domain_values(
     column: &str,
     t: &DataType,
     max_rows: usize,
-) -> Option<Vec<Value>> {
+) -> Option<Vec<ScalarValue>> {
     let col = catalog.table(table)?.column(column)?;
     if !col.public_domain {
         return None;
     }
     match col.domain.as_ref()? {
-        Domain::Values { values } => typed(values.iter().cloned().map(ScalarValue::from), t),
+        Domain::Values { values } => {
+            typed_scalars(values.iter().cloned().map(ScalarValue::from), t)
+        }
         Domain::Range { range: [lo, hi] } => {
             let size = hi.checked_sub(*lo)?.checked_add(1)?;
             if size <= 0 || size as u64 > max_rows as u64 {
                 return None;
             }
-            typed((*lo..=*hi).map(|i| ScalarValue::Int64(Some(i))), t)
+            typed_scalars((*lo..=*hi).map(|i| ScalarValue::Int64(Some(i))), t)
         }
         Domain::Ref { table, column } => {
             let sql = format!(
@@ -276,7 +313,7 @@ async fn domain_values(
                 n = max_rows.saturating_add(1)
             );
             let out = column_values(ctx, &sql, t).await?;
-            (out.len() <= max_rows && !out.iter().any(Value::is_null)).then_some(out)
+            (out.len() <= max_rows && !out.iter().any(ScalarValue::is_null)).then_some(out)
         }
     }
 }
@@ -514,6 +551,7 @@ pub fn check(
             epsilon_spent: None,
             epsilon_remaining: None,
             notes,
+            dp: None,
         },
     })
 }

@@ -1,7 +1,8 @@
 //! Privacy stage: disclosure rules (thresholds, dominance, rounding) applied to executed
-//! results, and the shape of a released result.
+//! results, the differential-privacy mechanisms, and the shape of a released result.
 
 pub mod disclosure;
+pub mod dp;
 pub mod result;
 pub mod rules;
 

@@ -37,6 +37,88 @@ pub struct Disclosure {
     pub epsilon_remaining: Option<f64>,
     /// Human-readable notes (ja / en) about what was done to the result.
     pub notes: Vec<String>,
+    /// Differential privacy: how every noised column was computed (mode `dp` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpDisclosure>,
+}
+
+/// Per-patient contribution bounds of a DP release. OpenDP trusts the sensitivity it is
+/// given; these bounds, enforced in the rewritten plan, are what make it true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpBounds {
+    /// L: a patient contributes to at most this many groups (the rest are dropped at random).
+    pub max_groups_per_patient: u32,
+    /// m: at most this many rows per patient and group (the rest are dropped at random).
+    pub max_rows_per_group: u32,
+}
+
+impl DpBounds {
+    /// Largest accepted value of either bound (a typo guard; larger bounds only add noise).
+    pub const MAX: u32 = 1_000;
+}
+
+impl Default for DpBounds {
+    /// Documented defaults (docs/privacy.md): L = 5 groups, m = 3 rows per group.
+    fn default() -> Self {
+        Self {
+            max_groups_per_patient: 5,
+            max_rows_per_group: 3,
+        }
+    }
+}
+
+/// What a DP query asks for: the ε to spend and the contribution bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpParams {
+    pub epsilon: f64,
+    pub bounds: DpBounds,
+}
+
+/// How one released column was noised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpColumn {
+    /// Index of the released column.
+    pub index: usize,
+    pub name: String,
+    /// `count`, `count_distinct_pid`, `sum`, `avg`.
+    pub aggregate: String,
+    /// ε spent on this column (an AVG spends on its noisy sum and its noisy count).
+    pub epsilon: f64,
+    /// L1 sensitivity of the noised quantity under the contribution bounds (for AVG, of its sum).
+    pub sensitivity: f64,
+    /// Laplace scale b of the noise added to each cell (for AVG, of its sum).
+    pub noise_scale: f64,
+    /// Half-width of the 95% interval around each cell, when the same for every cell
+    /// (counts and sums); AVG cells carry their own interval in `DpDisclosure::intervals`.
+    pub ci95_half_width: Option<f64>,
+    /// Clamping bounds `[lo, hi]` applied to the values (SUM, AVG).
+    pub clamp: Option<[f64; 2]>,
+}
+
+/// A per-cell 95% interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpInterval {
+    pub row: usize,
+    pub column: usize,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The DP part of a release's disclosure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpDisclosure {
+    /// ε of this release: what the budget is charged, unless `cached`.
+    pub epsilon: f64,
+    /// A stored answer re-released for an identical query on the same extract: nothing spent.
+    pub cached: bool,
+    /// `laplace` (discrete Laplace on counts, Laplace on sums; pure ε-DP).
+    pub mechanism: String,
+    pub bounds: DpBounds,
+    /// Rows whose noisy patient count is below this are suppressed (the <5 rule under DP).
+    pub release_threshold: f64,
+    pub columns: Vec<DpColumn>,
+    /// 95% intervals of cells whose interval is cell-specific (AVG).
+    pub intervals: Vec<DpInterval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

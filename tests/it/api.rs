@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use kura::audit::{AuditEvent, AuditKey};
 use kura::catalog::Catalog;
 use kura::engine::{QueryError, QueryOutcome};
-use kura::http::data::{AuthorisedQuery, BuiltExtract, DataPlane, ExtractFailure};
+use kura::http::data::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
 use kura::http::{AppState, HttpSettings, app};
 use kura::policy::Policy;
 use kura::policy::workflow::fiscal_year_end;
@@ -98,14 +98,23 @@ impl DataPlane for FakePlane {
                         suppressed_cells: 1,
                         dropped_rows: 0,
                         rounding: None,
-                        epsilon_spent: q.epsilon,
+                        epsilon_spent: q.dp.map(|d| d.epsilon),
                         epsilon_remaining: None,
                         notes: vec![],
+                        dp: None,
                     },
                 },
                 plan_fingerprint: "fp_test".into(),
                 tables: vec!["patient".into()],
                 duration: Duration::from_millis(3),
+            })
+        })
+    }
+
+    fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
+        Box::pin(async move {
+            Err(QueryError::UnsupportedQuery {
+                message: format!("fake plane: no DP preview for {}", q.application),
             })
         })
     }

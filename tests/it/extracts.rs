@@ -984,6 +984,7 @@ async fn plain_run(
                 epsilon_spent: None,
                 epsilon_remaining: None,
                 notes: vec![],
+                dp: None,
             },
         },
         plan_fingerprint: String::new(),

@@ -23,6 +23,7 @@
 //! tables must be equi-joins on `pid`; a patient relation may never filter a public one.
 
 mod aggregate;
+pub mod dp;
 mod seal;
 
 use std::collections::BTreeSet;
