@@ -17,22 +17,24 @@ pub mod notebooks;
 pub mod query;
 pub mod serve;
 pub mod session;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -48,6 +50,9 @@ pub struct HttpSettings {
     pub token_ttl: chrono::Duration,
     /// Mark cookies `Secure` (set when served over TLS or behind a TLS proxy).
     pub cookie_secure: bool,
+    /// Login and every authenticated request must come over a TLS connection whose
+    /// verified client certificate names the account (seed 003: both factors).
+    pub bind_certificate_to_user: bool,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub concurrency: usize,
@@ -58,6 +63,7 @@ impl Default for HttpSettings {
         Self {
             token_ttl: chrono::Duration::hours(8),
             cookie_secure: false,
+            bind_certificate_to_user: false,
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(120),
             concurrency: 64,
@@ -132,6 +138,19 @@ async fn api_not_found() -> ApiError {
     )
 }
 
+/// The request-timeout layer's error as the API error shape (its own 408 has no body).
+async fn timeout_error(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request took longer than the server allows (request_timeout_secs) and was stopped; send it again, or narrow a query that takes this long. / 処理時間の上限を超えたため中止しました。再送するか、クエリを絞り込んでください。",
+        )
+    } else {
+        ApiError::internal(&err)
+    }
+}
+
 /// The whole router. Tests call it without a socket (`tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
@@ -197,10 +216,11 @@ pub fn app(state: AppState) -> Router {
         .layer(header("referrer-policy", "no-referrer"))
         .layer(header("cache-control", "no-store"))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timeout_error))
+                .layer(TimeoutLayer::new(settings.request_timeout)),
+        )
         .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
