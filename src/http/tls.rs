@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -36,6 +36,8 @@ use crate::config::{ClientAuth, TlsConfig};
 /// How long a client may take to finish the TLS handshake before the connection is
 /// dropped (a silent client must not hold a task for ever).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors setting up TLS. Each names the `[tls]` setting (and its `KURA_TLS_*` variable)
 /// and what to do; any of them stops the server.
@@ -334,7 +336,11 @@ pub async fn serve(
                 req.extensions_mut().insert(conn_info.clone());
                 req
             });
+            // A client that trickles its headers must not hold the connection (and a
+            // graceful shutdown) open indefinitely.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
