@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod notebooks;
 pub mod query;
+pub mod releases;
 pub mod serve;
 pub mod session;
 pub mod tls;
@@ -113,7 +114,7 @@ impl MakeRequestId for MakeId {
         applications::recommend, applications::revoke, applications::usage_report,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
-        notebooks::create_release,
+        notebooks::create_release, releases::decide,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -192,6 +193,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(notebooks::delete),
         )
         .route("/releases", post(notebooks::create_release))
+        .route("/releases/{id}/decision", post(releases::decide))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         .with_state(state);

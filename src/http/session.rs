@@ -189,7 +189,9 @@ fn account_locked() -> ApiError {
 
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+        (status = 403, description = "certificate_required / certificate_mismatch: with [tls] bind_certificate_to_user, the verified client certificate's CN must equal the username", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,
     conn: Option<Extension<TlsConnection>>,
