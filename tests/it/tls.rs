@@ -273,11 +273,11 @@ async fn start(tls: TlsConfig) -> Server {
 
 async fn login(
     client: &reqwest::Client,
-    s: &Server,
+    base: &str,
     user: &str,
 ) -> Result<reqwest::Response, reqwest::Error> {
     client
-        .post(format!("{}/api/v1/session", s.base))
+        .post(format!("{base}/api/v1/session"))
         .json(&json!({"username": user, "password": PASSWORD}))
         .send()
         .await
@@ -303,7 +303,7 @@ async fn right_certificate_and_password_log_in_with_a_secure_cookie() {
     let pki = Pki::new();
     let s = start(pki.tls_config(None, None)).await;
     let c = pki.client(Some(&pki.researcher1));
-    let r = login(&c, &s, "researcher1").await.expect("TLS login");
+    let r = login(&c, &s.base, "researcher1").await.expect("TLS login");
     assert_eq!(r.status(), 200);
     let cookies: Vec<String> = r
         .headers()
@@ -376,7 +376,7 @@ async fn another_users_certificate_with_the_right_password_is_certificate_mismat
     let pki = Pki::new();
     let s = start(pki.tls_config(None, None)).await;
     let as_r2 = pki.client(Some(&pki.researcher2));
-    let r = login(&as_r2, &s, "researcher1").await.unwrap();
+    let r = login(&as_r2, &s.base, "researcher1").await.unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "certificate_mismatch", "{body}");
@@ -398,7 +398,7 @@ async fn another_users_certificate_with_the_right_password_is_certificate_mismat
     // A token of researcher1 (stolen, say) used over researcher2's connection is refused
     // on every request, not only at login.
     let as_r1 = pki.client(Some(&pki.researcher1));
-    let r = login(&as_r1, &s, "researcher1").await.unwrap();
+    let r = login(&as_r1, &s.base, "researcher1").await.unwrap();
     assert_eq!(r.status(), 200);
     let token = r.json::<Value>().await.unwrap()["token"]
         .as_str()
@@ -421,7 +421,7 @@ async fn another_users_certificate_with_the_right_password_is_certificate_mismat
         "{events:?}"
     );
     // And researcher2 with their own certificate is fine.
-    let r = login(&as_r2, &s, "researcher2").await.unwrap();
+    let r = login(&as_r2, &s.base, "researcher2").await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -438,11 +438,13 @@ async fn optional_client_auth_with_binding_still_needs_the_certificate_to_log_in
         .unwrap();
     assert_eq!(r.status(), 200);
     // ... but login never degrades to password only.
-    let r = login(&pki.client(None), &s, "researcher1").await.unwrap();
+    let r = login(&pki.client(None), &s.base, "researcher1")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "certificate_required", "{body}");
-    let r = login(&pki.client(Some(&pki.researcher1)), &s, "researcher1")
+    let r = login(&pki.client(Some(&pki.researcher1)), &s.base, "researcher1")
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -545,6 +547,98 @@ fn invalid_tls_configuration_stops_the_server_naming_the_setting() {
         err.contains("tls.key") && err.contains("no private key"),
         "{err}"
     );
+}
+
+/// `kura demo` with the TLS flags: the real binary serves HTTPS with client certificates
+/// bound to the demo accounts, and stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_binary_serves_https_with_the_tls_flags() {
+    use std::io::{BufRead, BufReader};
+    let pki = Pki::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
+        .args(["demo", "--data-dir"])
+        .arg(pki.path("demo"))
+        .args(["--port", &port.to_string(), "--patients", "2000"])
+        .args(["--demo-password", PASSWORD])
+        .arg("--tls-cert")
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("server.key"))
+        .arg("--tls-client-ca")
+        .arg(pki.path("ca.pem"))
+        .env("KURA_LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => printed.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("kura demo exited early: {printed:#?}");
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kura demo did not start: {printed:#?}");
+        }
+    }
+    let base = format!("https://127.0.0.1:{port}");
+    let result = async {
+        assert!(printed.iter().any(|l| l.contains(&base)), "{printed:#?}");
+        let ok = login(&pki.client(Some(&pki.researcher1)), &base, "researcher1")
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let mismatch = login(&pki.client(Some(&pki.researcher2)), &base, "researcher1")
+            .await
+            .unwrap();
+        assert_eq!(mismatch.status(), 403);
+        assert!(
+            pki.client(None)
+                .get(format!("{base}/api/v1/openapi.json"))
+                .send()
+                .await
+                .is_err()
+        );
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    // Graceful stop on SIGTERM (the way systemd stops it).
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > stop_deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+    let status = stopped.expect("kura demo did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]
