@@ -61,6 +61,9 @@ pub struct TlsArgs {
     /// PEM bundle of the CA that signs client certificates (tls.client_ca).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists of the client CA (tls.client_crl).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_crl: Option<PathBuf>,
     /// Client certificates: off, optional or required (tls.client_auth).
     #[arg(long, value_name = "MODE", value_parser = ["off", "optional", "required"])]
     pub tls_client_auth: Option<String>,
@@ -81,6 +84,9 @@ impl TlsArgs {
         }
         if let Some(p) = &self.tls_client_ca {
             tls.client_ca = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_client_crl {
+            tls.client_crl = Some(p.clone());
         }
         if let Some(m) = &self.tls_client_auth {
             tls.client_auth = match m.as_str() {

@@ -188,6 +188,8 @@ options! {
     key: Option<PathBuf> = None, "(none)";
     /// PEM bundle of the CA certificates that sign client certificates. Setting it asks clients for a certificate.
     client_ca: Option<PathBuf> = None, "(none)";
+    /// PEM file with certificate revocation lists (CRLs) of the client CA; a revoked client certificate is refused in the handshake. Read at start: restart kura after updating it.
+    client_crl: Option<PathBuf> = None, "(none)";
     /// Client certificates: `off`, `optional` (verified when sent) or `required` (the handshake fails without one).
     client_auth: Option<ClientAuth> = None, "(required if client_ca is set, else off)";
     /// Require the client certificate's subject CN to equal the username at login and on every authenticated request (`403 certificate_mismatch`).
@@ -232,6 +234,7 @@ impl TlsConfig {
         self.cert.is_some()
             || self.key.is_some()
             || self.client_ca.is_some()
+            || self.client_crl.is_some()
             || self.client_auth.is_some_and(|a| a != ClientAuth::Off)
             || self.bind_certificate_to_user == Some(true)
     }

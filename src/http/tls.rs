@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -106,10 +106,16 @@ pub enum TlsError {
         source: rustls::Error,
     },
     #[error(
-        "tls.client_ca: cannot build the client-certificate verifier from {path}: {source}. Use the CA certificate(s) in PEM form. \
-         / tls.client_ca からクライアント証明書の検証器を作れません"
+        "tls.client_crl is set but client certificates are off: set tls.client_ca (client_auth \"required\" or \"optional\"), or remove `client_crl`. \
+         / tls.client_crl はクライアント証明書を使う場合のみ設定できます"
+    )]
+    CrlWithoutClientAuth,
+    #[error(
+        "tls.{setting}: cannot build the client-certificate verifier from {path}: {source}. Use the CA certificate(s) or CRL(s) issued by that CA, in PEM form. \
+         / tls.{setting} からクライアント証明書の検証器を作れません"
     )]
     Verifier {
+        setting: &'static str,
         path: PathBuf,
         #[source]
         source: rustls::server::VerifierBuilderError,
@@ -243,6 +249,9 @@ pub fn load(cfg: &TlsConfig) -> Result<Option<TlsSetup>, TlsError> {
     if bind && client_auth == ClientAuth::Off {
         return Err(TlsError::BindWithoutClientAuth);
     }
+    if cfg.client_crl.is_some() && client_auth == ClientAuth::Off {
+        return Err(TlsError::CrlWithoutClientAuth);
+    }
     let chain = certificates("cert", "CERT", cert_path)?;
     let key = private_key(key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -258,15 +267,46 @@ pub fn load(cfg: &TlsConfig) -> Result<Option<TlsSetup>, TlsError> {
                     source,
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl_path) = &cfg.client_crl {
+                let bytes = read("client_crl", "CLIENT_CRL", crl_path)?;
+                let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| TlsError::Pem {
+                        setting: "client_crl",
+                        path: crl_path.clone(),
+                        source,
+                    })?;
+                if crls.is_empty() {
+                    return Err(TlsError::Empty {
+                        setting: "client_crl",
+                        path: crl_path.clone(),
+                        what: "certificate revocation list",
+                    });
+                }
+                // Researchers' certificates are what gets revoked; the CA itself is the
+                // operator's trust anchor. A certificate whose CA has no CRL in the file
+                // is refused (unknown status fails closed).
+                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+            }
             let verifier = if client_auth == ClientAuth::Optional {
                 verifier.allow_unauthenticated()
             } else {
                 verifier
             };
-            let verifier = verifier.build().map_err(|source| TlsError::Verifier {
-                path: ca_path.clone(),
-                source,
+            let verifier = verifier.build().map_err(|source| {
+                let (setting, path) = match (&source, &cfg.client_crl) {
+                    (rustls::server::VerifierBuilderError::InvalidCrl(_), Some(crl)) => {
+                        ("client_crl", crl.clone())
+                    }
+                    _ => ("client_ca", ca_path.clone()),
+                };
+                TlsError::Verifier {
+                    setting,
+                    path,
+                    source,
+                }
             })?;
             builder.with_client_cert_verifier(verifier)
         }
@@ -480,6 +520,20 @@ mod tests {
             ..f.cfg()
         });
         assert!(e.contains("bind_certificate_to_user"), "{e}");
+        let e = err(&TlsConfig {
+            client_ca: None,
+            client_crl: f.p("ca.pem"),
+            ..f.cfg()
+        });
+        assert!(e.contains("tls.client_crl is set"), "{e}");
+        let e = err(&TlsConfig {
+            client_crl: f.p("empty.pem"),
+            ..f.cfg()
+        });
+        assert!(
+            e.contains("tls.client_crl") && e.contains("revocation list"),
+            "{e}"
+        );
         // A lone client_ca (no server certificate) must not silently serve plain HTTP.
         let e = err(&TlsConfig {
             client_ca: f.p("ca.pem"),

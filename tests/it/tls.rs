@@ -105,6 +105,10 @@ fn issue(by: &Issued, sans: &[&str], cn: &str, purpose: ExtendedKeyUsagePurpose)
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.extended_key_usages = vec![purpose];
+    // Distinct positive serials, so a CRL can name exactly one certificate.
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let key = KeyPair::generate().unwrap();
     Issued {
         cert: p.signed_by(&key, &by.cert, &by.key).unwrap(),
@@ -159,6 +163,7 @@ impl Pki {
             cert: Some(self.path("server.pem")),
             key: Some(self.path("server.key")),
             client_ca: Some(self.path("ca.pem")),
+            client_crl: None,
             client_auth,
             bind_certificate_to_user: bind,
         }
@@ -485,6 +490,43 @@ async fn plain_http_to_the_tls_port_gets_no_api_answer() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_client_certificate_is_refused_when_a_crl_is_configured() {
+    let pki = Pki::new();
+    let revoked_serial = pki.researcher1.cert.params().serial_number.clone().unwrap();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: revoked_serial,
+            revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.ca.cert, &pki.ca.key)
+    .unwrap();
+    pki.write("crl.pem", &crl.pem().unwrap());
+    let s = start(TlsConfig {
+        client_crl: Some(pki.path("crl.pem")),
+        ..pki.tls_config(None, None)
+    })
+    .await;
+    let revoked = login(&pki.client(Some(&pki.researcher1)), &s.base, "researcher1").await;
+    match revoked {
+        Ok(r) => panic!("revoked certificate got an answer: {}", r.status()),
+        // The server names the reason in its alert.
+        Err(e) => assert!(format!("{e:?}").contains("CertificateRevoked"), "{e:?}"),
+    }
+    let other = login(&pki.client(Some(&pki.researcher2)), &s.base, "researcher2")
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 }
 
 /// Run `kura serve` and expect it to refuse to start; returns its stderr.
