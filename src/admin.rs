@@ -174,17 +174,28 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
 pub async fn serve_command(
     args: ConfigArgs,
     listen: Option<std::net::SocketAddr>,
+    tls_args: crate::cli::TlsArgs,
 ) -> Result<ExitCode, String> {
     let mut cfg = args.load()?;
     if let Some(l) = listen {
         cfg.listen = l;
     }
+    tls_args.apply(&mut cfg.tls);
+    // TLS first: a broken [tls] stops the server before anything else is opened.
+    let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::cli::chain(&e))?;
     crate::http::serve::init_tracing(&cfg.log_format);
     let state = build_state(&cfg).await?;
-    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
-        tracing::info!(%addr, "kura listening");
-        println!("kura listening on http://{addr} / 待ち受け中");
-    })
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    crate::http::serve::serve(
+        state,
+        cfg.listen,
+        tls.as_ref(),
+        cfg.extract_retention_days,
+        |addr| {
+            tracing::info!(%addr, scheme, "kura listening");
+            println!("kura listening on {scheme}://{addr} / 待ち受け中");
+        },
+    )
     .await
     .map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
@@ -196,6 +207,7 @@ pub async fn demo_command(
     port: u16,
     password: Option<String>,
     patients: u64,
+    tls_args: crate::cli::TlsArgs,
 ) -> Result<ExitCode, String> {
     use crate::demo;
     let err = |e: &dyn std::error::Error| crate::cli::chain(e);
@@ -209,6 +221,9 @@ pub async fn demo_command(
         log_format: std::env::var("KURA_LOG_FORMAT").unwrap_or_else(|_| "text".into()),
         ..Config::default()
     };
+    tls_args.apply(&mut cfg.tls);
+    let tls = crate::http::tls::load(&cfg.tls).map_err(|e| err(&e))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     cfg.audit_key_file = Some(data_dir.join("audit.key"));
     cfg.extract_key_file = Some(data_dir.join("extract.key"));
     demo::key_file(&data_dir.join("audit.key")).map_err(|e| err(&e))?;
@@ -253,9 +268,9 @@ pub async fn demo_command(
         catalog,
         settings: std::sync::Arc::new(cfg.http_settings()),
     };
-    crate::http::serve::serve(state, cfg.listen, cfg.extract_retention_days, |addr| {
+    crate::http::serve::serve(state, cfg.listen, tls.as_ref(), cfg.extract_retention_days, |addr| {
         println!();
-        println!("kura demo is running / デモを起動しました: http://{addr}");
+        println!("kura demo is running / デモを起動しました: {scheme}://{addr}");
         println!("data directory / データ: {}", data_dir.display());
         println!("accounts / アカウント (demo only / デモ専用):");
         for ((user, pw), a) in creds.iter().zip(demo::ACCOUNTS) {
@@ -263,7 +278,7 @@ pub async fn demo_command(
         }
         println!("try / 例:");
         println!(
-            "  curl -s -X POST http://{addr}/api/v1/session -H 'content-type: application/json' -d '{{\"username\":\"researcher1\",\"password\":\"…\"}}'"
+            "  curl -s -X POST {scheme}://{addr}/api/v1/session -H 'content-type: application/json' -d '{{\"username\":\"researcher1\",\"password\":\"…\"}}'"
         );
         println!("stop with Ctrl-C / 終了は Ctrl-C");
     })

@@ -49,6 +49,59 @@ impl ConfigArgs {
     }
 }
 
+/// TLS flags of `kura serve` and `kura demo`; each overrides its `[tls]` setting.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM server certificate chain (tls.cert); with --tls-key, serve HTTPS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM server private key (tls.key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CA that signs client certificates (tls.client_ca).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists of the client CA (tls.client_crl).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_crl: Option<PathBuf>,
+    /// Client certificates: off, optional or required (tls.client_auth).
+    #[arg(long, value_name = "MODE", value_parser = ["off", "optional", "required"])]
+    pub tls_client_auth: Option<String>,
+    /// Require the client certificate's CN to equal the username (tls.bind_certificate_to_user).
+    #[arg(long, value_name = "BOOL")]
+    pub tls_bind_certificate_to_user: Option<bool>,
+}
+
+impl TlsArgs {
+    /// Apply the flags over the configuration (the last layer).
+    pub fn apply(&self, tls: &mut crate::config::TlsConfig) {
+        use crate::config::ClientAuth;
+        if let Some(p) = &self.tls_cert {
+            tls.cert = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            tls.key = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_client_ca {
+            tls.client_ca = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_client_crl {
+            tls.client_crl = Some(p.clone());
+        }
+        if let Some(m) = &self.tls_client_auth {
+            tls.client_auth = match m.as_str() {
+                "off" => Some(ClientAuth::Off),
+                "optional" => Some(ClientAuth::Optional),
+                // clap allows only the three values above.
+                _ => Some(ClientAuth::Required),
+            };
+        }
+        if let Some(b) = self.tls_bind_certificate_to_user {
+            tls.bind_certificate_to_user = Some(b);
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server / API サーバーを起動する
@@ -58,6 +111,8 @@ pub enum Command {
         /// Listen address (overrides the configuration), e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Self-contained demo on 127.0.0.1 with synthetic data and demo accounts /
     /// 合成データとデモ用アカウントでデモを起動する
@@ -73,6 +128,9 @@ pub enum Command {
         /// Synthetic registry size.
         #[arg(long, default_value_t = 50_000)]
         patients: u64,
+        /// Plain HTTP unless TLS flags are given.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Manage accounts (operator) / アカウント管理
     User {
@@ -210,20 +268,24 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Serve { config, listen } => {
-            runtime().and_then(|rt| rt.block_on(crate::admin::serve_command(config, listen)))
-        }
+        Command::Serve {
+            config,
+            listen,
+            tls,
+        } => runtime().and_then(|rt| rt.block_on(crate::admin::serve_command(config, listen, tls))),
         Command::Demo {
             data_dir,
             port,
             demo_password,
             patients,
+            tls,
         } => runtime().and_then(|rt| {
             rt.block_on(crate::admin::demo_command(
                 data_dir,
                 port,
                 demo_password,
                 patients,
+                tls,
             ))
         }),
         Command::User { config, action } => {

@@ -99,28 +99,33 @@ impl EnvValue for Option<PathBuf> {
 }
 
 macro_rules! options {
-    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr , $shown:literal ; )*) => {
-        /// kura's configuration. See `docs/configuration.md`.
+    (
+        $(#[doc = $sdoc:literal])*
+        struct $S:ident, list $O:ident, env $prefix:literal, sections [$($sec:ident : $secty:ty),*];
+        $( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr , $shown:literal ; )*
+    ) => {
+        $(#[doc = $sdoc])*
         #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
         #[serde(default, deny_unknown_fields)]
-        pub struct Config {
+        pub struct $S {
             $( #[doc = $doc] pub $name: $ty, )*
+            $( pub $sec: $secty, )*
         }
 
-        impl Default for Config {
+        impl Default for $S {
             fn default() -> Self {
-                Self { $( $name: $default, )* }
+                Self { $( $name: $default, )* $( $sec: <$secty>::default(), )* }
             }
         }
 
         /// `(option, default as shown, documentation)` for every option.
-        pub const OPTIONS: &[(&str, &str, &str)] = &[ $( (stringify!($name), $shown, $doc.trim_ascii()), )* ];
+        pub const $O: &[(&str, &str, &str)] = &[ $( (stringify!($name), $shown, $doc.trim_ascii()), )* ];
 
-        impl Config {
-            /// Apply `KURA_<OPTION>` variables from `get`.
+        impl $S {
+            /// Apply the environment variables (prefix + option in upper case) from `get`.
             pub fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
                 $(
-                    let var = format!("KURA_{}", stringify!($name).to_uppercase());
+                    let var = format!("{}{}", $prefix, stringify!($name).to_uppercase());
                     if let Some(v) = get(&var) {
                         self.$name = <$ty as EnvValue>::parse_env(&v).ok_or_else(|| ConfigError::Env {
                             var: var.clone(),
@@ -129,6 +134,7 @@ macro_rules! options {
                         })?;
                     }
                 )*
+                $( self.$sec.apply_env(get)?; )*
                 Ok(())
             }
         }
@@ -136,7 +142,9 @@ macro_rules! options {
 }
 
 options! {
-    /// Address and port to listen on. Keep it on loopback or an internal network; put a TLS proxy in front.
+    /// kura's configuration. See `docs/configuration.md`.
+    struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig];
+    /// Address and port to listen on. Keep it on loopback or an internal network, and serve TLS (section `[tls]`) or put a TLS proxy in front.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080";
     /// Directory holding the control-plane database (`kura.db`), registry data (`data/`) and extracts (`extracts/`).
     data_dir: PathBuf = PathBuf::from("kura-data"), "kura-data";
@@ -150,7 +158,7 @@ options! {
     pseudonym_key_file: Option<PathBuf> = None, "(none)";
     /// Session lifetime in minutes.
     token_ttl_minutes: i64 = 480, "480";
-    /// Mark session cookies `Secure`. Set to true whenever users reach kura over HTTPS (e.g. behind a TLS proxy).
+    /// Mark session cookies `Secure`. Automatic when kura serves TLS itself; set it to true behind a TLS proxy.
     cookie_secure: bool = false, "false";
     /// Maximum request body in bytes.
     body_limit_bytes: usize = 1 << 20, "1048576";
@@ -168,6 +176,85 @@ options! {
     extract_retention_days: i64 = 30, "30";
     /// Log format: `json` (for log collectors) or `text`.
     log_format: String = "json".to_string(), "json";
+}
+
+options! {
+    /// Section `[tls]`: HTTPS served by kura itself (rustls), optionally with client
+    /// certificates bound to accounts (seed 003: client certificate plus ID/password).
+    struct TlsConfig, list TLS_OPTIONS, env "KURA_TLS_", sections [];
+    /// PEM file with the server certificate chain, leaf first. Setting `cert` and `key` turns TLS on; kura then never serves plain HTTP.
+    cert: Option<PathBuf> = None, "(none: plain HTTP)";
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1). Keep it readable by kura only.
+    key: Option<PathBuf> = None, "(none)";
+    /// PEM bundle of the CA certificates that sign client certificates. Setting it asks clients for a certificate.
+    client_ca: Option<PathBuf> = None, "(none)";
+    /// PEM file with certificate revocation lists (CRLs) of the client CA; a revoked client certificate is refused in the handshake. Read at start: restart kura after updating it.
+    client_crl: Option<PathBuf> = None, "(none)";
+    /// Client certificates: `off`, `optional` (verified when sent) or `required` (the handshake fails without one).
+    client_auth: Option<ClientAuth> = None, "(required if client_ca is set, else off)";
+    /// Require the client certificate's subject CN to equal the username at login and on every authenticated request (`403 certificate_mismatch`).
+    bind_certificate_to_user: Option<bool> = None, "(true if client_auth = required)";
+}
+
+/// Whether and how clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Off,
+    Optional,
+    Required,
+}
+
+impl EnvValue for Option<ClientAuth> {
+    const EXPECTED: &'static str = "off, optional or required";
+    fn parse_env(s: &str) -> Option<Self> {
+        match s.trim() {
+            "" => Some(None),
+            "off" => Some(Some(ClientAuth::Off)),
+            "optional" => Some(Some(ClientAuth::Optional)),
+            "required" => Some(Some(ClientAuth::Required)),
+            _ => None,
+        }
+    }
+}
+
+impl EnvValue for Option<bool> {
+    const EXPECTED: &'static str = "true or false";
+    fn parse_env(s: &str) -> Option<Self> {
+        if s.trim().is_empty() {
+            return Some(None);
+        }
+        bool::parse_env(s).map(Some)
+    }
+}
+
+impl TlsConfig {
+    /// Whether any TLS setting is present (then TLS must come up or kura must not start).
+    pub fn is_configured(&self) -> bool {
+        self.cert.is_some()
+            || self.key.is_some()
+            || self.client_ca.is_some()
+            || self.client_crl.is_some()
+            || self.client_auth.is_some_and(|a| a != ClientAuth::Off)
+            || self.bind_certificate_to_user == Some(true)
+    }
+
+    /// The client-certificate mode in force: as set, else `required` when `client_ca` is
+    /// set, else `off`.
+    pub fn effective_client_auth(&self) -> ClientAuth {
+        self.client_auth.unwrap_or(if self.client_ca.is_some() {
+            ClientAuth::Required
+        } else {
+            ClientAuth::Off
+        })
+    }
+
+    /// Whether the certificate must name the account: as set, else true exactly when
+    /// client certificates are required.
+    pub fn effective_bind(&self) -> bool {
+        self.bind_certificate_to_user
+            .unwrap_or(self.effective_client_auth() == ClientAuth::Required)
+    }
 }
 
 /// Warnings produced while loading (unknown keys).
@@ -194,15 +281,29 @@ impl Config {
                 let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
                 let unknown: Vec<String> = table
                     .keys()
-                    .filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str()))
+                    .filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str()) && *k != "tls")
                     .cloned()
                     .collect();
-                for k in unknown {
+                let mut warn = |k: &str| {
                     warnings.push(format!(
                         "{}: unknown option `{k}` ignored; see docs/configuration.md for the options / 不明な設定項目 `{k}` を無視しました",
                         path.display()
-                    ));
+                    ))
+                };
+                for k in unknown {
+                    warn(&k);
                     table.remove(&k);
+                }
+                if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
+                    let unknown: Vec<String> = tls
+                        .keys()
+                        .filter(|k| !TLS_OPTIONS.iter().any(|o| o.0 == k.as_str()))
+                        .cloned()
+                        .collect();
+                    for k in unknown {
+                        warn(&format!("tls.{k}"));
+                        tls.remove(&k);
+                    }
                 }
                 Config::deserialize(toml::Value::Table(table)).map_err(parse_err)?
             }
@@ -234,7 +335,9 @@ impl Config {
     pub fn http_settings(&self) -> crate::http::HttpSettings {
         crate::http::HttpSettings {
             token_ttl: chrono::Duration::minutes(self.token_ttl_minutes),
-            cookie_secure: self.cookie_secure,
+            // Served over TLS, cookies must never travel in clear text.
+            cookie_secure: self.cookie_secure || self.tls.is_configured(),
+            bind_certificate_to_user: self.tls.is_configured() && self.tls.effective_bind(),
             body_limit: self.body_limit_bytes,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             concurrency: self.concurrency,
@@ -308,6 +411,12 @@ pub fn options_markdown() -> String {
             name.to_uppercase()
         ));
     }
+    for (name, default, doc) in TLS_OPTIONS {
+        s.push_str(&format!(
+            "| `tls.{name}` | `KURA_TLS_{}` | `{default}` | {doc} |\n",
+            name.to_uppercase()
+        ));
+    }
     s
 }
 
@@ -367,6 +476,47 @@ mod tests {
     }
 
     #[test]
+    fn tls_section_layers_and_derives_its_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kura.toml");
+        std::fs::write(
+            &f,
+            "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\ntypo = 1\n",
+        )
+        .unwrap();
+        let (cfg, warnings) = Config::load(Some(&f), &env(&[])).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("tls.typo"), "{warnings:?}");
+        assert_eq!(cfg.tls.cert.as_deref(), Some(Path::new("server.pem")));
+        assert_eq!(cfg.tls.effective_client_auth(), ClientAuth::Required);
+        assert!(cfg.tls.effective_bind());
+        let http = cfg.http_settings();
+        assert!(http.cookie_secure && http.bind_certificate_to_user);
+
+        let (cfg, _) = Config::load(
+            Some(&f),
+            &env(&[
+                ("KURA_TLS_CLIENT_AUTH", "optional"),
+                ("KURA_TLS_KEY", "other.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.tls.effective_client_auth(), ClientAuth::Optional);
+        assert!(
+            !cfg.tls.effective_bind(),
+            "binding defaults on only when required"
+        );
+        assert_eq!(cfg.tls.key.as_deref(), Some(Path::new("other.key")));
+
+        let err = Config::load(Some(&f), &env(&[("KURA_TLS_CLIENT_AUTH", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("KURA_TLS_CLIENT_AUTH"), "{err}");
+
+        let (plain, _) = Config::load(None, &env(&[])).unwrap();
+        assert!(!plain.tls.is_configured());
+        assert!(!plain.http_settings().cookie_secure);
+    }
+
+    #[test]
     fn every_option_is_documented() {
         let md = options_markdown();
         for (name, _, doc) in OPTIONS {
@@ -388,7 +538,7 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.listen, Config::default().listen);
         let text = std::fs::read_to_string(&example).unwrap();
-        for (name, _, _) in OPTIONS {
+        for (name, _, _) in OPTIONS.iter().chain(TLS_OPTIONS) {
             assert!(
                 text.contains(&format!("{name} =")),
                 "{name} missing from the example"

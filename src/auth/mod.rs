@@ -6,6 +6,8 @@
 //! the same argon2id verification against a dummy hash and lock exactly like real ones;
 //! a stolen database holds no usable token.
 
+pub mod certificate;
+
 use chrono::{DateTime, Duration, Utc};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};

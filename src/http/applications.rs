@@ -45,7 +45,7 @@ async fn load_visible(st: &AppState, who: &AuthUser, id: &str) -> Result<Applica
     }
 }
 
-async fn authorize(
+pub(super) async fn authorize(
     st: &AppState,
     who: &AuthUser,
     action: Action,
@@ -362,7 +362,7 @@ pub struct DecisionRequest {
     pub epsilon_budget: Option<f64>,
 }
 
-fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
+pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
     if app.is_named(&who.user.username) || app.applicant == who.user.username {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -15,24 +15,27 @@ pub mod engine;
 pub mod error;
 pub mod notebooks;
 pub mod query;
+pub mod releases;
 pub mod serve;
 pub mod session;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -48,6 +51,9 @@ pub struct HttpSettings {
     pub token_ttl: chrono::Duration,
     /// Mark cookies `Secure` (set when served over TLS or behind a TLS proxy).
     pub cookie_secure: bool,
+    /// Login and every authenticated request must come over a TLS connection whose
+    /// verified client certificate names the account (seed 003: both factors).
+    pub bind_certificate_to_user: bool,
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub concurrency: usize,
@@ -58,6 +64,7 @@ impl Default for HttpSettings {
         Self {
             token_ttl: chrono::Duration::hours(8),
             cookie_secure: false,
+            bind_certificate_to_user: false,
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(120),
             concurrency: 64,
@@ -107,7 +114,7 @@ impl MakeRequestId for MakeId {
         applications::recommend, applications::revoke, applications::usage_report,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
-        notebooks::create_release,
+        notebooks::create_release, releases::decide,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -130,6 +137,19 @@ async fn api_not_found() -> ApiError {
         "not_found",
         "No such API endpoint; see /api/v1/openapi.json. / 該当する API はありません。",
     )
+}
+
+/// The request-timeout layer's error as the API error shape (its own 408 has no body).
+async fn timeout_error(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request took longer than the server allows (request_timeout_secs) and was stopped; send it again, or narrow a query that takes this long. / 処理時間の上限を超えたため中止しました。再送するか、クエリを絞り込んでください。",
+        )
+    } else {
+        ApiError::internal(&err)
+    }
 }
 
 /// The whole router. Tests call it without a socket (`tower::ServiceExt::oneshot`).
@@ -173,6 +193,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(notebooks::delete),
         )
         .route("/releases", post(notebooks::create_release))
+        .route("/releases/{id}/decision", post(releases::decide))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         .with_state(state);
@@ -197,10 +218,11 @@ pub fn app(state: AppState) -> Router {
         .layer(header("referrer-policy", "no-referrer"))
         .layer(header("cache-control", "no-store"))
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timeout_error))
+                .layer(TimeoutLayer::new(settings.request_timeout)),
+        )
         .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())

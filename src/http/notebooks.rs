@@ -1,5 +1,6 @@
 //! Notebooks (per user and application; cells as JSON) and release requests (a result
-//! asked to be released for publication; created here, reviewed in a later issue).
+//! asked to be released for publication; created here, decided by reviewers in
+//! `releases.rs`).
 //! Only the owner sees a notebook; creating one needs the same authorization as querying
 //! the application.
 

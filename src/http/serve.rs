@@ -1,4 +1,5 @@
-//! Running the API on a socket: tracing set-up, listening, graceful shutdown (Ctrl-C or
+//! Running the API on a socket: tracing set-up, listening (plain HTTP, or HTTPS with
+//! optional client certificates through [`super::tls`]), graceful shutdown (Ctrl-C or
 //! SIGTERM let in-flight requests finish), and the periodic extract-retention sweep.
 
 use std::net::SocketAddr;
@@ -44,10 +45,12 @@ async fn shutdown_signal() {
 }
 
 /// Bind `listen`, call `on_ready` with the bound address, and serve until a shutdown
-/// signal. The retention sweep runs at start and then hourly.
+/// signal: over TLS when `tls` is given, else plain HTTP. The retention sweep runs at
+/// start and then hourly.
 pub async fn serve(
     state: AppState,
     listen: SocketAddr,
+    tls: Option<&super::tls::TlsSetup>,
     retention_days: i64,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
@@ -76,9 +79,14 @@ pub async fn serve(
         Err(e) => tracing::error!(error = %e, "audit chain could not be verified at start"),
     }
     on_ready(addr);
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = match tls {
+        Some(setup) => super::tls::serve(listener, setup, app(state), shutdown_signal()).await,
+        None => {
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    };
     sweeper.abort();
     result
 }

@@ -4,12 +4,16 @@
 //! Bearer tokens skip CSRF checks (a browser never attaches them on its own). Cookie
 //! sessions are HttpOnly + SameSite=Strict (+ Secure under TLS), and state-changing
 //! requests must echo the session's CSRF token in `X-CSRF-Token` (double submit).
+//!
+//! With `tls.bind_certificate_to_user`, login and every authenticated request must also
+//! come with a verified client certificate whose CN is the account's username (seed 003:
+//! client certificate *and* ID/password); a stolen token or password alone is not enough.
 
-use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,8 +21,10 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::tls::TlsConnection;
 use crate::audit::AuditEvent;
 use crate::auth;
+use crate::auth::certificate::{BindingRefusal, check_binding};
 use crate::policy::{Action, Target, pms_scope_id};
 use crate::store::model::{Role, Status, Term, User};
 
@@ -69,6 +75,13 @@ impl FromRequestParts<AppState> for AuthUser {
         let Some((user, csrf)) = state.store.session(&hash).await? else {
             return Err(ApiError::unauthenticated());
         };
+        check_certificate(
+            state,
+            parts.extensions.get::<TlsConnection>(),
+            &user.username,
+            "session.certificate",
+        )
+        .await?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if via_cookie && !safe {
             let sent = parts
@@ -90,6 +103,51 @@ impl FromRequestParts<AppState> for AuthUser {
             via_cookie,
         })
     }
+}
+
+/// The certificate binding (seed 003). When `bind_certificate_to_user` is on, the
+/// request must come over TLS with a verified client certificate whose CN is `username`:
+/// no certificate is `403 certificate_required`, another one `403 certificate_mismatch`.
+/// Each refusal is audited under the error's reference before it is returned.
+pub async fn check_certificate(
+    st: &AppState,
+    conn: Option<&TlsConnection>,
+    username: &str,
+    action: &str,
+) -> Result<(), ApiError> {
+    if !st.settings.bind_certificate_to_user {
+        return Ok(());
+    }
+    let identity = conn.and_then(|c| c.client.as_deref());
+    let refusal = match check_binding(identity, username) {
+        Ok(()) => return Ok(()),
+        Err(r) => r,
+    };
+    let (e, detail) = match refusal {
+        BindingRefusal::NoCertificate => (
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "certificate_required",
+                "This server requires the client certificate issued for your account: connect over HTTPS with that certificate, then log in. / 本人用のクライアント証明書で HTTPS 接続してからログインしてください。",
+            ),
+            json!({"tls": conn.is_some()}),
+        ),
+        BindingRefusal::Mismatch { presented } => (
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "certificate_mismatch",
+                "The client certificate was not issued for this account: log in with the account named in your certificate, or connect with the certificate issued for this account. / クライアント証明書とアカウントが一致しません。本人の証明書と本人のアカウントを使ってください。",
+            ),
+            json!({
+                "certificate_cn": presented,
+                "certificate_sha256": identity.map(|i| i.fingerprint.clone()),
+            }),
+        ),
+    };
+    let ev =
+        AuditEvent::denied(username, action, None, &e.code, detail).with_reference(&e.reference);
+    st.store.record(&ev).await?;
+    Err(e)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -131,12 +189,24 @@ fn account_locked() -> ApiError {
 
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+        (status = 403, description = "certificate_required / certificate_mismatch: with [tls] bind_certificate_to_user, the verified client certificate's CN must equal the username", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(st): State<AppState>,
+    conn: Option<Extension<TlsConnection>>,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    // Before the password: a certificate for another account never gets to try one,
+    // and a mismatch does not count towards the owner's lockout.
+    check_certificate(
+        &st,
+        conn.as_ref().map(|Extension(c)| c),
+        &req.username,
+        "session.login",
+    )
+    .await?;
     let now = Utc::now();
     let (failures, locked_until) = st.store.login_state(&req.username).await?;
     let found = st.store.user_with_hash(&req.username).await?;

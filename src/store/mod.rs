@@ -1046,6 +1046,53 @@ impl Store {
         Ok(())
     }
 
+    pub async fn release(&self, id: &str) -> Result<Option<ReleaseRequest>> {
+        let row = sqlx::query("SELECT * FROM releases WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| -> Result<ReleaseRequest> {
+            Ok(ReleaseRequest {
+                id: r.try_get("id")?,
+                application_id: r.try_get("application_id")?,
+                requester: r.try_get("requester")?,
+                query_id: r.try_get("query_id")?,
+                justification: r.try_get("justification")?,
+                status: r.try_get("status")?,
+                created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Decide a pending release request: set `status` and write the decision's audit
+    /// event (which carries the reviewer and the reason) in one transaction. A request
+    /// that is no longer pending is a conflict, so two reviewers cannot both decide it.
+    pub async fn decide_release(
+        &self,
+        id: &str,
+        status: &str,
+        event: &AuditEvent,
+    ) -> Result<ReleaseRequest> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE releases SET status = ? WHERE id = ? AND status = 'pending'")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "release request `{id}` has already been decided / この公表申請は既に判断済みです"
+            )));
+        }
+        self.audit(&mut tx, event).await?;
+        tx.commit().await?;
+        self.release(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
     /// Close the pool (tests that reopen the file).
     pub async fn close(&self) {
         self.pool.close().await;

@@ -1638,6 +1638,101 @@ async fn notebooks_crud_is_per_owner_and_releases_need_own_successful_query() {
     assert_eq!(h.audit_rows("release.request").await.len(), 1);
 }
 
+#[tokio::test]
+async fn reviewers_decide_release_requests_once_with_a_reason_and_never_their_own() {
+    let h = H::new().await;
+    let r1 = h.login("researcher1").await;
+    let (_, q) = h.query(&r1, "A-1", "SELECT 1").await;
+    let qid = q["query_id"].as_str().unwrap();
+    let (s, rel) = h.call(Method::POST, "/api/v1/releases", Some(&r1), Some(json!({"application": "A-1", "query_id": qid, "justification": "paper in J Neurol"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{rel}");
+    let path = format!("/api/v1/releases/{}/decision", rel["id"].as_str().unwrap());
+    let approve = json!({"decision": "approve", "reason": "aggregate counts only, all cells >= k"});
+
+    // Not a reviewer: refused by the enforcement point.
+    let (s, v) = h
+        .call(Method::POST, &path, Some(&r1), Some(approve.clone()))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+    // reviewer2 is a named user on A-1: conflict of interest, audited.
+    let rv2 = h.login("reviewer2").await;
+    let (s, v) = h
+        .call(Method::POST, &path, Some(&rv2), Some(approve.clone()))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+    let denied = h.audit_rows("release.decide").await;
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["actor"] == "reviewer2" && e["outcome"] == "denied"),
+        "{denied:?}"
+    );
+
+    let rv1 = h.login("reviewer1").await;
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &path,
+            Some(&rv1),
+            Some(json!({"decision": "approve", "reason": "   "})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &path,
+            Some(&rv1),
+            Some(json!({"decision": "maybe", "reason": "x"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert!(h.audit_rows("release.approve").await.is_empty());
+
+    let (s, v) = h
+        .call(Method::POST, &path, Some(&rv1), Some(approve.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["release"]["status"], "approved");
+    assert_eq!(v["decided_by"], "reviewer1");
+    let done = h.audit_rows("release.approve").await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["actor"], "reviewer1");
+    assert_eq!(done[0]["detail"]["reason"], approve["reason"]);
+    assert_eq!(done[0]["detail"]["requester"], "researcher1");
+
+    // Decided once: a second decision is a conflict and changes nothing.
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &path,
+            Some(&rv1),
+            Some(json!({"decision": "reject", "reason": "changed my mind"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
+    assert!(h.audit_rows("release.reject").await.is_empty());
+
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/api/v1/releases/rel_unknown/decision",
+            Some(&rv1),
+            Some(approve.clone()),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (_, v) = h
+        .call(
+            Method::GET,
+            "/api/v1/audit/verify",
+            Some(&h.login("auditor1").await),
+            None,
+        )
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+}
+
 // ------------------------------------------------------------ service shape
 
 #[tokio::test]
@@ -1693,6 +1788,7 @@ async fn openapi_document_snapshot() {
         "/api/v1/applications/{id}/decision",
         "/api/v1/audit/verify",
         "/api/v1/notebooks/{id}",
+        "/api/v1/releases/{id}/decision",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p} undocumented");
     }

@@ -10,3 +10,4 @@ mod foundation;
 mod qc_fixture;
 mod slt;
 mod support;
+mod tls;
