@@ -377,11 +377,21 @@ async fn bench_query(args: crate::engine::bench::BenchQueryArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report =
-        crate::engine::bench::bench_query(&args, &catalog, async |ctx, sql, cat, limits| {
-            crate::engine::run_query(ctx, sql, cat, &rules, limits).await
-        })
-        .await;
+    let dp = args
+        .dp_epsilon
+        .map(|epsilon| crate::privacy::result::DpParams {
+            epsilon,
+            bounds: Default::default(),
+        });
+    let report = crate::engine::bench::bench_query(
+        &args,
+        &catalog,
+        async |ctx, sql, cat, limits| match dp {
+            Some(p) => crate::engine::dp::run_dp_query(ctx, sql, cat, &rules, limits, p).await,
+            None => crate::engine::run_query(ctx, sql, cat, &rules, limits).await,
+        },
+    )
+    .await;
     match report {
         Ok(r) => {
             print!("{r}");

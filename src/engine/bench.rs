@@ -1,5 +1,6 @@
-//! Benchmark `kura bench query`: the cost of the protected query path against raw
-//! DataFusion, measured in the same run on the same machine.
+//! Benchmark `kura bench query`: the cost of the protected query path (suppression, or
+//! DP with `--dp-epsilon`) against raw DataFusion, measured in the same run on the same
+//! machine.
 //!
 //! It builds an unrestricted extract of an ingested dataset (timing the build in
 //! patient-rows per second), then runs every example query (`queries/examples/*.sql`)
@@ -42,6 +43,10 @@ pub struct BenchQueryArgs {
     /// Memory pool per query, in MiB.
     #[arg(long, default_value_t = 8192)]
     pub memory_mb: usize,
+    /// Run the full path in differential-privacy mode with this ε per query (default
+    /// contribution bounds); use with `--queries queries/dp`.
+    #[arg(long)]
+    pub dp_epsilon: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -74,6 +74,19 @@ pub struct Prepared {
     pub disclosure: DpDisclosure,
 }
 
+impl Prepared {
+    /// The rewritten plan that computes the exact bounded quantities (for golden files and
+    /// the audit log).
+    pub fn bounded_plan(&self) -> &LogicalPlan {
+        &self.dp.bounded
+    }
+
+    /// Number of rows the release will have before HAVING/LIMIT (the key domain product).
+    pub fn domain_rows(&self) -> usize {
+        self.domains.iter().map(Vec::len).product()
+    }
+}
+
 /// Check and price a DP query over the session's extract without running it.
 pub async fn prepare(
     ctx: &SessionContext,
@@ -289,24 +302,19 @@ struct Exact {
     patients: f64,
 }
 
-fn number(arr: &ArrayRef, r: usize) -> Result<f64, QueryError> {
-    if arr.is_null(r) {
-        return Ok(0.0);
-    }
-    let a = cast(arr, &DataType::Float64).map_err(internal)?;
-    Ok(a.as_primitive::<Float64Type>().value(r))
+/// The key domain rows (first key slowest) with the exact bounded quantities of each.
+struct Grid {
+    rows: Vec<Vec<ScalarValue>>,
+    cells: Vec<Exact>,
 }
 
-/// Execute the bounded plan, zero-fill, noise, threshold and post-process.
-pub async fn release(
-    ctx: &SessionContext,
-    p: &Prepared,
-    limits: &Limits,
-) -> Result<ReleasedResult, QueryError> {
+/// Execute the bounded plan and zero-fill its groups over the key domain. Groups outside
+/// the domain (NULL keys, values outside the approved scope) are dropped here.
+async fn grid(ctx: &SessionContext, p: &Prepared, limits: &Limits) -> Result<Grid, QueryError> {
     let dp = &p.dp;
     let ngroup = dp.keys.len();
-    // Groups outside the domain (NULL keys, out-of-scope values) are read but never
-    // released, so allow for them when capping the raw output.
+    // Groups outside the domain are read but never released, so allow for them when
+    // capping the raw output.
     let raw = Limits {
         max_rows: limits
             .max_rows
@@ -317,48 +325,109 @@ pub async fn release(
     let batches = super::exec::collect_limited(ctx, dp.bounded.clone(), &raw).await?;
     let mut exact: HashMap<Vec<ScalarValue>, Exact> = HashMap::new();
     for b in &batches {
+        let numbers = |i: usize| -> Result<Float64Array, QueryError> {
+            let a = cast(b.column(i), &DataType::Float64).map_err(internal)?;
+            Ok(a.as_primitive::<Float64Type>().clone())
+        };
+        let values: Vec<(Float64Array, Option<Float64Array>)> = dp
+            .measures
+            .iter()
+            .map(|m| Ok((numbers(m.value)?, m.count.map(numbers).transpose()?)))
+            .collect::<Result<_, QueryError>>()?;
+        let patients = numbers(dp.patients)?;
+        let get = |a: &Float64Array, r: usize| if a.is_null(r) { 0.0 } else { a.value(r) };
         for r in 0..b.num_rows() {
             let mut key = Vec::with_capacity(ngroup);
             for (j, k) in dp.keys.iter().enumerate() {
                 let v = ScalarValue::try_from_array(b.column(j), r).map_err(internal)?;
                 key.push(v.cast_to(&k.data_type).map_err(internal)?);
             }
-            let mut values = Vec::new();
-            for m in &dp.measures {
-                let v = number(b.column(m.value), r)?;
-                let c = match m.count {
-                    Some(i) => number(b.column(i), r)?,
-                    None => 0.0,
-                };
-                values.push((v, c));
-            }
-            let patients = number(b.column(dp.patients), r)?;
-            exact.insert(key, Exact { values, patients });
+            let cell = Exact {
+                values: values
+                    .iter()
+                    .map(|(v, c)| (get(v, r), c.as_ref().map_or(0.0, |c| get(c, r))))
+                    .collect(),
+                patients: get(&patients, r),
+            };
+            exact.insert(key, cell);
         }
     }
+    let rows: Vec<Vec<ScalarValue>> = p.domains.iter().fold(vec![Vec::new()], |acc, domain| {
+        acc.iter()
+            .flat_map(|prefix| {
+                domain.iter().map(move |v| {
+                    let mut r = prefix.clone();
+                    r.push(v.clone());
+                    r
+                })
+            })
+            .collect()
+    });
+    let cells = rows
+        .iter()
+        .map(|k| {
+            exact.remove(k).unwrap_or_else(|| Exact {
+                values: vec![(0.0, 0.0); dp.measures.len()],
+                patients: 0.0,
+            })
+        })
+        .collect();
+    Ok(Grid { rows, cells })
+}
 
-    // The domain rows, first key slowest.
-    let rows: Vec<Vec<ScalarValue>> =
-        dp.keys
-            .iter()
-            .enumerate()
-            .fold(vec![Vec::new()], |acc, (j, _)| {
-                acc.iter()
-                    .flat_map(|prefix| {
-                        p.domains[j].iter().map(move |v| {
-                            let mut r = prefix.clone();
-                            r.push(v.clone());
-                            r
-                        })
-                    })
-                    .collect()
-            });
+/// The exact quantities that the release would noise, one vector over the key domain per
+/// quantity, named `<column>` (count, distinct count, sum or centred sum), `<column>#count`
+/// (the count inside an AVG) and `#patients` (the release-threshold count). For
+/// sensitivity tests and operators; never released.
+pub async fn exact_quantities(
+    ctx: &SessionContext,
+    p: &Prepared,
+    limits: &Limits,
+) -> Result<Vec<(String, Vec<f64>)>, QueryError> {
+    let g = grid(ctx, p, limits).await?;
+    let mut out = Vec::new();
+    for (j, m) in p.dp.measures.iter().enumerate() {
+        out.push((
+            m.name.clone(),
+            g.cells.iter().map(|c| c.values[j].0).collect(),
+        ));
+        if m.count.is_some() {
+            out.push((
+                format!("{}#count", m.name),
+                g.cells.iter().map(|c| c.values[j].1).collect(),
+            ));
+        }
+    }
+    out.push((
+        "#patients".into(),
+        g.cells.iter().map(|c| c.patients).collect(),
+    ));
+    Ok(out)
+}
+
+/// The sensitivity each quantity of [`exact_quantities`] is noised for.
+pub fn quantity_sensitivities(p: &Prepared) -> Vec<f64> {
+    let mut out = Vec::new();
+    for n in &p.noises {
+        out.push(n.value.sensitivity);
+        if let Some(c) = n.count {
+            out.push(c.sensitivity);
+        }
+    }
+    out.push(p.gate.sensitivity);
+    out
+}
+
+/// Execute the bounded plan, zero-fill, noise, threshold and post-process.
+pub async fn release(
+    ctx: &SessionContext,
+    p: &Prepared,
+    limits: &Limits,
+) -> Result<ReleasedResult, QueryError> {
+    let dp = &p.dp;
+    let ngroup = dp.keys.len();
+    let Grid { rows, cells } = grid(ctx, p, limits).await?;
     let n = rows.len();
-    let zero = Exact {
-        values: vec![(0.0, 0.0); dp.measures.len()],
-        patients: 0.0,
-    };
-    let cells: Vec<&Exact> = rows.iter().map(|k| exact.get(k).unwrap_or(&zero)).collect();
 
     // Noise: one vector per quantity.
     let mut noisy_value: Vec<Vec<f64>> = Vec::new();
@@ -539,8 +608,8 @@ pub async fn release(
             let id = ids.value(r) as usize;
             let row_no = released_rows.len();
             let mut row = Vec::with_capacity(width);
-            for c in 0..width {
-                let hidden = noised[c].iter().any(|&j| withheld[id][j]);
+            for (c, lin) in noised.iter().enumerate() {
+                let hidden = lin.iter().any(|&j| withheld[id][j]);
                 if hidden {
                     suppressed.push([row_no, c]);
                     row.push(serde_json::Value::Null);

@@ -290,11 +290,23 @@ async fn domain_values(
     t: &DataType,
     max_rows: usize,
 ) -> Option<Vec<ScalarValue>> {
-    let col = catalog.table(table)?.column(column)?;
+    let tb = catalog.table(table)?;
+    let col = tb.column(column)?;
     if !col.public_domain {
         return None;
     }
-    match col.domain.as_ref()? {
+    // A public-domain column of a reference table without a declared domain: the table is
+    // public, so its own values are the domain.
+    let own = Domain::Ref {
+        table: table.to_string(),
+        column: column.to_string(),
+    };
+    let domain = match (&col.domain, &tb.kind) {
+        (Some(d), _) => d,
+        (None, crate::catalog::TableKind::Reference) => &own,
+        (None, _) => return None,
+    };
+    match domain {
         Domain::Values { values } => {
             typed_scalars(values.iter().cloned().map(ScalarValue::from), t)
         }

@@ -1008,6 +1008,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         work_dir: Some(dir.path().join("work")),
         catalog: None,
         memory_mb: 512,
+        dp_epsilon: None,
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);

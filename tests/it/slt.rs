@@ -110,3 +110,100 @@ async fn slt_golden_files() {
         }
     }
 }
+
+/// The DP rewrite as golden files (`tests/slt/dp/*.slt`): noisy values are not
+/// reproducible, so each accepted query prints what is deterministic — the bounded plan
+/// (contribution bounding, clamping), the cost of every noised column and the release
+/// threshold; refusals print their code and message.
+struct KuraDp {
+    ctx: datafusion::prelude::SessionContext,
+    catalog: Catalog,
+    rules: DisclosureRules,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for KuraDp {
+    type Error = Refusal;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
+        let params = kura::privacy::result::DpParams {
+            epsilon: 1.0,
+            bounds: Default::default(),
+        };
+        let p = kura::engine::dp::prepare(
+            &self.ctx,
+            sql,
+            &self.catalog,
+            &self.rules,
+            &Limits::default(),
+            params,
+        )
+        .await
+        .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let d = &p.disclosure;
+        rows.push(vec![format!(
+            "epsilon={} L={} m={} threshold={:.3} groups={}",
+            d.epsilon,
+            d.bounds.max_groups_per_patient,
+            d.bounds.max_rows_per_group,
+            d.release_threshold,
+            p.domain_rows()
+        )]);
+        for c in &d.columns {
+            rows.push(vec![format!(
+                "column {} {}: {} epsilon={:.4} sensitivity={} scale={:.4} clamp={:?}",
+                c.index, c.name, c.aggregate, c.epsilon, c.sensitivity, c.noise_scale, c.clamp
+            )]);
+        }
+        for line in format!("{}", p.bounded_plan().display_indent()).lines() {
+            rows.push(vec![line.trim_end().to_string()]);
+        }
+        let types = vec![DefaultColumnType::Any];
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "kura-dp"
+    }
+}
+
+#[tokio::test]
+async fn slt_dp_golden_files() {
+    let complete = std::env::var("KURA_SLT_COMPLETE").is_ok_and(|v| v == "1");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt/dp");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    for file in files {
+        let mut runner = sqllogictest::Runner::new(|| async {
+            let (ctx, catalog) = registry();
+            Ok(KuraDp {
+                ctx,
+                catalog,
+                rules: DisclosureRules::embedded().unwrap(),
+            })
+        });
+        if complete {
+            runner
+                .update_test_file(
+                    &file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        } else if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{}: {}", file.display(), e.display(true));
+        }
+    }
+}

@@ -104,7 +104,7 @@ pub struct DpPlan {
     /// Column of the bounded plan with the distinct patients per group after bounding.
     pub patients: usize,
     /// A measure that is exactly the distinct patients of the group (unfiltered COUNT
-    /// DISTINCT pid): its noisy value doubles as the release-threshold count.
+    /// DISTINCT of the privacy unit): its noisy value doubles as the release-threshold count.
     pub gate_measure: Option<usize>,
     /// The user's aggregation (its schema is what the release rebuilds).
     pub aggregate: Aggregate,
@@ -146,14 +146,14 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
         aggs: Vec::new(),
     };
     let input = rw.rel(&aggregate.input)?;
+    if !rw.guards.is_empty() || rw.inner_sealed || matches!(input.kind, Kind::Protected { .. }) {
+        return Err(unsupported(format!(
+            "nested aggregations over patients are not supported in DP mode (one aggregation per query; pre-aggregation GROUP BY pid is allowed). {SUPPORTED}"
+        )));
+    }
     if input.kind != Kind::Rows {
         return Err(unsupported(format!(
             "this aggregation reads no patient rows (only reference tables); browse reference tables in the catalogue. {SUPPORTED}"
-        )));
-    }
-    if !rw.guards.is_empty() || rw.inner_sealed {
-        return Err(unsupported(format!(
-            "nested aggregations over patients are not supported in DP mode (one aggregation per query; pre-aggregation GROUP BY pid is allowed). {SUPPORTED}"
         )));
     }
     let in_schema = input.plan.schema().clone();
@@ -214,6 +214,8 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
         filter: Option<Expr>,
         /// Per-row value expression (NULL when the row does not count).
         value: Expr,
+        /// COUNT(DISTINCT pid) on the relation's own privacy unit (never NULL).
+        primary: bool,
     }
     let ngroup = aggregate.group_expr.len();
     let mut specs = Vec::new();
@@ -236,22 +238,34 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
         }
         let filter = f.params.filter.as_deref().cloned();
         let fname = f.func.name().to_ascii_lowercase();
+        let mut primary = false;
         let arg = f.params.args.first();
         let (kind, clamp, value) = match (fname.as_str(), f.params.distinct) {
             ("count", true) => {
-                let is_pid = f.params.args.len() == 1
-                    && arg
-                        .and_then(|e| match strip_alias(e) {
-                            Expr::Column(c) => in_schema.index_of_column(c).ok(),
-                            _ => None,
-                        })
-                        .is_some_and(|i| input.cols[i].pid);
-                if !is_pid {
+                let pid_col = (f.params.args.len() == 1)
+                    .then_some(arg)
+                    .flatten()
+                    .and_then(|e| match strip_alias(e) {
+                        Expr::Column(c) => in_schema.index_of_column(c).ok(),
+                        _ => None,
+                    })
+                    .filter(|&i| input.cols[i].pid);
+                let Some(i) = pid_col else {
                     return Err(unsupported(format!(
                         "`{name}`: COUNT(DISTINCT …) is only supported on pid under DP (distinct values of other columns are not bounded per patient). {SUPPORTED}"
                     )));
-                }
-                (MeasureKind::CountDistinctPid, None, lit(1i64))
+                };
+                primary = i == pid_i;
+                // Patient tables join on pid only, so a non-null pid of any joined table is
+                // the row's patient; NULL (the outer side of a join) does not count.
+                let value = if primary {
+                    lit(1i64)
+                } else {
+                    when(col_at(&input.plan, i).is_not_null(), lit(1i64))
+                        .end()
+                        .map_err(internal)?
+                };
+                (MeasureKind::CountDistinctPid, None, value)
             }
             ("count", false) => {
                 let value = match arg.map(strip_alias) {
@@ -303,6 +317,7 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
             clamp,
             filter,
             value,
+            primary,
         });
     }
     if specs.is_empty() {
@@ -407,9 +422,9 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
     let patients = next;
     plan =
         LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(plan), gcols(), p4).map_err(internal)?);
-    let gate_measure = measures
+    let gate_measure = specs
         .iter()
-        .position(|m| m.kind == MeasureKind::CountDistinctPid && !m.filtered);
+        .position(|s| s.kind == MeasureKind::CountDistinctPid && s.filter.is_none() && s.primary);
     Ok(DpPlan {
         bounded: plan,
         keys,
