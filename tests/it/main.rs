@@ -3,6 +3,7 @@
 
 mod api;
 mod attacks;
+mod dp_api;
 mod e2e;
 mod equivalence;
 mod extracts;
