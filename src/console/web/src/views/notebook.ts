@@ -115,7 +115,7 @@ function budgetMeter(grant: AppGrant | undefined): { el: HTMLElement; update: (r
   const update = (remaining: number | null | undefined) => {
     const mode = grant ? grantMode(grant) : 'suppression';
     const parts = [`${t('mode')}: ${modeLabel(mode)}`];
-    if (grant?.threshold ?? grant?.k) parts.push(`k=${grant?.threshold ?? grant?.k}`);
+    if (mode !== 'dp' && (grant?.threshold ?? grant?.k)) parts.push(`k=${grant?.threshold ?? grant?.k}`);
     el.replaceChildren(parts.join(' · '));
     if (mode === 'dp' && typeof remaining === 'number') {
       const meter = h('meter', { min: '0', max: String(budget ?? remaining), value: String(remaining), 'aria-label': t('budget_meter') });
