@@ -251,7 +251,7 @@ fn named(users: &[&str]) -> Vec<NamedUser> {
         .collect()
 }
 
-fn full_form(users: &[&str]) -> ApplicationForm {
+pub(crate) fn full_form(users: &[&str]) -> ApplicationForm {
     ApplicationForm {
         title: "ALS progression".into(),
         research_group: "Neuro group".into(),

@@ -20,7 +20,7 @@ use kura::privacy::result::{DisclosureMode, DpBounds};
 use kura::store::Store;
 use kura::store::budget::LedgerState;
 
-use super::api::{H, code};
+use super::api::{H, code, full_form};
 
 const APP: &str = "A-DP";
 const SQL: &str = "SELECT sex, count(DISTINCT pid) AS patients FROM patient GROUP BY sex";
@@ -182,7 +182,7 @@ async fn budget_and_cache_survive_a_restart() {
     assert!(close(used(&store).await, 0.4));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_queries_never_overspend() {
     let h = Arc::new(H::new().await);
     let t = h.login("researcher1").await;
@@ -577,4 +577,94 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
     let old = r#"{"term":{"start":"2026-04-01","end":"2027-03-31"},"scope":{"datasets":["als"]},"mode":"dp","k":5,"epsilon_budget":1.0,"approved_by":"r","approved_at":"2026-04-01T00:00:00Z"}"#;
     let a: kura::store::model::Approval = serde_json::from_str(old).unwrap();
     assert_eq!(a.dp_bounds, None);
+}
+
+#[tokio::test]
+async fn reviewers_set_default_bounds_on_a_dp_approval() {
+    let h = H::new().await;
+    let r1 = h.login("researcher1").await;
+    let rev = h.login("reviewer1").await;
+    let (s, app) = h
+        .call(
+            Method::POST,
+            "/api/v1/applications",
+            Some(&r1),
+            Some(serde_json::to_value(full_form(&["researcher1"])).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{app}");
+    let id = app["id"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &format!("/api/v1/applications/{id}/submit"),
+            Some(&r1),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let decide = |extra: Value| {
+        let mut b = json!({"decision": "approve", "mode": "dp", "epsilon_budget": 2.0});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let path = format!("/api/v1/applications/{id}/decision");
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &path,
+            Some(&rev),
+            Some(decide(
+                json!({"max_groups_per_patient": 0, "max_rows_per_group": 1001}),
+            )),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_application")
+    );
+    let fields: Vec<&str> = v["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["max_groups_per_patient", "max_rows_per_group"]);
+    let (s, v) = h
+        .call(
+            Method::POST,
+            &path,
+            Some(&rev),
+            Some(decide(json!({"max_groups_per_patient": 2}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["approval"]["dp_bounds"],
+        json!({"max_groups_per_patient": 2, "max_rows_per_group": 3})
+    );
+    // The named user's queries use them unless the request overrides them.
+    let (s, _) = h
+        .call(
+            Method::POST,
+            &format!("/api/v1/applications/{id}/pledge"),
+            Some(&r1),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, c) = cost(
+        &h,
+        &r1,
+        json!({"application": id, "sql": SQL, "epsilon": 0.5}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(
+        c["bounds"],
+        json!({"max_groups_per_patient": 2, "max_rows_per_group": 3})
+    );
+    assert!(close(c["epsilon_remaining"].as_f64().unwrap(), 2.0));
 }
