@@ -355,6 +355,7 @@ pub async fn seed_applications(
                     mode,
                     k: 5,
                     epsilon_budget: budget,
+                    dp_bounds: None,
                     approved_by: "reviewer1".into(),
                     approved_at: Utc::now(),
                 });

@@ -23,7 +23,7 @@ use super::session::AuthUser;
 use crate::audit::AuditEvent;
 use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
 use crate::policy::{Action, Target};
-use crate::privacy::result::DisclosureMode;
+use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::report::{self, UsageReport};
 use crate::sql::scope::Scope;
 use crate::store::model::*;
@@ -360,6 +360,10 @@ pub struct DecisionRequest {
     pub k: Option<u32>,
     /// ε budget per fiscal year (DP only).
     pub epsilon_budget: Option<f64>,
+    /// Default L of DP queries: groups a patient may contribute to (DP only; 1..=1000).
+    pub max_groups_per_patient: Option<u32>,
+    /// Default m of DP queries: rows per patient and group (DP only; 1..=1000).
+    pub max_rows_per_group: Option<u32>,
 }
 
 pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
@@ -437,6 +441,12 @@ fn approval_from(
         },
         DisclosureMode::Suppression => None,
     };
+    let dp_bounds = dp_bounds_from(
+        mode,
+        req.max_groups_per_patient,
+        req.max_rows_per_group,
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::invalid_application(errors));
     }
@@ -452,8 +462,60 @@ fn approval_from(
         mode,
         k,
         epsilon_budget: budget,
+        dp_bounds,
         approved_by: who.user.username.clone(),
         approved_at: Utc::now(),
+    })
+}
+
+/// Validate the reviewer's default DP bounds: each 1..=`DpBounds::MAX`, DP only. A bound
+/// left out takes kura's default; neither given means no approval-specific bounds.
+pub fn dp_bounds_from(
+    mode: DisclosureMode,
+    max_groups: Option<u32>,
+    max_rows: Option<u32>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DpBounds> {
+    if max_groups.is_none() && max_rows.is_none() {
+        return None;
+    }
+    if mode != DisclosureMode::Dp {
+        for (field, v) in [
+            ("max_groups_per_patient", max_groups),
+            ("max_rows_per_group", max_rows),
+        ] {
+            if v.is_some() {
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: "contribution bounds apply to DP approvals only; remove the field or set mode to dp / 寄与の上限は DP 方式の承認でのみ指定できます".into(),
+                });
+            }
+        }
+        return None;
+    }
+    let d = DpBounds::default();
+    let mut ok = true;
+    for (field, v) in [
+        ("max_groups_per_patient", max_groups),
+        ("max_rows_per_group", max_rows),
+    ] {
+        if let Some(v) = v
+            && !(1..=DpBounds::MAX).contains(&v)
+        {
+            ok = false;
+            errors.push(FieldError {
+                field: field.into(),
+                message: format!(
+                    "{field} must be between 1 and {} / {field} は 1 以上 {} 以下にしてください",
+                    DpBounds::MAX,
+                    DpBounds::MAX
+                ),
+            });
+        }
+    }
+    ok.then(|| DpBounds {
+        max_groups_per_patient: max_groups.unwrap_or(d.max_groups_per_patient),
+        max_rows_per_group: max_rows.unwrap_or(d.max_rows_per_group),
     })
 }
 

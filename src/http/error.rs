@@ -30,6 +30,21 @@ pub struct ApiError {
     pub message: String,
     pub reference: String,
     pub fields: Vec<FieldError>,
+    /// Budget figures of a `budget_exhausted` refusal.
+    pub budget: Option<Box<BudgetRefusal>>,
+}
+
+/// What a `budget_exhausted` refusal adds to the error: what was asked, what is left,
+/// and when the budget renews (fiscal years start on 1 April).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetRefusal {
+    pub epsilon_requested: f64,
+    pub epsilon_budget: f64,
+    /// Spent plus reserved by queries still running.
+    pub epsilon_spent: f64,
+    pub epsilon_remaining: f64,
+    pub fiscal_year: i32,
+    pub renews_on: chrono::NaiveDate,
 }
 
 /// The JSON body of an error.
@@ -46,6 +61,8 @@ pub struct ErrorDetail {
     pub reference: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRefusal>,
 }
 
 impl ApiError {
@@ -56,6 +73,7 @@ impl ApiError {
             message: message.into(),
             reference: new_ref(),
             fields: Vec::new(),
+            budget: None,
         }
     }
 
@@ -134,6 +152,7 @@ impl IntoResponse for ApiError {
                 message: self.message,
                 reference: self.reference,
                 fields: self.fields,
+                budget: self.budget.map(|b| *b),
             },
         };
         (self.status, Json(body)).into_response()

@@ -108,7 +108,7 @@ impl MakeRequestId for MakeId {
     info(title = "kura API", description = "kura (蔵): research data access enclave. Contract essentials: shared/API.md."),
     paths(
         session::login, session::logout, session::me,
-        query::run_query, query::catalog, query::history, query::export,
+        query::run_query, query::query_cost, query::catalog, query::history, query::export,
         applications::list, applications::create, applications::detail, applications::edit,
         applications::submit, applications::change, applications::pledge, applications::decide,
         applications::recommend, applications::revoke, applications::usage_report,
@@ -159,6 +159,7 @@ pub fn app(state: AppState) -> Router {
         .route("/session", post(session::login).delete(session::logout))
         .route("/me", get(session::me))
         .route("/query", post(query::run_query))
+        .route("/query/cost", post(query::query_cost))
         .route("/queries", get(query::history))
         .route("/catalog", get(query::catalog))
         .route("/export", post(query::export))

@@ -321,7 +321,16 @@ pub struct UsableScope {
     pub mode: String,
     pub threshold: u32,
     pub epsilon_budget: Option<f64>,
+    /// ε spent (or reserved by running queries) this fiscal year (DP only).
+    pub epsilon_spent: Option<f64>,
     pub epsilon_remaining: Option<f64>,
+    /// Fiscal year of the budget figures (DP only).
+    pub fiscal_year: Option<i32>,
+    /// When the budget renews: 1 April (DP only).
+    pub renews_on: Option<chrono::NaiveDate>,
+    /// Default contribution bounds of DP queries (DP only).
+    #[schema(value_type = Option<Object>)]
+    pub dp_bounds: Option<crate::privacy::result::DpBounds>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -360,7 +369,11 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
                 mode: mode_name(mode).into(),
                 threshold: k,
                 epsilon_budget: None,
+                epsilon_spent: None,
                 epsilon_remaining: None,
+                fiscal_year: None,
+                renews_on: None,
+                dp_bounds: None,
             });
         }
     }
@@ -385,15 +398,15 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
             continue;
         }
         let Some(a) = &app.approval else { continue };
-        let remaining = match a.epsilon_budget {
-            Some(b) => Some(
-                b - st
-                    .store
-                    .epsilon_spent(&app.id, crate::policy::fiscal_year(today))
-                    .await?,
-            ),
-            None => None,
+        let fy = crate::policy::fiscal_year(today);
+        let (spent, remaining) = match a.epsilon_budget {
+            Some(b) => {
+                let used = st.store.epsilon_spent(&app.id, fy).await?;
+                (Some(used), Some((b - used).max(0.0)))
+            }
+            None => (None, None),
         };
+        let dp = a.mode == crate::privacy::result::DisclosureMode::Dp;
         usable.push(UsableScope {
             id: app.id.clone(),
             title: app.form.title.clone(),
@@ -402,7 +415,11 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
             mode: mode_name(a.mode).into(),
             threshold: a.k,
             epsilon_budget: a.epsilon_budget,
+            epsilon_spent: spent,
             epsilon_remaining: remaining,
+            fiscal_year: dp.then_some(fy),
+            renews_on: dp.then(|| super::query::renews_on(fy)),
+            dp_bounds: dp.then(|| a.dp_bounds.unwrap_or_default()),
         });
     }
     Ok(Json(MeResponse {

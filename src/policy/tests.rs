@@ -81,6 +81,7 @@ fn approved(
             mode: DisclosureMode::Suppression,
             k: 5,
             epsilon_budget: None,
+            dp_bounds: None,
             approved_by: "rev1".into(),
             approved_at: Utc::now(),
         }),

@@ -8,6 +8,7 @@
 //! later issue and will slot in behind the same methods). Queries are runtime-checked
 //! (`sqlx::query`), so building kura needs no database.
 
+pub mod budget;
 pub mod model;
 pub mod retention;
 
@@ -26,11 +27,14 @@ use crate::audit::{self, AuditError, AuditEvent, AuditKey, AuditRecord, Verifica
 use model::*;
 
 /// Versioned migrations, applied in order; each runs in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "control_plane",
-    include_str!("migrations/0001_control_plane.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "control_plane",
+        include_str!("migrations/0001_control_plane.sql"),
+    ),
+    (2, "dp", include_str!("migrations/0002_dp.sql")),
+];
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +73,10 @@ pub struct AuditFilter {
 #[derive(Debug, Clone)]
 pub struct QueryWrite {
     pub record: QueryRecord,
-    /// ε to charge to the application's budget for `fiscal_year`.
-    pub spend: Option<(i32, f64)>,
+    /// How to settle this query's ε reservation (DP queries only).
+    pub ledger: Option<budget::Settle>,
+    /// A fresh DP answer to store for re-release.
+    pub cache: Option<budget::CacheWrite>,
     /// Whether this attempt is an execution error (counted per user).
     pub execution_error: bool,
 }
@@ -121,6 +127,9 @@ impl Store {
             .await?;
         let store = Self { pool, key };
         store.migrate().await?;
+        // Whatever was reserved before this open belongs to a query that can no longer
+        // commit (a crash, or a process that stopped): it counts as spent.
+        store.convert_reservations(None).await?;
         Ok(store)
     }
 
@@ -839,20 +848,9 @@ impl Store {
 
     // ---------------------------------------------------------------- queries
 
-    /// ε spent by an application in a fiscal year.
-    pub async fn epsilon_spent(&self, id: &str, fiscal_year: i32) -> Result<f64> {
-        let v: Option<f64> = sqlx::query_scalar(
-            "SELECT epsilon_spent FROM budgets WHERE application_id = ? AND fiscal_year = ?",
-        )
-        .bind(id)
-        .bind(fiscal_year)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(v.unwrap_or(0.0))
-    }
-
-    /// Record one query attempt: history row, budget spend, per-user error counter and
-    /// the audit event, all in one transaction. If this fails, the caller must not
+    /// Record one query attempt: history row, settlement of its ε reservation, the DP
+    /// release cache entry, per-user error counter and the audit event, all in one
+    /// transaction. If this fails, the caller must not
     /// release the result (no audit, no answer).
     pub async fn record_query(&self, q: &QueryWrite, event: &AuditEvent) -> Result<AuditRecord> {
         let mut tx = self.begin().await?;
@@ -874,16 +872,11 @@ impl Store {
         .bind(r.dropped_rows)
         .execute(&mut *tx)
         .await?;
-        if let Some((fy, eps)) = q.spend {
-            sqlx::query(
-                "INSERT INTO budgets (application_id, fiscal_year, epsilon_spent) VALUES (?, ?, ?)
-                 ON CONFLICT(application_id, fiscal_year) DO UPDATE SET epsilon_spent = epsilon_spent + excluded.epsilon_spent",
-            )
-            .bind(&r.application_id)
-            .bind(fy)
-            .bind(eps)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(settle) = &q.ledger {
+            budget::settle(&mut tx, settle).await?;
+        }
+        if let Some(c) = &q.cache {
+            budget::insert_cache(&mut tx, c).await?;
         }
         if q.execution_error {
             sqlx::query(

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::privacy::result::DisclosureMode;
+use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
 
 /// Account roles. A PMS account is bound to one manufacturer.
@@ -205,6 +205,11 @@ pub struct Approval {
     pub k: u32,
     /// ε budget per fiscal year under DP.
     pub epsilon_budget: Option<f64>,
+    /// Default per-patient contribution bounds of DP queries (`None`: kura's defaults).
+    /// Approvals stored before DP bounds existed load with `None`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub dp_bounds: Option<DpBounds>,
     pub approved_by: String,
     pub approved_at: DateTime<Utc>,
 }

@@ -98,6 +98,7 @@ mod tests {
             mode: DisclosureMode::Suppression,
             k: 5,
             epsilon_budget: None,
+            dp_bounds: None,
             approved_by: "rev".into(),
             approved_at: Utc::now(),
         });

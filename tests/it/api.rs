@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -24,12 +25,14 @@ use kura::http::data::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, Extr
 use kura::http::{AppState, HttpSettings, app};
 use kura::policy::Policy;
 use kura::policy::workflow::fiscal_year_end;
-use kura::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
+use kura::privacy::result::{
+    Disclosure, DisclosureMode, DpColumn, DpDisclosure, ReleasedColumn, ReleasedResult,
+};
 use kura::sql::scope::Scope;
 use kura::store::Store;
 use kura::store::model::*;
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 fn password_hash() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
@@ -38,9 +41,93 @@ fn password_hash() -> &'static str {
 
 /// Test double of the data plane: builds empty extract directories and answers from
 /// markers in the SQL.
-struct FakePlane {
+pub(crate) struct FakePlane {
     root: PathBuf,
-    seen: Mutex<Vec<AuthorisedQuery>>,
+    pub(crate) seen: Mutex<Vec<AuthorisedQuery>>,
+    /// Extract generation: bumping it makes the next build a new extract version.
+    pub(crate) generation: AtomicUsize,
+    /// Delay of every DP answer (concurrency tests).
+    pub(crate) dp_delay_ms: AtomicU64,
+    /// DP answers computed (each with fresh noise).
+    pub(crate) dp_runs: AtomicUsize,
+}
+
+impl FakePlane {
+    /// The release key a data plane derives: the normalised question and its DP
+    /// parameters (here: the SQL with whitespace collapsed, ε and the bounds).
+    fn release_key(q: &AuthorisedQuery) -> String {
+        let dp = q.dp.expect("DP parameters");
+        let sql = q.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        format!(
+            "rk:{sql}|{}|{}|{}",
+            dp.epsilon, dp.bounds.max_groups_per_patient, dp.bounds.max_rows_per_group
+        )
+    }
+
+    fn dp_disclosure(q: &AuthorisedQuery) -> DpDisclosure {
+        let dp = q.dp.expect("DP parameters");
+        let sensitivity = f64::from(dp.bounds.max_groups_per_patient);
+        let scale = sensitivity / dp.epsilon;
+        DpDisclosure {
+            epsilon: dp.epsilon,
+            cached: false,
+            mechanism: "laplace".into(),
+            bounds: dp.bounds,
+            release_threshold: 5.0 + 3.0 * scale,
+            columns: vec![DpColumn {
+                index: 1,
+                name: "n".into(),
+                aggregate: "count_distinct_pid".into(),
+                epsilon: dp.epsilon,
+                sensitivity,
+                noise_scale: scale,
+                ci95_half_width: Some(scale * (1.0f64 / 0.05).ln()),
+                clamp: None,
+            }],
+            intervals: vec![],
+        }
+    }
+
+    /// A noisy count with fresh Laplace noise on every call (an averaging attack on a
+    /// plane without the cache would narrow it).
+    fn dp_outcome(&self, q: &AuthorisedQuery) -> QueryOutcome {
+        use rand::Rng;
+        self.dp_runs.fetch_add(1, Ordering::SeqCst);
+        let d = Self::dp_disclosure(q);
+        let scale = d.columns[0].noise_scale;
+        let u: f64 = rand::rng().random_range(-0.5..0.5);
+        let noise = -scale * u.signum() * (1.0 - 2.0 * u.abs()).ln();
+        QueryOutcome {
+            result: ReleasedResult {
+                columns: vec![
+                    ReleasedColumn {
+                        name: "sex".into(),
+                        type_name: "Utf8".into(),
+                    },
+                    ReleasedColumn {
+                        name: "n".into(),
+                        type_name: "Float64".into(),
+                    },
+                ],
+                rows: vec![vec![json!("1"), json!(412.0 + noise)]],
+                disclosure: Disclosure {
+                    mode: DisclosureMode::Dp,
+                    threshold: q.threshold,
+                    suppressed: vec![],
+                    suppressed_cells: 0,
+                    dropped_rows: 0,
+                    rounding: None,
+                    epsilon_spent: Some(d.epsilon),
+                    epsilon_remaining: None,
+                    notes: vec![],
+                    dp: Some(d),
+                },
+            },
+            plan_fingerprint: "fp_dp".into(),
+            tables: vec!["patient".into()],
+            duration: Duration::from_millis(3),
+        }
+    }
 }
 
 impl DataPlane for FakePlane {
@@ -55,8 +142,13 @@ impl DataPlane for FakePlane {
                 application: application.into(),
                 source: Box::new(e),
             })?;
+            let generation = self.generation.load(Ordering::SeqCst);
             Ok(BuiltExtract {
-                extract_id: format!("x_{application}"),
+                extract_id: if generation == 0 {
+                    format!("x_{application}")
+                } else {
+                    format!("x_{application}_g{generation}")
+                },
                 path,
             })
         })
@@ -74,6 +166,13 @@ impl DataPlane for FakePlane {
                 return Err(QueryError::OutOfScope {
                     message: "table `adverse_event` is not in this approval's datasets".into(),
                 });
+            }
+            if q.dp.is_some() {
+                let ms = self.dp_delay_ms.load(Ordering::SeqCst);
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                return Ok(self.dp_outcome(&q));
             }
             Ok(QueryOutcome {
                 result: ReleasedResult {
@@ -113,8 +212,14 @@ impl DataPlane for FakePlane {
 
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
         Box::pin(async move {
-            Err(QueryError::UnsupportedQuery {
-                message: format!("fake plane: no DP preview for {}", q.application),
+            if q.sql.contains("DP_UNSUPPORTED") || q.dp.is_none() {
+                return Err(QueryError::UnsupportedQuery {
+                    message: "MIN is not supported under DP; use COUNT, SUM or AVG".into(),
+                });
+            }
+            Ok(DpPreview {
+                release_key: Self::release_key(&q),
+                disclosure: Self::dp_disclosure(&q),
             })
         })
     }
@@ -124,11 +229,11 @@ impl DataPlane for FakePlane {
     }
 }
 
-struct H {
-    dir: tempfile::TempDir,
-    state: AppState,
-    router: Router,
-    plane: Arc<FakePlane>,
+pub(crate) struct H {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) state: AppState,
+    pub(crate) router: Router,
+    pub(crate) plane: Arc<FakePlane>,
 }
 
 fn today() -> NaiveDate {
@@ -146,7 +251,7 @@ fn named(users: &[&str]) -> Vec<NamedUser> {
         .collect()
 }
 
-fn full_form(users: &[&str]) -> ApplicationForm {
+pub(crate) fn full_form(users: &[&str]) -> ApplicationForm {
     ApplicationForm {
         title: "ALS progression".into(),
         research_group: "Neuro group".into(),
@@ -184,7 +289,7 @@ fn full_form(users: &[&str]) -> ApplicationForm {
 }
 
 impl H {
-    async fn new() -> H {
+    pub(crate) async fn new() -> H {
         let dir = tempfile::tempdir().unwrap();
         let key = AuditKey::from_bytes(&[9u8; 32]).unwrap();
         let store = Store::open(&dir.path().join("kura.db"), key).await.unwrap();
@@ -217,6 +322,9 @@ impl H {
         let plane = Arc::new(FakePlane {
             root: dir.path().join("extracts"),
             seen: Mutex::new(Vec::new()),
+            generation: AtomicUsize::new(0),
+            dp_delay_ms: AtomicU64::new(0),
+            dp_runs: AtomicUsize::new(0),
         });
         let policy = Arc::new(Policy::load(&store).await.unwrap());
         let state = AppState {
@@ -281,14 +389,14 @@ impl H {
         h
     }
 
-    async fn build(&self, id: &str) {
+    pub(crate) async fn build(&self, id: &str) {
         kura::http::applications::build_extract(&self.state, id, &Scope::default(), "test")
             .await
             .unwrap();
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn seed_approved(
+    pub(crate) async fn seed_approved(
         &self,
         id: &str,
         users: &[&str],
@@ -317,6 +425,7 @@ impl H {
             mode,
             k: 5,
             epsilon_budget: eps,
+            dp_bounds: None,
             approved_by: "reviewer1".into(),
             approved_at: Utc::now(),
         });
@@ -337,7 +446,7 @@ impl H {
         self.build(id).await;
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -348,7 +457,7 @@ impl H {
         (s, v)
     }
 
-    async fn call_full(
+    pub(crate) async fn call_full(
         &self,
         method: Method,
         path: &str,
@@ -385,7 +494,7 @@ impl H {
         (status, headers, v)
     }
 
-    async fn login(&self, user: &str) -> String {
+    pub(crate) async fn login(&self, user: &str) -> String {
         let (s, v) = self
             .call(
                 Method::POST,
@@ -398,7 +507,7 @@ impl H {
         v["token"].as_str().unwrap().to_string()
     }
 
-    async fn query(&self, token: &str, app: &str, sql: &str) -> (StatusCode, Value) {
+    pub(crate) async fn query(&self, token: &str, app: &str, sql: &str) -> (StatusCode, Value) {
         self.call(
             Method::POST,
             "/api/v1/query",
@@ -408,7 +517,7 @@ impl H {
         .await
     }
 
-    async fn audit_rows(&self, action: &str) -> Vec<Value> {
+    pub(crate) async fn audit_rows(&self, action: &str) -> Vec<Value> {
         self.state
             .store
             .audit_events(&kura::store::AuditFilter {
@@ -423,7 +532,7 @@ impl H {
             .collect()
     }
 
-    async fn raw(&self) -> sqlx::SqliteConnection {
+    pub(crate) async fn raw(&self) -> sqlx::SqliteConnection {
         use sqlx::Connection;
         sqlx::SqliteConnection::connect(&format!(
             "sqlite://{}",
@@ -434,7 +543,7 @@ impl H {
     }
 }
 
-fn code(v: &Value) -> &str {
+pub(crate) fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
 
@@ -905,13 +1014,24 @@ async fn no_audit_no_answer() {
 async fn dp_budget_is_charged_and_exhaustion_is_409() {
     let h = H::new().await;
     let t = h.login("researcher1").await;
-    let q = |eps: f64| json!({"application": "A-DP", "sql": "SELECT count(*) FROM patient", "epsilon": eps});
+    let q = |sql: &str, eps: f64| json!({"application": "A-DP", "sql": sql, "epsilon": eps});
     let (s, v) = h
-        .call(Method::POST, "/api/v1/query", Some(&t), Some(q(0.6)))
+        .call(
+            Method::POST,
+            "/api/v1/query",
+            Some(&t),
+            Some(q("SELECT count(*) FROM patient", 0.6)),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // A different question (an identical one would be re-released from the cache).
     let (s, v) = h
-        .call(Method::POST, "/api/v1/query", Some(&t), Some(q(0.6)))
+        .call(
+            Method::POST,
+            "/api/v1/query",
+            Some(&t),
+            Some(q("SELECT count(*) FROM patient WHERE sex = '2'", 0.6)),
+        )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "budget_exhausted"));
     assert!(

@@ -3,6 +3,7 @@
 
 mod api;
 mod attacks;
+mod dp_api;
 mod dp_engine;
 mod e2e;
 mod equivalence;

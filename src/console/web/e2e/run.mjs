@@ -268,6 +268,68 @@ test('a refused query shows its code and the fix', async () => {
   await context.close();
 });
 
+const DP_SQL = 'SELECT sex, count(DISTINCT pid) AS patients FROM patient GROUP BY sex';
+
+/** The ε left as the notebook's budget meter shows it. */
+async function epsLeft(page) {
+  await page.waitForSelector('#budget .eps-left');
+  return Number(await page.getAttribute('#budget .eps-left', 'data-remaining'));
+}
+
+test('researcher1 runs a DP query, sees intervals and the budget fall, then the cached answer for free', async () => {
+  const { context, page, problems } = await open();
+  await login(page, 'researcher1');
+  await openNotebook(page, 'A-DEMO-0002', true);
+  const cell = page.locator('.cell').nth(0);
+  await cell.locator('.dp-eps').fill('0.5');
+  await typeInCell(page, 0, DP_SQL);
+  const before = await epsLeft(page);
+  assert.match(await page.textContent('#budget'), /\d{4}-04-01/, 'the meter shows the renewal date');
+
+  // Dry run: the cost and what would remain, nothing spent.
+  await cell.locator('.dp-cost').click();
+  await page.waitForFunction(() => /0\.5/.test(document.querySelector('.dp-cost-out')?.textContent ?? ''));
+  assert.equal(await epsLeft(page), before, 'the dry run spends nothing');
+
+  await cell.locator('.run-cell').click();
+  const result = cell.locator('.result');
+  await result.waitFor({ timeout: 120_000 });
+  const noised = result.locator('td[data-noised="true"]');
+  assert.ok((await noised.count()) > 0, 'noised cells are shown');
+  assert.match(await noised.first().textContent(), /±|\[/, 'each noised cell carries its 95% interval');
+  assert.ok((await result.locator('.noise').count()) > 0, 'a per-column note with scale and ε');
+  assert.equal(await result.locator('#dp-cached').count(), 0);
+  const after = await epsLeft(page);
+  assert.ok(Math.abs(before - 0.5 - after) < 1e-6, `the budget fell by 0.5 (${before} → ${after})`);
+  const first = await result.locator('tbody').textContent();
+  await shot(page, '07-dp-result');
+
+  // The identical query again: the stored answer, marked cached, budget unchanged.
+  await cell.locator('.run-cell').click();
+  await page.waitForSelector('.cell >> nth=0 >> #dp-cached', { timeout: 60_000 });
+  assert.equal(await cell.locator('.result tbody').textContent(), first, 'the same answer, not fresh noise');
+  assert.equal(await epsLeft(page), after, 'nothing spent on a cached answer');
+  await shot(page, '08-dp-cached');
+
+  // Asking for more than is left is a clear bilingual refusal.
+  await page.click('#add-sql');
+  const last = (await page.locator('.cell').count()) - 1;
+  await typeInCell(page, last, 'SELECT count(*) AS n FROM patient');
+  await page.locator('.cell').nth(last).locator('.dp-eps').fill(String(Math.min(after + 0.5, 9.5)));
+  await page.locator('.cell').nth(last).locator('.run-cell').click();
+  const err = page.locator('.cell').nth(last).locator('.error-box');
+  await err.waitFor({ timeout: 60_000 });
+  const code = await err.getAttribute('data-code');
+  assert.ok(code === 'budget_exhausted' || code === 'invalid_request', code);
+  if (code === 'budget_exhausted') {
+    assert.ok(await page.locator('.cell').nth(last).locator('.budget-exhausted').isVisible());
+    assert.match(await err.locator('.msg').textContent(), /予算/);
+  }
+  assert.equal(await epsLeft(page), after, 'a refusal spends nothing');
+  clean(problems);
+  await context.close();
+});
+
 let newApp = '';
 
 test('an applicant submits, reviewer1 approves, the named user pledges and queries', async () => {

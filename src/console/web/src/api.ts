@@ -6,6 +6,17 @@ export interface ApiErrorBody {
   code: string;
   message: string;
   ref?: string;
+  /** Present on `budget_exhausted`: what was asked, what is left, when it renews. */
+  budget?: BudgetRefusal;
+}
+
+export interface BudgetRefusal {
+  epsilon_requested: number;
+  epsilon_budget: number;
+  epsilon_spent: number;
+  epsilon_remaining: number;
+  fiscal_year: number;
+  renews_on: string;
 }
 
 export class ApiError extends Error {
@@ -113,7 +124,11 @@ export interface AppGrant {
   threshold?: number;
   epsilon_remaining?: number | null;
   epsilon_budget?: number | null;
+  epsilon_spent?: number | null;
   budget_remaining?: number | null;
+  fiscal_year?: number | null;
+  renews_on?: string | null;
+  dp_bounds?: DpBounds | null;
   pledge_accepted?: boolean;
   title?: string;
   kind?: string;
@@ -171,8 +186,58 @@ export interface Disclosure {
   epsilon_spent?: number | null;
   epsilon_remaining?: number | null;
   notes?: string[];
-  noise?: Record<string, unknown> | unknown[] | null;
-  [k: string]: unknown;
+  /** Differential privacy: how every noised column was computed (mode `dp` only). */
+  dp?: DpDisclosure | null;
+}
+
+export interface DpBounds {
+  max_groups_per_patient: number;
+  max_rows_per_group: number;
+}
+
+export interface DpColumn {
+  index: number;
+  name: string;
+  aggregate: string;
+  epsilon: number;
+  sensitivity: number;
+  noise_scale: number;
+  ci95_half_width?: number | null;
+  clamp?: [number, number] | null;
+}
+
+export interface DpInterval {
+  row: number;
+  column: number;
+  low: number;
+  high: number;
+}
+
+export interface DpDisclosure {
+  epsilon: number;
+  cached: boolean;
+  mechanism: string;
+  bounds: DpBounds;
+  release_threshold: number;
+  columns: DpColumn[];
+  intervals: DpInterval[];
+}
+
+/** POST /query/cost: the price of a DP query before it runs. */
+export interface QueryCost {
+  application: string;
+  epsilon: number;
+  cost: number;
+  epsilon_remaining: number;
+  epsilon_remaining_after: number;
+  epsilon_budget: number;
+  fiscal_year: number;
+  renews_on: string;
+  cached: boolean;
+  bounds: DpBounds;
+  columns: DpColumn[];
+  release_threshold: number;
+  mechanism: string;
 }
 
 export interface QueryResult {

@@ -8,9 +8,9 @@ import { bracketMatching, defaultHighlightStyle, syntaxHighlighting } from '@cod
 import { EditorState, Prec } from '@codemirror/state';
 import { EditorView, keymap, lineNumbers, placeholder } from '@codemirror/view';
 import MarkdownIt from 'markdown-it';
-import { api, ApiError, AppGrant, catalog, CatalogTable, grantBudget, grantId, grantMode, listOf, qs, QueryResult } from '../api';
+import { api, ApiError, AppGrant, catalog, CatalogTable, grantBudget, grantId, grantMode, listOf, qs, QueryCost, QueryResult } from '../api';
 import { modeLabel } from './apps';
-import { clear, h } from '../dom';
+import { clear, field, h } from '../dom';
 import { t } from '../i18n';
 import { Ctx, errorBox, note } from '../ui';
 import { renderResult } from './result';
@@ -115,11 +115,12 @@ function budgetMeter(grant: AppGrant | undefined): { el: HTMLElement; update: (r
   const update = (remaining: number | null | undefined) => {
     const mode = grant ? grantMode(grant) : 'suppression';
     const parts = [`${t('mode')}: ${modeLabel(mode)}`];
-    if (grant?.threshold ?? grant?.k) parts.push(`k=${grant?.threshold ?? grant?.k}`);
+    if (mode !== 'dp' && (grant?.threshold ?? grant?.k)) parts.push(`k=${grant?.threshold ?? grant?.k}`);
     el.replaceChildren(parts.join(' · '));
     if (mode === 'dp' && typeof remaining === 'number') {
       const meter = h('meter', { min: '0', max: String(budget ?? remaining), value: String(remaining), 'aria-label': t('budget_meter') });
-      el.append(' · ', `${t('eps_left')}: ${remaining.toFixed(3)}${budget ? ` / ${budget}` : ''} `, meter);
+      el.append(' · ', h('span', { class: 'eps-left', 'data-remaining': String(remaining) }, `${t('eps_left')}: ${remaining.toFixed(3)}${budget ? ` / ${budget}` : ''}`), ' ', meter);
+      if (grant?.renews_on) el.append(' · ', h('span', { class: 'renews' }, `${t('renews_on')}: ${grant.renews_on}`));
     }
   };
   update(grant ? grantBudget(grant) : null);
@@ -190,6 +191,63 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
     const el = h('section', { class: `cell cell-${data.type}`, role: 'group' });
     const live: LiveCell = { data, el, view: null as unknown as EditorView, run: async () => {}, execCount: null };
 
+    // DP applications: ε and contribution bounds per cell, and a dry run of the cost.
+    const isDp = grant ? grantMode(grant) === 'dp' : false;
+    const epsIn = h('input', { type: 'number', class: 'dp-eps', min: '0', step: '0.05', value: '0.1', 'aria-label': t('dp_epsilon') });
+    const lIn = h('input', { type: 'number', class: 'dp-groups', min: '1', max: '1000', step: '1', placeholder: String(grant?.dp_bounds?.max_groups_per_patient ?? 5), 'aria-label': t('dp_max_groups') });
+    const mIn = h('input', { type: 'number', class: 'dp-rows', min: '1', max: '1000', step: '1', placeholder: String(grant?.dp_bounds?.max_rows_per_group ?? 3), 'aria-label': t('dp_max_rows') });
+    const costOut = h('span', { class: 'dp-cost-out', role: 'status', 'aria-live': 'polite' });
+    const queryBody = (text: string): Record<string, unknown> => {
+      const body: Record<string, unknown> = { application: app, sql: text };
+      if (isDp) {
+        body['epsilon'] = Number(epsIn.value);
+        if (lIn.value.trim()) body['max_groups_per_patient'] = Number(lIn.value);
+        if (mIn.value.trim()) body['max_rows_per_group'] = Number(mIn.value);
+      }
+      return body;
+    };
+    const refusal = (x: unknown): HTMLElement[] => {
+      if (x instanceof ApiError && x.body.code === 'budget_exhausted') {
+        const b = x.body.budget;
+        return [
+          h('p', { class: 'refused-title budget-exhausted' }, t('budget_exhausted_title')),
+          b ? h('p', {}, t('budget_exhausted_detail', { req: b.epsilon_requested, left: b.epsilon_remaining.toFixed(3), date: b.renews_on })) : null,
+          errorBox(x),
+        ].filter((e): e is HTMLParagraphElement | HTMLElement => e !== null);
+      }
+      return [h('p', { class: 'refused-title' }, t('refused')), errorBox(x)];
+    };
+    const runCost = async () => {
+      const text = live.view.state.doc.toString().trim();
+      if (!text) return;
+      clear(costOut, t('running'));
+      try {
+        const c = await api<QueryCost>('POST', '/query/cost', queryBody(text));
+        clear(
+          costOut,
+          c.cached
+            ? t('dp_cost_cached')
+            : t('dp_cost_result', { cost: c.cost, left: c.epsilon_remaining.toFixed(3), after: c.epsilon_remaining_after.toFixed(3) }),
+        );
+        meter.update(c.epsilon_remaining);
+      } catch (x) {
+        if (x instanceof ApiError && x.status === 401) return;
+        clear(costOut, ...refusal(x));
+      }
+    };
+    const dpControls =
+      data.type === 'sql' && isDp
+        ? h(
+            'div',
+            { class: 'dp-controls' },
+            field(t('dp_epsilon'), epsIn),
+            field(t('dp_max_groups'), lIn),
+            field(t('dp_max_rows'), mIn),
+            h('button', { type: 'button', class: 'dp-cost', onclick: () => void runCost() }, t('dp_cost')),
+            costOut,
+          )
+        : null;
+
     const runSql = async () => {
       const text = live.view.state.doc.toString().trim();
       if (!text) return;
@@ -197,12 +255,13 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       clear(out, h('p', { class: 'running' }, t('running')));
       const started = performance.now();
       try {
-        const res = await api<QueryResult>('POST', '/query', { application: app, sql: text });
+        const res = await api<QueryResult>('POST', '/query', queryBody(text));
         clear(out, renderResult(res, app));
         if (res.disclosure?.mode === 'dp') meter.update(res.disclosure.epsilon_remaining);
       } catch (x) {
         if (x instanceof ApiError && x.status === 401) return;
-        clear(out, h('p', { class: 'refused-title' }, t('refused')), errorBox(x));
+        clear(out, ...refusal(x));
+        if (x instanceof ApiError && x.body.budget) meter.update(x.body.budget.epsilon_remaining);
       } finally {
         execCounter += 1;
         live.execCount = execCounter;
@@ -303,7 +362,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       }),
       timeEl,
     );
-    el.append(toolbar, editorBox, rendered, out);
+    el.append(toolbar, editorBox, dpControls ?? '', rendered, out);
     if (data.type === 'markdown' && data.source.trim()) renderMd();
     return live;
   }

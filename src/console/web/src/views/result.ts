@@ -33,40 +33,36 @@ function cellText(v: unknown): string {
   return String(v);
 }
 
-/** Per-column DP noise information, whatever its exact server shape (object keyed by column or list). */
-function noiseInfo(res: QueryResult): { column: string; text: string }[] {
-  const d = res.disclosure as Record<string, unknown>;
-  const raw = d['noise'] ?? d['dp'] ?? d['noised_columns'];
-  const out: { column: string; text: string }[] = [];
-  const describe = (v: unknown): string => {
-    if (v && typeof v === 'object') {
-      const o = v as Record<string, unknown>;
-      const parts: string[] = [];
-      const scale = o['scale'] ?? o['noise_scale'];
-      if (scale !== undefined) parts.push(`${t('noise_scale')} ${cellText(scale)}`);
-      const ci = o['ci'] ?? o['ci95'] ?? o['confidence_interval'] ?? o['ci_half_width'];
-      if (ci !== undefined) parts.push(`${t('ci')} ${Array.isArray(ci) ? `±${cellText(ci)}` : `±${cellText(ci)}`}`);
-      for (const [k, val] of Object.entries(o)) {
-        if (!['scale', 'noise_scale', 'ci', 'ci95', 'confidence_interval', 'ci_half_width', 'column'].includes(k))
-          parts.push(`${k} ${cellText(val)}`);
-      }
-      return parts.join(', ');
-    }
-    return cellText(v);
-  };
-  if (Array.isArray(raw)) {
-    for (const item of raw) {
-      const col = (item as Record<string, unknown>)?.['column'];
-      out.push({ column: typeof col === 'string' ? col : '', text: describe(item) });
-    }
-  } else if (raw && typeof raw === 'object') {
-    for (const [col, v] of Object.entries(raw)) out.push({ column: col, text: describe(v) });
-  }
-  return out;
+function num(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) >= 100 ? 1 : 2);
+}
+
+/** The text of a noised cell with its 95% interval: `412 ± 15`, or `3.2 [2.9, 3.5]` for AVG. */
+function dpCellText(res: QueryResult, r: number, c: number, v: unknown): string | null {
+  const dp = res.disclosure?.dp;
+  if (!dp || typeof v !== 'number') return null;
+  const iv = dp.intervals.find((i) => i.row === r && i.column === c);
+  if (iv) return `${num(v)} [${num(iv.low)}, ${num(iv.high)}]`;
+  const col = dp.columns.find((k) => k.index === c);
+  if (col && typeof col.ci95_half_width === 'number') return `${num(v)} ± ${num(col.ci95_half_width)}`;
+  return null;
+}
+
+/** One note per noised column: aggregate, ε, noise scale, interval and clamp bounds. */
+function dpColumnNotes(res: QueryResult): HTMLElement[] {
+  const dp = res.disclosure?.dp;
+  if (!dp) return [];
+  return dp.columns.map((c) => {
+    const parts = [`${c.aggregate}`, `ε=${c.epsilon}`, `${t('noise_scale')} ${num(c.noise_scale)}`];
+    if (typeof c.ci95_half_width === 'number') parts.push(`${t('ci')} ±${num(c.ci95_half_width)}`);
+    if (c.clamp) parts.push(`${t('dp_clamp')} [${c.clamp[0]}, ${c.clamp[1]}]`);
+    return h('span', { class: 'noise', 'data-column': c.name }, `${c.name}: ${parts.join(', ')}`);
+  });
 }
 
 export function renderResult(res: QueryResult, app: string): HTMLElement {
   const k = res.disclosure?.threshold ?? 5;
+  const dp = res.disclosure?.mode === 'dp' ? res.disclosure.dp : null;
   const wrap = h('div', { class: 'result', 'data-query': res.query_id });
   const tableBox = h('div', { class: 'table-box' });
   const chartBox = h('div', { class: 'chart-box', hidden: true });
@@ -81,8 +77,14 @@ export function renderResult(res: QueryResult, app: string): HTMLElement {
         {},
         row.map((v, c) =>
           isSuppressed(res, start + i, c)
-            ? h('td', { class: 'suppressed', title: t('legend_suppressed', { k }), 'data-suppressed': 'true' }, `<${k}`)
-            : h('td', { class: typeof v === 'number' ? 'num' : '' }, cellText(v)),
+            ? dp
+              ? h('td', { class: 'suppressed', title: t('dp_below_threshold'), 'data-suppressed': 'true' }, '—')
+              : h('td', { class: 'suppressed', title: t('legend_suppressed', { k }), 'data-suppressed': 'true' }, `<${k}`)
+            : h(
+                'td',
+                { class: typeof v === 'number' ? 'num' : '', 'data-noised': dpCellText(res, start + i, c, v) ? 'true' : null },
+                dpCellText(res, start + i, c, v) ?? cellText(v),
+              ),
         ),
       ),
     );
@@ -113,7 +115,10 @@ export function renderResult(res: QueryResult, app: string): HTMLElement {
   const d = res.disclosure ?? { mode: 'suppression' };
   const notes: HTMLElement[] = [];
   notes.push(h('span', { class: 'count' }, `${res.rows.length} ${t('rows')}`));
-  if ((d.suppressed_cells ?? d.suppressed?.length ?? 0) > 0) {
+  if (dp?.cached) notes.unshift(h('span', { class: 'badge dp-cached', id: 'dp-cached' }, t('dp_cached')));
+  if (dp && (d.suppressed_cells ?? d.suppressed?.length ?? 0) > 0) {
+    notes.push(h('span', { class: 'legend' }, t('dp_below_threshold_note', { t: num(dp.release_threshold) })));
+  } else if ((d.suppressed_cells ?? d.suppressed?.length ?? 0) > 0) {
     notes.push(
       h('span', { class: 'legend', id: 'legend' }, h('span', { class: 'suppressed-chip' }, `<${k}`), ' ', t('legend_suppressed', { k })),
     );
@@ -128,7 +133,12 @@ export function renderResult(res: QueryResult, app: string): HTMLElement {
     if (d.epsilon_spent !== null && d.epsilon_spent !== undefined) notes.push(h('span', {}, `${t('eps_spent')}: ${d.epsilon_spent}`));
     if (d.epsilon_remaining !== null && d.epsilon_remaining !== undefined)
       notes.push(h('span', { class: 'budget' }, `${t('eps_left')}: ${d.epsilon_remaining}`));
-    for (const n of noiseInfo(res)) notes.push(h('span', { class: 'noise' }, `${n.column}: ${n.text}`));
+    notes.push(...dpColumnNotes(res));
+    if (dp) {
+      notes.push(
+        h('span', {}, t('dp_bounds_note', { l: dp.bounds.max_groups_per_patient, m: dp.bounds.max_rows_per_group })),
+      );
+    }
   }
   for (const n of d.notes ?? []) notes.push(h('span', { class: 'server-note' }, n));
 

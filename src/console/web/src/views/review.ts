@@ -98,6 +98,19 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
     const mode = h('select', { id: 'ap-mode' }, h('option', { value: 'suppression' }, t('mode_suppression')), h('option', { value: 'dp' }, t('mode_dp')));
     const k = h('input', { type: 'number', id: 'ap-k', min: '2', value: '5' });
     const eps = h('input', { type: 'number', id: 'ap-eps', min: '0', step: '0.1', value: '1.0' });
+    // Default contribution bounds of DP queries (blank: kura's defaults L=5, m=3).
+    const dpL = h('input', { type: 'number', id: 'ap-dp-groups', min: '1', max: '1000', step: '1', placeholder: '5' });
+    const dpM = h('input', { type: 'number', id: 'ap-dp-rows', min: '1', max: '1000', step: '1', placeholder: '3' });
+    const dpBox = h(
+      'div',
+      { class: 'cols dp-terms', hidden: true },
+      field(t('epsilon_budget'), eps),
+      field(t('dp_default_groups'), dpL),
+      field(t('dp_default_rows'), dpM),
+    );
+    mode.addEventListener('change', () => {
+      dpBox.hidden = mode.value !== 'dp';
+    });
     const reason = h('textarea', { id: 'decision-reason', rows: 2 });
     const decide = (decision: string) => async () => {
       if (decision === 'approve' && crossesFiscalYear(start.value, end.value)) {
@@ -122,6 +135,10 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
           k: Number(k.value),
           epsilon_budget: mode.value === 'dp' ? Number(eps.value) : null,
         });
+        if (mode.value === 'dp') {
+          if (dpL.value.trim()) body['max_groups_per_patient'] = Number(dpL.value);
+          if (dpM.value.trim()) body['max_rows_per_group'] = Number(dpM.value);
+        }
       }
       await post('decision', body);
     };
@@ -141,8 +158,8 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
           field(t('f_regions'), prefs),
           field(t('mode'), mode),
           field(t('k_threshold'), k),
-          field(t('epsilon_budget'), eps),
         ),
+        dpBox,
         field(t('reason'), reason),
         h(
           'div',
