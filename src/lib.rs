@@ -11,6 +11,8 @@
 //!     │            ┌───────────────────────────────────────────────┘
 //!     │            ▼
 //!     │     sql::privacy rewrite ─► engine (DataFusion, limits) ─► privacy (disclosure check)
+//!     │       (DP: bounded plan)        (engine::dp: zero-fill)       (DP: OpenDP noise,
+//!     │                                                             release threshold)
 //!     │                                                            │
 //!     └──────────────◄── response ◄── audit (hash chain; no audit, no answer) ◄┘
 //! ```
