@@ -647,28 +647,19 @@ pub async fn release(
         });
     }
 
+    let shares = p
+        .noises
+        .iter()
+        .map(|x| 1 + usize::from(x.count.is_some()))
+        .sum::<usize>()
+        + usize::from(dp.gate_measure.is_none());
     let mut notes = vec![format!(
-        "Differential privacy: ε = {} spent over {} noised quantities (Laplace); each patient counts in at most {} group(s) and {} row(s) per group; rows whose noisy patient count is below {:.1} are suppressed (the <{} rule). / 差分プライバシー: ε = {} を {} 個の量に配分しラプラスノイズを加えました。患者 1 人あたり最大 {} グループ・各 {} 行まで集計し、ノイズ付き患者数が {:.1} 未満の行は秘匿しました（{} 未満ルール）。",
-        p.params.epsilon,
-        p.noises
-            .iter()
-            .map(|x| 1 + usize::from(x.count.is_some()))
-            .sum::<usize>()
-            + usize::from(dp.gate_measure.is_none()),
-        p.effective.max_groups_per_patient,
-        p.effective.max_rows_per_group,
-        p.threshold,
-        p.k,
-        p.params.epsilon,
-        p.noises
-            .iter()
-            .map(|x| 1 + usize::from(x.count.is_some()))
-            .sum::<usize>()
-            + usize::from(dp.gate_measure.is_none()),
-        p.effective.max_groups_per_patient,
-        p.effective.max_rows_per_group,
-        p.threshold,
-        p.k,
+        "Differential privacy: ε = {eps} spent over {shares} noised quantities (Laplace); each patient counts in at most {l} group(s) and {m} row(s) per group; rows whose noisy patient count is below {tau:.1} are suppressed (the <{k} rule). / 差分プライバシー: ε = {eps} を {shares} 個の量に配分しラプラスノイズを加えました。患者 1 人あたり最大 {l} グループ・各 {m} 行まで集計し、ノイズ付き患者数が {tau:.1} 未満の行は秘匿しました（{k} 未満ルール）。",
+        eps = p.params.epsilon,
+        l = p.effective.max_groups_per_patient,
+        m = p.effective.max_rows_per_group,
+        tau = p.threshold,
+        k = p.k,
     )];
     let derived: Vec<&str> = (0..width)
         .filter(|&c| !noised[c].is_empty() && dp.passes[c].is_none_or(|a| a < ngroup))
