@@ -528,8 +528,17 @@ async fn a_revoked_client_certificate_is_refused_when_a_crl_is_configured() {
     let revoked = login(&pki.client(Some(&pki.researcher1)), &s.base, "researcher1").await;
     match revoked {
         Ok(r) => panic!("revoked certificate got an answer: {}", r.status()),
-        // The server names the reason in its alert.
-        Err(e) => assert!(format!("{e:?}").contains("CertificateRevoked"), "{e:?}"),
+        // Under TLS 1.3 the client may finish its side of the handshake and send the
+        // request before the server's alert arrives; then the request fails with the
+        // connection closed instead of the alert text. Either way, no HTTP answer.
+        Err(e) => {
+            let text = format!("{e:?}");
+            assert!(
+                text.contains("CertificateRevoked")
+                    || (e.is_request() && (text.contains("Canceled") || text.contains("closed"))),
+                "{text}"
+            );
+        }
     }
     let other = login(&pki.client(Some(&pki.researcher2)), &s.base, "researcher2")
         .await
