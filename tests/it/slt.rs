@@ -70,8 +70,16 @@ impl sqllogictest::AsyncDB for Kura {
     }
 }
 
-fn slt_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+/// Run (or, with `KURA_SLT_COMPLETE=1`, regenerate) every `.slt` file of `tests/<dir>`
+/// against a fresh database made by `make`.
+async fn run_slt_dir<D>(dir: &str, make: fn() -> D)
+where
+    D: sqllogictest::AsyncDB<Error = Refusal, ColumnType = DefaultColumnType> + 'static,
+{
+    let complete = std::env::var("KURA_SLT_COMPLETE").is_ok_and(|v| v == "1");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -79,21 +87,8 @@ fn slt_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
-    files
-}
-
-#[tokio::test]
-async fn slt_golden_files() {
-    let complete = std::env::var("KURA_SLT_COMPLETE").is_ok_and(|v| v == "1");
-    for file in slt_files() {
-        let mut runner = sqllogictest::Runner::new(|| async {
-            let (ctx, catalog) = registry();
-            Ok(Kura {
-                ctx,
-                catalog,
-                rules: DisclosureRules::embedded().unwrap(),
-            })
-        });
+    for file in files {
+        let mut runner = sqllogictest::Runner::new(move || async move { Ok(make()) });
         if complete {
             runner
                 .update_test_file(
@@ -109,6 +104,19 @@ async fn slt_golden_files() {
             panic!("{}: {}", file.display(), e.display(true));
         }
     }
+}
+
+#[tokio::test]
+async fn slt_golden_files() {
+    run_slt_dir("slt", || {
+        let (ctx, catalog) = registry();
+        Kura {
+            ctx,
+            catalog,
+            rules: DisclosureRules::embedded().unwrap(),
+        }
+    })
+    .await;
 }
 
 /// The DP rewrite as golden files (`tests/slt/dp/*.slt`): noisy values are not
@@ -173,37 +181,13 @@ impl sqllogictest::AsyncDB for KuraDp {
 
 #[tokio::test]
 async fn slt_dp_golden_files() {
-    let complete = std::env::var("KURA_SLT_COMPLETE").is_ok_and(|v| v == "1");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt/dp");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
-    for file in files {
-        let mut runner = sqllogictest::Runner::new(|| async {
-            let (ctx, catalog) = registry();
-            Ok(KuraDp {
-                ctx,
-                catalog,
-                rules: DisclosureRules::embedded().unwrap(),
-            })
-        });
-        if complete {
-            runner
-                .update_test_file(
-                    &file,
-                    " ",
-                    sqllogictest::default_validator,
-                    sqllogictest::default_normalizer,
-                    sqllogictest::default_column_validator,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        } else if let Err(e) = runner.run_file_async(&file).await {
-            panic!("{}: {}", file.display(), e.display(true));
+    run_slt_dir("slt/dp", || {
+        let (ctx, catalog) = registry();
+        KuraDp {
+            ctx,
+            catalog,
+            rules: DisclosureRules::embedded().unwrap(),
         }
-    }
+    })
+    .await;
 }
