@@ -111,14 +111,17 @@ pub async fn key_domain(
     let mut values = domain_values(ctx, catalog, table, column, t, max_rows).await?;
     match scope_values(ctx, catalog, table, column, t).await {
         ScopeFilter::Unrestricted => {}
-        ScopeFilter::Only(allowed) => {
-            values.retain(|v| allowed.contains(&scalar_to_json(v).to_string()))
-        }
+        ScopeFilter::Only(allowed) => values.retain(|v| allowed.contains(&key_text(v))),
         ScopeFilter::Unknown => return None,
     }
     let mut seen = std::collections::HashSet::new();
-    values.retain(|v| seen.insert(scalar_to_json(v).to_string()));
+    values.retain(|v| seen.insert(key_text(v)));
     Some(values)
+}
+
+/// A key value as text, for comparing domain values with scope values across types.
+fn key_text(v: &ScalarValue) -> String {
+    scalar_to_json(v).to_string()
 }
 
 /// A scalar as the JSON value a released result would carry.
@@ -164,7 +167,7 @@ async fn scope_values(
         return ScopeFilter::Unrestricted;
     };
     let render = |vals: Vec<ScalarValue>| match typed_scalars(vals.into_iter(), t) {
-        Some(v) => ScopeFilter::Only(v.iter().map(|v| scalar_to_json(v).to_string()).collect()),
+        Some(v) => ScopeFilter::Only(v.iter().map(key_text).collect()),
         None => ScopeFilter::Unknown,
     };
     match dim {
@@ -233,12 +236,7 @@ async fn scope_values(
                 )
             };
             match column_values(ctx, &sql, t).await {
-                Some(values) => ScopeFilter::Only(
-                    values
-                        .iter()
-                        .map(|v| scalar_to_json(v).to_string())
-                        .collect(),
-                ),
+                Some(values) => ScopeFilter::Only(values.iter().map(key_text).collect()),
                 None => ScopeFilter::Unknown,
             }
         }

@@ -85,8 +85,6 @@ pub struct Measure {
     pub name: String,
     /// `[lo, hi]` clamp (SUM, AVG).
     pub clamp: Option<(f64, f64)>,
-    /// Has a FILTER clause.
-    pub filtered: bool,
     /// Column of the bounded plan: the count, distinct count or (centred) sum.
     pub value: usize,
     /// AVG: column of the bounded plan with the count of values.
@@ -413,7 +411,6 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
             kind: s.kind,
             name: s.name.clone(),
             clamp: s.clamp,
-            filtered: s.filter.is_some(),
             value,
             count: cnt,
         });
