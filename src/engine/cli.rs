@@ -344,9 +344,9 @@ mod tests {
         assert_eq!(v["rows"][1][1], Value::Null);
         assert_eq!(v["disclosure"]["suppressed"][0], json!([1, 1]));
         assert_eq!(v["columns"][1]["type"], "Int64");
-        let err = QueryError::Execution {
-            detail: "Cast error: cannot cast 'secret-value'".into(),
-        };
+        let err = QueryError::execution(datafusion::error::DataFusionError::Execution(
+            "Cast error: cannot cast 'secret-value'".into(),
+        ));
         let e = error_json(&err, "r_1");
         assert_eq!(e["error"]["code"], "execution_error");
         assert!(!e.to_string().contains("secret-value"), "{e}");

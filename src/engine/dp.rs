@@ -38,9 +38,7 @@ use crate::sql::guard;
 use crate::sql::privacy::dp::{self as rewrite, DpPlan, KeyDomain, MeasureKind};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Internal {
-        detail: format!("dp release: {e}"),
-    }
+    QueryError::internal("dp release", e.to_string())
 }
 
 /// Version of the DP release procedure; part of the cache key so that a change of

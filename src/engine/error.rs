@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+use datafusion::error::DataFusionError;
+
+/// The cause of an internal failure, kept whole for the audit log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A refusal or failure of the query path. `code()` values are the stable API codes of
 /// `shared/API.md`.
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +37,36 @@ pub enum QueryError {
     /// Memory, time or row cap reached.
     #[error("resource limit: {message}")]
     ResourceLimit { message: String },
-    /// The engine failed while executing. `detail` may contain data values: audit only.
+    /// The engine failed while executing. The cause may contain data values: audit only.
     #[error("execution error")]
-    Execution { detail: String },
-    /// A bug or an operator problem (extract missing, I/O). `detail` is audit only.
-    #[error("internal error")]
-    Internal { detail: String },
+    Execution {
+        #[source]
+        source: DataFusionError,
+    },
+    /// A bug or an operator problem (extract missing, I/O) in `stage`. Audit only.
+    #[error("internal error in {stage}")]
+    Internal {
+        stage: &'static str,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl QueryError {
+    /// The one constructor of internal failures: `stage` names where it happened
+    /// ("privacy rewrite", "dp release", ...); the cause is kept as the error's source.
+    pub fn internal(stage: &'static str, cause: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            stage,
+            source: cause.into(),
+        }
+    }
+
+    /// An engine failure while executing (the cause can contain data values).
+    pub fn execution(source: DataFusionError) -> Self {
+        Self::Execution { source }
+    }
+
     /// Stable snake_case code, as in `shared/API.md`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -88,10 +114,26 @@ impl QueryError {
     /// Full detail for auditors (may contain data values; never sent to the caller).
     pub fn internal_detail(&self) -> String {
         match self {
-            Self::Execution { detail } | Self::Internal { detail } => detail.clone(),
+            Self::Execution { source } => chain(source),
+            Self::Internal { stage, source } => format!("{stage}: {}", chain(source.as_ref())),
             other => other.to_string(),
         }
     }
+}
+
+/// An error and its causes on one line, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A short display of the code, used in logs.

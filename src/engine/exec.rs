@@ -29,9 +29,7 @@ pub fn map_engine_error(err: DataFusionError, limits: &Limits) -> QueryError {
             ),
         };
     }
-    QueryError::Execution {
-        detail: err.to_string(),
-    }
+    QueryError::execution(err)
 }
 
 /// Execute `plan` on `ctx` and collect its output within `limits`.

@@ -43,9 +43,7 @@ pub fn empty_session(limits: &Limits) -> Result<SessionContext, QueryError> {
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         )
         .build_arc()
-        .map_err(|e| QueryError::Internal {
-            detail: format!("cannot create the query runtime: {e}"),
-        })?;
+        .map_err(|e| QueryError::internal("query runtime", e))?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
@@ -56,7 +54,7 @@ pub fn register_table(
     table: &str,
     catalog: &Catalog,
 ) -> Result<(), QueryError> {
-    let internal = |detail: String| QueryError::Internal { detail };
+    let internal = |detail: String| QueryError::internal("extract session", detail);
     let t = catalog
         .table(table)
         .ok_or_else(|| internal(format!("extract table `{table}` is not in the catalogue")))?;
@@ -86,23 +84,27 @@ pub fn open_extract(
     catalog: &Catalog,
     limits: &Limits,
 ) -> Result<SessionContext, QueryError> {
-    let manifest = ExtractManifest::read(dir).map_err(|e| QueryError::Internal {
-        detail: format!(
-            "cannot open extract {} ({EXTRACT_MANIFEST}): {e}; build it with ensure_extract",
-            dir.display()
-        ),
+    let manifest = ExtractManifest::read(dir).map_err(|e| {
+        QueryError::internal(
+            "extract session",
+            format!(
+                "cannot open extract {} ({EXTRACT_MANIFEST}): {e}; build it with ensure_extract",
+                dir.display()
+            ),
+        )
     })?;
     let ctx = empty_session(limits)?;
     for (name, entry) in &manifest.tables {
         // The manifest is ours, but a file name other than `<table>.parquet` would let
         // an edited manifest point a table at any file; refuse it.
         if entry.file != format!("{name}.parquet") {
-            return Err(QueryError::Internal {
-                detail: format!(
+            return Err(QueryError::internal(
+                "extract session",
+                format!(
                     "extract manifest maps `{name}` to unexpected file `{}`",
                     entry.file
                 ),
-            });
+            ));
         }
         register_table(&ctx, dir, name, catalog)?;
     }

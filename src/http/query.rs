@@ -801,9 +801,10 @@ async fn run_dp(
         .as_ref()
         .is_some_and(|d| !d.cached && d.epsilon <= p.params.epsilon + 1e-9);
     if !sound {
-        let qe = QueryError::Internal {
-            detail: "DP answer without a matching DP disclosure; not released".into(),
-        };
+        let qe = QueryError::internal(
+            "dp release",
+            "DP answer without a matching DP disclosure; not released",
+        );
         return Err(record_failure(
             st,
             user,

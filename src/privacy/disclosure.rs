@@ -30,9 +30,7 @@ use crate::privacy::rules::RuleSet;
 use crate::sql::privacy::{Grouping, Guard, KeySource, Release};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Internal {
-        detail: format!("disclosure check: {e}"),
-    }
+    QueryError::internal("disclosure check", e.to_string())
 }
 
 /// What the released rows are padded to, decided from the release description and the

@@ -29,9 +29,7 @@ pub const THRESHOLD_FAILURE: f64 = 0.01;
 pub const MECHANISM: &str = "laplace";
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Internal {
-        detail: format!("dp mechanism: {e}"),
-    }
+    QueryError::internal("dp mechanism", e.to_string())
 }
 
 /// One noised quantity: its L1 sensitivity, ε share and Laplace scale.

@@ -348,9 +348,7 @@ fn check_plan(plan: &LogicalPlan, catalog: &Catalog) -> Result<(), QueryError> {
             None => Ok(TreeNodeRecursion::Continue),
         }
     })
-    .map_err(|e| QueryError::Internal {
-        detail: e.to_string(),
-    })?;
+    .map_err(|e| QueryError::internal("guard", e))?;
     match err {
         Some(e) => Err(e),
         None => Ok(()),
@@ -473,9 +471,7 @@ pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
         }
     })
     .map(|t| t.data)
-    .map_err(|e| QueryError::Internal {
-        detail: format!("error hardening failed: {e}"),
-    })
+    .map_err(|e| QueryError::internal("error hardening", e))
 }
 
 /// Names of the catalogue tables a plan reads (subqueries included), sorted.

@@ -158,9 +158,11 @@ impl DataPlane for FakePlane {
         Box::pin(async move {
             self.seen.lock().unwrap().push(q.clone());
             if q.sql.contains("FAIL_EXEC") {
-                return Err(QueryError::Execution {
-                    detail: "Cast error: cannot cast string '1987-03-02' to Int32".into(),
-                });
+                return Err(QueryError::execution(
+                    datafusion::error::DataFusionError::Execution(
+                        "Cast error: cannot cast string '1987-03-02' to Int32".into(),
+                    ),
+                ));
             }
             if q.sql.contains("OUT_OF_SCOPE") {
                 return Err(QueryError::OutOfScope {

@@ -234,9 +234,7 @@ pub(crate) struct Rewriter<'a> {
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::Internal {
-        detail: format!("privacy rewrite: {e}"),
-    }
+    QueryError::internal("privacy rewrite", e.to_string())
 }
 
 fn unsupported(msg: &str) -> QueryError {
