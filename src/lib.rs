@@ -22,19 +22,18 @@
 //! casbin enforcement point in [`policy`]; operator commands in [`admin`] and [`demo`];
 //! layered configuration in [`config`].
 
-pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod policy;
 pub mod privacy;
+pub mod query;
 pub mod report;
 pub mod sql;
 pub mod store;

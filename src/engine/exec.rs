@@ -15,7 +15,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use crate::engine::{Limits, QueryError};
+use crate::engine::Limits;
+use crate::query::QueryError;
 
 /// Map an engine error: memory exhaustion (however deeply wrapped) is a resource
 /// limit; anything else is an execution error with audit-only detail.

@@ -2,24 +2,15 @@
 //! memory pool, a wall-clock limit and an output row cap, and never lets an engine
 //! message (which can contain data values) reach the caller.
 
-pub mod bench;
-pub mod cli;
-pub mod dp;
-pub mod error;
 pub mod exec;
-pub mod run;
 pub mod session;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use error::QueryError;
 pub use exec::collect_limited;
-pub use run::run_query;
 pub use session::open_extract;
-
-use crate::privacy::ReleasedResult;
 
 /// Resource limits applied to every query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,17 +44,4 @@ mod secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_secs(u64::deserialize(d)?))
     }
-}
-
-/// What one successful query produced: the released result plus what the audit log
-/// must record about it.
-#[derive(Debug, Clone)]
-pub struct QueryOutcome {
-    pub result: ReleasedResult,
-    /// Stable hash of the normalised logical plan (same query shape → same fingerprint).
-    pub plan_fingerprint: String,
-    /// Catalogue tables the query read.
-    pub tables: Vec<String>,
-    /// Wall-clock duration of planning and execution.
-    pub duration: Duration,
 }

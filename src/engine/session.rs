@@ -21,7 +21,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
-use crate::engine::{Limits, QueryError};
+use crate::engine::Limits;
+use crate::query::QueryError;
 use crate::sql::extract::{EXTRACT_MANIFEST, ExtractManifest};
 
 /// Partitions per query: the enclave machine is shared by concurrent queries, so each

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::engine::QueryError;
 use crate::policy::workflow::FieldError;
 use crate::policy::{Denial, PolicyError};
+use crate::query::QueryError;
 use crate::store::StoreError;
 
 /// A fresh reference id for an error.

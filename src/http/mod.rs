@@ -10,8 +10,6 @@
 
 pub mod applications;
 pub mod audit;
-pub mod data;
-pub mod engine;
 pub mod error;
 pub mod notebooks;
 pub mod query;
@@ -41,8 +39,8 @@ use utoipa::OpenApi;
 
 use crate::catalog::Catalog;
 use crate::policy::Policy;
+pub use crate::query::plane::DataPlane;
 use crate::store::Store;
-pub use data::DataPlane;
 pub use error::ApiError;
 
 /// HTTP-level settings (from the configuration).

@@ -23,12 +23,12 @@ use super::data::{AuthorisedQuery, DpPreview};
 use super::error::{ApiError, BudgetRefusal, ErrorBody};
 use super::session::AuthUser;
 use crate::audit::AuditEvent;
-use crate::engine::QueryError;
 use crate::policy::workflow::FieldError;
 use crate::policy::{Action, Denial, Target, fiscal_year};
 use crate::privacy::result::{
     DisclosureMode, DpBounds, DpColumn, DpDisclosure, DpParams, ReleasedResult,
 };
+use crate::query::QueryError;
 use crate::sql::scope::Scope;
 use crate::store::budget::{
     BudgetUse, CacheKey, CacheWrite, CachedRelease, LedgerState, Reservation, Settle,

@@ -21,10 +21,9 @@
 //! streamed in batches, and the consent filter is a merge with a small on-disk index over files
 //! sorted by `registry_no`.
 
-pub mod bench;
 mod key;
 mod manifest;
-mod pipeline;
+pub(crate) mod pipeline;
 pub mod reference;
 pub mod source;
 mod staging;

@@ -24,10 +24,10 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
 
 use crate::catalog::{Catalog, Domain, ScopeDim};
-use crate::engine::QueryError;
 use crate::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
 use crate::privacy::rules::RuleSet;
-use crate::sql::privacy::{Grouping, Guard, KeySource, Release};
+use crate::query::QueryError;
+use crate::sql::rewrite::{Grouping, Guard, KeySource, Release};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::internal("disclosure check", e.to_string())

@@ -19,8 +19,8 @@ use opendp::measurements::make_laplace;
 use opendp::measures::MaxDivergence;
 use opendp::metrics::L1Distance;
 
-use crate::engine::QueryError;
 use crate::privacy::result::DpBounds;
+use crate::query::QueryError;
 
 /// Probability that a group with fewer than k patients passes the release threshold.
 pub const THRESHOLD_FAILURE: f64 = 0.01;

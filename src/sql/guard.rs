@@ -28,7 +28,7 @@ use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
 use crate::catalog::Catalog;
-use crate::engine::QueryError;
+use crate::query::QueryError;
 
 /// Prefix of the helper columns the privacy rewrite adds; user SQL may not use it, so a
 /// query cannot spoof or read a contributor count.

@@ -3,7 +3,6 @@
 //! logical plan.
 
 pub mod extract;
-pub mod extract_cli;
 pub mod guard;
-pub mod privacy;
+pub mod rewrite;
 pub mod scope;

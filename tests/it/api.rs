@@ -20,14 +20,14 @@ use tower::ServiceExt;
 
 use kura::audit::{AuditEvent, AuditKey};
 use kura::catalog::Catalog;
-use kura::engine::{QueryError, QueryOutcome};
-use kura::http::data::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
 use kura::http::{AppState, HttpSettings, app};
 use kura::policy::Policy;
 use kura::policy::workflow::fiscal_year_end;
 use kura::privacy::result::{
     Disclosure, DisclosureMode, DpColumn, DpDisclosure, ReleasedColumn, ReleasedResult,
 };
+use kura::query::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
+use kura::query::{QueryError, QueryOutcome};
 use kura::sql::scope::Scope;
 use kura::store::Store;
 use kura::store::model::*;

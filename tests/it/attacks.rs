@@ -1,8 +1,9 @@
 //! Attack regression tests for the query core: each test names the attack it stops and
 //! asserts what the attacker would have learnt is not released.
 
-use kura::engine::{Limits, QueryError, QueryOutcome, run_query};
+use kura::engine::Limits;
 use kura::privacy::DisclosureRules;
+use kura::query::{QueryError, QueryOutcome, run_query};
 use serde_json::{Value, json};
 
 use crate::qc_fixture::registry;
@@ -140,7 +141,7 @@ async fn attack_error_oracle_divide_by_zero_and_cast() {
 async fn attack_error_oracle_message_never_carries_values() {
     // A parse failure on a data value is not hardened away; it must surface as a generic
     // execution_error whose public text carries no value, and be counted.
-    let before = kura::engine::run::execution_errors();
+    let before = kura::query::suppression::execution_errors();
     let e = run("SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()")
         .await
         .unwrap_err();
@@ -152,7 +153,7 @@ async fn attack_error_oracle_message_never_carries_values() {
     );
     assert!(!e.public_message().contains("xp"), "{}", e.public_message());
     assert!(!e.to_string().contains("xp"), "{e}");
-    assert!(kura::engine::run::execution_errors() > before);
+    assert!(kura::query::suppression::execution_errors() > before);
 }
 
 #[tokio::test]

@@ -13,11 +13,12 @@ use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use kura::catalog::Catalog;
-use kura::engine::dp::{exact_quantities, prepare, quantity_sensitivities, run_dp_query};
-use kura::engine::{Limits, QueryError, QueryOutcome};
+use kura::engine::Limits;
 use kura::privacy::DisclosureRules;
 use kura::privacy::dp::{Noise, noisy_counts, noisy_sums};
 use kura::privacy::result::{DpBounds, DpParams};
+use kura::query::dp::{exact_quantities, prepare, quantity_sensitivities, run_dp_query};
+use kura::query::{QueryError, QueryOutcome};
 use serde_json::{Value, json};
 
 use crate::qc_fixture::registry;

@@ -3,9 +3,10 @@
 //! shows the privacy rewrite (hidden counts, dominance join, sealing) never changes a
 //! value; only the disclosure rules do.
 
-use kura::engine::{Limits, run_query};
+use kura::engine::Limits;
 use kura::privacy::DisclosureRules;
 use kura::privacy::disclosure::cell_to_json;
+use kura::query::run_query;
 use serde_json::Value;
 
 use crate::qc_fixture::registry;

@@ -13,10 +13,11 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use kura::catalog::{Catalog, TableKind};
-use kura::engine::bench::{BenchQueryArgs, bench_query};
+use kura::cli::bench::query::{BenchQueryArgs, bench_query};
 use kura::engine::session::{empty_session, register_table};
-use kura::engine::{Limits, QueryError, QueryOutcome, collect_limited, open_extract};
+use kura::engine::{Limits, collect_limited, open_extract};
 use kura::privacy::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
+use kura::query::{QueryError, QueryOutcome};
 use kura::sql::extract::{
     EXTRACT_MANIFEST, ExtractError, ExtractManifest, build_extract, ensure_extract,
     extract_is_current, repseudonymise,
@@ -863,7 +864,7 @@ fn table_text(batches: &[RecordBatch]) -> Vec<Vec<String>> {
 }
 
 fn example_queries() -> Vec<(String, String)> {
-    kura::engine::bench::load_queries(
+    kura::cli::bench::query::load_queries(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/examples"),
     )
     .unwrap()
@@ -1042,7 +1043,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
 /// stale; a missing key file builds nothing.
 #[tokio::test]
 async fn extract_command_builds_from_a_key_file() {
-    use kura::sql::extract_cli::{ExtractArgs, run};
+    use kura::cli::extract::{ExtractArgs, run};
     let dir = TempDir::new().unwrap();
     let source = dir.path().join("source");
     write_source_dataset(&source, 60, 31);

@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use kura::catalog::Catalog;
-use kura::engine::{Limits, run_query};
+use kura::engine::Limits;
 use kura::privacy::DisclosureRules;
+use kura::query::run_query;
 use serde_json::Value;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
@@ -139,7 +140,7 @@ impl sqllogictest::AsyncDB for KuraDp {
             epsilon: 1.0,
             bounds: Default::default(),
         };
-        let p = kura::engine::dp::prepare(
+        let p = kura::query::dp::prepare(
             &self.ctx,
             sql,
             &self.catalog,

@@ -4,6 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod admin;
+pub mod bench;
+pub mod demo;
+pub mod extract;
+pub mod query;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::privacy::rules::DisclosureRules;
@@ -185,10 +191,10 @@ pub enum Command {
         replace: bool,
     },
     /// Build or refresh one application's scoped extract / 申請ごとの抽出データを作成・更新
-    Extract(crate::sql::extract_cli::ExtractArgs),
+    Extract(crate::cli::extract::ExtractArgs),
     /// Run one query over an extract through the full gateway path (operator use) /
     /// 抽出データに対してゲートウェイと同じ経路でクエリを実行する
-    Query(crate::engine::cli::QueryArgs),
+    Query(crate::cli::query::QueryArgs),
     /// Benchmarks; each prints ratios against a baseline measured in the same run /
     /// ベンチマーク
     Bench {
@@ -244,7 +250,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Example queries: raw DataFusion against the full gateway path / クエリ経路の性能測定
-    Query(crate::engine::bench::BenchQueryArgs),
+    Query(crate::cli::bench::query::BenchQueryArgs),
     /// synth + ingest against a plain Parquet write of the same rows / 取込の性能測定
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -267,62 +273,62 @@ pub enum BenchCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
-    let result = match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            tls,
-        } => runtime().and_then(|rt| rt.block_on(crate::admin::serve_command(config, listen, tls))),
-        Command::Demo {
-            data_dir,
-            port,
-            demo_password,
-            patients,
-            tls,
-        } => runtime().and_then(|rt| {
-            rt.block_on(crate::admin::demo_command(
+    let result =
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                tls,
+            } => runtime()
+                .and_then(|rt| rt.block_on(crate::cli::admin::serve_command(config, listen, tls))),
+            Command::Demo {
                 data_dir,
                 port,
                 demo_password,
                 patients,
                 tls,
-            ))
-        }),
-        Command::User { config, action } => {
-            runtime().and_then(|rt| rt.block_on(crate::admin::user_command(config, action)))
-        }
-        Command::Audit { config, action } => {
-            runtime().and_then(|rt| rt.block_on(crate::admin::audit_command(config, action)))
-        }
-        Command::Extract(args) => return block_on(crate::sql::extract_cli::run(args)),
-        Command::Query(args) => return block_on(query(args)),
-        Command::Bench {
-            bench: BenchCommand::Query(args),
-        } => return block_on(bench_query(args)),
-        Command::Synth {
-            patients,
-            seed,
-            out,
-        } => ok(synth(patients, seed, out)),
-        Command::Keygen { out } => ok(keygen(out)),
-        Command::Ingest {
-            source,
-            out,
-            key_file,
-            catalog,
-            replace,
-        } => ok(ingest(source, out, key_file, catalog, replace)),
-        Command::Bench {
-            bench:
-                BenchCommand::Ingest {
+            } => runtime().and_then(|rt| {
+                rt.block_on(crate::cli::admin::demo_command(
+                    data_dir,
+                    port,
+                    demo_password,
                     patients,
-                    seed,
-                    dir,
-                    threads,
-                    json,
-                },
-        } => ok(bench_ingest(patients, seed, dir, threads, json)),
-    };
+                    tls,
+                ))
+            }),
+            Command::User { config, action } => runtime()
+                .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
+            Command::Audit { config, action } => runtime()
+                .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
+            Command::Extract(args) => return block_on(crate::cli::extract::run(args)),
+            Command::Query(args) => return block_on(query(args)),
+            Command::Bench {
+                bench: BenchCommand::Query(args),
+            } => return block_on(bench_query(args)),
+            Command::Synth {
+                patients,
+                seed,
+                out,
+            } => ok(synth(patients, seed, out)),
+            Command::Keygen { out } => ok(keygen(out)),
+            Command::Ingest {
+                source,
+                out,
+                key_file,
+                catalog,
+                replace,
+            } => ok(ingest(source, out, key_file, catalog, replace)),
+            Command::Bench {
+                bench:
+                    BenchCommand::Ingest {
+                        patients,
+                        seed,
+                        dir,
+                        threads,
+                        json,
+                    },
+            } => ok(bench_ingest(patients, seed, dir, threads, json)),
+        };
     match result {
         Ok(code) => code,
         Err(msg) => {
@@ -344,7 +350,7 @@ fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
 }
 
 /// `kura query`: the same path as the API (guard, rewrite, limits, disclosure check).
-async fn query(args: crate::engine::cli::QueryArgs) -> ExitCode {
+async fn query(args: crate::cli::query::QueryArgs) -> ExitCode {
     let rules = match DisclosureRules::embedded() {
         Ok(r) => r,
         Err(e) => {
@@ -352,14 +358,14 @@ async fn query(args: crate::engine::cli::QueryArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::engine::cli::query(args, async |ctx, sql, catalog, limits| {
-        crate::engine::run_query(ctx, sql, catalog, &rules, limits).await
+    crate::cli::query::query(args, async |ctx, sql, catalog, limits| {
+        crate::query::run_query(ctx, sql, catalog, &rules, limits).await
     })
     .await
 }
 
 /// `kura bench query`: raw DataFusion against the full path, in the same run.
-async fn bench_query(args: crate::engine::bench::BenchQueryArgs) -> ExitCode {
+async fn bench_query(args: crate::cli::bench::query::BenchQueryArgs) -> ExitCode {
     let loaded = DisclosureRules::embedded()
         .map_err(|e| chain(&e))
         .and_then(|r| {
@@ -383,15 +389,14 @@ async fn bench_query(args: crate::engine::bench::BenchQueryArgs) -> ExitCode {
             epsilon,
             bounds: Default::default(),
         });
-    let report = crate::engine::bench::bench_query(
-        &args,
-        &catalog,
-        async |ctx, sql, cat, limits| match dp {
-            Some(p) => crate::engine::dp::run_dp_query(ctx, sql, cat, &rules, limits, p).await,
-            None => crate::engine::run_query(ctx, sql, cat, &rules, limits).await,
-        },
-    )
-    .await;
+    let report =
+        crate::cli::bench::query::bench_query(&args, &catalog, async |ctx, sql, cat, limits| {
+            match dp {
+                Some(p) => crate::query::dp::run_dp_query(ctx, sql, cat, &rules, limits, p).await,
+                None => crate::query::run_query(ctx, sql, cat, &rules, limits).await,
+            }
+        })
+        .await;
     match report {
         Ok(r) => {
             print!("{r}");
@@ -505,7 +510,7 @@ fn bench_ingest(
     threads: usize,
     json: bool,
 ) -> Result<(), String> {
-    let report = ingest::bench::run(&ingest::bench::BenchOptions {
+    let report = crate::cli::bench::ingest::run(&crate::cli::bench::ingest::BenchOptions {
         patients,
         seed,
         dir,

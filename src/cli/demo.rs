@@ -15,9 +15,9 @@ use serde_json::json;
 
 use crate::audit::AuditEvent;
 use crate::auth;
-use crate::http::data::DataPlane;
 use crate::policy::{fiscal_year, pms_scope_id, workflow::fiscal_year_end};
 use crate::privacy::result::DisclosureMode;
+use crate::query::plane::DataPlane;
 use crate::sql::scope::Scope;
 use crate::store::Store;
 use crate::store::model::*;
@@ -45,7 +45,7 @@ pub enum DemoError {
     #[error("accounts: {0}")]
     Auth(#[from] crate::auth::AuthError),
     #[error("building the extract of {0} failed")]
-    Extract(String, #[source] crate::http::data::ExtractFailure),
+    Extract(String, #[source] crate::query::plane::ExtractFailure),
     #[error(
         "the synthetic data has no designated disease 2 (ALS); regenerate it / ALS のデータがありません"
     )]

@@ -15,11 +15,12 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
-use super::{Limits, QueryError, QueryOutcome};
+use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
+use crate::engine::Limits;
 use crate::privacy::disclosure;
 use crate::privacy::rules::DisclosureRules;
-use crate::sql::{guard, privacy};
+use crate::sql::{guard, rewrite};
 
 /// Run one researcher query in suppression mode over the tables registered in `ctx`
 /// (the caller's extract).
@@ -42,7 +43,7 @@ pub async fn run_query(
         let ruleset = rules.effective(datasets);
         let plan = guard::harden(plan)?;
         let plan_fingerprint = fingerprint(&plan);
-        let rewritten = privacy::rewrite(&plan, catalog, &ruleset)?;
+        let rewritten = rewrite::rewrite(&plan, catalog, &ruleset)?;
         let schema = rewritten.plan.schema().clone();
         let types: Vec<_> = rewritten
             .release
@@ -96,7 +97,7 @@ async fn collect(
             .max(limits.max_rows.saturating_add(1000)),
         ..limits.clone()
     };
-    let result = super::exec::collect_limited(ctx, plan, &raw).await;
+    let result = crate::engine::exec::collect_limited(ctx, plan, &raw).await;
     if let Err(QueryError::Execution { .. }) = &result {
         EXECUTION_ERRORS.fetch_add(1, Ordering::Relaxed);
     }

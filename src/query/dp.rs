@@ -25,8 +25,9 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, SubqueryAlias, col};
 
-use super::{Limits, QueryError, QueryOutcome};
+use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
+use crate::engine::Limits;
 use crate::privacy::disclosure::{cell_to_json, key_domain};
 use crate::privacy::dp::{self as mech, Noise, sensitivity};
 use crate::privacy::result::{
@@ -35,7 +36,7 @@ use crate::privacy::result::{
 };
 use crate::privacy::rules::DisclosureRules;
 use crate::sql::guard;
-use crate::sql::privacy::dp::{self as rewrite, DpPlan, KeyDomain, MeasureKind};
+use crate::sql::rewrite::dp::{self as rewrite, DpPlan, KeyDomain, MeasureKind};
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
     QueryError::internal("dp release", e.to_string())
@@ -108,7 +109,7 @@ pub async fn prepare(
         .collect();
     let k = rules.effective(datasets).k;
     let plan = guard::harden(plan)?;
-    let plan_fingerprint = super::run::fingerprint(&plan);
+    let plan_fingerprint = super::suppression::fingerprint(&plan);
     let dp = rewrite::plan(&plan, catalog, params.bounds)?;
 
     let mut domains = Vec::new();
@@ -320,7 +321,7 @@ async fn grid(ctx: &SessionContext, p: &Prepared, limits: &Limits) -> Result<Gri
             .max(limits.max_rows + 1000),
         ..limits.clone()
     };
-    let batches = super::exec::collect_limited(ctx, dp.bounded.clone(), &raw).await?;
+    let batches = crate::engine::exec::collect_limited(ctx, dp.bounded.clone(), &raw).await?;
     let mut exact: HashMap<Vec<ScalarValue>, Exact> = HashMap::new();
     for b in &batches {
         let numbers = |i: usize| -> Result<Float64Array, QueryError> {
@@ -572,7 +573,7 @@ pub async fn release(
     let replacement =
         LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(scan)).map_err(internal)?);
     let finished = rebuild(&dp.top, &replacement)?;
-    let out = super::exec::collect_limited(ctx, finished, limits).await?;
+    let out = crate::engine::exec::collect_limited(ctx, finished, limits).await?;
 
     // Released rows, with the suppressed cells of withheld rows.
     let out_schema = dp.top.schema();

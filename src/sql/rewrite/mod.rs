@@ -37,8 +37,8 @@ use datafusion::logical_expr::{
 use datafusion::logical_expr::{Filter, utils::split_conjunction};
 
 use crate::catalog::{Catalog, TableKind};
-use crate::engine::QueryError;
 use crate::privacy::rules::RuleSet;
+use crate::query::QueryError;
 
 pub use seal::pass_expr;
 

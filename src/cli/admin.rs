@@ -149,7 +149,7 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
         .map_err(|e| crate::cli::chain(&e))?,
     );
     let store = open_store(cfg, key).await?;
-    let plane = crate::http::engine::EnginePlane::open(
+    let plane = crate::query::engine_plane::EnginePlane::open(
         cfg.registry_dir(),
         cfg.extracts_dir(),
         &extract_key,
@@ -209,7 +209,7 @@ pub async fn demo_command(
     patients: u64,
     tls_args: crate::cli::TlsArgs,
 ) -> Result<ExitCode, String> {
-    use crate::demo;
+    use crate::cli::demo;
     let err = |e: &dyn std::error::Error| crate::cli::chain(e);
     if let Some(p) = &password {
         auth::check_password_strength(p).map_err(|e| format!("--demo-password: {e}"))?;
@@ -241,7 +241,7 @@ pub async fn demo_command(
     let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
     let store = open_store(&cfg, key).await?;
     let plane = std::sync::Arc::new(
-        crate::http::engine::EnginePlane::open(
+        crate::query::engine_plane::EnginePlane::open(
             cfg.registry_dir(),
             cfg.extracts_dir(),
             &extract_key,

@@ -15,11 +15,12 @@ use datafusion::arrow::array::{Array, Int32Array};
 use futures::future::BoxFuture;
 use ring::hmac;
 
-use super::data::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
+use super::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
 use crate::catalog::Catalog;
-use crate::engine::{Limits, QueryError, QueryOutcome};
+use crate::engine::Limits;
 use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
+use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
 
 /// Errors opening the data plane.
@@ -150,7 +151,7 @@ impl DataPlane for EnginePlane {
                         "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です"
                             .into(),
                 })?;
-                return crate::engine::dp::run_dp_query(
+                return crate::query::dp::run_dp_query(
                     &ctx,
                     &q.sql,
                     &self.catalog,
@@ -160,7 +161,7 @@ impl DataPlane for EnginePlane {
                 )
                 .await;
             }
-            crate::engine::run::run_query(
+            crate::query::suppression::run_query(
                 &ctx,
                 &q.sql,
                 &self.catalog,
@@ -179,7 +180,7 @@ impl DataPlane for EnginePlane {
             })?;
             let ctx =
                 crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let p = crate::engine::dp::prepare(
+            let p = crate::query::dp::prepare(
                 &ctx,
                 &q.sql,
                 &self.catalog,

@@ -18,7 +18,8 @@ use futures::StreamExt;
 
 use crate::catalog::Catalog;
 use crate::engine::session::{empty_session, register_table};
-use crate::engine::{Limits, QueryError, QueryOutcome, open_extract};
+use crate::engine::{Limits, open_extract};
+use crate::query::{QueryError, QueryOutcome};
 use crate::sql::extract::{ExtractError, build_extract};
 use crate::sql::scope::Scope;
 

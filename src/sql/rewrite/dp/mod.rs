@@ -31,11 +31,13 @@ use datafusion::logical_expr::{
     Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, Projection, Window, cast, col, lit, when,
 };
 
-use super::{KeySource, Kind, Rewriter, col_at, has_subquery, internal, pid_index, strip_alias};
 use crate::catalog::Catalog;
-use crate::engine::QueryError;
 use crate::privacy::result::DpBounds;
 use crate::privacy::rules::RuleSet;
+use crate::query::QueryError;
+use crate::sql::rewrite::{
+    KeySource, Kind, Rewriter, col_at, has_subquery, internal, pid_index, strip_alias,
+};
 
 /// The values a group key can take, known without reading patient data.
 #[derive(Debug, Clone, PartialEq)]
@@ -568,7 +570,7 @@ fn constant_results(e: &Expr) -> Option<Vec<ScalarValue>> {
 /// Catalogue DP bounds of a bare (possibly cast) column argument.
 fn bounds_of(
     e: &Expr,
-    input: &super::Rel,
+    input: &crate::sql::rewrite::Rel,
     schema: &datafusion::common::DFSchema,
     catalog: &Catalog,
 ) -> Option<(f64, f64)> {

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
 };
 
 use super::{Col, Dominance, Guard, Kind, Rel, Rewriter, col_at, internal, pid_index, plain_col};
-use crate::engine::QueryError;
+use crate::query::QueryError;
 
 fn strip_alias(e: &Expr) -> &Expr {
     match e {

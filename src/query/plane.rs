@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
-use crate::engine::{QueryError, QueryOutcome};
 use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
+use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
 
 /// Error building or destroying an extract. The detail is for operators only.

@@ -17,8 +17,8 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col, lit, when};
 
 use super::{Guard, Kind, Rel, Rewriter, col_at, internal};
-use crate::engine::QueryError;
 use crate::privacy::rules::RuleSet;
+use crate::query::QueryError;
 
 fn c(name: &str) -> Expr {
     col(datafusion::common::Column::new_unqualified(name))

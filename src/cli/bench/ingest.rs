@@ -15,10 +15,10 @@ use datafusion::arrow::record_batch::RecordBatchReader;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::pipeline::{RunSettings, run_with, writer_properties};
-use super::synth::{SynthOptions, generate};
-use super::{IngestError, IngestOptions, PseudonymKey};
 use crate::catalog::Catalog;
+use crate::ingest::pipeline::{RunSettings, run_with, writer_properties};
+use crate::ingest::synth::{SynthOptions, generate};
+use crate::ingest::{IngestError, IngestOptions, PseudonymKey};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -52,7 +52,7 @@ pub struct BenchReport {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
-    Synth(#[from] super::synth::SynthError),
+    Synth(#[from] crate::ingest::synth::SynthError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
 }
@@ -167,7 +167,7 @@ fn plain_write(from: &Path, to: &Path) -> Result<Duration, IngestError> {
     })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(pq(from))?
-        .with_batch_size(super::pipeline::BATCH_ROWS)
+        .with_batch_size(crate::ingest::pipeline::BATCH_ROWS)
         .build()
         .map_err(pq(from))?;
     let out = std::fs::File::create(to).map_err(|source| IngestError::Io {

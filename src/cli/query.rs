@@ -19,8 +19,9 @@ use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
-use crate::engine::{Limits, QueryError, QueryOutcome, open_extract};
+use crate::engine::{Limits, open_extract};
 use crate::privacy::ReleasedResult;
+use crate::query::{QueryError, QueryOutcome};
 
 /// Arguments of `kura query`.
 #[derive(Debug, Clone, clap::Args)]
