@@ -260,6 +260,33 @@ impl TlsConfig {
 /// Warnings produced while loading (unknown keys).
 pub type Warnings = Vec<String>;
 
+/// HTTP-level settings (from the configuration).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub token_ttl: chrono::Duration,
+    /// Mark cookies `Secure` (set when served over TLS or behind a TLS proxy).
+    pub cookie_secure: bool,
+    /// Login and every authenticated request must come over a TLS connection whose
+    /// verified client certificate names the account (seed 003: both factors).
+    pub bind_certificate_to_user: bool,
+    pub body_limit: usize,
+    pub request_timeout: std::time::Duration,
+    pub concurrency: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            token_ttl: chrono::Duration::hours(8),
+            cookie_secure: false,
+            bind_certificate_to_user: false,
+            body_limit: 1 << 20,
+            request_timeout: std::time::Duration::from_secs(120),
+            concurrency: 64,
+        }
+    }
+}
+
 impl Config {
     /// Load defaults → TOML file (if given) → environment.
     pub fn load(
@@ -332,8 +359,8 @@ impl Config {
         }
     }
 
-    pub fn http_settings(&self) -> crate::http::HttpSettings {
-        crate::http::HttpSettings {
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
             token_ttl: chrono::Duration::minutes(self.token_ttl_minutes),
             // Served over TLS, cookies must never travel in clear text.
             cookie_secure: self.cookie_secure || self.tls.is_configured(),

@@ -3,37 +3,53 @@
 //! Approved researchers send SQL; the registry data never leaves. What leaves is an
 //! answer that cannot identify a patient, and a tamper-evident record of who asked what.
 //!
-//! The crate follows the request pipeline, one module per stage:
+//! The crate follows the request pipeline, one module per stage, in this order:
 //!
 //! ```text
-//!  HTTP / console ─► auth ─► policy (casbin) ─► sql::guard ─► scope (per-application extract)
-//!     │                                                            │
-//!     │            ┌───────────────────────────────────────────────┘
-//!     │            ▼
-//!     │     sql::privacy rewrite ─► engine (DataFusion, limits) ─► privacy (disclosure check)
-//!     │       (DP: bounded plan)        (engine::dp: zero-fill)       (DP: OpenDP noise,
-//!     │                                                             release threshold)
-//!     │                                                            │
-//!     └──────────────◄── response ◄── audit (hash chain; no audit, no answer) ◄┘
+//!  http (axum; tls) ─► auth ─► policy (casbin; resolve) ─► query::Gateway
+//!                                                            │
+//!     ┌──────────────────────────────────────────────────────┘
+//!     ▼
+//!  sql::guard ─► sql::rewrite (suppression | DP bounding) ─► engine (DataFusion, limits)
+//!     ─► privacy::disclosure (k, dominance, padding …) | privacy::dp (OpenDP noise, ε ledger)
+//!     ─► audit + store (history, ε settlement and hash-chained event in one transaction)
+//!     ─► response (no audit, no answer)
 //! ```
 //!
-//! Data enters through [`ingest`] (pseudonymisation, consent filter) and is described by
-//! the [`catalog`]. Control-plane state lives in [`store`]; the approval workflow and its
-//! casbin enforcement point in [`policy`]; operator commands in [`admin`] and [`demo`];
-//! layered configuration in [`config`].
+//! [`query`] owns a query from "authorised" to "released" and is the one entry point
+//! HTTP (and later Flight SQL) calls. Data enters through [`ingest`] (pseudonymisation,
+//! consent filter) and is described by the [`catalog`]; each approval gets its own
+//! extract ([`sql::extract`]). Control-plane state lives in [`store`]; the approval
+//! workflow in [`policy::workflow`]; operator commands, `kura demo` and the benchmarks in
+//! [`cli`]; layered configuration in [`config`].
+
+// The request pipeline, in order.
+pub mod http;
+
+pub mod auth;
+
+pub mod policy;
+
+pub mod query;
+
+pub mod sql;
+
+pub mod privacy;
+
+pub mod engine;
 
 pub mod audit;
-pub mod auth;
-pub mod catalog;
-pub mod cli;
-pub mod config;
-pub mod console;
-pub mod engine;
-pub mod http;
-pub mod ingest;
-pub mod policy;
-pub mod privacy;
-pub mod query;
-pub mod report;
-pub mod sql;
+
 pub mod store;
+
+// Around the pipeline: data in, its description, reports, the console, configuration.
+pub mod catalog;
+pub mod console;
+pub mod ingest;
+pub mod report;
+
+pub mod config;
+pub mod errors;
+
+// Operator commands, `kura demo` and the benchmarks.
+pub mod cli;

@@ -218,7 +218,6 @@ impl Catalog {
     }
 
     fn validate(&self) -> Result<(), CatalogError> {
-        let bad = |msg: String| Err(CatalogError::Invalid(msg));
         if self.schema_version != SCHEMA_VERSION {
             return Err(CatalogError::Version {
                 found: self.schema_version,
@@ -226,112 +225,20 @@ impl Catalog {
         }
         let dataset_names: BTreeSet<&str> = self.datasets.iter().map(|d| d.name.as_str()).collect();
         if dataset_names.len() != self.datasets.len() {
-            return bad("dataset names must be unique".into());
+            return invalid("dataset names must be unique".into());
         }
         let mut table_names = BTreeSet::new();
         for t in &self.tables {
-            if !is_identifier(&t.name) {
-                return bad(format!(
-                    "table name `{}` must be lower-case ASCII letters, digits and `_`",
-                    t.name
-                ));
+            if !table_names.insert(t.name.as_str()) && is_identifier(&t.name) {
+                return invalid(format!("table `{}` is declared twice", t.name));
             }
-            if !table_names.insert(t.name.as_str()) {
-                return bad(format!("table `{}` is declared twice", t.name));
-            }
-            if t.datasets.is_empty() {
-                return bad(format!(
-                    "table `{}` belongs to no dataset; list at least one in `datasets`",
-                    t.name
-                ));
-            }
-            for d in &t.datasets {
-                if !dataset_names.contains(d.as_str()) {
-                    return bad(format!(
-                        "table `{}` names unknown dataset `{d}`; declare it in [[dataset]]",
-                        t.name
-                    ));
-                }
-            }
-            let mut cols = BTreeSet::new();
-            for c in &t.columns {
-                let at = format!("column `{}.{}`", t.name, c.name);
-                if !is_identifier(&c.name) {
-                    return bad(format!(
-                        "{at}: name must be lower-case ASCII letters, digits and `_`"
-                    ));
-                }
-                if !cols.insert(c.name.as_str()) {
-                    return bad(format!("{at} is declared twice"));
-                }
-                let Some(dt) = arrow_type(&c.type_name) else {
-                    return bad(format!(
-                        "{at}: unknown type `{}`; use Utf8, Int32, Int64, Float64, Boolean or Date32",
-                        c.type_name
-                    ));
-                };
-                if c.privacy_unit && (c.public_domain || c.facility || c.bounds.is_some()) {
-                    return bad(format!(
-                        "{at}: the privacy unit cannot be public-domain, a facility or bounded"
-                    ));
-                }
-                if c.public_domain && c.facility {
-                    return bad(format!(
-                        "{at}: a facility-identifying column cannot be public-domain"
-                    ));
-                }
-                if c.domain.is_some() && !c.public_domain {
-                    return bad(format!(
-                        "{at}: `domain` is only meaningful with public_domain = true"
-                    ));
-                }
-                if let Some([lo, hi]) = c.bounds {
-                    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                        return bad(format!("{at}: bounds must be finite with lo < hi"));
-                    }
-                    if !dt.is_numeric() {
-                        return bad(format!(
-                            "{at}: bounds need a numeric type, not {}",
-                            c.type_name
-                        ));
-                    }
-                }
-                if let Some(Domain::Range { range: [lo, hi] }) = &c.domain
-                    && lo > hi
-                {
-                    return bad(format!("{at}: domain range must have lo <= hi"));
-                }
-            }
-            let units = t.columns.iter().filter(|c| c.privacy_unit).count();
-            match (t.kind, units) {
-                (TableKind::Patient, 1) => {
-                    if t.privacy_unit().map(|c| c.type_name.as_str()) != Some("Utf8") {
-                        return bad(format!("table `{}`: the privacy unit must be Utf8", t.name));
-                    }
-                }
-                (TableKind::Patient, _) => {
-                    return bad(format!(
-                        "patient table `{}` needs exactly one privacy_unit column",
-                        t.name
-                    ));
-                }
-                (TableKind::Reference, 0) => {
-                    if t.columns.iter().any(|c| !c.public_domain) {
-                        return bad(format!(
-                            "reference table `{}`: every column must be public_domain",
-                            t.name
-                        ));
-                    }
-                }
-                (TableKind::Reference, _) => {
-                    return bad(format!(
-                        "reference table `{}` cannot carry a privacy unit",
-                        t.name
-                    ));
-                }
-            }
+            validate_table(t, &dataset_names)?;
         }
-        // Domain references must point at a public column of a reference table.
+        self.validate_domain_refs()
+    }
+
+    /// Domain references must point at a public column of a reference table.
+    fn validate_domain_refs(&self) -> Result<(), CatalogError> {
         for t in &self.tables {
             for c in &t.columns {
                 if let Some(Domain::Ref { table, column }) = &c.domain {
@@ -341,7 +248,7 @@ impl Catalog {
                         .and_then(|rt| rt.column(column))
                         .is_some();
                     if !ok {
-                        return bad(format!(
+                        return invalid(format!(
                             "column `{}.{}`: domain refers to `{table}.{column}`, which is not a reference-table column",
                             t.name, c.name
                         ));
@@ -364,6 +271,124 @@ impl Catalog {
             })
             .collect()
     }
+}
+
+fn invalid(msg: String) -> Result<(), CatalogError> {
+    Err(CatalogError::Invalid(msg))
+}
+
+/// One table: its name, datasets, columns and privacy unit.
+fn validate_table(t: &Table, dataset_names: &BTreeSet<&str>) -> Result<(), CatalogError> {
+    if !is_identifier(&t.name) {
+        return invalid(format!(
+            "table name `{}` must be lower-case ASCII letters, digits and `_`",
+            t.name
+        ));
+    }
+    if t.datasets.is_empty() {
+        return invalid(format!(
+            "table `{}` belongs to no dataset; list at least one in `datasets`",
+            t.name
+        ));
+    }
+    for d in &t.datasets {
+        if !dataset_names.contains(d.as_str()) {
+            return invalid(format!(
+                "table `{}` names unknown dataset `{d}`; declare it in [[dataset]]",
+                t.name
+            ));
+        }
+    }
+    let mut cols = BTreeSet::new();
+    for c in &t.columns {
+        let at = format!("column `{}.{}`", t.name, c.name);
+        if !is_identifier(&c.name) {
+            return invalid(format!(
+                "{at}: name must be lower-case ASCII letters, digits and `_`"
+            ));
+        }
+        if !cols.insert(c.name.as_str()) {
+            return invalid(format!("{at} is declared twice"));
+        }
+        validate_column(c, &at)?;
+    }
+    validate_privacy_unit(t)
+}
+
+/// One column: a known type, and privacy roles that do not contradict each other.
+fn validate_column(c: &Column, at: &str) -> Result<(), CatalogError> {
+    let Some(dt) = arrow_type(&c.type_name) else {
+        return invalid(format!(
+            "{at}: unknown type `{}`; use Utf8, Int32, Int64, Float64, Boolean or Date32",
+            c.type_name
+        ));
+    };
+    if c.privacy_unit && (c.public_domain || c.facility || c.bounds.is_some()) {
+        return invalid(format!(
+            "{at}: the privacy unit cannot be public-domain, a facility or bounded"
+        ));
+    }
+    if c.public_domain && c.facility {
+        return invalid(format!(
+            "{at}: a facility-identifying column cannot be public-domain"
+        ));
+    }
+    if c.domain.is_some() && !c.public_domain {
+        return invalid(format!(
+            "{at}: `domain` is only meaningful with public_domain = true"
+        ));
+    }
+    if let Some([lo, hi]) = c.bounds {
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return invalid(format!("{at}: bounds must be finite with lo < hi"));
+        }
+        if !dt.is_numeric() {
+            return invalid(format!(
+                "{at}: bounds need a numeric type, not {}",
+                c.type_name
+            ));
+        }
+    }
+    if let Some(Domain::Range { range: [lo, hi] }) = &c.domain
+        && lo > hi
+    {
+        return invalid(format!("{at}: domain range must have lo <= hi"));
+    }
+    Ok(())
+}
+
+/// Patient tables have exactly one Utf8 privacy unit; reference tables none, and only
+/// public-domain columns.
+fn validate_privacy_unit(t: &Table) -> Result<(), CatalogError> {
+    let units = t.columns.iter().filter(|c| c.privacy_unit).count();
+    match (t.kind, units) {
+        (TableKind::Patient, 1) => {
+            if t.privacy_unit().map(|c| c.type_name.as_str()) != Some("Utf8") {
+                return invalid(format!("table `{}`: the privacy unit must be Utf8", t.name));
+            }
+        }
+        (TableKind::Patient, _) => {
+            return invalid(format!(
+                "patient table `{}` needs exactly one privacy_unit column",
+                t.name
+            ));
+        }
+        (TableKind::Reference, 0) => {
+            if t.columns.iter().any(|c| !c.public_domain) {
+                return invalid(format!(
+                    "reference table `{}`: every column must be public_domain",
+                    t.name
+                ));
+            }
+        }
+        (TableKind::Reference, _) => {
+            return invalid(format!(
+                "reference table `{}` cannot carry a privacy unit",
+                t.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_identifier(s: &str) -> bool {

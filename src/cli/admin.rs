@@ -146,7 +146,7 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
             Some(p) => crate::catalog::Catalog::load(p),
             None => crate::catalog::Catalog::embedded(),
         }
-        .map_err(|e| crate::cli::chain(&e))?,
+        .map_err(|e| crate::errors::chain(&e))?,
     );
     let store = open_store(cfg, key).await?;
     let plane = crate::query::engine_plane::EnginePlane::open(
@@ -157,10 +157,10 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
         cfg.limits(),
     )
     .await
-    .map_err(|e| crate::cli::chain(&e))?;
+    .map_err(|e| crate::errors::chain(&e))?;
     let policy = crate::policy::Policy::load(&store)
         .await
-        .map_err(|e| crate::cli::chain(&e))?;
+        .map_err(|e| crate::errors::chain(&e))?;
     Ok(crate::http::AppState {
         store,
         policy: Arc::new(policy),
@@ -182,7 +182,7 @@ pub async fn serve_command(
     }
     tls_args.apply(&mut cfg.tls);
     // TLS first: a broken [tls] stops the server before anything else is opened.
-    let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::cli::chain(&e))?;
+    let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::errors::chain(&e))?;
     crate::http::serve::init_tracing(&cfg.log_format);
     let state = build_state(&cfg).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -210,7 +210,7 @@ pub async fn demo_command(
     tls_args: crate::cli::TlsArgs,
 ) -> Result<ExitCode, String> {
     use crate::cli::demo;
-    let err = |e: &dyn std::error::Error| crate::cli::chain(e);
+    let err = |e: &dyn std::error::Error| crate::errors::chain(e);
     if let Some(p) = &password {
         auth::check_password_strength(p).map_err(|e| format!("--demo-password: {e}"))?;
     }

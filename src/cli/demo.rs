@@ -387,7 +387,7 @@ pub async fn seed_applications(
             ensure_extract(store, data, id, &a.scope).await?;
         }
     }
-    let (pms_scope, _, _) = crate::http::query::pms_terms("M01");
+    let pms_scope = crate::policy::pms_scope("M01");
     ensure_extract(store, data, &pms_scope_id("M01"), &pms_scope).await?;
     Ok(())
 }
@@ -452,7 +452,7 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
         } else {
             crate::ingest::PseudonymKey::write_new(&key_path)
         }
-        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        .map_err(|e| DemoError::Data(crate::errors::chain(&e)))?;
         let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
         crate::ingest::synth::generate(&crate::ingest::synth::SynthOptions {
             patients,
@@ -460,9 +460,9 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
             out: source.clone(),
             progress,
         })
-        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        .map_err(|e| DemoError::Data(crate::errors::chain(&e)))?;
         let catalog = crate::catalog::Catalog::embedded()
-            .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+            .map_err(|e| DemoError::Data(crate::errors::chain(&e)))?;
         crate::ingest::run_with(
             &crate::ingest::IngestOptions {
                 source: source.clone(),
@@ -476,7 +476,7 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
                 ..Default::default()
             },
         )
-        .map_err(|e| DemoError::Data(crate::cli::chain(&e)))?;
+        .map_err(|e| DemoError::Data(crate::errors::chain(&e)))?;
         // The identifying source is no longer needed; keep only pseudonymised data.
         std::fs::remove_dir_all(&source).map_err(io(&source))?;
         Ok(())

@@ -16,6 +16,7 @@ use crate::privacy::rules::DisclosureRules;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, process_env};
+use crate::errors::chain;
 use crate::ingest;
 
 #[derive(Debug, Parser)]
@@ -407,21 +408,6 @@ async fn bench_query(args: crate::cli::bench::query::BenchQueryArgs) -> ExitCode
             ExitCode::FAILURE
         }
     }
-}
-
-/// Render an error with its chain of causes.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn synth(patients: u64, seed: u64, out: PathBuf) -> Result<(), String> {

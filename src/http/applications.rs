@@ -21,9 +21,10 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
 use crate::audit::AuditEvent;
+use crate::policy::approval::{DecisionRequest, approval_from};
 use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
 use crate::policy::{Action, Target};
-use crate::privacy::result::{DisclosureMode, DpBounds};
+
 use crate::report::{self, UsageReport};
 use crate::sql::scope::Scope;
 use crate::store::model::*;
@@ -339,33 +340,6 @@ pub async fn pledge(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A reviewer's decision, with the approval terms when approving.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct DecisionRequest {
-    pub decision: DecisionKind,
-    pub reason: Option<String>,
-    /// Approved period of use (default: the requested term).
-    pub term: Option<Term>,
-    /// Approved datasets (default: requested).
-    pub datasets: Option<Vec<String>>,
-    /// Approved diseases (default: requested).
-    pub diseases: Option<Vec<i32>>,
-    /// Approved fiscal years of records (default: requested).
-    pub fiscal_years: Option<Vec<i32>>,
-    /// Approved prefectures (default: requested; null = nationwide).
-    pub prefectures: Option<Vec<String>>,
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<DisclosureMode>,
-    /// k (minimum 5).
-    pub k: Option<u32>,
-    /// ε budget per fiscal year (DP only).
-    pub epsilon_budget: Option<f64>,
-    /// Default L of DP queries: groups a patient may contribute to (DP only; 1..=1000).
-    pub max_groups_per_patient: Option<u32>,
-    /// Default m of DP queries: rows per patient and group (DP only; 1..=1000).
-    pub max_rows_per_group: Option<u32>,
-}
-
 pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
     if app.is_named(&who.user.username) || app.applicant == who.user.username {
         return Err(ApiError::new(
@@ -377,146 +351,23 @@ pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(),
     Ok(())
 }
 
-fn approval_from(
+/// The approval terms of a decision, validated against the registry and the rules.
+fn approve(
     st: &AppState,
     who: &AuthUser,
     form: &ApplicationForm,
     req: &DecisionRequest,
 ) -> Result<Approval, ApiError> {
-    let mut errors: Vec<FieldError> = Vec::new();
-    let term = req.term.or(form.term);
-    let mode = req.mode.unwrap_or(DisclosureMode::Suppression);
-    let k = req.k.unwrap_or(5);
-    let requested = RequestedScope {
-        datasets: req
-            .datasets
-            .clone()
-            .unwrap_or_else(|| form.scope.datasets.clone()),
-        fiscal_years: req
-            .fiscal_years
-            .clone()
-            .unwrap_or_else(|| form.scope.fiscal_years.clone()),
-        prefectures: req
-            .prefectures
-            .clone()
-            .or_else(|| form.scope.prefectures.clone()),
-    };
-    let diseases = req
-        .diseases
-        .clone()
-        .unwrap_or_else(|| form.diseases.clone());
-    match &term {
-        Some(t) => workflow::validate_term("term", t, &mut errors),
-        None => errors.push(FieldError {
-            field: "term".into(),
-            message: "give the approved term (term.start, term.end) / 承認期間を指定してください"
-                .into(),
-        }),
-    }
+    let diseases = st.data.diseases();
     let users = BTreeSet::new();
-    let known_diseases = st.data.diseases();
     let known = Known {
         catalog: &st.catalog,
-        diseases: &known_diseases,
+        diseases: &diseases,
         users: &users,
     };
-    workflow::validate_scope("scope", &requested, &diseases, &known, &mut errors);
-    if k < 5 {
-        errors.push(FieldError {
-            field: "k".into(),
-            message: "k must be at least 5 (registry publication rule) / k は 5 以上にしてください"
-                .into(),
-        });
-    }
-    let budget = match mode {
-        DisclosureMode::Dp => match req.epsilon_budget {
-            Some(b) if b.is_finite() && b > 0.0 && b <= 10.0 => Some(b),
-            _ => {
-                errors.push(FieldError {
-                    field: "epsilon_budget".into(),
-                    message: "DP approvals need an ε budget with 0 < ε ≤ 10 per fiscal year / DP には ε 予算（0 < ε ≤ 10）が必要です".into(),
-                });
-                None
-            }
-        },
-        DisclosureMode::Suppression => None,
-    };
-    let dp_bounds = dp_bounds_from(
-        mode,
-        req.max_groups_per_patient,
-        req.max_rows_per_group,
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_application(errors));
-    }
-    Ok(Approval {
-        term: term.expect("validated"),
-        scope: Scope {
-            datasets: requested.datasets,
-            diseases: Some(diseases),
-            fiscal_years: Some(requested.fiscal_years),
-            prefectures: requested.prefectures,
-            manufacturers: None,
-        },
-        mode,
-        k,
-        epsilon_budget: budget,
-        dp_bounds,
-        approved_by: who.user.username.clone(),
-        approved_at: Utc::now(),
-    })
-}
-
-/// Validate the reviewer's default DP bounds: each 1..=`DpBounds::MAX`, DP only. A bound
-/// left out takes kura's default; neither given means no approval-specific bounds.
-pub fn dp_bounds_from(
-    mode: DisclosureMode,
-    max_groups: Option<u32>,
-    max_rows: Option<u32>,
-    errors: &mut Vec<FieldError>,
-) -> Option<DpBounds> {
-    if max_groups.is_none() && max_rows.is_none() {
-        return None;
-    }
-    if mode != DisclosureMode::Dp {
-        for (field, v) in [
-            ("max_groups_per_patient", max_groups),
-            ("max_rows_per_group", max_rows),
-        ] {
-            if v.is_some() {
-                errors.push(FieldError {
-                    field: field.into(),
-                    message: "contribution bounds apply to DP approvals only; remove the field or set mode to dp / 寄与の上限は DP 方式の承認でのみ指定できます".into(),
-                });
-            }
-        }
-        return None;
-    }
-    let d = DpBounds::default();
-    let mut ok = true;
-    for (field, v) in [
-        ("max_groups_per_patient", max_groups),
-        ("max_rows_per_group", max_rows),
-    ] {
-        if let Some(v) = v
-            && !(1..=DpBounds::MAX).contains(&v)
-        {
-            ok = false;
-            errors.push(FieldError {
-                field: field.into(),
-                message: format!(
-                    "{field} must be between 1 and {} / {field} は 1 以上 {} 以下にしてください",
-                    DpBounds::MAX,
-                    DpBounds::MAX
-                ),
-            });
-        }
-    }
-    ok.then(|| DpBounds {
-        max_groups_per_patient: max_groups.unwrap_or(d.max_groups_per_patient),
-        max_rows_per_group: max_rows.unwrap_or(d.max_rows_per_group),
-    })
+    let min_k = st.policy.min_threshold();
+    approval_from(form, req, &known, min_k, &who.user.username)
+        .map_err(ApiError::invalid_application)
 }
 
 /// Build the extract of an approval and register it. Errors keep their detail in the log.
@@ -571,7 +422,7 @@ pub async fn decide(
         let pending = app.pending_change.clone().expect("checked");
         match req.decision {
             DecisionKind::Approve => {
-                let approval = approval_from(&st, &who, &pending, &req)?;
+                let approval = approve(&st, &who, &pending, &req)?;
                 build_extract(&st, &id, &approval.scope, &who.user.username).await?;
                 next.form = pending;
                 next.approval = Some(approval);
@@ -596,7 +447,7 @@ pub async fn decide(
         };
         next.status = workflow::next_status(app.status, verb).map_err(transition_error)?;
         if req.decision == DecisionKind::Approve {
-            let approval = approval_from(&st, &who, &app.form, &req)?;
+            let approval = approve(&st, &who, &app.form, &req)?;
             build_extract(&st, &id, &approval.scope, &who.user.username).await?;
             next.approval = Some(approval);
         }

@@ -11,16 +11,11 @@ use utoipa::ToSchema;
 
 use crate::policy::workflow::FieldError;
 use crate::policy::{Denial, PolicyError};
-use crate::query::QueryError;
+use crate::query::{QueryError, Refusal, Refused};
 use crate::store::StoreError;
 
-/// A fresh reference id for an error.
-pub fn new_ref() -> String {
-    format!(
-        "r_{}",
-        crate::auth::random_hex(8).unwrap_or_else(|_| "unavailable".into())
-    )
-}
+pub use crate::privacy::budget::BudgetRefusal;
+pub use crate::query::new_ref;
 
 /// An API error. Build with the constructors; convert with `?` from layer errors.
 #[derive(Debug)]
@@ -32,19 +27,6 @@ pub struct ApiError {
     pub fields: Vec<FieldError>,
     /// Budget figures of a `budget_exhausted` refusal.
     pub budget: Option<Box<BudgetRefusal>>,
-}
-
-/// What a `budget_exhausted` refusal adds to the error: what was asked, what is left,
-/// and when the budget renews (fiscal years start on 1 April).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BudgetRefusal {
-    pub epsilon_requested: f64,
-    pub epsilon_budget: f64,
-    /// Spent plus reserved by queries still running.
-    pub epsilon_spent: f64,
-    pub epsilon_remaining: f64,
-    pub fiscal_year: i32,
-    pub renews_on: chrono::NaiveDate,
 }
 
 /// The JSON body of an error.
@@ -165,6 +147,35 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => Self::conflict("conflict", msg),
             other => Self::internal(&other),
         }
+    }
+}
+
+/// A gateway refusal: its code, status and message, under the query id it was audited
+/// with (or a fresh reference), with the per-field problems and budget figures.
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let Refused { reference, cause } = r;
+        let mut e = match cause {
+            Refusal::Store(s) => Self::from(s),
+            Refusal::Query(q) => Self::query(&q, &new_ref()),
+            Refusal::InvalidRequest { message, fields } => {
+                let mut e = Self::bad_request("invalid_request", message);
+                e.fields = fields;
+                e
+            }
+            ref c => {
+                let status = StatusCode::from_u16(c.status()).unwrap_or(StatusCode::FORBIDDEN);
+                let mut e = Self::new(status, c.code(), c.public_message());
+                if let Refusal::BudgetExhausted { refusal, .. } = c {
+                    e.budget = Some(Box::new(refusal.clone()));
+                }
+                e
+            }
+        };
+        if let Some(r) = reference {
+            e.reference = r;
+        }
+        e
     }
 }
 

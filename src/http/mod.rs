@@ -10,7 +10,9 @@
 
 pub mod applications;
 pub mod audit;
+pub mod catalog;
 pub mod error;
+pub mod export;
 pub mod notebooks;
 pub mod query;
 pub mod releases;
@@ -19,7 +21,6 @@ pub mod session;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
@@ -38,37 +39,11 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::catalog::Catalog;
+use crate::config::HttpSettings;
 use crate::policy::Policy;
 pub use crate::query::plane::DataPlane;
 use crate::store::Store;
 pub use error::ApiError;
-
-/// HTTP-level settings (from the configuration).
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub token_ttl: chrono::Duration,
-    /// Mark cookies `Secure` (set when served over TLS or behind a TLS proxy).
-    pub cookie_secure: bool,
-    /// Login and every authenticated request must come over a TLS connection whose
-    /// verified client certificate names the account (seed 003: both factors).
-    pub bind_certificate_to_user: bool,
-    pub body_limit: usize,
-    pub request_timeout: Duration,
-    pub concurrency: usize,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            token_ttl: chrono::Duration::hours(8),
-            cookie_secure: false,
-            bind_certificate_to_user: false,
-            body_limit: 1 << 20,
-            request_timeout: Duration::from_secs(120),
-            concurrency: 64,
-        }
-    }
-}
 
 /// The services handed to handlers.
 #[derive(Clone)]
@@ -81,10 +56,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Today's date for term checks (UTC+9 would be the ministry's calendar; terms are
-    /// whole days, so we use Japan Standard Time to decide which day it is).
+    /// Today's date for term checks, in Japan Standard Time ([`crate::policy::today`]).
     pub fn today(&self) -> chrono::NaiveDate {
-        (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
+        crate::policy::today()
+    }
+
+    /// The query stage's entry point over these services.
+    pub fn gateway(&self) -> crate::query::Gateway {
+        crate::query::Gateway::new(
+            self.store.clone(),
+            self.policy.clone(),
+            self.data.clone(),
+            self.settings.request_timeout,
+        )
     }
 }
 
@@ -106,7 +90,7 @@ impl MakeRequestId for MakeId {
     info(title = "kura API", description = "kura (蔵): research data access enclave. Contract essentials: shared/API.md."),
     paths(
         session::login, session::logout, session::me,
-        query::run_query, query::query_cost, query::catalog, query::history, query::export,
+        query::run_query, query::query_cost, catalog::catalog, query::history, export::export,
         applications::list, applications::create, applications::detail, applications::edit,
         applications::submit, applications::change, applications::pledge, applications::decide,
         applications::recommend, applications::revoke, applications::usage_report,
@@ -159,8 +143,8 @@ pub fn app(state: AppState) -> Router {
         .route("/query", post(query::run_query))
         .route("/query/cost", post(query::query_cost))
         .route("/queries", get(query::history))
-        .route("/catalog", get(query::catalog))
-        .route("/export", post(query::export))
+        .route("/catalog", get(catalog::catalog))
+        .route("/export", post(export::export))
         .route(
             "/applications",
             get(applications::list).post(applications::create),

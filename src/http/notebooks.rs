@@ -28,7 +28,11 @@ async fn authorize_on(
     application: &str,
     action: Action,
 ) -> Result<(), ApiError> {
-    match super::query::resolve(st, &who.user, application, action).await? {
+    match st
+        .policy
+        .resolve(&st.store, &who.user, application, action, st.today())
+        .await?
+    {
         Ok(_) => Ok(()),
         Err(d) => {
             let e = ApiError::denied(&d);

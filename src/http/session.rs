@@ -360,13 +360,13 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
             .await
             .is_ok()
         {
-            let (scope, mode, k) = super::query::pms_terms(m);
+            let (scope, mode, k) = st.policy.pms_terms(m);
             usable.push(UsableScope {
                 title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
                 id,
                 term: None,
                 scope,
-                mode: mode_name(mode).into(),
+                mode: mode.to_string(),
                 threshold: k,
                 epsilon_budget: None,
                 epsilon_spent: None,
@@ -412,13 +412,13 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
             title: app.form.title.clone(),
             term: Some(a.term),
             scope: a.scope.clone(),
-            mode: mode_name(a.mode).into(),
+            mode: a.mode.to_string(),
             threshold: a.k,
             epsilon_budget: a.epsilon_budget,
             epsilon_spent: spent,
             epsilon_remaining: remaining,
             fiscal_year: dp.then_some(fy),
-            renews_on: dp.then(|| super::query::renews_on(fy)),
+            renews_on: dp.then(|| crate::privacy::budget::renews_on(fy)),
             dp_bounds: dp.then(|| a.dp_bounds.unwrap_or_default()),
         });
     }
@@ -429,11 +429,4 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
         manufacturer: who.user.manufacturer.clone(),
         applications: usable,
     }))
-}
-
-pub fn mode_name(m: crate::privacy::result::DisclosureMode) -> &'static str {
-    match m {
-        crate::privacy::result::DisclosureMode::Suppression => "suppression",
-        crate::privacy::result::DisclosureMode::Dp => "dp",
-    }
 }

@@ -9,7 +9,11 @@
 //! a casbin allow that contradicts a fresh store fact (e.g. a revocation not yet folded
 //! into `g2`) is still denied — revocation takes effect on the next request.
 
+pub mod approval;
+pub mod resolve;
 pub mod workflow;
+
+pub use resolve::{Grant, PMS_PREFIX, check_mode, pms_scope, pms_terms};
 
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use chrono::{Datelike, NaiveDate};
@@ -31,6 +35,8 @@ pub enum PolicyError {
     Casbin(#[from] casbin::Error),
     #[error("loading policy inputs from the store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("the disclosure rules do not load: {0}")]
+    Rules(#[from] crate::privacy::RulesError),
 }
 
 /// API actions guarded by the enforcement point.
@@ -130,10 +136,20 @@ struct Env {
     today: String,
 }
 
+/// Today's date for term checks: terms are whole days of the ministry's calendar, so
+/// Japan Standard Time (UTC+9) decides which day it is.
+pub fn today() -> NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
+}
+
 /// The enforcement point.
 pub struct Policy {
     enforcer: RwLock<Enforcer>,
     static_rules: Vec<[String; 3]>,
+    /// k of PMS standing scopes: the disclosure rules' k for the regen dataset.
+    pms_threshold: u32,
+    /// The lowest k an approval may set: the disclosure rules' default k.
+    min_threshold: u32,
 }
 
 impl std::fmt::Debug for Policy {
@@ -189,10 +205,18 @@ impl Policy {
     /// Build the enforcer from the embedded model and rules plus the store's lines.
     pub async fn load(store: &Store) -> Result<Self, PolicyError> {
         let enforcer = build_enforcer(&derived_lines(store).await?).await?;
+        let rules = crate::privacy::DisclosureRules::embedded()?;
         Ok(Self {
             enforcer: RwLock::new(enforcer),
             static_rules: parse_static(),
+            pms_threshold: rules.effective(["regen"]).k,
+            min_threshold: rules.defaults.k,
         })
+    }
+
+    /// The lowest k an approval may set (the disclosure rules' default k).
+    pub fn min_threshold(&self) -> u32 {
+        self.min_threshold
     }
 
     /// Rebuild the derived lines after accounts or approvals changed.

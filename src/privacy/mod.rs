@@ -1,6 +1,7 @@
 //! Privacy stage: disclosure rules (thresholds, dominance, rounding) applied to executed
 //! results, the differential-privacy mechanisms, and the shape of a released result.
 
+pub mod budget;
 pub mod disclosure;
 pub mod dp;
 pub mod result;

@@ -128,3 +128,13 @@ pub struct ReleasedResult {
     pub rows: Vec<Vec<serde_json::Value>>,
     pub disclosure: Disclosure,
 }
+
+impl std::fmt::Display for DisclosureMode {
+    /// The API name of the mode (`suppression`, `dp`), as serde spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DisclosureMode::Suppression => "suppression",
+            DisclosureMode::Dp => "dp",
+        })
+    }
+}

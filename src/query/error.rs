@@ -114,26 +114,13 @@ impl QueryError {
     /// Full detail for auditors (may contain data values; never sent to the caller).
     pub fn internal_detail(&self) -> String {
         match self {
-            Self::Execution { source } => chain(source),
-            Self::Internal { stage, source } => format!("{stage}: {}", chain(source.as_ref())),
+            Self::Execution { source } => crate::errors::chain(source),
+            Self::Internal { stage, source } => {
+                format!("{stage}: {}", crate::errors::chain(source.as_ref()))
+            }
             other => other.to_string(),
         }
     }
-}
-
-/// An error and its causes on one line, outermost first.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// A short display of the code, used in logs.

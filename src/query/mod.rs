@@ -1,16 +1,41 @@
-//! Query stage: owns a query from "authorised" to "released". HTTP, the CLI and later
-//! Flight SQL call the same entry points; the data-plane seam ([`plane::DataPlane`]) and
-//! its DataFusion implementation ([`engine_plane::EnginePlane`]) live here.
+//! Query stage: owns a query from "authorised" to "released". HTTP calls
+//! [`Gateway::run`] / [`Gateway::cost`]; later Flight SQL calls the same; neither decides
+//! anything about a query. The operator CLI (`kura query`) and the benchmarks call the
+//! data-plane entry points below it directly, on an extract they name.
+//!
+//! ```text
+//!  Gateway::run (gateway.rs)   policy::resolve → mode → [DP: budgeted.rs: price → cache → reserve]
+//!     │                        → the scope's extract → DataPlane::query (plane.rs)
+//!     ▼
+//!  EnginePlane (engine_plane.rs)  per-application extract, rules for the approval's k
+//!     │
+//!     ├─ suppression.rs  SQL → GuardedPlan → RewrittenPlan → ExecutedBatches → QueryOutcome
+//!     └─ dp.rs           SQL → guarded plan → bounded DP plan → grid → noisy release
+//!     ▼
+//!  record.rs   history row + audit event (+ ε settlement, DP cache) in ONE transaction
+//! ```
+//!
+//! Errors: [`QueryError`] for the data plane (one enum, causes kept as `#[source]`),
+//! [`Refused`] for everything the gateway refuses, each with a stable code.
 
+mod budgeted;
 pub mod dp;
 pub mod engine_plane;
 pub mod error;
+mod fingerprint;
+pub mod gateway;
 pub mod plane;
+mod record;
+pub mod refusal;
+pub mod request;
 pub mod suppression;
 
 use std::time::Duration;
 
 pub use error::QueryError;
+pub use gateway::{Answer, Gateway};
+pub use refusal::{Refusal, Refused};
+pub use request::{CostResponse, QueryRequest};
 pub use suppression::run_query;
 
 use crate::privacy::ReleasedResult;
@@ -26,4 +51,21 @@ pub struct QueryOutcome {
     pub tables: Vec<String>,
     /// Wall-clock duration of planning and execution.
     pub duration: Duration,
+}
+
+/// A fresh query id (`q_` + 24 hex digits): the reference of the query's record, its
+/// audit event and any error it returns.
+pub fn new_query_id() -> String {
+    format!(
+        "q_{}",
+        crate::auth::random_hex(12).unwrap_or_else(|_| "unavailable".into())
+    )
+}
+
+/// A fresh reference id for a refusal or error that has no query id (`r_` + 16 hex).
+pub fn new_ref() -> String {
+    format!(
+        "r_{}",
+        crate::auth::random_hex(8).unwrap_or_else(|_| "unavailable".into())
+    )
 }

@@ -1,5 +1,10 @@
-//! The query path glue: SQL → guard → error hardening → privacy rewrite → execute under
-//! limits → disclosure check → [`QueryOutcome`].
+//! Query stage, suppression mode: the stages one query passes, each taking one type and
+//! returning the next —
+//! SQL → [`GuardedPlan`] (read-only, allow-listed, error-hardened; its rules chosen by
+//! the datasets it reads) → [`RewrittenPlan`] (every released number carries its
+//! contributor counts; padding decided from the release shape) → [`ExecutedBatches`]
+//! (DataFusion under the memory pool, time limit and row cap) → [`QueryOutcome`] (the
+//! disclosure check's released result).
 //!
 //! Guarantees: nothing reaches the caller that did not pass the disclosure check; every
 //! engine error becomes `execution_error` (detail for the audit log only) or
@@ -10,17 +15,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 
+pub use super::fingerprint::fingerprint;
 use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
-use crate::privacy::disclosure;
-use crate::privacy::rules::DisclosureRules;
+use crate::privacy::disclosure::{self, Padding};
+use crate::privacy::rules::{DisclosureRules, RuleSet};
+use crate::sql::rewrite::Rewritten;
 use crate::sql::{guard, rewrite};
+
+/// A read-only, allow-listed, error-hardened plan and the rules that apply to it.
+pub struct GuardedPlan {
+    pub plan: LogicalPlan,
+    /// Catalogue tables the plan reads.
+    pub tables: Vec<String>,
+    /// The strictest rules of the datasets those tables belong to.
+    pub rules: RuleSet,
+    pub fingerprint: String,
+}
+
+/// The privacy-rewritten plan, with the column types and padding of its release.
+pub struct RewrittenPlan {
+    pub guarded: GuardedPlan,
+    pub rewritten: Rewritten,
+    pub types: Vec<DataType>,
+    /// Decided before execution, from the release shape and the catalogue only.
+    pub padding: Padding,
+}
+
+/// The raw output of the rewritten plan, not yet checked (never leaves this module).
+pub struct ExecutedBatches {
+    pub rewritten: RewrittenPlan,
+    pub batches: Vec<RecordBatch>,
+}
 
 /// Run one researcher query in suppression mode over the tables registered in `ctx`
 /// (the caller's extract).
@@ -33,42 +64,10 @@ pub async fn run_query(
 ) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
     let work = async {
-        let plan = guard::plan_guarded(ctx, sql, catalog).await?;
-        let tables = guard::tables_read(&plan);
-        let datasets: Vec<&str> = tables
-            .iter()
-            .filter_map(|t| catalog.table(t))
-            .flat_map(|t| t.datasets.iter().map(String::as_str))
-            .collect();
-        let ruleset = rules.effective(datasets);
-        let plan = guard::harden(plan)?;
-        let plan_fingerprint = fingerprint(&plan);
-        let rewritten = rewrite::rewrite(&plan, catalog, &ruleset)?;
-        let schema = rewritten.plan.schema().clone();
-        let types: Vec<_> = rewritten
-            .release
-            .columns
-            .iter()
-            .map(|c| schema.field(c.index).data_type().clone())
-            .collect();
-        // Decided before execution, from the release shape and the catalogue only.
-        let padding =
-            disclosure::padding(ctx, &rewritten.release, catalog, &types, limits.max_rows).await;
-        let batches = collect(ctx, rewritten.plan, limits).await?;
-        let result = disclosure::check(
-            &batches,
-            &rewritten.release,
-            &ruleset,
-            limits.max_rows,
-            &types,
-            &padding,
-        )?;
-        Ok::<_, QueryError>(QueryOutcome {
-            result,
-            plan_fingerprint,
-            tables,
-            duration: started.elapsed(),
-        })
+        let guarded = guarded(ctx, sql, catalog, rules).await?;
+        let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
+        let executed = executed(ctx, rewritten, limits).await?;
+        checked(executed, limits, started)
     };
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(r) => r,
@@ -82,14 +81,65 @@ pub async fn run_query(
     }
 }
 
+/// SQL → guarded plan: parse and plan under the guard, pick the rules of the datasets
+/// read, harden error-prone expressions, fingerprint the shape.
+pub async fn guarded(
+    ctx: &SessionContext,
+    sql: &str,
+    catalog: &Catalog,
+    rules: &DisclosureRules,
+) -> Result<GuardedPlan, QueryError> {
+    let plan = guard::plan_guarded(ctx, sql, catalog).await?;
+    let tables = guard::tables_read(&plan);
+    let datasets: Vec<&str> = tables
+        .iter()
+        .filter_map(|t| catalog.table(t))
+        .flat_map(|t| t.datasets.iter().map(String::as_str))
+        .collect();
+    let rules = rules.effective(datasets);
+    let plan = guard::harden(plan)?;
+    let fingerprint = fingerprint(&plan);
+    Ok(GuardedPlan {
+        plan,
+        tables,
+        rules,
+        fingerprint,
+    })
+}
+
+/// Guarded plan → rewritten plan with contributor counts, and its padding.
+async fn rewritten(
+    ctx: &SessionContext,
+    guarded: GuardedPlan,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<RewrittenPlan, QueryError> {
+    let rewritten = rewrite::rewrite(&guarded.plan, catalog, &guarded.rules)?;
+    let schema = rewritten.plan.schema().clone();
+    let types: Vec<_> = rewritten
+        .release
+        .columns
+        .iter()
+        .map(|c| schema.field(c.index).data_type().clone())
+        .collect();
+    let padding =
+        disclosure::padding(ctx, &rewritten.release, catalog, &types, limits.max_rows).await;
+    Ok(RewrittenPlan {
+        guarded,
+        rewritten,
+        types,
+        padding,
+    })
+}
+
 /// Execute under the session's memory pool and the caller's limits. Rows can still be
 /// dropped by the disclosure check, so the raw-row cap allows some slack; the released row
 /// cap is enforced exactly by the check. Execution errors are tallied (see below).
-async fn collect(
+async fn executed(
     ctx: &SessionContext,
-    plan: LogicalPlan,
+    rewritten: RewrittenPlan,
     limits: &Limits,
-) -> Result<Vec<RecordBatch>, QueryError> {
+) -> Result<ExecutedBatches, QueryError> {
     let raw = Limits {
         max_rows: limits
             .max_rows
@@ -97,11 +147,38 @@ async fn collect(
             .max(limits.max_rows.saturating_add(1000)),
         ..limits.clone()
     };
+    let plan = rewritten.rewritten.plan.clone();
     let result = crate::engine::exec::collect_limited(ctx, plan, &raw).await;
     if let Err(QueryError::Execution { .. }) = &result {
         EXECUTION_ERRORS.fetch_add(1, Ordering::Relaxed);
     }
-    result
+    Ok(ExecutedBatches {
+        rewritten,
+        batches: result?,
+    })
+}
+
+/// Executed batches → the released result, through the disclosure check.
+fn checked(
+    executed: ExecutedBatches,
+    limits: &Limits,
+    started: Instant,
+) -> Result<QueryOutcome, QueryError> {
+    let ExecutedBatches { rewritten, batches } = executed;
+    let result = disclosure::check(
+        &batches,
+        &rewritten.rewritten.release,
+        &rewritten.guarded.rules,
+        limits.max_rows,
+        &rewritten.types,
+        &rewritten.padding,
+    )?;
+    Ok(QueryOutcome {
+        result,
+        plan_fingerprint: rewritten.guarded.fingerprint,
+        tables: rewritten.guarded.tables,
+        duration: started.elapsed(),
+    })
 }
 
 /// Execution errors since start. Repeated errors are an oracle (each one says "some
@@ -111,29 +188,4 @@ static EXECUTION_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Number of `execution_error` outcomes since the process started.
 pub fn execution_errors() -> u64 {
     EXECUTION_ERRORS.load(Ordering::Relaxed)
-}
-
-/// SHA-256 (hex) of the plan's indented display with every literal replaced by NULL:
-/// the same query shape with different constants gets the same fingerprint, which lets
-/// the audit log spot series of near-identical queries (differencing), and no constant
-/// a researcher typed is exposed through the fingerprint.
-pub fn fingerprint(plan: &LogicalPlan) -> String {
-    let normalised = plan
-        .clone()
-        .transform_up_with_subqueries(|n| {
-            n.map_expressions(|e| {
-                e.transform_up(|x| {
-                    Ok(match x {
-                        Expr::Literal(_, _) => {
-                            Transformed::yes(Expr::Literal(ScalarValue::Null, None))
-                        }
-                        other => Transformed::no(other),
-                    })
-                })
-            })
-        })
-        .map(|t| t.data)
-        .unwrap_or_else(|_| plan.clone());
-    let text = format!("{}", normalised.display_indent());
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
 }

@@ -20,7 +20,8 @@ use tower::ServiceExt;
 
 use kura::audit::{AuditEvent, AuditKey};
 use kura::catalog::Catalog;
-use kura::http::{AppState, HttpSettings, app};
+use kura::config::HttpSettings;
+use kura::http::{AppState, app};
 use kura::policy::Policy;
 use kura::policy::workflow::fiscal_year_end;
 use kura::privacy::result::{

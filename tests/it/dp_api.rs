@@ -552,12 +552,11 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
     // Reviewer-side validation names the field.
     let mut errors = Vec::new();
     let b =
-        kura::http::applications::dp_bounds_from(DisclosureMode::Dp, Some(0), Some(2), &mut errors);
+        kura::policy::approval::dp_bounds_from(DisclosureMode::Dp, Some(0), Some(2), &mut errors);
     assert!(b.is_none());
     assert_eq!(errors[0].field, "max_groups_per_patient");
     let mut errors = Vec::new();
-    let b =
-        kura::http::applications::dp_bounds_from(DisclosureMode::Dp, None, Some(2), &mut errors);
+    let b = kura::policy::approval::dp_bounds_from(DisclosureMode::Dp, None, Some(2), &mut errors);
     assert_eq!(
         b,
         Some(DpBounds {
@@ -566,12 +565,7 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
         })
     );
     let mut errors = Vec::new();
-    kura::http::applications::dp_bounds_from(
-        DisclosureMode::Suppression,
-        Some(3),
-        None,
-        &mut errors,
-    );
+    kura::policy::approval::dp_bounds_from(DisclosureMode::Suppression, Some(3), None, &mut errors);
     assert_eq!(errors[0].field, "max_groups_per_patient");
     // Approvals stored before DP bounds existed still load.
     let old = r#"{"term":{"start":"2026-04-01","end":"2027-03-31"},"scope":{"datasets":["als"]},"mode":"dp","k":5,"epsilon_budget":1.0,"approved_by":"r","approved_at":"2026-04-01T00:00:00Z"}"#;

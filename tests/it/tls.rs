@@ -28,8 +28,9 @@ use tower::ServiceExt;
 
 use kura::audit::AuditKey;
 use kura::catalog::Catalog;
+use kura::config::HttpSettings;
 use kura::config::{ClientAuth, Config, TlsConfig};
-use kura::http::{AppState, HttpSettings, app};
+use kura::http::{AppState, app};
 use kura::policy::Policy;
 use kura::query::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
 use kura::query::{QueryError, QueryOutcome};

@@ -1,0 +1,115 @@
+//! `GET /api/v1/catalog`: the tables and columns of an application's scope, with their
+//! ja/en descriptions and privacy roles (privacy unit, public domain, facility).
+//!
+//! Guarantees: the caller sees only the datasets of a scope they are authorised for
+//! (the same resolution as a query); a refusal is audited as `catalog.read`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::session::AuthUser;
+use crate::audit::AuditEvent;
+use crate::policy::Action;
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct CatalogParams {
+    pub application: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub privacy_unit: bool,
+    pub public_domain: bool,
+    pub facility: bool,
+    pub description_ja: String,
+    pub description_en: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogTable {
+    pub name: String,
+    pub kind: String,
+    pub description_ja: String,
+    pub description_en: String,
+    pub columns: Vec<CatalogColumn>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogResponse {
+    pub application: String,
+    pub datasets: Vec<String>,
+    pub tables: Vec<CatalogTable>,
+}
+
+/// Tables and columns visible in an application's scope.
+#[utoipa::path(get, path = "/api/v1/catalog", tag = "query", params(CatalogParams),
+    responses((status = 200, body = CatalogResponse), (status = 403, body = ErrorBody)))]
+pub async fn catalog(
+    State(st): State<AppState>,
+    who: AuthUser,
+    params: Result<Query<CatalogParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CatalogResponse>, ApiError> {
+    let Query(p) = params?;
+    let r = match st
+        .policy
+        .resolve(
+            &st.store,
+            &who.user,
+            &p.application,
+            Action::Catalog,
+            st.today(),
+        )
+        .await?
+    {
+        Ok(r) => r,
+        Err(d) => {
+            let e = ApiError::denied(&d);
+            let ev = AuditEvent::denied(
+                &who.user.username,
+                "catalog.read",
+                Some(&p.application),
+                d.code,
+                json!({}),
+            )
+            .with_reference(&e.reference);
+            st.store.record(&ev).await?;
+            return Err(e);
+        }
+    };
+    let tables = st
+        .catalog
+        .tables_in(&r.scope.datasets)
+        .map(|t| CatalogTable {
+            name: t.name.clone(),
+            kind: format!("{:?}", t.kind).to_lowercase(),
+            description_ja: t.description_ja.clone(),
+            description_en: t.description_en.clone(),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| CatalogColumn {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    privacy_unit: c.privacy_unit,
+                    public_domain: c.public_domain,
+                    facility: c.facility,
+                    description_ja: c.description_ja.clone(),
+                    description_en: c.description_en.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(CatalogResponse {
+        application: r.id,
+        datasets: r.scope.datasets,
+        tables,
+    }))
+}

@@ -1,0 +1,154 @@
+//! Authorization stage, second half: from an application id (or a PMS standing scope id)
+//! to the terms a query runs under — scope, disclosure mode, k, ε budget and DP bounds.
+//!
+//! Guarantees: every resolution passes the one enforcement point
+//! ([`Policy::authorize`]) first; unknown application ids are refused exactly as an
+//! application the caller is not named on (`not_named_user`), so ids of other studies
+//! cannot be probed; PMS terms come from the disclosure rules (`policies/disclosure.toml`),
+//! never from a literal; a mode other than the approved one is refused.
+
+use chrono::{NaiveDate, Utc};
+
+use super::{Action, Denial, Policy, Target};
+use crate::privacy::result::{DisclosureMode, DpBounds};
+use crate::sql::scope::Scope;
+use crate::store::model::{Application, Status, User};
+use crate::store::{Store, StoreError};
+
+/// Prefix of PMS standing scope ids.
+pub const PMS_PREFIX: &str = "PMS-";
+
+/// What a query runs against once the caller is authorised.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Application id or PMS standing scope id.
+    pub id: String,
+    pub scope: Scope,
+    pub mode: DisclosureMode,
+    /// k for suppression (under DP: the release threshold).
+    pub threshold: u32,
+    pub epsilon_budget: Option<f64>,
+    pub dp_bounds: Option<DpBounds>,
+}
+
+/// The scope of a manufacturer's PMS standing access (seed 001): the regen dataset,
+/// only patients treated with its own products.
+pub fn pms_scope(manufacturer: &str) -> Scope {
+    Scope {
+        datasets: vec!["regen".into()],
+        manufacturers: Some(vec![manufacturer.to_string()]),
+        ..Default::default()
+    }
+}
+
+/// The standing terms of a PMS scope: its scope, suppression, at `k` (the disclosure
+/// rules' k for the regen dataset, see [`Policy::pms_terms`]).
+pub fn pms_terms(manufacturer: &str, k: u32) -> (Scope, DisclosureMode, u32) {
+    (pms_scope(manufacturer), DisclosureMode::Suppression, k)
+}
+
+impl Policy {
+    /// The standing terms of a manufacturer's PMS scope, with this policy's k.
+    pub fn pms_terms(&self, manufacturer: &str) -> (Scope, DisclosureMode, u32) {
+        pms_terms(manufacturer, self.pms_threshold)
+    }
+
+    /// Resolve and authorize `id` for `action`: the grant, or the denial to report.
+    pub async fn resolve(
+        &self,
+        store: &Store,
+        user: &User,
+        id: &str,
+        action: Action,
+        today: NaiveDate,
+    ) -> Result<Result<Grant, Denial>, StoreError> {
+        if let Some(m) = id.strip_prefix(PMS_PREFIX) {
+            let target = Target::Pms { scope_id: id };
+            if let Err(d) = self.authorize(user, action, &target, today).await {
+                return Ok(Err(d));
+            }
+            let (scope, mode, threshold) = self.pms_terms(m);
+            return Ok(Ok(Grant {
+                id: id.to_string(),
+                scope,
+                mode,
+                threshold,
+                epsilon_budget: None,
+                dp_bounds: None,
+            }));
+        }
+        let Some(app) = store.application(id).await? else {
+            return Ok(Err(self.unknown_application(user, id, action, today).await));
+        };
+        let pledged = store.has_pledged(&app.id, &user.username).await?;
+        let target = Target::Application { app: &app, pledged };
+        if let Err(d) = self.authorize(user, action, &target, today).await {
+            return Ok(Err(d));
+        }
+        let Some(a) = app.approval.clone() else {
+            return Ok(Err(no_approval()));
+        };
+        Ok(Ok(Grant {
+            id: app.id.clone(),
+            scope: a.scope,
+            mode: a.mode,
+            threshold: a.k,
+            epsilon_budget: a.epsilon_budget,
+            dp_bounds: a.dp_bounds,
+        }))
+    }
+
+    /// Run the enforcement point on a phantom draft, so role refusals (reviewer,
+    /// auditor) still read `forbidden` and only a researcher sees `not_named_user`.
+    async fn unknown_application(
+        &self,
+        user: &User,
+        id: &str,
+        action: Action,
+        today: NaiveDate,
+    ) -> Denial {
+        let phantom = phantom_application(id);
+        let target = Target::Application {
+            app: &phantom,
+            pledged: false,
+        };
+        match self.authorize(user, action, &target, today).await {
+            Err(d) => d,
+            Ok(()) => no_approval(),
+        }
+    }
+}
+
+/// Refuse a mode other than the approved one; `None` asks for the approved mode.
+pub fn check_mode(
+    grant: &Grant,
+    requested: Option<DisclosureMode>,
+) -> Result<DisclosureMode, DisclosureMode> {
+    let mode = requested.unwrap_or(grant.mode);
+    if mode == grant.mode {
+        Ok(mode)
+    } else {
+        Err(mode)
+    }
+}
+
+fn no_approval() -> Denial {
+    Denial {
+        code: "not_approved",
+        message: "This application has no approval on record. / 承認記録がありません。".into(),
+    }
+}
+
+fn phantom_application(id: &str) -> Application {
+    Application {
+        id: id.to_string(),
+        status: Status::Draft,
+        applicant: String::new(),
+        form: Default::default(),
+        approval: None,
+        pending_change: None,
+        revoked_reason: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}

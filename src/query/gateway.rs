@@ -1,0 +1,206 @@
+//! Query stage, the entry point: one call from "a named user sent SQL" to "an answer that
+//! passed the disclosure check and whose audit event committed". HTTP calls it, the CLI
+//! and later Flight SQL call it; none of them decides anything about a query.
+//!
+//! Order: resolve and authorize the application ([`crate::policy::Policy::resolve`]) →
+//! check the approved disclosure mode → (DP: the budgeted path, `budgeted.rs`) → the
+//! scope's own extract → the data plane (guard → rewrite → execute → disclosure check) →
+//! history row and audit event in one transaction → the answer.
+//!
+//! Guarantees: a refusal at any step is recorded under the query id before it is
+//! returned; an answer whose record did not commit is never returned (no audit, no
+//! answer); execution errors reach the caller as a code and the query id only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+use super::plane::{AuthorisedQuery, DataPlane};
+use super::record::{RanOn, Recorder};
+use super::refusal::{Refusal, Refused};
+use super::request::QueryRequest;
+use crate::audit::AuditEvent;
+use crate::policy::{Action, Grant, Policy, check_mode};
+use crate::privacy::budget::Ledger;
+use crate::privacy::result::{DisclosureMode, ReleasedResult};
+use crate::store::Store;
+use crate::store::model::{ExtractInfo, User};
+
+/// A released answer and the id it was recorded under.
+#[derive(Debug)]
+pub struct Answer {
+    pub query_id: String,
+    pub result: ReleasedResult,
+}
+
+/// The services a query passes through.
+#[derive(Clone)]
+pub struct Gateway {
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub data: Arc<dyn DataPlane>,
+    pub ledger: Ledger,
+}
+
+/// One authorised request on its way through the gateway.
+pub(super) struct Call<'a> {
+    pub rec: Recorder<'a>,
+    pub grant: Grant,
+    pub mode: DisclosureMode,
+}
+
+impl Gateway {
+    /// `stale_after`: DP reservations older than this can no longer settle.
+    pub fn new(
+        store: Store,
+        policy: Arc<Policy>,
+        data: Arc<dyn DataPlane>,
+        stale_after: Duration,
+    ) -> Self {
+        let ledger = Ledger::new(store.clone(), stale_after);
+        Self {
+            store,
+            policy,
+            data,
+            ledger,
+        }
+    }
+
+    /// Run a query under the caller's approval.
+    pub async fn run(
+        &self,
+        user: &User,
+        req: &QueryRequest,
+        today: NaiveDate,
+    ) -> Result<Answer, Refused> {
+        let query_id = super::new_query_id();
+        let rec = Recorder {
+            store: &self.store,
+            user,
+            req,
+            query_id: &query_id,
+        };
+        let (grant, mode) = match self.authorize(user, req, today).await? {
+            Ok(g) => g,
+            Err((cause, detail)) => return Err(rec.refused(cause, detail).await),
+        };
+        let call = Call { rec, grant, mode };
+        if mode == DisclosureMode::Dp {
+            return self.run_dp(call, today).await;
+        }
+        self.run_suppressed(call).await
+    }
+
+    /// Resolve the application, authorize `Action::Query` and check the mode. A refusal
+    /// comes back with its audit detail.
+    pub(super) async fn authorize(
+        &self,
+        user: &User,
+        req: &QueryRequest,
+        today: NaiveDate,
+    ) -> Result<Result<(Grant, DisclosureMode), (Refusal, Value)>, Refused> {
+        let resolved = self
+            .policy
+            .resolve(&self.store, user, &req.application, Action::Query, today)
+            .await?;
+        let grant = match resolved {
+            Ok(g) => g,
+            Err(d) => {
+                let detail = json!({"rule": d.code});
+                return Ok(Err((Refusal::Denied(d), detail)));
+            }
+        };
+        match check_mode(&grant, req.mode) {
+            Ok(mode) => Ok(Ok((grant, mode))),
+            Err(requested) => Ok(Err((
+                Refusal::ModeNotApproved {
+                    approved: grant.mode,
+                    requested,
+                },
+                json!({"requested_mode": requested.to_string()}),
+            ))),
+        }
+    }
+
+    /// The live extract of a grant, if it exists and was not destroyed.
+    pub(super) async fn extract(&self, grant: &Grant) -> Result<Option<ExtractInfo>, Refused> {
+        let x = self.store.extract(&grant.id).await?;
+        Ok(x.filter(|x| x.destroyed_at.is_none()))
+    }
+
+    /// The suppression path: extract → data plane → record → answer.
+    async fn run_suppressed(&self, call: Call<'_>) -> Result<Answer, Refused> {
+        let Call { rec, grant, mode } = call;
+        let Some(extract) = self.extract(&grant).await? else {
+            let detail = json!({"detail": "extract missing or destroyed"});
+            return Err(rec.refused(Refusal::ExtractMissing, detail).await);
+        };
+        let started = Instant::now();
+        let outcome = self
+            .data
+            .query(authorised(&grant, &extract, mode, None, &rec.req.sql))
+            .await;
+        let elapsed_ms = started.elapsed().as_millis() as i64;
+        let out = match outcome {
+            Ok(out) => out,
+            Err(qe) => {
+                let on = RanOn {
+                    application: &grant.id,
+                    extract_id: &extract.extract_id,
+                    elapsed_ms,
+                };
+                return Err(rec.failed(on, qe, None).await);
+            }
+        };
+        let d = &out.result.disclosure;
+        let mut record = rec.row(&grant.id, "ok", None);
+        record.duration_ms = Some(elapsed_ms);
+        record.suppressed_cells = Some(d.suppressed_cells as i64);
+        record.dropped_rows = Some(d.dropped_rows as i64);
+        let ev = AuditEvent::ok(
+            &rec.user.username,
+            "query.run",
+            Some(&grant.id),
+            json!({
+                "sql": rec.req.sql,
+                "plan_fingerprint": out.plan_fingerprint,
+                "extract_id": extract.extract_id,
+                "tables": out.tables,
+                "mode": mode.to_string(),
+                "threshold": d.threshold,
+                "suppressed": d.suppressed,
+                "suppressed_cells": d.suppressed_cells,
+                "dropped_rows": d.dropped_rows,
+                "epsilon_spent": null,
+                "rows": out.result.rows.len(),
+                "duration_ms": out.duration.as_millis() as u64,
+            }),
+        );
+        rec.answered(record, ev, None, None).await?;
+        Ok(Answer {
+            query_id: rec.query_id.to_string(),
+            result: out.result,
+        })
+    }
+}
+
+/// The data plane's input for a grant over its extract.
+pub(super) fn authorised(
+    grant: &Grant,
+    extract: &ExtractInfo,
+    mode: DisclosureMode,
+    dp: Option<crate::privacy::result::DpParams>,
+    sql: &str,
+) -> AuthorisedQuery {
+    AuthorisedQuery {
+        application: grant.id.clone(),
+        extract_dir: extract.path.clone().into(),
+        scope: grant.scope.clone(),
+        mode,
+        threshold: grant.threshold,
+        dp,
+        sql: sql.to_string(),
+    }
+}
