@@ -57,17 +57,8 @@ pub(super) async fn authorize(
         .authorize(&who.user, action, &Target::None, st.today())
         .await
     {
-        let e = ApiError::denied(&d);
-        let ev = AuditEvent::denied(
-            &who.user.username,
-            &format!("authorize.{}", action.as_str()),
-            app_id,
-            d.code,
-            json!({}),
-        )
-        .with_reference(&e.reference);
-        st.store.record(&ev).await?;
-        return Err(e);
+        let name = format!("authorize.{}", action.as_str());
+        return Err(super::denied::denied(st, &who.user, &name, app_id, &d, json!({})).await);
     }
     Ok(())
 }

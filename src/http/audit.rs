@@ -21,11 +21,7 @@ async fn authorize(st: &AppState, who: &AuthUser) -> Result<(), ApiError> {
         .authorize(&who.user, Action::AuditRead, &Target::None, st.today())
         .await
     {
-        let e = ApiError::denied(&d);
-        let ev = AuditEvent::denied(&who.user.username, "audit.read", None, d.code, json!({}))
-            .with_reference(&e.reference);
-        st.store.record(&ev).await?;
-        return Err(e);
+        return Err(super::denied::denied(st, &who.user, "audit.read", None, &d, json!({})).await);
     }
     Ok(())
 }

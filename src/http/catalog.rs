@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use crate::audit::AuditEvent;
 use crate::policy::Action;
 
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -71,17 +70,9 @@ pub async fn catalog(
     {
         Ok(r) => r,
         Err(d) => {
-            let e = ApiError::denied(&d);
-            let ev = AuditEvent::denied(
-                &who.user.username,
-                "catalog.read",
-                Some(&p.application),
-                d.code,
-                json!({}),
-            )
-            .with_reference(&e.reference);
-            st.store.record(&ev).await?;
-            return Err(e);
+            let app = Some(p.application.as_str());
+            let e = super::denied::denied(&st, &who.user, "catalog.read", app, &d, json!({}));
+            return Err(e.await);
         }
     };
     let tables = st

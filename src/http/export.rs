@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use crate::audit::AuditEvent;
 use crate::policy::{Action, Denial, Target};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,15 +52,7 @@ pub async fn export(
                 .into(),
         },
     };
-    let e = ApiError::denied(&d);
-    let ev = AuditEvent::denied(
-        &who.user.username,
-        "export.attempt",
-        Some(&req.application),
-        d.code,
-        json!({"what": req.what}),
-    )
-    .with_reference(&e.reference);
-    st.store.record(&ev).await?;
-    Err(e)
+    let detail = json!({"what": req.what});
+    let app = Some(req.application.as_str());
+    Err(super::denied::denied(&st, &who.user, "export.attempt", app, &d, detail).await)
 }

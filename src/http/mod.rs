@@ -11,6 +11,7 @@
 pub mod applications;
 pub mod audit;
 pub mod catalog;
+pub mod denied;
 pub mod error;
 pub mod export;
 pub mod notebooks;

@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
-use crate::audit::AuditEvent;
 use crate::policy::Action;
 use crate::store::model::{Notebook, ReleaseRequest};
 
@@ -35,17 +34,9 @@ async fn authorize_on(
     {
         Ok(_) => Ok(()),
         Err(d) => {
-            let e = ApiError::denied(&d);
-            let ev = AuditEvent::denied(
-                &who.user.username,
-                &format!("authorize.{}", action.as_str()),
-                Some(application),
-                d.code,
-                serde_json::json!({}),
-            )
-            .with_reference(&e.reference);
-            st.store.record(&ev).await?;
-            Err(e)
+            let name = format!("authorize.{}", action.as_str());
+            let detail = serde_json::json!({});
+            Err(super::denied::denied(st, &who.user, &name, Some(application), &d, detail).await)
         }
     }
 }
