@@ -149,24 +149,43 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
         .map_err(|e| crate::errors::chain(&e))?,
     );
     let store = open_store(cfg, key).await?;
-    let plane = crate::query::engine_plane::EnginePlane::open(
+    let plane = Arc::new(open_plane(cfg, &extract_key, &catalog).await?);
+    app_state(cfg, store, plane, catalog).await
+}
+
+/// The data plane over the configured registry and extracts directories.
+async fn open_plane(
+    cfg: &Config,
+    extract_key: &[u8],
+    catalog: &std::sync::Arc<crate::catalog::Catalog>,
+) -> Result<crate::query::engine_plane::EnginePlane, String> {
+    crate::query::engine_plane::EnginePlane::open(
         cfg.registry_dir(),
         cfg.extracts_dir(),
-        &extract_key,
+        extract_key,
         catalog.clone(),
         cfg.limits(),
     )
     .await
-    .map_err(|e| crate::errors::chain(&e))?;
+    .map_err(|e| crate::errors::chain(&e))
+}
+
+/// The services handed to the HTTP handlers (the policy loaded from the store).
+async fn app_state(
+    cfg: &Config,
+    store: Store,
+    data: std::sync::Arc<crate::query::engine_plane::EnginePlane>,
+    catalog: std::sync::Arc<crate::catalog::Catalog>,
+) -> Result<crate::http::AppState, String> {
     let policy = crate::policy::Policy::load(&store)
         .await
         .map_err(|e| crate::errors::chain(&e))?;
     Ok(crate::http::AppState {
         store,
-        policy: Arc::new(policy),
-        data: Arc::new(plane),
+        policy: std::sync::Arc::new(policy),
+        data,
         catalog,
-        settings: Arc::new(cfg.http_settings()),
+        settings: std::sync::Arc::new(cfg.http_settings()),
     })
 }
 
@@ -240,34 +259,14 @@ pub async fn demo_command(
         .map_err(|e| e.to_string())?;
     let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
     let store = open_store(&cfg, key).await?;
-    let plane = std::sync::Arc::new(
-        crate::query::engine_plane::EnginePlane::open(
-            cfg.registry_dir(),
-            cfg.extracts_dir(),
-            &extract_key,
-            catalog.clone(),
-            cfg.limits(),
-        )
-        .await
-        .map_err(|e| err(&e))?,
-    );
+    let plane = std::sync::Arc::new(open_plane(&cfg, &extract_key, &catalog).await?);
     let creds = demo::seed_accounts(&store, password.as_deref())
         .await
         .map_err(|e| err(&e))?;
-    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
-    demo::seed_applications(&store, plane.as_ref(), today)
+    demo::seed_applications(&store, plane.as_ref(), crate::policy::today())
         .await
         .map_err(|e| err(&e))?;
-    let policy = crate::policy::Policy::load(&store)
-        .await
-        .map_err(|e| err(&e))?;
-    let state = crate::http::AppState {
-        store,
-        policy: std::sync::Arc::new(policy),
-        data: plane,
-        catalog,
-        settings: std::sync::Arc::new(cfg.http_settings()),
-    };
+    let state = app_state(&cfg, store, plane, catalog).await?;
     crate::http::serve::serve(state, cfg.listen, tls.as_ref(), cfg.extract_retention_days, |addr| {
         println!();
         println!("kura demo is running / デモを起動しました: {scheme}://{addr}");

@@ -74,6 +74,25 @@ pub const AE_COLUMNS: &[&str] = &[
 
 /// Source columns that identify a person directly. Ingest never copies them into output;
 /// a catalogue that asks for one is refused.
+/// Columns of the reference tables as the registry sends them.
+pub const DISEASE_COLUMNS: &[&str] = &["disease_no", "name_ja", "name_en", "disease_group"];
+pub const PREFECTURE_COLUMNS: &[&str] = &[
+    "prefecture_code",
+    "name_ja",
+    "name_en",
+    "region",
+    "population",
+];
+pub const MANUFACTURER_COLUMNS: &[&str] = &["manufacturer_code", "name_ja", "name_en"];
+pub const PRODUCT_COLUMNS: &[&str] = &[
+    "product_code",
+    "manufacturer_code",
+    "name_ja",
+    "name_en",
+    "product_type",
+    "approval_year",
+];
+
 pub const DIRECT_IDENTIFIERS: &[&str] = &[
     "registry_no",
     "name_kanji",
@@ -228,41 +247,28 @@ pub const SOURCE_TABLES: &[SourceTable] = &[
     SourceTable {
         table: "disease",
         file: "disease.csv",
-        columns: &["disease_no", "name_ja", "name_en", "disease_group"],
+        columns: DISEASE_COLUMNS,
         derive: &[],
         patient: false,
     },
     SourceTable {
         table: "prefecture",
         file: "prefecture.csv",
-        columns: &[
-            "prefecture_code",
-            "name_ja",
-            "name_en",
-            "region",
-            "population",
-        ],
+        columns: PREFECTURE_COLUMNS,
         derive: &[],
         patient: false,
     },
     SourceTable {
         table: "manufacturer",
         file: "manufacturer.csv",
-        columns: &["manufacturer_code", "name_ja", "name_en"],
+        columns: MANUFACTURER_COLUMNS,
         derive: &[],
         patient: false,
     },
     SourceTable {
         table: "product",
         file: "product.csv",
-        columns: &[
-            "product_code",
-            "manufacturer_code",
-            "name_ja",
-            "name_en",
-            "product_type",
-            "approval_year",
-        ],
+        columns: PRODUCT_COLUMNS,
         derive: &[],
         patient: false,
     },

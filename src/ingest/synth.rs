@@ -213,26 +213,12 @@ impl Writers {
 }
 
 fn write_reference(dir: &Path) -> Result<(), SynthError> {
-    let mut d = Out::create(
-        dir,
-        "disease.csv",
-        &["disease_no", "name_ja", "name_en", "disease_group"],
-    )?;
+    let mut d = Out::create(dir, "disease.csv", source::DISEASE_COLUMNS)?;
     for x in DISEASES {
         d.row(&[&x.no.to_string(), x.name_ja, x.name_en, x.group])?;
     }
     d.finish()?;
-    let mut p = Out::create(
-        dir,
-        "prefecture.csv",
-        &[
-            "prefecture_code",
-            "name_ja",
-            "name_en",
-            "region",
-            "population",
-        ],
-    )?;
+    let mut p = Out::create(dir, "prefecture.csv", source::PREFECTURE_COLUMNS)?;
     for x in PREFECTURES {
         p.row(&[
             x.code,
@@ -243,27 +229,12 @@ fn write_reference(dir: &Path) -> Result<(), SynthError> {
         ])?;
     }
     p.finish()?;
-    let mut m = Out::create(
-        dir,
-        "manufacturer.csv",
-        &["manufacturer_code", "name_ja", "name_en"],
-    )?;
+    let mut m = Out::create(dir, "manufacturer.csv", source::MANUFACTURER_COLUMNS)?;
     for x in MANUFACTURERS {
         m.row(&[x.code, x.name_ja, x.name_en])?;
     }
     m.finish()?;
-    let mut pr = Out::create(
-        dir,
-        "product.csv",
-        &[
-            "product_code",
-            "manufacturer_code",
-            "name_ja",
-            "name_en",
-            "product_type",
-            "approval_year",
-        ],
-    )?;
+    let mut pr = Out::create(dir, "product.csv", source::PRODUCT_COLUMNS)?;
     for x in PRODUCTS {
         pr.row(&[
             x.code,

@@ -131,6 +131,22 @@ struct Obj<'a> {
     pledged: bool,
 }
 
+impl<'a> Obj<'a> {
+    /// An object with no approval term (role-level actions, PMS standing scopes).
+    fn without_term(kind: &'a str, id: &'a str) -> Self {
+        Obj {
+            kind,
+            id,
+            status: "",
+            start: String::new(),
+            end: String::new(),
+            start_fy: 0,
+            end_fy: 0,
+            pledged: false,
+        }
+    }
+}
+
 #[derive(Serialize, Hash)]
 struct Env {
     today: String,
@@ -247,26 +263,8 @@ impl Policy {
             today: today.format("%Y-%m-%d").to_string(),
         };
         let obj = match target {
-            Target::None => Obj {
-                kind: "none",
-                id: "",
-                status: "",
-                start: String::new(),
-                end: String::new(),
-                start_fy: 0,
-                end_fy: 0,
-                pledged: false,
-            },
-            Target::Pms { scope_id } => Obj {
-                kind: "pms",
-                id: scope_id,
-                status: "",
-                start: String::new(),
-                end: String::new(),
-                start_fy: 0,
-                end_fy: 0,
-                pledged: false,
-            },
+            Target::None => Obj::without_term("none", ""),
+            Target::Pms { scope_id } => Obj::without_term("pms", scope_id),
             Target::Application { app, pledged } => {
                 let term = app.approval.as_ref().map(|a| a.term);
                 Obj {

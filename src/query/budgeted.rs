@@ -152,15 +152,9 @@ impl Gateway {
         let used = self.ledger.used(&grant.id, p.fiscal_year).await?;
         result.disclosure.epsilon_spent = Some(0.0);
         result.disclosure.epsilon_remaining = Some((p.budget - used).max(0.0));
-        let mut record = rec.row(&grant.id, "ok", None);
-        record.epsilon_spent = Some(0.0);
-        record.suppressed_cells = Some(result.disclosure.suppressed_cells as i64);
-        record.dropped_rows = Some(result.disclosure.dropped_rows as i64);
-        record.duration_ms = Some(0);
-        let ev = AuditEvent::ok(
-            &rec.user.username,
-            "query.run",
-            Some(&grant.id),
+        let record = rec.answer_row(&grant.id, &result.disclosure, 0, Some(0.0));
+        let ev = rec.answer_event(
+            &grant.id,
             json!({
                 "sql": rec.req.sql,
                 "extract_id": p.extract_id,
@@ -223,15 +217,9 @@ impl Gateway {
         result.disclosure.epsilon_spent = Some(p.params.epsilon);
         result.disclosure.epsilon_remaining = Some((p.budget - used).max(0.0));
         let d = &result.disclosure;
-        let mut record = rec.row(&grant.id, "ok", None);
-        record.epsilon_spent = Some(p.params.epsilon);
-        record.duration_ms = Some(elapsed_ms);
-        record.suppressed_cells = Some(d.suppressed_cells as i64);
-        record.dropped_rows = Some(d.dropped_rows as i64);
-        let ev = AuditEvent::ok(
-            &rec.user.username,
-            "query.run",
-            Some(&grant.id),
+        let record = rec.answer_row(&grant.id, d, elapsed_ms, Some(p.params.epsilon));
+        let ev = rec.answer_event(
+            &grant.id,
             json!({
                 "sql": rec.req.sql,
                 "plan_fingerprint": out.plan_fingerprint,

@@ -16,8 +16,10 @@ use futures::future::BoxFuture;
 use ring::hmac;
 
 use super::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
+use super::{dp, suppression};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
+use crate::engine::open_extract;
 use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
 use crate::query::{QueryError, QueryOutcome};
@@ -143,52 +145,23 @@ impl DataPlane for EnginePlane {
 
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
         Box::pin(async move {
-            let ctx =
-                crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            let rules = self.rules_for(q.threshold);
+            let (catalog, limits) = (&self.catalog, &self.limits);
             if q.mode == DisclosureMode::Dp {
-                let params = q.dp.ok_or_else(|| QueryError::UnsupportedQuery {
-                    message:
-                        "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です"
-                            .into(),
-                })?;
-                return crate::query::dp::run_dp_query(
-                    &ctx,
-                    &q.sql,
-                    &self.catalog,
-                    &self.rules_for(q.threshold),
-                    &self.limits,
-                    params,
-                )
-                .await;
+                let params = dp_params(&q)?;
+                return dp::run_dp_query(&ctx, &q.sql, catalog, &rules, limits, params).await;
             }
-            crate::query::suppression::run_query(
-                &ctx,
-                &q.sql,
-                &self.catalog,
-                &self.rules_for(q.threshold),
-                &self.limits,
-            )
-            .await
+            suppression::run_query(&ctx, &q.sql, catalog, &rules, limits).await
         })
     }
 
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
         Box::pin(async move {
-            let params = q.dp.ok_or_else(|| QueryError::UnsupportedQuery {
-                message: "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です"
-                    .into(),
-            })?;
-            let ctx =
-                crate::engine::session::open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let p = crate::query::dp::prepare(
-                &ctx,
-                &q.sql,
-                &self.catalog,
-                &self.rules_for(q.threshold),
-                &self.limits,
-                params,
-            )
-            .await?;
+            let params = dp_params(&q)?;
+            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
+            let rules = self.rules_for(q.threshold);
+            let p = dp::prepare(&ctx, &q.sql, &self.catalog, &rules, &self.limits, params).await?;
             Ok(DpPreview {
                 release_key: p.release_key,
                 disclosure: p.disclosure,
@@ -199,4 +172,11 @@ impl DataPlane for EnginePlane {
     fn diseases(&self) -> BTreeSet<i32> {
         self.diseases.clone()
     }
+}
+
+/// The DP parameters of a DP query (the gateway always sets them; refuse if not).
+fn dp_params(q: &AuthorisedQuery) -> Result<crate::privacy::result::DpParams, QueryError> {
+    q.dp.ok_or_else(|| QueryError::UnsupportedQuery {
+        message: "DP queries need a positive `epsilon` / DP クエリには epsilon が必要です".into(),
+    })
 }

@@ -21,7 +21,6 @@ use super::plane::{AuthorisedQuery, DataPlane};
 use super::record::{RanOn, Recorder};
 use super::refusal::{Refusal, Refused};
 use super::request::QueryRequest;
-use crate::audit::AuditEvent;
 use crate::policy::{Action, Grant, Policy, check_mode};
 use crate::privacy::budget::Ledger;
 use crate::privacy::result::{DisclosureMode, ReleasedResult};
@@ -155,14 +154,9 @@ impl Gateway {
             }
         };
         let d = &out.result.disclosure;
-        let mut record = rec.row(&grant.id, "ok", None);
-        record.duration_ms = Some(elapsed_ms);
-        record.suppressed_cells = Some(d.suppressed_cells as i64);
-        record.dropped_rows = Some(d.dropped_rows as i64);
-        let ev = AuditEvent::ok(
-            &rec.user.username,
-            "query.run",
-            Some(&grant.id),
+        let record = rec.answer_row(&grant.id, d, elapsed_ms, None);
+        let ev = rec.answer_event(
+            &grant.id,
             json!({
                 "sql": rec.req.sql,
                 "plan_fingerprint": out.plan_fingerprint,

@@ -14,6 +14,7 @@ use super::QueryError;
 use super::refusal::{Refusal, Refused};
 use super::request::QueryRequest;
 use crate::audit::AuditEvent;
+use crate::privacy::Disclosure;
 use crate::store::budget::{CacheWrite, Settle};
 use crate::store::model::{QueryRecord, User};
 use crate::store::{QueryWrite, Store};
@@ -49,6 +50,27 @@ impl Recorder<'_> {
             suppressed_cells: None,
             dropped_rows: None,
         }
+    }
+
+    /// The history row of an answer: its figures from the released disclosure.
+    pub fn answer_row(
+        &self,
+        application: &str,
+        d: &Disclosure,
+        duration_ms: i64,
+        epsilon_spent: Option<f64>,
+    ) -> QueryRecord {
+        let mut record = self.row(application, "ok", None);
+        record.duration_ms = Some(duration_ms);
+        record.epsilon_spent = epsilon_spent;
+        record.suppressed_cells = Some(d.suppressed_cells as i64);
+        record.dropped_rows = Some(d.dropped_rows as i64);
+        record
+    }
+
+    /// The audit event of an answer (`query.run`, ok) with its detail.
+    pub fn answer_event(&self, application: &str, detail: Value) -> AuditEvent {
+        AuditEvent::ok(&self.user.username, "query.run", Some(application), detail)
     }
 
     /// Record a refusal before the data plane ran, and return it under the query id.
