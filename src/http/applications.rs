@@ -86,6 +86,25 @@ async fn validate_submission(st: &AppState, form: &ApplicationForm) -> Result<()
     }
 }
 
+/// Save a transition of `app` to `next` with its history entry and its audit event
+/// (`application.<action>`) in one transaction.
+async fn save(
+    st: &AppState,
+    who: &AuthUser,
+    app: &Application,
+    next: &Application,
+    action: &str,
+    reason: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<Application, ApiError> {
+    let name = format!("application.{action}");
+    let ev = AuditEvent::ok(&who.user.username, &name, Some(&app.id), detail);
+    Ok(st
+        .store
+        .transition(next, app.updated_at, app.status, action, reason, &ev)
+        .await?)
+}
+
 fn transition_error(msg: String) -> ApiError {
     ApiError::conflict("invalid_transition", msg)
 }
@@ -227,11 +246,8 @@ pub async fn edit(
     let mut next = app.clone();
     next.form = form;
     next.status = to;
-    let ev = AuditEvent::ok(&who.user.username, "application.edit", Some(&id), json!({}));
     Ok(Json(
-        st.store
-            .transition(&next, app.updated_at, app.status, "edit", None, &ev)
-            .await?,
+        save(&st, &who, &app, &next, "edit", None, json!({})).await?,
     ))
 }
 
@@ -249,16 +265,8 @@ pub async fn submit(
     validate_submission(&st, &app.form).await?;
     let mut next = app.clone();
     next.status = to;
-    let ev = AuditEvent::ok(
-        &who.user.username,
-        "application.submit",
-        Some(&id),
-        json!({}),
-    );
     Ok(Json(
-        st.store
-            .transition(&next, app.updated_at, app.status, "submit", None, &ev)
-            .await?,
+        save(&st, &who, &app, &next, "submit", None, json!({})).await?,
     ))
 }
 
@@ -283,23 +291,8 @@ pub async fn change(
     validate_submission(&st, &form).await?;
     let mut next = app.clone();
     next.pending_change = Some(form);
-    let ev = AuditEvent::ok(
-        &who.user.username,
-        "application.change_submit",
-        Some(&id),
-        json!({}),
-    );
     Ok(Json(
-        st.store
-            .transition(
-                &next,
-                app.updated_at,
-                app.status,
-                "change_submit",
-                None,
-                &ev,
-            )
-            .await?,
+        save(&st, &who, &app, &next, "change_submit", None, json!({})).await?,
     ))
 }
 
@@ -329,6 +322,15 @@ pub async fn pledge(
     }
     st.store.accept_pledge(&id, &who.user.username).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The application a reviewer acts on: authorised to review, visible, and not one on
+/// which the reviewer is named or the applicant.
+async fn load_for_review(st: &AppState, who: &AuthUser, id: &str) -> Result<Application, ApiError> {
+    authorize(st, who, Action::Review, Some(id)).await?;
+    let app = load_visible(st, who, id).await?;
+    reviewer_conflict(who, &app)?;
+    Ok(app)
 }
 
 pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
@@ -392,9 +394,7 @@ pub async fn decide(
     body: JsonBody<DecisionRequest>,
 ) -> Result<Json<Application>, ApiError> {
     let Json(req) = body?;
-    authorize(&st, &who, Action::Review, Some(&id)).await?;
-    let app = load_visible(&st, &who, &id).await?;
-    reviewer_conflict(&who, &app)?;
+    let app = load_for_review(&st, &who, &id).await?;
     let reason = req
         .reason
         .as_deref()
@@ -444,16 +444,8 @@ pub async fn decide(
         }
         action = verb;
     }
-    let ev = AuditEvent::ok(
-        &who.user.username,
-        &format!("application.{action}"),
-        Some(&id),
-        json!({"reason": reason, "approval": next.approval}),
-    );
-    let saved = st
-        .store
-        .transition(&next, app.updated_at, app.status, action, reason, &ev)
-        .await?;
+    let detail = json!({"reason": reason, "approval": next.approval});
+    let saved = save(&st, &who, &app, &next, action, reason, detail).await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
 }
@@ -473,9 +465,7 @@ pub async fn recommend(
     body: JsonBody<RecommendationRequest>,
 ) -> Result<(StatusCode, Json<Recommendation>), ApiError> {
     let Json(req) = body?;
-    authorize(&st, &who, Action::Review, Some(&id)).await?;
-    let app = load_visible(&st, &who, &id).await?;
-    reviewer_conflict(&who, &app)?;
+    let app = load_for_review(&st, &who, &id).await?;
     if req.text.trim().is_empty() {
         return Err(ApiError::invalid_application(vec![FieldError {
             field: "text".into(),
@@ -513,9 +503,7 @@ pub async fn revoke(
     body: JsonBody<RevokeRequest>,
 ) -> Result<Json<Application>, ApiError> {
     let Json(req) = body?;
-    authorize(&st, &who, Action::Review, Some(&id)).await?;
-    let app = load_visible(&st, &who, &id).await?;
-    reviewer_conflict(&who, &app)?;
+    let app = load_for_review(&st, &who, &id).await?;
     let reason = req.reason.trim();
     if reason.is_empty() {
         return Err(ApiError::invalid_application(vec![FieldError {
@@ -527,23 +515,8 @@ pub async fn revoke(
     next.status = workflow::next_status(app.status, "revoke").map_err(transition_error)?;
     next.revoked_reason = Some(reason.to_string());
     next.pending_change = None;
-    let ev = AuditEvent::ok(
-        &who.user.username,
-        "application.revoke",
-        Some(&id),
-        json!({"reason": reason}),
-    );
-    let saved = st
-        .store
-        .transition(
-            &next,
-            app.updated_at,
-            app.status,
-            "revoke",
-            Some(reason),
-            &ev,
-        )
-        .await?;
+    let detail = json!({"reason": reason});
+    let saved = save(&st, &who, &app, &next, "revoke", Some(reason), detail).await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
 }
