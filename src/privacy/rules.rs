@@ -65,6 +65,13 @@ impl RuleSet {
         }
     }
 
+    /// Whether the dominance rules can fail a cell: `dominance_k = 1` and `p_ratio = 0` (the
+    /// ends of their validated ranges) hold for every non-negative contribution, so the check
+    /// is skipped, as with [`RuleSet::off`].
+    pub fn dominance_enabled(&self) -> bool {
+        self.dominance_k < 1.0 || self.p_ratio > 0.0
+    }
+
     fn stricter(&self, o: &RuleSet) -> RuleSet {
         RuleSet {
             k: self.k.max(o.k),
