@@ -65,6 +65,13 @@ impl RuleSet {
         }
     }
 
+    /// Whether the dominance rules can fail a cell: `dominance_k = 1` and `p_ratio = 0` (the
+    /// ends of their validated ranges) hold for every non-negative contribution, so the check
+    /// is skipped, as with [`RuleSet::off`].
+    pub fn dominance_enabled(&self) -> bool {
+        self.dominance_k < 1.0 || self.p_ratio > 0.0
+    }
+
     fn stricter(&self, o: &RuleSet) -> RuleSet {
         RuleSet {
             k: self.k.max(o.k),
@@ -125,21 +132,8 @@ impl DisclosureRules {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, RulesError> {
-        let file: File = toml::from_str(text)?;
-        if file.schema_version != RULES_VERSION {
-            return Err(RulesError::Version {
-                found: file.schema_version,
-            });
-        }
-        let base = RuleSet {
-            k: 5,
-            facility_k: 3,
-            dominance_n: 2,
-            dominance_k: 0.9,
-            p_ratio: 0.10,
-            rounding: None,
-        };
-        let defaults = apply(&base, &file.defaults, "[defaults]")?;
+        let file = parse(text)?;
+        let defaults = apply(&shipped_defaults()?, &file.defaults, "[defaults]")?;
         let mut datasets = BTreeMap::new();
         for (name, p) in &file.dataset {
             datasets.insert(
@@ -178,6 +172,34 @@ impl DisclosureRules {
         }
         out
     }
+}
+
+fn parse(text: &str) -> Result<File, RulesError> {
+    let file: File = toml::from_str(text)?;
+    if file.schema_version != RULES_VERSION {
+        return Err(RulesError::Version {
+            found: file.schema_version,
+        });
+    }
+    Ok(file)
+}
+
+/// The `[defaults]` of the shipped rules ([`EMBEDDED_RULES`]), which state every rule
+/// (only `rounding` may be left out: no rounding). A rules file that leaves a key out
+/// inherits it from here, so the thresholds have one source: `policies/disclosure.toml`.
+fn shipped_defaults() -> Result<RuleSet, RulesError> {
+    let d = parse(EMBEDDED_RULES)?.defaults;
+    let missing =
+        |key: &str| RulesError::Invalid(format!("[defaults] of the shipped rules must set {key}"));
+    let base = RuleSet {
+        k: d.k.ok_or_else(|| missing("k"))?,
+        facility_k: d.facility_k.ok_or_else(|| missing("facility_k"))?,
+        dominance_n: d.dominance_n.ok_or_else(|| missing("dominance_n"))?,
+        dominance_k: d.dominance_k.ok_or_else(|| missing("dominance_k"))?,
+        p_ratio: d.p_ratio.ok_or_else(|| missing("p_ratio"))?,
+        rounding: d.rounding,
+    };
+    apply(&base, &Partial::default(), "[defaults]")
 }
 
 fn apply(base: &RuleSet, p: &Partial, at: &str) -> Result<RuleSet, RulesError> {
@@ -222,6 +244,13 @@ mod tests {
         assert_eq!(r.defaults.facility_k, 3);
         assert_eq!(r.defaults.dominance_k, 0.9);
         assert_eq!(r.defaults.p_ratio, 0.10);
+    }
+
+    #[test]
+    fn omitted_keys_take_the_shipped_defaults() {
+        let shipped = DisclosureRules::embedded().unwrap().defaults;
+        let r = DisclosureRules::from_toml("schema_version = 1\n[defaults]\nk = 7\n").unwrap();
+        assert_eq!(r.defaults, RuleSet { k: 7, ..shipped });
     }
 
     #[test]
