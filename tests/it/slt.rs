@@ -109,15 +109,17 @@ where
 
 #[tokio::test]
 async fn slt_golden_files() {
-    run_slt_dir("slt", || {
+    let kura = || {
         let (ctx, catalog) = registry();
         Kura {
             ctx,
             catalog,
             rules: DisclosureRules::embedded().unwrap(),
         }
-    })
-    .await;
+    };
+    run_slt_dir("slt", kura).await;
+    // Cases of the privacy-rewrite rules, one file per rule (src/sql/rewrite/).
+    run_slt_dir("slt/rewrite", kura).await;
 }
 
 /// The DP rewrite as golden files (`tests/slt/dp/*.slt`): noisy values are not

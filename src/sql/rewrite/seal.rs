@@ -7,7 +7,10 @@
 //! remaining cells are additionally guarded to NULL. What the later computation sees is
 //! therefore only what could have been released — an inner small group cannot pass
 //! through an outer query. The hidden helper columns are kept; the final disclosure check
-//! pads public-domain keys back to their full domain.
+//! pads public-domain keys back to their full domain. Exercised by
+//! `tests/slt/accepted.slt` ("Nested aggregate: the inner 3-patient prefecture is removed
+//! before the outer sum", "HAVING sees sealed values…", "Shares with a window over the
+//! aggregate", "Correlated scalar subquery over patients…").
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col, lit, when};
 
-use super::{Guard, Kind, Rel, Rewriter, col_at, internal};
+use super::lineage::{col_at, public_rel, visible_only};
+use super::{Guard, Kind, Rel, Rewriter};
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
 
@@ -46,14 +50,43 @@ pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
 }
 
 impl Rewriter<'_> {
-    pub(crate) fn seal(&mut self, r: Rel) -> Result<Rel, QueryError> {
+    pub(super) fn seal_if_protected(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        match r.kind {
+            Kind::Protected { .. } => self.publish(r),
+            _ => Ok(r),
+        }
+    }
+
+    /// Seal a protected relation and keep only its visible columns: the result is safe
+    /// to compute on further.
+    pub(super) fn publish(&mut self, r: Rel) -> Result<Rel, QueryError> {
+        match r.kind {
+            Kind::Public => Ok(r),
+            Kind::Rows => Err(QueryError::internal(
+                "privacy rewrite",
+                "publish on patient rows",
+            )),
+            Kind::Protected { .. } => {
+                let sealed = if r.kind == (Kind::Protected { sealed: true }) {
+                    r
+                } else {
+                    self.seal(r)?
+                };
+                self.inner_sealed = true;
+                let plan = visible_only(&sealed)?;
+                Ok(public_rel(plan))
+            }
+        }
+    }
+
+    pub(super) fn seal(&mut self, r: Rel) -> Result<Rel, QueryError> {
         self.seal_with(r, true)
     }
 
     /// Null the failing cells for a sort only. Rows stay (a failing row with public keys is
     /// then moved and padded by the final check, and any later consumer seals again), so a
     /// sorted row keeps its passing cells. The result is still unsealed for what follows.
-    pub(crate) fn seal_for_sort(&mut self, r: Rel) -> Result<Rel, QueryError> {
+    pub(super) fn seal_for_sort(&mut self, r: Rel) -> Result<Rel, QueryError> {
         self.seal_with(r, false)
     }
 
@@ -78,7 +111,10 @@ impl Rewriter<'_> {
                     .map(|&g| pass_expr(&self.guards[g], &self.rules)),
             )
             .expect("non-empty");
-            plan = LogicalPlan::Filter(Filter::try_new(pred, Arc::new(plan)).map_err(internal)?);
+            plan = LogicalPlan::Filter(
+                Filter::try_new(pred, Arc::new(plan))
+                    .map_err(|e| QueryError::internal("privacy rewrite", e))?,
+            );
         }
         let mut exprs = Vec::new();
         for (i, col) in r.cols.iter().enumerate() {
@@ -97,12 +133,14 @@ impl Rewriter<'_> {
             exprs.push(
                 when(pass, e)
                     .end()
-                    .map_err(internal)?
+                    .map_err(|e| QueryError::internal("privacy rewrite", e))?
                     .alias_qualified(q.cloned(), f.name()),
             );
         }
-        let plan =
-            LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan)).map_err(internal)?);
+        let plan = LogicalPlan::Projection(
+            Projection::try_new(exprs, Arc::new(plan))
+                .map_err(|e| QueryError::internal("privacy rewrite", e))?,
+        );
         Ok(Rel {
             plan,
             kind: Kind::Protected { sealed: drop_all },

@@ -1,0 +1,95 @@
+//! Privacy rewrite rule: joins (including the semi/anti joins that IN and EXISTS become).
+//!
+//! Two patient relations may be joined only by an equi-join on `pid`, so every joined row
+//! is still one patient's and the unit is kept; any other join would mix patients. A
+//! patient relation may never filter a reference table (a semi or anti join that keeps
+//! only the public side would reveal through the reference rows which values some
+//! patient has). Protected inputs are sealed before they are joined. The result is
+//! patient rows if either kept side is, otherwise public. Exercised by
+//! `tests/slt/accepted.slt` ("Join with a reference table for names", "Disease x fiscal
+//! year x sex, joining two patient tables on pid") and `tests/slt/refusals.slt` (a join
+//! on `prefecture_code`; `disease_no IN (SELECT disease_no FROM nanbyo_survey …)`).
+
+use datafusion::common::JoinType;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, Join, LogicalPlan, Operator};
+
+use super::lineage::plain_col;
+use super::{Col, Kind, Rel, Rewriter, unsupported};
+use crate::query::QueryError;
+
+impl Rewriter<'_> {
+    pub(super) fn join(&mut self, plan: &LogicalPlan, j: &Join) -> Result<Rel, QueryError> {
+        let left = self.rel(&j.left)?;
+        let right = self.rel(&j.right)?;
+        let left = self.seal_if_protected(left)?;
+        let right = self.seal_if_protected(right)?;
+        let (keep_l, keep_r) = match j.join_type {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (true, false),
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (false, true),
+            _ => (true, true),
+        };
+        let (lr, rr) = (left.kind == Kind::Rows, right.kind == Kind::Rows);
+        if ((lr && !keep_l) || (rr && !keep_r)) && !(lr && rr) {
+            return Err(unsupported(
+                "patient rows may not be used to filter a reference table (semi/anti join, IN/EXISTS); join the other way round / 患者行で参照テーブルを絞り込むことはできません",
+            ));
+        }
+        if lr && rr && !joined_on_pid(j, &left, &right) {
+            return Err(unsupported(
+                "joins between patient tables must be equi-joins on pid (… JOIN t2 ON t1.pid = t2.pid); other joins mix patients / 患者テーブル同士の結合は pid による等価結合に限られます",
+            ));
+        }
+        let new = plan
+            .with_new_exprs(plan.expressions(), vec![left.plan, right.plan])
+            .map_err(|e| QueryError::internal("privacy rewrite", e))?;
+        let mut cols = Vec::new();
+        if keep_l {
+            cols.extend(left.cols);
+        }
+        if keep_r {
+            cols.extend(right.cols);
+        }
+        while cols.len() < new.schema().fields().len() {
+            cols.push(Col::default()); // mark column of mark joins
+        }
+        let kind = if (lr && keep_l) || (rr && keep_r) {
+            Kind::Rows
+        } else {
+            Kind::Public
+        };
+        if kind == Kind::Public {
+            for c in &mut cols {
+                c.public = true;
+            }
+        }
+        Ok(Rel {
+            plan: new,
+            kind,
+            cols,
+            drop_on_fail: false,
+        })
+    }
+}
+
+/// Whether the join condition equates the two sides' privacy units (in `ON` keys or in
+/// a conjunct of the join filter).
+fn joined_on_pid(j: &Join, left: &Rel, right: &Rel) -> bool {
+    let is_pid = |e: &Expr, r: &Rel| -> bool {
+        plain_col(e)
+            .and_then(|c| r.plan.schema().index_of_column(c).ok())
+            .is_some_and(|i| r.cols[i].pid)
+    };
+    if j.on
+        .iter()
+        .any(|(l, r)| is_pid(l, left) && is_pid(r, right))
+    {
+        return true;
+    }
+    j.filter.iter().flat_map(split_conjunction).any(|c| {
+        matches!(c, Expr::BinaryExpr(b)
+            if b.op == Operator::Eq
+                && ((is_pid(&b.left, left) && is_pid(&b.right, right))
+                    || (is_pid(&b.right, left) && is_pid(&b.left, right))))
+    })
+}
