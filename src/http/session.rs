@@ -25,8 +25,7 @@ use super::tls::TlsConnection;
 use crate::audit::AuditEvent;
 use crate::auth;
 use crate::auth::certificate::{BindingRefusal, check_binding};
-use crate::policy::{Action, Target, pms_scope_id};
-use crate::store::model::{Role, Status, Term, User};
+use crate::store::model::{Role, Term, User};
 
 pub const SESSION_COOKIE: &str = "kura_session";
 pub const CSRF_COOKIE: &str = "kura_csrf";
@@ -346,80 +345,31 @@ pub struct MeResponse {
 #[utoipa::path(get, path = "/api/v1/me", tag = "session", responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
 pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResponse>, ApiError> {
     let today = st.today();
+    let fy = crate::policy::fiscal_year(today);
     let mut usable = Vec::new();
-    if let (true, Some(m)) = (who.user.has(Role::Pms), &who.user.manufacturer) {
-        let id = pms_scope_id(m);
-        if st
-            .policy
-            .authorize(
-                &who.user,
-                Action::Query,
-                &Target::Pms { scope_id: &id },
-                today,
-            )
-            .await
-            .is_ok()
-        {
-            let (scope, mode, k) = st.policy.pms_terms(m);
-            usable.push(UsableScope {
-                title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
-                id,
-                term: None,
-                scope,
-                mode: mode.to_string(),
-                threshold: k,
-                epsilon_budget: None,
-                epsilon_spent: None,
-                epsilon_remaining: None,
-                fiscal_year: None,
-                renews_on: None,
-                dp_bounds: None,
-            });
-        }
-    }
-    for app in st.store.applications().await? {
-        if app.status != Status::Approved
-            || !app
-                .form
-                .named_users
-                .iter()
-                .any(|n| n.username == who.user.username)
-        {
-            continue;
-        }
-        let pledged = st.store.has_pledged(&app.id, &who.user.username).await?;
-        let target = Target::Application { app: &app, pledged };
-        if st
-            .policy
-            .authorize(&who.user, Action::Query, &target, today)
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        let Some(a) = &app.approval else { continue };
-        let fy = crate::policy::fiscal_year(today);
-        let (spent, remaining) = match a.epsilon_budget {
+    for u in st.policy.usable(&st.store, &who.user, today).await? {
+        let g = u.grant;
+        let dp = g.mode == crate::privacy::result::DisclosureMode::Dp;
+        let (spent, remaining) = match g.epsilon_budget {
             Some(b) => {
-                let used = st.store.epsilon_spent(&app.id, fy).await?;
+                let used = st.store.epsilon_spent(&g.id, fy).await?;
                 (Some(used), Some((b - used).max(0.0)))
             }
             None => (None, None),
         };
-        let dp = a.mode == crate::privacy::result::DisclosureMode::Dp;
         usable.push(UsableScope {
-            id: app.id.clone(),
-            title: app.form.title.clone(),
-            term: Some(a.term),
-            scope: a.scope.clone(),
-            mode: a.mode.to_string(),
-            threshold: a.k,
-            epsilon_budget: a.epsilon_budget,
+            id: g.id,
+            title: u.title,
+            term: u.term,
+            scope: g.scope,
+            mode: g.mode.to_string(),
+            threshold: g.threshold,
+            epsilon_budget: g.epsilon_budget,
             epsilon_spent: spent,
             epsilon_remaining: remaining,
             fiscal_year: dp.then_some(fy),
             renews_on: dp.then(|| crate::privacy::budget::renews_on(fy)),
-            dp_bounds: dp.then(|| a.dp_bounds.unwrap_or_default()),
+            dp_bounds: dp.then(|| g.dp_bounds.unwrap_or_default()),
         });
     }
     Ok(Json(MeResponse {

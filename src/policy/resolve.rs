@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Utc};
 use super::{Action, Denial, Policy, Target};
 use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
-use crate::store::model::{Application, Status, User};
+use crate::store::model::{Application, Role, Status, Term, User};
 use crate::store::{Store, StoreError};
 
 /// Prefix of PMS standing scope ids.
@@ -29,6 +29,14 @@ pub struct Grant {
     pub threshold: u32,
     pub epsilon_budget: Option<f64>,
     pub dp_bounds: Option<DpBounds>,
+}
+
+/// An application (or PMS standing scope) a user may query now.
+#[derive(Debug, Clone)]
+pub struct Usable {
+    pub grant: Grant,
+    pub title: String,
+    pub term: Option<Term>,
 }
 
 /// The scope of a manufacturer's PMS standing access (seed 001): the regen dataset,
@@ -96,6 +104,61 @@ impl Policy {
             epsilon_budget: a.epsilon_budget,
             dp_bounds: a.dp_bounds,
         }))
+    }
+
+    /// Everything `user` may query today: their PMS standing scope (if any) first, then
+    /// each approved application they are named on and pass the enforcement point for.
+    pub async fn usable(
+        &self,
+        store: &Store,
+        user: &User,
+        today: NaiveDate,
+    ) -> Result<Vec<Usable>, StoreError> {
+        let mut out = Vec::new();
+        if let (true, Some(m)) = (user.has(Role::Pms), &user.manufacturer) {
+            let id = super::pms_scope_id(m);
+            if let Ok(Ok(grant)) = self.resolve(store, user, &id, Action::Query, today).await {
+                out.push(Usable {
+                    title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
+                    term: None,
+                    grant,
+                });
+            }
+        }
+        for app in store.applications().await? {
+            // Named on the approved form itself (not only on a pending change).
+            let named = app
+                .form
+                .named_users
+                .iter()
+                .any(|n| n.username == user.username);
+            if app.status != Status::Approved || !named {
+                continue;
+            }
+            let pledged = store.has_pledged(&app.id, &user.username).await?;
+            let target = Target::Application { app: &app, pledged };
+            if self
+                .authorize(user, Action::Query, &target, today)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let Some(a) = &app.approval else { continue };
+            out.push(Usable {
+                title: app.form.title.clone(),
+                term: Some(a.term),
+                grant: Grant {
+                    id: app.id.clone(),
+                    scope: a.scope.clone(),
+                    mode: a.mode,
+                    threshold: a.k,
+                    epsilon_budget: a.epsilon_budget,
+                    dp_bounds: a.dp_bounds,
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Run the enforcement point on a phantom draft, so role refusals (reviewer,
