@@ -1,7 +1,9 @@
-//! The query path in differential-privacy mode: SQL → guard → error hardening → DP
-//! rewrite (contribution bounding) → execute → zero-fill over the public key domain →
-//! noise (OpenDP) → release threshold → post-processing (the query's own projection,
-//! HAVING, ORDER BY, LIMIT on the noisy values) → [`QueryOutcome`].
+//! The query path in differential-privacy mode, the orchestration of the DP stage:
+//! prepare (SQL → guard → error hardening → DP rewrite with contribution bounding → key
+//! domains → the release priced as a value, `privacy::dp::make_release`) → grid execution
+//! (the bounded plan, zero-filled over the public key domain) → release (noise by OpenDP,
+//! release threshold) → post-processing (the query's own projection, HAVING, ORDER BY,
+//! LIMIT on the noisy values) → [`QueryOutcome`].
 //!
 //! Guarantees:
 //! - every released value derived from patient data went through exactly one noised
@@ -15,6 +17,7 @@
 //! - HAVING, ORDER BY and LIMIT run after the noise, on released values only.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,30 +31,15 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Projection, SubqueryAlias, col
 use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
+use crate::engine::exec::collect_limited;
 use crate::privacy::disclosure::{cell_to_json, key_domain};
-use crate::privacy::dp::{self as mech, Noise, sensitivity};
+use crate::privacy::dp::{ExactCell, Noised, Release, make_release};
 use crate::privacy::result::{
-    Disclosure, DisclosureMode, DpBounds, DpColumn, DpDisclosure, DpInterval, DpParams,
-    ReleasedColumn, ReleasedResult,
+    Disclosure, DisclosureMode, DpBounds, DpDisclosure, DpInterval, DpParams, ReleasedColumn,
+    ReleasedResult,
 };
 use crate::privacy::rules::DisclosureRules;
-use crate::sql::guard;
 use crate::sql::rewrite::dp::{self as rewrite, DpPlan, KeyDomain, MeasureKind};
-
-fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::internal("dp release", e.to_string())
-}
-
-/// Version of the DP release procedure; part of the cache key so that a change of
-/// procedure never re-releases answers computed by an older one.
-const PROCEDURE: &str = "kura-dp-1";
-
-/// The noise of one measure: its value (count or sum) and, for AVG, its count.
-#[derive(Debug, Clone)]
-struct MeasureNoise {
-    value: Noise,
-    count: Option<Noise>,
-}
 
 /// A DP query checked and priced, before any patient data is read.
 #[derive(Debug, Clone)]
@@ -59,10 +47,7 @@ pub struct Prepared {
     dp: DpPlan,
     /// Values of each group key (approved scope applied), in domain order.
     domains: Vec<Vec<ScalarValue>>,
-    noises: Vec<MeasureNoise>,
-    gate: Noise,
-    threshold: f64,
-    k: u32,
+    release: Release,
     pub params: DpParams,
     /// Bounds as enforced (an ungrouped query has one group per patient).
     pub effective: DpBounds,
@@ -100,18 +85,33 @@ pub async fn prepare(
             message: "DP queries need a positive, finite epsilon / DP クエリには正の有限な epsilon が必要です".into(),
         });
     }
-    let plan = guard::plan_guarded(ctx, sql, catalog).await?;
-    let tables = guard::tables_read(&plan);
-    let datasets: Vec<&str> = tables
-        .iter()
-        .filter_map(|t| catalog.table(t))
-        .flat_map(|t| t.datasets.iter().map(String::as_str))
-        .collect();
-    let k = rules.effective(datasets).k;
-    let plan = guard::harden(plan)?;
-    let plan_fingerprint = super::suppression::fingerprint(&plan);
-    let dp = rewrite::plan(&plan, catalog, params.bounds)?;
+    // The same guard, rules and fingerprint as the suppression path; DP needs only k.
+    let guarded = super::suppression::guarded(ctx, sql, catalog, rules).await?;
+    let dp = rewrite::plan(&guarded.plan, catalog, params.bounds)?;
+    let domains = key_domains(ctx, catalog, &dp, limits).await?;
+    let release = make_release(&dp, params.bounds, params.epsilon, guarded.rules.k)?;
+    Ok(Prepared {
+        disclosure: release.price(&dp),
+        release_key: release.key(&guarded.plan),
+        effective: release.bounds,
+        dp,
+        domains,
+        release,
+        params,
+        plan_fingerprint: guarded.fingerprint,
+        tables: guarded.tables,
+    })
+}
 
+/// The values of every group key, from the catalogue (approved scope applied) or the
+/// constants of its CASE expression; refused if a domain is empty or cannot be listed, or
+/// if the keys together span more groups than a result may have rows.
+async fn key_domains(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    dp: &DpPlan,
+    limits: &Limits,
+) -> Result<Vec<Vec<ScalarValue>>, QueryError> {
     let mut domains = Vec::new();
     let mut product = 1usize;
     for key in &dp.keys {
@@ -119,18 +119,7 @@ pub async fn prepare(
             KeyDomain::Column { table, column } => {
                 key_domain(ctx, catalog, table, column, &key.data_type, limits.max_rows).await
             }
-            KeyDomain::Literals(v) => {
-                let mut seen = Vec::<ScalarValue>::new();
-                let mut ok = true;
-                for x in v {
-                    match x.cast_to(&key.data_type) {
-                        Ok(y) if !seen.contains(&y) => seen.push(y),
-                        Ok(_) => {}
-                        Err(_) => ok = false,
-                    }
-                }
-                ok.then_some(seen)
-            }
+            KeyDomain::Literals(v) => literal_domain(v, &key.data_type),
         };
         let Some(values) = values.filter(|v| !v.is_empty()) else {
             return Err(QueryError::UnsupportedQuery {
@@ -151,115 +140,22 @@ pub async fn prepare(
             ),
         });
     }
-
-    let effective = if dp.keys.is_empty() {
-        DpBounds {
-            max_groups_per_patient: 1,
-            ..params.bounds
-        }
-    } else {
-        params.bounds
-    };
-    let shares: usize = dp
-        .measures
-        .iter()
-        .map(|m| if m.kind == MeasureKind::Avg { 2 } else { 1 })
-        .sum::<usize>()
-        + usize::from(dp.gate_measure.is_none());
-    let eps_i = params.epsilon / shares as f64;
-    let mut noises = Vec::new();
-    for m in &dp.measures {
-        let (lo, hi) = m.clamp.unwrap_or((0.0, 0.0));
-        let n = match m.kind {
-            MeasureKind::Count => MeasureNoise {
-                value: Noise::new(sensitivity::count(effective), eps_i)?,
-                count: None,
-            },
-            MeasureKind::CountDistinctPid => MeasureNoise {
-                value: Noise::new(sensitivity::distinct_patients(effective), eps_i)?,
-                count: None,
-            },
-            MeasureKind::Sum => MeasureNoise {
-                value: Noise::new(sensitivity::sum(effective, lo, hi), eps_i)?,
-                count: None,
-            },
-            MeasureKind::Avg => MeasureNoise {
-                value: Noise::new(sensitivity::centred_sum(effective, lo, hi), eps_i)?,
-                count: Some(Noise::new(sensitivity::count(effective), eps_i)?),
-            },
-        };
-        noises.push(n);
-    }
-    let gate = match dp.gate_measure {
-        Some(j) => noises[j].value,
-        None => Noise::new(sensitivity::distinct_patients(effective), eps_i)?,
-    };
-    let threshold = mech::release_threshold(k, &gate);
-
-    let ngroup = dp.keys.len();
-    let names: Vec<String> = dp
-        .top
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let mut columns = Vec::new();
-    for (c, pass) in dp.passes.iter().enumerate() {
-        let Some(a) = pass.filter(|&a| a >= ngroup) else {
-            continue;
-        };
-        let j = a - ngroup;
-        let m = &dp.measures[j];
-        let n = &noises[j];
-        columns.push(DpColumn {
-            index: c,
-            name: names[c].clone(),
-            aggregate: m.kind.name().into(),
-            epsilon: n.value.epsilon + n.count.map_or(0.0, |x| x.epsilon),
-            sensitivity: n.value.sensitivity,
-            noise_scale: n.value.scale,
-            ci95_half_width: (m.kind != MeasureKind::Avg).then(|| n.value.ci95_half_width()),
-            clamp: m.clamp.map(|(lo, hi)| [lo, hi]),
-        });
-    }
-    let release_key = release_key(&plan, &params, k);
-    let disclosure = DpDisclosure {
-        epsilon: params.epsilon,
-        cached: false,
-        mechanism: mech::MECHANISM.into(),
-        bounds: effective,
-        release_threshold: threshold,
-        columns,
-        intervals: Vec::new(),
-    };
-    Ok(Prepared {
-        dp,
-        domains,
-        noises,
-        gate,
-        threshold,
-        k,
-        params,
-        effective,
-        plan_fingerprint,
-        release_key,
-        tables,
-        disclosure,
-    })
+    Ok(domains)
 }
 
-/// SHA-256 over the procedure version, the normalised plan with its constants, the DP
-/// parameters and k: the same question asked the same way.
-fn release_key(plan: &LogicalPlan, p: &DpParams, k: u32) -> String {
-    let text = format!(
-        "{PROCEDURE}\n{}\nepsilon={:016x}\nL={}\nm={}\nk={k}",
-        plan.display_indent(),
-        p.epsilon.to_bits(),
-        p.bounds.max_groups_per_patient,
-        p.bounds.max_rows_per_group
-    );
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
+/// The distinct constants of a CASE key cast to the key's type, in order; `None` if one
+/// does not cast.
+fn literal_domain(values: &[ScalarValue], data_type: &DataType) -> Option<Vec<ScalarValue>> {
+    let mut seen = Vec::<ScalarValue>::new();
+    let mut ok = true;
+    for x in values {
+        match x.cast_to(data_type) {
+            Ok(y) if !seen.contains(&y) => seen.push(y),
+            Ok(_) => {}
+            Err(_) => ok = false,
+        }
+    }
+    ok.then_some(seen)
 }
 
 /// Run one DP query over the tables registered in `ctx` (the caller's extract).
@@ -272,86 +168,80 @@ pub async fn run_dp_query(
     params: DpParams,
 ) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
-    let work = async {
+    within_timeout(limits, async {
         let prepared = prepare(ctx, sql, catalog, rules, limits, params).await?;
         let result = release(ctx, &prepared, limits).await?;
-        Ok::<_, QueryError>(QueryOutcome {
+        Ok(QueryOutcome {
             result,
-            plan_fingerprint: prepared.plan_fingerprint.clone(),
-            tables: prepared.tables.clone(),
+            plan_fingerprint: prepared.plan_fingerprint,
+            tables: prepared.tables,
             duration: started.elapsed(),
         })
-    };
-    match tokio::time::timeout(limits.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(QueryError::ResourceLimit {
-            message: format!(
-                "the query ran longer than {} s and was cancelled; narrow it / クエリが {} 秒を超えたため中止しました。条件を絞ってください",
-                limits.timeout.as_secs(),
-                limits.timeout.as_secs()
-            ),
-        }),
-    }
+    })
+    .await
 }
 
-/// Exact bounded values per group, as read from the executed plan.
-struct Exact {
-    /// Per measure: value (count as f64 or sum) and AVG count.
-    values: Vec<(f64, f64)>,
-    patients: f64,
+/// Bound planning and execution of a whole query by `limits.timeout`; dropping the future
+/// on expiry cancels the query. The same rule as the suppression path's, which can adopt
+/// it.
+pub(crate) async fn within_timeout<T>(
+    limits: &Limits,
+    work: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    tokio::time::timeout(limits.timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            let s = limits.timeout.as_secs();
+            Err(QueryError::ResourceLimit {
+                message: format!(
+                    "the query ran longer than {s} s and was cancelled; narrow it / クエリが {s} 秒を超えたため中止しました。条件を絞ってください"
+                ),
+            })
+        })
+}
+
+/// The row cap for a plan whose raw output is filtered before release (groups outside
+/// the key domain here, failing rows in the suppression path, which can adopt it): some
+/// slack over the released row cap, which is enforced exactly on the released rows.
+pub(crate) fn raw_limits(limits: &Limits) -> Limits {
+    Limits {
+        max_rows: limits
+            .max_rows
+            .saturating_mul(4)
+            .max(limits.max_rows.saturating_add(1000)),
+        ..limits.clone()
+    }
 }
 
 /// The key domain rows (first key slowest) with the exact bounded quantities of each.
 struct Grid {
     rows: Vec<Vec<ScalarValue>>,
-    cells: Vec<Exact>,
+    cells: Vec<ExactCell>,
 }
 
 /// Execute the bounded plan and zero-fill its groups over the key domain. Groups outside
 /// the domain (NULL keys, values outside the approved scope) are dropped here.
 async fn grid(ctx: &SessionContext, p: &Prepared, limits: &Limits) -> Result<Grid, QueryError> {
-    let dp = &p.dp;
-    let ngroup = dp.keys.len();
-    // Groups outside the domain are read but never released, so allow for them when
-    // capping the raw output.
-    let raw = Limits {
-        max_rows: limits
-            .max_rows
-            .saturating_mul(4)
-            .max(limits.max_rows + 1000),
-        ..limits.clone()
-    };
-    let batches = crate::engine::exec::collect_limited(ctx, dp.bounded.clone(), &raw).await?;
-    let mut exact: HashMap<Vec<ScalarValue>, Exact> = HashMap::new();
+    let batches = collect_limited(ctx, p.dp.bounded.clone(), &raw_limits(limits)).await?;
+    let mut exact = HashMap::new();
     for b in &batches {
-        let numbers = |i: usize| -> Result<Float64Array, QueryError> {
-            let a = cast(b.column(i), &DataType::Float64).map_err(internal)?;
-            Ok(a.as_primitive::<Float64Type>().clone())
-        };
-        let values: Vec<(Float64Array, Option<Float64Array>)> = dp
-            .measures
-            .iter()
-            .map(|m| Ok((numbers(m.value)?, m.count.map(numbers).transpose()?)))
-            .collect::<Result<_, QueryError>>()?;
-        let patients = numbers(dp.patients)?;
-        let get = |a: &Float64Array, r: usize| if a.is_null(r) { 0.0 } else { a.value(r) };
-        for r in 0..b.num_rows() {
-            let mut key = Vec::with_capacity(ngroup);
-            for (j, k) in dp.keys.iter().enumerate() {
-                let v = ScalarValue::try_from_array(b.column(j), r).map_err(internal)?;
-                key.push(v.cast_to(&k.data_type).map_err(internal)?);
-            }
-            let cell = Exact {
-                values: values
-                    .iter()
-                    .map(|(v, c)| (get(v, r), c.as_ref().map_or(0.0, |c| get(c, r))))
-                    .collect(),
-                patients: get(&patients, r),
-            };
-            exact.insert(key, cell);
-        }
+        read_groups(b, &p.dp, &mut exact)?;
     }
-    let rows: Vec<Vec<ScalarValue>> = p.domains.iter().fold(vec![Vec::new()], |acc, domain| {
+    let rows = domain_product(&p.domains);
+    let cells = rows
+        .iter()
+        .map(|k| {
+            exact
+                .remove(k)
+                .unwrap_or_else(|| ExactCell::empty(p.dp.measures.len()))
+        })
+        .collect();
+    Ok(Grid { rows, cells })
+}
+
+/// Every combination of the key domains, first key slowest.
+fn domain_product(domains: &[Vec<ScalarValue>]) -> Vec<Vec<ScalarValue>> {
+    domains.iter().fold(vec![Vec::new()], |acc, domain| {
         acc.iter()
             .flat_map(|prefix| {
                 domain.iter().map(move |v| {
@@ -361,17 +251,45 @@ async fn grid(ctx: &SessionContext, p: &Prepared, limits: &Limits) -> Result<Gri
                 })
             })
             .collect()
-    });
-    let cells = rows
+    })
+}
+
+/// The exact bounded quantities of each group in one batch of the bounded plan, by key.
+fn read_groups(
+    b: &RecordBatch,
+    dp: &DpPlan,
+    exact: &mut HashMap<Vec<ScalarValue>, ExactCell>,
+) -> Result<(), QueryError> {
+    let numbers = |i: usize| -> Result<Float64Array, QueryError> {
+        let a = cast(b.column(i), &DataType::Float64)
+            .map_err(|e| QueryError::internal("dp release", e))?;
+        Ok(a.as_primitive::<Float64Type>().clone())
+    };
+    let values: Vec<(Float64Array, Option<Float64Array>)> = dp
+        .measures
         .iter()
-        .map(|k| {
-            exact.remove(k).unwrap_or_else(|| Exact {
-                values: vec![(0.0, 0.0); dp.measures.len()],
-                patients: 0.0,
-            })
-        })
-        .collect();
-    Ok(Grid { rows, cells })
+        .map(|m| Ok((numbers(m.value)?, m.count.map(numbers).transpose()?)))
+        .collect::<Result<_, QueryError>>()?;
+    let patients = numbers(dp.patients)?;
+    let get = |a: &Float64Array, r: usize| if a.is_null(r) { 0.0 } else { a.value(r) };
+    for r in 0..b.num_rows() {
+        let mut key = Vec::with_capacity(dp.keys.len());
+        for (j, k) in dp.keys.iter().enumerate() {
+            let v = ScalarValue::try_from_array(b.column(j), r)
+                .and_then(|v| v.cast_to(&k.data_type))
+                .map_err(|e| QueryError::internal("dp release", e))?;
+            key.push(v);
+        }
+        let cell = ExactCell {
+            values: values
+                .iter()
+                .map(|(v, c)| (get(v, r), c.as_ref().map_or(0.0, |c| get(c, r))))
+                .collect(),
+            patients: get(&patients, r),
+        };
+        exact.insert(key, cell);
+    }
+    Ok(())
 }
 
 /// The exact quantities that the release would noise, one vector over the key domain per
@@ -406,15 +324,7 @@ pub async fn exact_quantities(
 
 /// The sensitivity each quantity of [`exact_quantities`] is noised for.
 pub fn quantity_sensitivities(p: &Prepared) -> Vec<f64> {
-    let mut out = Vec::new();
-    for n in &p.noises {
-        out.push(n.value.sensitivity);
-        if let Some(c) = n.count {
-            out.push(c.sensitivity);
-        }
-    }
-    out.push(p.gate.sensitivity);
-    out
+    p.release.sensitivities()
 }
 
 /// Execute the bounded plan, zero-fill, noise, threshold and post-process.
@@ -424,220 +334,14 @@ pub async fn release(
     limits: &Limits,
 ) -> Result<ReleasedResult, QueryError> {
     let dp = &p.dp;
-    let ngroup = dp.keys.len();
     let Grid { rows, cells } = grid(ctx, p, limits).await?;
-    let n = rows.len();
-
-    // Noise: one vector per quantity.
-    let mut noisy_value: Vec<Vec<f64>> = Vec::new();
-    let mut noisy_count: Vec<Option<Vec<f64>>> = Vec::new();
-    let mut spent = 0.0;
-    for (j, m) in dp.measures.iter().enumerate() {
-        let nz = &p.noises[j];
-        match m.kind {
-            MeasureKind::Count | MeasureKind::CountDistinctPid => {
-                let v: Vec<i64> = cells.iter().map(|c| c.values[j].0 as i64).collect();
-                let (out, e) = mech::noisy_counts(&v, &nz.value)?;
-                spent += e;
-                noisy_value.push(out.into_iter().map(|x| x as f64).collect());
-                noisy_count.push(None);
-            }
-            MeasureKind::Sum => {
-                let v: Vec<f64> = cells.iter().map(|c| c.values[j].0).collect();
-                let (out, e) = mech::noisy_sums(&v, &nz.value)?;
-                spent += e;
-                noisy_value.push(out);
-                noisy_count.push(None);
-            }
-            MeasureKind::Avg => {
-                let v: Vec<f64> = cells.iter().map(|c| c.values[j].0).collect();
-                let (out, e) = mech::noisy_sums(&v, &nz.value)?;
-                spent += e;
-                let cn = nz
-                    .count
-                    .as_ref()
-                    .ok_or_else(|| internal("avg without count"))?;
-                let c: Vec<i64> = cells.iter().map(|c| c.values[j].1 as i64).collect();
-                let (outc, e2) = mech::noisy_counts(&c, cn)?;
-                spent += e2;
-                noisy_value.push(out);
-                noisy_count.push(Some(outc.into_iter().map(|x| x as f64).collect()));
-            }
-        }
-    }
-    let gate: Vec<f64> = match dp.gate_measure {
-        Some(j) => noisy_value[j].clone(),
-        None => {
-            let v: Vec<i64> = cells.iter().map(|c| c.patients as i64).collect();
-            let (out, e) = mech::noisy_counts(&v, &p.gate)?;
-            spent += e;
-            out.into_iter().map(|x| x as f64).collect()
-        }
-    };
-    if spent > p.params.epsilon * (1.0 + 1e-9) {
-        return Err(internal(format!(
-            "composition spent {spent} above the requested {}",
-            p.params.epsilon
-        )));
-    }
-    let passed: Vec<bool> = gate.iter().map(|g| *g >= p.threshold).collect();
-
-    // The aggregate's output, rebuilt from the noisy values.
-    let schema = dp.aggregate.schema.clone();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    let mut withheld: Vec<Vec<bool>> = vec![vec![false; dp.measures.len()]; n];
-    let mut avg_parts: HashMap<(usize, usize), (f64, f64)> = HashMap::new();
-    for (j, _) in dp.keys.iter().enumerate() {
-        let arr = ScalarValue::iter_to_array(rows.iter().map(|r| r[j].clone()))
-            .or_else(|_| {
-                // All-null key column (CASE without ELSE only): typed nulls.
-                ScalarValue::try_from(schema.field(j).data_type())
-                    .and_then(|nul| nul.to_array_of_size(n))
-            })
-            .map_err(internal)?;
-        arrays.push(cast(&arr, schema.field(j).data_type()).map_err(internal)?);
-    }
-    for (j, m) in dp.measures.iter().enumerate() {
-        let target = schema.field(ngroup + j).data_type();
-        let arr: ArrayRef = match m.kind {
-            MeasureKind::Count | MeasureKind::CountDistinctPid => {
-                let a: Int64Array = (0..n)
-                    .map(|r| {
-                        if passed[r] {
-                            Some(noisy_value[j][r] as i64)
-                        } else {
-                            withheld[r][j] = true;
-                            None
-                        }
-                    })
-                    .collect();
-                Arc::new(a)
-            }
-            MeasureKind::Sum => {
-                let int = target.is_integer();
-                let a: Float64Array = (0..n)
-                    .map(|r| {
-                        if passed[r] {
-                            let v = noisy_value[j][r];
-                            Some(if int { v.round() } else { v })
-                        } else {
-                            withheld[r][j] = true;
-                            None
-                        }
-                    })
-                    .collect();
-                Arc::new(a)
-            }
-            MeasureKind::Avg => {
-                let (lo, hi) = m.clamp.ok_or_else(|| internal("avg without clamp"))?;
-                let counts = noisy_count[j]
-                    .as_ref()
-                    .ok_or_else(|| internal("avg count"))?;
-                let a: Float64Array = (0..n)
-                    .map(|r| {
-                        let s = noisy_value[j][r];
-                        let c = counts[r];
-                        if passed[r] && c >= 1.0 {
-                            avg_parts.insert((r, j), (s, c));
-                            Some(((lo + hi) / 2.0 + s / c).clamp(lo, hi))
-                        } else {
-                            withheld[r][j] = true;
-                            None
-                        }
-                    })
-                    .collect();
-                Arc::new(a)
-            }
-        };
-        arrays.push(cast(&arr, target).map_err(internal)?);
-    }
-    arrays.push(Arc::new(Int64Array::from_iter_values(0..n as i64)));
-
-    // Register the noisy aggregate under neutral names and restore the aggregate's
-    // qualified names with a projection, so the query's own post-processing plan binds.
-    let mut fields: Vec<Field> = (0..schema.fields().len())
-        .map(|i| Field::new(format!("__kura_f{i}"), arrays[i].data_type().clone(), true))
-        .collect();
-    fields.push(Field::new("__kura_row", DataType::Int64, false));
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
-    let scan = ctx
-        .read_batch(batch)
-        .map_err(internal)?
-        .into_unoptimized_plan();
-    let mut exprs: Vec<Expr> = Vec::new();
-    for i in 0..schema.fields().len() {
-        let (q, f) = schema.qualified_field(i);
-        exprs.push(col(format!("__kura_f{i}")).alias_qualified(q.cloned(), f.name()));
-    }
-    exprs.push(col("__kura_row"));
-    let replacement =
-        LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(scan)).map_err(internal)?);
-    let finished = rebuild(&dp.top, &replacement)?;
-    let out = crate::engine::exec::collect_limited(ctx, finished, limits).await?;
-
-    // Released rows, with the suppressed cells of withheld rows.
-    let out_schema = dp.top.schema();
-    let width = out_schema.fields().len();
-    let columns: Vec<ReleasedColumn> = out_schema
-        .fields()
-        .iter()
-        .map(|f| ReleasedColumn {
-            name: f.name().clone(),
-            type_name: f.data_type().to_string(),
-        })
-        .collect();
-    let noised: Vec<BTreeSet<usize>> = dp
-        .lineage
-        .iter()
-        .map(|l| {
-            l.iter()
-                .filter(|&&a| a >= ngroup)
-                .map(|a| a - ngroup)
-                .collect()
-        })
-        .collect();
-    let mut released_rows = Vec::new();
-    let mut suppressed = Vec::new();
-    let mut intervals = Vec::new();
-    for b in &out {
-        let ids = b.column(width);
-        let ids = cast(ids, &DataType::Int64).map_err(internal)?;
-        let ids = ids.as_primitive::<Int64Type>();
-        for r in 0..b.num_rows() {
-            let id = ids.value(r) as usize;
-            let row_no = released_rows.len();
-            let mut row = Vec::with_capacity(width);
-            for (c, lin) in noised.iter().enumerate() {
-                let hidden = lin.iter().any(|&j| withheld[id][j]);
-                if hidden {
-                    suppressed.push([row_no, c]);
-                    row.push(serde_json::Value::Null);
-                } else {
-                    row.push(cell_to_json(b.column(c), r));
-                }
-                if let Some(a) = dp.passes[c].filter(|&a| a >= ngroup) {
-                    let j = a - ngroup;
-                    if let (Some((s, cnt)), Some((lo, hi)), Some(cn)) = (
-                        avg_parts.get(&(id, j)),
-                        dp.measures[j].clamp,
-                        p.noises[j].count.as_ref(),
-                    ) && !hidden
-                    {
-                        let (low, high) =
-                            mech::avg_interval(*s, *cnt, &p.noises[j].value, cn, lo, hi);
-                        intervals.push(DpInterval {
-                            row: row_no,
-                            column: c,
-                            low,
-                            high,
-                        });
-                    }
-                }
-            }
-            released_rows.push(row);
-        }
-    }
-    if released_rows.len() > limits.max_rows {
+    let noised = p.release.run(&cells)?;
+    let aggregate = noisy_aggregate(ctx, dp, &rows, &noised)?;
+    let finished = rebuild(&dp.top, &aggregate)?;
+    let out = collect_limited(ctx, finished, limits).await?;
+    let measures = measures_behind(dp);
+    let released = released_rows(dp, &noised, &measures, &out)?;
+    if released.rows.len() > limits.max_rows {
         return Err(QueryError::ResourceLimit {
             message: format!(
                 "the result has more than {} rows; aggregate further or add filters / 結果が {} 行を超えました",
@@ -645,23 +349,197 @@ pub async fn release(
             ),
         });
     }
+    let columns = released_columns(dp);
+    let notes = notes(p, &columns, &measures);
+    let mut disclosure = p.disclosure.clone();
+    disclosure.intervals = released.intervals;
+    Ok(ReleasedResult {
+        columns,
+        rows: released.rows,
+        disclosure: Disclosure {
+            mode: DisclosureMode::Dp,
+            threshold: p.release.k,
+            suppressed_cells: released.suppressed.len(),
+            suppressed: released.suppressed,
+            dropped_rows: 0,
+            rounding: None,
+            epsilon_spent: Some(p.params.epsilon),
+            epsilon_remaining: None,
+            notes,
+            dp: Some(disclosure),
+        },
+    })
+}
 
-    let shares = p
-        .noises
+/// The aggregate's output rebuilt from the noisy values (withheld cells null), plus a
+/// hidden row id, under the aggregate's own qualified names so that the query's
+/// post-processing plan binds to it.
+fn noisy_aggregate(
+    ctx: &SessionContext,
+    dp: &DpPlan,
+    rows: &[Vec<ScalarValue>],
+    noised: &Noised<'_>,
+) -> Result<LogicalPlan, QueryError> {
+    let schema = &dp.aggregate.schema;
+    let ngroup = dp.keys.len();
+    let mut arrays = key_arrays(dp, rows)?;
+    for (j, m) in dp.measures.iter().enumerate() {
+        let target = schema.field(ngroup + j).data_type();
+        arrays.push(measure_array(m.kind, target, noised, j, rows.len())?);
+    }
+    arrays.push(Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)));
+
+    // Registered under neutral names; a projection restores the qualified ones.
+    let mut fields: Vec<Field> = (0..schema.fields().len())
+        .map(|i| Field::new(format!("__kura_f{i}"), arrays[i].data_type().clone(), true))
+        .collect();
+    fields.push(Field::new("__kura_row", DataType::Int64, false));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| QueryError::internal("dp release", e))?;
+    let scan = ctx
+        .read_batch(batch)
+        .map_err(|e| QueryError::internal("dp release", e))?
+        .into_unoptimized_plan();
+    let mut exprs: Vec<Expr> = Vec::new();
+    for i in 0..schema.fields().len() {
+        let (q, f) = schema.qualified_field(i);
+        exprs.push(col(format!("__kura_f{i}")).alias_qualified(q.cloned(), f.name()));
+    }
+    exprs.push(col("__kura_row"));
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(exprs, Arc::new(scan))
+            .map_err(|e| QueryError::internal("dp release", e))?,
+    ))
+}
+
+/// The key columns of the aggregate's output, one row per key domain row.
+fn key_arrays(dp: &DpPlan, rows: &[Vec<ScalarValue>]) -> Result<Vec<ArrayRef>, QueryError> {
+    let schema = &dp.aggregate.schema;
+    (0..dp.keys.len())
+        .map(|j| {
+            let target = schema.field(j).data_type();
+            let arr = ScalarValue::iter_to_array(rows.iter().map(|r| r[j].clone()))
+                .or_else(|_| {
+                    // All-null key column (CASE without ELSE only): typed nulls.
+                    ScalarValue::try_from(target).and_then(|nul| nul.to_array_of_size(rows.len()))
+                })
+                .map_err(|e| QueryError::internal("dp release", e))?;
+            cast(&arr, target).map_err(|e| QueryError::internal("dp release", e))
+        })
+        .collect()
+}
+
+/// The noisy column of measure `j` in the aggregate's output type: counts as integers, a
+/// SUM of an integer column rounded, an AVG as its estimate; withheld cells null.
+fn measure_array(
+    kind: MeasureKind,
+    target: &DataType,
+    noised: &Noised<'_>,
+    j: usize,
+    n: usize,
+) -> Result<ArrayRef, QueryError> {
+    let cells = (0..n).map(|r| noised.cell(j, r));
+    let arr: ArrayRef = match kind {
+        MeasureKind::Count | MeasureKind::CountDistinctPid => {
+            Arc::new(cells.map(|v| v.map(|x| x as i64)).collect::<Int64Array>())
+        }
+        MeasureKind::Sum => {
+            let int = target.is_integer();
+            let round = |x: f64| if int { x.round() } else { x };
+            Arc::new(cells.map(|v| v.map(round)).collect::<Float64Array>())
+        }
+        MeasureKind::Avg => Arc::new(cells.collect::<Float64Array>()),
+    };
+    cast(&arr, target).map_err(|e| QueryError::internal("dp release", e))
+}
+
+/// For every output column of the query: the measures (by index) it is computed from.
+fn measures_behind(dp: &DpPlan) -> Vec<BTreeSet<usize>> {
+    let ngroup = dp.keys.len();
+    dp.lineage
         .iter()
-        .map(|x| 1 + usize::from(x.count.is_some()))
-        .sum::<usize>()
-        + usize::from(dp.gate_measure.is_none());
-    let mut notes = vec![format!(
-        "Differential privacy: ε = {eps} spent over {shares} noised quantities (Laplace); each patient counts in at most {l} group(s) and {m} row(s) per group; rows whose noisy patient count is below {tau:.1} are suppressed (the <{k} rule). / 差分プライバシー: ε = {eps} を {shares} 個の量に配分しラプラスノイズを加えました。患者 1 人あたり最大 {l} グループ・各 {m} 行まで集計し、ノイズ付き患者数が {tau:.1} 未満の行は秘匿しました（{k} 未満ルール）。",
-        eps = p.params.epsilon,
-        l = p.effective.max_groups_per_patient,
-        m = p.effective.max_rows_per_group,
-        tau = p.threshold,
-        k = p.k,
-    )];
-    let derived: Vec<&str> = (0..width)
-        .filter(|&c| !noised[c].is_empty() && dp.passes[c].is_none_or(|a| a < ngroup))
+        .map(|l| {
+            l.iter()
+                .filter(|&&a| a >= ngroup)
+                .map(|a| a - ngroup)
+                .collect()
+        })
+        .collect()
+}
+
+/// The released rows, with the suppressed cells and the intervals of AVG cells.
+#[derive(Default)]
+struct Released {
+    rows: Vec<Vec<serde_json::Value>>,
+    suppressed: Vec<[usize; 2]>,
+    intervals: Vec<DpInterval>,
+}
+
+/// Read the post-processed output: a cell computed from a withheld value is null and
+/// listed as suppressed; a cell that shows an AVG as it is gets its interval.
+fn released_rows(
+    dp: &DpPlan,
+    noised: &Noised<'_>,
+    measures: &[BTreeSet<usize>],
+    out: &[RecordBatch],
+) -> Result<Released, QueryError> {
+    let ngroup = dp.keys.len();
+    let width = dp.top.schema().fields().len();
+    let mut released = Released::default();
+    for b in out {
+        let ids = cast(b.column(width), &DataType::Int64)
+            .map_err(|e| QueryError::internal("dp release", e))?;
+        let ids = ids.as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            let id = ids.value(r) as usize;
+            let row_no = released.rows.len();
+            let mut row = Vec::with_capacity(width);
+            for (c, lin) in measures.iter().enumerate() {
+                let hidden = lin.iter().any(|&j| noised.withheld(j, id));
+                if hidden {
+                    released.suppressed.push([row_no, c]);
+                    row.push(serde_json::Value::Null);
+                } else {
+                    row.push(cell_to_json(b.column(c), r));
+                }
+                if let Some(a) = dp.passes[c].filter(|&a| a >= ngroup)
+                    && !hidden
+                    && let Some((low, high)) = noised.interval(a - ngroup, id)
+                {
+                    released.intervals.push(DpInterval {
+                        row: row_no,
+                        column: c,
+                        low,
+                        high,
+                    });
+                }
+            }
+            released.rows.push(row);
+        }
+    }
+    Ok(released)
+}
+
+/// The released column names and types.
+fn released_columns(dp: &DpPlan) -> Vec<ReleasedColumn> {
+    dp.top
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| ReleasedColumn {
+            name: f.name().clone(),
+            type_name: f.data_type().to_string(),
+        })
+        .collect()
+}
+
+/// The release's note, and which columns are computed from noisy values (so carry no
+/// interval).
+fn notes(p: &Prepared, columns: &[ReleasedColumn], measures: &[BTreeSet<usize>]) -> Vec<String> {
+    let ngroup = p.dp.keys.len();
+    let mut notes = vec![p.release.note()];
+    let derived: Vec<&str> = (0..columns.len())
+        .filter(|&c| !measures[c].is_empty() && p.dp.passes[c].is_none_or(|a| a < ngroup))
         .map(|c| columns[c].name.as_str())
         .collect();
     if !derived.is_empty() {
@@ -671,24 +549,7 @@ pub async fn release(
             derived.join(", ")
         ));
     }
-    let mut disclosure = p.disclosure.clone();
-    disclosure.intervals = intervals;
-    Ok(ReleasedResult {
-        columns,
-        rows: released_rows,
-        disclosure: Disclosure {
-            mode: DisclosureMode::Dp,
-            threshold: p.k,
-            suppressed_cells: suppressed.len(),
-            suppressed,
-            dropped_rows: 0,
-            rounding: None,
-            epsilon_spent: Some(p.params.epsilon),
-            epsilon_remaining: None,
-            notes,
-            dp: Some(disclosure),
-        },
-    })
+    notes
 }
 
 /// The query's post-processing chain over `replacement` instead of the aggregation, with
@@ -706,23 +567,25 @@ fn rebuild(plan: &LogicalPlan, replacement: &LogicalPlan) -> Result<LogicalPlan,
             let mut exprs = p.expr.clone();
             exprs.push(last(&input));
             Ok(LogicalPlan::Projection(
-                Projection::try_new(exprs, Arc::new(input)).map_err(internal)?,
+                Projection::try_new(exprs, Arc::new(input))
+                    .map_err(|e| QueryError::internal("dp release", e))?,
             ))
         }
         LogicalPlan::SubqueryAlias(a) => {
             let input = rebuild(&a.input, replacement)?;
             Ok(LogicalPlan::SubqueryAlias(
-                SubqueryAlias::try_new(Arc::new(input), a.alias.clone()).map_err(internal)?,
+                SubqueryAlias::try_new(Arc::new(input), a.alias.clone())
+                    .map_err(|e| QueryError::internal("dp release", e))?,
             ))
         }
         LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Filter(_) => {
             let input = rebuild(plan.inputs()[0], replacement)?;
             plan.with_new_exprs(plan.expressions(), vec![input])
-                .map_err(internal)
+                .map_err(|e| QueryError::internal("dp release", e))
         }
-        other => Err(internal(format!(
-            "post-processing node {}",
-            other.display()
-        ))),
+        other => Err(QueryError::internal(
+            "dp release",
+            format!("post-processing node {}", other.display()),
+        )),
     }
 }

@@ -1,25 +1,20 @@
-//! Privacy stage, differential privacy: the noise mechanisms and their accounting.
+//! Privacy stage, differential privacy: the noise mechanisms. Every noised quantity is one
+//! vector (a column of cells over the zero-filled key domain) released with the Laplace
+//! mechanism of the `opendp` crate: discrete Laplace on counts, Laplace on clamped sums.
+//! OpenDP samples the noise (with its cryptographic RNG) and reports the ε of each
+//! measurement through its privacy map; we never sample ourselves, and nothing is released
+//! unless the map confirms the quantity's ε share for its sensitivity.
 //!
-//! Every noised quantity is one vector (a column of cells over the zero-filled key domain)
-//! released with the Laplace mechanism of the `opendp` crate: discrete Laplace on counts,
-//! Laplace on clamped sums. OpenDP samples the noise (with its cryptographic RNG) and
-//! reports the ε of each measurement through its privacy map; we never sample ourselves.
-//! The release as a whole is pure ε-DP by sequential composition: ε is split equally over
-//! the noised quantities, each gets scale `b = Δ / ε_i`, and the privacy map must confirm
-//! `ε_i` for sensitivity `Δ` before anything is released.
-//!
-//! Sensitivities are L1 over all cells for one patient added or removed, under the
-//! contribution bounds enforced in the rewritten plan (`sql::privacy::dp`): a patient feeds
-//! at most `L` groups and at most `m` rows per group, and values are clamped to `[lo, hi]`.
-//! OpenDP trusts the sensitivity it is given, so these formulas are where correctness
-//! lives; `tests/it/dp_engine.rs` checks them against a patient with 1,000 rows.
+//! Also here: the release threshold on a noisy patient count and the accuracy of noisy
+//! values (95% half-widths, the interval of an AVG).
 
+use opendp::core::{Measurement, MetricSpace};
 use opendp::domains::{AtomDomain, VectorDomain};
-use opendp::measurements::make_laplace;
+use opendp::measurements::{DiscreteLaplace, MakeNoise, make_laplace};
 use opendp::measures::MaxDivergence;
 use opendp::metrics::L1Distance;
+use opendp::traits::CheckAtom;
 
-use crate::privacy::result::DpBounds;
 use crate::query::QueryError;
 
 /// Probability that a group with fewer than k patients passes the release threshold.
@@ -27,10 +22,6 @@ pub const THRESHOLD_FAILURE: f64 = 0.01;
 
 /// Name of the mechanism in results and the audit log.
 pub const MECHANISM: &str = "laplace";
-
-fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::internal("dp mechanism", e.to_string())
-}
 
 /// One noised quantity: its L1 sensitivity, ε share and Laplace scale.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,9 +35,10 @@ impl Noise {
     /// Scale for `sensitivity` at `epsilon`.
     pub fn new(sensitivity: f64, epsilon: f64) -> Result<Self, QueryError> {
         if !(epsilon.is_finite() && epsilon > 0.0 && sensitivity.is_finite() && sensitivity > 0.0) {
-            return Err(internal(format!(
-                "invalid noise parameters: sensitivity {sensitivity}, epsilon {epsilon}"
-            )));
+            return Err(QueryError::internal(
+                "dp mechanism",
+                format!("invalid noise parameters: sensitivity {sensitivity}, epsilon {epsilon}"),
+            ));
         }
         Ok(Self {
             sensitivity,
@@ -66,35 +58,6 @@ impl Noise {
     }
 }
 
-/// The sensitivities of the supported aggregates under `bounds`.
-pub mod sensitivity {
-    use super::DpBounds;
-
-    fn lm(b: DpBounds) -> f64 {
-        f64::from(b.max_groups_per_patient) * f64::from(b.max_rows_per_group)
-    }
-
-    /// COUNT(*) / COUNT(col): at most m rows in each of at most L groups.
-    pub fn count(b: DpBounds) -> f64 {
-        lm(b)
-    }
-
-    /// COUNT(DISTINCT pid), and the hidden patient count behind the release threshold.
-    pub fn distinct_patients(b: DpBounds) -> f64 {
-        f64::from(b.max_groups_per_patient)
-    }
-
-    /// SUM of values clamped to `[lo, hi]`.
-    pub fn sum(b: DpBounds, lo: f64, hi: f64) -> f64 {
-        lm(b) * lo.abs().max(hi.abs())
-    }
-
-    /// The sum inside an AVG: values are clamped and centred on the midpoint.
-    pub fn centred_sum(b: DpBounds, lo: f64, hi: f64) -> f64 {
-        lm(b) * (hi - lo) / 2.0
-    }
-}
-
 /// The release threshold τ for a noisy patient count of scale `b`: a group with at most
 /// k − 1 patients passes with probability at most [`THRESHOLD_FAILURE`], because
 /// P(Laplace(b) ≥ 1 + b·ln(1 / (2β))) ≤ β.
@@ -102,52 +65,110 @@ pub fn release_threshold(k: u32, gate: &Noise) -> f64 {
     f64::from(k) + gate.scale * (1.0 / (2.0 * THRESHOLD_FAILURE)).ln()
 }
 
-/// Confirm with OpenDP's privacy map that `noise` costs at most its ε share.
-fn confirm(spent: f64, noise: &Noise) -> Result<(), QueryError> {
-    if spent > noise.epsilon * (1.0 + 1e-9) {
-        return Err(internal(format!(
-            "privacy map reports ε {spent} above the allotted {}",
-            noise.epsilon
-        )));
+/// OpenDP's Laplace measurement over a vector of cells, with L1 distance between vectors.
+type VectorLaplace<T> =
+    Measurement<VectorDomain<AtomDomain<T>>, L1Distance<T>, MaxDivergence, Vec<T>>;
+
+/// Refuse a charge above what was allotted to it, with a relative tolerance for the
+/// rounding of ε shares. `charged` and `limit` name both in the internal message.
+pub(super) fn within(
+    spent: f64,
+    allotted: f64,
+    stage: &'static str,
+    charged: &str,
+    limit: &str,
+) -> Result<f64, QueryError> {
+    if spent > allotted * (1.0 + 1e-9) {
+        return Err(QueryError::internal(
+            stage,
+            format!("{charged} {spent} above the {limit} {allotted}"),
+        ));
     }
-    Ok(())
+    Ok(spent)
+}
+
+/// The Laplace mechanism over cells of `domain` at `noise`'s scale, and the ε OpenDP's
+/// privacy map charges at input distance `d_in` (the quantity's sensitivity), confirmed
+/// within the ε share of `noise`.
+fn laplace<T: CheckAtom>(
+    domain: AtomDomain<T>,
+    d_in: T,
+    noise: &Noise,
+) -> Result<(VectorLaplace<T>, f64), QueryError>
+where
+    DiscreteLaplace: MakeNoise<VectorDomain<AtomDomain<T>>, L1Distance<T>, MaxDivergence>,
+    (VectorDomain<AtomDomain<T>>, L1Distance<T>): MetricSpace,
+{
+    let m = make_laplace::<_, _, MaxDivergence>(
+        VectorDomain::new(domain),
+        L1Distance::<T>::default(),
+        noise.scale,
+        None,
+    )
+    .map_err(|e| QueryError::internal("dp mechanism", e))?;
+    let spent = m
+        .map(&d_in)
+        .map_err(|e| QueryError::internal("dp mechanism", e))?;
+    let spent = within(
+        spent,
+        noise.epsilon,
+        "dp mechanism",
+        "privacy map reports ε",
+        "allotted",
+    )?;
+    Ok((m, spent))
+}
+
+/// Discrete Laplace on integer counts; integer sensitivities are whole numbers of rows
+/// or patients.
+fn count_laplace(noise: &Noise) -> Result<(VectorLaplace<i64>, f64), QueryError> {
+    laplace(
+        AtomDomain::<i64>::default(),
+        noise.sensitivity.ceil() as i64,
+        noise,
+    )
+}
+
+/// Laplace on real-valued sums (OpenDP's float Laplace, sampled exactly on a fine grid).
+fn sum_laplace(noise: &Noise) -> Result<(VectorLaplace<f64>, f64), QueryError> {
+    laplace(AtomDomain::<f64>::new_non_nan(), noise.sensitivity, noise)
+}
+
+/// Run a priced measurement on `values`: the noisy values and the ε charged.
+fn invoke<T: CheckAtom>(
+    (m, spent): (VectorLaplace<T>, f64),
+    values: &[T],
+) -> Result<(Vec<T>, f64), QueryError> {
+    let out = m
+        .invoke(&values.to_vec())
+        .map_err(|e| QueryError::internal("dp mechanism", e))?;
+    Ok((out, spent))
+}
+
+/// The ε OpenDP's privacy map charges for a vector of counts noised with `noise`, once
+/// confirmed within its share. Reads no data: this is the price before the release.
+pub fn count_map(noise: &Noise) -> Result<f64, QueryError> {
+    Ok(count_laplace(noise)?.1)
+}
+
+/// The ε OpenDP's privacy map charges for a vector of sums noised with `noise`, once
+/// confirmed within its share.
+pub fn sum_map(noise: &Noise) -> Result<f64, QueryError> {
+    Ok(sum_laplace(noise)?.1)
 }
 
 /// Add discrete Laplace noise to integer counts. Returns the noisy values and the ε the
 /// privacy map charges for `noise.sensitivity`.
 pub fn noisy_counts(values: &[i64], noise: &Noise) -> Result<(Vec<i64>, f64), QueryError> {
-    let m = make_laplace::<_, _, MaxDivergence>(
-        VectorDomain::new(AtomDomain::<i64>::default()),
-        L1Distance::<i64>::default(),
-        noise.scale,
-        None,
-    )
-    .map_err(internal)?;
-    // Integer sensitivities are whole numbers of rows or patients.
-    let d_in = noise.sensitivity.ceil() as i64;
-    let spent = m.map(&d_in).map_err(internal)?;
-    confirm(spent, noise)?;
-    let out = m.invoke(&values.to_vec()).map_err(internal)?;
-    Ok((out, spent))
+    invoke(count_laplace(noise)?, values)
 }
 
-/// Add Laplace noise to real-valued sums (OpenDP's float Laplace, sampled exactly on a
-/// fine grid). Returns the noisy values and the ε charged.
+/// Add Laplace noise to real-valued sums. Returns the noisy values and the ε charged.
 pub fn noisy_sums(values: &[f64], noise: &Noise) -> Result<(Vec<f64>, f64), QueryError> {
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(internal("non-finite sum"));
+        return Err(QueryError::internal("dp mechanism", "non-finite sum"));
     }
-    let m = make_laplace::<_, _, MaxDivergence>(
-        VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
-        L1Distance::<f64>::default(),
-        noise.scale,
-        None,
-    )
-    .map_err(internal)?;
-    let spent = m.map(&noise.sensitivity).map_err(internal)?;
-    confirm(spent, noise)?;
-    let out = m.invoke(&values.to_vec()).map_err(internal)?;
-    Ok((out, spent))
+    invoke(sum_laplace(noise)?, values)
 }
 
 /// A 95% interval for AVG = mid + S / N from a noisy centred sum S (noise `s`) and a noisy

@@ -1,0 +1,226 @@
+//! DP rewrite, contribution bounding: in the bounded plan every patient contributes at
+//! most `m` rows to each group and to at most `L` groups, whatever the data. Every row is
+//! tagged with its patient, its group and its clamped values (P0); at most `m` rows per
+//! patient and group are kept, chosen at random (P1); they are added up per patient and
+//! group (P2); at most `L` groups per patient are kept, chosen at random (P3); only then
+//! are the groups aggregated (P4). The sensitivities of `privacy::dp::sensitivity` hold
+//! because of these steps. P1 is left out when only COUNT(DISTINCT pid) is asked (a
+//! patient counts once per group however many rows it has), P3 when there is no GROUP BY
+//! (one group, so `L` is effectively 1).
+//!
+//! Golden cases in `tests/slt/dp/rewrite.slt`: "COUNT(*) needs the row bound m too" (P0 to
+//! P4), "COUNT(DISTINCT pid) by a public-domain key" (no P1), "No GROUP BY" (no P3) and
+//! "AVG is a noisy centred sum over a noisy count" (a sum and a count per AVG).
+
+use std::sync::Arc;
+
+use datafusion::functions::math::expr_fn::random;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, Projection, Window, col, lit, when,
+};
+
+use super::clamping::Spec;
+use super::{Measure, MeasureKind, Rows, unsupported};
+use crate::privacy::result::DpBounds;
+use crate::query::QueryError;
+use crate::sql::rewrite::{col_at, strip_alias};
+
+/// The bounded plan and where it computes each measure.
+pub(super) struct Bounded {
+    pub(super) plan: LogicalPlan,
+    pub(super) measures: Vec<Measure>,
+    /// Column with the number of (patient, group) pairs kept.
+    pub(super) patients: usize,
+}
+
+/// `L` and `m` must be positive (a zero bound would release nothing but noise) and at most
+/// [`DpBounds::MAX`].
+pub(super) fn check(bounds: DpBounds) -> Result<(), QueryError> {
+    if bounds.max_groups_per_patient == 0
+        || bounds.max_rows_per_group == 0
+        || bounds.max_groups_per_patient > DpBounds::MAX
+        || bounds.max_rows_per_group > DpBounds::MAX
+    {
+        return Err(unsupported(format!(
+            "max_groups_per_patient and max_rows_per_group must be between 1 and {m} / max_groups_per_patient と max_rows_per_group は 1 から {m} の範囲で指定してください",
+            m = DpBounds::MAX
+        )));
+    }
+    Ok(())
+}
+
+fn pid() -> Expr {
+    col("__kura_pid")
+}
+
+/// The patient column followed by the group key columns.
+fn pid_and_keys(gnames: &[String]) -> Vec<Expr> {
+    let mut out = vec![pid()];
+    out.extend(gnames.iter().map(|n| col(n.as_str())));
+    out
+}
+
+/// Build the bounded plan (P0 to P4) for the aggregation's measures.
+pub(super) fn bounded(
+    aggregate: &Aggregate,
+    rows: &Rows,
+    specs: &[Spec],
+    bounds: DpBounds,
+) -> Result<Bounded, QueryError> {
+    let ngroup = aggregate.group_expr.len();
+    let gnames: Vec<String> = (0..ngroup).map(|j| format!("__kura_g{j}")).collect();
+    let mut plan = tagged_rows(aggregate, rows, specs, &gnames)?;
+    // Only the row-counting aggregates care how many rows a patient has in a group.
+    if specs
+        .iter()
+        .any(|s| s.kind != MeasureKind::CountDistinctPid)
+    {
+        let part = pid_and_keys(&gnames);
+        plan = keep_first(plan, part, "__kura_rn_rows", bounds.max_rows_per_group)?;
+    }
+    plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
+    if ngroup > 0 {
+        plan = keep_first(
+            plan,
+            vec![pid()],
+            "__kura_rn_groups",
+            bounds.max_groups_per_patient,
+        )?;
+    }
+    let (p4, measures, patients) = per_group(specs, ngroup)?;
+    let keys = gnames.iter().map(|n| col(n.as_str())).collect();
+    Ok(Bounded {
+        plan: aggregate_by(plan, keys, p4)?,
+        measures,
+        patients,
+    })
+}
+
+/// `plan` aggregated by `by` (P2, P4).
+fn aggregate_by(
+    plan: LogicalPlan,
+    by: Vec<Expr>,
+    aggregates: Vec<Expr>,
+) -> Result<LogicalPlan, QueryError> {
+    Ok(LogicalPlan::Aggregate(
+        Aggregate::try_new(Arc::new(plan), by, aggregates)
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    ))
+}
+
+/// P0: pid, keys and the per-row values.
+fn tagged_rows(
+    aggregate: &Aggregate,
+    rows: &Rows,
+    specs: &[Spec],
+    gnames: &[String],
+) -> Result<LogicalPlan, QueryError> {
+    let input = &rows.rel.plan;
+    let mut p0 = vec![col_at(input, rows.pid).alias("__kura_pid")];
+    for (g, n) in aggregate.group_expr.iter().zip(gnames) {
+        p0.push(strip_alias(g).clone().alias(n));
+    }
+    for (j, s) in specs.iter().enumerate() {
+        p0.push(s.value.clone().alias(format!("__kura_v{j}")));
+    }
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(p0, Arc::new(input.clone()))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    ))
+}
+
+/// The partial aggregates per patient and group a measure needs, in order: `s`, the sum
+/// of its values, and `c`, their count. A COUNT needs the count, a SUM the sum, an AVG
+/// both; P4 adds each up over the patients of the group.
+fn partials(kind: MeasureKind) -> &'static [char] {
+    match kind {
+        MeasureKind::Count | MeasureKind::CountDistinctPid => &['c'],
+        MeasureKind::Sum => &['s'],
+        MeasureKind::Avg => &['s', 'c'],
+    }
+}
+
+/// P2: the values of each patient and group added up.
+fn per_patient_and_group(specs: &[Spec]) -> Vec<Expr> {
+    let mut p2 = Vec::new();
+    for (j, s) in specs.iter().enumerate() {
+        let v = col(format!("__kura_v{j}"));
+        for &p in partials(s.kind) {
+            let partial = if p == 'c' {
+                count(v.clone())
+            } else {
+                sum(v.clone())
+            };
+            p2.push(partial.alias(format!("__kura_{p}{j}")));
+        }
+    }
+    p2
+}
+
+/// P4: per group, each measure (`m`, and an AVG's count `n`) and the number of (patient,
+/// group) pairs kept; also where each measure lands (after the `ngroup` keys) and the
+/// column of that number. A distinct count counts the patients with a row in the group.
+fn per_group(
+    specs: &[Spec],
+    ngroup: usize,
+) -> Result<(Vec<Expr>, Vec<Measure>, usize), QueryError> {
+    let mut p4 = Vec::new();
+    let mut measures = Vec::new();
+    let mut next = ngroup;
+    for (j, s) in specs.iter().enumerate() {
+        let value = next;
+        for (&p, out) in partials(s.kind).iter().zip(['m', 'n']) {
+            let partial = col(format!("__kura_{p}{j}"));
+            let added = if s.kind == MeasureKind::CountDistinctPid {
+                when(partial.gt(lit(0i64)), lit(1i64))
+                    .otherwise(lit(0i64))
+                    .map_err(|e| QueryError::internal("dp rewrite", e))?
+            } else {
+                partial
+            };
+            p4.push(sum(added).alias(format!("__kura_{out}{j}")));
+            next += 1;
+        }
+        measures.push(Measure {
+            kind: s.kind,
+            name: s.name.clone(),
+            clamp: s.clamp,
+            value,
+            count: (s.kind == MeasureKind::Avg).then_some(value + 1),
+        });
+    }
+    p4.push(count(lit(1i64)).alias("__kura_patients"));
+    Ok((p4, measures, next))
+}
+
+/// Keep at most `n` rows per partition, chosen at random, and drop the row number again.
+fn keep_first(
+    plan: LogicalPlan,
+    partition: Vec<Expr>,
+    rn: &str,
+    n: u32,
+) -> Result<LogicalPlan, QueryError> {
+    let keep: Vec<Expr> = (0..plan.schema().fields().len())
+        .map(|i| col_at(&plan, i))
+        .collect();
+    let w = row_number()
+        .partition_by(partition)
+        .order_by(vec![random().sort(true, false)])
+        .build()
+        .map_err(|e| QueryError::internal("dp rewrite", e))?
+        .alias(rn);
+    let windowed = LogicalPlan::Window(
+        Window::try_new(vec![w], Arc::new(plan))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    );
+    let filtered = LogicalPlan::Filter(
+        Filter::try_new(col(rn).lt_eq(lit(u64::from(n))), Arc::new(windowed))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    );
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(keep, Arc::new(filtered))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    ))
+}
