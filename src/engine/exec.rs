@@ -77,3 +77,21 @@ pub async fn collect_limited(
         }),
     }
 }
+
+/// Bound planning and execution of a whole query by `limits.timeout`; dropping the future
+/// on expiry cancels the query.
+pub async fn within_timeout<T>(
+    limits: &Limits,
+    work: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    tokio::time::timeout(limits.timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            let s = limits.timeout.as_secs();
+            Err(QueryError::ResourceLimit {
+                message: format!(
+                    "the query ran longer than {s} s and was cancelled; narrow it / クエリが {s} 秒を超えたため中止しました。条件を絞ってください"
+                ),
+            })
+        })
+}

@@ -34,6 +34,21 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The row cap for a plan whose raw output is filtered before release (failing rows
+    /// under suppression, groups outside the key domain under DP): some slack over the
+    /// released row cap, which is enforced exactly on the released rows.
+    pub fn for_raw_output(&self) -> Limits {
+        Limits {
+            max_rows: self
+                .max_rows
+                .saturating_mul(4)
+                .max(self.max_rows.saturating_add(1000)),
+            ..self.clone()
+        }
+    }
+}
+
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

@@ -17,7 +17,6 @@
 //! - HAVING, ORDER BY and LIMIT run after the noise, on released values only.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -168,7 +167,7 @@ pub async fn run_dp_query(
     params: DpParams,
 ) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
-    within_timeout(limits, async {
+    crate::engine::exec::within_timeout(limits, async {
         let prepared = prepare(ctx, sql, catalog, rules, limits, params).await?;
         let result = release(ctx, &prepared, limits).await?;
         Ok(QueryOutcome {
@@ -181,38 +180,6 @@ pub async fn run_dp_query(
     .await
 }
 
-/// Bound planning and execution of a whole query by `limits.timeout`; dropping the future
-/// on expiry cancels the query. The same rule as the suppression path's, which can adopt
-/// it.
-pub(crate) async fn within_timeout<T>(
-    limits: &Limits,
-    work: impl Future<Output = Result<T, QueryError>>,
-) -> Result<T, QueryError> {
-    tokio::time::timeout(limits.timeout, work)
-        .await
-        .unwrap_or_else(|_| {
-            let s = limits.timeout.as_secs();
-            Err(QueryError::ResourceLimit {
-                message: format!(
-                    "the query ran longer than {s} s and was cancelled; narrow it / クエリが {s} 秒を超えたため中止しました。条件を絞ってください"
-                ),
-            })
-        })
-}
-
-/// The row cap for a plan whose raw output is filtered before release (groups outside
-/// the key domain here, failing rows in the suppression path, which can adopt it): some
-/// slack over the released row cap, which is enforced exactly on the released rows.
-pub(crate) fn raw_limits(limits: &Limits) -> Limits {
-    Limits {
-        max_rows: limits
-            .max_rows
-            .saturating_mul(4)
-            .max(limits.max_rows.saturating_add(1000)),
-        ..limits.clone()
-    }
-}
-
 /// The key domain rows (first key slowest) with the exact bounded quantities of each.
 struct Grid {
     rows: Vec<Vec<ScalarValue>>,
@@ -222,7 +189,7 @@ struct Grid {
 /// Execute the bounded plan and zero-fill its groups over the key domain. Groups outside
 /// the domain (NULL keys, values outside the approved scope) are dropped here.
 async fn grid(ctx: &SessionContext, p: &Prepared, limits: &Limits) -> Result<Grid, QueryError> {
-    let batches = collect_limited(ctx, p.dp.bounded.clone(), &raw_limits(limits)).await?;
+    let batches = collect_limited(ctx, p.dp.bounded.clone(), &limits.for_raw_output()).await?;
     let mut exact = HashMap::new();
     for b in &batches {
         read_groups(b, &p.dp, &mut exact)?;

@@ -69,16 +69,7 @@ pub async fn run_query(
         let executed = executed(ctx, rewritten, limits).await?;
         checked(executed, limits, started)
     };
-    match tokio::time::timeout(limits.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(QueryError::ResourceLimit {
-            message: format!(
-                "the query ran longer than {} s and was cancelled; narrow it / クエリが {} 秒を超えたため中止しました。条件を絞ってください",
-                limits.timeout.as_secs(),
-                limits.timeout.as_secs()
-            ),
-        }),
-    }
+    crate::engine::exec::within_timeout(limits, work).await
 }
 
 /// SQL → guarded plan: parse and plan under the guard, pick the rules of the datasets
@@ -140,15 +131,8 @@ async fn executed(
     rewritten: RewrittenPlan,
     limits: &Limits,
 ) -> Result<ExecutedBatches, QueryError> {
-    let raw = Limits {
-        max_rows: limits
-            .max_rows
-            .saturating_mul(4)
-            .max(limits.max_rows.saturating_add(1000)),
-        ..limits.clone()
-    };
     let plan = rewritten.rewritten.plan.clone();
-    let result = crate::engine::exec::collect_limited(ctx, plan, &raw).await;
+    let result = crate::engine::exec::collect_limited(ctx, plan, &limits.for_raw_output()).await;
     if let Err(QueryError::Execution { .. }) = &result {
         EXECUTION_ERRORS.fetch_add(1, Ordering::Relaxed);
     }

@@ -219,12 +219,6 @@ pub(crate) struct Rewriter<'a> {
     aggs: Vec<(usize, usize)>,
 }
 
-// Kept until the DP rewrite stops importing it; the rules of this module call
-// `QueryError::internal("privacy rewrite", cause)` directly.
-pub(crate) fn internal(e: impl std::fmt::Display) -> QueryError {
-    QueryError::internal("privacy rewrite", e.to_string())
-}
-
 fn unsupported(msg: &str) -> QueryError {
     QueryError::UnsupportedQuery {
         message: msg.to_string(),
