@@ -192,40 +192,40 @@ impl Store {
         budget: f64,
         timeout: Duration,
     ) -> Result<Result<BudgetUse, BudgetUse>> {
-        let mut tx = self.begin().await?;
-        let cutoff = now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
-        self.convert_in(&mut tx, Some(cutoff)).await?;
-        let u = used(&mut tx, &r.application_id, r.fiscal_year).await?;
-        if !(r.epsilon.is_finite() && r.epsilon > 0.0) || u + r.epsilon > budget + EPS_TOLERANCE {
-            // Commit any conversions (each carries its audit event); reserve nothing.
-            tx.commit().await?;
-            return Ok(Err(BudgetUse { budget, used: u }));
-        }
-        sqlx::query(
-            "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
+        self.transaction(async |tx| {
+            let cutoff =
+                now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+            self.convert_in(tx, Some(cutoff)).await?;
+            let u = used(tx, &r.application_id, r.fiscal_year).await?;
+            if !(r.epsilon.is_finite() && r.epsilon > 0.0) || u + r.epsilon > budget + EPS_TOLERANCE
+            {
+                // Commit any conversions (each carries its audit event); reserve nothing.
+                return Ok(Err(BudgetUse { budget, used: u }));
+            }
+            sqlx::query(
+                "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
              VALUES (?, ?, ?, ?, 'reserved', ?)",
-        )
-        .bind(&r.query_id)
-        .bind(&r.application_id)
-        .bind(r.fiscal_year)
-        .bind(r.epsilon)
-        .bind(ts(now()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(BudgetUse {
-            budget,
-            used: u + r.epsilon,
-        }))
+            )
+            .bind(&r.query_id)
+            .bind(&r.application_id)
+            .bind(r.fiscal_year)
+            .bind(r.epsilon)
+            .bind(ts(now()))
+            .execute(&mut *tx)
+            .await?;
+            Ok(Ok(BudgetUse {
+                budget,
+                used: u + r.epsilon,
+            }))
+        })
+        .await
     }
 
     /// Convert reservations to spent: all of them (`None`, at start-up) or those reserved
     /// before `cutoff`. Each conversion is audited. Returns how many were converted.
     pub async fn convert_reservations(&self, cutoff: Option<DateTime<Utc>>) -> Result<usize> {
-        let mut tx = self.begin().await?;
-        let n = self.convert_in(&mut tx, cutoff).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.transaction(async |tx| self.convert_in(tx, cutoff).await)
+            .await
     }
 
     async fn convert_in(
@@ -333,13 +333,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditKey;
     use crate::store::QueryWrite;
     use crate::store::model::QueryRecord;
-
-    fn key() -> AuditKey {
-        AuditKey::from_bytes(&[3u8; 32]).unwrap()
-    }
+    use crate::store::tests::{events, key, store};
 
     fn res(q: &str, eps: f64) -> Reservation {
         Reservation {
@@ -376,8 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn reserve_checks_the_budget_and_settles_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db"), key()).await.unwrap();
+        let (_d, s) = store().await;
         let t = Duration::from_secs(60);
         assert!(
             s.reserve_epsilon(&res("q1", 0.4), 1.0, t)
@@ -417,9 +412,8 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_left_behind_become_spent_on_reopen_and_are_audited() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        let s = Store::open(&path, key()).await.unwrap();
+        let (dir, s) = store().await;
+        let path = dir.path().join("kura.db");
         s.reserve_epsilon(&res("q1", 0.25), 1.0, Duration::from_secs(60))
             .await
             .unwrap()
@@ -435,14 +429,7 @@ mod tests {
             .await
             .unwrap();
         assert!((s.epsilon_spent("A", 2026).await.unwrap() - 0.25).abs() < 1e-12);
-        let events = s
-            .audit_events(&crate::store::AuditFilter {
-                action: Some("budget.reservation_spent".into()),
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let events = events(&s, "budget.reservation_spent").await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event["detail"]["query_id"], "q1");
         assert!(s.verify_audit().await.unwrap().ok);
@@ -450,8 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_reservations_are_converted_when_reserving() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db"), key()).await.unwrap();
+        let (_d, s) = store().await;
         s.reserve_epsilon(&res("q1", 0.5), 1.0, Duration::from_secs(60))
             .await
             .unwrap()
