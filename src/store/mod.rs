@@ -2,13 +2,16 @@
 //! pledges, recommendations, extracts, budgets, queries, notebooks, release requests and
 //! the audit log) behind one interface.
 //!
-//! Guarantees: every state change runs through [`Store::audited`], one write transaction
-//! (`BEGIN IMMEDIATE`) that holds its statements and its audit event, so either both
-//! commit or neither does. Callers see only the methods of [`Store`]; SQLite is an
-//! implementation detail (PostgreSQL is a later issue and will slot in behind the same
-//! methods). Queries are runtime-checked (`sqlx::query`), so building kura needs no
-//! database. This file holds the store itself (opening, migrations, errors, the
-//! transaction helpers and the audit log); each section of state has its own file.
+//! Guarantees: every state change runs in one write transaction (`BEGIN IMMEDIATE`)
+//! together with its audit event, so either both commit or neither does. The sections
+//! (one file each) make their changes through `Store::audited`, which is the only place
+//! that pairs statements with their event and commits; the ε ledger, whose conversions
+//! each carry their own event, uses the bare `Store::transaction` underneath it.
+//! Callers see only the methods of [`Store`]; SQLite is an implementation detail
+//! (PostgreSQL is a later issue and will slot in behind the same methods). Queries are
+//! runtime-checked (`sqlx::query`), so building kura needs no database. This file holds
+//! the store itself: opening, migrations, errors, the transaction helpers and the audit
+//! log.
 
 mod applications;
 pub mod budget;
@@ -108,6 +111,14 @@ fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
 }
 
+/// One bound statement, ready to run in a transaction.
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Run one statement inside the caller's transaction; the number of rows it changed.
+async fn exec(conn: &mut SqliteConnection, statement: Statement<'_>) -> Result<u64> {
+    Ok(statement.execute(conn).await?.rows_affected())
+}
+
 /// The audit event of a state change. It is usually known before the statements run;
 /// a creation that allocates its id inside the transaction builds it from that id.
 trait EventFor<T> {
@@ -167,15 +178,13 @@ impl Store {
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             self.transaction(async |tx| {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                sqlx::query(
+                let applied = sqlx::query(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 )
                 .bind(version)
                 .bind(name)
-                .bind(ts(now()))
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
+                .bind(ts(now()));
+                exec(tx, applied).await
             })
             .await?;
         }
@@ -184,8 +193,8 @@ impl Store {
 
     /// Run `f` in one write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up
     /// front, so the reads `f` makes stay true until it commits. Any error drops the
-    /// transaction, which rolls it back. State changes use [`Self::audited`]; this bare
-    /// form is for the writes that carry their audit events themselves (the ε ledger)
+    /// transaction, which rolls it back. State changes use `Self::audited`; this bare
+    /// form is for the writes that append their audit events themselves (the ε ledger)
     /// or have none (migrations).
     async fn transaction<T>(
         &self,
@@ -198,7 +207,7 @@ impl Store {
     }
 
     /// Run the statements `f` and append `event` to the audit chain in one write
-    /// transaction (see [`Self::transaction`]): the change commits with its audit event
+    /// transaction (see `Self::transaction`): the change commits with its audit event
     /// or not at all. Returns what `f` returned and the appended record.
     async fn audited<T>(
         &self,
@@ -270,11 +279,12 @@ impl Store {
     }
 }
 
-/// Fixtures shared by the store's tests.
+/// Fixtures shared by the store's tests, and the tests of the store as a whole.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{NewUser, Role};
+    use model::{ApplicationForm, NewUser, Role, Status};
+    use serde_json::json;
 
     pub(super) fn key() -> AuditKey {
         AuditKey::from_bytes(&[1u8; 32]).unwrap()
@@ -326,5 +336,42 @@ mod tests {
         let v = s.verify_audit().await.unwrap();
         assert!(v.ok);
         assert_eq!(v.events, 1);
+    }
+
+    #[tokio::test]
+    async fn duplicate_user_is_a_conflict_and_writes_no_audit() {
+        let (_d, s) = store().await;
+        s.create_user(&new_user("alice"), "admin").await.unwrap();
+        assert!(matches!(
+            s.create_user(&new_user("alice"), "admin").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.verify_audit().await.unwrap().events, 1);
+    }
+
+    #[tokio::test]
+    async fn stale_transition_is_refused() {
+        let (_d, s) = store().await;
+        s.create_user(&new_user("alice"), "admin").await.unwrap();
+        let app = s
+            .create_application(None, "alice", &ApplicationForm::default())
+            .await
+            .unwrap();
+        let stale = app.updated_at;
+        let mut next = app.clone();
+        next.status = Status::Submitted;
+        let ev = AuditEvent::ok("alice", "application.submit", Some(&app.id), json!({}));
+        s.transition(&next, stale, Status::Draft, "submit", None, &ev)
+            .await
+            .unwrap();
+        // Same expectation again: the row has moved on, so the second writer loses.
+        assert!(matches!(
+            s.transition(&next, stale, Status::Draft, "submit", None, &ev)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let h = s.application_history(&app.id).await.unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].to_status, "submitted");
     }
 }

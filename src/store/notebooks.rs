@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::model::Notebook;
-use super::{Result, Store, StoreError, now, parse_ts, ts};
+use super::{Result, Store, StoreError, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
@@ -57,7 +57,7 @@ impl Store {
         let event = Self::notebook_event(nb, "notebook.save");
         self.audited(&event, async |tx| {
             let t = ts(now());
-            sqlx::query(
+            let save = sqlx::query(
                 "INSERT INTO notebooks (id, owner, application_id, title, cells, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(id) DO UPDATE SET title = excluded.title, cells = excluded.cells, updated_at = excluded.updated_at",
             )
@@ -67,10 +67,8 @@ impl Store {
             .bind(&nb.title)
             .bind(serde_json::to_string(&nb.cells)?)
             .bind(&t)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            .bind(&t);
+            exec(tx, save).await
         })
         .await?;
         self.notebook(&nb.id)
@@ -81,11 +79,8 @@ impl Store {
     pub async fn delete_notebook(&self, nb: &Notebook) -> Result<()> {
         let event = Self::notebook_event(nb, "notebook.delete");
         self.audited(&event, async |tx| {
-            sqlx::query("DELETE FROM notebooks WHERE id = ?")
-                .bind(&nb.id)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
+            let delete = sqlx::query("DELETE FROM notebooks WHERE id = ?").bind(&nb.id);
+            exec(tx, delete).await
         })
         .await?;
         Ok(())

@@ -5,11 +5,11 @@
 //! release cache entry, the per-user execution-error counter and the audit event commit
 //! together or not at all; a caller whose write failed must not release the answer.
 
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::budget;
 use super::model::QueryRecord;
-use super::{Result, Store, parse_ts, ts};
+use super::{Result, Store, exec, parse_ts, ts};
 use crate::audit::{AuditEvent, AuditRecord};
 
 /// Everything recorded about one query attempt, written in one transaction.
@@ -24,6 +24,26 @@ pub struct QueryWrite {
     pub execution_error: bool,
 }
 
+/// Write the history row of one attempt (inside the caller's transaction).
+async fn insert_query(conn: &mut SqliteConnection, r: &QueryRecord) -> Result<u64> {
+    let insert = sqlx::query(
+        "INSERT INTO queries (query_id, application_id, username, at, sql, outcome, code, duration_ms, epsilon_spent, suppressed_cells, dropped_rows)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.query_id)
+    .bind(&r.application_id)
+    .bind(&r.username)
+    .bind(ts(r.at))
+    .bind(&r.sql)
+    .bind(&r.outcome)
+    .bind(&r.code)
+    .bind(r.duration_ms)
+    .bind(r.epsilon_spent)
+    .bind(r.suppressed_cells)
+    .bind(r.dropped_rows);
+    exec(conn, insert).await
+}
+
 impl Store {
     /// Record one query attempt: history row, settlement of its ε reservation, the DP
     /// release cache entry, per-user error counter and the audit event, all in one
@@ -32,24 +52,7 @@ impl Store {
     pub async fn record_query(&self, q: &QueryWrite, event: &AuditEvent) -> Result<AuditRecord> {
         let ((), record) = self
             .audited(event, async |tx| {
-                let r = &q.record;
-                sqlx::query(
-                    "INSERT INTO queries (query_id, application_id, username, at, sql, outcome, code, duration_ms, epsilon_spent, suppressed_cells, dropped_rows)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&r.query_id)
-                .bind(&r.application_id)
-                .bind(&r.username)
-                .bind(ts(r.at))
-                .bind(&r.sql)
-                .bind(&r.outcome)
-                .bind(&r.code)
-                .bind(r.duration_ms)
-                .bind(r.epsilon_spent)
-                .bind(r.suppressed_cells)
-                .bind(r.dropped_rows)
-                .execute(&mut *tx)
-                .await?;
+                insert_query(tx, &q.record).await?;
                 if let Some(settle) = &q.ledger {
                     budget::settle(tx, settle).await?;
                 }
@@ -57,12 +60,11 @@ impl Store {
                     budget::insert_cache(tx, c).await?;
                 }
                 if q.execution_error {
-                    sqlx::query(
+                    let count = sqlx::query(
                         "UPDATE users SET execution_errors = execution_errors + 1 WHERE username = ?",
                     )
-                    .bind(&r.username)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(&q.record.username);
+                    exec(tx, count).await?;
                 }
                 Ok(())
             })

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::model::ReleaseRequest;
-use super::{Result, Store, StoreError, parse_ts, ts};
+use super::{Result, Store, StoreError, exec, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
@@ -21,7 +21,7 @@ impl Store {
             json!({"release": r.id, "query_id": r.query_id}),
         );
         self.audited(&event, async |tx| {
-            sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO releases (id, application_id, requester, query_id, justification, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&r.id)
@@ -30,10 +30,8 @@ impl Store {
             .bind(&r.query_id)
             .bind(&r.justification)
             .bind(&r.status)
-            .bind(ts(r.created_at))
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            .bind(ts(r.created_at));
+            exec(tx, insert).await
         })
         .await?;
         Ok(())
@@ -68,14 +66,11 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<ReleaseRequest> {
         self.audited(event, async |tx| {
-            let n =
+            let decide =
                 sqlx::query("UPDATE releases SET status = ? WHERE id = ? AND status = 'pending'")
                     .bind(status)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if n == 0 {
+                    .bind(id);
+            if exec(tx, decide).await? == 0 {
                 return Err(StoreError::Conflict(format!(
                     "release request `{id}` has already been decided / この公表申請は既に判断済みです"
                 )));

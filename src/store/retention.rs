@@ -2,6 +2,10 @@
 //! already unusable (every query checks status and term); after the retention period the
 //! files are destroyed and the destruction is logged (要綱 第3章 5: derived records are
 //! destroyed at the end of use).
+//!
+//! Guarantees: the files are removed before the destruction is logged (through
+//! `Store::extract_destroyed`, audited), so the log never claims a destruction that did
+//! not happen; a removal that fails is left for the next sweep.
 
 use chrono::NaiveDate;
 

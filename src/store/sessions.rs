@@ -5,11 +5,32 @@
 //! account is enabled.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::model::User;
-use super::{Result, Store, now, opt_ts, ts};
+use super::{Result, Store, exec, now, opt_ts, ts};
 use crate::audit::AuditEvent;
+
+/// Forget the failed logins of `username` (inside the caller's transaction).
+pub(super) async fn clear_login_attempts(
+    conn: &mut SqliteConnection,
+    username: &str,
+) -> Result<u64> {
+    let clear = sqlx::query("DELETE FROM login_attempts WHERE username = ?").bind(username);
+    exec(conn, clear).await
+}
+
+/// Revoke every live session of `username` (inside the caller's transaction).
+pub(super) async fn revoke_user_sessions(
+    conn: &mut SqliteConnection,
+    username: &str,
+) -> Result<u64> {
+    let revoke =
+        sqlx::query("UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL")
+            .bind(ts(now()))
+            .bind(username);
+    exec(conn, revoke).await
+}
 
 impl Store {
     /// The lockout state of an attempted username: `(failures, locked_until)`.
@@ -33,20 +54,18 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<()> {
         self.audited(event, async |tx| {
-            sqlx::query(
+            let count = sqlx::query(
                 "INSERT INTO login_attempts (username, failures, locked_until) VALUES (?, 1, ?)
              ON CONFLICT(username) DO UPDATE SET failures = failures + 1, locked_until = excluded.locked_until",
             )
             .bind(username)
-            .bind(lock_until.map(ts))
-            .execute(&mut *tx)
-            .await?;
+            .bind(lock_until.map(ts));
+            exec(tx, count).await?;
             if lock_until.is_some() {
                 // A lock starts a fresh count for when it ends.
-                sqlx::query("UPDATE login_attempts SET failures = 0 WHERE username = ?")
-                    .bind(username)
-                    .execute(&mut *tx)
-                    .await?;
+                let restart = sqlx::query("UPDATE login_attempts SET failures = 0 WHERE username = ?")
+                    .bind(username);
+                exec(tx, restart).await?;
             }
             Ok(())
         })
@@ -64,19 +83,14 @@ impl Store {
         event: &AuditEvent,
     ) -> Result<()> {
         self.audited(event, async |tx| {
-            sqlx::query("DELETE FROM login_attempts WHERE username = ?")
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO sessions (token_hash, username, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            clear_login_attempts(tx, username).await?;
+            let open = sqlx::query("INSERT INTO sessions (token_hash, username, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
                 .bind(token_hash)
                 .bind(username)
                 .bind(csrf)
                 .bind(ts(now()))
-                .bind(ts(expires_at))
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
+                .bind(ts(expires_at));
+            exec(tx, open).await
         })
         .await?;
         Ok(())
@@ -102,14 +116,12 @@ impl Store {
     /// Revoke a session (logout).
     pub async fn revoke_session(&self, token_hash: &str, event: &AuditEvent) -> Result<()> {
         self.audited(event, async |tx| {
-            sqlx::query(
+            let revoke = sqlx::query(
                 "UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
             )
             .bind(ts(now()))
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            .bind(token_hash);
+            exec(tx, revoke).await
         })
         .await?;
         Ok(())

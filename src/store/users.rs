@@ -9,7 +9,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::model::{NewUser, Role, User};
-use super::{Result, Store, StoreError, now, ts};
+use super::sessions::{clear_login_attempts, revoke_user_sessions};
+use super::{Result, Store, StoreError, exec, now, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
@@ -47,7 +48,7 @@ impl Store {
                     u.username
                 )));
             }
-            sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO users (username, password_hash, roles, manufacturer, display_name, affiliation, title, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -58,10 +59,8 @@ impl Store {
             .bind(&u.display_name)
             .bind(&u.affiliation)
             .bind(&u.title)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            .bind(ts(now()));
+            exec(tx, insert).await
         })
         .await?;
         self.user(&u.username)
@@ -70,11 +69,7 @@ impl Store {
     }
 
     pub async fn user(&self, username: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Self::user_from_row).transpose()
+        Ok(self.user_with_hash(username).await?.map(|(user, _)| user))
     }
 
     /// The account and its password hash, for login.
@@ -108,23 +103,14 @@ impl Store {
         };
         let event = AuditEvent::ok(actor, action, None, json!({"username": username}));
         self.audited(&event, async |tx| {
-            let n = sqlx::query("UPDATE users SET disabled = ? WHERE username = ?")
+            let set = sqlx::query("UPDATE users SET disabled = ? WHERE username = ?")
                 .bind(disabled as i64)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
+                .bind(username);
+            if exec(tx, set).await? == 0 {
                 return Err(StoreError::NotFound(format!("user `{username}`")));
             }
             if disabled {
-                sqlx::query(
-                    "UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
-                )
-                .bind(ts(now()))
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
+                revoke_user_sessions(tx, username).await?;
             }
             Ok(())
         })
@@ -141,46 +127,16 @@ impl Store {
             json!({"username": username}),
         );
         self.audited(&event, async |tx| {
-            let n = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            let set = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
                 .bind(hash)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
+                .bind(username);
+            if exec(tx, set).await? == 0 {
                 return Err(StoreError::NotFound(format!("user `{username}`")));
             }
-            sqlx::query("DELETE FROM login_attempts WHERE username = ?")
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
-            )
-            .bind(ts(now()))
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
+            clear_login_attempts(tx, username).await?;
+            revoke_user_sessions(tx, username).await
         })
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::store::StoreError;
-    use crate::store::tests::{new_user, store};
-
-    #[tokio::test]
-    async fn duplicate_user_is_a_conflict_and_writes_no_audit() {
-        let (_d, s) = store().await;
-        s.create_user(&new_user("alice"), "admin").await.unwrap();
-        assert!(matches!(
-            s.create_user(&new_user("alice"), "admin").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.verify_audit().await.unwrap().events, 1);
     }
 }
