@@ -18,9 +18,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{Result, Store, now, parse_ts, ts};
+use super::{Result, Store, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 use crate::privacy::result::{DpBounds, ReleasedResult};
 
@@ -142,22 +143,20 @@ async fn used(conn: &mut SqliteConnection, application: &str, fiscal_year: i32) 
 
 /// Settle a reservation (inside the caller's transaction). A reservation already
 /// converted to `spent` (timeout or restart) stays spent: settling never lowers a charge.
-pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<()> {
-    sqlx::query(
+pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<u64> {
+    let settle = sqlx::query(
         "UPDATE budget_ledger SET state = ?, settled_at = ? WHERE query_id = ? AND state = 'reserved'",
     )
     .bind(s.state.as_str())
     .bind(ts(now()))
-    .bind(&s.query_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(&s.query_id);
+    exec(conn, settle).await
 }
 
 /// Store a fresh answer (inside the caller's transaction). If an identical query raced
 /// this one and stored first, the first answer stays the one re-released.
-pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) -> Result<()> {
-    sqlx::query(
+pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) -> Result<u64> {
+    let insert = sqlx::query(
         "INSERT INTO dp_release_cache (application_id, release_key, extract_id, epsilon,
             max_groups_per_patient, max_rows_per_group, result, query_id, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -170,10 +169,8 @@ pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) ->
     .bind(c.key.bounds.max_rows_per_group as i64)
     .bind(serde_json::to_string(&c.result)?)
     .bind(&c.query_id)
-    .bind(ts(now()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(ts(now()));
+    exec(conn, insert).await
 }
 
 impl Store {
@@ -192,40 +189,39 @@ impl Store {
         budget: f64,
         timeout: Duration,
     ) -> Result<Result<BudgetUse, BudgetUse>> {
-        let mut tx = self.begin().await?;
-        let cutoff = now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
-        self.convert_in(&mut tx, Some(cutoff)).await?;
-        let u = used(&mut tx, &r.application_id, r.fiscal_year).await?;
-        if !(r.epsilon.is_finite() && r.epsilon > 0.0) || u + r.epsilon > budget + EPS_TOLERANCE {
-            // Commit any conversions (each carries its audit event); reserve nothing.
-            tx.commit().await?;
-            return Ok(Err(BudgetUse { budget, used: u }));
-        }
-        sqlx::query(
-            "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
+        self.transaction(async |tx| {
+            let cutoff =
+                now() - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+            self.convert_in(tx, Some(cutoff)).await?;
+            let u = used(tx, &r.application_id, r.fiscal_year).await?;
+            if !(r.epsilon.is_finite() && r.epsilon > 0.0) || u + r.epsilon > budget + EPS_TOLERANCE
+            {
+                // Commit any conversions (each carries its audit event); reserve nothing.
+                return Ok(Err(BudgetUse { budget, used: u }));
+            }
+            let reserve = sqlx::query(
+                "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
              VALUES (?, ?, ?, ?, 'reserved', ?)",
-        )
-        .bind(&r.query_id)
-        .bind(&r.application_id)
-        .bind(r.fiscal_year)
-        .bind(r.epsilon)
-        .bind(ts(now()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(BudgetUse {
-            budget,
-            used: u + r.epsilon,
-        }))
+            )
+            .bind(&r.query_id)
+            .bind(&r.application_id)
+            .bind(r.fiscal_year)
+            .bind(r.epsilon)
+            .bind(ts(now()));
+            exec(tx, reserve).await?;
+            Ok(Ok(BudgetUse {
+                budget,
+                used: u + r.epsilon,
+            }))
+        })
+        .await
     }
 
     /// Convert reservations to spent: all of them (`None`, at start-up) or those reserved
     /// before `cutoff`. Each conversion is audited. Returns how many were converted.
     pub async fn convert_reservations(&self, cutoff: Option<DateTime<Utc>>) -> Result<usize> {
-        let mut tx = self.begin().await?;
-        let n = self.convert_in(&mut tx, cutoff).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.transaction(async |tx| self.convert_in(tx, cutoff).await)
+            .await
     }
 
     async fn convert_in(
@@ -240,40 +236,47 @@ impl Store {
         .bind(cutoff.map(ts))
         .fetch_all(&mut *conn)
         .await?;
+        let reason = if cutoff.is_some() {
+            "older than the query timeout"
+        } else {
+            "found at start-up"
+        };
         for r in &rows {
-            let query_id: String = r.try_get("query_id")?;
-            let application: String = r.try_get("application_id")?;
-            sqlx::query(
-                "UPDATE budget_ledger SET state = 'spent', settled_at = ? WHERE query_id = ? AND state = 'reserved'",
-            )
-            .bind(ts(now()))
-            .bind(&query_id)
-            .execute(&mut *conn)
-            .await?;
-            let reason = if cutoff.is_some() {
-                "older than the query timeout"
-            } else {
-                "found at start-up"
-            };
-            self.audit(
-                conn,
-                &AuditEvent::ok(
-                    "system",
-                    "budget.reservation_spent",
-                    Some(&application),
-                    json!({
-                        "query_id": query_id,
-                        "fiscal_year": r.try_get::<i32, _>("fiscal_year")?,
-                        "epsilon": r.try_get::<f64, _>("epsilon")?,
-                        "reserved_at": r.try_get::<String, _>("reserved_at")?,
-                        "reason": reason,
-                    }),
-                )
-                .with_reference(&query_id),
-            )
-            .await?;
+            self.convert_one(conn, r, reason).await?;
         }
         Ok(rows.len())
+    }
+
+    /// Turn one reservation row into `spent` and audit the conversion with `reason`.
+    async fn convert_one(
+        &self,
+        conn: &mut SqliteConnection,
+        r: &SqliteRow,
+        reason: &str,
+    ) -> Result<()> {
+        let query_id: String = r.try_get("query_id")?;
+        let application: String = r.try_get("application_id")?;
+        let spend = sqlx::query(
+            "UPDATE budget_ledger SET state = 'spent', settled_at = ? WHERE query_id = ? AND state = 'reserved'",
+        )
+        .bind(ts(now()))
+        .bind(&query_id);
+        exec(conn, spend).await?;
+        let event = AuditEvent::ok(
+            "system",
+            "budget.reservation_spent",
+            Some(&application),
+            json!({
+                "query_id": query_id,
+                "fiscal_year": r.try_get::<i32, _>("fiscal_year")?,
+                "epsilon": r.try_get::<f64, _>("epsilon")?,
+                "reserved_at": r.try_get::<String, _>("reserved_at")?,
+                "reason": reason,
+            }),
+        )
+        .with_reference(&query_id);
+        self.audit(conn, &event).await?;
+        Ok(())
     }
 
     /// The ledger of an application (all fiscal years), oldest first.
@@ -333,13 +336,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditKey;
     use crate::store::QueryWrite;
     use crate::store::model::QueryRecord;
-
-    fn key() -> AuditKey {
-        AuditKey::from_bytes(&[3u8; 32]).unwrap()
-    }
+    use crate::store::tests::{events, key, store};
 
     fn res(q: &str, eps: f64) -> Reservation {
         Reservation {
@@ -376,8 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn reserve_checks_the_budget_and_settles_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db"), key()).await.unwrap();
+        let (_d, s) = store().await;
         let t = Duration::from_secs(60);
         assert!(
             s.reserve_epsilon(&res("q1", 0.4), 1.0, t)
@@ -417,9 +415,8 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_left_behind_become_spent_on_reopen_and_are_audited() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        let s = Store::open(&path, key()).await.unwrap();
+        let (dir, s) = store().await;
+        let path = dir.path().join("kura.db");
         s.reserve_epsilon(&res("q1", 0.25), 1.0, Duration::from_secs(60))
             .await
             .unwrap()
@@ -435,14 +432,7 @@ mod tests {
             .await
             .unwrap();
         assert!((s.epsilon_spent("A", 2026).await.unwrap() - 0.25).abs() < 1e-12);
-        let events = s
-            .audit_events(&crate::store::AuditFilter {
-                action: Some("budget.reservation_spent".into()),
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let events = events(&s, "budget.reservation_spent").await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event["detail"]["query_id"], "q1");
         assert!(s.verify_audit().await.unwrap().ok);
@@ -450,8 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_reservations_are_converted_when_reserving() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("k.db"), key()).await.unwrap();
+        let (_d, s) = store().await;
         s.reserve_epsilon(&res("q1", 0.5), 1.0, Duration::from_secs(60))
             .await
             .unwrap()

@@ -3,28 +3,39 @@
 //! the audit log) behind one interface.
 //!
 //! Guarantees: every state change runs in one write transaction (`BEGIN IMMEDIATE`)
-//! together with its audit event, so either both commit or neither does. Callers see
-//! only the methods of [`Store`]; SQLite is an implementation detail (PostgreSQL is a
-//! later issue and will slot in behind the same methods). Queries are runtime-checked
-//! (`sqlx::query`), so building kura needs no database.
+//! together with its audit event, so either both commit or neither does. The sections
+//! (one file each) make their changes through `Store::audited`, which is the only place
+//! that pairs statements with their event and commits; the ε ledger, whose conversions
+//! each carry their own event, uses the bare `Store::transaction` underneath it.
+//! Callers see only the methods of [`Store`]; SQLite is an implementation detail
+//! (PostgreSQL is a later issue and will slot in behind the same methods). Queries are
+//! runtime-checked (`sqlx::query`), so building kura needs no database. This file holds
+//! the store itself: opening, migrations, errors, the transaction helpers and the audit
+//! log.
 
+mod applications;
 pub mod budget;
+mod extracts;
 pub mod model;
+mod notebooks;
+mod queries;
+mod releases;
 pub mod retention;
+mod sessions;
+mod users;
 
+pub use queries::QueryWrite;
+
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::audit::{self, AuditError, AuditEvent, AuditKey, AuditRecord, Verification};
-use model::*;
 
 /// Versioned migrations, applied in order; each runs in its own transaction.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -69,18 +80,6 @@ pub struct AuditFilter {
     pub page_size: u32,
 }
 
-/// Everything recorded about one query attempt, written in one transaction.
-#[derive(Debug, Clone)]
-pub struct QueryWrite {
-    pub record: QueryRecord,
-    /// How to settle this query's ε reservation (DP queries only).
-    pub ledger: Option<budget::Settle>,
-    /// A fresh DP answer to store for re-release.
-    pub cache: Option<budget::CacheWrite>,
-    /// Whether this attempt is an execution error (counted per user).
-    pub execution_error: bool,
-}
-
 /// The control-plane store.
 #[derive(Clone)]
 pub struct Store {
@@ -110,6 +109,32 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 
 fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
+}
+
+/// One bound statement, ready to run in a transaction.
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Run one statement inside the caller's transaction; the number of rows it changed.
+async fn exec(conn: &mut SqliteConnection, statement: Statement<'_>) -> Result<u64> {
+    Ok(statement.execute(conn).await?.rows_affected())
+}
+
+/// The audit event of a state change. It is usually known before the statements run;
+/// a creation that allocates its id inside the transaction builds it from that id.
+trait EventFor<T> {
+    fn event_for(&self, value: &T) -> Cow<'_, AuditEvent>;
+}
+
+impl<T> EventFor<T> for AuditEvent {
+    fn event_for(&self, _: &T) -> Cow<'_, AuditEvent> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<T, F: Fn(&T) -> AuditEvent> EventFor<T> for F {
+    fn event_for(&self, value: &T) -> Cow<'_, AuditEvent> {
+        Cow::Owned(self(value))
+    }
 }
 
 impl Store {
@@ -151,35 +176,61 @@ impl Store {
         }
         drop(conn);
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(ts(now()))
-            .execute(&mut *tx)
+            self.transaction(async |tx| {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                let applied = sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                )
+                .bind(version)
+                .bind(name)
+                .bind(ts(now()));
+                exec(tx, applied).await
+            })
             .await?;
-            tx.commit().await?;
         }
         Ok(())
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Run `f` in one write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up
+    /// front, so the reads `f` makes stay true until it commits. Any error drops the
+    /// transaction, which rolls it back. State changes use `Self::audited`; this bare
+    /// form is for the writes that append their audit events themselves (the ε ledger)
+    /// or have none (migrations).
+    async fn transaction<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let value = f(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
     }
 
+    /// Run the statements `f` and append `event` to the audit chain in one write
+    /// transaction (see `Self::transaction`): the change commits with its audit event
+    /// or not at all. Returns what `f` returned and the appended record.
+    async fn audited<T>(
+        &self,
+        event: &impl EventFor<T>,
+        f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<(T, AuditRecord)> {
+        self.transaction(async move |tx| {
+            let value = f(tx).await?;
+            let record = self.audit(tx, &event.event_for(&value)).await?;
+            Ok((value, record))
+        })
+        .await
+    }
+
+    /// Append one event to the audit chain, inside the caller's transaction.
     async fn audit(&self, conn: &mut SqliteConnection, event: &AuditEvent) -> Result<AuditRecord> {
         Ok(audit::append(conn, &self.key, event).await?)
     }
 
     /// Record an event that changes no other state (refusals, reads worth logging).
     pub async fn record(&self, event: &AuditEvent) -> Result<AuditRecord> {
-        let mut tx = self.begin().await?;
-        let rec = self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(rec)
+        let ((), record) = self.audited(event, async |_| Ok(())).await?;
+        Ok(record)
     }
 
     /// Verify the audit chain.
@@ -222,888 +273,32 @@ impl Store {
             .collect()
     }
 
-    // ------------------------------------------------------------------ users
-
-    fn user_from_row(r: &SqliteRow) -> Result<User> {
-        let roles: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("roles")?)?;
-        Ok(User {
-            username: r.try_get("username")?,
-            roles: roles.iter().filter_map(|s| Role::parse(s)).collect(),
-            manufacturer: r.try_get("manufacturer")?,
-            display_name: r.try_get("display_name")?,
-            affiliation: r.try_get("affiliation")?,
-            title: r.try_get("title")?,
-            disabled: r.try_get::<i64, _>("disabled")? != 0,
-            execution_errors: r.try_get("execution_errors")?,
-        })
-    }
-
-    /// Create an account.
-    pub async fn create_user(&self, u: &NewUser, actor: &str) -> Result<User> {
-        let mut tx = self.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE username = ?")
-            .bind(&u.username)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "user `{}` already exists",
-                u.username
-            )));
-        }
-        let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO users (username, password_hash, roles, manufacturer, display_name, affiliation, title, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&u.username)
-        .bind(&u.password_hash)
-        .bind(serde_json::to_string(&roles)?)
-        .bind(&u.manufacturer)
-        .bind(&u.display_name)
-        .bind(&u.affiliation)
-        .bind(&u.title)
-        .bind(ts(now()))
-        .execute(&mut *tx)
-        .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                actor,
-                "user.create",
-                None,
-                json!({"username": u.username, "roles": roles, "manufacturer": u.manufacturer}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        self.user(&u.username)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("user".into()))
-    }
-
-    pub async fn user(&self, username: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Self::user_from_row).transpose()
-    }
-
-    /// The account and its password hash, for login.
-    pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(r) => Ok(Some((
-                Self::user_from_row(&r)?,
-                r.try_get("password_hash")?,
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    pub async fn users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::user_from_row).collect()
-    }
-
-    /// Enable or disable an account; disabling also revokes its sessions.
-    pub async fn set_disabled(&self, username: &str, disabled: bool, actor: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query("UPDATE users SET disabled = ? WHERE username = ?")
-            .bind(disabled as i64)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("user `{username}`")));
-        }
-        if disabled {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
-            )
-            .bind(ts(now()))
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let action = if disabled {
-            "user.disable"
-        } else {
-            "user.enable"
-        };
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(actor, action, None, json!({"username": username})),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Replace a password hash, clear the lockout and revoke existing sessions.
-    pub async fn set_password(&self, username: &str, hash: &str, actor: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
-            .bind(hash)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("user `{username}`")));
-        }
-        sqlx::query("DELETE FROM login_attempts WHERE username = ?")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL")
-            .bind(ts(now()))
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                actor,
-                "user.reset_password",
-                None,
-                json!({"username": username}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    // --------------------------------------------------------------- sessions
-
-    /// The lockout state of an attempted username: `(failures, locked_until)`.
-    pub async fn login_state(&self, username: &str) -> Result<(i64, Option<DateTime<Utc>>)> {
-        let row =
-            sqlx::query("SELECT failures, locked_until FROM login_attempts WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        match row {
-            Some(r) => Ok((r.try_get("failures")?, opt_ts(r.try_get("locked_until")?)?)),
-            None => Ok((0, None)),
-        }
-    }
-
-    /// Record a failed login (and the lock, if this failure reaches the limit).
-    pub async fn login_failed(
-        &self,
-        username: &str,
-        lock_until: Option<DateTime<Utc>>,
-        event: &AuditEvent,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO login_attempts (username, failures, locked_until) VALUES (?, 1, ?)
-             ON CONFLICT(username) DO UPDATE SET failures = failures + 1, locked_until = excluded.locked_until",
-        )
-        .bind(username)
-        .bind(lock_until.map(ts))
-        .execute(&mut *tx)
-        .await?;
-        if lock_until.is_some() {
-            // A lock starts a fresh count for when it ends.
-            sqlx::query("UPDATE login_attempts SET failures = 0 WHERE username = ?")
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-        }
-        self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Record a successful login and store its session.
-    pub async fn login_succeeded(
-        &self,
-        username: &str,
-        token_hash: &str,
-        csrf: &str,
-        expires_at: DateTime<Utc>,
-        event: &AuditEvent,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM login_attempts WHERE username = ?")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO sessions (token_hash, username, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(token_hash)
-            .bind(username)
-            .bind(csrf)
-            .bind(ts(now()))
-            .bind(ts(expires_at))
-            .execute(&mut *tx)
-            .await?;
-        self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// The live session for a token hash: `(user, csrf token)`. Expired, revoked and
-    /// disabled-account sessions are not returned.
-    pub async fn session(&self, token_hash: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query(
-            "SELECT u.*, s.csrf_token AS csrf FROM sessions s JOIN users u ON u.username = s.username
-             WHERE s.token_hash = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND u.disabled = 0",
-        )
-        .bind(token_hash)
-        .bind(ts(now()))
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => Ok(Some((Self::user_from_row(&r)?, r.try_get("csrf")?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Revoke a session (logout).
-    pub async fn revoke_session(&self, token_hash: &str, event: &AuditEvent) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(ts(now()))
-        .bind(token_hash)
-        .execute(&mut *tx)
-        .await?;
-        self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    // ----------------------------------------------------------- applications
-
-    fn application_from_row(r: &SqliteRow) -> Result<Application> {
-        let status: String = r.try_get("status")?;
-        Ok(Application {
-            id: r.try_get("id")?,
-            status: Status::parse(&status)
-                .ok_or_else(|| StoreError::Conflict(format!("unknown stored status `{status}`")))?,
-            applicant: r.try_get("applicant")?,
-            form: serde_json::from_str(&r.try_get::<String, _>("form")?)?,
-            approval: r
-                .try_get::<Option<String>, _>("approval")?
-                .map(|s| serde_json::from_str(&s))
-                .transpose()?,
-            pending_change: r
-                .try_get::<Option<String>, _>("pending_change")?
-                .map(|s| serde_json::from_str(&s))
-                .transpose()?,
-            revoked_reason: r.try_get("revoked_reason")?,
-            created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
-            updated_at: parse_ts(&r.try_get::<String, _>("updated_at")?)?,
-        })
-    }
-
-    /// Create a draft. `id` is generated (`A-<year>-<nnnn>`) unless given.
-    pub async fn create_application(
-        &self,
-        id: Option<&str>,
-        applicant: &str,
-        form: &ApplicationForm,
-    ) -> Result<Application> {
-        let mut tx = self.begin().await?;
-        let id = match id {
-            Some(id) => id.to_string(),
-            None => {
-                let year = Utc::now().format("%Y").to_string();
-                let n: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE id LIKE ?")
-                        .bind(format!("A-{year}-%"))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                format!("A-{year}-{:04}", n + 1)
-            }
-        };
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM applications WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "application `{id}` already exists"
-            )));
-        }
-        let t = ts(now());
-        sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES (?, 'draft', ?, ?, ?, ?)")
-            .bind(&id)
-            .bind(applicant)
-            .bind(serde_json::to_string(form)?)
-            .bind(&t)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await?;
-        Self::history(&mut tx, &id, applicant, "create", None, "draft", None).await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                applicant,
-                "application.create",
-                Some(&id),
-                json!({"title": form.title}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        self.application(&id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id))
-    }
-
-    async fn history(
-        conn: &mut SqliteConnection,
-        id: &str,
-        actor: &str,
-        action: &str,
-        from: Option<&str>,
-        to: &str,
-        reason: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO application_history (application_id, at, actor, action, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(ts(now()))
-        .bind(actor)
-        .bind(action)
-        .bind(from)
-        .bind(to)
-        .bind(reason)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn application(&self, id: &str) -> Result<Option<Application>> {
-        let row = sqlx::query("SELECT * FROM applications WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Self::application_from_row).transpose()
-    }
-
-    pub async fn applications(&self) -> Result<Vec<Application>> {
-        let rows = sqlx::query("SELECT * FROM applications ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::application_from_row).collect()
-    }
-
-    /// Save a workflow transition: the new application state, a history entry and the
-    /// audit event, in one transaction. `expect_updated_at` guards against lost updates
-    /// (two reviewers deciding at once): the save fails if the row changed meanwhile.
-    pub async fn transition(
-        &self,
-        app: &Application,
-        expect_updated_at: DateTime<Utc>,
-        from: Status,
-        action: &str,
-        reason: Option<&str>,
-        event: &AuditEvent,
-    ) -> Result<Application> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query(
-            "UPDATE applications SET status = ?, form = ?, approval = ?, pending_change = ?, revoked_reason = ?, updated_at = ?
-             WHERE id = ? AND updated_at = ?",
-        )
-        .bind(app.status.as_str())
-        .bind(serde_json::to_string(&app.form)?)
-        .bind(app.approval.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(app.pending_change.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(&app.revoked_reason)
-        .bind(ts(now()))
-        .bind(&app.id)
-        .bind(ts(expect_updated_at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "application `{}` changed meanwhile; reload it and try again / 申請が他の操作で更新されました。再読み込みしてください",
-                app.id
-            )));
-        }
-        Self::history(
-            &mut tx,
-            &app.id,
-            &event.actor,
-            action,
-            Some(from.as_str()),
-            app.status.as_str(),
-            reason,
-        )
-        .await?;
-        self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        self.application(&app.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(app.id.clone()))
-    }
-
-    pub async fn application_history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
-        let rows =
-            sqlx::query("SELECT * FROM application_history WHERE application_id = ? ORDER BY id")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryEntry {
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    from_status: r.try_get("from_status")?,
-                    to_status: r.try_get("to_status")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Record a named user's pledge (form 2). Idempotent.
-    pub async fn accept_pledge(&self, id: &str, username: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("INSERT OR IGNORE INTO pledges (application_id, username, accepted_at) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(username)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(username, "application.pledge", Some(id), json!({})),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn pledges(&self, id: &str) -> Result<Vec<Pledge>> {
-        let rows = sqlx::query(
-            "SELECT username, accepted_at FROM pledges WHERE application_id = ? ORDER BY username",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Pledge {
-                    username: r.try_get("username")?,
-                    accepted_at: parse_ts(&r.try_get::<String, _>("accepted_at")?)?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn has_pledged(&self, id: &str, username: &str) -> Result<bool> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM pledges WHERE application_id = ? AND username = ?")
-                .bind(id)
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(n.is_some())
-    }
-
-    pub async fn add_recommendation(
-        &self,
-        id: &str,
-        reviewer: &str,
-        text: &str,
-    ) -> Result<Recommendation> {
-        let mut tx = self.begin().await?;
-        let at = now();
-        sqlx::query(
-            "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(ts(at))
-        .bind(reviewer)
-        .bind(text)
-        .execute(&mut *tx)
-        .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                reviewer,
-                "application.recommendation",
-                Some(id),
-                json!({"text": text}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Recommendation {
-            at,
-            reviewer: reviewer.into(),
-            text: text.into(),
-        })
-    }
-
-    pub async fn recommendations(&self, id: &str) -> Result<Vec<Recommendation>> {
-        let rows = sqlx::query(
-            "SELECT at, reviewer, text FROM recommendations WHERE application_id = ? ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Recommendation {
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    reviewer: r.try_get("reviewer")?,
-                    text: r.try_get("text")?,
-                })
-            })
-            .collect()
-    }
-
-    // --------------------------------------------------------------- extracts
-
-    /// Register a (re)built extract.
-    pub async fn set_extract(
-        &self,
-        id: &str,
-        extract_id: &str,
-        path: &str,
-        actor: &str,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO extracts (application_id, extract_id, path, built_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT(application_id) DO UPDATE SET extract_id = excluded.extract_id, path = excluded.path,
-               built_at = excluded.built_at, destroyed_at = NULL",
-        )
-        .bind(id)
-        .bind(extract_id)
-        .bind(path)
-        .bind(ts(now()))
-        .execute(&mut *tx)
-        .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                actor,
-                "extract.build",
-                Some(id),
-                json!({"extract_id": extract_id}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn extract(&self, id: &str) -> Result<Option<ExtractInfo>> {
-        let row = sqlx::query("SELECT * FROM extracts WHERE application_id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(r) => Ok(Some(ExtractInfo {
-                application_id: r.try_get("application_id")?,
-                extract_id: r.try_get("extract_id")?,
-                path: r.try_get("path")?,
-                built_at: parse_ts(&r.try_get::<String, _>("built_at")?)?,
-                destroyed_at: opt_ts(r.try_get("destroyed_at")?)?,
-            })),
-            None => Ok(None),
-        }
-    }
-
-    /// Log the destruction of an extract (the caller removed the files).
-    pub async fn extract_destroyed(&self, id: &str, actor: &str, reason: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE extracts SET destroyed_at = ? WHERE application_id = ?")
-            .bind(ts(now()))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                actor,
-                "extract.destroy",
-                Some(id),
-                json!({"reason": reason}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    // ---------------------------------------------------------------- queries
-
-    /// Record one query attempt: history row, settlement of its ε reservation, the DP
-    /// release cache entry, per-user error counter and the audit event, all in one
-    /// transaction. If this fails, the caller must not
-    /// release the result (no audit, no answer).
-    pub async fn record_query(&self, q: &QueryWrite, event: &AuditEvent) -> Result<AuditRecord> {
-        let mut tx = self.begin().await?;
-        let r = &q.record;
-        sqlx::query(
-            "INSERT INTO queries (query_id, application_id, username, at, sql, outcome, code, duration_ms, epsilon_spent, suppressed_cells, dropped_rows)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.query_id)
-        .bind(&r.application_id)
-        .bind(&r.username)
-        .bind(ts(r.at))
-        .bind(&r.sql)
-        .bind(&r.outcome)
-        .bind(&r.code)
-        .bind(r.duration_ms)
-        .bind(r.epsilon_spent)
-        .bind(r.suppressed_cells)
-        .bind(r.dropped_rows)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(settle) = &q.ledger {
-            budget::settle(&mut tx, settle).await?;
-        }
-        if let Some(c) = &q.cache {
-            budget::insert_cache(&mut tx, c).await?;
-        }
-        if q.execution_error {
-            sqlx::query(
-                "UPDATE users SET execution_errors = execution_errors + 1 WHERE username = ?",
-            )
-            .bind(&r.username)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let rec = self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(rec)
-    }
-
-    pub async fn queries(
-        &self,
-        application: Option<&str>,
-        username: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<QueryRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM queries WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR username = ?2)
-             ORDER BY at DESC LIMIT ?3",
-        )
-        .bind(application)
-        .bind(username)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueryRecord {
-                    query_id: r.try_get("query_id")?,
-                    application_id: r.try_get("application_id")?,
-                    username: r.try_get("username")?,
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    sql: r.try_get("sql")?,
-                    outcome: r.try_get("outcome")?,
-                    code: r.try_get("code")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    epsilon_spent: r.try_get("epsilon_spent")?,
-                    suppressed_cells: r.try_get("suppressed_cells")?,
-                    dropped_rows: r.try_get("dropped_rows")?,
-                })
-            })
-            .collect()
-    }
-
-    // -------------------------------------------------------------- notebooks
-
-    fn notebook_from_row(r: &SqliteRow) -> Result<Notebook> {
-        Ok(Notebook {
-            id: r.try_get("id")?,
-            owner: r.try_get("owner")?,
-            application_id: r.try_get("application_id")?,
-            title: r.try_get("title")?,
-            cells: serde_json::from_str(&r.try_get::<String, _>("cells")?)?,
-            created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
-            updated_at: parse_ts(&r.try_get::<String, _>("updated_at")?)?,
-        })
-    }
-
-    pub async fn notebooks(&self, owner: &str, application: Option<&str>) -> Result<Vec<Notebook>> {
-        let rows = sqlx::query("SELECT * FROM notebooks WHERE owner = ?1 AND (?2 IS NULL OR application_id = ?2) ORDER BY updated_at DESC")
-            .bind(owner)
-            .bind(application)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::notebook_from_row).collect()
-    }
-
-    pub async fn notebook(&self, id: &str) -> Result<Option<Notebook>> {
-        let row = sqlx::query("SELECT * FROM notebooks WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Self::notebook_from_row).transpose()
-    }
-
-    /// Create (when `id` is new) or replace a notebook.
-    pub async fn save_notebook(&self, nb: &Notebook) -> Result<Notebook> {
-        let mut tx = self.begin().await?;
-        let t = ts(now());
-        sqlx::query(
-            "INSERT INTO notebooks (id, owner, application_id, title, cells, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET title = excluded.title, cells = excluded.cells, updated_at = excluded.updated_at",
-        )
-        .bind(&nb.id)
-        .bind(&nb.owner)
-        .bind(&nb.application_id)
-        .bind(&nb.title)
-        .bind(serde_json::to_string(&nb.cells)?)
-        .bind(&t)
-        .bind(&t)
-        .execute(&mut *tx)
-        .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                &nb.owner,
-                "notebook.save",
-                Some(&nb.application_id),
-                json!({"notebook": nb.id}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        self.notebook(&nb.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(nb.id.clone()))
-    }
-
-    pub async fn delete_notebook(&self, nb: &Notebook) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM notebooks WHERE id = ?")
-            .bind(&nb.id)
-            .execute(&mut *tx)
-            .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                &nb.owner,
-                "notebook.delete",
-                Some(&nb.application_id),
-                json!({"notebook": nb.id}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    // --------------------------------------------------------------- releases
-
-    pub async fn create_release(&self, r: &ReleaseRequest) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO releases (id, application_id, requester, query_id, justification, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.id)
-        .bind(&r.application_id)
-        .bind(&r.requester)
-        .bind(&r.query_id)
-        .bind(&r.justification)
-        .bind(&r.status)
-        .bind(ts(r.created_at))
-        .execute(&mut *tx)
-        .await?;
-        self.audit(
-            &mut tx,
-            &AuditEvent::ok(
-                &r.requester,
-                "release.request",
-                Some(&r.application_id),
-                json!({"release": r.id, "query_id": r.query_id}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn release(&self, id: &str) -> Result<Option<ReleaseRequest>> {
-        let row = sqlx::query("SELECT * FROM releases WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| -> Result<ReleaseRequest> {
-            Ok(ReleaseRequest {
-                id: r.try_get("id")?,
-                application_id: r.try_get("application_id")?,
-                requester: r.try_get("requester")?,
-                query_id: r.try_get("query_id")?,
-                justification: r.try_get("justification")?,
-                status: r.try_get("status")?,
-                created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
-            })
-        })
-        .transpose()
-    }
-
-    /// Decide a pending release request: set `status` and write the decision's audit
-    /// event (which carries the reviewer and the reason) in one transaction. A request
-    /// that is no longer pending is a conflict, so two reviewers cannot both decide it.
-    pub async fn decide_release(
-        &self,
-        id: &str,
-        status: &str,
-        event: &AuditEvent,
-    ) -> Result<ReleaseRequest> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query("UPDATE releases SET status = ? WHERE id = ? AND status = 'pending'")
-            .bind(status)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "release request `{id}` has already been decided / この公表申請は既に判断済みです"
-            )));
-        }
-        self.audit(&mut tx, event).await?;
-        tx.commit().await?;
-        self.release(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))
-    }
-
     /// Close the pool (tests that reopen the file).
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
+/// Fixtures shared by the store's tests, and the tests of the store as a whole.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::{ApplicationForm, NewUser, Role, Status};
+    use serde_json::json;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    pub(super) fn key() -> AuditKey {
+        AuditKey::from_bytes(&[1u8; 32]).unwrap()
+    }
+
+    pub(super) async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let key = AuditKey::from_bytes(&[1u8; 32]).unwrap();
-        let s = Store::open(&dir.path().join("kura.db"), key).await.unwrap();
+        let s = Store::open(&dir.path().join("kura.db"), key())
+            .await
+            .unwrap();
         (dir, s)
     }
 
-    fn new_user(name: &str) -> NewUser {
+    pub(super) fn new_user(name: &str) -> NewUser {
         NewUser {
             username: name.into(),
             password_hash: "x".into(),
@@ -1115,16 +310,28 @@ mod tests {
         }
     }
 
+    /// The first page of audit events of `action` (and its sub-actions), newest first.
+    pub(super) async fn events(s: &Store, action: &str) -> Vec<AuditRecord> {
+        s.audit_events(&AuditFilter {
+            action: Some(action.into()),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn migrations_are_idempotent_and_state_changes_are_audited() {
         let dir = tempfile::tempdir().unwrap();
-        let key = AuditKey::from_bytes(&[1u8; 32]).unwrap();
-        let s = Store::open(&dir.path().join("kura.db"), key.clone())
+        let s = Store::open(&dir.path().join("kura.db"), key())
             .await
             .unwrap();
         s.create_user(&new_user("alice"), "admin").await.unwrap();
         s.close().await;
-        let s = Store::open(&dir.path().join("kura.db"), key).await.unwrap();
+        let s = Store::open(&dir.path().join("kura.db"), key())
+            .await
+            .unwrap();
         assert!(s.user("alice").await.unwrap().is_some());
         let v = s.verify_audit().await.unwrap();
         assert!(v.ok);

@@ -2,6 +2,10 @@
 //! already unusable (every query checks status and term); after the retention period the
 //! files are destroyed and the destruction is logged (要綱 第3章 5: derived records are
 //! destroyed at the end of use).
+//!
+//! Guarantees: the files are removed before the destruction is logged (through
+//! `Store::extract_destroyed`, audited), so the log never claims a destruction that did
+//! not happen; a removal that fails is left for the next sweep.
 
 use chrono::NaiveDate;
 
@@ -52,36 +56,17 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditEvent, AuditKey};
+    use crate::audit::AuditEvent;
     use crate::privacy::result::DisclosureMode;
     use crate::sql::scope::Scope;
     use crate::store::model::*;
+    use crate::store::tests::{events, new_user, store};
     use chrono::Utc;
 
     #[tokio::test]
     async fn expired_extracts_are_destroyed_after_retention_and_logged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("kura.db"),
-            AuditKey::from_bytes(&[2u8; 32]).unwrap(),
-        )
-        .await
-        .unwrap();
-        store
-            .create_user(
-                &NewUser {
-                    username: "r".into(),
-                    password_hash: "x".into(),
-                    roles: vec![Role::Researcher],
-                    manufacturer: None,
-                    display_name: String::new(),
-                    affiliation: String::new(),
-                    title: String::new(),
-                },
-                "t",
-            )
-            .await
-            .unwrap();
+        let (dir, store) = store().await;
+        store.create_user(&new_user("r"), "t").await.unwrap();
         let app = store
             .create_application(Some("A-1"), "r", &ApplicationForm::default())
             .await
@@ -146,15 +131,7 @@ mod tests {
                 .destroyed_at
                 .is_some()
         );
-        let evs = store
-            .audit_events(&crate::store::AuditFilter {
-                action: Some("extract.destroy".into()),
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(evs.len(), 1);
+        assert_eq!(events(&store, "extract.destroy").await.len(), 1);
         // Idempotent.
         assert!(sweep(&store, 30, after).await.unwrap().is_empty());
     }
