@@ -7,7 +7,7 @@
 //! and internal errors print only the generic message and a reference id, never the
 //! engine detail, which can contain data values.
 //!
-//! The query path itself (`engine::run::run_query`, guard → rewrite → execute → check)
+//! The query path itself (`query::suppression::run_query`, guard → rewrite → execute → check)
 //! is passed in by the caller as `run`, so this module never offers a way around it.
 
 use std::io::IsTerminal;
@@ -215,7 +215,7 @@ pub fn render_table(result: &ReleasedResult) -> String {
     out
 }
 
-/// Run `kura query`. `run` is the query path (`engine::run::run_query` with the
+/// Run `kura query`. `run` is the query path (`query::suppression::run_query` with the
 /// disclosure rules bound); it receives the extract's session, the SQL, the catalogue
 /// and the limits. Exit code 0 on a released result, 2 on a refusal the caller can fix,
 /// 1 on an execution or internal error.

@@ -1,11 +1,11 @@
 //! The real data plane: per-application extracts (`sql::extract`) and the query core
-//! (`engine::run::run_query`) behind the [`DataPlane`] seam.
+//! (`query::suppression::run_query`) behind the [`DataPlane`] seam.
 //!
 //! Guarantees: each application's extract is built from the ingested registry with its own
 //! key (HMAC of the operator's extract key and the application id, so `pid`s of two studies
 //! never join); queries open only that extract; the approval's k can raise, never lower,
 //! the dataset thresholds of `policies/disclosure.toml` (under DP, k sets the release
-//! threshold); DP queries go through `engine::dp` and never the suppression path.
+//! threshold); DP queries go through `query::dp` and never the suppression path.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

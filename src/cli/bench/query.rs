@@ -223,7 +223,7 @@ async fn run_raw(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<usi
     Ok(rows)
 }
 
-/// Run the benchmark. `run` is the full query path (`engine::run::run_query` with the
+/// Run the benchmark. `run` is the full query path (`query::suppression::run_query` with the
 /// disclosure rules bound).
 pub async fn bench_query<F>(
     args: &BenchQueryArgs,
