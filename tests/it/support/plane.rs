@@ -38,6 +38,13 @@ pub struct FakePlane {
 
 const OFFLINE: &str = "no data plane in TLS tests";
 
+fn column(name: &str, type_name: &str) -> ReleasedColumn {
+    ReleasedColumn {
+        name: name.into(),
+        type_name: type_name.into(),
+    }
+}
+
 fn offline() -> QueryError {
     QueryError::UnsupportedQuery {
         message: OFFLINE.into(),
@@ -104,16 +111,7 @@ impl FakePlane {
         let noise = -scale * u.signum() * (1.0 - 2.0 * u.abs()).ln();
         QueryOutcome {
             result: ReleasedResult {
-                columns: vec![
-                    ReleasedColumn {
-                        name: "sex".into(),
-                        type_name: "Utf8".into(),
-                    },
-                    ReleasedColumn {
-                        name: "n".into(),
-                        type_name: "Float64".into(),
-                    },
-                ],
+                columns: vec![column("sex", "Utf8"), column("n", "Float64")],
                 rows: vec![vec![json!("1"), json!(412.0 + noise)]],
                 disclosure: Disclosure {
                     mode: DisclosureMode::Dp,
@@ -192,16 +190,7 @@ impl DataPlane for FakePlane {
             }
             Ok(QueryOutcome {
                 result: ReleasedResult {
-                    columns: vec![
-                        ReleasedColumn {
-                            name: "prefecture_code".into(),
-                            type_name: "Utf8".into(),
-                        },
-                        ReleasedColumn {
-                            name: "n".into(),
-                            type_name: "Int64".into(),
-                        },
-                    ],
+                    columns: vec![column("prefecture_code", "Utf8"), column("n", "Int64")],
                     rows: vec![
                         vec![json!("13"), json!(412)],
                         vec![json!("31"), Value::Null],
