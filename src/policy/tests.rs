@@ -1,7 +1,14 @@
-//! One test per regulation rule (issue 4 §4), each through the real enforcement point
-//! with casbin and a real store.
+//! One test per regulation rule (issue 4 §4), each a table of cases run through the
+//! real enforcement point with casbin and a real store: who asks, what they ask about
+//! (the application as the caller presents it, a PMS scope, or a role-level action),
+//! on which day, for which action — and the expected allow or denial code. Every case
+//! gets a fresh store, so no case depends on another.
 
 use chrono::{Duration, NaiveDate, Utc};
+
+use Action::{AuditRead, Export, ManageUsers, Query, Review};
+use Day::{AfterEnd, BeforeStart, EndOfTerm, Today};
+use On::{App, NoTarget, Pms};
 
 use super::*;
 use crate::audit::AuditKey;
@@ -127,319 +134,199 @@ async fn u(f: &Fixture, name: &str) -> User {
     f.store.user(name).await.unwrap().unwrap()
 }
 
-#[tokio::test]
-async fn named_pledged_user_in_term_may_query() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::Query, &t, today())
-            .await,
-        Ok(())
-    );
+/// The day a case is decided on, relative to the application's term where it has one.
+#[derive(Debug, Clone, Copy)]
+enum Day {
+    Today,
+    BeforeStart,
+    AfterEnd,
+    EndOfTerm,
+    Date(i32, u32, u32),
 }
 
-#[tokio::test]
-async fn not_named_user_is_refused() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    let d = p
-        .authorize(&u(&f, "res2").await, Action::Query, &t, today())
-        .await
-        .unwrap_err();
-    assert_eq!(d.code, "not_named_user");
+/// Application A-1 as stored (approved by rev1 for res1 from today to the end of the
+/// fiscal year) and presented by the caller with its pledge accepted — or with one
+/// thing changed.
+#[derive(Debug, Clone, Copy)]
+enum A1 {
+    AsApproved,
+    /// The caller presents a newer status than the enforcer's `g2` lines know.
+    PresentedAs(Status),
+    Unpledged,
+    Naming(&'static [&'static str]),
+    /// A term of 2026-03-01 to 2026-04-30, across the fiscal-year boundary.
+    CrossingFiscalYear,
+    /// Decided by an enforcer loaded before the approval was stored (no `g2` line).
+    StaleEnforcer,
+    /// That stale enforcer, reloaded.
+    ReloadedEnforcer,
 }
 
-#[tokio::test]
-async fn before_and_after_the_term_is_term_expired() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    let res1 = u(&f, "res1").await;
-    let before = s - Duration::days(1);
-    let after = e + Duration::days(1);
-    assert_eq!(
-        p.authorize(&res1, Action::Query, &t, before)
-            .await
-            .unwrap_err()
-            .code,
-        "term_expired"
-    );
-    assert_eq!(
-        p.authorize(&res1, Action::Query, &t, after)
-            .await
-            .unwrap_err()
-            .code,
-        "term_expired"
-    );
-    assert_eq!(
-        p.authorize(&res1, Action::Query, &t, e).await,
-        Ok(()),
-        "the last day is inside the term"
-    );
+/// What the enforcement point is asked about.
+#[derive(Debug, Clone, Copy)]
+enum On {
+    /// A role-level action (`Target::None`), no application stored.
+    NoTarget,
+    /// A PMS standing scope, no application stored.
+    Pms(&'static str),
+    App(A1),
 }
 
-#[tokio::test]
-async fn a_term_crossing_a_fiscal_year_is_never_honoured() {
-    // Approval validation stops such terms; the enforcement point refuses them anyway.
-    let f = fixture().await;
-    let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
-    let end = NaiveDate::from_ymd_opt(2026, 4, 30).unwrap();
-    let app = approved("A-1", &["res1"], start, end, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    let d = p
-        .authorize(
-            &u(&f, "res1").await,
-            Action::Query,
-            &t,
-            NaiveDate::from_ymd_opt(2026, 3, 15).unwrap(),
-        )
-        .await;
-    assert_eq!(d.unwrap_err().code, "term_expired");
-}
+const ALLOW: Result<(), &str> = Ok(());
 
-#[tokio::test]
-async fn revoked_application_is_refused_even_before_policy_reload() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let mut app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    // The g2 lines still say "approved"; the fresh store fact must win.
-    app.status = Status::Revoked;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::Query, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "revoked"
-    );
-}
+/// One case: who, action, what about, which day, and the expected allow or denial code.
+type Case = (&'static str, Action, On, Day, Result<(), &'static str>);
 
-#[tokio::test]
-async fn missing_pledge_is_pledge_required() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: false,
-    };
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::Query, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "pledge_required"
-    );
-}
-
-#[tokio::test]
-async fn unapproved_application_is_not_approved() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let mut draft = app.clone();
-    draft.status = Status::Submitted;
-    let t = Target::Application {
-        app: &draft,
-        pledged: true,
-    };
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::Query, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "not_approved"
-    );
-}
-
-#[tokio::test]
-async fn reviewer_and_auditor_may_not_query_data() {
-    let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1", "rev1", "aud1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    for who in ["rev1", "aud1"] {
-        let d = p
-            .authorize(&u(&f, who).await, Action::Query, &t, today())
-            .await
-            .unwrap_err();
-        assert_eq!(d.code, "forbidden", "{who}");
+impl Day {
+    fn date(self, (start, end): (NaiveDate, NaiveDate)) -> NaiveDate {
+        match self {
+            Today => today(),
+            BeforeStart => start - Duration::days(1),
+            AfterEnd => end + Duration::days(1),
+            EndOfTerm => end,
+            Day::Date(y, m, d) => NaiveDate::from_ymd_opt(y, m, d).unwrap(),
+        }
     }
 }
 
-#[tokio::test]
-async fn row_level_export_is_never_permitted() {
+/// The enforcement point's answer to one case, over a fresh store.
+async fn decide(who: &str, action: Action, on: On, day: Day) -> Result<(), &'static str> {
     let f = fixture().await;
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let p = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
+    let user = u(&f, who).await;
+    let a1 = match on {
+        On::NoTarget | On::Pms(_) => {
+            let p = Policy::load(&f.store).await.unwrap();
+            let t = match on {
+                On::Pms(scope_id) => Target::Pms { scope_id },
+                _ => Target::None,
+            };
+            return p
+                .authorize(&user, action, &t, today())
+                .await
+                .map_err(|d| d.code);
+        }
+        On::App(a1) => a1,
     };
-    for who in ["res1", "rev1", "aud1", "pms1"] {
-        let d = p
-            .authorize(&u(&f, who).await, Action::Export, &t, today())
-            .await
-            .unwrap_err();
-        assert_eq!(d.code, "export_not_permitted", "{who}");
+    let term = match a1 {
+        A1::CrossingFiscalYear => (
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 4, 30).unwrap(),
+        ),
+        _ => current_term(),
+    };
+    let named: &[&str] = match a1 {
+        A1::Naming(named) => named,
+        _ => &["res1"],
+    };
+    let stored = approved("A-1", named, term.0, term.1, Status::Approved);
+    let stale = match a1 {
+        A1::StaleEnforcer | A1::ReloadedEnforcer => Some(Policy::load(&f.store).await.unwrap()),
+        _ => None,
+    };
+    let fresh = with_app(&f, &stored).await;
+    if let (A1::ReloadedEnforcer, Some(p)) = (a1, &stale) {
+        p.reload(&f.store).await.unwrap();
+    }
+    let mut presented = stored.clone();
+    if let A1::PresentedAs(status) = a1 {
+        presented.status = status;
+    }
+    let t = Target::Application {
+        app: &presented,
+        pledged: !matches!(a1, A1::Unpledged),
+    };
+    stale
+        .as_ref()
+        .unwrap_or(&fresh)
+        .authorize(&user, action, &t, day.date(term))
+        .await
+        .map_err(|d| d.code)
+}
+
+/// Run every case of a table and compare each answer with its expectation.
+async fn check(cases: &[Case]) {
+    for &(who, action, on, day, want) in cases {
+        let got = decide(who, action, on, day).await;
+        assert_eq!(got, want, "{who} {action:?} on {on:?} ({day:?})");
     }
 }
 
-#[tokio::test]
-async fn pms_user_reaches_only_its_own_manufacturer() {
-    let f = fixture().await;
-    let p = Policy::load(&f.store).await.unwrap();
-    let pms1 = u(&f, "pms1").await;
-    assert_eq!(
-        p.authorize(
-            &pms1,
-            Action::Query,
-            &Target::Pms {
-                scope_id: "PMS-M01"
-            },
-            today()
-        )
-        .await,
-        Ok(())
-    );
-    let d = p
-        .authorize(
-            &pms1,
-            Action::Query,
-            &Target::Pms {
-                scope_id: "PMS-M02",
-            },
-            today(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(d.code, "forbidden");
-    // A researcher has no PMS scope at all.
-    let d = p
-        .authorize(
-            &u(&f, "res1").await,
-            Action::Query,
-            &Target::Pms {
-                scope_id: "PMS-M01",
-            },
-            today(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(d.code, "forbidden");
+/// One `#[tokio::test]` per rule, named as the rule, running that rule's rows.
+macro_rules! rule_tests {
+    ($($(#[doc = $doc:literal])* fn $name:ident [$($case:expr),+ $(,)?])+) => {$(
+        $(#[doc = $doc])*
+        #[tokio::test]
+        async fn $name() {
+            check(&[$($case),+]).await;
+        }
+    )+};
 }
 
-#[tokio::test]
-async fn role_actions_follow_the_static_policy() {
-    let f = fixture().await;
-    let p = Policy::load(&f.store).await.unwrap();
-    let t = Target::None;
-    assert_eq!(
-        p.authorize(&u(&f, "rev1").await, Action::Review, &t, today())
-            .await,
-        Ok(())
-    );
-    assert_eq!(
-        p.authorize(&u(&f, "aud1").await, Action::AuditRead, &t, today())
-            .await,
-        Ok(())
-    );
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::Review, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "forbidden"
-    );
-    assert_eq!(
-        p.authorize(&u(&f, "res1").await, Action::AuditRead, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "forbidden"
-    );
-    assert_eq!(
-        p.authorize(&u(&f, "aud1").await, Action::ManageUsers, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "forbidden"
-    );
+const STAFF_NAMED: A1 = A1::Naming(&["res1", "rev1", "aud1"]);
+
+rule_tests! {
+    fn named_pledged_user_in_term_may_query [
+        ("res1", Query, App(A1::AsApproved), Today, ALLOW),
+    ]
+    fn not_named_user_is_refused [
+        ("res2", Query, App(A1::AsApproved), Today, Err("not_named_user")),
+    ]
+    fn before_and_after_the_term_is_term_expired [
+        ("res1", Query, App(A1::AsApproved), BeforeStart, Err("term_expired")),
+        ("res1", Query, App(A1::AsApproved), AfterEnd, Err("term_expired")),
+        // The last day is inside the term.
+        ("res1", Query, App(A1::AsApproved), EndOfTerm, ALLOW),
+    ]
+    /// Approval validation stops such terms; the enforcement point refuses them anyway.
+    fn a_term_crossing_a_fiscal_year_is_never_honoured [
+        ("res1", Query, App(A1::CrossingFiscalYear), Day::Date(2026, 3, 15), Err("term_expired")),
+    ]
+    /// The g2 lines still say "approved"; the fresh store fact must win.
+    fn revoked_application_is_refused_even_before_policy_reload [
+        ("res1", Query, App(A1::PresentedAs(Status::Revoked)), Today, Err("revoked")),
+    ]
+    fn missing_pledge_is_pledge_required [
+        ("res1", Query, App(A1::Unpledged), Today, Err("pledge_required")),
+    ]
+    fn unapproved_application_is_not_approved [
+        ("res1", Query, App(A1::PresentedAs(Status::Submitted)), Today, Err("not_approved")),
+    ]
+    fn reviewer_and_auditor_may_not_query_data [
+        ("rev1", Query, App(STAFF_NAMED), Today, Err("forbidden")),
+        ("aud1", Query, App(STAFF_NAMED), Today, Err("forbidden")),
+    ]
+    fn row_level_export_is_never_permitted [
+        ("res1", Export, App(A1::AsApproved), Today, Err("export_not_permitted")),
+        ("rev1", Export, App(A1::AsApproved), Today, Err("export_not_permitted")),
+        ("aud1", Export, App(A1::AsApproved), Today, Err("export_not_permitted")),
+        ("pms1", Export, App(A1::AsApproved), Today, Err("export_not_permitted")),
+    ]
+    fn pms_user_reaches_only_its_own_manufacturer [
+        ("pms1", Query, Pms("PMS-M01"), Today, ALLOW),
+        ("pms1", Query, Pms("PMS-M02"), Today, Err("forbidden")),
+        // A researcher has no PMS scope at all.
+        ("res1", Query, Pms("PMS-M01"), Today, Err("forbidden")),
+    ]
+    fn role_actions_follow_the_static_policy [
+        ("rev1", Review, NoTarget, Today, ALLOW),
+        ("aud1", AuditRead, NoTarget, Today, ALLOW),
+        ("res1", Review, NoTarget, Today, Err("forbidden")),
+        ("res1", AuditRead, NoTarget, Today, Err("forbidden")),
+        ("aud1", ManageUsers, NoTarget, Today, Err("forbidden")),
+    ]
+    /// The enforcer was built before the approval existed, so it has no g2 line for it:
+    /// store facts alone (named, approved, in term, pledged) must not open access.
+    fn casbin_is_authoritative_when_its_lines_lack_the_approval [
+        ("res1", Query, App(A1::StaleEnforcer), Today, Err("forbidden")),
+        ("res1", Query, App(A1::AsApproved), Today, ALLOW),
+        ("res1", Query, App(A1::ReloadedEnforcer), Today, ALLOW),
+    ]
 }
 
 #[tokio::test]
 async fn fiscal_year_boundaries() {
-    assert_eq!(
-        fiscal_year(NaiveDate::from_ymd_opt(2027, 3, 31).unwrap()),
-        2026
-    );
-    assert_eq!(
-        fiscal_year(NaiveDate::from_ymd_opt(2027, 4, 1).unwrap()),
-        2027
-    );
-}
-
-#[tokio::test]
-async fn casbin_is_authoritative_when_its_lines_lack_the_approval() {
-    // The enforcer was built before the approval existed, so it has no g2 line for it:
-    // store facts alone (named, approved, in term, pledged) must not open access.
-    let f = fixture().await;
-    let stale = Policy::load(&f.store).await.unwrap();
-    let (s, e) = current_term();
-    let app = approved("A-1", &["res1"], s, e, Status::Approved);
-    let fresh = with_app(&f, &app).await;
-    let t = Target::Application {
-        app: &app,
-        pledged: true,
-    };
-    let res1 = u(&f, "res1").await;
-    assert_eq!(
-        stale
-            .authorize(&res1, Action::Query, &t, today())
-            .await
-            .unwrap_err()
-            .code,
-        "forbidden"
-    );
-    assert_eq!(
-        fresh.authorize(&res1, Action::Query, &t, today()).await,
-        Ok(())
-    );
-    stale.reload(&f.store).await.unwrap();
-    assert_eq!(
-        stale.authorize(&res1, Action::Query, &t, today()).await,
-        Ok(())
-    );
+    for ((y, m, d), fy) in [((2027, 3, 31), 2026), ((2027, 4, 1), 2027)] {
+        let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(fiscal_year(date), fy, "{date}");
+    }
 }

@@ -7,6 +7,7 @@ use kura::query::{QueryError, QueryOutcome, run_query};
 use serde_json::{Value, json};
 
 use crate::qc_fixture::registry;
+use crate::support::outcome::has_note;
 
 pub async fn run(sql: &str) -> Result<QueryOutcome, QueryError> {
     let (ctx, catalog) = registry();
@@ -28,6 +29,13 @@ async fn refused(sql: &str, code: &str) -> QueryError {
             assert_eq!(e.code(), code, "{sql}: {e}");
             e
         }
+    }
+}
+
+/// Every statement of `sqls` is refused with `code`.
+async fn refused_all(code: &str, sqls: &[&str]) {
+    for sql in sqls {
+        refused(sql, code).await;
     }
 }
 
@@ -90,12 +98,11 @@ async fn attack_group_by_pid_is_row_level() {
     )
     .await;
     assert!(e.public_message().contains("COUNT(DISTINCT pid)"));
-    refused("SELECT * FROM patient", "row_level_output").await;
-    refused(
+    let rows = [
+        "SELECT * FROM patient",
         "SELECT sex FROM patient WHERE pid = 'p07'",
-        "row_level_output",
-    )
-    .await;
+    ];
+    refused_all("row_level_output", &rows).await;
 }
 
 #[tokio::test]
@@ -217,14 +224,12 @@ async fn per_patient_only_aggregates_stay_inside_one_patient() {
     .await;
     assert_eq!(rows(&o)[0][0], json!(20));
     // The same aggregate over patients would leak (two points give one patient's value).
-    refused(
-        "SELECT regr_slope(severity, fiscal_year) FROM nanbyo_survey",
+    refused_all(
         "unsupported_aggregate",
-    )
-    .await;
-    refused(
-        "SELECT disease_no, corr(severity, creatinine) FROM nanbyo_survey GROUP BY disease_no",
-        "unsupported_aggregate",
+        &[
+            "SELECT regr_slope(severity, fiscal_year) FROM nanbyo_survey",
+            "SELECT disease_no, corr(severity, creatinine) FROM nanbyo_survey GROUP BY disease_no",
+        ],
     )
     .await;
 }
@@ -262,13 +267,7 @@ async fn attack_nested_aggregate_with_small_inner_groups() {
                 (SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code) t")
     .await;
     assert_eq!(rows(&o)[0], vec![json!(2), json!(57)]);
-    assert!(
-        o.result
-            .disclosure
-            .notes
-            .iter()
-            .any(|n| n.contains("inner"))
-    );
+    assert!(has_note(&o, "inner"));
     // Inner groups on a non-public key are removed before the outer count.
     let o = ok("SELECT count(*) AS groups FROM (SELECT birth_year, count(*) AS c FROM patient GROUP BY birth_year) t").await;
     assert_eq!(rows(&o)[0], vec![json!(0)]);
@@ -322,23 +321,27 @@ async fn attack_window_function_tricks() {
     // 47's row is removed before the window and padded back with every cell null.
     assert_eq!(rows(&o)[2], vec![json!("47"), Value::Null, Value::Null]);
     // Windows over patient rows across patients are refused.
-    refused("SELECT count(*) FROM (SELECT lag(birth_year) OVER (ORDER BY pid) AS prev FROM patient) t WHERE prev = 1947", "unsupported_query").await;
-    refused(
-        "SELECT pid, row_number() OVER (ORDER BY birth_year) FROM patient",
+    refused_all(
         "unsupported_query",
+        &[
+            "SELECT count(*) FROM (SELECT lag(birth_year) OVER (ORDER BY pid) AS prev FROM patient) t WHERE prev = 1947",
+            "SELECT pid, row_number() OVER (ORDER BY birth_year) FROM patient",
+        ],
     )
     .await;
 }
 
 #[tokio::test]
 async fn attack_scalar_subquery_smuggling_single_patient() {
-    refused(
-        "SELECT count(*), (SELECT birth_year FROM patient WHERE pid = 'p07') FROM patient",
+    refused_all(
         "unsupported_query",
+        &[
+            "SELECT count(*), (SELECT birth_year FROM patient WHERE pid = 'p07') FROM patient",
+            "SELECT count(DISTINCT pid) FROM patient WHERE birth_year = (SELECT birth_year FROM patient WHERE pid = 'p07')",
+            "SELECT count(*) FROM patient WHERE EXISTS (SELECT 1 FROM nanbyo_survey s WHERE s.pid = 'p07' AND s.severity = 5)",
+        ],
     )
     .await;
-    refused("SELECT count(DISTINCT pid) FROM patient WHERE birth_year = (SELECT birth_year FROM patient WHERE pid = 'p07')", "unsupported_query").await;
-    refused("SELECT count(*) FROM patient WHERE EXISTS (SELECT 1 FROM nanbyo_survey s WHERE s.pid = 'p07' AND s.severity = 5)", "unsupported_query").await;
     // An aggregated single-patient subquery is sealed: it yields NULL, so the outer count
     // cannot depend on the target's value.
     let o = ok("SELECT count(*) AS n FROM patient WHERE birth_year > (SELECT avg(birth_year) FROM patient WHERE pid = 'p07')").await;
@@ -347,17 +350,15 @@ async fn attack_scalar_subquery_smuggling_single_patient() {
 
 #[tokio::test]
 async fn attack_join_mixing_patients_or_filtering_reference_tables() {
-    refused(
-        "SELECT count(*) FROM patient a JOIN nanbyo_survey b ON a.sex = b.application_type",
+    refused_all(
         "unsupported_query",
+        &[
+            "SELECT count(*) FROM patient a JOIN nanbyo_survey b ON a.sex = b.application_type",
+            "SELECT count(*) FROM patient a CROSS JOIN patient b",
+            "SELECT name_en FROM disease WHERE disease_no IN (SELECT disease_no FROM nanbyo_survey WHERE pid = 'p07')",
+        ],
     )
     .await;
-    refused(
-        "SELECT count(*) FROM patient a CROSS JOIN patient b",
-        "unsupported_query",
-    )
-    .await;
-    refused("SELECT name_en FROM disease WHERE disease_no IN (SELECT disease_no FROM nanbyo_survey WHERE pid = 'p07')", "unsupported_query").await;
 }
 
 #[tokio::test]
@@ -446,13 +447,7 @@ async fn rounding_applies_to_released_counts_only() {
             .is_some_and(|a| a.fract() != 0.0 || a > 1900.0)
     );
     assert_eq!(o.result.disclosure.rounding, Some(5));
-    assert!(
-        o.result
-            .disclosure
-            .notes
-            .iter()
-            .any(|n| n.contains("rounded"))
-    );
+    assert!(has_note(&o, "rounded"));
 }
 
 #[tokio::test]
@@ -533,14 +528,7 @@ async fn attack_public_key_row_presence_reveals_attribute() {
             }
         }
         assert_eq!(a.result.disclosure.dropped_rows, 0, "{t}");
-        assert!(
-            a.result
-                .disclosure
-                .notes
-                .iter()
-                .any(|n| n.contains("every combination")),
-            "{t}"
-        );
+        assert!(has_note(&a, "every combination"), "{t}");
     }
     // SELECT DISTINCT (keys only): the padded domain, and a note saying no row is released.
     let a = ok("SELECT DISTINCT sex FROM patient WHERE pid = 'p01'").await;

@@ -1,6 +1,6 @@
 //! DP budgets through the API (control-plane half of issue 6): the ε ledger, cached
 //! re-release, the dry run and `budget_exhausted`, against the test double of the data
-//! plane in `api.rs` (fresh Laplace noise on every DP answer, a configurable delay).
+//! plane in `support::plane` (fresh Laplace noise on every DP answer, a configurable delay).
 //!
 //! Each test attacks one guarantee: restarts and crashes must not lose a spend,
 //! concurrent queries must not overspend, repeating a query must neither narrow the
@@ -10,24 +10,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::http::{Method, StatusCode};
-use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use kura::audit::AuditKey;
-use kura::http::{AppState, app};
 use kura::policy::fiscal_year;
 use kura::privacy::result::{DisclosureMode, DpBounds};
 use kura::store::Store;
 use kura::store::budget::LedgerState;
 
-use super::api::{H, code, full_form};
+use crate::support::fixtures::{audit_key, full_form, today};
+use crate::support::http::{H, Reply, call_router, code, error_fields};
 
 const APP: &str = "A-DP";
 const SQL: &str = "SELECT sex, count(DISTINCT pid) AS patients FROM patient GROUP BY sex";
-
-fn today() -> NaiveDate {
-    (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
-}
+/// A shape the DP preview refuses.
+const UNSUPPORTED: &str = "SELECT min(age) DP_UNSUPPORTED FROM patient";
 
 fn fy() -> i32 {
     fiscal_year(today())
@@ -42,13 +38,21 @@ fn dpq(sql: &str, eps: f64) -> Value {
 }
 
 async fn run(h: &H, t: &str, body: Value) -> (StatusCode, Value) {
-    h.call(Method::POST, "/api/v1/query", Some(t), Some(body))
-        .await
+    h.post("/api/v1/query", t, body).await
+}
+
+/// A DP query that must be answered.
+async fn run_ok(h: &H, t: &str, body: Value) -> Value {
+    run(h, t, body).await.expect_status(StatusCode::OK)
+}
+
+/// A dry run that must be answered.
+async fn cost_ok(h: &H, t: &str, body: Value) -> Value {
+    cost(h, t, body).await.expect_status(StatusCode::OK)
 }
 
 async fn cost(h: &H, t: &str, body: Value) -> (StatusCode, Value) {
-    h.call(Method::POST, "/api/v1/query/cost", Some(t), Some(body))
-        .await
+    h.post("/api/v1/query/cost", t, body).await
 }
 
 async fn used(store: &Store) -> f64 {
@@ -59,56 +63,24 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-/// The router over a store reopened on the same file (a restart of the server).
-async fn restart(h: &H) -> (Store, axum::Router) {
-    h.state.store.close().await;
-    let key = AuditKey::from_bytes(&[9u8; 32]).unwrap();
-    let store = Store::open(&h.dir.path().join("kura.db"), key)
-        .await
-        .unwrap();
-    let state = AppState {
-        store: store.clone(),
-        ..h.state.clone()
-    };
-    (store, app(state))
-}
-
-async fn call_on(
-    router: &axum::Router,
-    t: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    use tower::ServiceExt;
-    let mut req = axum::http::Request::builder()
-        .method(if body.is_some() {
-            Method::POST
-        } else {
-            Method::GET
-        })
-        .uri(path)
-        .header("authorization", format!("Bearer {t}"));
-    let req = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            req.body(axum::body::Body::from(b.to_string())).unwrap()
-        }
-        None => req.body(axum::body::Body::empty()).unwrap(),
-    };
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let s = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
-        .await
-        .unwrap();
-    (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+/// A query through `router` (the server after a restart).
+async fn query_on(router: &axum::Router, t: &str, body: Value) -> (StatusCode, Value) {
+    let (s, _, v) = call_router(
+        router,
+        Method::POST,
+        "/api/v1/query",
+        Some(t),
+        Some(body),
+        &[],
+    )
+    .await;
+    (s, v)
 }
 
 #[tokio::test]
 async fn a_dp_answer_carries_its_disclosure_and_the_budget_falls() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, v) = run(&h, &t, dpq(SQL, 0.25)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let (h, t) = H::with_login("researcher1").await;
+    let v = run_ok(&h, &t, dpq(SQL, 0.25)).await;
     let d = &v["disclosure"];
     assert_eq!(d["mode"], "dp");
     assert_eq!(d["epsilon_spent"], json!(0.25));
@@ -130,7 +102,7 @@ async fn a_dp_answer_carries_its_disclosure_and_the_budget_falls() {
     assert!(det["dp"]["release_threshold"].as_f64().unwrap() > 5.0);
     assert!(det["dp"]["columns"][0]["noise_scale"].as_f64().unwrap() > 0.0);
     // /me shows the budget with its fiscal year and renewal date.
-    let (_, me) = h.call(Method::GET, "/api/v1/me", Some(&t), None).await;
+    let (_, me) = h.get("/api/v1/me", &t).await;
     let a = me["applications"]
         .as_array()
         .unwrap()
@@ -153,15 +125,14 @@ async fn a_dp_answer_carries_its_disclosure_and_the_budget_falls() {
 
 #[tokio::test]
 async fn budget_and_cache_survive_a_restart() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, first) = run(&h, &t, dpq(SQL, 0.4)).await;
-    assert_eq!(s, StatusCode::OK, "{first}");
-    let (store, router) = restart(&h).await;
+    let (h, t) = H::with_login("researcher1").await;
+    let first = run_ok(&h, &t, dpq(SQL, 0.4)).await;
+    let (store, router) = h.restart().await;
     assert!(close(used(&store).await, 0.4));
     // The identical query after the restart is the stored answer, for free.
-    let (s, again) = call_on(&router, &t, "/api/v1/query", Some(dpq(SQL, 0.4))).await;
-    assert_eq!(s, StatusCode::OK, "{again}");
+    let again = query_on(&router, &t, dpq(SQL, 0.4))
+        .await
+        .expect_status(StatusCode::OK);
     assert_eq!(again["rows"], first["rows"]);
     assert_eq!(again["disclosure"]["dp"]["cached"], json!(true));
     assert_eq!(again["disclosure"]["epsilon_spent"], json!(0.0));
@@ -171,14 +142,9 @@ async fn budget_and_cache_survive_a_restart() {
     ));
     assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 1);
     // A new question after the restart still sees the old spend: 0.7 does not fit.
-    let (s, v) = call_on(
-        &router,
-        &t,
-        "/api/v1/query",
-        Some(dpq("SELECT count(*) FROM patient", 0.7)),
-    )
-    .await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "budget_exhausted"));
+    query_on(&router, &t, dpq("SELECT count(*) FROM patient", 0.7))
+        .await
+        .expect_error(StatusCode::CONFLICT, "budget_exhausted");
     assert!(close(used(&store).await, 0.4));
 }
 
@@ -222,10 +188,8 @@ async fn concurrent_queries_never_overspend() {
 
 #[tokio::test]
 async fn averaging_attack_gets_the_same_answer_and_pays_once() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, first) = run(&h, &t, dpq(SQL, 0.5)).await;
-    assert_eq!(s, StatusCode::OK, "{first}");
+    let (h, t) = H::with_login("researcher1").await;
+    let first = run_ok(&h, &t, dpq(SQL, 0.5)).await;
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..999 {
         // Whitespace differences are the same question once normalised.
@@ -234,8 +198,7 @@ async fn averaging_attack_gets_the_same_answer_and_pays_once() {
         } else {
             SQL.replace(' ', "  ")
         };
-        let (s, v) = run(&h, &t, dpq(&sql, 0.5)).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        let v = run_ok(&h, &t, dpq(&sql, 0.5)).await;
         assert_eq!(v["disclosure"]["dp"]["cached"], json!(true));
         assert_eq!(v["disclosure"]["epsilon_spent"], json!(0.0));
         seen.insert(v["rows"].to_string());
@@ -261,10 +224,9 @@ async fn averaging_attack_gets_the_same_answer_and_pays_once() {
 
 #[tokio::test]
 async fn exhausted_budget_names_what_is_left_and_when_it_renews() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
+    let (h, t) = H::with_login("researcher1").await;
     for i in 0..3 {
-        let (s, v) = run(
+        run_ok(
             &h,
             &t,
             dpq(
@@ -273,11 +235,11 @@ async fn exhausted_budget_names_what_is_left_and_when_it_renews() {
             ),
         )
         .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
     }
     let runs = h.plane.dp_runs.load(Ordering::SeqCst);
-    let (s, v) = run(&h, &t, dpq(SQL, 0.2)).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "budget_exhausted"));
+    let v = run(&h, &t, dpq(SQL, 0.2))
+        .await
+        .expect_error(StatusCode::CONFLICT, "budget_exhausted");
     let e = &v["error"];
     let msg = e["message"].as_str().unwrap();
     assert!(msg.contains("ε=0.2"), "{msg}");
@@ -300,18 +262,19 @@ async fn exhausted_budget_names_what_is_left_and_when_it_renews() {
     let ev = &h.audit_rows("query.run").await[0];
     assert_eq!(ev["code"], "budget_exhausted");
     // The dry run refuses the same way.
-    let (s, v) = cost(&h, &t, dpq(SQL, 0.2)).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "budget_exhausted"));
+    cost(&h, &t, dpq(SQL, 0.2))
+        .await
+        .expect_error(StatusCode::CONFLICT, "budget_exhausted");
     // ε above the whole budget is a bad request naming the field.
-    let (s, v) = run(&h, &t, dpq(SQL, 1.5)).await;
-    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    let v = run(&h, &t, dpq(SQL, 1.5))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     assert_eq!(v["error"]["fields"][0]["field"], "epsilon");
 }
 
 #[tokio::test]
 async fn a_reservation_left_by_a_crash_counts_as_spent() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
+    let (h, t) = H::with_login("researcher1").await;
     {
         // The process died between reserve and commit: only the reservation exists.
         let mut raw = h.raw().await;
@@ -325,7 +288,7 @@ async fn a_reservation_left_by_a_crash_counts_as_spent() {
         .await
         .unwrap();
     }
-    let (store, router) = restart(&h).await;
+    let (store, router) = h.restart().await;
     let ledger = store.ledger(APP).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].state, LedgerState::Spent);
@@ -342,25 +305,21 @@ async fn a_reservation_left_by_a_crash_counts_as_spent() {
     assert_eq!(evs[0].event["detail"]["query_id"], "q_crashed");
     assert!(store.verify_audit().await.unwrap().ok);
     // The converted spend binds new queries; reopening again converts nothing twice.
-    let (s, v) = call_on(&router, &t, "/api/v1/query", Some(dpq(SQL, 0.4))).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "budget_exhausted"));
+    query_on(&router, &t, dpq(SQL, 0.4))
+        .await
+        .expect_error(StatusCode::CONFLICT, "budget_exhausted");
     store.close().await;
-    let store = Store::open(
-        &h.dir.path().join("kura.db"),
-        AuditKey::from_bytes(&[9u8; 32]).unwrap(),
-    )
-    .await
-    .unwrap();
+    let store = Store::open(&h.dir.path().join("kura.db"), audit_key())
+        .await
+        .unwrap();
     assert!(close(used(&store).await, 0.7));
     assert_eq!(store.ledger(APP).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn dry_run_prices_without_reserving_and_sees_the_cache() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, c) = cost(&h, &t, dpq(SQL, 0.5)).await;
-    assert_eq!(s, StatusCode::OK, "{c}");
+    let (h, t) = H::with_login("researcher1").await;
+    let c = cost_ok(&h, &t, dpq(SQL, 0.5)).await;
     assert_eq!(c["application"], APP);
     assert_eq!(c["epsilon"], json!(0.5));
     assert_eq!(c["cost"], json!(0.5));
@@ -384,103 +343,74 @@ async fn dry_run_prices_without_reserving_and_sees_the_cache() {
             .is_empty()
     );
 
-    let (s, _) = run(&h, &t, dpq(SQL, 0.5)).await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, c) = cost(&h, &t, dpq(SQL, 0.5)).await;
-    assert_eq!(s, StatusCode::OK, "{c}");
+    run_ok(&h, &t, dpq(SQL, 0.5)).await;
+    let c = cost_ok(&h, &t, dpq(SQL, 0.5)).await;
     assert_eq!(c["cached"], json!(true));
     assert_eq!(c["cost"], json!(0.0));
     assert!(close(c["epsilon_remaining"].as_f64().unwrap(), 0.5));
     assert!(close(c["epsilon_remaining_after"].as_f64().unwrap(), 0.5));
 
     // The same refusals as a query: unsupported shape, suppression approval, no ε.
-    let (s, v) = cost(
-        &h,
-        &t,
-        dpq("SELECT min(age) DP_UNSUPPORTED FROM patient", 0.1),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "unsupported_query")
-    );
-    let (s, v) = cost(
-        &h,
-        &t,
-        json!({"application": "A-1", "sql": SQL, "epsilon": 0.1}),
-    )
-    .await;
-    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
-    let (s, v) = cost(&h, &t, json!({"application": APP, "sql": SQL})).await;
-    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    for (body, want) in [
+        (dpq(UNSUPPORTED, 0.1), "unsupported_query"),
+        (
+            json!({"application": "A-1", "sql": SQL, "epsilon": 0.1}),
+            "invalid_request",
+        ),
+        (json!({"application": APP, "sql": SQL}), "invalid_request"),
+    ] {
+        cost(&h, &t, body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, want);
+    }
     let r2 = h.login("researcher2").await;
-    let (s, v) = cost(&h, &r2, dpq(SQL, 0.1)).await;
-    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "not_named_user"));
-    let denied: Vec<_> = h
-        .audit_rows("query.cost")
+    cost(&h, &r2, dpq(SQL, 0.1))
         .await
-        .into_iter()
-        .filter(|e| e["outcome"] == "denied")
-        .collect();
+        .expect_error(StatusCode::FORBIDDEN, "not_named_user");
+    let denied = h.denied_rows("query.cost").await;
     assert_eq!(denied.len(), 4);
     assert!(close(used(&h.state.store).await, 0.5));
 }
 
 #[tokio::test]
 async fn rebuilt_extract_or_changed_parameters_miss_the_cache() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, _) = run(&h, &t, dpq(SQL, 0.1)).await;
-    assert_eq!(s, StatusCode::OK);
+    let (h, t) = H::with_login("researcher1").await;
+    run_ok(&h, &t, dpq(SQL, 0.1)).await;
     // A different ε is a different release.
-    let (s, v) = run(&h, &t, dpq(SQL, 0.2)).await;
-    assert_eq!(s, StatusCode::OK);
+    let v = run_ok(&h, &t, dpq(SQL, 0.2)).await;
     assert_eq!(v["disclosure"]["dp"]["cached"], json!(false));
     // Different bounds are a different release.
     let mut b = dpq(SQL, 0.1);
     b["max_groups_per_patient"] = json!(2);
-    let (s, v) = run(&h, &t, b).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = run_ok(&h, &t, b).await;
     assert_eq!(v["disclosure"]["dp"]["cached"], json!(false));
     assert_eq!(v["disclosure"]["dp"]["bounds"]["max_groups_per_patient"], 2);
     // A rebuilt extract is a new data version.
     h.plane.generation.store(1, Ordering::SeqCst);
     h.build(APP).await;
-    let (s, v) = run(&h, &t, dpq(SQL, 0.1)).await;
-    assert_eq!(s, StatusCode::OK);
+    let v = run_ok(&h, &t, dpq(SQL, 0.1)).await;
     assert_eq!(v["disclosure"]["dp"]["cached"], json!(false));
     assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 4);
     assert!(close(used(&h.state.store).await, 0.5));
     // And the identical query on the rebuilt extract is cached again.
-    let (s, v) = run(&h, &t, dpq(SQL, 0.1)).await;
-    assert_eq!(s, StatusCode::OK);
+    let v = run_ok(&h, &t, dpq(SQL, 0.1)).await;
     assert_eq!(v["disclosure"]["dp"]["cached"], json!(true));
     assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
 async fn refusals_and_failures_spend_nothing() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
+    let (h, t) = H::with_login("researcher1").await;
     // The preview refuses: audited denial, nothing reserved, the plane never runs it.
-    let (s, v) = run(
-        &h,
-        &t,
-        dpq("SELECT min(age) DP_UNSUPPORTED FROM patient", 0.3),
-    )
-    .await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "unsupported_query")
-    );
+    run(&h, &t, dpq(UNSUPPORTED, 0.3))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "unsupported_query");
     assert!(h.state.store.ledger(APP).await.unwrap().is_empty());
     assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 0);
     // The plane fails after the reservation: it is released, and that is audited.
-    let (s, v) = run(&h, &t, dpq("SELECT count(*) FROM patient FAIL_EXEC", 0.3)).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::INTERNAL_SERVER_ERROR, "execution_error")
-    );
+    let v = run(&h, &t, dpq("SELECT count(*) FROM patient FAIL_EXEC", 0.3))
+        .await
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "execution_error");
     let ledger = h.state.store.ledger(APP).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].state, LedgerState::Released);
@@ -492,24 +422,20 @@ async fn refusals_and_failures_spend_nothing() {
     let mut b = dpq(SQL, 0.1);
     b["max_rows_per_group"] = json!(0);
     b["max_groups_per_patient"] = json!(DpBounds::MAX + 1);
-    let (s, v) = run(&h, &t, b).await;
-    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
-    let fields: Vec<&str> = v["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, vec!["max_groups_per_patient", "max_rows_per_group"]);
+    let v = run(&h, &t, b)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(
+        error_fields(&v),
+        vec!["max_groups_per_patient", "max_rows_per_group"]
+    );
     assert!(h.state.store.ledger(APP).await.unwrap().len() == 1);
 }
 
 #[tokio::test]
 async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
-    let h = H::new().await;
-    let t = h.login("researcher1").await;
-    let (s, _) = run(&h, &t, dpq(SQL, 0.1)).await;
-    assert_eq!(s, StatusCode::OK);
+    let (h, t) = H::with_login("researcher1").await;
+    run_ok(&h, &t, dpq(SQL, 0.1)).await;
     let last = |h: &H| h.plane.seen.lock().unwrap().last().unwrap().dp.unwrap();
     assert_eq!(last(&h).bounds, DpBounds::default());
     // The reviewer's default bounds on the approval.
@@ -529,8 +455,7 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
             .await
             .unwrap();
     }
-    let (s, v) = run(&h, &t, dpq(SQL, 0.1)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    run_ok(&h, &t, dpq(SQL, 0.1)).await;
     assert_eq!(
         last(&h).bounds,
         DpBounds {
@@ -540,8 +465,7 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
     );
     let mut b = dpq(SQL, 0.1);
     b["max_rows_per_group"] = json!(4);
-    let (s, _) = run(&h, &t, b).await;
-    assert_eq!(s, StatusCode::OK);
+    run_ok(&h, &t, b).await;
     assert_eq!(
         last(&h).bounds,
         DpBounds {
@@ -575,28 +499,17 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
 
 #[tokio::test]
 async fn reviewers_set_default_bounds_on_a_dp_approval() {
-    let h = H::new().await;
-    let r1 = h.login("researcher1").await;
+    let (h, r1) = H::with_login("researcher1").await;
     let rev = h.login("reviewer1").await;
-    let (s, app) = h
-        .call(
-            Method::POST,
-            "/api/v1/applications",
-            Some(&r1),
-            Some(serde_json::to_value(full_form(&["researcher1"])).unwrap()),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{app}");
+    let form = serde_json::to_value(full_form(&["researcher1"])).unwrap();
+    let app = h
+        .post("/api/v1/applications", &r1, form)
+        .await
+        .expect_status(StatusCode::CREATED);
     let id = app["id"].as_str().unwrap().to_string();
-    let (s, v) = h
-        .call(
-            Method::POST,
-            &format!("/api/v1/applications/{id}/submit"),
-            Some(&r1),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    h.post_empty(&format!("/api/v1/applications/{id}/submit"), &r1)
+        .await
+        .expect_status(StatusCode::OK);
     let decide = |extra: Value| {
         let mut b = json!({"decision": "approve", "mode": "dp", "epsilon_budget": 2.0});
         for (k, v) in extra.as_object().unwrap() {
@@ -605,57 +518,33 @@ async fn reviewers_set_default_bounds_on_a_dp_approval() {
         b
     };
     let path = format!("/api/v1/applications/{id}/decision");
-    let (s, v) = h
-        .call(
-            Method::POST,
-            &path,
-            Some(&rev),
-            Some(decide(
-                json!({"max_groups_per_patient": 0, "max_rows_per_group": 1001}),
-            )),
-        )
-        .await;
+    let out_of_range = json!({"max_groups_per_patient": 0, "max_rows_per_group": 1001});
+    let v = h
+        .post(&path, &rev, decide(out_of_range))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_application");
     assert_eq!(
-        (s, code(&v)),
-        (StatusCode::BAD_REQUEST, "invalid_application")
+        error_fields(&v),
+        vec!["max_groups_per_patient", "max_rows_per_group"]
     );
-    let fields: Vec<&str> = v["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, vec!["max_groups_per_patient", "max_rows_per_group"]);
-    let (s, v) = h
-        .call(
-            Method::POST,
-            &path,
-            Some(&rev),
-            Some(decide(json!({"max_groups_per_patient": 2}))),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = h
+        .post(&path, &rev, decide(json!({"max_groups_per_patient": 2})))
+        .await
+        .expect_status(StatusCode::OK);
     assert_eq!(
         v["approval"]["dp_bounds"],
         json!({"max_groups_per_patient": 2, "max_rows_per_group": 3})
     );
     // The named user's queries use them unless the request overrides them.
-    let (s, _) = h
-        .call(
-            Method::POST,
-            &format!("/api/v1/applications/{id}/pledge"),
-            Some(&r1),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, c) = cost(
+    h.post_empty(&format!("/api/v1/applications/{id}/pledge"), &r1)
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let c = cost_ok(
         &h,
         &r1,
         json!({"application": id, "sql": SQL, "epsilon": 0.5}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(
         c["bounds"],
         json!({"max_groups_per_patient": 2, "max_rows_per_group": 3})

@@ -22,6 +22,7 @@ use kura::query::{QueryError, QueryOutcome};
 use serde_json::{Value, json};
 
 use crate::qc_fixture::registry;
+use crate::support::outcome::has_note;
 
 fn params(epsilon: f64) -> DpParams {
     DpParams {
@@ -475,13 +476,7 @@ async fn post_processing_runs_on_noisy_values_only() {
         params(1.0e5),
     )
     .await;
-    assert!(
-        o.result
-            .disclosure
-            .notes
-            .iter()
-            .any(|n| n.contains("per_100k"))
-    );
+    assert!(has_note(&o, "per_100k"));
 }
 
 #[tokio::test]

@@ -2,159 +2,68 @@
 //! researcher1 logs in and runs a suppressed query, researcher2 is refused with
 //! `not_named_user`, and auditor1 sees both events and a verified chain.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-struct Kill(Child);
+use crate::support::http::{login_over, token_of};
+use crate::support::server::{self, Demo};
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-const PASSWORD: &str = "e2e-demo-password-1";
-
-/// Start `kura demo` on `data_dir` and wait until it prints its credentials.
-fn start_demo(data_dir: &std::path::Path, port: u16) -> (Kill, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
-        .args(["demo", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--demo-password",
-            PASSWORD,
-            "--patients",
-            "3000",
-        ])
-        .env("KURA_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kura demo");
-    let stdout = child.stdout.take().unwrap();
-    let guard = Kill(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut printed = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                // The credentials follow the URL; the Ctrl-C hint is the last line.
-                let ready = line.contains("Ctrl-C");
-                printed.push(line);
-                if ready {
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => panic!("kura demo exited early; output: {printed:#?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kura demo did not start in time; output: {printed:#?}"
-        );
-    }
-    (guard, printed)
+/// `GET` (no body) or `POST` (JSON body) on the demo as the holder of `token`.
+async fn call(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let req = match body {
+        Some(b) => http.post(url).json(&b),
+        None => http.get(url),
+    };
+    req.bearer_auth(token).send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_binary_serves_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("demo");
-    let port = free_port();
-    let (guard, printed) = start_demo(&data_dir, port);
-    let base = format!("http://127.0.0.1:{port}");
+    let demo = Demo::start(&data_dir, 3000, &[] as &[&str]);
+    let base = format!("http://127.0.0.1:{}", demo.port);
     assert!(
-        printed.iter().any(|l| l.contains(&base)),
-        "URL printed: {printed:#?}"
+        demo.printed.iter().any(|l| l.contains(&base)),
+        "URL printed: {:#?}",
+        demo.printed
     );
     let http = reqwest::Client::new();
-    let login = |user: &'static str| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let r = http
-                .post(format!("{base}/api/v1/session"))
-                .json(&json!({"username": user, "password": PASSWORD}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "login {user}");
-            r.json::<Value>().await.unwrap()["token"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
+    let login = async |user: &str| {
+        let r = login_over(&http, &base, user).await.unwrap();
+        assert_eq!(r.status(), 200, "login {user}");
+        token_of(r).await
     };
-    let r1 = login("researcher1").await;
+    let query = format!("{base}/api/v1/query");
     let sql = "SELECT sex, COUNT(DISTINCT pid) AS n FROM patient GROUP BY sex";
-    let r = http
-        .post(format!("{base}/api/v1/query"))
-        .bearer_auth(&r1)
-        .json(&json!({"application": "A-DEMO-0001", "sql": sql}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"application": "A-DEMO-0001", "sql": sql});
+    let r1 = login("researcher1").await;
+    let r = call(&http, query.clone(), &r1, Some(body.clone())).await;
     let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["disclosure"]["mode"], "suppression");
-    assert_eq!(body["disclosure"]["threshold"], 5);
-    assert!(!body["rows"].as_array().unwrap().is_empty());
+    let result: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["disclosure"]["mode"], "suppression");
+    assert_eq!(result["disclosure"]["threshold"], 5);
+    assert!(!result["rows"].as_array().unwrap().is_empty());
 
     let r2 = login("researcher2").await;
-    let r = http
-        .post(format!("{base}/api/v1/query"))
-        .bearer_auth(&r2)
-        .json(&json!({"application": "A-DEMO-0001", "sql": sql}))
-        .send()
-        .await
-        .unwrap();
+    let r = call(&http, query, &r2, Some(body)).await;
     assert_eq!(r.status(), 403);
     let denied: Value = r.json().await.unwrap();
     assert_eq!(denied["error"]["code"], "not_named_user");
 
     let aud = login("auditor1").await;
-    let v: Value = http
-        .get(format!("{base}/api/v1/audit/verify"))
-        .bearer_auth(&aud)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = format!("{base}/api/v1/audit/verify");
+    let v: Value = call(&http, verify, &aud, None).await.json().await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
-    let evs: Value = http
-        .get(format!(
-            "{base}/api/v1/audit/events?action=query.run&application=A-DEMO-0001"
-        ))
-        .bearer_auth(&aud)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = format!("{base}/api/v1/audit/events?action=query.run&application=A-DEMO-0001");
+    let evs: Value = call(&http, events, &aud, None).await.json().await.unwrap();
     let evs = evs.as_array().unwrap();
     assert!(
         evs.iter()
@@ -162,19 +71,17 @@ async fn demo_binary_serves_the_contract() {
         "{evs:?}"
     );
     assert!(evs.iter().any(|e| e["event"]["actor"] == "researcher2" && e["event"]["code"] == "not_named_user"), "{evs:?}");
-    drop(guard);
+    drop(demo);
 
     // Re-running on the same directory reuses data, accounts and applications.
-    let port = free_port();
-    let (_guard, printed) = start_demo(&data_dir, port);
+    let again = Demo::start(&data_dir, 3000, &[] as &[&str]);
     assert!(
-        !printed.iter().any(|l| l.contains("generating")),
-        "data were regenerated: {printed:#?}"
+        !again.printed.iter().any(|l| l.contains("generating")),
+        "data were regenerated: {:#?}",
+        again.printed
     );
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/v1/session"))
-        .json(&json!({"username": "researcher1", "password": PASSWORD}))
-        .send()
+    let base = format!("http://127.0.0.1:{}", again.port);
+    let r = login_over(&reqwest::Client::new(), &base, "researcher1")
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -185,7 +92,7 @@ async fn demo_binary_serves_the_contract() {
 fn operator_commands_manage_accounts_and_verify_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let kura = |args: &[&str], stdin: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kura"));
+        let mut c = server::kura();
         c.args(args)
             .arg("--data-dir")
             .arg(dir.path())
@@ -234,7 +141,7 @@ fn operator_commands_manage_accounts_and_verify_the_chain() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["events"], 3, "create, reset, disable");
     // Without the audit key the commands refuse and say how to create one.
-    let out = Command::new(env!("CARGO_BIN_EXE_kura"))
+    let out = server::kura()
         .args(["audit", "verify", "--data-dir"])
         .arg(dir.path())
         .env_remove("KURA_AUDIT_KEY")

@@ -5,7 +5,7 @@
 //! exhaust time, rows or memory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
@@ -29,6 +29,15 @@ use crate::support::{PREFECTURES, SourceData, V, date, pid_of, write_source_data
 
 const KEY_A: &[u8] = b"application-A-key-0123456789abcd";
 const KEY_B: &[u8] = b"application-B-key-0123456789abcd";
+/// Every table keyed by `pid`.
+const PATIENT_TABLES: [&str; 6] = [
+    "patient",
+    "nanbyo_survey",
+    "als_visit",
+    "als_event",
+    "regen_treatment",
+    "adverse_event",
+];
 
 fn catalog() -> Catalog {
     Catalog::embedded().unwrap()
@@ -49,7 +58,39 @@ fn limits() -> Limits {
     }
 }
 
-async fn batches(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+/// A temporary directory with `patients` generated patients (seed `seed`) written as a
+/// source dataset under `source/`, and those rows.
+fn source_fixture(patients: usize, seed: u64) -> (TempDir, Catalog, PathBuf, SourceData) {
+    let dir = TempDir::new().unwrap();
+    let source = dir.path().join("source");
+    let data = write_source_dataset(&source, patients, seed);
+    (dir, catalog(), source, data)
+}
+
+/// A temporary directory with `data` (generated rows plus planted ones) written as a
+/// source dataset under `source/`.
+fn write_planted(data: &SourceData) -> (TempDir, Catalog, PathBuf) {
+    let dir = TempDir::new().unwrap();
+    let (cat, source) = (catalog(), dir.path().join("source"));
+    data.write(&source, &cat);
+    (dir, cat, source)
+}
+
+/// A session over the unscoped source files (what an extract must never be).
+fn source_session(source: &Path, cat: &Catalog) -> SessionContext {
+    let raw = empty_session(&limits()).unwrap();
+    for t in &cat.tables {
+        register_table(&raw, source, &t.name, cat).unwrap();
+    }
+    raw
+}
+
+/// Plan and run `sql` under `lim`; a planning error is `invalid_sql`.
+async fn run_limited(
+    ctx: &SessionContext,
+    sql: &str,
+    lim: &Limits,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let plan = ctx
         .state()
         .create_logical_plan(sql)
@@ -57,7 +98,11 @@ async fn batches(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Qu
         .map_err(|e| QueryError::InvalidSql {
             message: e.to_string(),
         })?;
-    collect_limited(ctx, plan, &limits()).await
+    collect_limited(ctx, plan, lim).await
+}
+
+async fn batches(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    run_limited(ctx, sql, &limits()).await
 }
 
 async fn count(ctx: &SessionContext, sql: &str) -> i64 {
@@ -65,6 +110,11 @@ async fn count(ctx: &SessionContext, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     b[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// Asserts that `sql`, a single count, answers `want`.
+async fn assert_count(ctx: &SessionContext, sql: &str, want: i64) {
+    assert_eq!(count(ctx, sql).await, want, "{sql}");
 }
 
 async fn strings(ctx: &SessionContext, sql: &str) -> Vec<String> {
@@ -237,33 +287,21 @@ fn survey(pid: &str, fy: i64, disease: i64, pref: &str, facility: &str) -> Vec<V
 /// proves the poison is live; on the extract they succeed with the in-scope counts.
 #[tokio::test]
 async fn out_of_scope_rows_never_influence_results_or_errors() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
     let mut data = SourceData::generate(400, 7);
     // A: lives outside the approved region.
     let a = "a0000000000000000000000000000001";
-    data.push(
-        "patient",
-        vec![V::s(a), V::s("F"), V::Int(1937), V::s("47")],
-    );
+    data.push_patient(a, "F", 1937, "47");
     data.push("nanbyo_survey", survey(a, 2020, 6, "47", "X-POISON"));
     // B: lives inside, but their only survey is outside the approved region.
     let b = "b0000000000000000000000000000002";
-    data.push(
-        "patient",
-        vec![V::s(b), V::s("M"), V::Int(1937), V::s("13")],
-    );
+    data.push_patient(b, "M", 1937, "13");
     data.push("nanbyo_survey", survey(b, 2020, 6, "47", "X-POISON"));
     // C: in scope, with one more survey outside the approved region.
     let c = "c0000000000000000000000000000003";
-    data.push(
-        "patient",
-        vec![V::s(c), V::s("M"), V::Int(1950), V::s("13")],
-    );
+    data.push_patient(c, "M", 1950, "13");
     data.push("nanbyo_survey", survey(c, 2020, 6, "13", "1301"));
     data.push("nanbyo_survey", survey(c, 2021, 6, "47", "X-POISON"));
-    let source = dir.path().join("source");
-    data.write(&source, &cat);
+    let (dir, cat, source) = write_planted(&data);
 
     let s = Scope {
         prefectures: Some(PREFECTURES.iter().map(|p| p.to_string()).collect()),
@@ -275,10 +313,7 @@ async fn out_of_scope_rows_never_influence_results_or_errors() {
     let poison_sum = "SELECT sum(1 / (birth_year - 1937)) FROM patient";
     let poison_cast = "SELECT count(*) FROM nanbyo_survey WHERE CAST(facility_id AS INT) > 0";
 
-    let raw = empty_session(&limits()).unwrap();
-    for t in &cat.tables {
-        register_table(&raw, &source, &t.name, &cat).unwrap();
-    }
+    let raw = source_session(&source, &cat);
     for q in [poison_sum, poison_cast] {
         let err = batches(&raw, q)
             .await
@@ -295,18 +330,13 @@ async fn out_of_scope_rows_never_influence_results_or_errors() {
     assert!(patients.contains(c) && !patients.contains(a) && !patients.contains(b));
     let surveys = expected_rows(&data, &cat, &s, "nanbyo_survey", &patients);
     assert_eq!(count(&ctx, poison_cast).await, surveys.len() as i64);
-    assert_eq!(
-        count(&ctx, "SELECT count(*) FROM patient").await,
-        patients.len() as i64
-    );
-    assert_eq!(
-        count(
-            &ctx,
-            "SELECT count(*) FROM nanbyo_survey WHERE prefecture_code = '47'"
-        )
-        .await,
-        0
-    );
+    assert_count(&ctx, "SELECT count(*) FROM patient", patients.len() as i64).await;
+    assert_count(
+        &ctx,
+        "SELECT count(*) FROM nanbyo_survey WHERE prefecture_code = '47'",
+        0,
+    )
+    .await;
 }
 
 /// The patient set and every table's rows follow the documented rule on fiscal year,
@@ -314,14 +344,9 @@ async fn out_of_scope_rows_never_influence_results_or_errors() {
 /// approved disease is not in an extract restricted to disease 2.
 #[tokio::test]
 async fn fiscal_year_and_disease_scope_follow_the_documented_rule() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
     let mut data = SourceData::generate(600, 11);
     let lone = "d0000000000000000000000000000004";
-    data.push(
-        "patient",
-        vec![V::s(lone), V::s("F"), V::Int(1960), V::s("13")],
-    );
+    data.push_patient(lone, "F", 1960, "13");
     data.push(
         "als_visit",
         vec![
@@ -334,8 +359,7 @@ async fn fiscal_year_and_disease_scope_follow_the_documented_rule() {
             V::s("1301"),
         ],
     );
-    let source = dir.path().join("source");
-    data.write(&source, &cat);
+    let (dir, cat, source) = write_planted(&data);
     let s = Scope {
         diseases: Some(vec![2]),
         fiscal_years: Some(vec![2020, 2021]),
@@ -358,15 +382,14 @@ async fn fiscal_year_and_disease_scope_follow_the_documented_rule() {
         );
         assert_eq!(m.tables[table].rows, want as u64, "{table}");
     }
-    assert_eq!(
-        count(&ctx, "SELECT count(*) FROM nanbyo_survey WHERE disease_no <> 2 OR fiscal_year NOT IN (2020, 2021)").await,
-        0
-    );
+    assert_count(&ctx, "SELECT count(*) FROM nanbyo_survey WHERE disease_no <> 2 OR fiscal_year NOT IN (2020, 2021)", 0).await;
     // Every pid in a record table has its patient row, under the same new pseudonym.
-    assert_eq!(
-        count(&ctx, "SELECT count(*) FROM als_visit v LEFT JOIN patient p ON p.pid = v.pid WHERE p.pid IS NULL").await,
-        0
-    );
+    assert_count(
+        &ctx,
+        "SELECT count(*) FROM als_visit v LEFT JOIN patient p ON p.pid = v.pid WHERE p.pid IS NULL",
+        0,
+    )
+    .await;
     assert!(!m.tables.contains_key("regen_treatment"));
 }
 
@@ -374,14 +397,9 @@ async fn fiscal_year_and_disease_scope_follow_the_documented_rule() {
 /// those products' rows; tables of other datasets do not exist in its session.
 #[tokio::test]
 async fn manufacturer_scope_limits_a_pms_team_to_its_products() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
     let mut data = SourceData::generate(500, 13);
     let both = "e0000000000000000000000000000005";
-    data.push(
-        "patient",
-        vec![V::s(both), V::s("M"), V::Int(1970), V::s("27")],
-    );
+    data.push_patient(both, "M", 1970, "27");
     for (p, m) in [("P01", "M01"), ("P03", "M02")] {
         data.push(
             "regen_treatment",
@@ -396,8 +414,7 @@ async fn manufacturer_scope_limits_a_pms_team_to_its_products() {
             ],
         );
     }
-    let source = dir.path().join("source");
-    data.write(&source, &cat);
+    let (dir, cat, source) = write_planted(&data);
     let s = Scope {
         manufacturers: Some(vec!["M01".into()]),
         ..scope(&["regen"])
@@ -407,31 +424,21 @@ async fn manufacturer_scope_limits_a_pms_team_to_its_products() {
     let ctx = open_extract(&out, &cat, &limits()).unwrap();
     let patients = expected_patients(&data, &cat, &s);
     assert!(patients.contains(both));
-    assert_eq!(
-        count(&ctx, "SELECT count(*) FROM patient").await,
-        patients.len() as i64
-    );
-    assert_eq!(
-        count(
-            &ctx,
-            "SELECT count(*) FROM regen_treatment WHERE manufacturer_code <> 'M01'"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &ctx,
-            "SELECT count(*) FROM adverse_event WHERE manufacturer_code <> 'M01'"
-        )
-        .await,
-        0
-    );
+    assert_count(&ctx, "SELECT count(*) FROM patient", patients.len() as i64).await;
+    assert_count(
+        &ctx,
+        "SELECT count(*) FROM regen_treatment WHERE manufacturer_code <> 'M01'",
+        0,
+    )
+    .await;
+    assert_count(
+        &ctx,
+        "SELECT count(*) FROM adverse_event WHERE manufacturer_code <> 'M01'",
+        0,
+    )
+    .await;
     let want = expected_rows(&data, &cat, &s, "regen_treatment", &patients).len() as i64;
-    assert_eq!(
-        count(&ctx, "SELECT count(*) FROM regen_treatment").await,
-        want
-    );
+    assert_count(&ctx, "SELECT count(*) FROM regen_treatment", want).await;
     let err = batches(&ctx, "SELECT count(*) FROM nanbyo_survey")
         .await
         .unwrap_err();
@@ -445,10 +452,7 @@ async fn manufacturer_scope_limits_a_pms_team_to_its_products() {
 /// Attack: linking two applications' outputs on `pid`, or recognising a source pid.
 #[tokio::test]
 async fn repseudonymised_pids_cannot_be_linked_across_applications() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    let data = write_source_dataset(&source, 200, 3);
+    let (dir, cat, source, data) = source_fixture(200, 3);
     let s = scope(&["nanbyo", "als", "regen"]);
     build_extract(&source, &dir.path().join("A"), &s, KEY_A, &cat)
         .await
@@ -467,14 +471,7 @@ async fn repseudonymised_pids_cannot_be_linked_across_applications() {
     let mut all = BTreeMap::new();
     for (name, ctx) in [("A", &a), ("B", &b)] {
         let mut pids = BTreeSet::new();
-        for table in [
-            "patient",
-            "nanbyo_survey",
-            "als_visit",
-            "als_event",
-            "regen_treatment",
-            "adverse_event",
-        ] {
+        for table in PATIENT_TABLES {
             pids.extend(strings(ctx, &format!("SELECT pid FROM {table}")).await);
         }
         assert!(pids.iter().all(|p| {
@@ -504,22 +501,21 @@ async fn repseudonymised_pids_cannot_be_linked_across_applications() {
     }
 }
 
-fn tmp_siblings(parent: &Path) -> Vec<String> {
-    std::fs::read_dir(parent)
+/// No temporary (dot) directory of a build is left beside the extracts.
+fn assert_no_tmp_siblings(parent: &Path) {
+    let tmp: Vec<String> = std::fs::read_dir(parent)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
-        .collect()
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
 }
 
 /// The manifest describes the files exactly, and the extract is rebuilt when the
 /// source data, the scope or the key changes — and only then.
 #[tokio::test]
 async fn manifest_is_exact_and_extract_rebuilds_when_stale() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 150, 5);
+    let (dir, cat, source, _) = source_fixture(150, 5);
     let out = dir.path().join("X");
     let s = scope(&["nanbyo"]);
     assert!(!extract_is_current(&source, &out, &s).unwrap());
@@ -583,21 +579,14 @@ async fn manifest_is_exact_and_extract_rebuilds_when_stale() {
     // A deleted file makes the extract stale.
     std::fs::remove_file(out.join("patient.parquet")).unwrap();
     assert!(!extract_is_current(&source, &out, &s).unwrap());
-    assert!(
-        tmp_siblings(dir.path()).is_empty(),
-        "{:?}",
-        tmp_siblings(dir.path())
-    );
+    assert_no_tmp_siblings(dir.path());
 }
 
 /// A failed build leaves the previous extract untouched and no temporary directory;
 /// a directory that is not an extract is never replaced.
 #[tokio::test]
 async fn failed_build_leaves_no_half_extract() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 100, 9);
+    let (dir, cat, source, _) = source_fixture(100, 9);
     let out = dir.path().join("X");
     let s = scope(&["nanbyo", "als"]);
     let before = build_extract(&source, &out, &s, KEY_A, &cat).await.unwrap();
@@ -610,11 +599,7 @@ async fn failed_build_leaves_no_half_extract() {
         .unwrap_err();
     assert!(matches!(err, ExtractError::Engine { .. }), "{err:?}");
     assert_eq!(ExtractManifest::read(&out).unwrap(), before);
-    assert!(
-        tmp_siblings(dir.path()).is_empty(),
-        "{:?}",
-        tmp_siblings(dir.path())
-    );
+    assert_no_tmp_siblings(dir.path());
     let fresh = dir.path().join("Y");
     build_extract(&source, &fresh, &s, KEY_A, &cat)
         .await
@@ -663,10 +648,7 @@ async fn failed_build_leaves_no_half_extract() {
 /// information_schema, no URL tables.
 #[tokio::test]
 async fn session_registers_only_the_extract_tables() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 50, 1);
+    let (dir, cat, source, _) = source_fixture(50, 1);
     let out = dir.path().join("X");
     let m = build_extract(&source, &out, &scope(&["nanbyo"]), KEY_A, &cat)
         .await
@@ -703,11 +685,15 @@ async fn session_registers_only_the_extract_tables() {
     assert_eq!(err.code(), "internal");
 }
 
+/// The error is `resource_limit` and its public message names the limit.
+fn assert_resource_limit(err: &QueryError, limit: &str) {
+    assert_eq!(err.code(), "resource_limit", "{err:?}");
+    let message = err.public_message();
+    assert!(message.contains(limit), "{message}");
+}
+
 async fn limits_fixture() -> (TempDir, Catalog, std::path::PathBuf) {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 1500, 21);
+    let (dir, cat, source, _) = source_fixture(1500, 21);
     let out = dir.path().join("X");
     build_extract(&source, &out, &scope(&["nanbyo", "als"]), KEY_A, &cat)
         .await
@@ -727,26 +713,17 @@ async fn cross_join_hits_time_limit_and_session_recovers() {
     let ctx = open_extract(&out, &cat, &lim).unwrap();
     let sql = "SELECT count(*) FROM nanbyo_survey a CROSS JOIN nanbyo_survey b CROSS JOIN nanbyo_survey c \
                WHERE a.creatinine + b.albumin > c.pao2";
-    let plan = ctx.state().create_logical_plan(sql).await.unwrap();
     let started = Instant::now();
-    let err = collect_limited(&ctx, plan, &lim).await.unwrap_err();
-    assert_eq!(err.code(), "resource_limit", "{err:?}");
-    assert!(
-        err.public_message().contains("time limit"),
-        "{}",
-        err.public_message()
-    );
+    let err = run_limited(&ctx, sql, &lim).await.unwrap_err();
+    assert_resource_limit(&err, "time limit");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "cancellation took {:?}",
         started.elapsed()
     );
-    let plan = ctx
-        .state()
-        .create_logical_plan("SELECT count(*) FROM patient")
+    let b = run_limited(&ctx, "SELECT count(*) FROM patient", &lim)
         .await
         .unwrap();
-    let b = collect_limited(&ctx, plan, &lim).await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1500);
 }
 
@@ -762,21 +739,11 @@ async fn row_cap_gives_resource_limit() {
                 max_rows,
                 ..limits()
             };
-            let plan = ctx
-                .state()
-                .create_logical_plan("SELECT pid FROM patient")
-                .await
-                .unwrap();
-            collect_limited(&ctx, plan, &lim).await
+            run_limited(&ctx, "SELECT pid FROM patient", &lim).await
         }
     };
     let err = run(10).await.unwrap_err();
-    assert_eq!(err.code(), "resource_limit");
-    assert!(
-        err.public_message().contains("10 rows"),
-        "{}",
-        err.public_message()
-    );
+    assert_resource_limit(&err, "10 rows");
     let ok = run(1500).await.unwrap();
     assert_eq!(ok.iter().map(|b| b.num_rows()).sum::<usize>(), 1500);
 }
@@ -795,20 +762,11 @@ async fn memory_pool_exhaustion_gives_resource_limit() {
     // holds data (with `count(*)` alone the optimizer would project everything away).
     let sql = "SELECT count(*) FROM nanbyo_survey a CROSS JOIN patient b \
                WHERE a.facility_id < b.pid AND a.age_band <> b.sex";
-    let plan = ctx.state().create_logical_plan(sql).await.unwrap();
-    let err = collect_limited(&ctx, plan, &lim).await.unwrap_err();
-    assert_eq!(err.code(), "resource_limit", "{err:?}");
-    assert!(
-        err.public_message().contains("memory"),
-        "{}",
-        err.public_message()
-    );
-    let plan = ctx
-        .state()
-        .create_logical_plan("SELECT count(*) FROM patient")
+    let err = run_limited(&ctx, sql, &lim).await.unwrap_err();
+    assert_resource_limit(&err, "memory");
+    run_limited(&ctx, "SELECT count(*) FROM patient", &lim)
         .await
         .unwrap();
-    collect_limited(&ctx, plan, &lim).await.unwrap();
 }
 
 /// An in-scope error (divide by zero on a real value) is an execution error whose
@@ -875,10 +833,7 @@ fn example_queries() -> Vec<(String, String)> {
 /// are not changed).
 #[tokio::test]
 async fn example_queries_run_over_extracts_unchanged() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 800, 17);
+    let (dir, cat, source, _) = source_fixture(800, 17);
     let out = dir.path().join("all");
     build_extract(
         &source,
@@ -890,10 +845,7 @@ async fn example_queries_run_over_extracts_unchanged() {
     .await
     .unwrap();
     let ctx = open_extract(&out, &cat, &limits()).unwrap();
-    let raw = empty_session(&limits()).unwrap();
-    for t in &cat.tables {
-        register_table(&raw, &source, &t.name, &cat).unwrap();
-    }
+    let raw = source_session(&source, &cat);
     let queries = example_queries();
     assert_eq!(queries.len(), 5);
     for (name, sql) in &queries {
@@ -947,14 +899,7 @@ async fn plain_run(
     lim: &Limits,
 ) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .map_err(|e| QueryError::InvalidSql {
-            message: e.to_string(),
-        })?;
-    let b = collect_limited(ctx, plan, lim).await?;
+    let b = run_limited(ctx, sql, lim).await?;
     let rows = table_text(&b)
         .into_iter()
         .map(|r| r.into_iter().map(serde_json::Value::String).collect())
@@ -998,10 +943,7 @@ async fn plain_run(
 /// build, and reports ratios and peak memory (at a debug-friendly size).
 #[tokio::test]
 async fn bench_query_reports_ratios_build_speed_and_memory() {
-    let dir = TempDir::new().unwrap();
-    let cat = catalog();
-    let source = dir.path().join("source");
-    let data = write_source_dataset(&source, 300, 23);
+    let (dir, cat, source, data) = source_fixture(300, 23);
     let args = BenchQueryArgs {
         data: source,
         queries: Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/examples"),
@@ -1013,17 +955,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);
-    let patient_rows: usize = [
-        "patient",
-        "nanbyo_survey",
-        "als_visit",
-        "als_event",
-        "regen_treatment",
-        "adverse_event",
-    ]
-    .iter()
-    .map(|t| data.rows(t).len())
-    .sum();
+    let patient_rows: usize = PATIENT_TABLES.iter().map(|t| data.rows(t).len()).sum();
     assert_eq!(report.patient_rows as usize, patient_rows);
     assert_eq!(report.patients, 300);
     for q in &report.queries {
@@ -1044,9 +976,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
 #[tokio::test]
 async fn extract_command_builds_from_a_key_file() {
     use kura::cli::extract::{ExtractArgs, run};
-    let dir = TempDir::new().unwrap();
-    let source = dir.path().join("source");
-    write_source_dataset(&source, 60, 31);
+    let (dir, _, source, _) = source_fixture(60, 31);
     let key_file = dir.path().join("app.key");
     std::fs::write(&key_file, format!("{}\n", hex::encode(KEY_A))).unwrap();
     let args = ExtractArgs {

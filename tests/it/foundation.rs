@@ -27,6 +27,21 @@ fn synth(dir: &Path, name: &str, patients: u64, seed: u64) -> PathBuf {
     out
 }
 
+/// A temporary directory with a synthetic source `name/` ingested with `key(k)` into
+/// `out/`: the directory, the source, the output and the run's manifest.
+fn ingested(
+    name: &str,
+    patients: u64,
+    seed: u64,
+    k: u8,
+) -> (tempfile::TempDir, PathBuf, PathBuf, Manifest) {
+    let t = tempfile::tempdir().unwrap();
+    let src = synth(t.path(), name, patients, seed);
+    let out = t.path().join("out");
+    let m = kura::ingest::run(&opts(&src, &out), &key(k)).unwrap();
+    (t, src, out, m)
+}
+
 fn opts(source: &Path, out: &Path) -> IngestOptions {
     IngestOptions {
         source: source.to_path_buf(),
@@ -271,10 +286,7 @@ fn ingest_is_deterministic_and_pseudonyms_depend_on_the_key() {
 
 #[test]
 fn only_consented_patients_remain_and_withdrawals_apply_to_every_table() {
-    let t = tempfile::tempdir().unwrap();
-    let src = synth(t.path(), "src", PATIENTS, 5);
-    let out = t.path().join("out");
-    let m = kura::ingest::run(&opts(&src, &out), &key(9)).unwrap();
+    let (_t, src, out, m) = ingested("src", PATIENTS, 5, 9);
     let ok = usable(&src);
     let ok_pids: HashSet<String> = ok.iter().map(|r| key(9).pseudonym(r)).collect();
     let all: Vec<_> = source_rows(&src, "patients.csv");
@@ -349,10 +361,7 @@ impl Haystack {
 
 #[test]
 fn no_direct_identifier_survives_ingest() {
-    let t = tempfile::tempdir().unwrap();
-    let src = synth(t.path(), "src", PATIENTS, 21);
-    let out = t.path().join("out");
-    kura::ingest::run(&opts(&src, &out), &key(4)).unwrap();
+    let (_t, src, out, _) = ingested("src", PATIENTS, 21, 4);
     // Raw bytes of every output file, plus every decoded string value (Parquet compresses, so
     // raw bytes alone could hide a value).
     let mut bytes = Vec::new();
@@ -451,114 +460,103 @@ fn fails(src: &Path, out: &Path) -> String {
     err.to_string()
 }
 
+/// A CSV line with field `i` (0-based) replaced by `value`.
+fn set_field(line: &[u8], i: usize, value: &str) -> Vec<u8> {
+    let text = String::from_utf8(line.to_vec()).unwrap();
+    let mut f: Vec<&str> = text.split(',').collect();
+    f[i] = value;
+    f.join(",").into_bytes()
+}
+
 #[test]
 fn malformed_sources_fail_with_location_and_write_nothing() {
     let t = tempfile::tempdir().unwrap();
     let good = synth(t.path(), "good", 300, 2);
+    // Ingest a copy of the good source damaged by `damage` into `out`; the error text.
+    let broken = |name: &str, out: &str, damage: &dyn Fn(&Path)| {
+        let s = t.path().join(name);
+        copy_dir(&good, &s);
+        damage(&s);
+        fails(&s, &t.path().join(out))
+    };
 
     // Missing column.
-    let s = t.path().join("missing_col");
-    copy_dir(&good, &s);
-    let text = std::fs::read_to_string(s.join("nanbyo_survey.csv")).unwrap();
-    let cut: String = text
-        .lines()
-        .map(|l| {
-            let mut f: Vec<&str> = l.split(',').collect();
-            f.remove(9); // severity
-            f.join(",") + "\n"
-        })
-        .collect();
-    std::fs::write(s.join("nanbyo_survey.csv"), cut).unwrap();
-    let msg = fails(&s, &t.path().join("o1"));
+    let msg = broken("missing_col", "o1", &|s| {
+        let text = std::fs::read_to_string(s.join("nanbyo_survey.csv")).unwrap();
+        let cut: String = text
+            .lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(',').collect();
+                f.remove(9); // severity
+                f.join(",") + "\n"
+            })
+            .collect();
+        std::fs::write(s.join("nanbyo_survey.csv"), cut).unwrap();
+    });
     assert!(
         msg.contains("nanbyo_survey.csv") && msg.contains("`severity`"),
         "{msg}"
     );
 
     // Malformed row: a field too many on line 5.
-    let s = t.path().join("bad_row");
-    copy_dir(&good, &s);
-    edit_line(&s.join("als_visit.csv"), 5, |l| [l, b",extra"].concat());
-    let msg = fails(&s, &t.path().join("o2"));
+    let msg = broken("bad_row", "o2", &|s| {
+        edit_line(&s.join("als_visit.csv"), 5, |l| [l, b",extra"].concat());
+    });
     assert!(msg.contains("als_visit.csv:5"), "{msg}");
 
     // Invalid UTF-8 in a name (a column ingest would drop anyway: it must still be refused).
-    let s = t.path().join("bad_utf8");
-    copy_dir(&good, &s);
-    edit_line(&s.join("patients.csv"), 3, |l| {
-        let comma = l.iter().position(|&b| b == b',').unwrap();
-        [&l[..=comma], &[0xff, 0xfe], &l[comma + 1..]].concat()
+    let msg = broken("bad_utf8", "o3", &|s| {
+        edit_line(&s.join("patients.csv"), 3, |l| {
+            let comma = l.iter().position(|&b| b == b',').unwrap();
+            [&l[..=comma], &[0xff, 0xfe], &l[comma + 1..]].concat()
+        });
     });
-    let msg = fails(&s, &t.path().join("o3"));
     assert!(
         msg.contains("patients.csv:3") && msg.contains("column 2"),
         "{msg}"
     );
 
     // A value outside the catalogue domain; the message must not echo the value.
-    let s = t.path().join("bad_value");
-    copy_dir(&good, &s);
-    edit_line(&s.join("nanbyo_survey.csv"), 4, |l| {
-        let mut f: Vec<String> = String::from_utf8(l.to_vec())
-            .unwrap()
-            .split(',')
-            .map(String::from)
-            .collect();
-        f[9] = "777".into();
-        f.join(",").into_bytes()
+    let msg = broken("bad_value", "o4", &|s| {
+        edit_line(&s.join("nanbyo_survey.csv"), 4, |l| set_field(l, 9, "777"));
     });
-    let msg = fails(&s, &t.path().join("o4"));
     assert!(
         msg.contains("nanbyo_survey.csv:4") && msg.contains("severity") && !msg.contains("777"),
         "{msg}"
     );
 
     // A disease number absent from the public disease table (a reference-domain violation).
-    let s = t.path().join("bad_ref");
-    copy_dir(&good, &s);
-    edit_line(&s.join("nanbyo_survey.csv"), 3, |l| {
-        let mut f: Vec<String> = String::from_utf8(l.to_vec())
-            .unwrap()
-            .split(',')
-            .map(String::from)
-            .collect();
-        f[2] = "999".into();
-        f.join(",").into_bytes()
+    let msg = broken("bad_ref", "o7", &|s| {
+        edit_line(&s.join("nanbyo_survey.csv"), 3, |l| set_field(l, 2, "999"));
     });
-    let msg = fails(&s, &t.path().join("o7"));
     assert!(
         msg.contains("nanbyo_survey.csv:3") && msg.contains("disease.disease_no"),
         "{msg}"
     );
 
     // Rows out of registry order (the consent merge relies on it).
-    let s = t.path().join("unsorted");
-    copy_dir(&good, &s);
-    let text = std::fs::read_to_string(s.join("regen_treatment.csv")).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() > 4, "fixture needs regen rows");
-    lines.swap(2, 3);
-    std::fs::write(s.join("regen_treatment.csv"), lines.join("\n") + "\n").unwrap();
-    let msg = fails(&s, &t.path().join("o5"));
+    let msg = broken("unsorted", "o5", &|s| {
+        let text = std::fs::read_to_string(s.join("regen_treatment.csv")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 4, "fixture needs regen rows");
+        lines.swap(2, 3);
+        std::fs::write(s.join("regen_treatment.csv"), lines.join("\n") + "\n").unwrap();
+    });
     assert!(
         msg.contains("regen_treatment.csv:4") && msg.contains("sorted"),
         "{msg}"
     );
 
     // Missing file.
-    let s = t.path().join("no_file");
-    copy_dir(&good, &s);
-    std::fs::remove_file(s.join("consent_withdrawals.csv")).unwrap();
-    let msg = fails(&s, &t.path().join("o6"));
+    let msg = broken("no_file", "o6", &|s| {
+        std::fs::remove_file(s.join("consent_withdrawals.csv")).unwrap();
+    });
     assert!(msg.contains("consent_withdrawals.csv"), "{msg}");
 }
 
 #[test]
 fn failed_replace_leaves_existing_output_untouched() {
-    let t = tempfile::tempdir().unwrap();
-    let good = synth(t.path(), "good", 300, 2);
-    let out = t.path().join("out");
-    kura::ingest::run(&opts(&good, &out), &key(3)).unwrap();
+    let (t, good, out, _) = ingested("good", 300, 2, 3);
     let before = files(&out);
     // Without --replace an existing output is refused.
     let err = kura::ingest::run(&opts(&good, &out), &key(3)).unwrap_err();
@@ -595,11 +593,8 @@ fn failed_replace_leaves_existing_output_untouched() {
 
 #[test]
 fn output_matches_catalogue_and_tampering_is_detected() {
-    let t = tempfile::tempdir().unwrap();
-    let src = synth(t.path(), "src", 500, 4);
-    let out = t.path().join("out");
+    let (t, src, out, m) = ingested("src", 500, 4, 1);
     let catalog = Catalog::embedded().unwrap();
-    let m = kura::ingest::run(&opts(&src, &out), &key(1)).unwrap();
     verify_against_catalog(&out, &catalog).unwrap();
     assert_eq!(Manifest::load(&out).unwrap(), m);
     for table in &catalog.tables {
@@ -653,10 +648,7 @@ fn output_matches_catalogue_and_tampering_is_detected() {
 
 #[test]
 fn a_catalogue_column_outside_the_output_is_reported() {
-    let t = tempfile::tempdir().unwrap();
-    let src = synth(t.path(), "src", 300, 4);
-    let out = t.path().join("out");
-    kura::ingest::run(&opts(&src, &out), &key(1)).unwrap();
+    let (_t, _src, out, _) = ingested("src", 300, 4, 1);
     // A catalogue that declares one more column than ingest wrote must not verify.
     let text = kura::catalog::EMBEDDED_CATALOG.replace(
         r#"{ name = "birth_year", type = "Int32","#,
@@ -791,10 +783,7 @@ fn output_values_lie_inside_catalogue_domains_and_bounds() {
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::DataType;
     use kura::catalog::Domain;
-    let t = tempfile::tempdir().unwrap();
-    let src = synth(t.path(), "src", 3000, 13);
-    let out = t.path().join("out");
-    kura::ingest::run(&opts(&src, &out), &key(2)).unwrap();
+    let (_t, _src, out, _) = ingested("src", 3000, 13, 2);
     let catalog = Catalog::embedded().unwrap();
     let mut checked = 0usize;
     for table in catalog.patient_tables() {

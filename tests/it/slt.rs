@@ -25,18 +25,27 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// The query core over the fixture registry, answering as the suppression path (rows,
+/// suppressed cells as NULL) or, with `dp`, as the DP preparation.
 struct Kura {
     ctx: datafusion::prelude::SessionContext,
     catalog: Catalog,
     rules: DisclosureRules,
+    dp: bool,
 }
 
-#[async_trait::async_trait]
-impl sqllogictest::AsyncDB for Kura {
-    type Error = Refusal;
-    type ColumnType = DefaultColumnType;
+impl Kura {
+    fn new(dp: bool) -> Kura {
+        let (ctx, catalog) = registry();
+        Kura {
+            ctx,
+            catalog,
+            rules: DisclosureRules::embedded().unwrap(),
+            dp,
+        }
+    }
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
+    async fn suppressed(&self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
         let out = run_query(
             &self.ctx,
             sql,
@@ -64,10 +73,66 @@ impl sqllogictest::AsyncDB for Kura {
         Ok(DBOutput::Rows { types, rows })
     }
 
+    /// The DP rewrite as golden files (`tests/slt/dp/*.slt`): noisy values are not
+    /// reproducible, so each accepted query prints what is deterministic — the bounded plan
+    /// (contribution bounding, clamping), the cost of every noised column and the release
+    /// threshold; refusals print their code and message.
+    async fn dp_prepared(&self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
+        let params = kura::privacy::result::DpParams {
+            epsilon: 1.0,
+            bounds: Default::default(),
+        };
+        let p = kura::query::dp::prepare(
+            &self.ctx,
+            sql,
+            &self.catalog,
+            &self.rules,
+            &Limits::default(),
+            params,
+        )
+        .await
+        .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let d = &p.disclosure;
+        rows.push(vec![format!(
+            "epsilon={} L={} m={} threshold={:.3} groups={}",
+            d.epsilon,
+            d.bounds.max_groups_per_patient,
+            d.bounds.max_rows_per_group,
+            d.release_threshold,
+            p.domain_rows()
+        )]);
+        for c in &d.columns {
+            rows.push(vec![format!(
+                "column {} {}: {} epsilon={:.4} sensitivity={} scale={:.4} clamp={:?}",
+                c.index, c.name, c.aggregate, c.epsilon, c.sensitivity, c.noise_scale, c.clamp
+            )]);
+        }
+        for line in format!("{}", p.bounded_plan().display_indent()).lines() {
+            rows.push(vec![line.trim_end().to_string()]);
+        }
+        let types = vec![DefaultColumnType::Any];
+        Ok(DBOutput::Rows { types, rows })
+    }
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Kura {
+    type Error = Refusal;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
+        if self.dp {
+            self.dp_prepared(sql).await
+        } else {
+            self.suppressed(sql).await
+        }
+    }
+
     async fn shutdown(&mut self) {}
 
     fn engine_name(&self) -> &str {
-        "kura"
+        if self.dp { "kura-dp" } else { "kura" }
     }
 }
 
@@ -109,88 +174,12 @@ where
 
 #[tokio::test]
 async fn slt_golden_files() {
-    let kura = || {
-        let (ctx, catalog) = registry();
-        Kura {
-            ctx,
-            catalog,
-            rules: DisclosureRules::embedded().unwrap(),
-        }
-    };
-    run_slt_dir("slt", kura).await;
+    run_slt_dir("slt", || Kura::new(false)).await;
     // Cases of the privacy-rewrite rules, one file per rule (src/sql/rewrite/).
-    run_slt_dir("slt/rewrite", kura).await;
-}
-
-/// The DP rewrite as golden files (`tests/slt/dp/*.slt`): noisy values are not
-/// reproducible, so each accepted query prints what is deterministic — the bounded plan
-/// (contribution bounding, clamping), the cost of every noised column and the release
-/// threshold; refusals print their code and message.
-struct KuraDp {
-    ctx: datafusion::prelude::SessionContext,
-    catalog: Catalog,
-    rules: DisclosureRules,
-}
-
-#[async_trait::async_trait]
-impl sqllogictest::AsyncDB for KuraDp {
-    type Error = Refusal;
-    type ColumnType = DefaultColumnType;
-
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Refusal> {
-        let params = kura::privacy::result::DpParams {
-            epsilon: 1.0,
-            bounds: Default::default(),
-        };
-        let p = kura::query::dp::prepare(
-            &self.ctx,
-            sql,
-            &self.catalog,
-            &self.rules,
-            &Limits::default(),
-            params,
-        )
-        .await
-        .map_err(|e| Refusal(format!("{}: {}", e.code(), e.public_message())))?;
-        let mut rows: Vec<Vec<String>> = Vec::new();
-        let d = &p.disclosure;
-        rows.push(vec![format!(
-            "epsilon={} L={} m={} threshold={:.3} groups={}",
-            d.epsilon,
-            d.bounds.max_groups_per_patient,
-            d.bounds.max_rows_per_group,
-            d.release_threshold,
-            p.domain_rows()
-        )]);
-        for c in &d.columns {
-            rows.push(vec![format!(
-                "column {} {}: {} epsilon={:.4} sensitivity={} scale={:.4} clamp={:?}",
-                c.index, c.name, c.aggregate, c.epsilon, c.sensitivity, c.noise_scale, c.clamp
-            )]);
-        }
-        for line in format!("{}", p.bounded_plan().display_indent()).lines() {
-            rows.push(vec![line.trim_end().to_string()]);
-        }
-        let types = vec![DefaultColumnType::Any];
-        Ok(DBOutput::Rows { types, rows })
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "kura-dp"
-    }
+    run_slt_dir("slt/rewrite", || Kura::new(false)).await;
 }
 
 #[tokio::test]
 async fn slt_dp_golden_files() {
-    run_slt_dir("slt/dp", || {
-        let (ctx, catalog) = registry();
-        KuraDp {
-            ctx,
-            catalog,
-            rules: DisclosureRules::embedded().unwrap(),
-        }
-    })
-    .await;
+    run_slt_dir("slt/dp", || Kura::new(true)).await;
 }

@@ -8,75 +8,30 @@
 //! Every refusal is paired with a success on the same server, so a refusal cannot pass
 //! just because the server is down.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use futures::future::BoxFuture;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
-use kura::audit::AuditKey;
-use kura::catalog::Catalog;
 use kura::config::HttpSettings;
 use kura::config::{ClientAuth, Config, TlsConfig};
 use kura::http::{AppState, app};
-use kura::policy::Policy;
-use kura::query::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
-use kura::query::{QueryError, QueryOutcome};
-use kura::sql::scope::Scope;
-use kura::store::model::{NewUser, Role};
-use kura::store::{AuditFilter, Store};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-/// The control plane is what TLS guards here; queries never run.
-struct NoData;
-
-impl DataPlane for NoData {
-    fn build_extract<'a>(
-        &'a self,
-        application: &'a str,
-        _scope: &'a Scope,
-    ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
-        Box::pin(async move {
-            Err(ExtractFailure {
-                application: application.into(),
-                source: "no data plane in TLS tests".into(),
-            })
-        })
-    }
-
-    fn query(&self, _q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
-        Box::pin(async {
-            Err(QueryError::UnsupportedQuery {
-                message: "no data plane in TLS tests".into(),
-            })
-        })
-    }
-
-    fn dp_preview(&self, _q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
-        Box::pin(async {
-            Err(QueryError::UnsupportedQuery {
-                message: "no data plane in TLS tests".into(),
-            })
-        })
-    }
-
-    fn diseases(&self) -> BTreeSet<i32> {
-        BTreeSet::new()
-    }
-}
+use crate::support::fixtures::store_with_users;
+use crate::support::http::{audit_rows, login_over as login, set_cookies, state_over, token_of};
+use crate::support::plane::FakePlane;
+use crate::support::server::{Demo, kura};
 
 /// A certificate with its key, in PEM and DER.
 struct Issued {
@@ -178,6 +133,16 @@ impl Pki {
         }
     }
 
+    /// `GET /api/v1/openapi.json` (a public document) over a client presenting `identity`.
+    async fn openapi(
+        &self,
+        base: &str,
+        identity: Option<&Issued>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let url = format!("{base}/api/v1/openapi.json");
+        self.client(identity).get(url).send().await
+    }
+
     /// A client trusting the test CA, presenting `identity` if given.
     fn client(&self, identity: Option<&Issued>) -> reqwest::Client {
         let mut roots = rustls::RootCertStore::empty();
@@ -206,35 +171,10 @@ fn ca_other() -> Issued {
     ca("some other CA")
 }
 
+/// The control plane is what TLS guards here; the data plane refuses everything.
 async fn state_with(dir: &Path, settings: HttpSettings) -> AppState {
-    let key = AuditKey::from_bytes(&[7u8; 32]).unwrap();
-    let store = Store::open(&dir.join("kura.db"), key).await.unwrap();
-    let hash = kura::auth::hash_password(PASSWORD).unwrap();
-    for name in ["researcher1", "researcher2"] {
-        store
-            .create_user(
-                &NewUser {
-                    username: name.into(),
-                    password_hash: hash.clone(),
-                    roles: vec![Role::Researcher],
-                    manufacturer: None,
-                    display_name: name.into(),
-                    affiliation: "Org".into(),
-                    title: String::new(),
-                },
-                "test",
-            )
-            .await
-            .unwrap();
-    }
-    let policy = Arc::new(Policy::load(&store).await.unwrap());
-    AppState {
-        store,
-        policy,
-        data: Arc::new(NoData),
-        catalog: Arc::new(Catalog::embedded().unwrap()),
-        settings: Arc::new(settings),
-    }
+    let store = store_with_users(dir, &["researcher1", "researcher2"]).await;
+    state_over(store, Arc::new(FakePlane::offline()), settings).await
 }
 
 /// A running TLS server; stops (gracefully) when dropped.
@@ -285,31 +225,14 @@ async fn start(tls: TlsConfig) -> Server {
     }
 }
 
-async fn login(
-    client: &reqwest::Client,
-    base: &str,
-    user: &str,
-) -> Result<reqwest::Response, reqwest::Error> {
-    client
-        .post(format!("{base}/api/v1/session"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
+/// `GET /me` with a bearer token over `client`'s connection.
+async fn me(client: &reqwest::Client, s: &Server, token: &str) -> reqwest::Response {
+    let url = format!("{}/api/v1/me", s.base);
+    client.get(url).bearer_auth(token).send().await.unwrap()
 }
 
 async fn audit(s: &Server, action: &str) -> Vec<Value> {
-    s.state
-        .store
-        .audit_events(&AuditFilter {
-            action: Some(action.into()),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event)
-        .collect()
+    audit_rows(&s.state.store, action).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,12 +242,7 @@ async fn right_certificate_and_password_log_in_with_a_secure_cookie() {
     let c = pki.client(Some(&pki.researcher1));
     let r = login(&c, &s.base, "researcher1").await.expect("TLS login");
     assert_eq!(r.status(), 200);
-    let cookies: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let cookies = set_cookies(r.headers());
     let session = cookies
         .iter()
         .find(|c| c.starts_with("kura_session="))
@@ -339,17 +257,9 @@ async fn right_certificate_and_password_log_in_with_a_secure_cookie() {
             .all(|c| c.split(';').any(|a| a.trim() == "Secure")),
         "{cookies:?}"
     );
-    let token = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_of(r).await;
     // The bearer token keeps working over the owner's certificate.
-    let me = c
-        .get(format!("{}/api/v1/me", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let me = me(&c, &s, &token).await;
     assert_eq!(me.status(), 200);
     assert_eq!(me.json::<Value>().await.unwrap()["username"], "researcher1");
 }
@@ -358,30 +268,19 @@ async fn right_certificate_and_password_log_in_with_a_secure_cookie() {
 async fn no_client_certificate_or_another_cas_certificate_is_refused_in_the_handshake() {
     let pki = Pki::new();
     let s = start(pki.tls_config(None, None)).await;
-    let url = format!("{}/api/v1/openapi.json", s.base);
-    let without = pki.client(None).get(&url).send().await;
-    assert!(
-        without.is_err(),
-        "no certificate got an answer: {:?}",
-        without.map(|r| r.status())
-    );
-    let foreign = pki
-        .client(Some(&pki.researcher1_other_ca))
-        .get(&url)
-        .send()
-        .await;
-    assert!(
-        foreign.is_err(),
-        "another CA's certificate got an answer: {:?}",
-        foreign.map(|r| r.status())
-    );
+    for (who, identity) in [
+        ("no certificate", None),
+        ("another CA's certificate", Some(&pki.researcher1_other_ca)),
+    ] {
+        let r = pki.openapi(&s.base, identity).await;
+        assert!(
+            r.is_err(),
+            "{who} got an answer: {:?}",
+            r.map(|r| r.status())
+        );
+    }
     // Control: the same server answers a client with the right certificate.
-    let ok = pki
-        .client(Some(&pki.researcher1))
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let ok = pki.openapi(&s.base, Some(&pki.researcher1)).await.unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -414,16 +313,8 @@ async fn another_users_certificate_with_the_right_password_is_certificate_mismat
     let as_r1 = pki.client(Some(&pki.researcher1));
     let r = login(&as_r1, &s.base, "researcher1").await.unwrap();
     assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = as_r2
-        .get(format!("{}/api/v1/me", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let token = token_of(r).await;
+    let r = me(&as_r2, &s, &token).await;
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "certificate_mismatch", "{body}");
@@ -444,12 +335,7 @@ async fn optional_client_auth_with_binding_still_needs_the_certificate_to_log_in
     let pki = Pki::new();
     let s = start(pki.tls_config(Some(ClientAuth::Optional), Some(true))).await;
     // Without a certificate the handshake succeeds (public console assets load) ...
-    let r = pki
-        .client(None)
-        .get(format!("{}/api/v1/openapi.json", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = pki.openapi(&s.base, None).await.unwrap();
     assert_eq!(r.status(), 200);
     // ... but login never degrades to password only.
     let r = login(&pki.client(None), &s.base, "researcher1")
@@ -492,12 +378,7 @@ async fn plain_http_to_the_tls_port_gets_no_api_answer() {
         .send()
         .await;
     assert!(plain.is_err(), "{:?}", plain.map(|r| r.status()));
-    let ok = pki
-        .client(Some(&pki.researcher1))
-        .get(format!("{}/api/v1/openapi.json", s.base))
-        .send()
-        .await
-        .unwrap();
+    let ok = pki.openapi(&s.base, Some(&pki.researcher1)).await.unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -549,7 +430,7 @@ async fn a_revoked_client_certificate_is_refused_when_a_crl_is_configured() {
 
 /// Run `kura serve` and expect it to refuse to start; returns its stderr.
 fn serve_refuses(config: &Path, env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kura"));
+    let mut cmd = kura();
     cmd.args(["serve", "--config"])
         .arg(config)
         .args(["--listen", "127.0.0.1:0"])
@@ -613,55 +494,23 @@ fn invalid_tls_configuration_stops_the_server_naming_the_setting() {
 /// bound to the demo accounts, and stops on SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_binary_serves_https_with_the_tls_flags() {
-    use std::io::{BufRead, BufReader};
     let pki = Pki::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kura"))
-        .args(["demo", "--data-dir"])
-        .arg(pki.path("demo"))
-        .args(["--port", &port.to_string(), "--patients", "2000"])
-        .args(["--demo-password", PASSWORD])
-        .arg("--tls-cert")
-        .arg(pki.path("server.pem"))
-        .arg("--tls-key")
-        .arg(pki.path("server.key"))
-        .arg("--tls-client-ca")
-        .arg(pki.path("ca.pem"))
-        .env("KURA_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => printed.push(line),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => {
-                let _ = child.kill();
-                panic!("kura demo exited early: {printed:#?}");
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kura demo did not start: {printed:#?}");
-        }
-    }
-    let base = format!("https://127.0.0.1:{port}");
+    let tls_flags = [
+        "--tls-cert".into(),
+        pki.path("server.pem"),
+        "--tls-key".into(),
+        pki.path("server.key"),
+        "--tls-client-ca".into(),
+        pki.path("ca.pem"),
+    ];
+    let demo = Demo::start(&pki.path("demo"), 2000, &tls_flags);
+    let base = format!("https://127.0.0.1:{}", demo.port);
     let result = async {
-        assert!(printed.iter().any(|l| l.contains(&base)), "{printed:#?}");
+        assert!(
+            demo.printed.iter().any(|l| l.contains(&base)),
+            "{:#?}",
+            demo.printed
+        );
         let ok = login(&pki.client(Some(&pki.researcher1)), &base, "researcher1")
             .await
             .unwrap();
@@ -670,30 +519,11 @@ async fn demo_binary_serves_https_with_the_tls_flags() {
             .await
             .unwrap();
         assert_eq!(mismatch.status(), 403);
-        assert!(
-            pki.client(None)
-                .get(format!("{base}/api/v1/openapi.json"))
-                .send()
-                .await
-                .is_err()
-        );
+        assert!(pki.openapi(&base, None).await.is_err());
     };
     let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     // Graceful stop on SIGTERM (the way systemd stops it).
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    let stopped = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > stop_deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let stopped = demo.stop();
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }

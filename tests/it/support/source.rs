@@ -1,10 +1,8 @@
-//! Shared test support: a small, deterministic source dataset in the shape ingest
+//! Source fixture: a small, deterministic source dataset in the shape ingest
 //! writes (`<table>.parquet` per catalogue table with exactly
 //! `catalog.table(t).arrow_schema()`, plus `manifest.json`), so tests need not wait for
 //! the synthetic generator. Rows are plain values so a test can add the exact patient it
 //! needs (an out-of-scope "poison" row, a patient treated by two manufacturers, ...).
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,6 +99,12 @@ impl SourceData {
         self.tables.entry(table.to_string()).or_default().push(row);
     }
 
+    /// Plant one `patient` row: pseudonym, sex, birth year, prefecture code.
+    pub fn push_patient(&mut self, pid: &str, sex: &str, birth_year: i64, prefecture: &str) {
+        let row = vec![V::s(pid), V::s(sex), V::Int(birth_year), V::s(prefecture)];
+        self.push("patient", row);
+    }
+
     /// Reference tables plus `patients` generated patients, deterministic in `seed`.
     /// Birth years avoid 1937 so tests can plant a poison value there.
     pub fn generate(patients: usize, seed: u64) -> Self {
@@ -174,10 +178,7 @@ impl SourceData {
                 birth = 1938;
             }
             let pref = PREFECTURES[rng.random_range(0..PREFECTURES.len())];
-            d.push(
-                "patient",
-                vec![V::s(&pid), V::s(sex), V::Int(birth), V::s(pref)],
-            );
+            d.push_patient(&pid, sex, birth, pref);
             let disease = DISEASES[rng.random_range(0..DISEASES.len())];
             let onset = rng.random_range((birth + 15).min(2015)..2018);
             let first_fy = rng.random_range(2018..2022i64);
