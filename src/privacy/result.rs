@@ -20,6 +20,20 @@ pub struct ReleasedColumn {
     pub type_name: String,
 }
 
+impl ReleasedColumn {
+    /// The released columns of an Arrow schema: names and type names as they are.
+    pub fn of_schema(schema: &datafusion::arrow::datatypes::Schema) -> Vec<ReleasedColumn> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ReleasedColumn {
+                name: f.name().clone(),
+                type_name: f.data_type().to_string(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disclosure {
     pub mode: DisclosureMode,

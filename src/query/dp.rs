@@ -489,15 +489,7 @@ fn released_rows(
 
 /// The released column names and types.
 fn released_columns(dp: &DpPlan) -> Vec<ReleasedColumn> {
-    dp.top
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| ReleasedColumn {
-            name: f.name().clone(),
-            type_name: f.data_type().to_string(),
-        })
-        .collect()
+    ReleasedColumn::of_schema(dp.top.schema().as_arrow())
 }
 
 /// The release's note, and which columns are computed from noisy values (so carry no

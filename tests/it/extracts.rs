@@ -908,16 +908,7 @@ async fn plain_run(
         result: ReleasedResult {
             columns: b
                 .first()
-                .map(|b| {
-                    b.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| ReleasedColumn {
-                            name: f.name().clone(),
-                            type_name: f.data_type().to_string(),
-                        })
-                        .collect()
-                })
+                .map(|b| ReleasedColumn::of_schema(&b.schema()))
                 .unwrap_or_default(),
             rows,
             disclosure: Disclosure {
