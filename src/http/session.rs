@@ -346,13 +346,14 @@ pub struct MeResponse {
 pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResponse>, ApiError> {
     let today = st.today();
     let fy = crate::policy::fiscal_year(today);
+    let ledger = st.gateway().ledger;
     let mut usable = Vec::new();
     for u in st.policy.usable(&st.store, &who.user, today).await? {
         let g = u.grant;
         let dp = g.mode == crate::privacy::result::DisclosureMode::Dp;
         let (spent, remaining) = match g.epsilon_budget {
             Some(b) => {
-                let used = st.store.epsilon_spent(&g.id, fy).await?;
+                let used = ledger.used(&g.id, fy).await?;
                 (Some(used), Some((b - used).max(0.0)))
             }
             None => (None, None),
