@@ -242,7 +242,10 @@ pub enum AuditCommand {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    // Query planning recurses over expression trees; 8 MiB worker stacks leave four times
+    // the default's headroom above the depth bound of `sql::depth`.
     tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(8 << 20)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))

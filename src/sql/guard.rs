@@ -167,6 +167,8 @@ pub async fn plan_guarded(
     sql: &str,
     catalog: &Catalog,
 ) -> Result<LogicalPlan, QueryError> {
+    // Before any expression tree exists: a too-deep one overflows the stack (depth.rs).
+    super::depth::check_depth(sql)?;
     let mut statements = DFParserBuilder::new(sql)
         .build()
         .and_then(|mut p| p.parse_statements())

@@ -2,6 +2,7 @@
 //! expressions), the scope (per-application extracts), and the privacy rewrite of the
 //! logical plan.
 
+pub mod depth;
 pub mod extract;
 pub mod guard;
 pub mod rewrite;

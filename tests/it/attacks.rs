@@ -729,3 +729,29 @@ async fn padding_stays_within_the_approved_scope() {
     );
     assert!(out.result.rows.iter().all(|r| r[1].is_null()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_deep_and_chain_does_not_kill_the_process() {
+    // 20,000 ANDed `1=1` (about 140 kB): without the depth bound, planning this on a
+    // 2 MiB tokio worker overflows the stack and aborts the process (measured: from about
+    // 175 terms in a debug build). It must be refused, and the worker must survive.
+    let chain = |n: usize| vec!["1=1"; n].join(" AND ");
+    let deep = format!(
+        "SELECT sex, count(*) AS n FROM patient WHERE {} GROUP BY sex",
+        chain(20_000)
+    );
+    let e = tokio::spawn(async move { run(&deep).await.map(|_| ()) })
+        .await
+        .expect("the worker survives")
+        .unwrap_err();
+    assert_eq!(e.code(), "unsupported_query", "{e:?}");
+    // Control: a chain under the bound is planned and answered on the same kind of worker.
+    let short = format!(
+        "SELECT sex, count(*) AS n FROM patient WHERE {} GROUP BY sex",
+        chain(60)
+    );
+    let out = tokio::spawn(async move { run(&short).await })
+        .await
+        .expect("the worker survives");
+    assert!(out.is_ok(), "{:?}", out.err());
+}

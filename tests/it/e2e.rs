@@ -1,6 +1,7 @@
 //! End to end: the real `kura` binary runs `kura demo` on loopback; over HTTP,
 //! researcher1 logs in and runs a suppressed query, researcher2 is refused with
-//! `not_named_user`, and auditor1 sees both events and a verified chain.
+//! `not_named_user`, a query built to overflow the stack is refused without killing the
+//! server, and auditor1 sees the events and a verified chain.
 
 use std::process::Stdio;
 
@@ -51,6 +52,18 @@ async fn demo_binary_serves_the_contract() {
     assert_eq!(result["disclosure"]["mode"], "suppression");
     assert_eq!(result["disclosure"]["threshold"], 5);
     assert!(!result["rows"].as_array().unwrap().is_empty());
+
+    // Attack: one ~140 kB WHERE of 20,000 `1=1` used to overflow a worker's stack and
+    // abort the whole server. It is refused, and the same server still answers.
+    let deep = vec!["1=1"; 20_000].join(" AND ");
+    let deep_sql = format!("SELECT sex, count(*) AS n FROM patient WHERE {deep} GROUP BY sex");
+    let deep_body = json!({"application": "A-DEMO-0001", "sql": deep_sql});
+    let r = call(&http, query.clone(), &r1, Some(deep_body)).await;
+    assert_eq!(r.status(), 400);
+    let refused: Value = r.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "unsupported_query", "{refused}");
+    let r = call(&http, query.clone(), &r1, Some(body.clone())).await;
+    assert_eq!(r.status(), 200, "the server survived the deep query");
 
     let r2 = login("researcher2").await;
     let r = call(&http, query, &r2, Some(body)).await;
