@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Utc};
 use super::{Action, Denial, Policy, Target};
 use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
-use crate::store::model::{Application, Role, Status, Term, User};
+use crate::store::model::{Application, Approval, Role, Status, Term, User};
 use crate::store::{Store, StoreError};
 
 /// Prefix of PMS standing scope ids.
@@ -29,6 +29,20 @@ pub struct Grant {
     pub threshold: u32,
     pub epsilon_budget: Option<f64>,
     pub dp_bounds: Option<DpBounds>,
+}
+
+impl Grant {
+    /// The terms an approval grants on application `id`.
+    fn approved(id: &str, a: &Approval) -> Self {
+        Grant {
+            id: id.to_string(),
+            scope: a.scope.clone(),
+            mode: a.mode,
+            threshold: a.k,
+            epsilon_budget: a.epsilon_budget,
+            dp_bounds: a.dp_bounds,
+        }
+    }
 }
 
 /// An application (or PMS standing scope) a user may query now.
@@ -93,17 +107,10 @@ impl Policy {
         if let Err(d) = self.authorize(user, action, &target, today).await {
             return Ok(Err(d));
         }
-        let Some(a) = app.approval.clone() else {
+        let Some(a) = &app.approval else {
             return Ok(Err(no_approval()));
         };
-        Ok(Ok(Grant {
-            id: app.id.clone(),
-            scope: a.scope,
-            mode: a.mode,
-            threshold: a.k,
-            epsilon_budget: a.epsilon_budget,
-            dp_bounds: a.dp_bounds,
-        }))
+        Ok(Ok(Grant::approved(&app.id, a)))
     }
 
     /// Everything `user` may query today: their PMS standing scope (if any) first, then
@@ -148,14 +155,7 @@ impl Policy {
             out.push(Usable {
                 title: app.form.title.clone(),
                 term: Some(a.term),
-                grant: Grant {
-                    id: app.id.clone(),
-                    scope: a.scope.clone(),
-                    mode: a.mode,
-                    threshold: a.k,
-                    epsilon_budget: a.epsilon_budget,
-                    dp_bounds: a.dp_bounds,
-                },
+                grant: Grant::approved(&app.id, a),
             });
         }
         Ok(out)

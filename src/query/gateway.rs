@@ -1,6 +1,7 @@
 //! Query stage, the entry point: one call from "a named user sent SQL" to "an answer that
-//! passed the disclosure check and whose audit event committed". HTTP calls it, the CLI
-//! and later Flight SQL call it; none of them decides anything about a query.
+//! passed the disclosure check and whose audit event committed". HTTP calls it, and later
+//! Flight SQL; neither decides anything about a query. (The operator CLI runs the data
+//! plane directly on an extract it names: no user, no approval, no audit.)
 //!
 //! Order: resolve and authorize the application ([`crate::policy::Policy::resolve`]) →
 //! check the approved disclosure mode → (DP: the budgeted path, `budgeted.rs`) → the

@@ -39,20 +39,24 @@ pub fn check_depth(sql: &str) -> Result<(), QueryError> {
 /// An upper bound of the expression depth: for every open parenthesis level, the binary
 /// operators since the last comma at that level, plus the levels themselves.
 pub fn estimate(tokens: &[Token]) -> usize {
-    // ops[i]: operators in the current list item at parenthesis level i.
+    // ops[i]: operators in the current list item at parenthesis level i; `open` is their
+    // running sum, kept so that the estimate stays linear in the tokens (a sum per token
+    // would be quadratic in the nesting — itself a way to stall the gateway).
     let mut ops: Vec<usize> = vec![0];
+    let mut open = 0;
     let mut deepest = 0;
     for t in tokens {
         match t {
             Token::LParen => ops.push(0),
-            Token::RParen if ops.len() > 1 => {
-                ops.pop();
+            Token::RParen if ops.len() > 1 => open -= ops.pop().expect("checked"),
+            Token::Comma => open -= std::mem::take(ops.last_mut().expect("never empty")),
+            t if is_operator(t) => {
+                *ops.last_mut().expect("never empty") += 1;
+                open += 1;
             }
-            Token::Comma => *ops.last_mut().expect("never empty") = 0,
-            t if is_operator(t) => *ops.last_mut().expect("never empty") += 1,
             _ => {}
         }
-        deepest = deepest.max(ops.iter().sum::<usize>() + ops.len() - 1);
+        deepest = deepest.max(open + ops.len() - 1);
     }
     deepest
 }
@@ -131,6 +135,14 @@ mod tests {
         );
         let short = format!("SELECT count(*) FROM patient WHERE {}", chain(40));
         assert!(check_depth(&short).is_ok());
+    }
+
+    #[test]
+    fn attack_deep_parentheses_are_refused_in_linear_time() {
+        let n = 100_000;
+        let sql = format!("SELECT {}1{} FROM patient", "(".repeat(n), ")".repeat(n));
+        assert_eq!(depth(&sql), n);
+        assert_eq!(check_depth(&sql).unwrap_err().code(), "unsupported_query");
     }
 
     #[test]
