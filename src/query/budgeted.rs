@@ -22,7 +22,7 @@ use super::{QueryError, QueryOutcome};
 use crate::audit::AuditEvent;
 use crate::policy::{Grant, fiscal_year};
 use crate::privacy::budget::{BudgetRefusal, Ledger, renews_on};
-use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
+use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams, ReleasedResult};
 use crate::store::budget::{BudgetUse, CacheKey, CacheWrite, CachedRelease, Reservation};
 use crate::store::model::User;
 
@@ -149,9 +149,7 @@ impl Gateway {
         };
         dpd.cached = true;
         let dp_detail = dp_audit(dpd);
-        let used = self.ledger.used(&grant.id, p.fiscal_year).await?;
-        result.disclosure.epsilon_spent = Some(0.0);
-        result.disclosure.epsilon_remaining = Some((p.budget - used).max(0.0));
+        self.charge(&mut result, grant, p, 0.0).await?;
         let record = rec.answer_row(&grant.id, &result.disclosure, 0, Some(0.0));
         let ev = rec.answer_event(
             &grant.id,
@@ -172,6 +170,20 @@ impl Gateway {
             query_id: rec.query_id.to_string(),
             result,
         })
+    }
+
+    /// State on the answer what it spent and what is left of the year's budget.
+    async fn charge(
+        &self,
+        result: &mut ReleasedResult,
+        grant: &Grant,
+        p: &Priced,
+        spent: f64,
+    ) -> Result<(), Refused> {
+        let used = self.ledger.used(&grant.id, p.fiscal_year).await?;
+        result.disclosure.epsilon_spent = Some(spent);
+        result.disclosure.epsilon_remaining = Some((p.budget - used).max(0.0));
+        Ok(())
     }
 
     /// Run a reserved DP query and settle its reservation with its record.
@@ -213,9 +225,8 @@ impl Gateway {
         elapsed_ms: i64,
     ) -> Result<Answer, Refused> {
         let mut result = out.result;
-        let used = self.ledger.used(&grant.id, p.fiscal_year).await?;
-        result.disclosure.epsilon_spent = Some(p.params.epsilon);
-        result.disclosure.epsilon_remaining = Some((p.budget - used).max(0.0));
+        self.charge(&mut result, grant, &p, p.params.epsilon)
+            .await?;
         let d = &result.disclosure;
         let record = rec.answer_row(&grant.id, d, elapsed_ms, Some(p.params.epsilon));
         let ev = rec.answer_event(
