@@ -8,4 +8,4 @@ pub mod result;
 pub mod rules;
 
 pub use result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
-pub use rules::{DisclosureRules, RuleSet, RulesError};
+pub use rules::{Defences, DisclosureRules, RuleSet, RulesError};

@@ -50,6 +50,56 @@ pub struct RuleSet {
     pub p_ratio: f64,
     /// Round released counts to a multiple of this base.
     pub rounding: Option<u32>,
+    /// The second-line defences (issue 11); all on except in attack-test controls.
+    pub defences: Defences,
+}
+
+/// The second line of disclosure control, one switch per defence. Every defence is on in
+/// every rules file (a policy cannot switch one off: there is no TOML key for them); only
+/// an attack test's *control* builds rules with one switched off
+/// ([`DisclosureRules::with_defences`]), to show that the attack it stops would work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defences {
+    /// Secondary suppression of cells that differ from another cell (of the same answer
+    /// or of the release ledger) by fewer than k patients.
+    pub differencing: bool,
+    /// No ORDER BY … LIMIT/OFFSET (or other order-dependent row selection) over patient
+    /// rows below an aggregation.
+    pub ordering: bool,
+    /// Subqueries over patient rows that decide which patients an outer cell counts.
+    pub subqueries: bool,
+    /// Functions that could fail on a data value run in their NULL-on-failure form.
+    pub safe_functions: bool,
+    /// Extreme percentile fractions count as MIN/MAX.
+    pub percentiles: bool,
+}
+
+impl Default for Defences {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Defences {
+    /// Every defence on: the only setting outside attack-test controls.
+    pub const ALL: Defences = Defences {
+        differencing: true,
+        ordering: true,
+        subqueries: true,
+        safe_functions: true,
+        percentiles: true,
+    };
+
+    /// Both sides' defences (a defence is on if it is on in either).
+    fn either(self, o: Defences) -> Defences {
+        Defences {
+            differencing: self.differencing || o.differencing,
+            ordering: self.ordering || o.ordering,
+            subqueries: self.subqueries || o.subqueries,
+            safe_functions: self.safe_functions || o.safe_functions,
+            percentiles: self.percentiles || o.percentiles,
+        }
+    }
 }
 
 impl RuleSet {
@@ -62,6 +112,7 @@ impl RuleSet {
             dominance_k: 1.0,
             p_ratio: 0.0,
             rounding: None,
+            defences: Defences::ALL,
         }
     }
 
@@ -84,6 +135,7 @@ impl RuleSet {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             },
+            defences: self.defences.either(o.defences),
         }
     }
 }
@@ -162,6 +214,17 @@ impl DisclosureRules {
         self
     }
 
+    /// The same rules with these defences. Attack-test controls only: no rules file can
+    /// switch a defence off.
+    #[doc(hidden)]
+    pub fn with_defences(mut self, d: Defences) -> Self {
+        self.defaults.defences = d;
+        for r in self.datasets.values_mut() {
+            r.defences = d;
+        }
+        self
+    }
+
     /// The rules for a query reading tables of these datasets: the strictest of each value.
     pub fn effective<'a>(&self, datasets: impl IntoIterator<Item = &'a str>) -> RuleSet {
         let mut out = self.defaults.clone();
@@ -198,6 +261,7 @@ fn shipped_defaults() -> Result<RuleSet, RulesError> {
         dominance_k: d.dominance_k.ok_or_else(|| missing("dominance_k"))?,
         p_ratio: d.p_ratio.ok_or_else(|| missing("p_ratio"))?,
         rounding: d.rounding,
+        defences: Defences::ALL,
     };
     apply(&base, &Partial::default(), "[defaults]")
 }
@@ -210,6 +274,7 @@ fn apply(base: &RuleSet, p: &Partial, at: &str) -> Result<RuleSet, RulesError> {
         dominance_k: p.dominance_k.unwrap_or(base.dominance_k),
         p_ratio: p.p_ratio.unwrap_or(base.p_ratio),
         rounding: p.rounding.or(base.rounding),
+        defences: base.defences,
     };
     let bad = |m: String| Err(RulesError::Invalid(format!("{at}: {m}")));
     if r.k < 1 {
