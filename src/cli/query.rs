@@ -315,6 +315,7 @@ mod tests {
                 threshold: 5,
                 suppressed: vec![[1, 1]],
                 suppressed_cells: 1,
+                differencing: Vec::new(),
                 dropped_rows: 0,
                 rounding: None,
                 epsilon_spent: None,

@@ -2,7 +2,9 @@
 //! memory pool, a wall-clock limit and an output row cap, and never lets an engine
 //! message (which can contain data values) reach the caller.
 
+pub mod contributors;
 pub mod exec;
+pub mod patient_index;
 pub mod session;
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use exec::collect_limited;
+pub use patient_index::PatientIndex;
 pub use session::open_extract;
 
 /// Resource limits applied to every query.

@@ -22,6 +22,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::Catalog;
 use crate::engine::Limits;
+use crate::engine::patient_index::PatientIndex;
 use crate::query::QueryError;
 use crate::sql::extract::{EXTRACT_MANIFEST, ExtractManifest};
 
@@ -111,10 +112,39 @@ pub fn open_extract(
     }
     // The approved scope travels with the session so that disclosure padding enumerates
     // only the key values the approval covers (its fiscal years, diseases, prefectures,
-    // manufacturers), not the whole catalogue domain.
+    // manufacturers), not the whole catalogue domain; the patient index, so that the
+    // privacy rewrite can collect each cell's contributors as a set.
+    let index =
+        PatientIndex::load_cached(dir, &manifest.extract_id, &manifest.patient_index_sha256)?;
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    state
+        .config_mut()
+        .set_extension(Arc::new(manifest.scope.clone()));
+    state.config_mut().set_extension(index);
+    drop(state);
+    Ok(ctx)
+}
+
+/// The patient index of the session: the extract's (set by [`open_extract`]), or, for a
+/// session built without an extract (test fixtures), scanned from its patient tables once
+/// and kept on the session.
+pub async fn patient_index(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+) -> Result<Arc<PatientIndex>, QueryError> {
+    if let Some(index) = ctx
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<PatientIndex>()
+    {
+        return Ok(index);
+    }
+    let index = Arc::new(PatientIndex::scan(ctx, catalog).await?);
     ctx.state_ref()
         .write()
         .config_mut()
-        .set_extension(Arc::new(manifest.scope.clone()));
-    Ok(ctx)
+        .set_extension(index.clone());
+    Ok(index)
 }

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod disclosure;
 pub mod dp;
+pub mod ledger;
 pub mod result;
 pub mod rules;
 

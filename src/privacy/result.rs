@@ -42,8 +42,15 @@ pub struct Disclosure {
     /// `[row, column]` of every suppressed cell (0-based, in released row order).
     pub suppressed: Vec<[usize; 2]>,
     pub suppressed_cells: usize,
-    /// Rows with a failing cell that were removed because their keys could not be padded
-    /// to their public domain (or lay outside it).
+    /// The cells of `suppressed` that passed every rule on their own and were suppressed
+    /// for `differencing`: their contributors differ from another released cell's (in
+    /// this answer or earlier in the application's release ledger) by fewer than k
+    /// patients. Same `[row, column]` form.
+    #[serde(default)]
+    pub differencing: Vec<[usize; 2]>,
+    /// Always 0 since issue 11: a count of removed rows would count groups of fewer than
+    /// k patients. Kept so that clients reading it keep working; a note says when rows
+    /// with failing cells are removed.
     pub dropped_rows: usize,
     /// Rounding base applied to counts, if any.
     pub rounding: Option<u32>,

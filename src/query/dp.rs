@@ -175,6 +175,7 @@ pub async fn run_dp_query(
             plan_fingerprint: prepared.plan_fingerprint,
             tables: prepared.tables,
             duration: started.elapsed(),
+            released_sets: Vec::new(),
         })
     })
     .await
@@ -327,6 +328,7 @@ pub async fn release(
             mode: DisclosureMode::Dp,
             threshold: p.release.k,
             suppressed_cells: released.suppressed.len(),
+            differencing: Vec::new(),
             suppressed: released.suppressed,
             dropped_rows: 0,
             rounding: None,

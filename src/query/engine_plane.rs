@@ -20,6 +20,7 @@ use super::{dp, suppression};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
 use crate::engine::open_extract;
+use crate::privacy::ledger::NoLedger;
 use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
 use crate::query::{QueryError, QueryOutcome};
@@ -152,7 +153,8 @@ impl DataPlane for EnginePlane {
                 let params = dp_params(&q)?;
                 return dp::run_dp_query(&ctx, &q.sql, catalog, &rules, limits, params).await;
             }
-            suppression::run_query(&ctx, &q.sql, catalog, &rules, limits).await
+            let ledger = q.ledger.as_deref().unwrap_or(&NoLedger);
+            suppression::run_query_with(&ctx, &q.sql, catalog, &rules, limits, ledger).await
         })
     }
 

@@ -5,8 +5,9 @@
 //!
 //! Order: resolve and authorize the application ([`crate::policy::Policy::resolve`]) →
 //! check the approved disclosure mode → (DP: the budgeted path, `budgeted.rs`) → the
-//! scope's own extract → the data plane (guard → rewrite → execute → disclosure check) →
-//! history row and audit event in one transaction → the answer.
+//! scope's own extract → (suppression: the extract's turn, `serial.rs`) → the data plane
+//! (guard → rewrite → execute → disclosure check, differencing against the release
+//! ledger) → history row, audit event and new ledger sets in one transaction → the answer.
 //!
 //! Guarantees: a refusal at any step is recorded under the query id before it is
 //! returned; an answer whose record did not commit is never returned (no audit, no
@@ -22,10 +23,12 @@ use super::plane::{AuthorisedQuery, DataPlane};
 use super::record::{RanOn, Recorder};
 use super::refusal::{Refusal, Refused};
 use super::request::QueryRequest;
+use super::serial::ExtractLocks;
 use crate::policy::{Action, Grant, Policy, check_mode};
 use crate::privacy::budget::Ledger;
 use crate::privacy::result::{DisclosureMode, ReleasedResult};
 use crate::store::Store;
+use crate::store::ledger::LedgerWrite;
 use crate::store::model::{ExtractInfo, User};
 
 /// A released answer and the id it was recorded under.
@@ -42,6 +45,8 @@ pub struct Gateway {
     pub policy: Arc<Policy>,
     pub data: Arc<dyn DataPlane>,
     pub ledger: Ledger,
+    /// One suppression query per extract at a time, from ledger read to record.
+    pub(super) serial: Arc<ExtractLocks>,
 }
 
 /// One authorised request on its way through the gateway.
@@ -65,6 +70,7 @@ impl Gateway {
             policy,
             data,
             ledger,
+            serial: Arc::default(),
         }
     }
 
@@ -137,11 +143,11 @@ impl Gateway {
             let detail = json!({"detail": "extract missing or destroyed"});
             return Err(rec.refused(Refusal::ExtractMissing, detail).await);
         };
+        let _in_line = self.serial.hold(&extract.extract_id).await;
         let started = Instant::now();
-        let outcome = self
-            .data
-            .query(authorised(&grant, &extract, mode, None, &rec.req.sql))
-            .await;
+        let mut q = authorised(&grant, &extract, mode, None, &rec.req.sql);
+        q.ledger = Some(Arc::new(self.store.ledger_view(&extract.extract_id)));
+        let outcome = self.data.query(q).await;
         let elapsed_ms = started.elapsed().as_millis() as i64;
         let out = match outcome {
             Ok(out) => out,
@@ -167,13 +173,20 @@ impl Gateway {
                 "threshold": d.threshold,
                 "suppressed": d.suppressed,
                 "suppressed_cells": d.suppressed_cells,
+                "differencing": d.differencing,
                 "dropped_rows": d.dropped_rows,
                 "epsilon_spent": null,
                 "rows": out.result.rows.len(),
+                "released_sets": out.released_sets.len(),
                 "duration_ms": out.duration.as_millis() as u64,
             }),
         );
-        rec.answered(record, ev, None, None).await?;
+        let released = LedgerWrite {
+            extract_id: extract.extract_id.clone(),
+            query_id: rec.query_id.to_string(),
+            sets: out.released_sets,
+        };
+        rec.answered_releasing(record, ev, released).await?;
         Ok(Answer {
             query_id: rec.query_id.to_string(),
             result: out.result,
@@ -197,5 +210,6 @@ pub(super) fn authorised(
         threshold: grant.threshold,
         dp,
         sql: sql.to_string(),
+        ledger: None,
     }
 }

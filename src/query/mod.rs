@@ -12,7 +12,9 @@
 //!     ├─ suppression.rs  SQL → GuardedPlan → RewrittenPlan → ExecutedBatches → QueryOutcome
 //!     └─ dp.rs           SQL → guarded plan → bounded DP plan → grid → noisy release
 //!     ▼
-//!  record.rs   history row + audit event (+ ε settlement, DP cache) in ONE transaction
+//!  record.rs   history row + audit event (+ ε settlement, DP cache, or the release
+//!              ledger's new contributor sets) in ONE transaction; serial.rs holds one
+//!              extract's suppression queries in line from ledger read to that commit
 //! ```
 //!
 //! Errors: [`QueryError`] for the data plane (one enum, causes kept as `#[source]`),
@@ -28,6 +30,7 @@ pub mod plane;
 mod record;
 pub mod refusal;
 pub mod request;
+mod serial;
 pub mod suppression;
 
 use std::time::Duration;
@@ -36,7 +39,7 @@ pub use error::QueryError;
 pub use gateway::{Answer, Gateway};
 pub use refusal::{Refusal, Refused};
 pub use request::{CostResponse, QueryRequest};
-pub use suppression::run_query;
+pub use suppression::{run_query, run_query_with};
 
 use crate::privacy::ReleasedResult;
 
@@ -51,6 +54,9 @@ pub struct QueryOutcome {
     pub tables: Vec<String>,
     /// Wall-clock duration of planning and execution.
     pub duration: Duration,
+    /// The distinct contributor sets of the released cells (suppression mode), which the
+    /// release ledger records with the query's audit event. Empty under DP.
+    pub released_sets: Vec<roaring::RoaringBitmap>,
 }
 
 /// A fresh query id (`q_` + 24 hex digits): the reference of the query's record, its

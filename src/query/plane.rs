@@ -6,9 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::privacy::ledger::LedgerView;
 use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
 use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
@@ -42,6 +44,9 @@ pub struct AuthorisedQuery {
     /// ε and contribution bounds under DP (`None` in suppression mode).
     pub dp: Option<DpParams>,
     pub sql: String,
+    /// The application's release ledger for this extract (suppression mode): earlier
+    /// released contributor sets, for differencing. `None`: within the answer only.
+    pub ledger: Option<Arc<dyn LedgerView>>,
 }
 
 /// What a DP query would release and cost, worked out without reading any data.

@@ -1,6 +1,7 @@
 //! Query stage, the record: every query attempt — refused, failed or answered — writes its
 //! history row and its audit event (and settles its ε reservation, stores a fresh DP
-//! answer) in ONE store transaction.
+//! answer, or appends a suppression answer's contributor sets to the release ledger) in
+//! ONE store transaction.
 //!
 //! Guarantees: no audit, no answer — [`Recorder::answered`] fails when that transaction
 //! fails, and the caller then returns nothing but an internal error; execution errors are
@@ -16,6 +17,7 @@ use super::request::QueryRequest;
 use crate::audit::AuditEvent;
 use crate::privacy::Disclosure;
 use crate::store::budget::{CacheWrite, Settle};
+use crate::store::ledger::LedgerWrite;
 use crate::store::model::{QueryRecord, User};
 use crate::store::{QueryWrite, Store};
 
@@ -84,7 +86,7 @@ impl Recorder<'_> {
             json!({"sql": self.req.sql, "detail": detail}),
         )
         .with_reference(self.query_id);
-        match self.write(record, ev, None, None, false).await {
+        match self.write(record, ev, None, None, false, None).await {
             Ok(()) => Refused::new(Some(self.query_id), cause),
             Err(e) => Refused::new(None, e),
         }
@@ -115,7 +117,10 @@ impl Recorder<'_> {
         if server_side {
             ev.outcome = "error".into();
         }
-        match self.write(record, ev, ledger, None, execution_error).await {
+        match self
+            .write(record, ev, ledger, None, execution_error, None)
+            .await
+        {
             Ok(()) => Refused::new(Some(self.query_id), qe),
             Err(e) => Refused::new(Some(self.query_id), e),
         }
@@ -130,7 +135,21 @@ impl Recorder<'_> {
         cache: Option<CacheWrite>,
     ) -> Result<(), Refused> {
         let ev = ev.with_reference(self.query_id);
-        self.write(record, ev, ledger, cache, false)
+        self.write(record, ev, ledger, cache, false, None)
+            .await
+            .map_err(|e| Refused::new(Some(self.query_id), e))
+    }
+
+    /// Record a suppression answer with the contributor sets it releases (the release
+    /// ledger); only if this commits may the answer be returned.
+    pub async fn answered_releasing(
+        &self,
+        record: QueryRecord,
+        ev: AuditEvent,
+        released: LedgerWrite,
+    ) -> Result<(), Refused> {
+        let ev = ev.with_reference(self.query_id);
+        self.write(record, ev, None, None, false, Some(released))
             .await
             .map_err(|e| Refused::new(Some(self.query_id), e))
     }
@@ -142,12 +161,14 @@ impl Recorder<'_> {
         ledger: Option<Settle>,
         cache: Option<CacheWrite>,
         execution_error: bool,
+        released: Option<LedgerWrite>,
     ) -> Result<(), crate::store::StoreError> {
         let write = QueryWrite {
             record,
             ledger,
             cache,
             execution_error,
+            released,
         };
         self.store.record_query(&write, &ev).await.map(|_| ())
     }

@@ -2,9 +2,10 @@
 //! returning the next —
 //! SQL → [`GuardedPlan`] (read-only, allow-listed, error-hardened; its rules chosen by
 //! the datasets it reads) → [`RewrittenPlan`] (every released number carries its
-//! contributor counts; padding decided from the release shape) → [`ExecutedBatches`]
+//! contributor sets; padding decided from the release shape) → [`ExecutedBatches`]
 //! (DataFusion under the memory pool, time limit and row cap) → [`QueryOutcome`] (the
-//! disclosure check's released result).
+//! disclosure check's released result, differencing checked against the release ledger,
+//! and the contributor sets it releases).
 //!
 //! Guarantees: nothing reaches the caller that did not pass the disclosure check; every
 //! engine error becomes `execution_error` (detail for the audit log only) or
@@ -23,7 +24,8 @@ pub use super::fingerprint::fingerprint;
 use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
-use crate::privacy::disclosure::{self, Padding};
+use crate::privacy::disclosure::{self, Earlier, Padding};
+use crate::privacy::ledger::{LedgerView, NoLedger};
 use crate::privacy::rules::{DisclosureRules, RuleSet};
 use crate::sql::rewrite::Rewritten;
 use crate::sql::{guard, rewrite};
@@ -54,7 +56,7 @@ pub struct ExecutedBatches {
 }
 
 /// Run one researcher query in suppression mode over the tables registered in `ctx`
-/// (the caller's extract).
+/// (the caller's extract), with differencing checked within the answer only.
 pub async fn run_query(
     ctx: &SessionContext,
     sql: &str,
@@ -62,12 +64,25 @@ pub async fn run_query(
     rules: &DisclosureRules,
     limits: &Limits,
 ) -> Result<QueryOutcome, QueryError> {
+    run_query_with(ctx, sql, catalog, rules, limits, &NoLedger).await
+}
+
+/// [`run_query`] against the application's release ledger: a cell whose contributors
+/// differ by fewer than k from an earlier released cell's is suppressed too.
+pub async fn run_query_with(
+    ctx: &SessionContext,
+    sql: &str,
+    catalog: &Catalog,
+    rules: &DisclosureRules,
+    limits: &Limits,
+    ledger: &dyn LedgerView,
+) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
     let work = async {
         let guarded = guarded(ctx, sql, catalog, rules).await?;
         let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
         let executed = executed(ctx, rewritten, limits).await?;
-        checked(executed, limits, started)
+        checked(executed, limits, started, ledger).await
     };
     crate::engine::exec::within_timeout(limits, work).await
 }
@@ -105,7 +120,8 @@ async fn rewritten(
     catalog: &Catalog,
     limits: &Limits,
 ) -> Result<RewrittenPlan, QueryError> {
-    let rewritten = rewrite::rewrite(&guarded.plan, catalog, &guarded.rules)?;
+    let index = crate::engine::session::patient_index(ctx, catalog).await?;
+    let rewritten = rewrite::rewrite(&guarded.plan, catalog, &guarded.rules, index)?;
     let schema = rewritten.plan.schema().clone();
     let types: Vec<_> = rewritten
         .release
@@ -142,26 +158,38 @@ async fn executed(
     })
 }
 
-/// Executed batches → the released result, through the disclosure check.
-fn checked(
+/// Executed batches → the released result, through the disclosure check: the ledger is
+/// read for sets near the sizes of the cells that pass the primary rules, then every rule
+/// runs, differencing included.
+async fn checked(
     executed: ExecutedBatches,
     limits: &Limits,
     started: Instant,
+    ledger: &dyn LedgerView,
 ) -> Result<QueryOutcome, QueryError> {
     let ExecutedBatches { rewritten, batches } = executed;
-    let result = disclosure::check(
+    let (release, rules) = (&rewritten.rewritten.release, &rewritten.guarded.rules);
+    let earlier = if rules.defences.differencing {
+        let sizes = disclosure::candidate_sizes(&batches, release, rules)?;
+        Earlier::new(ledger.near(&sizes, rules.k).await?)
+    } else {
+        Earlier::default()
+    };
+    let checked = disclosure::check(
         &batches,
-        &rewritten.rewritten.release,
-        &rewritten.guarded.rules,
+        release,
+        rules,
         limits.max_rows,
         &rewritten.types,
         &rewritten.padding,
+        &earlier,
     )?;
     Ok(QueryOutcome {
-        result,
+        result: checked.result,
         plan_fingerprint: rewritten.guarded.fingerprint,
         tables: rewritten.guarded.tables,
         duration: started.elapsed(),
+        released_sets: checked.released_sets,
     })
 }
 

@@ -9,6 +9,9 @@
 //! - `pid` in the extract is the lowercase hex of the first 16 bytes of
 //!   HMAC-SHA256(app_key, source pid): two applications' outputs cannot be joined on it,
 //!   and no source pid appears in an extract. The mapping is never written anywhere.
+//! - Every patient gets a dense `u32` index: its rank among the extract's pids, written as
+//!   `patient_index.txt` (hashed in the manifest), so that the privacy rewrite can hold a
+//!   cell's contributors as a set (`engine::patient_index`, `engine::contributors`).
 //! - The extract is written into a temporary sibling directory and renamed into place,
 //!   so a failed build leaves no half extract; `extract.json` records the scope, the
 //!   source manifest hash, a key fingerprint, row counts and file hashes, and the
@@ -44,10 +47,11 @@ use ring::{digest, hmac};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, ScopeDim, Table, TableKind};
+use crate::engine::patient_index::{PATIENT_INDEX_FILE, PatientIndex};
 use crate::sql::scope::Scope;
 
 /// Version of the extract layout and manifest written by this build.
-pub const EXTRACT_VERSION: u32 = 1;
+pub const EXTRACT_VERSION: u32 = 2;
 /// File name of the extract manifest inside an extract directory.
 pub const EXTRACT_MANIFEST: &str = "extract.json";
 /// File name of the ingest manifest inside a source dataset directory.
@@ -150,6 +154,10 @@ pub struct ExtractManifest {
     /// Build duration in milliseconds.
     pub build_ms: u64,
     pub tables: BTreeMap<String, ExtractTable>,
+    /// SHA-256 of the patient index file (`engine::patient_index`): the extract's pids,
+    /// sorted, one per line; a patient's line number is its dense index.
+    #[serde(default)]
+    pub patient_index_sha256: String,
 }
 
 impl ExtractManifest {
@@ -450,7 +458,7 @@ async fn patient_set(
 
 /// Compute the pid mapping (source pid → application pid) for the patient set, as an
 /// in-memory table. HMAC runs once per patient, not once per row.
-async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<(MemTable, u64), ExtractError> {
+async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<Mapping, ExtractError> {
     let engine = |source| ExtractError::Engine {
         table: "patient".into(),
         source,
@@ -462,7 +470,7 @@ async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<(MemTable, u64), 
     ]));
     let mut stream = set.execute_stream().await.map_err(engine)?;
     let mut batches = Vec::new();
-    let mut patients = 0u64;
+    let mut pids = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(engine)?;
         let src = batch.column(0);
@@ -483,12 +491,32 @@ async fn pid_mapping(set: DataFrame, app_key: &[u8]) -> Result<(MemTable, u64), 
                 }
             }
         }
-        patients += src.len() as u64;
-        let cols: Vec<ArrayRef> = vec![Arc::new(src.clone()), Arc::new(out.finish())];
+        let out = out.finish();
+        pids.extend(out.iter().flatten().map(String::from));
+        let cols: Vec<ArrayRef> = vec![Arc::new(src.clone()), Arc::new(out)];
         batches.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| engine(e.into()))?);
     }
     let table = MemTable::try_new(schema, vec![batches]).map_err(engine)?;
-    Ok((table, patients))
+    Ok(Mapping { table, pids })
+}
+
+/// The pid mapping of an extract and its new pids.
+struct Mapping {
+    table: MemTable,
+    pids: Vec<String>,
+}
+
+/// Write the patient index (`engine::patient_index`) and return its SHA-256.
+fn write_patient_index(dir: &Path, pids: Vec<String>) -> Result<String, ExtractError> {
+    let path = dir.join(PATIENT_INDEX_FILE);
+    let text = PatientIndex::file_text(pids);
+    let mut f = fs::File::create(&path).map_err(io_err(&path))?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io_err(&path))?;
+    f.sync_all().map_err(io_err(&path))?;
+    Ok(hex::encode(digest::digest(
+        &digest::SHA256,
+        text.as_bytes(),
+    )))
 }
 
 /// Stream a DataFrame into `<dir>/<table>.parquet` with exactly the catalogue schema.
@@ -558,7 +586,12 @@ async fn build_into(
         register_source(&ctx, source, t).await?;
     }
     let set = patient_set(&ctx, catalog, scope, &restr).await?;
-    let (mapping, patients) = pid_mapping(set, app_key).await?;
+    let Mapping {
+        table: mapping,
+        pids,
+    } = pid_mapping(set, app_key).await?;
+    let patients = pids.len() as u64;
+    let patient_index_sha256 = write_patient_index(dir, pids)?;
     ctx.register_table("__kura_pid_map", Arc::new(mapping))
         .map_err(|source| ExtractError::Engine {
             table: "patient".into(),
@@ -615,6 +648,7 @@ async fn build_into(
         patient_rows,
         build_ms: started.elapsed().as_millis() as u64,
         tables,
+        patient_index_sha256,
     };
     let path = dir.join(EXTRACT_MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ExtractError::Manifest {
@@ -717,6 +751,9 @@ pub fn extract_is_current(source: &Path, out: &Path, scope: &Scope) -> Result<bo
         || manifest.source_manifest_sha256 != source_hash
         || manifest.scope != normalise_scope(scope)
     {
+        return Ok(false);
+    }
+    if !out.join(PATIENT_INDEX_FILE).is_file() {
         return Ok(false);
     }
     Ok(manifest.tables.values().all(|t| {

@@ -370,6 +370,7 @@ mod tests {
             }),
             cache: None,
             execution_error: false,
+            released: None,
         }
     }
 

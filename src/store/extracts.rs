@@ -2,7 +2,8 @@
 //!
 //! Guarantees: one extract row per application (a rebuild replaces it and clears any
 //! destruction mark); building and destroying are each written with their audit event
-//! in one transaction.
+//! in one transaction, which also deletes the release ledger of the replaced or
+//! destroyed extract.
 
 use serde_json::json;
 use sqlx::Row;
@@ -27,6 +28,9 @@ impl Store {
             json!({"extract_id": extract_id}),
         );
         self.audited(&event, async |tx| {
+            // A replaced extract takes its release ledger with it (a new extract has a new
+            // patient index; the same extract id keeps its ledger).
+            super::ledger::delete_for(tx, id, Some(extract_id)).await?;
             let register = sqlx::query(
                 "INSERT INTO extracts (application_id, extract_id, path, built_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(application_id) DO UPDATE SET extract_id = excluded.extract_id, path = excluded.path,
@@ -68,6 +72,7 @@ impl Store {
             json!({"reason": reason}),
         );
         self.audited(&event, async |tx| {
+            super::ledger::delete_for(tx, id, None).await?;
             let mark = sqlx::query("UPDATE extracts SET destroyed_at = ? WHERE application_id = ?")
                 .bind(ts(now()))
                 .bind(id);

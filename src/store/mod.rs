@@ -16,6 +16,7 @@
 mod applications;
 pub mod budget;
 mod extracts;
+pub mod ledger;
 pub mod model;
 mod notebooks;
 mod queries;
@@ -45,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0001_control_plane.sql"),
     ),
     (2, "dp", include_str!("migrations/0002_dp.sql")),
+    (
+        3,
+        "release_ledger",
+        include_str!("migrations/0003_release_ledger.sql"),
+    ),
 ];
 
 /// Errors of the store layer.

@@ -2,14 +2,14 @@
 //! settles.
 //!
 //! Guarantees: the history row, the settlement of the query's ε reservation, the DP
-//! release cache entry, the per-user execution-error counter and the audit event commit
-//! together or not at all; a caller whose write failed must not release the answer.
+//! release cache entry, the release-ledger sets of a suppression answer, the per-user
+//! execution-error counter and the audit event commit together or not at all; a caller whose write failed must not release the answer.
 
 use sqlx::{Row, SqliteConnection};
 
-use super::budget;
 use super::model::QueryRecord;
 use super::{Result, Store, exec, parse_ts, ts};
+use super::{budget, ledger};
 use crate::audit::{AuditEvent, AuditRecord};
 
 /// Everything recorded about one query attempt, written in one transaction.
@@ -22,6 +22,9 @@ pub struct QueryWrite {
     pub cache: Option<budget::CacheWrite>,
     /// Whether this attempt is an execution error (counted per user).
     pub execution_error: bool,
+    /// The contributor sets the answer releases, for the release ledger (suppression
+    /// mode answers only).
+    pub released: Option<ledger::LedgerWrite>,
 }
 
 /// Write the history row of one attempt (inside the caller's transaction).
@@ -58,6 +61,9 @@ impl Store {
                 }
                 if let Some(c) = &q.cache {
                     budget::insert_cache(tx, c).await?;
+                }
+                if let Some(w) = &q.released {
+                    ledger::insert(tx, w).await?;
                 }
                 if q.execution_error {
                     let count = sqlx::query(

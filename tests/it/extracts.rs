@@ -916,6 +916,7 @@ async fn plain_run(
                 threshold: 5,
                 suppressed: vec![],
                 suppressed_cells: 0,
+                differencing: Vec::new(),
                 dropped_rows: 0,
                 rounding: None,
                 epsilon_spent: None,
@@ -927,6 +928,7 @@ async fn plain_run(
         plan_fingerprint: String::new(),
         tables: vec![],
         duration: started.elapsed(),
+        released_sets: Vec::new(),
     })
 }
 
@@ -1001,4 +1003,40 @@ async fn extract_command_builds_from_a_key_file() {
     };
     assert_eq!(run(missing.clone()).await, std::process::ExitCode::FAILURE);
     assert!(!missing.out.exists());
+}
+
+/// Over-suppression of the release ledger (issue 11): every example research query runs
+/// once, in order, through the suppression path against one growing ledger. The number
+/// of cells suppressed for differencing, out of all cells shown, is the figure
+/// docs/privacy.md states; a change in either fails this test.
+#[tokio::test]
+async fn ledger_over_suppression_on_the_example_queries_is_what_the_docs_say() {
+    let (dir, cat, source, _) = source_fixture(800, 17);
+    let out = dir.path().join("all");
+    let s = scope(&["nanbyo", "als", "regen"]);
+    build_extract(&source, &out, &s, KEY_A, &cat).await.unwrap();
+    let ctx = open_extract(&out, &cat, &limits()).unwrap();
+    let rules = kura::privacy::DisclosureRules::embedded().unwrap();
+    let ledger = crate::differencing::MemoryLedger::default();
+    let (mut cells, mut differencing) = (0usize, 0usize);
+    for (name, sql) in example_queries() {
+        let o = kura::query::run_query_with(&ctx, &sql, &cat, &rules, &limits(), &ledger)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {}", e.internal_detail()));
+        ledger.record(&o);
+        let d = &o.result.disclosure;
+        let shown: usize = o.result.rows.iter().map(Vec::len).sum();
+        cells += shown;
+        differencing += d.differencing.len();
+    }
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/privacy.md"))
+            .unwrap();
+    let stated = format!(
+        "example queries once: {differencing} of {cells} cells shown suppressed for differencing"
+    );
+    assert!(
+        docs.contains(&stated),
+        "docs/privacy.md must say \"{stated}\" (measured now)"
+    );
 }

@@ -3,12 +3,14 @@
 
 mod api;
 mod attacks;
+mod differencing;
 mod dp_api;
 mod dp_engine;
 mod e2e;
 mod equivalence;
 mod extracts;
 mod foundation;
+mod ledger_e2e;
 mod qc_fixture;
 mod slt;
 mod support;

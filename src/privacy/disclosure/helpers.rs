@@ -1,5 +1,5 @@
 //! Disclosure check, rule inputs: the hidden helper columns the privacy rewrite adds for
-//! every guard (distinct patients, distinct facilities, per-patient SUM contributions),
+//! every guard (contributor sets, distinct facilities, per-patient SUM contributions),
 //! read from one executed batch and cast once. A helper the plan does not carry is an
 //! internal error; a NULL helper reads as `None`, and every rule fails closed on `None`.
 //! The helper columns are only read here: they never reach a released row.
@@ -10,11 +10,16 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
+use roaring::RoaringBitmap;
+
+use crate::engine::contributors::deserialise;
 use crate::query::QueryError;
 use crate::sql::rewrite::Guard;
 
-/// Helper columns of one batch: counts as Int64, contributions as Float64.
+/// Helper columns of one batch: contributor sets as Binary, counts as Int64,
+/// contributions as Float64.
 pub(super) struct Helpers {
+    sets: HashMap<String, ArrayRef>,
     ints: HashMap<String, ArrayRef>,
     floats: HashMap<String, ArrayRef>,
 }
@@ -27,6 +32,7 @@ impl Helpers {
         guards: &[Guard],
         used: &BTreeSet<usize>,
     ) -> Result<Self, QueryError> {
+        let mut sets = HashMap::new();
         let mut ints = HashMap::new();
         let mut floats = HashMap::new();
         let read = |name: &str, t: &DataType| -> Result<ArrayRef, QueryError> {
@@ -36,7 +42,8 @@ impl Helpers {
             cast(column, t).map_err(|e| QueryError::internal("disclosure check", e))
         };
         for g in used.iter().map(|&i| &guards[i]) {
-            for n in std::iter::once(&g.n).chain(g.facilities.iter()) {
+            sets.insert(g.n.clone(), read(&g.n, &DataType::Binary)?);
+            for n in &g.facilities {
                 ints.insert(n.clone(), read(n, &DataType::Int64)?);
             }
             if let Some(d) = &g.dominance {
@@ -45,7 +52,16 @@ impl Helpers {
                 }
             }
         }
-        Ok(Self { ints, floats })
+        Ok(Self { sets, ints, floats })
+    }
+
+    /// A contributor set at row `r`; `None` if absent, NULL or malformed (every rule fails
+    /// closed on `None`).
+    pub(super) fn set(&self, name: &str, r: usize) -> Option<RoaringBitmap> {
+        let a = self.sets.get(name)?.as_binary::<i32>();
+        a.is_valid(r)
+            .then(|| deserialise(a.value(r)).ok())
+            .flatten()
     }
 
     /// A count helper at row `r`; `None` if absent or NULL.

@@ -18,6 +18,7 @@
 //! columns is enforced earlier, by the SQL rewrite (`sql::rewrite::aggregate`), not here.
 
 mod cells;
+pub mod differencing;
 mod domain;
 mod dominance;
 mod facility;
@@ -32,9 +33,11 @@ use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
+use roaring::RoaringBitmap;
 use serde_json::Value;
 
 pub use cells::{cell_to_json, scalar_to_json};
+pub use differencing::Earlier;
 pub use domain::key_domain;
 pub use padding::{Padding, padding};
 
@@ -42,6 +45,7 @@ use crate::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, Release
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
 use crate::sql::rewrite::{Guard, Release};
+use differencing::Candidate;
 use helpers::Helpers;
 use padding::{Placed, Rows};
 
@@ -50,14 +54,55 @@ struct Checked {
     values: Vec<Value>,
     /// Released-column indices of suppressed cells.
     suppressed: Vec<usize>,
+    /// Of those, the ones suppressed only for differencing.
+    differencing: Vec<usize>,
+    /// The contributor sets of the cells released in this row (what the ledger records).
+    sets: Vec<RoaringBitmap>,
 }
 
-/// Apply the disclosure rules to an executed result.
+/// One executed row with its guards' verdicts: the primary rules first, then
+/// differencing. Sets are kept only for guards that passed the primary rules.
+struct Evaluated {
+    batch: usize,
+    row: usize,
+    primary: Vec<bool>,
+    differencing: Vec<bool>,
+    sets: Vec<Option<RoaringBitmap>>,
+}
+
+/// The checked answer and the contributor sets it releases.
+pub struct CheckedRelease {
+    pub result: ReleasedResult,
+    /// Distinct contributor sets of the released cells, for the release ledger.
+    pub released_sets: Vec<RoaringBitmap>,
+}
+
+/// The sizes of the contributor sets that passed the primary rules: the ledger is read for
+/// sets within k of these (see `differencing`).
+pub fn candidate_sizes(
+    batches: &[RecordBatch],
+    release: &Release,
+    rules: &RuleSet,
+) -> Result<Vec<u64>, QueryError> {
+    let evaluated = evaluate(batches, release, rules)?;
+    let mut sizes: Vec<u64> = evaluated
+        .iter()
+        .flat_map(|e| e.sets.iter().flatten().map(RoaringBitmap::len))
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    Ok(sizes)
+}
+
+/// Apply the disclosure rules to an executed result, `earlier` being the ledger's sets
+/// near the candidates' sizes.
 ///
-/// With [`Padding::Domains`], fully released rows keep the query's order and are followed
-/// by one row per combination of key values in domain order that is not fully released:
-/// the data row if it had a failing cell, otherwise an all-null padding row. Neither the
-/// presence nor the position of a row with a suppressed cell depends on the data.
+/// With [`Padding::Domains`], fully released rows keep the query's order (sorted by their
+/// values when the query has no ORDER BY) and are followed by one row per combination of
+/// key values in domain order that is not fully released: the data row if it had a failing
+/// cell, otherwise an all-null padding row. Neither the presence nor the position of a row
+/// with a suppressed cell depends on the data.
+#[allow(clippy::too_many_arguments)]
 pub fn check(
     batches: &[RecordBatch],
     release: &Release,
@@ -65,63 +110,162 @@ pub fn check(
     max_rows: usize,
     types: &[DataType],
     padding: &Padding,
-) -> Result<ReleasedResult, QueryError> {
+    earlier: &Earlier,
+) -> Result<CheckedRelease, QueryError> {
     let cap = RowCap(max_rows);
+    let mut evaluated = evaluate(batches, release, rules)?;
+    if rules.defences.differencing {
+        secondary(&mut evaluated, release, earlier, rules.k);
+    }
+    let mut rows = Rows::new(release, padding);
+    let arrays: Vec<Vec<ArrayRef>> = batches
+        .iter()
+        .map(|b| {
+            release
+                .columns
+                .iter()
+                .map(|c| cells::normalize(b.column(c.index)))
+                .collect()
+        })
+        .collect();
+    for e in evaluated {
+        let (fails, by_differencing) = failing_cells(release, &e);
+        if rows.dropped(&fails) {
+            continue;
+        }
+        let failed = !fails.is_empty();
+        let suppressed = rows.suppressed(&release.columns, fails);
+        let differencing = by_differencing
+            .into_iter()
+            .filter(|k| suppressed.contains(k))
+            .collect();
+        let values = cell_values(release, &arrays[e.batch], e.row, &suppressed, rules);
+        let sets = released_sets(release, &e, &suppressed);
+        let row = Checked {
+            values,
+            suppressed,
+            differencing,
+            sets,
+        };
+        rows.place(row, failed);
+        cap.check(rows.len())?;
+    }
+    let placed = rows.finish(&release.columns, &cap)?;
+    Ok(released(release, rules, types, padding, placed))
+}
+
+/// Every executed row with the primary verdict of each guard its released cells use.
+fn evaluate(
+    batches: &[RecordBatch],
+    release: &Release,
+    rules: &RuleSet,
+) -> Result<Vec<Evaluated>, QueryError> {
     // Guards of inner aggregates that were sealed in the plan have no columns here.
     let used: BTreeSet<usize> = release
         .columns
         .iter()
         .flat_map(|c| c.guards.iter().copied())
         .collect();
-    let mut rows = Rows::new(release, padding);
-    for batch in batches {
+    let mut out = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
         let helpers = Helpers::new(batch, &release.guards, &used)?;
-        let arrays: Vec<ArrayRef> = release
-            .columns
-            .iter()
-            .map(|c| cells::normalize(batch.column(c.index)))
-            .collect();
         for r in 0..batch.num_rows() {
-            let fails = failing_cells(release, &used, &helpers, r, rules);
-            if rows.dropped(&fails) {
-                continue;
+            let mut primary = vec![true; release.guards.len()];
+            let mut sets = vec![None; release.guards.len()];
+            for &g in &used {
+                let guard = &release.guards[g];
+                let set = helpers.set(&guard.n, r);
+                primary[g] = guard_passes(guard, set.as_ref(), &helpers, r, rules);
+                if primary[g] {
+                    sets[g] = set;
+                }
             }
-            let failed = !fails.is_empty();
-            let suppressed = rows.suppressed(&release.columns, fails);
-            let values = cell_values(release, &arrays, r, &suppressed, rules);
-            rows.place(Checked { values, suppressed }, failed);
-            cap.check(rows.len())?;
+            out.push(Evaluated {
+                batch: b,
+                row: r,
+                differencing: vec![true; primary.len()],
+                primary,
+                sets,
+            });
         }
     }
-    let placed = rows.finish(&release.columns, &cap)?;
-    Ok(released(release, rules, types, padding, placed))
+    Ok(out)
 }
 
-/// The released columns (indices) with a failing cell at row `r`: a cell fails when any
-/// of its guards fails.
-fn failing_cells(
-    release: &Release,
-    used: &BTreeSet<usize>,
-    helpers: &Helpers,
-    r: usize,
-    rules: &RuleSet,
-) -> Vec<usize> {
-    let pass: Vec<bool> = (0..release.guards.len())
-        .map(|g| !used.contains(&g) || guard_passes(&release.guards[g], helpers, r, rules))
-        .collect();
-    release
+/// Secondary suppression over the whole answer (see `differencing`): the candidates are
+/// the sets of guards whose cells would otherwise be released.
+fn secondary(evaluated: &mut [Evaluated], release: &Release, earlier: &Earlier, k: u32) {
+    let mut cands = Vec::new();
+    for (i, e) in evaluated.iter().enumerate() {
+        let releasable: BTreeSet<usize> = release
+            .columns
+            .iter()
+            .filter(|c| c.guards.iter().all(|&g| e.primary[g]))
+            .flat_map(|c| c.sets.iter().copied())
+            .collect();
+        for g in releasable {
+            if let Some(set) = &e.sets[g] {
+                cands.push(Candidate {
+                    row: i,
+                    guard: g,
+                    set: set.clone(),
+                });
+            }
+        }
+    }
+    let out = differencing::suppress(&cands, earlier, k);
+    for (c, fail) in cands.iter().zip(out) {
+        if fail {
+            evaluated[c.row].differencing[c.guard] = false;
+        }
+    }
+}
+
+/// The released columns (indices) with a failing cell in row `e`, and those of them that
+/// fail only for differencing. A cell fails when any of its guards fails.
+fn failing_cells(release: &Release, e: &Evaluated) -> (Vec<usize>, Vec<usize>) {
+    let mut fails = Vec::new();
+    let mut by_differencing = Vec::new();
+    for (k, c) in release.columns.iter().enumerate() {
+        let primary = c.guards.iter().all(|&g| e.primary[g]);
+        // Differencing fails only the cells computed from the unsafe set (a suppressed
+        // margin does not take the cells it totals with it).
+        let secondary = c.sets.iter().all(|&g| e.differencing[g]);
+        if !primary || !secondary {
+            fails.push(k);
+            if primary {
+                by_differencing.push(k);
+            }
+        }
+    }
+    (fails, by_differencing)
+}
+
+/// The distinct sets behind the released (not suppressed) cells of row `e`.
+fn released_sets(release: &Release, e: &Evaluated, suppressed: &[usize]) -> Vec<RoaringBitmap> {
+    let guards: BTreeSet<usize> = release
         .columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.guards.iter().any(|&g| !pass[g]))
-        .map(|(k, _)| k)
+        .filter(|(k, _)| !suppressed.contains(k))
+        .flat_map(|(_, c)| c.sets.iter().copied())
+        .collect();
+    guards
+        .into_iter()
+        .filter_map(|g| e.sets[g].clone())
         .collect()
 }
 
-/// One guard of a cell at row `r`: every rule that applies to it holds. Each rule fails
-/// closed on a missing or NULL helper.
-fn guard_passes(guard: &Guard, helpers: &Helpers, r: usize, rules: &RuleSet) -> bool {
-    threshold::passes(helpers, guard, r, rules)
+/// One guard of a cell at row `r`: every primary rule that applies to it holds. Each rule
+/// fails closed on a missing or NULL helper.
+fn guard_passes(
+    guard: &Guard,
+    set: Option<&RoaringBitmap>,
+    helpers: &Helpers,
+    r: usize,
+    rules: &RuleSet,
+) -> bool {
+    threshold::passes(set, rules)
         && facility::passes(helpers, guard, r, rules)
         && dominance::passes(helpers, guard, r, rules)
 }
@@ -150,14 +294,15 @@ fn cell_values(
 }
 
 /// The released result of placed rows: columns typed by the executed plan, suppressed
-/// cells listed as `[row, column]` in released row order, and the notes.
+/// cells listed as `[row, column]` in released row order, the notes, and the distinct
+/// contributor sets of the released cells.
 fn released(
     release: &Release,
     rules: &RuleSet,
     types: &[DataType],
     padding: &Padding,
     placed: Placed,
-) -> ReleasedResult {
+) -> CheckedRelease {
     let columns: Vec<ReleasedColumn> = release
         .columns
         .iter()
@@ -170,13 +315,30 @@ fn released(
         })
         .collect();
     let mut suppressed: Vec<[usize; 2]> = Vec::new();
+    let mut differencing: Vec<[usize; 2]> = Vec::new();
     for (i, r) in placed.rows.iter().enumerate() {
         suppressed.extend(r.suppressed.iter().map(|&k| [i, k]));
+        differencing.extend(r.differencing.iter().map(|&k| [i, k]));
     }
-    let notes = notes::notes(release, rules, padding, &placed, suppressed.len());
-    let dropped_rows = placed.dropped_rows + placed.dropped_outside;
-    let rows = placed.rows.into_iter().map(|r| r.values).collect();
-    ReleasedResult {
+    let notes = notes::notes(
+        release,
+        rules,
+        padding,
+        &placed,
+        suppressed.len(),
+        differencing.len(),
+    );
+    let mut released_sets: Vec<RoaringBitmap> = Vec::new();
+    let mut rows = Vec::with_capacity(placed.rows.len());
+    for r in placed.rows {
+        for s in r.sets {
+            if !released_sets.contains(&s) {
+                released_sets.push(s);
+            }
+        }
+        rows.push(r.values);
+    }
+    let result = ReleasedResult {
         columns,
         rows,
         disclosure: Disclosure {
@@ -184,13 +346,18 @@ fn released(
             threshold: rules.k,
             suppressed_cells: suppressed.len(),
             suppressed,
-            dropped_rows,
+            differencing,
+            dropped_rows: 0,
             rounding: rules.rounding,
             epsilon_spent: None,
             epsilon_remaining: None,
             notes,
             dp: None,
         },
+    };
+    CheckedRelease {
+        result,
+        released_sets,
     }
 }
 

@@ -6,8 +6,10 @@
 //! the result is padded to the full product of the key domains: fully released rows keep
 //! the query's order, and every other combination follows in domain order (the last key
 //! varying fastest), as the failing data row or as an all-null padding row. Otherwise
-//! ([`Padding::Impossible`], or non-public keys) every row with a failing cell is dropped
-//! and counted. An ungrouped aggregation keeps its single row.
+//! ([`Padding::Impossible`], or non-public keys) every row with a failing cell is dropped,
+//! and not counted (the count would count small groups). Without an ORDER BY the fully
+//! released rows are sorted by their values, since the engine's order could depend on
+//! removed rows. An ungrouped aggregation keeps its single row.
 
 use std::collections::{HashMap, HashSet};
 
@@ -91,8 +93,9 @@ pub(super) struct Rows<'a> {
     released: Vec<Checked>,
     /// Rows with a failing cell, by their key values (padding mode only).
     failing_by_key: HashMap<String, Checked>,
-    dropped_rows: usize,
-    dropped_outside: usize,
+    /// Fully released rows are sorted by their values: the query has no ORDER BY, and the
+    /// engine's order could depend on rows of removed small groups.
+    sort: bool,
 }
 
 /// The rows of a result in their released order, and what was done to get there.
@@ -100,12 +103,8 @@ pub(super) struct Placed {
     pub rows: Vec<Checked>,
     /// Rows that passed every rule; in padding mode they come first.
     pub fully_released: usize,
-    /// All-null rows added for absent key combinations.
-    pub padded_rows: usize,
-    /// Failing rows dropped because the keys could not be padded.
-    pub dropped_rows: usize,
-    /// Failing rows dropped because their keys lay outside the domain (e.g. NULL).
-    pub dropped_outside: usize,
+    /// Rows with a failing cell are removed (neither shown nor counted).
+    pub drops_failing: bool,
 }
 
 impl<'a> Rows<'a> {
@@ -123,16 +122,13 @@ impl<'a> Rows<'a> {
             drop_failing,
             released: Vec::new(),
             failing_by_key: HashMap::new(),
-            dropped_rows: 0,
-            dropped_outside: 0,
+            sort: !release.ordered,
         }
     }
 
     /// Drop (and count) a row with failing cells `fails` if it cannot be shown.
     pub(super) fn dropped(&mut self, fails: &[usize]) -> bool {
-        let drop = !fails.is_empty() && self.drop_failing;
-        self.dropped_rows += usize::from(drop);
-        drop
+        !fails.is_empty() && self.drop_failing
     }
 
     /// The failing cells of a shown row that are suppressed. Key values stay visible: they
@@ -156,7 +152,6 @@ impl<'a> Rows<'a> {
                 let inside = domains.iter().all(|(k, d)| d.contains(&row.values[*k]));
                 let key = key_of(domains, &row.values);
                 if !inside || self.failing_by_key.contains_key(&key) {
-                    self.dropped_outside += 1;
                     return;
                 }
                 self.failing_by_key.insert(key, row);
@@ -177,8 +172,11 @@ impl<'a> Rows<'a> {
         columns: &[ReleaseColumn],
         cap: &RowCap,
     ) -> Result<Placed, QueryError> {
+        if self.sort {
+            self.released
+                .sort_by_cached_key(|r| serde_json::to_string(&r.values).unwrap_or_default());
+        }
         let fully_released = self.released.len();
-        let mut padded_rows = 0usize;
         if let Some(domains) = self.domains {
             let released_keys: HashSet<String> = self
                 .released
@@ -190,26 +188,22 @@ impl<'a> Rows<'a> {
                 if released_keys.contains(&key) {
                     continue;
                 }
-                let row = self.failing_by_key.remove(&key).unwrap_or_else(|| {
-                    padded_rows += 1;
-                    Checked {
-                        suppressed: (0..columns.len()).filter(|&k| !columns[k].key).collect(),
-                        values,
-                    }
+                let row = self.failing_by_key.remove(&key).unwrap_or_else(|| Checked {
+                    suppressed: (0..columns.len()).filter(|&k| !columns[k].key).collect(),
+                    differencing: Vec::new(),
+                    sets: Vec::new(),
+                    values,
                 });
                 self.released.push(row);
                 cap.check(self.released.len())?;
             }
             // Every failing row is inside the domain, so all were placed; defensive anyway.
-            self.dropped_outside += self.failing_by_key.len();
         }
         cap.check(self.released.len())?;
         Ok(Placed {
             rows: self.released,
             fully_released,
-            padded_rows,
-            dropped_rows: self.dropped_rows,
-            dropped_outside: self.dropped_outside,
+            drops_failing: self.drop_failing,
         })
     }
 }

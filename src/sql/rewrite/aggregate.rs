@@ -1,8 +1,8 @@
 //! Privacy rewrite rule: aggregation over patient rows (a protected aggregate).
 //!
-//! Beside every user aggregate a hidden `count(DISTINCT CASE WHEN <its FILTER> AND <its
-//! argument IS NOT NULL> [AND argument <> 0 for SUM] THEN pid END)` counts the patients
-//! who actually feed *that* cell, and the same for each facility column; the group itself
+//! Beside every user aggregate a hidden `__kura_contributors(CASE WHEN <its FILTER> AND
+//! <its argument IS NOT NULL> [AND argument <> 0 for SUM] THEN pid END)` collects the set
+//! of patients who actually feed *that* cell (its size is the contributor count), and the same for each facility column; the group itself
 //! gets a guard too (distinct patients and facilities of the group), so a group that
 //! exists because of one patient cannot show its key. For SUM the per-patient statistics
 //! of `dominance` are joined on. The result is [`Kind::Protected`]: none of its cells can
@@ -194,6 +194,7 @@ impl Rewriter<'_> {
         };
         c.guards.insert(cells.group_guard);
         c.guards.insert(gid);
+        c.sets.insert(gid);
         Ok(c)
     }
 
@@ -209,9 +210,8 @@ impl Rewriter<'_> {
             }
         };
         let n = self.fresh("n");
-        cells
-            .exprs
-            .push(count_distinct(fed(cells.pid.clone())?).alias(&n));
+        let set = self.contributors.call(vec![fed(cells.pid.clone())?]);
+        cells.exprs.push(set.alias(&n));
         let mut facilities = Vec::new();
         for &i in &cells.fac_idx {
             let name = self.fresh("f");

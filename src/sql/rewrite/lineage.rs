@@ -116,6 +116,7 @@ impl Rewriter<'_> {
         };
         for &i in &r {
             col.guards.extend(input.cols[i].guards.iter().copied());
+            col.sets.extend(input.cols[i].sets.iter().copied());
         }
         if let Some(i) = plain {
             col.pid = input.cols[i].pid;

@@ -46,10 +46,13 @@ mod union;
 mod window;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{AggregateUDF, LogicalPlan};
 
 use crate::catalog::Catalog;
+use crate::engine::PatientIndex;
+use crate::engine::contributors::Contributors;
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
 
@@ -68,7 +71,9 @@ pub enum Kind {
 /// Hidden helper columns guarding one aggregate cell.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guard {
-    /// Distinct contributing patients.
+    /// The contributor set: the patients whose rows feed the cell, as a serialised roaring
+    /// bitmap over the extract's patient index (`engine::contributors`); its size is the
+    /// distinct-patient count the threshold rule reads.
     pub n: String,
     /// Distinct contributing facilities, one per facility column feeding the cell.
     pub facilities: Vec<String>,
@@ -102,6 +107,10 @@ pub(crate) struct Col {
     count_like: bool,
     /// Guards (indices into the rewriter's arena) whose failure suppresses this column.
     guards: BTreeSet<usize>,
+    /// Of those, the guards whose contributor sets this column's values are computed from
+    /// (an aggregate cell's own guard; every such guard of the cells an expression reads):
+    /// what secondary suppression compares and the release ledger records.
+    sets: BTreeSet<usize>,
     /// Where the values come from, when that is known exactly (a bare catalogue column
     /// or a literal); the disclosure check enumerates the domain from it for padding.
     source: Option<KeySource>,
@@ -155,6 +164,8 @@ pub struct ReleaseColumn {
     pub public: bool,
     pub count_like: bool,
     pub guards: Vec<usize>,
+    /// The guards whose contributor sets the column's numbers are computed from.
+    pub sets: Vec<usize>,
     /// Exact origin of the values (bare catalogue column or literal), if known.
     pub source: Option<KeySource>,
 }
@@ -171,6 +182,9 @@ pub struct Release {
     pub inner_sealed: bool,
     /// Whether the rows can be padded to their key domains (see [`Grouping`]).
     pub grouping: Grouping,
+    /// The query orders its released rows (a top-level ORDER BY); otherwise the check
+    /// sorts them by their values.
+    pub ordered: bool,
 }
 
 /// The rewritten plan and its release description.
@@ -185,31 +199,39 @@ pub fn rewrite(
     plan: &LogicalPlan,
     catalog: &Catalog,
     rules: &RuleSet,
+    index: Arc<PatientIndex>,
 ) -> Result<Rewritten, QueryError> {
-    let mut rw = Rewriter {
-        catalog,
-        rules: rules.clone(),
-        counter: 0,
-        guards: Vec::new(),
-        inner_sealed: false,
-        aggs: Vec::new(),
-    };
+    let mut rw = Rewriter::new(catalog, rules.clone(), index);
     let rel = rw.rel(plan)?;
     if rel.kind == Kind::Rows {
         return Err(QueryError::RowLevelOutput {
             message: "the query releases patient rows; aggregate with GROUP BY and COUNT(DISTINCT pid), SUM, AVG … / 患者単位の行は出力できません。GROUP BY と COUNT(DISTINCT pid) などで集計してください".into(),
         });
     }
-    let release = rw.release(&rel);
+    let mut release = rw.release(&rel);
+    release.ordered = ordered(plan);
     Ok(Rewritten {
         plan: rel.plan,
         release,
     })
 }
 
+/// Whether the top of the plan (below projections, aliases and limits) is a sort.
+fn ordered(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Sort(_) => true,
+        LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) | LogicalPlan::Limit(_) => {
+            plan.inputs().first().is_some_and(|p| ordered(p))
+        }
+        _ => false,
+    }
+}
+
 pub(crate) struct Rewriter<'a> {
     catalog: &'a Catalog,
     rules: RuleSet,
+    /// `__kura_contributors` over the extract's patient index.
+    contributors: Arc<AggregateUDF>,
     counter: usize,
     guards: Vec<Guard>,
     inner_sealed: bool,
@@ -225,7 +247,19 @@ fn unsupported(msg: &str) -> QueryError {
     }
 }
 
-impl Rewriter<'_> {
+impl<'a> Rewriter<'a> {
+    pub(crate) fn new(catalog: &'a Catalog, rules: RuleSet, index: Arc<PatientIndex>) -> Self {
+        Rewriter {
+            catalog,
+            rules,
+            contributors: Contributors::udaf(index),
+            counter: 0,
+            guards: Vec::new(),
+            inner_sealed: false,
+            aggs: Vec::new(),
+        }
+    }
+
     pub(crate) fn fresh(&mut self, what: &str) -> String {
         self.counter += 1;
         format!("__kura_{what}_{}", self.counter)
@@ -277,7 +311,8 @@ mod tests {
             .unwrap();
         }
         let plan = harden(plan_guarded(&ctx, sql, &catalog).await?)?;
-        rewrite(&plan, &catalog, &RuleSet::off())
+        let index = Arc::new(PatientIndex::from_pids("test", vec![]).unwrap());
+        rewrite(&plan, &catalog, &RuleSet::off(), index)
     }
 
     #[tokio::test]

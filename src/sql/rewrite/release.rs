@@ -32,6 +32,11 @@ impl Rewriter<'_> {
                 } else {
                     c.guards.iter().copied().collect()
                 },
+                sets: if rel.kind == Kind::Public || c.key {
+                    vec![]
+                } else {
+                    c.sets.iter().copied().collect()
+                },
                 source: c.source.clone(),
             })
             .collect();
@@ -46,6 +51,7 @@ impl Rewriter<'_> {
             drop_on_fail: rel.kind != Kind::Public && rel.drop_on_fail,
             inner_sealed: self.inner_sealed,
             grouping,
+            ordered: false,
         }
     }
 

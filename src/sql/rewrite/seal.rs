@@ -21,6 +21,7 @@ use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col,
 
 use super::lineage::{col_at, public_rel, visible_only};
 use super::{Guard, Kind, Rel, Rewriter};
+use crate::engine::contributors::ContributorCount;
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
 
@@ -35,7 +36,7 @@ fn f64c(name: &str) -> Expr {
 /// The in-plan test "this guard passes the rules" (NULL counts as failing).
 pub fn pass_expr(g: &Guard, rules: &RuleSet) -> Expr {
     // An empty cell (no contributor) never passes, whatever k is.
-    let mut conds = vec![c(&g.n).gt_eq(lit(rules.k.max(1) as i64))];
+    let mut conds = vec![ContributorCount::call(c(&g.n)).gt_eq(lit(rules.k.max(1) as i64))];
     for f in &g.facilities {
         conds.push(c(f).gt_eq(lit(rules.facility_k as i64)));
     }

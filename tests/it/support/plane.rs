@@ -118,6 +118,7 @@ impl FakePlane {
                     threshold: q.threshold,
                     suppressed: vec![],
                     suppressed_cells: 0,
+                    differencing: Vec::new(),
                     dropped_rows: 0,
                     rounding: None,
                     epsilon_spent: Some(d.epsilon),
@@ -127,6 +128,7 @@ impl FakePlane {
                 },
             },
             plan_fingerprint: "fp_dp".into(),
+            released_sets: Vec::new(),
             tables: vec!["patient".into()],
             duration: Duration::from_millis(3),
         }
@@ -200,6 +202,7 @@ impl DataPlane for FakePlane {
                         threshold: q.threshold,
                         suppressed: vec![[1, 1]],
                         suppressed_cells: 1,
+                        differencing: Vec::new(),
                         dropped_rows: 0,
                         rounding: None,
                         epsilon_spent: q.dp.map(|d| d.epsilon),
@@ -211,6 +214,7 @@ impl DataPlane for FakePlane {
                 plan_fingerprint: "fp_test".into(),
                 tables: vec!["patient".into()],
                 duration: Duration::from_millis(3),
+                released_sets: Vec::new(),
             })
         })
     }

@@ -25,10 +25,12 @@ mod key_domain;
 mod post_processing;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use datafusion::logical_expr::{Aggregate, LogicalPlan};
 
 use crate::catalog::Catalog;
+use crate::engine::PatientIndex;
 use crate::privacy::result::DpBounds;
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
@@ -137,14 +139,10 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
 /// Tag the aggregation's input with the suppression rewriter and check that it is plain
 /// patient rows: no aggregation below (one per query) and not only reference tables.
 fn patient_rows(aggregate: &Aggregate, catalog: &Catalog) -> Result<Rows, QueryError> {
-    let mut rw = Rewriter {
-        catalog,
-        rules: RuleSet::off(),
-        counter: 0,
-        guards: Vec::new(),
-        inner_sealed: false,
-        aggs: Vec::new(),
-    };
+    // DP releases no contributor sets (DP composes); a guard the walk might add makes the
+    // query refused below, before anything runs, so an empty index is never consulted.
+    let unindexed = Arc::new(PatientIndex::from_pids("dp", vec![])?);
+    let mut rw = Rewriter::new(catalog, RuleSet::off(), unindexed);
     let rel = rw.rel(&aggregate.input)?;
     if !rw.guards.is_empty() || rw.inner_sealed || matches!(rel.kind, Kind::Protected { .. }) {
         return Err(unsupported(format!(

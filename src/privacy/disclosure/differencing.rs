@@ -1,0 +1,190 @@
+//! Disclosure check, rule `differencing` (secondary suppression; docs/privacy.md §4a): two
+//! released cells whose contributor sets differ by fewer than k patients give a small cell
+//! by subtraction, even though each passed k on its own. A cell's set C is unsafe against
+//! another set D when C ≠ D and both |C \ D| and |D \ C| are below k. It is checked against
+//! every other candidate cell of the same answer and every earlier released cell of the
+//! application's release ledger (`privacy::ledger`), and an unsafe cell is suppressed with
+//! the reason `differencing`.
+//!
+//! Since an unsafe pair has | |C| − |D| | < k, only sets of nearby size are compared (the
+//! ledger is read by size). Within one answer the order in which cells are suppressed
+//! depends on the sets alone: larger sets first (a margin goes before the cells it
+//! totals), ties broken by the sets' contents, never by row order or values; of an unsafe
+//! pair, the set first in that order is suppressed. The survivors are pairwise safe: when
+//! a set's turn comes, every later survivor is still a candidate and is compared with it.
+//! What stays open (three or more cells combined, e.g. A − B − C) is in docs/privacy.md.
+
+use std::cmp::Ordering;
+
+use roaring::RoaringBitmap;
+
+/// One candidate set: a guard of a releasable cell at one executed row.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Index of the executed row (in the check's evaluation order).
+    pub row: usize,
+    /// Index of the guard in the release description.
+    pub guard: usize,
+    pub set: RoaringBitmap,
+}
+
+/// Whether releasing both `c` and `d` would let their difference, of fewer than `k`
+/// patients, be computed.
+pub fn unsafe_pair(c: &RoaringBitmap, d: &RoaringBitmap, k: u32) -> bool {
+    let both = c.intersection_len(d);
+    let only_c = c.len() - both;
+    let only_d = d.len() - both;
+    let k = u64::from(k);
+    (only_c > 0 || only_d > 0) && only_c < k && only_d < k
+}
+
+/// Earlier released sets, sorted by size, for range lookups.
+#[derive(Debug, Default)]
+pub struct Earlier {
+    by_size: Vec<(u64, RoaringBitmap)>,
+}
+
+impl Earlier {
+    pub fn new(sets: Vec<RoaringBitmap>) -> Self {
+        let mut by_size: Vec<(u64, RoaringBitmap)> =
+            sets.into_iter().map(|s| (s.len(), s)).collect();
+        by_size.sort_by_key(|(n, _)| *n);
+        Self { by_size }
+    }
+
+    /// Whether `set` is unsafe against any earlier set (only those of size within k).
+    pub fn conflicts(&self, set: &RoaringBitmap, k: u32) -> bool {
+        let (lo, hi) = window(set.len(), k);
+        let start = self.by_size.partition_point(|(n, _)| *n < lo);
+        self.by_size[start..]
+            .iter()
+            .take_while(|(n, _)| *n <= hi)
+            .any(|(_, d)| unsafe_pair(set, d, k))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_size.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_size.is_empty()
+    }
+}
+
+/// The sizes a set of size `n` can be unsafe against: (n − k, n + k) exclusive.
+pub fn window(n: u64, k: u32) -> (u64, u64) {
+    let k = u64::from(k.max(1));
+    (n.saturating_sub(k - 1), n.saturating_add(k - 1))
+}
+
+/// The candidates (indices into `cands`) to suppress: those unsafe against the ledger,
+/// then, among the rest, one of every unsafe pair in the documented order.
+pub fn suppress(cands: &[Candidate], earlier: &Earlier, k: u32) -> Vec<bool> {
+    let mut out: Vec<bool> = cands.iter().map(|c| earlier.conflicts(&c.set, k)).collect();
+    let mut order: Vec<usize> = (0..cands.len()).filter(|&i| !out[i]).collect();
+    order.sort_by(|&a, &b| set_order(&cands[a].set, &cands[b].set));
+    // Candidates of equal size window sit next to each other in `order` only by size
+    // descending, so every later set within the window is scanned.
+    for (pos, &i) in order.iter().enumerate() {
+        if out[i] {
+            continue;
+        }
+        let (lo, _) = window(cands[i].set.len(), k);
+        let clash = order[pos + 1..]
+            .iter()
+            .take_while(|&&j| cands[j].set.len() >= lo)
+            .any(|&j| !out[j] && unsafe_pair(&cands[i].set, &cands[j].set, k));
+        if clash {
+            out[i] = true;
+        }
+    }
+    out
+}
+
+/// Larger sets first; equal sizes by content (ascending members), so the order is a
+/// function of the sets only.
+fn set_order(a: &RoaringBitmap, b: &RoaringBitmap) -> Ordering {
+    b.len().cmp(&a.len()).then_with(|| a.iter().cmp(b.iter()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(r: std::ops::Range<u32>) -> RoaringBitmap {
+        r.collect()
+    }
+
+    fn cand(row: usize, s: RoaringBitmap) -> Candidate {
+        Candidate {
+            row,
+            guard: 0,
+            set: s,
+        }
+    }
+
+    #[test]
+    fn pairs_are_unsafe_only_when_both_differences_are_small_and_not_both_zero() {
+        assert!(unsafe_pair(&set(0..100), &set(0..99), 5), "differs by one");
+        assert!(!unsafe_pair(&set(0..100), &set(0..100), 5), "equal sets");
+        assert!(!unsafe_pair(&set(0..100), &set(0..95), 5), "differs by k");
+        assert!(!unsafe_pair(&set(0..10), &set(10..20), 5), "disjoint");
+        assert!(
+            unsafe_pair(&set(0..50), &set(2..52), 5),
+            "2 and 2 patients differ"
+        );
+    }
+
+    #[test]
+    fn a_margin_is_suppressed_before_its_cell_and_survivors_are_pairwise_safe() {
+        // total = A ∪ B with |B| = 3: the total and A differ by 3 patients.
+        let a = set(0..40);
+        let total = set(0..43);
+        let other = set(100..140);
+        let cands = vec![cand(0, a.clone()), cand(1, total), cand(2, other)];
+        let out = suppress(&cands, &Earlier::default(), 5);
+        assert_eq!(
+            out,
+            vec![false, true, false],
+            "the larger set (the margin) goes"
+        );
+        let kept: Vec<&RoaringBitmap> =
+            (0..3).filter(|&i| !out[i]).map(|i| &cands[i].set).collect();
+        for x in &kept {
+            for y in &kept {
+                assert!(!unsafe_pair(x, y, 5));
+            }
+        }
+    }
+
+    #[test]
+    fn the_ledger_suppresses_a_set_close_to_an_earlier_one_of_nearby_size_only() {
+        let earlier = Earlier::new(vec![set(0..100), set(0..1000)]);
+        assert!(earlier.conflicts(&set(0..98), 5));
+        assert!(earlier.conflicts(&set(0..1003), 5));
+        assert!(!earlier.conflicts(&set(0..95), 5));
+        assert!(
+            !earlier.conflicts(&set(0..100), 5),
+            "re-releasing the same set is safe"
+        );
+        let out = suppress(&[cand(0, set(0..101))], &earlier, 5);
+        assert_eq!(out, vec![true]);
+    }
+
+    #[test]
+    fn the_order_does_not_depend_on_the_row_order() {
+        let sets = [set(0..40), set(0..43), set(0..45), set(200..230)];
+        let forward: Vec<Candidate> = sets
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, s)| cand(i, s))
+            .collect();
+        let mut backward = forward.clone();
+        backward.reverse();
+        let f = suppress(&forward, &Earlier::default(), 5);
+        let mut b = suppress(&backward, &Earlier::default(), 5);
+        b.reverse();
+        assert_eq!(f, b);
+    }
+}
