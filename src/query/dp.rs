@@ -86,7 +86,7 @@ pub async fn prepare(
     }
     // The same guard, rules and fingerprint as the suppression path; DP needs only k.
     let guarded = super::suppression::guarded(ctx, sql, catalog, rules).await?;
-    let dp = rewrite::plan(&guarded.plan, catalog, params.bounds)?;
+    let dp = rewrite::plan(&guarded.plan, catalog, params.bounds, guarded.rules.defences)?;
     let domains = key_domains(ctx, catalog, &dp, limits).await?;
     let release = make_release(&dp, params.bounds, params.epsilon, guarded.rules.k)?;
     Ok(Prepared {

@@ -9,6 +9,7 @@ mod e2e;
 mod equivalence;
 mod extracts;
 mod foundation;
+mod ordering;
 mod qc_fixture;
 mod slt;
 mod support;

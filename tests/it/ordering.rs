@@ -1,0 +1,412 @@
+//! Attacks on row selection that lets one patient decide about others (issue 11): ordering
+//! over patient rows (`ORDER BY … LIMIT`, windows across patients, `Defences::ordering`)
+//! and subqueries or joins that filter (`Defences::subqueries`), in suppression and DP mode.
+//!
+//! Every attack is a pair of queries that differ only in the probed bit (does the target
+//! p07, born 1989, have `birth_year >= 1989` or `>= 1990`; does p07 have a FY2024 record):
+//! an attacker who knows every other patient learns the bit from either answer alone. The
+//! attack test asserts that kura refuses both queries; its control runs the same pair with
+//! that one defence switched off and asserts that both are answered and the answers differ,
+//! so the channel is real. Each query runs on a fresh session.
+
+use kura::engine::Limits;
+use kura::privacy::result::{DpBounds, DpParams};
+use kura::privacy::{Defences, DisclosureRules};
+use kura::query::dp::run_dp_query;
+use kura::query::{QueryError, run_query};
+use serde_json::Value;
+
+use crate::qc_fixture::registry;
+
+const ALL: Defences = Defences::ALL;
+const NO_ORDERING: Defences = Defences {
+    ordering: false,
+    ..Defences::ALL
+};
+const NO_SUBQUERIES: Defences = Defences {
+    subqueries: false,
+    ..Defences::ALL
+};
+
+/// Probes of p07's birth year (1989): true, then false.
+const BIRTH: [&str; 2] = ["1989", "1990"];
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Suppression,
+    /// DP with this ε (huge for one-patient differences, ordinary for all-or-nothing ones).
+    Dp(f64),
+}
+
+async fn answer(sql: &str, mode: Mode, d: Defences) -> Result<Vec<Vec<Value>>, QueryError> {
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded().unwrap().with_defences(d);
+    let limits = Limits::default();
+    let out = match mode {
+        Mode::Suppression => run_query(&ctx, sql, &catalog, &rules, &limits).await,
+        Mode::Dp(epsilon) => {
+            let params = DpParams {
+                epsilon,
+                bounds: DpBounds::default(),
+            };
+            run_dp_query(&ctx, sql, &catalog, &rules, &limits, params).await
+        }
+    };
+    out.map(|o| o.result.rows)
+}
+
+fn pair(template: &str, probes: [&str; 2]) -> [String; 2] {
+    probes.map(|p| template.replace("{X}", p))
+}
+
+/// With every defence on, both queries of the pair are refused as `unsupported_query`
+/// with a bilingual message that names `fix` (what works instead).
+async fn refused(template: &str, probes: [&str; 2], mode: Mode, fix: &str) {
+    for sql in pair(template, probes) {
+        match answer(&sql, mode, ALL).await {
+            Ok(rows) => panic!("{sql}: answered {rows:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), "unsupported_query", "{sql}: {e}");
+                let m = e.public_message();
+                assert!(m.contains(fix) && m.contains(" / "), "{sql}: {m}");
+            }
+        }
+    }
+}
+
+/// With `off`, both queries are answered and the answers differ: the channel is open.
+async fn leaks(template: &str, probes: [&str; 2], mode: Mode, off: Defences) {
+    let [a, b] = pair(template, probes);
+    let ra = answer(&a, mode, off).await;
+    let rb = answer(&b, mode, off).await;
+    let (ra, rb) = match (ra, rb) {
+        (Ok(x), Ok(y)) => (x, y),
+        (x, y) => panic!("control not answered: {:?} / {:?}", x.err(), y.err()),
+    };
+    assert_ne!(ra, rb, "the bit did not change the answer: {a}");
+}
+
+/// The released count (first cell of the one row), null when suppressed.
+fn count(rows: &[Vec<Value>]) -> Option<f64> {
+    rows[0][0].as_f64()
+}
+
+// ---------------------------------------------------------------------------------------
+// Ordering over patient rows (item 5).
+// ---------------------------------------------------------------------------------------
+
+/// `ORDER BY … LIMIT` in a FROM subquery: p07 moved to the front pushes p41 (prefecture
+/// 01) out of the 20 rows counted (19 instead of 20).
+const LIMIT_FROM: &str = "SELECT count(*) AS n FROM (SELECT pid, prefecture_code FROM patient \
+    ORDER BY CASE WHEN pid = 'p07' AND birth_year >= {X} THEN 0 ELSE 1 END, pid DESC LIMIT 20) t \
+    WHERE prefecture_code <> '13'";
+
+/// `pid IN (SELECT pid … ORDER BY … LIMIT)`: the same selection through a semi-join.
+const LIMIT_IN: &str = "SELECT count(DISTINCT pid) AS n FROM patient WHERE prefecture_code <> '13' \
+    AND pid IN (SELECT pid FROM patient \
+    ORDER BY CASE WHEN pid = 'p07' AND birth_year >= {X} THEN 0 ELSE 1 END, pid DESC LIMIT 20)";
+
+/// `row_number() OVER (ORDER BY …)` across patients, filtered above: a LIMIT in disguise.
+const ROW_NUMBER: &str = "SELECT count(DISTINCT pid) AS n FROM (SELECT pid, prefecture_code, \
+    row_number() OVER (ORDER BY CASE WHEN pid = 'p07' AND birth_year >= {X} THEN 0 ELSE 1 END, pid DESC) AS rn \
+    FROM patient) t WHERE rn <= 20 AND prefecture_code <> '13'";
+
+/// `count(*) OVER ()` across patients inside `pid IN (…)`: the window's total decides.
+const WINDOW_TOTAL_IN: &str = "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid IN \
+    (SELECT pid FROM (SELECT pid, count(*) OVER () AS c FROM patient \
+    WHERE sex = 'M' OR (pid = 'p07' AND birth_year >= {X})) t WHERE c > 30)";
+
+/// LIMIT without ORDER BY: the engine's row order picks the patients.
+const LIMIT_BARE: &str = "SELECT count(*) AS n FROM (SELECT pid, sex FROM patient \
+    WHERE pid <> 'p08' OR birth_year >= {X} LIMIT 20) t WHERE sex = 'M'";
+
+const ORDER_FIX: &str = "apply ORDER BY / LIMIT to the aggregated result";
+const WINDOW_FIX: &str = "PARTITION BY pid";
+
+#[tokio::test]
+async fn attack_order_by_limit_in_from_subquery() {
+    refused(LIMIT_FROM, BIRTH, Mode::Suppression, ORDER_FIX).await;
+    refused(LIMIT_FROM, BIRTH, Mode::Dp(1.0e5), ORDER_FIX).await;
+}
+
+#[tokio::test]
+async fn control_order_by_limit_in_from_subquery() {
+    leaks(LIMIT_FROM, BIRTH, Mode::Suppression, NO_ORDERING).await;
+    leaks(LIMIT_FROM, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
+    let [a, b] = pair(LIMIT_FROM, BIRTH);
+    let a = answer(&a, Mode::Suppression, NO_ORDERING).await.unwrap();
+    let b = answer(&b, Mode::Suppression, NO_ORDERING).await.unwrap();
+    assert_eq!((count(&a), count(&b)), (Some(19.0), Some(20.0)));
+}
+
+#[tokio::test]
+async fn attack_pid_in_order_by_limit() {
+    refused(LIMIT_IN, BIRTH, Mode::Suppression, ORDER_FIX).await;
+    refused(LIMIT_IN, BIRTH, Mode::Dp(1.0e5), ORDER_FIX).await;
+}
+
+#[tokio::test]
+async fn control_pid_in_order_by_limit() {
+    leaks(LIMIT_IN, BIRTH, Mode::Suppression, NO_ORDERING).await;
+    leaks(LIMIT_IN, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
+}
+
+#[tokio::test]
+async fn attack_row_number_across_patients_filtered() {
+    refused(ROW_NUMBER, BIRTH, Mode::Suppression, WINDOW_FIX).await;
+    refused(ROW_NUMBER, BIRTH, Mode::Dp(1.0e5), WINDOW_FIX).await;
+}
+
+#[tokio::test]
+async fn control_row_number_across_patients_filtered() {
+    leaks(ROW_NUMBER, BIRTH, Mode::Suppression, NO_ORDERING).await;
+    leaks(ROW_NUMBER, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
+}
+
+#[tokio::test]
+async fn attack_window_total_inside_pid_in() {
+    refused(WINDOW_TOTAL_IN, BIRTH, Mode::Suppression, WINDOW_FIX).await;
+    refused(WINDOW_TOTAL_IN, BIRTH, Mode::Dp(10.0), WINDOW_FIX).await;
+}
+
+#[tokio::test]
+async fn control_window_total_inside_pid_in() {
+    leaks(WINDOW_TOTAL_IN, BIRTH, Mode::Suppression, NO_ORDERING).await;
+    leaks(WINDOW_TOTAL_IN, BIRTH, Mode::Dp(10.0), NO_ORDERING).await;
+}
+
+#[tokio::test]
+async fn attack_limit_without_order_by() {
+    // p08 (M, born 1996) removed lets p21 (F) in: the M count drops from 10 to 9.
+    let probes = ["1996", "1997"];
+    refused(LIMIT_BARE, probes, Mode::Suppression, ORDER_FIX).await;
+    refused(LIMIT_BARE, probes, Mode::Dp(1.0e5), ORDER_FIX).await;
+}
+
+#[tokio::test]
+async fn control_limit_without_order_by() {
+    // Which rows a bare LIMIT keeps is up to the engine (partitions may be interleaved), so
+    // the control only shows that the defence is what refuses it; the answers are not
+    // compared.
+    for sql in pair(LIMIT_BARE, ["1996", "1997"]) {
+        answer(&sql, Mode::Suppression, NO_ORDERING).await.unwrap();
+        answer(&sql, Mode::Dp(1.0e5), NO_ORDERING).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn ordering_that_selects_nothing_stays_allowed() {
+    // A plain ORDER BY below an aggregate, a window within each patient (first record per
+    // patient), and ORDER BY … LIMIT over released rows, in both modes.
+    let per_patient = "SELECT count(*) AS n FROM (SELECT pid, fiscal_year, \
+        row_number() OVER (PARTITION BY pid ORDER BY fiscal_year DESC) AS rn FROM nanbyo_survey) t WHERE rn = 1";
+    for (sql, n) in [
+        (
+            "SELECT count(*) AS n FROM (SELECT pid, sex FROM patient ORDER BY birth_year) t WHERE sex = 'F'",
+            30.0,
+        ),
+        (per_patient, 60.0),
+        (
+            "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY n DESC LIMIT 1",
+            40.0,
+        ),
+    ] {
+        let rows = answer(sql, Mode::Suppression, ALL).await.unwrap();
+        let got = rows[0].last().and_then(Value::as_f64);
+        assert_eq!(got, Some(n), "{sql}: {rows:?}");
+    }
+    let rows = answer(
+        "SELECT count(DISTINCT pid) AS n FROM (SELECT pid, sex FROM patient ORDER BY birth_year) t WHERE sex = 'F'",
+        Mode::Dp(1.0e5),
+        ALL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&rows).map(f64::round), Some(30.0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Subqueries and joins that filter (item 9).
+// ---------------------------------------------------------------------------------------
+
+/// Uncorrelated EXISTS over patient rows: one patient's row switches every row on or off.
+const EXISTS_ROWS: &str = "SELECT count(DISTINCT pid) AS n FROM patient \
+    WHERE EXISTS (SELECT 1 FROM patient WHERE pid = 'p07' AND birth_year >= {X})";
+
+/// A scalar subquery that reads one patient's value.
+const SCALAR_ROWS: &str = "SELECT count(DISTINCT pid) AS n FROM patient \
+    WHERE (SELECT birth_year FROM patient WHERE pid = 'p07') >= {X}";
+
+/// A sealed, k-passing aggregate as a threshold: 30 or 31 patients inside, every F patient
+/// kept or not outside.
+const SCALAR_SEALED: &str = "SELECT count(*) AS n FROM patient \
+    WHERE (SELECT count(*) FROM patient WHERE sex = 'M' OR (pid = 'p07' AND birth_year >= {X})) > 30";
+
+/// A threshold from a sealed average: keeping p07 (born 1989) among the 30 F patients or
+/// not moves their average from 1969.3 to 1970.0, and one more patient is counted above it.
+const SCALAR_AVG: &str = "SELECT count(*) AS n FROM patient \
+    WHERE birth_year > (SELECT avg(birth_year) FROM patient WHERE sex = 'F' AND (pid <> 'p07' OR birth_year >= {X}))";
+
+/// A correlated aggregate that counts other patients' rows: F rows kept only if the bit
+/// keeps p07 among the 30 F patients counted for each of them.
+const CORRELATED: &str = "SELECT count(*) AS n FROM patient p WHERE \
+    (SELECT count(*) FROM patient q WHERE q.sex = p.sex AND (q.pid <> 'p07' OR q.birth_year >= {X})) >= 30";
+
+/// `pid NOT IN (…)` whose subquery holds a NULL exactly when p07 has no FY2024 record.
+const NOT_IN: &str = "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid NOT IN \
+    (SELECT s.pid FROM patient a LEFT JOIN nanbyo_survey s ON a.pid = s.pid AND s.fiscal_year = {X} \
+    WHERE a.pid = 'p07')";
+
+/// Probes of p07's survey years: FY2023 (present), FY2024 (absent).
+const YEARS: [&str; 2] = ["2023", "2024"];
+
+/// IN over a non-pid column of patient rows: p07's sex selects every patient of that sex.
+const IN_OTHER_COLUMN: &str = "SELECT count(DISTINCT pid) AS n FROM patient \
+    WHERE sex IN (SELECT sex FROM patient WHERE pid = 'p07' AND birth_year >= {X})";
+
+/// A join to a sealed aggregate used as a filter.
+const JOIN_SEALED: &str = "SELECT count(*) AS n FROM patient p JOIN \
+    (SELECT sex, count(*) AS c FROM patient WHERE pid <> 'p07' OR birth_year >= {X} GROUP BY sex) g \
+    ON p.sex = g.sex WHERE g.c >= 30";
+
+/// A UNION of patient rows with the rows of a sealed aggregate.
+const UNION_SEALED: &str = "SELECT count(*) AS n FROM (SELECT sex FROM patient UNION ALL \
+    SELECT sex FROM (SELECT sex, count(*) AS c FROM patient WHERE pid <> 'p07' OR birth_year >= {X} GROUP BY sex) g \
+    WHERE c >= 30) u";
+
+const PER_PATIENT_FIX: &str = "pid IN (SELECT pid FROM … WHERE …)";
+const DERIVED_FIX: &str = "run the subquery as its own query";
+const JOIN_FIX: &str = "aggregate per patient first (GROUP BY pid) and join on pid";
+
+#[tokio::test]
+async fn attack_uncorrelated_exists_over_patient_rows() {
+    refused(EXISTS_ROWS, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
+    refused(EXISTS_ROWS, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+}
+
+#[tokio::test]
+async fn control_uncorrelated_exists_over_patient_rows() {
+    leaks(EXISTS_ROWS, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+    // Under DP one patient moves all 60 patients: far beyond the noise at ε = 10.
+    leaks(EXISTS_ROWS, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
+    let [a, _] = pair(EXISTS_ROWS, BIRTH);
+    let a = answer(&a, Mode::Dp(10.0), NO_SUBQUERIES).await.unwrap();
+    assert!(count(&a).is_some_and(|n| n > 55.0), "{a:?}");
+}
+
+#[tokio::test]
+async fn attack_scalar_subquery_over_patient_rows() {
+    refused(SCALAR_ROWS, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
+    refused(SCALAR_ROWS, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+}
+
+#[tokio::test]
+async fn control_scalar_subquery_over_patient_rows() {
+    leaks(SCALAR_ROWS, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+    leaks(SCALAR_ROWS, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
+}
+
+#[tokio::test]
+async fn attack_threshold_from_a_sealed_aggregate() {
+    // DP refuses any second aggregation anyway; suppression mode refuses the threshold.
+    for t in [SCALAR_SEALED, SCALAR_AVG, CORRELATED] {
+        refused(t, BIRTH, Mode::Suppression, DERIVED_FIX).await;
+        refused(t, BIRTH, Mode::Dp(10.0), DERIVED_FIX).await;
+    }
+}
+
+#[tokio::test]
+async fn control_threshold_from_a_sealed_aggregate() {
+    for t in [SCALAR_SEALED, SCALAR_AVG, CORRELATED] {
+        leaks(t, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+    }
+    // Every cell passes k: the bit is in which k-passing count is released.
+    let [a, b] = pair(SCALAR_SEALED, BIRTH);
+    let a = answer(&a, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
+    let b = answer(&b, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
+    assert_eq!(count(&a), Some(60.0));
+    assert_eq!(count(&b), None);
+}
+
+#[tokio::test]
+async fn attack_not_in_with_a_null_from_another_row() {
+    refused(NOT_IN, YEARS, Mode::Suppression, PER_PATIENT_FIX).await;
+    refused(NOT_IN, YEARS, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+    // Negating a positive IN is the same channel.
+    let negated = NOT_IN.replace("pid NOT IN", "NOT (pid IN") + ")";
+    refused(&negated, YEARS, Mode::Suppression, PER_PATIENT_FIX).await;
+}
+
+#[tokio::test]
+async fn control_not_in_with_a_null_from_another_row() {
+    leaks(NOT_IN, YEARS, Mode::Suppression, NO_SUBQUERIES).await;
+    leaks(NOT_IN, YEARS, Mode::Dp(10.0), NO_SUBQUERIES).await;
+}
+
+#[tokio::test]
+async fn attack_in_over_a_non_pid_column() {
+    refused(IN_OTHER_COLUMN, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
+    refused(IN_OTHER_COLUMN, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+}
+
+#[tokio::test]
+async fn control_in_over_a_non_pid_column() {
+    leaks(IN_OTHER_COLUMN, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+    leaks(IN_OTHER_COLUMN, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
+}
+
+#[tokio::test]
+async fn attack_join_or_union_with_a_sealed_aggregate() {
+    refused(JOIN_SEALED, BIRTH, Mode::Suppression, JOIN_FIX).await;
+    refused(UNION_SEALED, BIRTH, Mode::Suppression, "aggregate each branch").await;
+}
+
+#[tokio::test]
+async fn control_join_or_union_with_a_sealed_aggregate() {
+    leaks(JOIN_SEALED, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+    leaks(UNION_SEALED, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+}
+
+#[tokio::test]
+async fn per_patient_semi_joins_stay_allowed() {
+    // Each patient kept by that patient's own rows: a row condition, a per-patient
+    // HAVING, a correlated condition on the outer row, and an OR.
+    for (sql, n) in [
+        (
+            "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
+            20.0,
+        ),
+        (
+            "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey GROUP BY pid HAVING count(*) > 1)",
+            20.0,
+        ),
+        (
+            "SELECT count(*) AS n FROM patient p WHERE p.pid IN (SELECT s.pid FROM nanbyo_survey s WHERE s.prefecture_code = p.prefecture_code AND s.fiscal_year = 2024)",
+            20.0,
+        ),
+        (
+            "SELECT count(*) AS n FROM patient WHERE sex = 'M' OR pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
+            40.0,
+        ),
+    ] {
+        let rows = answer(sql, Mode::Suppression, ALL).await.unwrap();
+        assert_eq!(count(&rows), Some(n), "{sql}: {rows:?}");
+    }
+    let rows = answer(
+        "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
+        Mode::Dp(1.0e5),
+        ALL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&rows).map(f64::round), Some(20.0));
+    // A sealed aggregate shown per reference row is a released value, not a filter.
+    let rows = answer(
+        "SELECT d.name_en, (SELECT count(DISTINCT s.pid) FROM nanbyo_survey s WHERE s.disease_no = d.disease_no) AS n FROM disease d ORDER BY d.name_en",
+        Mode::Suppression,
+        ALL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows[0][1].as_f64(), Some(30.0));
+}
