@@ -370,7 +370,7 @@ async fn control_join_or_union_with_a_sealed_aggregate() {
 #[tokio::test]
 async fn per_patient_semi_joins_stay_allowed() {
     // Each patient kept by that patient's own rows: a row condition, a per-patient
-    // HAVING, a correlated condition on the outer row, and an OR.
+    // HAVING, a correlated condition on the outer row, an OR, and the per-patient form of NOT IN.
     for (sql, n) in [
         (
             "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
@@ -386,6 +386,12 @@ async fn per_patient_semi_joins_stay_allowed() {
         ),
         (
             "SELECT count(*) AS n FROM patient WHERE sex = 'M' OR pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
+            40.0,
+        ),
+        // What the NOT IN refusal suggests instead: a per-patient condition.
+        (
+            "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey \
+             GROUP BY pid HAVING count(*) FILTER (WHERE fiscal_year = 2024) = 0)",
             40.0,
         ),
     ] {

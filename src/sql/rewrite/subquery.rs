@@ -52,7 +52,7 @@ pub(super) enum Site {
     Order,
 }
 
-const PER_PATIENT_IN: &str = "a subquery over patient rows may only restrict patients as `pid IN (SELECT pid FROM … WHERE …)` (or `… GROUP BY pid HAVING …`), as a condition of WHERE (alone or joined by AND / OR), not negated: then each patient is kept by that patient's own rows. Instead of NOT IN, join per patient: `LEFT JOIN (SELECT pid, 1 AS hit FROM … WHERE … GROUP BY pid) h ON h.pid = t.pid WHERE h.hit IS NULL` / 患者行のサブクエリは WHERE 句の条件（単独または AND・OR で結合）として、否定せずに `pid IN (SELECT pid FROM … WHERE …)`（または `… GROUP BY pid HAVING …`）の形でのみ使えます。NOT IN の代わりに患者ごとの集計と pid による LEFT JOIN を使ってください";
+const PER_PATIENT_IN: &str = "a subquery over patient rows may only restrict patients as `pid IN (SELECT pid FROM … WHERE …)` (or `… GROUP BY pid HAVING …`), as a condition of WHERE (alone or joined by AND / OR), not negated: then each patient is kept by that patient's own rows. Instead of NOT IN, keep patients by their own rows: `pid IN (SELECT pid FROM … GROUP BY pid HAVING count(*) FILTER (WHERE …) = 0)` / 患者行のサブクエリは WHERE 句の条件（単独または AND・OR で結合）として、否定せずに `pid IN (SELECT pid FROM … WHERE …)`（または `… GROUP BY pid HAVING …`）の形でのみ使えます。NOT IN の代わりに `pid IN (SELECT pid FROM … GROUP BY pid HAVING count(*) FILTER (WHERE …) = 0)` のように患者ごとの条件を使ってください";
 
 const ROWS_VALUE: &str = "a subquery over patient rows cannot feed a value, an EXISTS test or a comparison: its result would depend on other patients' rows. Restrict patients by their own rows with `pid IN (SELECT pid FROM … WHERE …)` in WHERE, or run the subquery as its own aggregate query / 患者行のサブクエリは値・EXISTS・比較には使えません（他の患者の行で結果が決まるため）。WHERE 句の `pid IN (SELECT pid FROM … WHERE …)` で絞り込むか、別の集計クエリとして実行してください";
 
