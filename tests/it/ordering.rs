@@ -9,6 +9,13 @@
 //! that one defence switched off and asserts that both are answered and the answers differ,
 //! so the channel is real. Each query runs on a fresh session.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use kura::catalog::Catalog;
 use kura::engine::Limits;
 use kura::privacy::result::{DpBounds, DpParams};
 use kura::privacy::{Defences, DisclosureRules};
@@ -40,16 +47,26 @@ enum Mode {
 
 async fn answer(sql: &str, mode: Mode, d: Defences) -> Result<Vec<Vec<Value>>, QueryError> {
     let (ctx, catalog) = registry();
+    answer_on(&ctx, &catalog, sql, mode, d).await
+}
+
+async fn answer_on(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    sql: &str,
+    mode: Mode,
+    d: Defences,
+) -> Result<Vec<Vec<Value>>, QueryError> {
     let rules = DisclosureRules::embedded().unwrap().with_defences(d);
     let limits = Limits::default();
     let out = match mode {
-        Mode::Suppression => run_query(&ctx, sql, &catalog, &rules, &limits).await,
+        Mode::Suppression => run_query(ctx, sql, catalog, &rules, &limits).await,
         Mode::Dp(epsilon) => {
             let params = DpParams {
                 epsilon,
                 bounds: DpBounds::default(),
             };
-            run_dp_query(&ctx, sql, &catalog, &rules, &limits, params).await
+            run_dp_query(ctx, sql, catalog, &rules, &limits, params).await
         }
     };
     out.map(|o| o.result.rows)
@@ -370,7 +387,7 @@ async fn control_join_or_union_with_a_sealed_aggregate() {
 #[tokio::test]
 async fn per_patient_semi_joins_stay_allowed() {
     // Each patient kept by that patient's own rows: a row condition, a per-patient
-    // HAVING, a correlated condition on the outer row, an OR, and the per-patient form of NOT IN.
+    // HAVING, a correlated condition on the outer row, an OR, INTERSECT, and the per-patient form of NOT IN.
     for (sql, n) in [
         (
             "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
@@ -387,6 +404,12 @@ async fn per_patient_semi_joins_stay_allowed() {
         (
             "SELECT count(*) AS n FROM patient WHERE sex = 'M' OR pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
             40.0,
+        ),
+        // INTERSECT on a pid that cannot be NULL.
+        (
+            "SELECT count(*) AS n FROM (SELECT pid FROM patient INTERSECT \
+             SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024) t",
+            20.0,
         ),
         // What the NOT IN refusal suggests instead: a per-patient condition.
         (
@@ -415,4 +438,56 @@ async fn per_patient_semi_joins_stay_allowed() {
     .await
     .unwrap();
     assert_eq!(rows[0][1].as_f64(), Some(30.0));
+}
+
+/// The fixture with one more disease that no patient has, so that the outer side of a join
+/// to the disease table has a row with a NULL pid.
+async fn registry_with_unmatched_disease() -> (SessionContext, Catalog) {
+    let (ctx, catalog) = registry();
+    let mut batches = ctx.table("disease").await.unwrap().collect().await.unwrap();
+    let schema = batches[0].schema();
+    let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let extra = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![99])),
+            text("テスト"),
+            text("Test disease"),
+            text("テスト"),
+        ],
+    )
+    .unwrap();
+    batches.push(extra);
+    ctx.deregister_table("disease").unwrap();
+    let t = MemTable::try_new(schema, vec![batches]).unwrap();
+    ctx.register_table("disease", Arc::new(t)).unwrap();
+    (ctx, catalog)
+}
+
+/// EXCEPT matches NULL with NULL: the NULL row that the unmatched disease puts on the left
+/// is dropped exactly when p07 has no FY2024 record (a NULL on the right).
+const EXCEPT_NULL: &str = "SELECT count(*) AS n FROM (SELECT s.pid FROM disease d LEFT JOIN nanbyo_survey s \
+    ON d.disease_no = s.disease_no EXCEPT SELECT s.pid FROM patient a LEFT JOIN nanbyo_survey s \
+    ON a.pid = s.pid AND s.fiscal_year = {X} WHERE a.pid = 'p07' AND s.pid IS NULL) t";
+
+#[tokio::test]
+async fn attack_except_matching_a_null_pid() {
+    let (ctx, catalog) = registry_with_unmatched_disease().await;
+    for sql in pair(EXCEPT_NULL, YEARS) {
+        let e = answer_on(&ctx, &catalog, &sql, Mode::Suppression, ALL)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "unsupported_query", "{sql}: {e}");
+        assert!(e.public_message().contains("pid IN (SELECT pid"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn control_except_matching_a_null_pid() {
+    let (ctx, catalog) = registry_with_unmatched_disease().await;
+    let [a, b] = pair(EXCEPT_NULL, YEARS);
+    let a = answer_on(&ctx, &catalog, &a, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
+    let b = answer_on(&ctx, &catalog, &b, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
+    // 60 patients, plus the unmatched disease's NULL row unless p07 lacks a FY2024 record.
+    assert_eq!((count(&a), count(&b)), (Some(61.0), Some(60.0)));
 }
