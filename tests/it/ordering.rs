@@ -375,7 +375,13 @@ async fn control_in_over_a_non_pid_column() {
 #[tokio::test]
 async fn attack_join_or_union_with_a_sealed_aggregate() {
     refused(JOIN_SEALED, BIRTH, Mode::Suppression, JOIN_FIX).await;
-    refused(UNION_SEALED, BIRTH, Mode::Suppression, "aggregate each branch").await;
+    refused(
+        UNION_SEALED,
+        BIRTH,
+        Mode::Suppression,
+        "aggregate each branch",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -486,8 +492,12 @@ async fn attack_except_matching_a_null_pid() {
 async fn control_except_matching_a_null_pid() {
     let (ctx, catalog) = registry_with_unmatched_disease().await;
     let [a, b] = pair(EXCEPT_NULL, YEARS);
-    let a = answer_on(&ctx, &catalog, &a, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
-    let b = answer_on(&ctx, &catalog, &b, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
+    let a = answer_on(&ctx, &catalog, &a, Mode::Suppression, NO_SUBQUERIES)
+        .await
+        .unwrap();
+    let b = answer_on(&ctx, &catalog, &b, Mode::Suppression, NO_SUBQUERIES)
+        .await
+        .unwrap();
     // 60 patients, plus the unmatched disease's NULL row unless p07 lacks a FY2024 record.
     assert_eq!((count(&a), count(&b)), (Some(61.0), Some(60.0)));
 }
