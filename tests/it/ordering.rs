@@ -103,6 +103,23 @@ async fn leaks(template: &str, probes: [&str; 2], mode: Mode, off: Defences) {
     assert_ne!(ra, rb, "the bit did not change the answer: {a}");
 }
 
+/// Every case is answered (every defence on) with `n` in the last cell of its first row,
+/// and the DP case with about its `n` (ε = 10⁵).
+async fn allowed(cases: &[(&str, f64)], dp: (&str, f64)) {
+    for &(sql, n) in cases {
+        let rows = answer(sql, Mode::Suppression, ALL).await.unwrap();
+        let got = rows[0].last().and_then(Value::as_f64);
+        assert_eq!(got, Some(n), "{sql}: {rows:?}");
+    }
+    let rows = answer(dp.0, Mode::Dp(1.0e5), ALL).await.unwrap();
+    assert_eq!(
+        count(&rows).map(f64::round),
+        Some(dp.1),
+        "{}: {rows:?}",
+        dp.0
+    );
+}
+
 /// The released count (first cell of the one row), null when suppressed.
 fn count(rows: &[Vec<Value>]) -> Option<f64> {
     rows[0][0].as_f64()
@@ -141,74 +158,11 @@ const ORDER_FIX: &str = "apply ORDER BY / LIMIT to the aggregated result";
 const WINDOW_FIX: &str = "PARTITION BY pid";
 
 #[tokio::test]
-async fn attack_order_by_limit_in_from_subquery() {
-    refused(LIMIT_FROM, BIRTH, Mode::Suppression, ORDER_FIX).await;
-    refused(LIMIT_FROM, BIRTH, Mode::Dp(1.0e5), ORDER_FIX).await;
-}
-
-#[tokio::test]
-async fn control_order_by_limit_in_from_subquery() {
-    leaks(LIMIT_FROM, BIRTH, Mode::Suppression, NO_ORDERING).await;
-    leaks(LIMIT_FROM, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
+async fn control_order_by_limit_moves_one_patient_out() {
     let [a, b] = pair(LIMIT_FROM, BIRTH);
     let a = answer(&a, Mode::Suppression, NO_ORDERING).await.unwrap();
     let b = answer(&b, Mode::Suppression, NO_ORDERING).await.unwrap();
     assert_eq!((count(&a), count(&b)), (Some(19.0), Some(20.0)));
-}
-
-#[tokio::test]
-async fn attack_pid_in_order_by_limit() {
-    refused(LIMIT_IN, BIRTH, Mode::Suppression, ORDER_FIX).await;
-    refused(LIMIT_IN, BIRTH, Mode::Dp(1.0e5), ORDER_FIX).await;
-}
-
-#[tokio::test]
-async fn control_pid_in_order_by_limit() {
-    leaks(LIMIT_IN, BIRTH, Mode::Suppression, NO_ORDERING).await;
-    leaks(LIMIT_IN, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
-}
-
-#[tokio::test]
-async fn attack_row_number_across_patients_filtered() {
-    refused(ROW_NUMBER, BIRTH, Mode::Suppression, WINDOW_FIX).await;
-    refused(ROW_NUMBER, BIRTH, Mode::Dp(1.0e5), WINDOW_FIX).await;
-}
-
-#[tokio::test]
-async fn control_row_number_across_patients_filtered() {
-    leaks(ROW_NUMBER, BIRTH, Mode::Suppression, NO_ORDERING).await;
-    leaks(ROW_NUMBER, BIRTH, Mode::Dp(1.0e5), NO_ORDERING).await;
-}
-
-#[tokio::test]
-async fn attack_window_total_inside_pid_in() {
-    refused(WINDOW_TOTAL_IN, BIRTH, Mode::Suppression, WINDOW_FIX).await;
-    refused(WINDOW_TOTAL_IN, BIRTH, Mode::Dp(10.0), WINDOW_FIX).await;
-}
-
-#[tokio::test]
-async fn control_window_total_inside_pid_in() {
-    leaks(WINDOW_TOTAL_IN, BIRTH, Mode::Suppression, NO_ORDERING).await;
-    leaks(WINDOW_TOTAL_IN, BIRTH, Mode::Dp(10.0), NO_ORDERING).await;
-}
-
-#[tokio::test]
-async fn attack_limit_without_order_by() {
-    // p08 (M, born 1996) removed lets p21 (F) in: the M count drops from 10 to 9.
-    let probes = ["1996", "1997"];
-    refused(LIMIT_BARE, probes, Mode::Suppression, ORDER_FIX).await;
-    refused(LIMIT_BARE, probes, Mode::Dp(1.0e5), ORDER_FIX).await;
-}
-
-#[tokio::test]
-async fn control_limit_without_order_by() {
-    // Which rows a bare LIMIT keeps is up to the engine (partitions may be interleaved), so
-    // the control only shows that the defence is what refuses it; the answers are not
-    // compared.
-    for sql in pair(LIMIT_BARE, ["1996", "1997"]) {
-        answer(&sql, Mode::Suppression, NO_ORDERING).await.unwrap();
-        answer(&sql, Mode::Dp(1.0e5), NO_ORDERING).await.unwrap();
-    }
 }
 
 #[tokio::test]
@@ -217,7 +171,7 @@ async fn ordering_that_selects_nothing_stays_allowed() {
     // patient), and ORDER BY … LIMIT over released rows, in both modes.
     let per_patient = "SELECT count(*) AS n FROM (SELECT pid, fiscal_year, \
         row_number() OVER (PARTITION BY pid ORDER BY fiscal_year DESC) AS rn FROM nanbyo_survey) t WHERE rn = 1";
-    for (sql, n) in [
+    let cases = [
         (
             "SELECT count(*) AS n FROM (SELECT pid, sex FROM patient ORDER BY birth_year) t WHERE sex = 'F'",
             30.0,
@@ -227,19 +181,9 @@ async fn ordering_that_selects_nothing_stays_allowed() {
             "SELECT prefecture_code, count(DISTINCT pid) AS n FROM patient GROUP BY prefecture_code ORDER BY n DESC LIMIT 1",
             40.0,
         ),
-    ] {
-        let rows = answer(sql, Mode::Suppression, ALL).await.unwrap();
-        let got = rows[0].last().and_then(Value::as_f64);
-        assert_eq!(got, Some(n), "{sql}: {rows:?}");
-    }
-    let rows = answer(
-        "SELECT count(DISTINCT pid) AS n FROM (SELECT pid, sex FROM patient ORDER BY birth_year) t WHERE sex = 'F'",
-        Mode::Dp(1.0e5),
-        ALL,
-    )
-    .await
-    .unwrap();
-    assert_eq!(count(&rows).map(f64::round), Some(30.0));
+    ];
+    let dp = "SELECT count(DISTINCT pid) AS n FROM (SELECT pid, sex FROM patient ORDER BY birth_year) t WHERE sex = 'F'";
+    allowed(&cases, (dp, 30.0)).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -294,107 +238,134 @@ const UNION_SEALED: &str = "SELECT count(*) AS n FROM (SELECT sex FROM patient U
 const PER_PATIENT_FIX: &str = "pid IN (SELECT pid FROM … WHERE …)";
 const DERIVED_FIX: &str = "run the subquery as its own query";
 const JOIN_FIX: &str = "aggregate per patient first (GROUP BY pid) and join on pid";
+const UNION_FIX: &str = "aggregate each branch as its own query";
 
 #[tokio::test]
-async fn attack_uncorrelated_exists_over_patient_rows() {
-    refused(EXISTS_ROWS, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
-    refused(EXISTS_ROWS, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
-}
-
-#[tokio::test]
-async fn control_uncorrelated_exists_over_patient_rows() {
-    leaks(EXISTS_ROWS, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
-    // Under DP one patient moves all 60 patients: far beyond the noise at ε = 10.
-    leaks(EXISTS_ROWS, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
-    let [a, _] = pair(EXISTS_ROWS, BIRTH);
+async fn control_exists_moves_every_patient_under_dp() {
+    // One patient's row switches all 60 patients: far beyond the noise at ε = 10.
+    let [a, b] = pair(EXISTS_ROWS, BIRTH);
     let a = answer(&a, Mode::Dp(10.0), NO_SUBQUERIES).await.unwrap();
+    let b = answer(&b, Mode::Dp(10.0), NO_SUBQUERIES).await.unwrap();
     assert!(count(&a).is_some_and(|n| n > 55.0), "{a:?}");
+    assert!(count(&b).is_none_or(|n| n < 5.0), "{b:?}");
 }
 
 #[tokio::test]
-async fn attack_scalar_subquery_over_patient_rows() {
-    refused(SCALAR_ROWS, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
-    refused(SCALAR_ROWS, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
-}
-
-#[tokio::test]
-async fn control_scalar_subquery_over_patient_rows() {
-    leaks(SCALAR_ROWS, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
-    leaks(SCALAR_ROWS, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
-}
-
-#[tokio::test]
-async fn attack_threshold_from_a_sealed_aggregate() {
-    // DP refuses any second aggregation anyway; suppression mode refuses the threshold.
-    for t in [SCALAR_SEALED, SCALAR_AVG, CORRELATED] {
-        refused(t, BIRTH, Mode::Suppression, DERIVED_FIX).await;
-        refused(t, BIRTH, Mode::Dp(10.0), DERIVED_FIX).await;
-    }
-}
-
-#[tokio::test]
-async fn control_threshold_from_a_sealed_aggregate() {
-    for t in [SCALAR_SEALED, SCALAR_AVG, CORRELATED] {
-        leaks(t, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
-    }
+async fn control_sealed_threshold_releases_a_k_passing_count_or_nothing() {
     // Every cell passes k: the bit is in which k-passing count is released.
     let [a, b] = pair(SCALAR_SEALED, BIRTH);
     let a = answer(&a, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
     let b = answer(&b, Mode::Suppression, NO_SUBQUERIES).await.unwrap();
-    assert_eq!(count(&a), Some(60.0));
-    assert_eq!(count(&b), None);
+    assert_eq!((count(&a), count(&b)), (Some(60.0), None));
 }
 
 #[tokio::test]
-async fn attack_not_in_with_a_null_from_another_row() {
-    refused(NOT_IN, YEARS, Mode::Suppression, PER_PATIENT_FIX).await;
-    refused(NOT_IN, YEARS, Mode::Dp(10.0), PER_PATIENT_FIX).await;
-    // Negating a positive IN is the same channel.
+async fn attack_negated_in_is_not_in() {
     let negated = NOT_IN.replace("pid NOT IN", "NOT (pid IN") + ")";
     refused(&negated, YEARS, Mode::Suppression, PER_PATIENT_FIX).await;
+    refused(&negated, YEARS, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+    leaks(&negated, YEARS, Mode::Suppression, NO_SUBQUERIES).await;
 }
 
-#[tokio::test]
-async fn control_not_in_with_a_null_from_another_row() {
-    leaks(NOT_IN, YEARS, Mode::Suppression, NO_SUBQUERIES).await;
-    leaks(NOT_IN, YEARS, Mode::Dp(10.0), NO_SUBQUERIES).await;
+/// One channel: its query pair, what the refusal names instead, the defence that closes
+/// it, and the ε of its DP runs.
+struct Channel {
+    template: &'static str,
+    probes: [&'static str; 2],
+    fix: &'static str,
+    defence: Defences,
+    epsilon: f64,
+    /// The DP control runs too (DP refuses a second aggregation anyway).
+    dp_control: bool,
+    /// The answers can be compared (which rows a bare LIMIT keeps is the engine's choice).
+    deterministic: bool,
 }
 
-#[tokio::test]
-async fn attack_in_over_a_non_pid_column() {
-    refused(IN_OTHER_COLUMN, BIRTH, Mode::Suppression, PER_PATIENT_FIX).await;
-    refused(IN_OTHER_COLUMN, BIRTH, Mode::Dp(10.0), PER_PATIENT_FIX).await;
+const fn channel(
+    template: &'static str,
+    probes: [&'static str; 2],
+    fix: &'static str,
+    defence: Defences,
+    epsilon: f64,
+) -> Channel {
+    Channel {
+        template,
+        probes,
+        fix,
+        defence,
+        epsilon,
+        dp_control: true,
+        deterministic: true,
+    }
 }
 
-#[tokio::test]
-async fn control_in_over_a_non_pid_column() {
-    leaks(IN_OTHER_COLUMN, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
-    leaks(IN_OTHER_COLUMN, BIRTH, Mode::Dp(10.0), NO_SUBQUERIES).await;
+const fn no_dp_control(c: Channel) -> Channel {
+    Channel {
+        dp_control: false,
+        ..c
+    }
 }
 
-#[tokio::test]
-async fn attack_join_or_union_with_a_sealed_aggregate() {
-    refused(JOIN_SEALED, BIRTH, Mode::Suppression, JOIN_FIX).await;
-    refused(
-        UNION_SEALED,
+const CHANNELS: &[Channel] = &[
+    channel(LIMIT_FROM, BIRTH, ORDER_FIX, NO_ORDERING, 1.0e5),
+    channel(LIMIT_IN, BIRTH, ORDER_FIX, NO_ORDERING, 1.0e5),
+    channel(ROW_NUMBER, BIRTH, WINDOW_FIX, NO_ORDERING, 1.0e5),
+    channel(WINDOW_TOTAL_IN, BIRTH, WINDOW_FIX, NO_ORDERING, 10.0),
+    Channel {
+        deterministic: false,
+        ..channel(LIMIT_BARE, ["1996", "1997"], ORDER_FIX, NO_ORDERING, 1.0e5)
+    },
+    channel(EXISTS_ROWS, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
+    channel(SCALAR_ROWS, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
+    no_dp_control(channel(
+        SCALAR_SEALED,
         BIRTH,
-        Mode::Suppression,
-        "aggregate each branch",
-    )
-    .await;
+        DERIVED_FIX,
+        NO_SUBQUERIES,
+        10.0,
+    )),
+    no_dp_control(channel(SCALAR_AVG, BIRTH, DERIVED_FIX, NO_SUBQUERIES, 10.0)),
+    no_dp_control(channel(CORRELATED, BIRTH, DERIVED_FIX, NO_SUBQUERIES, 10.0)),
+    channel(NOT_IN, YEARS, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
+    channel(IN_OTHER_COLUMN, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
+    no_dp_control(channel(JOIN_SEALED, BIRTH, JOIN_FIX, NO_SUBQUERIES, 10.0)),
+    no_dp_control(channel(UNION_SEALED, BIRTH, UNION_FIX, NO_SUBQUERIES, 10.0)),
+];
+
+#[tokio::test]
+async fn attacks_are_refused_in_both_modes() {
+    for c in CHANNELS {
+        refused(c.template, c.probes, Mode::Suppression, c.fix).await;
+        refused(c.template, c.probes, Mode::Dp(c.epsilon), c.fix).await;
+    }
 }
 
 #[tokio::test]
-async fn control_join_or_union_with_a_sealed_aggregate() {
-    leaks(JOIN_SEALED, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
-    leaks(UNION_SEALED, BIRTH, Mode::Suppression, NO_SUBQUERIES).await;
+async fn controls_show_every_channel_open_without_its_defence() {
+    for c in CHANNELS {
+        let mut modes = vec![Mode::Suppression];
+        if c.dp_control {
+            modes.push(Mode::Dp(c.epsilon));
+        }
+        for mode in modes {
+            if c.deterministic {
+                leaks(c.template, c.probes, mode, c.defence).await;
+            } else {
+                // Only that the defence is what refuses it; the answers are not compared.
+                for sql in pair(c.template, c.probes) {
+                    answer(&sql, mode, c.defence).await.unwrap();
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
 async fn per_patient_semi_joins_stay_allowed() {
     // Each patient kept by that patient's own rows: a row condition, a per-patient
-    // HAVING, a correlated condition on the outer row, an OR, INTERSECT, and the per-patient form of NOT IN.
-    for (sql, n) in [
+    // HAVING, a correlated condition on the outer row, an OR, INTERSECT, and the
+    // per-patient form of NOT IN.
+    let cases = [
         (
             "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
             20.0,
@@ -423,18 +394,9 @@ async fn per_patient_semi_joins_stay_allowed() {
              GROUP BY pid HAVING count(*) FILTER (WHERE fiscal_year = 2024) = 0)",
             40.0,
         ),
-    ] {
-        let rows = answer(sql, Mode::Suppression, ALL).await.unwrap();
-        assert_eq!(count(&rows), Some(n), "{sql}: {rows:?}");
-    }
-    let rows = answer(
-        "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)",
-        Mode::Dp(1.0e5),
-        ALL,
-    )
-    .await
-    .unwrap();
-    assert_eq!(count(&rows).map(f64::round), Some(20.0));
+    ];
+    let dp = "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)";
+    allowed(&cases, (dp, 20.0)).await;
     // A sealed aggregate shown per reference row is a released value, not a filter.
     let rows = answer(
         "SELECT d.name_en, (SELECT count(DISTINCT s.pid) FROM nanbyo_survey s WHERE s.disease_no = d.disease_no) AS n FROM disease d ORDER BY d.name_en",
