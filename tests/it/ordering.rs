@@ -235,6 +235,10 @@ const UNION_SEALED: &str = "SELECT count(*) AS n FROM (SELECT sex FROM patient U
     SELECT sex FROM (SELECT sex, count(*) AS c FROM patient WHERE pid <> 'p07' OR birth_year >= {X} GROUP BY sex) g \
     WHERE c >= 30) u";
 
+/// A subquery in a join condition (on `main` it ran without being rewritten).
+const JOIN_ON_SUBQUERY: &str = "SELECT count(DISTINCT p.pid) AS n FROM patient p JOIN nanbyo_survey s \
+    ON p.pid = s.pid AND EXISTS (SELECT 1 FROM patient WHERE pid = 'p07' AND birth_year >= {X})";
+
 const PER_PATIENT_FIX: &str = "pid IN (SELECT pid FROM … WHERE …)";
 const DERIVED_FIX: &str = "run the subquery as its own query";
 const JOIN_FIX: &str = "aggregate per patient first (GROUP BY pid) and join on pid";
@@ -329,6 +333,13 @@ const CHANNELS: &[Channel] = &[
     channel(NOT_IN, YEARS, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     channel(IN_OTHER_COLUMN, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     no_dp_control(channel(JOIN_SEALED, BIRTH, JOIN_FIX, NO_SUBQUERIES, 10.0)),
+    channel(
+        JOIN_ON_SUBQUERY,
+        BIRTH,
+        "put the condition in WHERE",
+        NO_SUBQUERIES,
+        10.0,
+    ),
     no_dp_control(channel(UNION_SEALED, BIRTH, UNION_FIX, NO_SUBQUERIES, 10.0)),
 ];
 
