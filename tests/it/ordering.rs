@@ -150,6 +150,13 @@ const WINDOW_TOTAL_IN: &str = "SELECT count(DISTINCT pid) AS n FROM patient WHER
     (SELECT pid FROM (SELECT pid, count(*) OVER () AS c FROM patient \
     WHERE sex = 'M' OR (pid = 'p07' AND birth_year >= {X})) t WHERE c > 30)";
 
+/// A rank "per patient" on the outer side of a LEFT JOIN: the 40 patients without a FY2024
+/// record share the NULL partition, and p07 moved to its front pushes p41 out.
+const NULL_PARTITION: &str = "SELECT count(DISTINCT pid) AS n FROM (SELECT p.pid, p.prefecture_code, \
+    row_number() OVER (PARTITION BY s.pid ORDER BY CASE WHEN p.pid = 'p07' AND p.birth_year >= {X} THEN 0 ELSE 1 END, p.pid DESC) AS rn \
+    FROM patient p LEFT JOIN nanbyo_survey s ON p.pid = s.pid AND s.fiscal_year = 2024) t \
+    WHERE rn <= 13 AND prefecture_code <> '13'";
+
 /// LIMIT without ORDER BY: the engine's row order picks the patients.
 const LIMIT_BARE: &str = "SELECT count(*) AS n FROM (SELECT pid, sex FROM patient \
     WHERE pid <> 'p08' OR birth_year >= {X} LIMIT 20) t WHERE sex = 'M'";
@@ -315,6 +322,7 @@ const CHANNELS: &[Channel] = &[
     channel(LIMIT_IN, BIRTH, ORDER_FIX, NO_ORDERING, 1.0e5),
     channel(ROW_NUMBER, BIRTH, WINDOW_FIX, NO_ORDERING, 1.0e5),
     channel(WINDOW_TOTAL_IN, BIRTH, WINDOW_FIX, NO_ORDERING, 10.0),
+    channel(NULL_PARTITION, BIRTH, WINDOW_FIX, NO_ORDERING, 1.0e5),
     Channel {
         deterministic: false,
         ..channel(LIMIT_BARE, ["1996", "1997"], ORDER_FIX, NO_ORDERING, 1.0e5)

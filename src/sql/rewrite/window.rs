@@ -1,6 +1,8 @@
 //! Privacy rewrite rule: window functions.
 //!
-//! Over patient rows a window must be `PARTITION BY pid`: it then computes within one
+//! Over patient rows a window must be `PARTITION BY pid`, on a `pid` that cannot be NULL
+//! (not the outer side of a join, whose NULL partition would gather every unmatched
+//! patient): it then computes within one
 //! patient's own rows (a change since the previous visit, each patient's first record by
 //! `row_number() OVER (PARTITION BY pid ORDER BY …) = 1`, `first_value`/`last_value` per
 //! patient) and keeps the unit. Any other window would mix patients into each row: a
@@ -35,7 +37,7 @@ impl Rewriter<'_> {
             for e in &exprs {
                 if !partitioned_by_pid(e, &input)? {
                     return Err(unsupported(
-                        "window functions over patient rows must be PARTITION BY pid (a window across patients, such as row_number() OVER (ORDER BY …) filtered above, lets one patient decide which others are kept); compute within each patient (PARTITION BY pid ORDER BY …), or aggregate first and apply the window to the aggregate / 患者行へのウィンドウ関数には PARTITION BY pid が必要です（患者をまたぐウィンドウでは、ある患者の値で他の患者の選択が決まります）。患者ごとに計算するか、先に集計してから集計結果にウィンドウを適用してください",
+                        "window functions over patient rows must be PARTITION BY pid, on a pid that cannot be NULL (not the outer side of a join) (a window across patients, such as row_number() OVER (ORDER BY …) filtered above, lets one patient decide which others are kept); compute within each patient (PARTITION BY pid ORDER BY …), or aggregate first and apply the window to the aggregate / 患者行へのウィンドウ関数には NULL にならない pid（外部結合の外側でないもの）による PARTITION BY pid が必要です（患者をまたぐウィンドウでは、ある患者の値で他の患者の選択が決まります）。患者ごとに計算するか、先に集計してから集計結果にウィンドウを適用してください",
                     ));
                 }
             }
@@ -54,15 +56,20 @@ impl Rewriter<'_> {
     }
 }
 
+/// Whether the window is partitioned by a privacy unit that cannot be NULL: the NULL
+/// partition of the outer side of a join would hold the rows of every patient without a
+/// match, and a rank in it would order those patients against each other.
 fn partitioned_by_pid(e: &Expr, input: &Rel) -> Result<bool, QueryError> {
     let Expr::WindowFunction(wf) = strip_alias(e) else {
         return Ok(false);
     };
+    let schema = input.plan.schema();
     for p in &wf.params.partition_by {
-        if let Some(c) = plain_col(p)
-            && input.cols[index_of(input.plan.schema(), c)?].pid
-        {
-            return Ok(true);
+        if let Some(c) = plain_col(p) {
+            let i = index_of(schema, c)?;
+            if input.cols[i].pid && !schema.field(i).is_nullable() {
+                return Ok(true);
+            }
         }
     }
     Ok(false)
