@@ -37,7 +37,7 @@ impl Rewriter<'_> {
             for e in &exprs {
                 if !partitioned_by_pid(e, &input)? {
                     return Err(unsupported(
-                        "window functions over patient rows must be PARTITION BY pid, on a pid that cannot be NULL (not the outer side of a join) (a window across patients, such as row_number() OVER (ORDER BY …) filtered above, lets one patient decide which others are kept); compute within each patient (PARTITION BY pid ORDER BY …), or aggregate first and apply the window to the aggregate / 患者行へのウィンドウ関数には NULL にならない pid（外部結合の外側でないもの）による PARTITION BY pid が必要です（患者をまたぐウィンドウでは、ある患者の値で他の患者の選択が決まります）。患者ごとに計算するか、先に集計してから集計結果にウィンドウを適用してください",
+                        "window functions over patient rows must be PARTITION BY pid, on a pid that cannot be NULL (not the outer side of a join): a window across patients, such as row_number() OVER (ORDER BY …) filtered above, lets one patient decide which others are kept. Compute within each patient (PARTITION BY pid ORDER BY …), or aggregate first and apply the window to the aggregate / 患者行へのウィンドウ関数には、NULL にならない pid（外部結合の外側でないもの）での PARTITION BY が必要です（患者をまたぐウィンドウでは、ある患者の値で他の患者の選択が決まります）。患者ごとに計算するか、先に集計してから集計結果にウィンドウを適用してください",
                     ));
                 }
             }
