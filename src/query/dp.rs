@@ -84,9 +84,15 @@ pub async fn prepare(
             message: "DP queries need a positive, finite epsilon / DP クエリには正の有限な epsilon が必要です".into(),
         });
     }
-    // The same guard, rules and fingerprint as the suppression path; DP needs only k.
+    // The same guard, rules and fingerprint as the suppression path; DP needs k and the
+    // second-line defences (the relation walk below the aggregation applies them).
     let guarded = super::suppression::guarded(ctx, sql, catalog, rules).await?;
-    let dp = rewrite::plan(&guarded.plan, catalog, params.bounds)?;
+    let dp = rewrite::plan(
+        &guarded.plan,
+        catalog,
+        params.bounds,
+        guarded.rules.defences,
+    )?;
     let domains = key_domains(ctx, catalog, &dp, limits).await?;
     let release = make_release(&dp, params.bounds, params.epsilon, guarded.rules.k)?;
     Ok(Prepared {

@@ -345,10 +345,13 @@ async fn attack_scalar_subquery_smuggling_single_patient() {
         ],
     )
     .await;
-    // An aggregated single-patient subquery is sealed: it yields NULL, so the outer count
-    // cannot depend on the target's value.
-    let o = ok("SELECT count(*) AS n FROM patient WHERE birth_year > (SELECT avg(birth_year) FROM patient WHERE pid = 'p07')").await;
-    assert_eq!(rows(&o)[0], vec![Value::Null]);
+    // An aggregated subquery, even sealed, may not set a threshold over patient rows: one
+    // patient moved through its WHERE would flip the outer count (tests/it/ordering.rs).
+    refused(
+        "SELECT count(*) AS n FROM patient WHERE birth_year > (SELECT avg(birth_year) FROM patient WHERE pid = 'p07')",
+        "unsupported_query",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod equivalence;
 mod extracts;
 mod foundation;
 mod ledger_e2e;
+mod ordering;
 mod qc_fixture;
 mod slt;
 mod support;

@@ -4,7 +4,9 @@
 //! removes rows, so the aggregate above counts the patients that remain. A filter over
 //! a protected aggregate (HAVING) sees it sealed: rows with a failing cell are removed
 //! and the other cells nulled first, so the predicate can neither select nor count a
-//! suppressed cell. Subqueries in the predicate are rewritten as well. Exercised by
+//! suppressed cell. Subqueries in the predicate are rewritten as well, as a predicate's
+//! (`subquery`: only a per-patient `pid IN (SELECT pid …)` may select patient rows, and
+//! nothing computed from patient rows may select any row). Exercised by
 //! `tests/slt/accepted.slt` ("Error hardening: division by zero…" for WHERE, "HAVING sees
 //! sealed values…" for HAVING, "Patients restricted by another patient table through
 //! pid IN (…)" for a subquery predicate).
@@ -13,6 +15,7 @@ use std::sync::Arc;
 
 use datafusion::logical_expr::{Filter, LogicalPlan};
 
+use super::subquery::Site;
 use super::{Kind, Rel, Rewriter};
 use crate::query::QueryError;
 
@@ -23,7 +26,7 @@ impl Rewriter<'_> {
             input = self.seal(input)?;
         }
         let pred = self
-            .subqueries(vec![f.predicate.clone()], &input)?
+            .subqueries_at(vec![f.predicate.clone()], &input, Site::Predicate)?
             .pop()
             .expect("one predicate");
         let plan = LogicalPlan::Filter(

@@ -4,7 +4,11 @@
 //! patient branches is patient rows again, with every branch aligned to `visible…, pid,
 //! facilities…`; a public branch gets a NULL unit and NULL facilities, so its rows never
 //! count as contributors to an aggregate above and can only lower the counts that guard
-//! it. Exercised by `tests/slt/rewrite/union.slt`.
+//! it. A public branch computed from patient rows (a sealed aggregate) may not join patient
+//! branches (with `rules.defences.subqueries`, on outside attack-test controls): how many
+//! of its rows survive sealing, and what they hold, depends on other patients, and those
+//! rows would add to the values (not the contributors) of the aggregate above. Exercised
+//! by `tests/slt/rewrite/union.slt` and `tests/it/ordering.rs`.
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, Union};
 
 use super::lineage::{col_at, pid_index, public_rel};
-use super::{Col, Kind, Rel, Rewriter};
+use super::{Col, Kind, Rel, Rewriter, unsupported};
 use crate::query::QueryError;
 
 impl Rewriter<'_> {
@@ -27,6 +31,15 @@ impl Rewriter<'_> {
             let new =
                 Union::try_new(inputs).map_err(|e| QueryError::internal("privacy rewrite", e))?;
             return Ok(public_rel(LogicalPlan::Union(new)));
+        }
+        if self.rules.defences.subqueries
+            && branches
+                .iter()
+                .any(|b| b.kind == Kind::Public && self.patient_derived(b))
+        {
+            return Err(unsupported(
+                "a UNION may not mix patient rows with a result computed from patient rows (such as an aggregate): its rows would depend on other patients. Union patient rows with patient rows or reference data, or aggregate each branch as its own query / UNION で患者行と患者データから計算した結果（集計など）を混ぜることはできません。患者行同士か参照データと組み合わせるか、各部分を別のクエリとして集計してください",
+            ));
         }
         self.union_rows(branches)
     }

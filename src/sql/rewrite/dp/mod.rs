@@ -32,7 +32,7 @@ use datafusion::logical_expr::{Aggregate, LogicalPlan};
 use crate::catalog::Catalog;
 use crate::engine::PatientIndex;
 use crate::privacy::result::DpBounds;
-use crate::privacy::rules::RuleSet;
+use crate::privacy::rules::{Defences, RuleSet};
 use crate::query::QueryError;
 use crate::sql::rewrite::{Kind, Rel, Rewriter, pid_index};
 
@@ -112,11 +112,18 @@ fn unsupported(msg: String) -> QueryError {
 const SUPPORTED: &str = "DP mode answers one aggregation over patient rows with COUNT(*), COUNT(col), COUNT(DISTINCT pid), SUM(col) or AVG(col) (col with catalogue bounds), GROUP BY public-domain columns or CASE buckets, and ORDER BY / LIMIT / HAVING on the result / DP 方式で回答できるのは、患者行に対する 1 回の集計（COUNT(*)、COUNT(列)、COUNT(DISTINCT pid)、範囲が定義された列の SUM・AVG、公開ドメイン列または CASE による GROUP BY）と、その結果への ORDER BY・LIMIT・HAVING です";
 
 /// Plan a DP query: find the protected aggregation, check it, and build its bounded plan.
-pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<DpPlan, QueryError> {
+/// `defences` are the rules' second-line defences (the relation walk below the aggregation
+/// refuses ordered selection and cross-patient subqueries exactly as in suppression mode).
+pub fn plan(
+    user: &LogicalPlan,
+    catalog: &Catalog,
+    bounds: DpBounds,
+    defences: Defences,
+) -> Result<DpPlan, QueryError> {
     bounding::check(bounds)?;
     let aggregate = post_processing::find_aggregate(user)?.clone();
     let (lineage, passes) = post_processing::lineage(user)?;
-    let rows = patient_rows(&aggregate, catalog)?;
+    let rows = patient_rows(&aggregate, catalog, defences)?;
     let keys = key_domain::keys(&aggregate, &rows)?;
     let specs = clamping::specs(&aggregate, &rows, catalog)?;
     let bounded = bounding::bounded(&aggregate, &rows, &specs, bounds)?;
@@ -137,12 +144,24 @@ pub fn plan(user: &LogicalPlan, catalog: &Catalog, bounds: DpBounds) -> Result<D
 }
 
 /// Tag the aggregation's input with the suppression rewriter and check that it is plain
-/// patient rows: no aggregation below (one per query) and not only reference tables.
-fn patient_rows(aggregate: &Aggregate, catalog: &Catalog) -> Result<Rows, QueryError> {
+/// patient rows: no aggregation below (one per query) and not only reference tables. The
+/// walk applies the same `defences` as suppression mode: no LIMIT/OFFSET or window across
+/// patients below the aggregation, and only per-patient `pid IN (SELECT pid …)` subqueries
+/// over patient rows (an EXISTS or a value from other patients' rows could move every row
+/// at once, far beyond the per-patient sensitivity the noise is calibrated to).
+fn patient_rows(
+    aggregate: &Aggregate,
+    catalog: &Catalog,
+    defences: Defences,
+) -> Result<Rows, QueryError> {
     // DP releases no contributor sets (DP composes); a guard the walk might add makes the
     // query refused below, before anything runs, so an empty index is never consulted.
     let unindexed = Arc::new(PatientIndex::from_pids("dp", vec![])?);
-    let mut rw = Rewriter::new(catalog, RuleSet::off(), unindexed);
+    let rules = RuleSet {
+        defences,
+        ..RuleSet::off()
+    };
+    let mut rw = Rewriter::new(catalog, rules, unindexed);
     let rel = rw.rel(&aggregate.input)?;
     if !rw.guards.is_empty() || rw.inner_sealed || matches!(rel.kind, Kind::Protected { .. }) {
         return Err(unsupported(format!(
