@@ -18,16 +18,22 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::functions::expr_fn::nullif;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit};
+use datafusion::logical_expr::{
+    BinaryExpr, Cast, Expr, ExprSchemable, LogicalPlan, Operator, TryCast, lit,
+};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
+use super::{case_nullability, output_cap, safe_function};
 use crate::catalog::Catalog;
+use crate::privacy::rules::Defences;
 use crate::query::QueryError;
 
 /// Prefix of the helper columns the privacy rewrite adds; user SQL may not use it, so a
@@ -435,31 +441,25 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 
 /// Error hardening: rewrite every expression (subqueries included) so that data values
 /// cannot make it fail. Division and modulo get a NULL divisor instead of zero; casts
-/// become `TRY_CAST`. Output names are preserved so the plan's schema does not change.
-pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
+/// become `TRY_CAST`; CASE expressions the two planners would type differently are marked
+/// nullable (`case_nullability`). With `defences.safe_functions`, every scalar function
+/// that could fail runs in its NULL-on-failure form (`safe_function`), growing string
+/// functions are capped (`output_cap`), integer negation wraps instead of overflowing, and
+/// `ntile` needs a positive literal. Output names are preserved so the plan's schema does
+/// not change.
+pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
+    if defences.safe_functions {
+        check_windows(&plan)?;
+    }
+    let safe = defences.safe_functions;
     plan.transform_up_with_subqueries(|node| {
         let preserver = NamePreserver::new(&node);
         // Sort keys are not named outputs; an alias there would only confuse planning.
         let keep_names = !matches!(node, LogicalPlan::Sort(_));
+        let schema = expression_schema(&node);
         let t = node.map_expressions(|e| {
             let saved = preserver.save(&e);
-            let t = e.transform_up(|x| {
-                Ok(match x {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right })
-                        if matches!(op, Operator::Divide | Operator::Modulo) =>
-                    {
-                        Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                            left,
-                            op,
-                            right: Box::new(nullif(*right, lit(0))),
-                        }))
-                    }
-                    Expr::Cast(Cast { expr, field }) => {
-                        Transformed::yes(Expr::TryCast(TryCast { expr, field }))
-                    }
-                    other => Transformed::no(other),
-                })
-            })?;
+            let t = e.transform_up(|x| Ok(harden_expr(x, &schema, safe)))?;
             Ok(if keep_names {
                 t.update_data(|e| saved.restore(e))
             } else {
@@ -474,6 +474,106 @@ pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
     })
     .map(|t| t.data)
     .map_err(|e| QueryError::internal("error hardening", e))
+}
+
+/// The columns a node's expressions can refer to: all its inputs' columns.
+fn expression_schema(node: &LogicalPlan) -> DFSchema {
+    let mut schema = DFSchema::empty();
+    for input in node.inputs() {
+        schema.merge(input.schema());
+    }
+    schema
+}
+
+/// One expression node, hardened (its children already are).
+fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
+    match x {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Divide | Operator::Modulo) =>
+        {
+            Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                left,
+                op,
+                right: Box::new(nullif(*right, lit(0))),
+            }))
+        }
+        Expr::Cast(Cast { expr, field }) => Transformed::yes(Expr::TryCast(TryCast { expr, field })),
+        case @ Expr::Case(_) => match case_nullability::consistent(case, schema) {
+            e @ Expr::ScalarFunction(_) => Transformed::yes(e),
+            e => Transformed::no(e),
+        },
+        Expr::ScalarFunction(f) if safe => {
+            let before = f.func.name().to_string();
+            match safe_function::safe_call(output_cap::capped(f)) {
+                Expr::ScalarFunction(g) if !safe_function::is_safe(&g.func) => {
+                    debug_assert_eq!(g.func.name(), before);
+                    Transformed::no(Expr::ScalarFunction(g))
+                }
+                e => Transformed::yes(e),
+            }
+        }
+        Expr::Negative(inner) if safe => match minus_one(&inner, schema) {
+            // `-x` overflows (an error) on the smallest integer; `x * -1` wraps.
+            Some(m) => Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                left: inner,
+                op: Operator::Multiply,
+                right: Box::new(lit(m)),
+            })),
+            None => Transformed::no(Expr::Negative(inner)),
+        },
+        other => Transformed::no(other),
+    }
+}
+
+/// -1 of the integer type of `e`, if `e` has one.
+fn minus_one(e: &Expr, schema: &DFSchema) -> Option<ScalarValue> {
+    Some(match e.get_type(schema).ok()? {
+        DataType::Int8 => ScalarValue::Int8(Some(-1)),
+        DataType::Int16 => ScalarValue::Int16(Some(-1)),
+        DataType::Int32 => ScalarValue::Int32(Some(-1)),
+        DataType::Int64 => ScalarValue::Int64(Some(-1)),
+        _ => return None,
+    })
+}
+
+/// `ntile(n)` fails on every row for n ≤ 0, so whether it fails would say whether any row
+/// reached it: refused before execution instead.
+fn check_windows(plan: &LogicalPlan) -> Result<(), QueryError> {
+    let mut bad = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::WindowFunction(w) = x
+                    && w.fun.name().eq_ignore_ascii_case("ntile")
+                    && !w.params.args.first().is_some_and(positive_literal)
+                {
+                    bad = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(|e| QueryError::internal("error hardening", e))?;
+    if bad {
+        return Err(QueryError::UnsupportedQuery {
+            message: "ntile needs a positive whole number of buckets written as a literal, e.g. ntile(4) / ntile のバケット数は ntile(4) のように正の整数の定数で指定してください".into(),
+        });
+    }
+    Ok(())
+}
+
+fn positive_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) => v
+            .cast_to(&DataType::Int64)
+            .ok()
+            .is_some_and(|v| matches!(v, ScalarValue::Int64(Some(n)) if n > 0)),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+            positive_literal(expr)
+        }
+        _ => false,
+    }
 }
 
 /// Names of the catalogue tables a plan reads (subqueries included), sorted.
@@ -521,7 +621,7 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let hardened = harden(plan).unwrap();
+        let hardened = harden(plan, &Defences::ALL).unwrap();
         let text = format!("{}", hardened.display_indent());
         assert!(text.contains("nullif"), "{text}");
         assert!(text.contains("TRY_CAST"), "{text}");

@@ -2,8 +2,11 @@
 //! expressions), the scope (per-application extracts), and the privacy rewrite of the
 //! logical plan.
 
+pub mod case_nullability;
 pub mod depth;
 pub mod extract;
 pub mod guard;
+pub mod output_cap;
 pub mod rewrite;
+pub mod safe_function;
 pub mod scope;

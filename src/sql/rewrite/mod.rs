@@ -276,7 +276,10 @@ mod tests {
             )
             .unwrap();
         }
-        let plan = harden(plan_guarded(&ctx, sql, &catalog).await?)?;
+        let plan = harden(
+            plan_guarded(&ctx, sql, &catalog).await?,
+            &crate::privacy::rules::Defences::ALL,
+        )?;
         rewrite(&plan, &catalog, &RuleSet::off())
     }
 
