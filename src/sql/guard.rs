@@ -18,20 +18,19 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::DFSchema;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::functions::expr_fn::nullif;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    BinaryExpr, Cast, Expr, ExprSchemable, LogicalPlan, Operator, TryCast, lit,
+    BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit,
 };
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
-use super::{case_nullability, output_cap, safe_function};
+use super::{case_nullability, fallible, output_cap, safe_function};
 use crate::catalog::Catalog;
 use crate::privacy::rules::Defences;
 use crate::query::QueryError;
@@ -444,12 +443,12 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 /// become `TRY_CAST`; CASE expressions the two planners would type differently are marked
 /// nullable (`case_nullability`). With `defences.safe_functions`, every scalar function
 /// that could fail runs in its NULL-on-failure form (`safe_function`), growing string
-/// functions are capped (`output_cap`), integer negation wraps instead of overflowing, and
-/// `ntile` needs a positive literal. Output names are preserved so the plan's schema does
+/// functions are capped (`output_cap`), and expressions that would fail on every row they
+/// reach are refused (`fallible`). Output names are preserved so the plan's schema does
 /// not change.
 pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
     if defences.safe_functions {
-        check_windows(&plan)?;
+        fallible::check(&plan)?;
     }
     let safe = defences.safe_functions;
     plan.transform_up_with_subqueries(|node| {
@@ -512,67 +511,7 @@ fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
                 e => Transformed::yes(e),
             }
         }
-        Expr::Negative(inner) if safe => match minus_one(&inner, schema) {
-            // `-x` overflows (an error) on the smallest integer; `x * -1` wraps.
-            Some(m) => Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                left: inner,
-                op: Operator::Multiply,
-                right: Box::new(lit(m)),
-            })),
-            None => Transformed::no(Expr::Negative(inner)),
-        },
         other => Transformed::no(other),
-    }
-}
-
-/// -1 of the integer type of `e`, if `e` has one.
-fn minus_one(e: &Expr, schema: &DFSchema) -> Option<ScalarValue> {
-    Some(match e.get_type(schema).ok()? {
-        DataType::Int8 => ScalarValue::Int8(Some(-1)),
-        DataType::Int16 => ScalarValue::Int16(Some(-1)),
-        DataType::Int32 => ScalarValue::Int32(Some(-1)),
-        DataType::Int64 => ScalarValue::Int64(Some(-1)),
-        _ => return None,
-    })
-}
-
-/// `ntile(n)` fails on every row for n ≤ 0, so whether it fails would say whether any row
-/// reached it: refused before execution instead.
-fn check_windows(plan: &LogicalPlan) -> Result<(), QueryError> {
-    let mut bad = false;
-    plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|e| {
-            e.apply(|x| {
-                if let Expr::WindowFunction(w) = x
-                    && w.fun.name().eq_ignore_ascii_case("ntile")
-                    && !w.params.args.first().is_some_and(positive_literal)
-                {
-                    bad = true;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })
-    })
-    .map_err(|e| QueryError::internal("error hardening", e))?;
-    if bad {
-        return Err(QueryError::UnsupportedQuery {
-            message: "ntile needs a positive whole number of buckets written as a literal, e.g. ntile(4) / ntile のバケット数は ntile(4) のように正の整数の定数で指定してください".into(),
-        });
-    }
-    Ok(())
-}
-
-fn positive_literal(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(v, _) => v
-            .cast_to(&DataType::Int64)
-            .ok()
-            .is_some_and(|v| matches!(v, ScalarValue::Int64(Some(n)) if n > 0)),
-        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
-            positive_literal(expr)
-        }
-        _ => false,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod case_nullability;
 pub mod depth;
 pub mod extract;
+pub mod fallible;
 pub mod guard;
 pub mod output_cap;
 pub mod rewrite;

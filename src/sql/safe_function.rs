@@ -20,10 +20,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
-use datafusion::arrow::compute::concat;
+use datafusion::arrow::compute::{CastOptions, cast_with_options, concat};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
@@ -53,6 +54,7 @@ pub fn safe_call(f: ScalarFunction) -> Expr {
         return Expr::ScalarFunction(f);
     }
     let wrapped = ScalarUDF::new_from_impl(SafeFunction {
+        signature: Signature::user_defined(f.func.signature().volatility),
         inner: f.func.clone(),
     });
     Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(wrapped), f.args))
@@ -64,9 +66,15 @@ pub fn is_safe(f: &ScalarUDF) -> bool {
 }
 
 /// A scalar function that yields NULL on the rows where `inner` fails.
+///
+/// The wrapper coerces the arguments itself, with casts that yield NULL where a value does
+/// not fit (`round(x, 9223372036854775807)` would otherwise fail in the Int64 → Int32 cast
+/// the planner inserts in front of the function, outside any wrapper).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct SafeFunction {
     inner: Arc<ScalarUDF>,
+    /// User-defined: the planner inserts no casts; [`SafeFunction::coerced`] does.
+    signature: Signature,
 }
 
 impl SafeFunction {
@@ -75,19 +83,61 @@ impl SafeFunction {
         &self.inner
     }
 
+    /// The argument fields the inner function's signature asks for.
+    fn inner_fields(&self, fields: &[FieldRef]) -> Result<Vec<FieldRef>> {
+        fields_with_udf(fields, self.inner.as_ref())
+    }
+
+    /// `args` cast to what the inner function takes, NULL where a value does not fit.
+    fn coerced(&self, args: ScalarFunctionArgs) -> Result<ScalarFunctionArgs> {
+        let fields = self.inner_fields(&args.arg_fields)?;
+        let options = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
+        let values = args
+            .args
+            .into_iter()
+            .zip(&fields)
+            .map(|(v, f)| match v {
+                ColumnarValue::Array(a) if a.data_type() != f.data_type() => Ok(
+                    ColumnarValue::Array(cast_with_options(&a, f.data_type(), &options)?),
+                ),
+                ColumnarValue::Scalar(s) if &s.data_type() != f.data_type() => Ok(
+                    ColumnarValue::Scalar(s.cast_to_with_options(f.data_type(), &options)?),
+                ),
+                other => Ok(other),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScalarFunctionArgs {
+            args: values,
+            arg_fields: fields,
+            ..args
+        })
+    }
+
     /// Evaluate `inner` once per row on scalar arguments; a failing row is NULL.
-    fn row_by_row(&self, args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn row_by_row(&self, args: &ScalarFunctionArgs) -> ColumnarValue {
         let out_type = args.return_field.data_type().clone();
         let mut pieces: Vec<ArrayRef> = Vec::with_capacity(args.number_rows);
         for row in 0..args.number_rows {
             pieces.push(self.one_row(args, row, &out_type));
         }
-        if pieces.is_empty() {
-            return Ok(ColumnarValue::Array(new_null_array(&out_type, 0)));
-        }
         let refs: Vec<&dyn datafusion::arrow::array::Array> =
             pieces.iter().map(|a| a.as_ref()).collect();
-        Ok(ColumnarValue::Array(concat(&refs)?))
+        let all = if refs.is_empty() {
+            Ok(new_null_array(&out_type, 0))
+        } else {
+            concat(&refs)
+        };
+        ColumnarValue::Array(all.unwrap_or_else(|_| new_null_array(&out_type, args.number_rows)))
+    }
+
+    /// The inner function; a panic counts as a failure.
+    fn invoke_inner(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let inner = &self.inner;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.invoke_with_args(args)))
+            .unwrap_or_else(|_| datafusion::common::exec_err!("function panicked"))
     }
 
     /// Row `row` as a one-element array of `out_type`, NULL if the function fails there.
@@ -103,13 +153,7 @@ impl SafeFunction {
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let one = self.inner.invoke_with_args(ScalarFunctionArgs {
-                args: scalars,
-                arg_fields: args.arg_fields.clone(),
-                number_rows: 1,
-                return_field: args.return_field.clone(),
-                config_options: args.config_options.clone(),
-            })?;
+            let one = self.invoke_inner(clone_args(args, scalars, 1))?;
             let arr = one.into_array(1)?;
             if arr.len() != 1 || arr.data_type() != out_type {
                 return datafusion::common::exec_err!("unexpected result shape");
@@ -134,37 +178,78 @@ impl ScalarUDFImpl for SafeFunction {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
+    /// Arguments stay as they are (a planning error if the inner function refuses them).
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
+        let fields: Vec<FieldRef> = arg_types
+            .iter()
+            .map(|t| Arc::new(Field::new("a", t.clone(), true)))
+            .collect();
+        self.inner_fields(&fields)?;
+        Ok(arg_types.to_vec())
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
+        let fields: Vec<FieldRef> = arg_types
+            .iter()
+            .map(|t| Arc::new(Field::new("a", t.clone(), true)))
+            .collect();
+        let inner: Vec<DataType> = self
+            .inner_fields(&fields)?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        self.inner.return_type(&inner)
     }
 
-    /// The inner function's type, always nullable: a failing row is NULL.
+    /// The inner function's type for the coerced arguments, always nullable: a failing
+    /// row is NULL.
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let f = self.inner.return_field_from_args(args)?;
+        let fields = self.inner_fields(args.arg_fields)?;
+        let options = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
+        let scalars: Vec<Option<ScalarValue>> = args
+            .scalar_arguments
+            .iter()
+            .zip(&fields)
+            .map(|(s, f)| s.and_then(|s| s.cast_to_with_options(f.data_type(), &options).ok()))
+            .collect();
+        let refs: Vec<Option<&ScalarValue>> = scalars.iter().map(Option::as_ref).collect();
+        let f = self.inner.return_field_from_args(ReturnFieldArgs {
+            arg_fields: &fields,
+            scalar_arguments: &refs,
+        })?;
         Ok(Arc::new(
             Field::new(f.name(), f.data_type().clone(), true).with_metadata(f.metadata().clone()),
         ))
     }
 
+    /// Never fails: a batch the inner function fails on (or panics on) is evaluated row
+    /// by row, and a row that still fails is NULL.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let batch = ScalarFunctionArgs {
-            args: args.args.clone(),
-            arg_fields: args.arg_fields.clone(),
-            number_rows: args.number_rows,
-            return_field: args.return_field.clone(),
-            config_options: args.config_options.clone(),
+        let out_type = args.return_field.data_type().clone();
+        let rows = args.number_rows;
+        let Ok(args) = self.coerced(args) else {
+            return Ok(ColumnarValue::Array(new_null_array(&out_type, rows)));
         };
-        match self.inner.invoke_with_args(batch) {
+        match self.invoke_inner(clone_args(&args, args.args.clone(), rows)) {
             Ok(v) => Ok(v),
-            Err(_) => self.row_by_row(&args),
+            Err(_) => Ok(self.row_by_row(&args)),
         }
+    }
+}
+
+fn clone_args(args: &ScalarFunctionArgs, values: Vec<ColumnarValue>, rows: usize) -> ScalarFunctionArgs {
+    ScalarFunctionArgs {
+        args: values,
+        arg_fields: args.arg_fields.clone(),
+        number_rows: rows,
+        return_field: args.return_field.clone(),
+        config_options: args.config_options.clone(),
     }
 }
 
@@ -192,9 +277,14 @@ mod tests {
         let out = safe
             .func
             .invoke_with_args(ScalarFunctionArgs {
-                args: vec![ColumnarValue::Array(s), ColumnarValue::Array(n)],
+                args: vec![
+                    ColumnarValue::Array(s),
+                    ColumnarValue::Scalar(ScalarValue::from("-")),
+                    ColumnarValue::Array(n),
+                ],
                 arg_fields: vec![
                     Arc::new(Field::new("s", DataType::Utf8, true)),
+                    Arc::new(Field::new("d", DataType::Utf8, false)),
                     Arc::new(Field::new("n", DataType::Int64, true)),
                 ],
                 number_rows: 3,

@@ -1,0 +1,291 @@
+//! Functions that cannot fail on data (issue 11, item 6): every allow-listed scalar and
+//! window function is fed hostile values (empty string, NULL, negative, zero, huge,
+//! malformed dates, an invalid regular expression built from a column, unicode) through
+//! the whole query core, and no `execution_error` may come back. The cases are keyed by
+//! the allow-list constants, so a function added to the list without a case fails here.
+//! Then the attack this stops: an error that says whether one hidden patient's value
+//! passes a test, with its control (`safe_functions` off).
+
+use kura::engine::Limits;
+use kura::privacy::{Defences, DisclosureRules};
+use kura::query::{QueryError, QueryOutcome, run_query};
+use kura::sql::guard::{ALLOWED_SCALAR_FUNCTIONS, ALLOWED_WINDOW_FUNCTIONS};
+use serde_json::json;
+
+use crate::qc_fixture::registry;
+
+/// Per patient: a hostile string `s`, integer `n`, float `f` and date string `d`, each
+/// cycling through values that make some function fail (chosen by `birth_year`, so the
+/// failing rows are data rows).
+const HOSTILE: &str = "WITH h AS (SELECT pid, sex, \
+  CASE birth_year % 9 WHEN 0 THEN '' WHEN 1 THEN NULL WHEN 2 THEN '日本語🙂' \
+    WHEN 3 THEN '2023-02-30' WHEN 4 THEN '(' WHEN 5 THEN 'x%Q%' WHEN 6 THEN pid || '[' \
+    WHEN 7 THEN 'garbage' ELSE sex END AS s, \
+  CASE birth_year % 8 WHEN 0 THEN 0 WHEN 1 THEN -1 WHEN 2 THEN NULL \
+    WHEN 3 THEN 9223372036854775807 WHEN 4 THEN -9223372036854775807 - 1 \
+    WHEN 5 THEN 2147483647 WHEN 6 THEN -2147483648 ELSE birth_year END AS n, \
+  CASE birth_year % 6 WHEN 0 THEN 0.0 WHEN 1 THEN -1.5 WHEN 2 THEN 1e308 WHEN 3 THEN NULL \
+    WHEN 4 THEN -1e308 ELSE birth_year * 1.0 END AS f, \
+  CASE birth_year % 5 WHEN 0 THEN '2023-13-01' WHEN 1 THEN '' WHEN 2 THEN NULL \
+    WHEN 3 THEN '99999-01-01' ELSE '2020-02-29' END AS d \
+  FROM patient)";
+
+/// Hostile calls of each allow-listed scalar function (names as in the allow-list;
+/// aliases and operators are called by the name listed).
+const SCALAR_CASES: &[(&str, &[&str])] = &[
+    ("abs", &["abs(n)", "abs(CAST(n AS INT))", "abs(f)"]),
+    ("ceil", &["ceil(f)", "ceil(f / 0.0)"]),
+    ("floor", &["floor(f)"]),
+    ("round", &["round(f, n)", "round(f, CAST(n AS INT))", "round(n)"]),
+    ("trunc", &["trunc(f, CAST(n AS INT))", "trunc(f)"]),
+    ("sqrt", &["sqrt(f)", "sqrt(n)", "sqrt(-1.0 * length(s))"]),
+    ("cbrt", &["cbrt(f)", "cbrt(n)"]),
+    ("power", &["power(n, n)", "power(f, f)", "power(2, n)", "power(n, -1)"]),
+    ("pow", &["pow(n, n)", "pow(f, -f)"]),
+    ("exp", &["exp(f)", "exp(n)"]),
+    ("ln", &["ln(f)", "ln(n)", "ln(0 * n)"]),
+    ("log", &["log(f)", "log(n, f)", "log(0.0 * f, f)", "log(-1.0, n)"]),
+    ("log10", &["log10(f)", "log10(n)"]),
+    ("log2", &["log2(f)", "log2(n)"]),
+    ("signum", &["signum(f)", "signum(n)"]),
+    ("greatest", &["greatest(n, f)", "greatest(s, d)"]),
+    ("least", &["least(n, f)", "least(s, pid)"]),
+    ("isnan", &["isnan(f)", "isnan(f / 0.0)"]),
+    ("iszero", &["iszero(f)", "iszero(n)"]),
+    ("pi", &["pi() * n"]),
+    ("coalesce", &["coalesce(s, d)", "coalesce(n, f)"]),
+    ("nullif", &["nullif(s, '')", "nullif(n, 0)"]),
+    ("nvl", &["nvl(s, d)"]),
+    ("nvl2", &["nvl2(s, n, f)"]),
+    ("ifnull", &["ifnull(n, 0)"]),
+    ("lower", &["lower(s)"]),
+    ("upper", &["upper(s)"]),
+    ("substr", &["substr(s, n)", "substr(s, n, n)", "substr(s, 1, -1)", "substr(s, 0, n)"]),
+    ("substring", &["substring(s FROM n FOR n)", "substring(s, 1, -5)"]),
+    ("left", &["left(s, n)", "left(s, CAST(n AS INT))"]),
+    ("right", &["right(s, n)"]),
+    ("length", &["length(s)"]),
+    ("char_length", &["char_length(s)"]),
+    ("character_length", &["character_length(s)"]),
+    ("octet_length", &["octet_length(s)"]),
+    ("concat", &["concat(s, n, f, d)"]),
+    ("concat_ws", &["concat_ws(s, d, s)", "concat_ws(NULL, s)"]),
+    ("trim", &["trim(s)", "trim(BOTH s FROM d)"]),
+    ("btrim", &["btrim(s, d)", "btrim(s, '')"]),
+    ("ltrim", &["ltrim(s, s)"]),
+    ("rtrim", &["rtrim(s, d)"]),
+    ("lpad", &["lpad(s, n)", "lpad(s, n, s)", "lpad(s, n, '')", "lpad(s, 2000000000, 'x')"]),
+    ("rpad", &["rpad(s, n, d)", "rpad(s, 2000000000)"]),
+    ("replace", &["replace(s, '', d)", "replace(repeat('a', 5000), 'a', repeat('b', 5000))"]),
+    ("starts_with", &["starts_with(s, d)", "starts_with(s, '')"]),
+    ("ends_with", &["ends_with(s, d)"]),
+    ("strpos", &["strpos(s, d)", "strpos(s, '')"]),
+    ("split_part", &["split_part(s, d, n)", "split_part(s, '-', 0)", "split_part(s, '', n)"]),
+    ("initcap", &["initcap(s)"]),
+    ("reverse", &["reverse(s)"]),
+    ("repeat", &["repeat(s, n)", "repeat(s, length(pid) * 100000000)", "repeat(repeat(s, 5000), 5000)"]),
+    ("translate", &["translate(s, d, s)", "translate(s, '', '')"]),
+    ("regexp_like", &["regexp_like(pid, s)", "regexp_like(s, pid || '(')", "regexp_like(s, d, s)", "regexp_like(s, 'a', 'g')"]),
+    ("regexp_match", &["regexp_match(pid, s)", "regexp_match(s, '(')", "regexp_match(s, d, 'z')"]),
+    ("like", &["s LIKE pid || '\\'", "s LIKE d", "s ILIKE s", "s LIKE s ESCAPE '\\'"]),
+    ("date_part", &["date_part('year', to_date(d))", "date_part('epoch', to_timestamp(n))"]),
+    ("datepart", &["datepart('month', to_date(d))"]),
+    ("date_trunc", &["date_trunc(s, now())", "date_trunc('month', to_timestamp(n))"]),
+    ("datetrunc", &["datetrunc(s, now())"]),
+    ("to_char", &["to_char(to_date(d), s)", "to_char(now(), s)", "to_char(to_timestamp(n), '%Y')"]),
+    ("to_date", &["to_date(s)", "to_date(d)", "to_date(d, s)", "to_date('garbage')", "to_date(n)"]),
+    ("make_date", &["make_date(n, n, n)", "make_date(2023, 2, 30)", "make_date(CAST(n AS INT), 13, 1)"]),
+    ("current_date", &["current_date() > to_date(d)"]),
+    ("now", &["now()"]),
+    ("date_bin", &["date_bin(INTERVAL '0 minutes', to_timestamp(n))", "date_bin(INTERVAL '1 day', to_timestamp(d))"]),
+    ("to_timestamp", &["to_timestamp(s)", "to_timestamp(d)", "to_timestamp(n)", "to_timestamp(f)", "to_timestamp(n * 100000000000)", "to_timestamp(d, s)"]),
+    ("extract", &["extract(year FROM to_date(d))", "extract(epoch FROM to_timestamp(n))"]),
+];
+
+/// Hostile calls of each allow-listed window function, within one patient's rows.
+const WINDOW_CASES: &[(&str, &[&str])] = &[
+    ("row_number", &["row_number()"]),
+    ("rank", &["rank()"]),
+    ("dense_rank", &["dense_rank()"]),
+    ("percent_rank", &["percent_rank()"]),
+    ("cume_dist", &["cume_dist()"]),
+    ("ntile", &["ntile(1)", "ntile(9223372036854775807)"]),
+    ("lag", &["lag(s)", "lag(s, 9223372036854775807)", "lag(n, -1, 0)", "lag(s, 0)"]),
+    ("lead", &["lead(n, 2147483647)", "lead(s, -5, 'x')", "lead(f)"]),
+];
+
+fn rules(defences: Defences) -> DisclosureRules {
+    DisclosureRules::embedded().unwrap().with_defences(defences)
+}
+
+async fn run_with(sql: &str, defences: Defences) -> Result<QueryOutcome, QueryError> {
+    let (ctx, catalog) = registry();
+    run_query(&ctx, sql, &catalog, &rules(defences), &Limits::default()).await
+}
+
+fn cases_for<'a>(table: &'a [(&str, &'a [&str])], name: &str) -> &'a [&'a str] {
+    table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+        .unwrap_or_else(|| panic!("allow-listed function `{name}` has no hostile case here"))
+}
+
+#[tokio::test]
+async fn every_allowed_scalar_function_survives_hostile_values() {
+    let mut refused = Vec::new();
+    for name in ALLOWED_SCALAR_FUNCTIONS {
+        for call in cases_for(SCALAR_CASES, name) {
+            let sql = format!(
+                "{HOSTILE} SELECT sex, count(*) FILTER (WHERE ({call}) IS NULL) AS c FROM h GROUP BY sex"
+            );
+            if let Err(e) = run_with(&sql, Defences::ALL).await {
+                assert_ne!(
+                    e.code(),
+                    "execution_error",
+                    "{name}: {call} failed on a data value: {}",
+                    e.internal_detail()
+                );
+                refused.push(format!("{call}: {e}"));
+            }
+        }
+    }
+    assert!(refused.is_empty(), "answered, not refused: {refused:#?}");
+}
+
+#[tokio::test]
+async fn every_allowed_window_function_survives_hostile_values() {
+    for name in ALLOWED_WINDOW_FUNCTIONS {
+        for call in cases_for(WINDOW_CASES, name) {
+            let sql = format!(
+                "{HOSTILE} SELECT sex, count(*) FILTER (WHERE w IS NULL) AS c FROM \
+                 (SELECT pid, sex, {call} OVER (PARTITION BY pid ORDER BY n) AS w FROM h) x GROUP BY sex"
+            );
+            if let Err(e) = run_with(&sql, Defences::ALL).await {
+                assert_ne!(
+                    e.code(),
+                    "execution_error",
+                    "{name}: {call} failed on a data value: {}",
+                    e.internal_detail()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn expressions_failing_on_every_row_are_refused_before_execution() {
+    let window = |call: &str| {
+        format!(
+            "SELECT count(t) AS n FROM (SELECT pid, {call} OVER (PARTITION BY pid) AS t FROM patient WHERE pid = 'p07') x"
+        )
+    };
+    let filter = |cond: &str| format!("SELECT count(*) AS n FROM patient WHERE pid = 'p07' AND {cond}");
+    for (sql, fix) in [
+        (window("ntile(0)"), "ntile(4)"),
+        (window("ntile(-3)"), "ntile(4)"),
+        (filter("sex LIKE 'F!%' ESCAPE '!'"), "backslash"),
+        (filter("sex SIMILAR TO pid || '('"), "regexp_like"),
+        (filter("sex ~ pid"), "regexp_like"),
+        (filter("sex !~* '('"), "regexp_like"),
+    ] {
+        let e = run_with(&sql, Defences::ALL).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_query", "{sql}: {e}");
+        assert!(e.public_message().contains(fix), "{e}");
+    }
+    // Control: without the defence, a CASE branch that only p07's row reaches fails
+    // exactly when p07 was born after the threshold.
+    let off = Defences {
+        safe_functions: false,
+        ..Defences::ALL
+    };
+    for failing in ["(sex SIMILAR TO pid || '(')", "(sex ~ (pid || '('))"] {
+        let pair = oracle_pair(failing);
+        assert_eq!(classes(&pair, Defences::ALL).await, ["unsupported_query", "unsupported_query"]);
+        assert_eq!(classes(&pair, off).await, ["execution_error", "answer"], "{failing}");
+    }
+    let e = run_with(&window("ntile(0)"), off).await.unwrap_err();
+    assert_eq!(e.code(), "execution_error", "ntile(0) fails at execution without the check");
+}
+
+/// The attacker's pair: identical but for the threshold, so one query's CASE reaches the
+/// failing call exactly when p07 was born after 1985 (p07: 1989).
+fn oracle_pair(failing: &str) -> [String; 2] {
+    [1985, 1995].map(|year| {
+        format!(
+            "SELECT count(*) AS n FROM patient WHERE \
+             (CASE WHEN pid = 'p07' AND birth_year > {year} THEN {failing} END) IS NULL"
+        )
+    })
+}
+
+/// Error class of each query: "answer" or the refusal code.
+async fn classes(sqls: &[String], defences: Defences) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in sqls {
+        out.push(match run_with(sql, defences).await {
+            Ok(o) => {
+                assert_eq!(o.result.rows, vec![vec![json!(60)]], "{sql}");
+                "answer".to_string()
+            }
+            Err(e) => e.code().to_string(),
+        });
+    }
+    out
+}
+
+const FAILING_CALLS: &[&str] = &[
+    "make_date(birth_year, 13, 1)",
+    "to_date('garbage')",
+    "split_part(sex, '-', 0)",
+    "sqrt(-1.0 * birth_year)",
+    "regexp_like(sex, pid || '(')",
+    "to_char(now(), sex || '%Q')",
+];
+
+#[tokio::test]
+async fn attack_error_oracle_on_one_patients_value_through_functions() {
+    for failing in FAILING_CALLS {
+        let pair = oracle_pair(failing);
+        assert_eq!(
+            classes(&pair, Defences::ALL).await,
+            ["answer", "answer"],
+            "{failing}: both answered alike"
+        );
+    }
+}
+
+#[tokio::test]
+async fn control_error_oracle_works_without_safe_functions() {
+    let off = Defences {
+        safe_functions: false,
+        ..Defences::ALL
+    };
+    for failing in FAILING_CALLS {
+        let pair = oracle_pair(failing);
+        assert_eq!(
+            classes(&pair, off).await,
+            ["execution_error", "answer"],
+            "{failing}: the error class tells p07's birth year"
+        );
+    }
+}
+
+#[tokio::test]
+async fn attack_memory_abort_through_repeat_is_capped() {
+    // Without the cap this allocates ~118 GB in one batch and aborts the process.
+    let o = run_with(
+        "SELECT count(*) FILTER (WHERE repeat(sex, birth_year * 1000000) IS NULL) AS n FROM patient",
+        Defences::ALL,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(o.result.rows, vec![vec![json!(60)]]);
+    let o = run_with(
+        "SELECT count(*) FILTER (WHERE length(repeat(sex, 100)) = 100) AS n FROM patient",
+        Defences::ALL,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(o.result.rows, vec![vec![json!(60)]], "small counts keep their value");
+}
