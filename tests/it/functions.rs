@@ -289,3 +289,99 @@ async fn attack_memory_abort_through_repeat_is_capped() {
     .expect("answered");
     assert_eq!(o.result.rows, vec![vec![json!(60)]], "small counts keep their value");
 }
+
+// ---------------------------------------------------------------------------------------
+// Extreme percentiles count as MIN/MAX (issue 11, item 7)
+// ---------------------------------------------------------------------------------------
+
+/// Percentiles that are (or are within a hair of) MIN or MAX of birth_year.
+const EXTREME_PERCENTILES: &[&str] = &[
+    "percentile_cont(0.0) WITHIN GROUP (ORDER BY birth_year)",
+    "percentile_cont(1.0) WITHIN GROUP (ORDER BY birth_year)",
+    "percentile_cont(0.001) WITHIN GROUP (ORDER BY birth_year)",
+    "approx_percentile_cont(0.0) WITHIN GROUP (ORDER BY birth_year)",
+    "approx_percentile_cont(birth_year, 0.999)",
+    "percentile_cont(CAST(0 AS DOUBLE)) WITHIN GROUP (ORDER BY birth_year)",
+];
+
+#[tokio::test]
+async fn attack_extreme_percentile_is_min_or_max() {
+    for p in EXTREME_PERCENTILES {
+        let sql = format!("SELECT sex, {p} AS x FROM patient GROUP BY sex");
+        let e = run_with(&sql, Defences::ALL).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_aggregate", "{p}: {e}");
+        assert!(e.public_message().contains("0.250, 0.750"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn control_extreme_percentile_releases_the_minimum_without_the_defence() {
+    let off = Defences {
+        percentiles: false,
+        ..Defences::ALL
+    };
+    let (ctx, _) = registry();
+    let raw = ctx
+        .sql("SELECT min(birth_year) FROM patient WHERE sex = 'F'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let min = datafusion::arrow::util::display::array_value_to_string(raw[0].column(0), 0).unwrap();
+    let o = run_with(
+        "SELECT percentile_cont(0.0) WITHIN GROUP (ORDER BY birth_year) AS x FROM patient WHERE sex = 'F'",
+        off,
+    )
+    .await
+    .expect("answered without the defence");
+    assert_eq!(
+        o.result.rows[0][0].as_f64(),
+        min.parse::<f64>().ok(),
+        "the youngest-born patient's exact birth year is released"
+    );
+}
+
+#[tokio::test]
+async fn percentiles_inside_the_range_public_columns_and_per_patient_are_answered() {
+    for sql in [
+        "SELECT sex, percentile_cont(0.25) WITHIN GROUP (ORDER BY birth_year) AS q1, \
+         percentile_cont(0.75) WITHIN GROUP (ORDER BY birth_year) AS q3, \
+         approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY birth_year) AS m, \
+         median(birth_year) AS md FROM patient GROUP BY sex",
+        // A public-domain column may show its extremes, as MIN/MAX may.
+        "SELECT percentile_cont(0.0) WITHIN GROUP (ORDER BY fiscal_year) AS x FROM nanbyo_survey",
+        // Inside a per-patient GROUP BY pid nothing is released directly.
+        "SELECT avg(last) AS a FROM (SELECT pid, percentile_cont(1.0) WITHIN GROUP (ORDER BY severity) AS last \
+         FROM nanbyo_survey GROUP BY pid) t",
+    ] {
+        let o = run_with(sql, Defences::ALL).await;
+        assert!(o.is_ok(), "{sql}: {:?}", o.err());
+    }
+}
+
+#[tokio::test]
+async fn percentiles_are_not_answered_under_dp() {
+    let (ctx, catalog) = registry();
+    for p in ["percentile_cont(0.5)", "percentile_cont(0.0)"] {
+        let sql = format!("SELECT {p} WITHIN GROUP (ORDER BY birth_year) AS x FROM patient");
+        let params = kura::privacy::result::DpParams {
+            epsilon: 1.0,
+            bounds: Default::default(),
+        };
+        let e = kura::query::dp::prepare(
+            &ctx,
+            &sql,
+            &catalog,
+            &rules(Defences::ALL),
+            &Limits::default(),
+            params,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e.code(), "unsupported_aggregate" | "unsupported_query"),
+            "{sql}: {e}"
+        );
+    }
+}
