@@ -107,3 +107,40 @@ impl ScalarUDFImpl for Nullable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::logical_expr::{col, lit, when};
+
+    use super::*;
+
+    fn schema() -> DFSchema {
+        DFSchema::try_from(Schema::new(vec![
+            Field::new("sex", DataType::Utf8, true),
+            Field::new("birth_year", DataType::Int32, true),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_case_proved_not_null_by_its_predicate_is_marked_nullable() {
+        let by = col("birth_year");
+        let case = when(col("sex").eq(lit("F")).and(by.clone().gt(lit(1970))), by)
+            .otherwise(lit(0i64))
+            .unwrap();
+        assert!(!case.nullable(&schema()).unwrap(), "the logical proof");
+        let e = consistent(case.clone(), &schema());
+        assert!(matches!(&e, Expr::ScalarFunction(f) if f.func.name() == "nullable"));
+        assert!(e.nullable(&schema()).unwrap());
+        assert_eq!(e.schema_name().to_string(), case.schema_name().to_string());
+    }
+
+    #[test]
+    fn other_cases_are_left_alone() {
+        let constant = when(col("sex").eq(lit("F")), lit(1)).otherwise(lit(0)).unwrap();
+        assert_eq!(consistent(constant.clone(), &schema()), constant);
+        let no_else = when(col("sex").eq(lit("F")), col("birth_year")).end().unwrap();
+        assert_eq!(consistent(no_else.clone(), &schema()), no_else);
+    }
+}

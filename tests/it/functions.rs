@@ -385,3 +385,48 @@ async fn percentiles_are_not_answered_under_dp() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The CASE-sum family in DP mode (suppression mode: tests/slt/functions.slt)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn case_sum_family_under_dp_is_answered_or_refused_never_an_execution_error() {
+    let (ctx, catalog) = registry();
+    let params = || kura::privacy::result::DpParams {
+        epsilon: 1.0,
+        bounds: Default::default(),
+    };
+    let dp = |sql: &'static str| {
+        let (ctx, catalog) = (ctx.clone(), catalog.clone());
+        async move {
+            kura::query::dp::run_dp_query(
+                &ctx,
+                sql,
+                &catalog,
+                &rules(Defences::ALL),
+                &Limits::default(),
+                params(),
+            )
+            .await
+        }
+    };
+    // DP clamps bare catalogue columns only: a CASE argument is refused with the fix.
+    for sql in [
+        "SELECT sum(CASE WHEN sex = 'F' AND birth_year > 1970 THEN birth_year ELSE 0 END) AS s FROM patient",
+        "SELECT avg(CASE WHEN sex = 'F' AND birth_year > 1970 THEN birth_year ELSE 0.5 END) AS a FROM patient",
+    ] {
+        let e = dp(sql).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_query", "{sql}: {e}");
+    }
+    // The same condition as a FILTER, beside a CASE bucket key, is answered.
+    for sql in [
+        "SELECT sum(birth_year) FILTER (WHERE sex = 'F' AND birth_year > 1970) AS s FROM patient",
+        "SELECT CASE WHEN birth_year < 1970 THEN 'before' ELSE 'after' END AS born, \
+         avg(birth_year) FILTER (WHERE sex = 'F' AND birth_year > 1950) AS a, count(*) AS n \
+         FROM patient GROUP BY 1",
+    ] {
+        let o = dp(sql).await;
+        assert!(o.is_ok(), "{sql}: {:?}", o.err().map(|e| e.internal_detail()));
+    }
+}
