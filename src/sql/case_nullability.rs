@@ -16,11 +16,14 @@
 //! projection below the aggregate. A researcher's `SELECT sum(x) FROM (SELECT CASE … AS x
 //! …)` fails the same way without any rewrite.
 //!
-//! The fix: such a CASE (NOT NULL to the logical planner although one of its branches is
-//! nullable) is wrapped in [`Nullable`], an identity function whose result is nullable to
-//! both planners, and whose name is its argument's, so output names do not change. Only
-//! the declared nullability changes, never a value; the contributor helpers then add an
-//! `IS NOT NULL` that always holds.
+//! The fix: every CASE whose nullability could rest on such a proof (it has an ELSE and a
+//! nullable THEN branch) is wrapped in [`Nullable`]. The test is made before the optimizer
+//! runs, and the optimizer can rewrite a predicate into a form the logical side proves
+//! (e.g. by removing a cast), so it does not ask whether the logical side proves it now.
+//! [`Nullable`] is an identity function whose result is nullable to both planners, and
+//! whose name is its argument's, so output names do not change. Only the declared
+//! nullability changes, never a value; the contributor helpers then add an `IS NOT NULL`
+//! that always holds.
 
 use std::sync::Arc;
 
@@ -32,27 +35,28 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 
-/// `e`, wrapped in [`Nullable`] if it is a CASE the two planners would disagree on.
+/// `e`, wrapped in [`Nullable`] if it is a CASE the two planners could disagree on.
 pub fn consistent(e: Expr, schema: &DFSchema) -> Expr {
     let Expr::Case(case) = &e else {
         return e;
     };
-    if !disagrees(case, &e, schema) {
+    if !disagrees(case, schema) {
         return e;
     }
     let udf = Arc::new(ScalarUDF::new_from_impl(Nullable::new()));
     Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![e]))
 }
 
-/// NOT NULL to the logical planner, although a THEN branch (or a missing ELSE) is
-/// nullable: the physical planner cannot always follow that proof.
-fn disagrees(case: &Case, e: &Expr, schema: &DFSchema) -> bool {
-    let Ok(false) = e.nullable(schema) else {
-        return false;
-    };
-    case.when_then_expr
-        .iter()
-        .any(|(_, t)| t.nullable(schema).unwrap_or(true))
+/// A CASE with an ELSE and a nullable THEN branch: whether it is NOT NULL rests on a proof
+/// about its predicates, which the logical planner may find (now, or after the optimizer
+/// has rewritten the predicates) and the physical planner may not. Without an ELSE, or
+/// with only NOT NULL branches, both planners agree.
+fn disagrees(case: &Case, schema: &DFSchema) -> bool {
+    case.else_expr.is_some()
+        && case
+            .when_then_expr
+            .iter()
+            .any(|(_, t)| t.nullable(schema).unwrap_or(true))
 }
 
 /// The identity, declared nullable.

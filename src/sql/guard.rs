@@ -30,7 +30,7 @@ use datafusion::logical_expr::{
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
-use super::{case_nullability, fallible, output_cap, safe_function};
+use super::{case_nullability, fallible, output_cap, safe_comparison, safe_function};
 use crate::catalog::Catalog;
 use crate::privacy::rules::Defences;
 use crate::query::QueryError;
@@ -443,7 +443,8 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 /// become `TRY_CAST`; CASE expressions the two planners would type differently are marked
 /// nullable (`case_nullability`). With `defences.safe_functions`, every scalar function
 /// that could fail runs in its NULL-on-failure form (`safe_function`), growing string
-/// functions are capped (`output_cap`), and expressions that would fail on every row they
+/// functions are capped (`output_cap`), mixed-type comparisons convert with `TRY_CAST`
+/// (`safe_comparison`), and expressions that would fail on every row they
 /// reach are refused (`fallible`). Output names are preserved so the plan's schema does
 /// not change.
 pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
@@ -497,6 +498,15 @@ fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
             }))
         }
         Expr::Cast(Cast { expr, field }) => Transformed::yes(Expr::TryCast(TryCast { expr, field })),
+        x @ (Expr::BinaryExpr(_) | Expr::InList(_) | Expr::Between(_) | Expr::Case(_))
+            if safe && safe_comparison::hardened_expr(&x, schema).is_some() =>
+        {
+            let e = safe_comparison::hardened_expr(&x, schema).unwrap_or(x);
+            Transformed::yes(match e {
+                case @ Expr::Case(_) => case_nullability::consistent(case, schema),
+                other => other,
+            })
+        }
         case @ Expr::Case(_) => match case_nullability::consistent(case, schema) {
             e @ Expr::ScalarFunction(_) => Transformed::yes(e),
             e => Transformed::no(e),

@@ -9,5 +9,6 @@ pub mod fallible;
 pub mod guard;
 pub mod output_cap;
 pub mod rewrite;
+pub mod safe_comparison;
 pub mod safe_function;
 pub mod scope;

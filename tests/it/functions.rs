@@ -430,3 +430,24 @@ async fn case_sum_family_under_dp_is_answered_or_refused_never_an_execution_erro
         assert!(o.is_ok(), "{sql}: {:?}", o.err().map(|e| e.internal_detail()));
     }
 }
+
+#[tokio::test]
+async fn attack_error_oracle_through_implicit_comparison_casts() {
+    // The planner casts `sex` to a date (an integer) to compare it; a value that is not one
+    // fails the cast, so the error says whether p07 is born after 1985.
+    let off = Defences {
+        safe_functions: false,
+        ..Defences::ALL
+    };
+    for failing in [
+        "(to_date('2020-01-01') > sex)",
+        "(birth_year = sex)",
+        "(birth_year IN (sex, '1'))",
+        "(birth_year BETWEEN sex AND '2000')",
+        "(CASE sex WHEN to_date('2020-01-01') THEN true END)",
+    ] {
+        let pair = oracle_pair(failing);
+        assert_eq!(classes(&pair, Defences::ALL).await, ["answer", "answer"], "{failing}");
+        assert_eq!(classes(&pair, off).await, ["execution_error", "answer"], "control {failing}");
+    }
+}
