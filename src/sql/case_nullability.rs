@@ -99,7 +99,11 @@ impl ScalarUDFImpl for Nullable {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         match args.arg_fields {
-            [f] => Ok(Arc::new(Field::new(self.name(), f.data_type().clone(), true))),
+            [f] => Ok(Arc::new(Field::new(
+                self.name(),
+                f.data_type().clone(),
+                true,
+            ))),
             _ => exec_err!("nullable takes one argument"),
         }
     }
@@ -142,9 +146,13 @@ mod tests {
 
     #[test]
     fn other_cases_are_left_alone() {
-        let constant = when(col("sex").eq(lit("F")), lit(1)).otherwise(lit(0)).unwrap();
+        let constant = when(col("sex").eq(lit("F")), lit(1))
+            .otherwise(lit(0))
+            .unwrap();
         assert_eq!(consistent(constant.clone(), &schema()), constant);
-        let no_else = when(col("sex").eq(lit("F")), col("birth_year")).end().unwrap();
+        let no_else = when(col("sex").eq(lit("F")), col("birth_year"))
+            .end()
+            .unwrap();
         assert_eq!(consistent(no_else.clone(), &schema()), no_else);
     }
 }

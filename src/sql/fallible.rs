@@ -58,19 +58,16 @@ fn refusal(x: &Expr) -> Option<&'static str> {
         Expr::SimilarTo(_) => Some(
             "SIMILAR TO is not supported; use regexp_like(value, pattern) / SIMILAR TO には対応していません。regexp_like を使ってください",
         ),
-        Expr::BinaryExpr(BinaryExpr { op, .. })
-            if matches!(
-                op,
+        Expr::BinaryExpr(BinaryExpr {
+            op:
                 Operator::RegexMatch
-                    | Operator::RegexIMatch
-                    | Operator::RegexNotMatch
-                    | Operator::RegexNotIMatch
-            ) =>
-        {
-            Some(
-                "the operators ~, ~*, !~ and !~* are not supported; use regexp_like(value, pattern [, 'i']) / 正規表現演算子には対応していません。regexp_like を使ってください",
-            )
-        }
+                | Operator::RegexIMatch
+                | Operator::RegexNotMatch
+                | Operator::RegexNotIMatch,
+            ..
+        }) => Some(
+            "the operators ~, ~*, !~ and !~* are not supported; use regexp_like(value, pattern [, 'i']) / 正規表現演算子には対応していません。regexp_like を使ってください",
+        ),
         _ => None,
     }
 }

@@ -18,15 +18,13 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::functions::expr_fn::nullif;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{
-    BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit,
-};
+use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
@@ -497,7 +495,9 @@ fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
                 right: Box::new(nullif(*right, lit(0))),
             }))
         }
-        Expr::Cast(Cast { expr, field }) => Transformed::yes(Expr::TryCast(TryCast { expr, field })),
+        Expr::Cast(Cast { expr, field }) => {
+            Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+        }
         x @ (Expr::BinaryExpr(_) | Expr::InList(_) | Expr::Between(_) | Expr::Case(_))
             if safe && safe_comparison::hardened_expr(&x, schema).is_some() =>
         {

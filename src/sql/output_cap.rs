@@ -24,7 +24,8 @@ pub fn capped(mut f: ScalarFunction) -> ScalarFunction {
     match (name.as_str(), f.args.len()) {
         ("repeat", 2) => {
             // len(s) * n ≤ cap, without a product that could overflow.
-            let per = lit(MAX_STRING_BYTES) / greatest(vec![octet_length(f.args[0].clone()), lit(1)]);
+            let per =
+                lit(MAX_STRING_BYTES) / greatest(vec![octet_length(f.args[0].clone()), lit(1)]);
             f.args[1] = only_if(f.args[1].clone().lt_eq(per), f.args[1].clone());
         }
         ("lpad" | "rpad", 2 | 3) => {
@@ -35,7 +36,8 @@ pub fn capped(mut f: ScalarFunction) -> ScalarFunction {
         ("replace", 3) => {
             // At most len(s) * max(len(to), 1) bytes.
             let s = f.args[0].clone();
-            let per = lit(MAX_STRING_BYTES) / greatest(vec![octet_length(f.args[2].clone()), lit(1)]);
+            let per =
+                lit(MAX_STRING_BYTES) / greatest(vec![octet_length(f.args[2].clone()), lit(1)]);
             f.args[0] = only_if(octet_length(s.clone()).lt_eq(per), s);
         }
         _ => {}

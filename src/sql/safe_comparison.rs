@@ -12,10 +12,10 @@
 //! `BETWEEN` becomes its two comparisons, and `CASE x WHEN v …` becomes
 //! `CASE WHEN x = v …`, so their comparisons are hardened too.
 
-use datafusion::common::DFSchema;
-use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
 use datafusion::logical_expr::expr::{Between, Case, InList};
+use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, TryCast};
 
 /// `x` hardened if it is a comparison, `IN` list, `BETWEEN` or `CASE x WHEN …` whose
@@ -24,13 +24,11 @@ pub fn hardened_expr(x: &Expr, schema: &DFSchema) -> Option<Expr> {
     match x {
         Expr::BinaryExpr(b) => hardened(b, schema),
         Expr::InList(l) => in_list(l, schema),
-        Expr::Between(b) if mixed(&b.expr, [&*b.low, &*b.high], schema) => {
-            Some(between(b, schema))
-        }
+        Expr::Between(b) if mixed(&b.expr, [&*b.low, &*b.high], schema) => Some(between(b, schema)),
         Expr::Case(c)
-            if c.expr.as_deref().is_some_and(|x| {
-                mixed(x, c.when_then_expr.iter().map(|(w, _)| &**w), schema)
-            }) =>
+            if c.expr
+                .as_deref()
+                .is_some_and(|x| mixed(x, c.when_then_expr.iter().map(|(w, _)| &**w), schema)) =>
         {
             Some(searched(c, schema))
         }
@@ -43,15 +41,20 @@ fn mixed<'a>(x: &Expr, others: impl IntoIterator<Item = &'a Expr>, schema: &DFSc
     let Ok(t) = x.get_type(schema) else {
         return true;
     };
-    others
-        .into_iter()
-        .any(|o| o.get_type(schema).map_or(true, |u| u != t && may_fail(&t, &u)))
+    others.into_iter().any(|o| {
+        o.get_type(schema)
+            .map_or(true, |u| u != t && may_fail(&t, &u))
+    })
 }
 
 /// Whether the cast to a common type of `l` and `r` can fail on a value: it parses text
 /// or converts between temporal types. Between numbers the planner only widens.
 fn may_fail(l: &DataType, r: &DataType) -> bool {
-    let risky = |t: &DataType| t.is_string() || t.is_temporal() || matches!(t, DataType::Interval(_) | DataType::Duration(_));
+    let risky = |t: &DataType| {
+        t.is_string()
+            || t.is_temporal()
+            || matches!(t, DataType::Interval(_) | DataType::Duration(_))
+    };
     risky(l) || risky(r)
 }
 
@@ -89,10 +92,11 @@ fn between(b: &Between, schema: &DFSchema) -> Expr {
 }
 
 fn searched(c: &Case, schema: &DFSchema) -> Expr {
-    let operand = c.expr.as_deref().cloned().unwrap_or(Expr::Literal(
-        datafusion::common::ScalarValue::Null,
-        None,
-    ));
+    let operand = c
+        .expr
+        .as_deref()
+        .cloned()
+        .unwrap_or(Expr::Literal(datafusion::common::ScalarValue::Null, None));
     let when_then = c
         .when_then_expr
         .iter()
@@ -122,7 +126,14 @@ pub fn hardened(e: &BinaryExpr, schema: &DFSchema) -> Option<Expr> {
     use Operator as O;
     if !matches!(
         e.op,
-        O::Eq | O::NotEq | O::Lt | O::LtEq | O::Gt | O::GtEq | O::IsDistinctFrom | O::IsNotDistinctFrom
+        O::Eq
+            | O::NotEq
+            | O::Lt
+            | O::LtEq
+            | O::Gt
+            | O::GtEq
+            | O::IsDistinctFrom
+            | O::IsNotDistinctFrom
     ) {
         return None;
     }

@@ -32,8 +32,14 @@ use datafusion::logical_expr::{
 /// Allow-listed scalar functions that cannot fail on any argument value, with the reason
 /// (the table in docs/privacy.md "Allowed functions" repeats it).
 pub const CANNOT_FAIL: &[(&str, &str)] = &[
-    ("coalesce", "returns one of its arguments; types are checked when planning"),
-    ("nullif", "compares two values of one type (comparisons never fail)"),
+    (
+        "coalesce",
+        "returns one of its arguments; types are checked when planning",
+    ),
+    (
+        "nullif",
+        "compares two values of one type (comparisons never fail)",
+    ),
     ("nvl", "alias of coalesce for two arguments"),
     ("nvl2", "returns one of its arguments"),
     ("ifnull", "alias of coalesce for two arguments"),
@@ -136,8 +142,10 @@ impl SafeFunction {
     /// The inner function; a panic counts as a failure.
     fn invoke_inner(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let inner = &self.inner;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.invoke_with_args(args)))
-            .unwrap_or_else(|_| datafusion::common::exec_err!("function panicked"))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inner.invoke_with_args(args)
+        }))
+        .unwrap_or_else(|_| datafusion::common::exec_err!("function panicked"))
     }
 
     /// Row `row` as a one-element array of `out_type`, NULL if the function fails there.
@@ -148,9 +156,9 @@ impl SafeFunction {
                 .iter()
                 .map(|a| match a {
                     ColumnarValue::Scalar(s) => Ok(ColumnarValue::Scalar(s.clone())),
-                    ColumnarValue::Array(arr) => {
-                        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(arr, row)?))
-                    }
+                    ColumnarValue::Array(arr) => Ok(ColumnarValue::Scalar(
+                        ScalarValue::try_from_array(arr, row)?,
+                    )),
                 })
                 .collect::<Result<Vec<_>>>()?;
             let one = self.invoke_inner(clone_args(args, scalars, 1))?;
@@ -243,7 +251,11 @@ impl ScalarUDFImpl for SafeFunction {
     }
 }
 
-fn clone_args(args: &ScalarFunctionArgs, values: Vec<ColumnarValue>, rows: usize) -> ScalarFunctionArgs {
+fn clone_args(
+    args: &ScalarFunctionArgs,
+    values: Vec<ColumnarValue>,
+    rows: usize,
+) -> ScalarFunctionArgs {
     ScalarFunctionArgs {
         args: values,
         arg_fields: args.arg_fields.clone(),

@@ -36,15 +36,24 @@ const SCALAR_CASES: &[(&str, &[&str])] = &[
     ("abs", &["abs(n)", "abs(CAST(n AS INT))", "abs(f)"]),
     ("ceil", &["ceil(f)", "ceil(f / 0.0)"]),
     ("floor", &["floor(f)"]),
-    ("round", &["round(f, n)", "round(f, CAST(n AS INT))", "round(n)"]),
+    (
+        "round",
+        &["round(f, n)", "round(f, CAST(n AS INT))", "round(n)"],
+    ),
     ("trunc", &["trunc(f, CAST(n AS INT))", "trunc(f)"]),
     ("sqrt", &["sqrt(f)", "sqrt(n)", "sqrt(-1.0 * length(s))"]),
     ("cbrt", &["cbrt(f)", "cbrt(n)"]),
-    ("power", &["power(n, n)", "power(f, f)", "power(2, n)", "power(n, -1)"]),
+    (
+        "power",
+        &["power(n, n)", "power(f, f)", "power(2, n)", "power(n, -1)"],
+    ),
     ("pow", &["pow(n, n)", "pow(f, -f)"]),
     ("exp", &["exp(f)", "exp(n)"]),
     ("ln", &["ln(f)", "ln(n)", "ln(0 * n)"]),
-    ("log", &["log(f)", "log(n, f)", "log(0.0 * f, f)", "log(-1.0, n)"]),
+    (
+        "log",
+        &["log(f)", "log(n, f)", "log(0.0 * f, f)", "log(-1.0, n)"],
+    ),
     ("log10", &["log10(f)", "log10(n)"]),
     ("log2", &["log2(f)", "log2(n)"]),
     ("signum", &["signum(f)", "signum(n)"]),
@@ -60,8 +69,19 @@ const SCALAR_CASES: &[(&str, &[&str])] = &[
     ("ifnull", &["ifnull(n, 0)"]),
     ("lower", &["lower(s)"]),
     ("upper", &["upper(s)"]),
-    ("substr", &["substr(s, n)", "substr(s, n, n)", "substr(s, 1, -1)", "substr(s, 0, n)"]),
-    ("substring", &["substring(s FROM n FOR n)", "substring(s, 1, -5)"]),
+    (
+        "substr",
+        &[
+            "substr(s, n)",
+            "substr(s, n, n)",
+            "substr(s, 1, -1)",
+            "substr(s, 0, n)",
+        ],
+    ),
+    (
+        "substring",
+        &["substring(s FROM n FOR n)", "substring(s, 1, -5)"],
+    ),
     ("left", &["left(s, n)", "left(s, CAST(n AS INT))"]),
     ("right", &["right(s, n)"]),
     ("length", &["length(s)"]),
@@ -74,32 +94,140 @@ const SCALAR_CASES: &[(&str, &[&str])] = &[
     ("btrim", &["btrim(s, d)", "btrim(s, '')"]),
     ("ltrim", &["ltrim(s, s)"]),
     ("rtrim", &["rtrim(s, d)"]),
-    ("lpad", &["lpad(s, n)", "lpad(s, n, s)", "lpad(s, n, '')", "lpad(s, 2000000000, 'x')"]),
+    (
+        "lpad",
+        &[
+            "lpad(s, n)",
+            "lpad(s, n, s)",
+            "lpad(s, n, '')",
+            "lpad(s, 2000000000, 'x')",
+        ],
+    ),
     ("rpad", &["rpad(s, n, d)", "rpad(s, 2000000000)"]),
-    ("replace", &["replace(s, '', d)", "replace(repeat('a', 5000), 'a', repeat('b', 5000))"]),
+    (
+        "replace",
+        &[
+            "replace(s, '', d)",
+            "replace(repeat('a', 5000), 'a', repeat('b', 5000))",
+        ],
+    ),
     ("starts_with", &["starts_with(s, d)", "starts_with(s, '')"]),
     ("ends_with", &["ends_with(s, d)"]),
     ("strpos", &["strpos(s, d)", "strpos(s, '')"]),
-    ("split_part", &["split_part(s, d, n)", "split_part(s, '-', 0)", "split_part(s, '', n)"]),
+    (
+        "split_part",
+        &[
+            "split_part(s, d, n)",
+            "split_part(s, '-', 0)",
+            "split_part(s, '', n)",
+        ],
+    ),
     ("initcap", &["initcap(s)"]),
     ("reverse", &["reverse(s)"]),
-    ("repeat", &["repeat(s, n)", "repeat(s, length(pid) * 100000000)", "repeat(repeat(s, 5000), 5000)"]),
+    (
+        "repeat",
+        &[
+            "repeat(s, n)",
+            "repeat(s, length(pid) * 100000000)",
+            "repeat(repeat(s, 5000), 5000)",
+        ],
+    ),
     ("translate", &["translate(s, d, s)", "translate(s, '', '')"]),
-    ("regexp_like", &["regexp_like(pid, s)", "regexp_like(s, pid || '(')", "regexp_like(s, d, s)", "regexp_like(s, 'a', 'g')"]),
-    ("regexp_match", &["regexp_match(pid, s)", "regexp_match(s, '(')", "regexp_match(s, d, 'z')"]),
-    ("like", &["s LIKE pid || '\\'", "s LIKE d", "s ILIKE s", "s LIKE s ESCAPE '\\'"]),
-    ("date_part", &["date_part('year', to_date(d))", "date_part('epoch', to_timestamp(n))"]),
+    (
+        "regexp_like",
+        &[
+            "regexp_like(pid, s)",
+            "regexp_like(s, pid || '(')",
+            "regexp_like(s, d, s)",
+            "regexp_like(s, 'a', 'g')",
+        ],
+    ),
+    (
+        "regexp_match",
+        &[
+            "regexp_match(pid, s)",
+            "regexp_match(s, '(')",
+            "regexp_match(s, d, 'z')",
+        ],
+    ),
+    (
+        "like",
+        &[
+            "s LIKE pid || '\\'",
+            "s LIKE d",
+            "s ILIKE s",
+            "s LIKE s ESCAPE '\\'",
+        ],
+    ),
+    (
+        "date_part",
+        &[
+            "date_part('year', to_date(d))",
+            "date_part('epoch', to_timestamp(n))",
+        ],
+    ),
     ("datepart", &["datepart('month', to_date(d))"]),
-    ("date_trunc", &["date_trunc(s, now())", "date_trunc('month', to_timestamp(n))"]),
+    (
+        "date_trunc",
+        &[
+            "date_trunc(s, now())",
+            "date_trunc('month', to_timestamp(n))",
+        ],
+    ),
     ("datetrunc", &["datetrunc(s, now())"]),
-    ("to_char", &["to_char(to_date(d), s)", "to_char(now(), s)", "to_char(to_timestamp(n), '%Y')"]),
-    ("to_date", &["to_date(s)", "to_date(d)", "to_date(d, s)", "to_date('garbage')", "to_date(n)"]),
-    ("make_date", &["make_date(n, n, n)", "make_date(2023, 2, 30)", "make_date(CAST(n AS INT), 13, 1)"]),
+    (
+        "to_char",
+        &[
+            "to_char(to_date(d), s)",
+            "to_char(now(), s)",
+            "to_char(to_timestamp(n), '%Y')",
+        ],
+    ),
+    (
+        "to_date",
+        &[
+            "to_date(s)",
+            "to_date(d)",
+            "to_date(d, s)",
+            "to_date('garbage')",
+            "to_date(n)",
+        ],
+    ),
+    (
+        "make_date",
+        &[
+            "make_date(n, n, n)",
+            "make_date(2023, 2, 30)",
+            "make_date(CAST(n AS INT), 13, 1)",
+        ],
+    ),
     ("current_date", &["current_date() > to_date(d)"]),
     ("now", &["now()"]),
-    ("date_bin", &["date_bin(INTERVAL '0 minutes', to_timestamp(n))", "date_bin(INTERVAL '1 day', to_timestamp(d))"]),
-    ("to_timestamp", &["to_timestamp(s)", "to_timestamp(d)", "to_timestamp(n)", "to_timestamp(f)", "to_timestamp(n * 100000000000)", "to_timestamp(d, s)"]),
-    ("extract", &["extract(year FROM to_date(d))", "extract(epoch FROM to_timestamp(n))"]),
+    (
+        "date_bin",
+        &[
+            "date_bin(INTERVAL '0 minutes', to_timestamp(n))",
+            "date_bin(INTERVAL '1 day', to_timestamp(d))",
+        ],
+    ),
+    (
+        "to_timestamp",
+        &[
+            "to_timestamp(s)",
+            "to_timestamp(d)",
+            "to_timestamp(n)",
+            "to_timestamp(f)",
+            "to_timestamp(n * 100000000000)",
+            "to_timestamp(d, s)",
+        ],
+    ),
+    (
+        "extract",
+        &[
+            "extract(year FROM to_date(d))",
+            "extract(epoch FROM to_timestamp(n))",
+        ],
+    ),
 ];
 
 /// Hostile calls of each allow-listed window function, within one patient's rows.
@@ -110,8 +238,19 @@ const WINDOW_CASES: &[(&str, &[&str])] = &[
     ("percent_rank", &["percent_rank()"]),
     ("cume_dist", &["cume_dist()"]),
     ("ntile", &["ntile(1)", "ntile(9223372036854775807)"]),
-    ("lag", &["lag(s)", "lag(s, 9223372036854775807)", "lag(n, -1, 0)", "lag(s, 0)"]),
-    ("lead", &["lead(n, 2147483647)", "lead(s, -5, 'x')", "lead(f)"]),
+    (
+        "lag",
+        &[
+            "lag(s)",
+            "lag(s, 9223372036854775807)",
+            "lag(n, -1, 0)",
+            "lag(s, 0)",
+        ],
+    ),
+    (
+        "lead",
+        &["lead(n, 2147483647)", "lead(s, -5, 'x')", "lead(f)"],
+    ),
 ];
 
 fn rules(defences: Defences) -> DisclosureRules {
@@ -180,7 +319,8 @@ async fn expressions_failing_on_every_row_are_refused_before_execution() {
             "SELECT count(t) AS n FROM (SELECT pid, {call} OVER (PARTITION BY pid) AS t FROM patient WHERE pid = 'p07') x"
         )
     };
-    let filter = |cond: &str| format!("SELECT count(*) AS n FROM patient WHERE pid = 'p07' AND {cond}");
+    let filter =
+        |cond: &str| format!("SELECT count(*) AS n FROM patient WHERE pid = 'p07' AND {cond}");
     for (sql, fix) in [
         (window("ntile(0)"), "ntile(4)"),
         (window("ntile(-3)"), "ntile(4)"),
@@ -201,11 +341,22 @@ async fn expressions_failing_on_every_row_are_refused_before_execution() {
     };
     for failing in ["(sex SIMILAR TO pid || '(')", "(sex ~ (pid || '('))"] {
         let pair = oracle_pair(failing);
-        assert_eq!(classes(&pair, Defences::ALL).await, ["unsupported_query", "unsupported_query"]);
-        assert_eq!(classes(&pair, off).await, ["execution_error", "answer"], "{failing}");
+        assert_eq!(
+            classes(&pair, Defences::ALL).await,
+            ["unsupported_query", "unsupported_query"]
+        );
+        assert_eq!(
+            classes(&pair, off).await,
+            ["execution_error", "answer"],
+            "{failing}"
+        );
     }
     let e = run_with(&window("ntile(0)"), off).await.unwrap_err();
-    assert_eq!(e.code(), "execution_error", "ntile(0) fails at execution without the check");
+    assert_eq!(
+        e.code(),
+        "execution_error",
+        "ntile(0) fails at execution without the check"
+    );
 }
 
 /// The attacker's pair: identical but for the threshold, so one query's CASE reaches the
@@ -287,7 +438,11 @@ async fn attack_memory_abort_through_repeat_is_capped() {
     )
     .await
     .expect("answered");
-    assert_eq!(o.result.rows, vec![vec![json!(60)]], "small counts keep their value");
+    assert_eq!(
+        o.result.rows,
+        vec![vec![json!(60)]],
+        "small counts keep their value"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -427,7 +582,11 @@ async fn case_sum_family_under_dp_is_answered_or_refused_never_an_execution_erro
          FROM patient GROUP BY 1",
     ] {
         let o = dp(sql).await;
-        assert!(o.is_ok(), "{sql}: {:?}", o.err().map(|e| e.internal_detail()));
+        assert!(
+            o.is_ok(),
+            "{sql}: {:?}",
+            o.err().map(|e| e.internal_detail())
+        );
     }
 }
 
@@ -447,7 +606,37 @@ async fn attack_error_oracle_through_implicit_comparison_casts() {
         "(CASE sex WHEN to_date('2020-01-01') THEN true END)",
     ] {
         let pair = oracle_pair(failing);
-        assert_eq!(classes(&pair, Defences::ALL).await, ["answer", "answer"], "{failing}");
-        assert_eq!(classes(&pair, off).await, ["execution_error", "answer"], "control {failing}");
+        assert_eq!(
+            classes(&pair, Defences::ALL).await,
+            ["answer", "answer"],
+            "{failing}"
+        );
+        assert_eq!(
+            classes(&pair, off).await,
+            ["execution_error", "answer"],
+            "control {failing}"
+        );
+    }
+}
+
+#[test]
+fn every_allowed_function_has_a_line_in_the_privacy_docs() {
+    let docs = include_str!("../../docs/privacy.md");
+    let section = docs
+        .split("## Allowed functions / 許可された関数")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/privacy.md has the section");
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    for name in ALLOWED_SCALAR_FUNCTIONS
+        .iter()
+        .chain(ALLOWED_WINDOW_FUNCTIONS)
+    {
+        let cell = format!("`{name}`");
+        assert!(
+            rows.iter()
+                .any(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&cell))),
+            "{name} has no line in the allowed-functions table"
+        );
     }
 }

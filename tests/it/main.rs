@@ -9,6 +9,7 @@ mod e2e;
 mod equivalence;
 mod extracts;
 mod foundation;
+mod functions;
 mod qc_fixture;
 mod slt;
 mod support;
