@@ -339,8 +339,9 @@ fn check_plan(plan: &LogicalPlan, catalog: &Catalog) -> Result<(), QueryError> {
             }
         }
         let mut inner: Option<QueryError> = None;
+        let in_filter = matches!(node, P::Filter(_));
         node.apply_expressions(|e| {
-            e.apply(|x| match check_expr(x) {
+            e.apply(|x| match check_expr(x).and_then(|()| check_subquery_place(x, in_filter)) {
                 Ok(()) => Ok(TreeNodeRecursion::Continue),
                 Err(q) => {
                     inner = Some(q);
@@ -379,6 +380,18 @@ fn unsupported_aggregate(name: &str) -> QueryError {
             "`{name}` is not allowed; use count, count(DISTINCT …), sum, avg, stddev/variance, median or approx_percentile_cont / `{name}` は使えません。count, sum, avg, stddev, variance, median, approx_percentile_cont などを使ってください"
         ),
     }
+}
+
+/// `IN (SELECT …)` and `EXISTS` run only as a WHERE/HAVING condition: DataFusion cannot
+/// execute them inside a SELECT list or an aggregate's argument (`sum(CASE WHEN pid IN
+/// (SELECT …) …)` ended in `execution_error`), so they are refused there with the way out.
+fn check_subquery_place(e: &Expr, in_filter: bool) -> Result<(), QueryError> {
+    if !in_filter && matches!(e, Expr::InSubquery(_) | Expr::Exists(_)) {
+        return Err(QueryError::UnsupportedQuery {
+            message: "IN (SELECT …) and EXISTS work only in WHERE or HAVING; to count a subgroup, join the subquery (… JOIN (SELECT DISTINCT pid …) s USING (pid)) or use FILTER (WHERE …) / IN (SELECT …) と EXISTS は WHERE・HAVING でのみ使えます。部分集団には JOIN か FILTER を使ってください".into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_expr(e: &Expr) -> Result<(), QueryError> {

@@ -588,3 +588,23 @@ fn every_allowed_function_has_a_line_in_the_privacy_docs() {
         );
     }
 }
+
+#[tokio::test]
+async fn subqueries_outside_where_are_refused_with_the_way_out() {
+    // DataFusion cannot execute these; they used to end in execution_error.
+    for sql in [
+        "SELECT sum(CASE WHEN pid IN (SELECT pid FROM nanbyo_survey WHERE severity = 5) THEN birth_year ELSE 0 END) AS s FROM patient",
+        "SELECT count(*) FILTER (WHERE pid IN (SELECT pid FROM nanbyo_survey)) AS n FROM patient",
+        "SELECT sum(CASE WHEN EXISTS (SELECT 1 FROM disease WHERE disease_no = 2) THEN birth_year ELSE 0 END) AS s FROM patient",
+    ] {
+        let e = run_with(sql, Defences::ALL).await.unwrap_err();
+        assert_eq!(e.code(), "unsupported_query", "{sql}: {e}");
+        assert!(e.public_message().contains("WHERE or HAVING"), "{e}");
+    }
+    let o = run_with(
+        "SELECT count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE severity = 5)",
+        Defences::ALL,
+    )
+    .await;
+    assert!(o.is_ok(), "in WHERE it runs: {:?}", o.err());
+}
