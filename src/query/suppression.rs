@@ -103,7 +103,7 @@ pub async fn guarded(
         .flat_map(|t| t.datasets.iter().map(String::as_str))
         .collect();
     let rules = rules.effective(datasets);
-    let plan = guard::harden(plan)?;
+    let plan = guard::harden(plan, &rules.defences)?;
     let fingerprint = fingerprint(&plan);
     Ok(GuardedPlan {
         plan,

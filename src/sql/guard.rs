@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::functions::expr_fn::nullif;
@@ -27,7 +28,9 @@ use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator, Tr
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableFactor, Visit, Visitor};
 
+use super::{case_nullability, fallible, output_cap, safe_comparison, safe_function};
 use crate::catalog::Catalog;
+use crate::privacy::rules::Defences;
 use crate::query::QueryError;
 
 /// Prefix of the helper columns the privacy rewrite adds; user SQL may not use it, so a
@@ -336,8 +339,9 @@ fn check_plan(plan: &LogicalPlan, catalog: &Catalog) -> Result<(), QueryError> {
             }
         }
         let mut inner: Option<QueryError> = None;
+        let in_filter = matches!(node, P::Filter(_));
         node.apply_expressions(|e| {
-            e.apply(|x| match check_expr(x) {
+            e.apply(|x| match check_expr(x).and_then(|()| check_subquery_place(x, in_filter)) {
                 Ok(()) => Ok(TreeNodeRecursion::Continue),
                 Err(q) => {
                     inner = Some(q);
@@ -376,6 +380,18 @@ fn unsupported_aggregate(name: &str) -> QueryError {
             "`{name}` is not allowed; use count, count(DISTINCT …), sum, avg, stddev/variance, median or approx_percentile_cont / `{name}` は使えません。count, sum, avg, stddev, variance, median, approx_percentile_cont などを使ってください"
         ),
     }
+}
+
+/// `IN (SELECT …)` and `EXISTS` run only as a WHERE/HAVING condition: DataFusion cannot
+/// execute them inside a SELECT list or an aggregate's argument (`sum(CASE WHEN pid IN
+/// (SELECT …) …)` ended in `execution_error`), so they are refused there with the way out.
+fn check_subquery_place(e: &Expr, in_filter: bool) -> Result<(), QueryError> {
+    if !in_filter && matches!(e, Expr::InSubquery(_) | Expr::Exists(_)) {
+        return Err(QueryError::UnsupportedQuery {
+            message: "IN (SELECT …) and EXISTS work only in WHERE or HAVING; to count a subgroup, join the subquery (… JOIN (SELECT DISTINCT pid …) s USING (pid)) or use FILTER (WHERE …) / IN (SELECT …) と EXISTS は WHERE・HAVING でのみ使えます。部分集団には JOIN か FILTER を使ってください".into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_expr(e: &Expr) -> Result<(), QueryError> {
@@ -435,31 +451,26 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 
 /// Error hardening: rewrite every expression (subqueries included) so that data values
 /// cannot make it fail. Division and modulo get a NULL divisor instead of zero; casts
-/// become `TRY_CAST`. Output names are preserved so the plan's schema does not change.
-pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
+/// become `TRY_CAST`; CASE expressions the two planners would type differently are marked
+/// nullable (`case_nullability`). With `defences.safe_functions`, every scalar function
+/// that could fail runs in its NULL-on-failure form (`safe_function`), growing string
+/// functions are capped (`output_cap`), mixed-type comparisons convert with `TRY_CAST`
+/// (`safe_comparison`), and expressions that would fail on every row they
+/// reach are refused (`fallible`). Output names are preserved so the plan's schema does
+/// not change.
+pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
+    if defences.safe_functions {
+        fallible::check(&plan)?;
+    }
+    let safe = defences.safe_functions;
     plan.transform_up_with_subqueries(|node| {
         let preserver = NamePreserver::new(&node);
         // Sort keys are not named outputs; an alias there would only confuse planning.
         let keep_names = !matches!(node, LogicalPlan::Sort(_));
+        let schema = expression_schema(&node);
         let t = node.map_expressions(|e| {
             let saved = preserver.save(&e);
-            let t = e.transform_up(|x| {
-                Ok(match x {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right })
-                        if matches!(op, Operator::Divide | Operator::Modulo) =>
-                    {
-                        Transformed::yes(Expr::BinaryExpr(BinaryExpr {
-                            left,
-                            op,
-                            right: Box::new(nullif(*right, lit(0))),
-                        }))
-                    }
-                    Expr::Cast(Cast { expr, field }) => {
-                        Transformed::yes(Expr::TryCast(TryCast { expr, field }))
-                    }
-                    other => Transformed::no(other),
-                })
-            })?;
+            let t = e.transform_up(|x| Ok(harden_expr(x, &schema, safe)))?;
             Ok(if keep_names {
                 t.update_data(|e| saved.restore(e))
             } else {
@@ -474,6 +485,57 @@ pub fn harden(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
     })
     .map(|t| t.data)
     .map_err(|e| QueryError::internal("error hardening", e))
+}
+
+/// The columns a node's expressions can refer to: all its inputs' columns.
+fn expression_schema(node: &LogicalPlan) -> DFSchema {
+    let mut schema = DFSchema::empty();
+    for input in node.inputs() {
+        schema.merge(input.schema());
+    }
+    schema
+}
+
+/// One expression node, hardened (its children already are).
+fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
+    match x {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Divide | Operator::Modulo) =>
+        {
+            Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                left,
+                op,
+                right: Box::new(nullif(*right, lit(0))),
+            }))
+        }
+        Expr::Cast(Cast { expr, field }) => {
+            Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+        }
+        x @ (Expr::BinaryExpr(_) | Expr::InList(_) | Expr::Between(_) | Expr::Case(_))
+            if safe && safe_comparison::hardened_expr(&x, schema).is_some() =>
+        {
+            let e = safe_comparison::hardened_expr(&x, schema).unwrap_or(x);
+            Transformed::yes(match e {
+                case @ Expr::Case(_) => case_nullability::consistent(case, schema),
+                other => other,
+            })
+        }
+        case @ Expr::Case(_) => match case_nullability::consistent(case, schema) {
+            e @ Expr::ScalarFunction(_) => Transformed::yes(e),
+            e => Transformed::no(e),
+        },
+        Expr::ScalarFunction(f) if safe => {
+            let before = f.func.name().to_string();
+            match safe_function::safe_call(output_cap::capped(f)) {
+                Expr::ScalarFunction(g) if !safe_function::is_safe(&g.func) => {
+                    debug_assert_eq!(g.func.name(), before);
+                    Transformed::no(Expr::ScalarFunction(g))
+                }
+                e => Transformed::yes(e),
+            }
+        }
+        other => Transformed::no(other),
+    }
 }
 
 /// Names of the catalogue tables a plan reads (subqueries included), sorted.
@@ -521,7 +583,7 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let hardened = harden(plan).unwrap();
+        let hardened = harden(plan, &Defences::ALL).unwrap();
         let text = format!("{}", hardened.display_indent());
         assert!(text.contains("nullif"), "{text}");
         assert!(text.contains("TRY_CAST"), "{text}");

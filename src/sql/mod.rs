@@ -2,8 +2,13 @@
 //! expressions), the scope (per-application extracts), and the privacy rewrite of the
 //! logical plan.
 
+pub mod case_nullability;
 pub mod depth;
 pub mod extract;
+pub mod fallible;
 pub mod guard;
+pub mod output_cap;
 pub mod rewrite;
+pub mod safe_comparison;
+pub mod safe_function;
 pub mod scope;

@@ -149,10 +149,19 @@ async fn attack_error_oracle_divide_by_zero_and_cast() {
 
 #[tokio::test]
 async fn attack_error_oracle_message_never_carries_values() {
-    // A parse failure on a data value is not hardened away; it must surface as a generic
-    // execution_error whose public text carries no value, and be counted.
+    // An execution error must surface as a generic execution_error whose public text
+    // carries no value, and be counted. Functions no longer fail on data values
+    // (tests/it/functions.rs), so the failure is provoked with `safe_functions` off.
     let before = kura::query::suppression::execution_errors();
-    let e = run("SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()")
+    let (ctx, catalog) = registry();
+    let rules = DisclosureRules::embedded()
+        .unwrap()
+        .with_defences(kura::privacy::Defences {
+            safe_functions: false,
+            ..kura::privacy::Defences::ALL
+        });
+    let sql = "SELECT count(*) AS n FROM patient WHERE to_date('x' || pid) > current_date()";
+    let e = run_query(&ctx, sql, &catalog, &rules, &Limits::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), "execution_error", "{e:?}");

@@ -10,6 +10,7 @@ mod e2e;
 mod equivalence;
 mod extracts;
 mod foundation;
+mod functions;
 mod ledger_e2e;
 mod ordering;
 mod qc_fixture;

@@ -164,6 +164,7 @@ impl Rewriter<'_> {
     fn cell(&mut self, cells: &mut Cells, e: &Expr) -> Result<Col, QueryError> {
         let kind = check_aggregate(e, cells.input, false)?;
         let f = aggregate_function(e)?;
+        self.check_percentile(f, cells.input)?;
         let cond = feeding_condition(f, kind, cells.input.plan.schema());
         let share_key = match &cond {
             None => Some(String::new()),

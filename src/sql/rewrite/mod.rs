@@ -310,7 +310,10 @@ mod tests {
             )
             .unwrap();
         }
-        let plan = harden(plan_guarded(&ctx, sql, &catalog).await?)?;
+        let plan = harden(
+            plan_guarded(&ctx, sql, &catalog).await?,
+            &crate::privacy::rules::Defences::ALL,
+        )?;
         let index = Arc::new(PatientIndex::from_pids("test", vec![]).unwrap());
         rewrite(&plan, &catalog, &RuleSet::off(), index)
     }
