@@ -7,3 +7,4 @@ pub mod extract;
 pub mod guard;
 pub mod rewrite;
 pub mod scope;
+pub mod size;
