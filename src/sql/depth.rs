@@ -34,7 +34,7 @@ pub const PARSER_RECURSION_LIMIT: usize = 50;
 /// the parser one to three steps of its recursion limit (a subquery costs three), so this
 /// bound refuses, with a clear message, what the parser would otherwise refuse with a
 /// confusing one (it backtracks and reports an unexpected token). The example queries
-/// nest at most 4 levels.
+/// nest at most half of it (tested).
 pub const MAX_NESTING: usize = 16;
 
 /// Refuse a statement whose expressions nest deeper than [`MAX_DEPTH`] or that has more
