@@ -4,8 +4,11 @@
 //! nested function calls and subqueries, huge IN lists, UNION ALL chains, FROM lists of
 //! hundreds of tables, and randomly generated deep expressions. Each is refused with its
 //! documented code (`invalid_sql`: too deep or too large to parse; `resource_limit`: too
-//! large to plan), and a normal query answers after each.
+//! large to plan), and a normal query answers after each. In process: the deepest and
+//! widest queries the bounds accept run through the whole query core on a quarter of the
+//! stack kura plans on.
 
+use kura::sql::size::MAX_PLAN_NODES;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -257,4 +260,80 @@ async fn generated_expressions(s: &Session) {
         "answered {answered}, refused {refused}"
     );
     s.alive("the generated expressions").await;
+}
+
+/// The query core on a thread of `stack` bytes: `run_query` over the fixture registry.
+fn on_stack(stack: usize, sql: String) -> Result<(), String> {
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (ctx, catalog) = crate::qc_fixture::registry();
+                let rules = kura::privacy::DisclosureRules::embedded().unwrap();
+                let limits = kura::engine::Limits::default();
+                kura::query::run_query(&ctx, &sql, &catalog, &rules, &limits)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.code().to_string())
+            })
+        })
+        .unwrap()
+        .join()
+        .expect("the thread survives")
+}
+
+/// The deepest queries the bounds accept run through the whole query core (guard, privacy
+/// rewrite, optimizer, execution, disclosure check) on a 2 MiB stack — a quarter of the
+/// 8 MiB every kura entry point plans on. An overflow here aborts the test process.
+#[test]
+fn at_the_bounds_the_query_core_fits_a_quarter_of_its_stack() {
+    const STACK: usize = 2 << 20;
+    let max_and = chain("1=1", " AND ", 100);
+    assert_eq!(on_stack(STACK, where_sex(&max_and)), Ok(()));
+    let max_nested = summed(nested("abs(", "birth_year", ")", 15));
+    assert_eq!(on_stack(STACK, max_nested), Ok(()));
+    let max_case = summed(nested(
+        "CASE WHEN birth_year > 1 THEN ",
+        "1",
+        " ELSE 0 END",
+        15,
+    ));
+    assert_eq!(on_stack(STACK, max_case), Ok(()));
+    // Just past each bound: refused before planning, on the same small stack.
+    let over = chain("1=1", " AND ", 101);
+    assert_eq!(on_stack(STACK, where_sex(&over)), Err("invalid_sql".into()));
+    let over = summed(nested("abs(", "birth_year", ")", 16));
+    assert_eq!(on_stack(STACK, over), Err("invalid_sql".into()));
+    // The widest plan accepted, and one plan node more.
+    let branch = "SELECT sex, count(*) AS n FROM patient GROUP BY sex";
+    let widest = (1..200)
+        .rev()
+        .find(|&n| kura_plan_nodes(&chain(branch, " UNION ALL ", n)) <= MAX_PLAN_NODES)
+        .unwrap();
+    assert_eq!(
+        on_stack(STACK, chain(branch, " UNION ALL ", widest)),
+        Ok(())
+    );
+    assert_eq!(
+        on_stack(STACK, chain(branch, " UNION ALL ", widest + 1)),
+        Err("resource_limit".into())
+    );
+}
+
+fn where_sex(cond: &str) -> String {
+    format!("SELECT sex, count(*) AS n FROM patient WHERE {cond} GROUP BY sex")
+}
+
+/// Plan nodes of `sql` as the size bound counts them.
+fn kura_plan_nodes(sql: &str) -> usize {
+    let (ctx, _) = crate::qc_fixture::registry();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(ctx.state().create_logical_plan(sql)).unwrap();
+    kura::sql::size::plan_size(&plan).0
 }
