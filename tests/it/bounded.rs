@@ -201,7 +201,34 @@ async fn attack_the_server_survives_huge_and_deep_queries() {
     assert_eq!(status, 200, "an IN list of 5,000 values: {v}");
     assert_eq!(v["disclosure"]["mode"], "suppression");
     generated_expressions(&s).await;
+    cli_query_is_bounded(&dir.path().join("demo/extracts/A-DEMO-0001"), &where_);
     drop(demo);
+}
+
+/// `kura query` plans on the same known stacks as the server: the 20,000-term AND is
+/// refused (exit 2, `invalid_sql`), not a crash, and a chain at the depth bound answers.
+fn cli_query_is_bounded(extract: &std::path::Path, where_: &dyn Fn(String) -> String) {
+    let sql_file = extract.with_file_name("bounded.sql");
+    let run = |sql: String| {
+        std::fs::write(&sql_file, sql).unwrap();
+        let out = crate::support::server::kura()
+            .arg("query")
+            .arg("--extract")
+            .arg(extract)
+            .arg("--file")
+            .arg(&sql_file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(where_(chain("1=1", " AND ", 20_000)));
+    assert_eq!(code, Some(2), "refused, not killed by a signal: {err}");
+    assert!(err.contains("invalid_sql"), "{err}");
+    let (code, err) = run(where_(chain("1=1", " AND ", 100)));
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// A random expression over `birth_year` nesting `depth` levels: operators,
