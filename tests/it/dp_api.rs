@@ -499,6 +499,39 @@ async fn a_dropped_request_keeps_its_reservation_spent() {
     assert!(close(used(&store).await, 0.4));
 }
 
+/// The answer ran but its audit write failed: no answer, and its ε stays spent — bound at
+/// once as a reservation, converted to spent when the store reopens, never given back.
+#[tokio::test]
+async fn a_failed_audit_write_releases_nothing_and_spends_the_epsilon() {
+    let (h, t) = H::with_login("researcher1").await;
+    let mut raw = h.raw().await;
+    sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let v = run(&h, &t, dpq(SQL, 0.3))
+        .await
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(
+        v.get("rows").is_none(),
+        "an answer escaped without audit: {v}"
+    );
+    assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 1);
+    let ledger = h.state.store.ledger(APP).await.unwrap();
+    assert_eq!(ledger[0].state, LedgerState::Reserved);
+    assert!(close(used(&h.state.store).await, 0.3));
+    sqlx::query("DROP TRIGGER fail_audit")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    drop(raw);
+    let (store, _router) = h.restart().await;
+    let ledger = store.ledger(APP).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, LedgerState::Spent);
+    assert!(close(used(&store).await, 0.3));
+}
+
 #[tokio::test]
 async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
     let (h, t) = H::with_login("researcher1").await;
