@@ -8,7 +8,7 @@
 //! widest queries the bounds accept run through the whole query core on a quarter of the
 //! stack kura plans on.
 
-use kura::sql::size::MAX_PLAN_NODES;
+use kura::sql::size::{MAX_PLAN_DEPTH, MAX_PLAN_NODES};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -171,6 +171,28 @@ async fn attack_the_server_survives_huge_and_deep_queries() {
                 "SELECT sex, count(*) AS n FROM patient GROUP BY sex",
                 " UNION ALL ",
                 190,
+            ),
+            "resource_limit",
+        ),
+        (
+            "JOIN chain of 150 tables (shallow in tokens, deep in the plan)",
+            format!(
+                "SELECT count(*) AS n FROM disease d0 {}",
+                (1..150)
+                    .map(|i| format!("CROSS JOIN disease d{i}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            "resource_limit",
+        ),
+        (
+            "FROM list of 150 tables",
+            format!(
+                "SELECT count(*) AS n FROM {}",
+                (0..150)
+                    .map(|i| format!("disease d{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "resource_limit",
         ),
@@ -339,7 +361,10 @@ fn at_the_bounds_the_query_core_fits_a_quarter_of_its_stack() {
     let branch = "SELECT sex, count(*) AS n FROM patient GROUP BY sex";
     let widest = (1..200)
         .rev()
-        .find(|&n| kura_plan_nodes(&chain(branch, " UNION ALL ", n)) <= MAX_PLAN_NODES)
+        .find(|&n| {
+            let size = kura_plan_size(&chain(branch, " UNION ALL ", n));
+            size.nodes <= MAX_PLAN_NODES && size.depth <= MAX_PLAN_DEPTH
+        })
         .unwrap();
     assert_eq!(
         on_stack(STACK, chain(branch, " UNION ALL ", widest)),
@@ -355,12 +380,12 @@ fn where_sex(cond: &str) -> String {
     format!("SELECT sex, count(*) AS n FROM patient WHERE {cond} GROUP BY sex")
 }
 
-/// Plan nodes of `sql` as the size bound counts them.
-fn kura_plan_nodes(sql: &str) -> usize {
+/// The size of `sql`'s plan as the size bound counts it.
+fn kura_plan_size(sql: &str) -> kura::sql::size::PlanSize {
     let (ctx, _) = crate::qc_fixture::registry();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let plan = rt.block_on(ctx.state().create_logical_plan(sql)).unwrap();
-    kura::sql::size::plan_size(&plan).0
+    kura::sql::size::plan_size(&plan)
 }
