@@ -350,11 +350,7 @@ async fn execution_errors_are_generic_and_the_detail_is_audited_and_counted() {
 async fn no_audit_no_answer() {
     let (h, t) = H::with_login("researcher1").await;
     // Make the store fail every audit write, as a full disk or a broken database would.
-    let mut raw = h.raw().await;
-    sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    let mut raw = h.break_audit_writes().await;
     let sql = "SELECT prefecture_code, count(*) FROM patient GROUP BY 1";
     let v = h
         .query(&t, "A-1", sql)

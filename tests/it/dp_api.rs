@@ -504,11 +504,7 @@ async fn a_dropped_request_keeps_its_reservation_spent() {
 #[tokio::test]
 async fn a_failed_audit_write_releases_nothing_and_spends_the_epsilon() {
     let (h, t) = H::with_login("researcher1").await;
-    let mut raw = h.raw().await;
-    sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    let mut raw = h.break_audit_writes().await;
     let v = run(&h, &t, dpq(SQL, 0.3))
         .await
         .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
