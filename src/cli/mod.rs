@@ -241,14 +241,35 @@ pub enum AuditCommand {
     Verify,
 }
 
+/// Stack size of every runtime thread (workers and blocking threads).
+const STACK_BYTES: usize = 8 << 20;
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     // Query planning recurses over expression trees; 8 MiB worker stacks leave four times
-    // the default's headroom above the depth bound of `sql::depth`.
+    // the default's headroom above the bounds of `sql::depth` and `sql::size`
+    // (measured in docs/threat-model.md).
     tokio::runtime::Builder::new_multi_thread()
-        .thread_stack_size(8 << 20)
+        .thread_stack_size(STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Run the future that `make` builds on a runtime of known stacks, driven from a thread
+/// of [`STACK_BYTES`] rather than the main thread (whose stack is whatever `ulimit -s`
+/// gave it): the SQL bounds of `sql::depth` and `sql::size` are measured against it.
+fn on_known_stack<T, Fut>(make: impl FnOnce() -> Fut + Send + 'static) -> Result<T, String>
+where
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("kura-main".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || runtime().map(|rt| rt.block_on(make())))
+        .map_err(|e| format!("cannot start the main thread: {e}"))?
+        .join()
+        .map_err(|_| "the command panicked".to_string())?
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,32 +304,27 @@ pub fn run() -> ExitCode {
                 config,
                 listen,
                 tls,
-            } => runtime()
-                .and_then(|rt| rt.block_on(crate::cli::admin::serve_command(config, listen, tls))),
+            } => on_known_stack(move || crate::cli::admin::serve_command(config, listen, tls))
+                .and_then(|r| r),
             Command::Demo {
                 data_dir,
                 port,
                 demo_password,
                 patients,
                 tls,
-            } => runtime().and_then(|rt| {
-                rt.block_on(crate::cli::admin::demo_command(
-                    data_dir,
-                    port,
-                    demo_password,
-                    patients,
-                    tls,
-                ))
-            }),
+            } => on_known_stack(move || {
+                crate::cli::admin::demo_command(data_dir, port, demo_password, patients, tls)
+            })
+            .and_then(|r| r),
             Command::User { config, action } => runtime()
                 .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
             Command::Audit { config, action } => runtime()
                 .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
-            Command::Extract(args) => return block_on(crate::cli::extract::run(args)),
-            Command::Query(args) => return block_on(query(args)),
+            Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
+            Command::Query(args) => return block_on(move || query(args)),
             Command::Bench {
                 bench: BenchCommand::Query(args),
-            } => return block_on(bench_query(args)),
+            } => return block_on(move || bench_query(args)),
             Command::Synth {
                 patients,
                 seed,
@@ -342,12 +358,15 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Run an async command on a fresh multi-threaded runtime.
-fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(fut),
+/// Run an async command on a thread and runtime with known stacks: `kura query`,
+/// `kura extract` and `kura bench query` plan SQL like the server does.
+fn block_on<Fut: std::future::Future<Output = ExitCode>>(
+    make: impl FnOnce() -> Fut + Send + 'static,
+) -> ExitCode {
+    match on_known_stack(make) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error / エラー: cannot start the async runtime: {e}");
+            eprintln!("error / エラー: {e}");
             ExitCode::FAILURE
         }
     }

@@ -3,11 +3,14 @@
 //!
 //! Guarantees: ε is reserved before a DP query reads any data, atomically against the
 //! yearly budget (spent + reserved + ε ≤ budget), so concurrent queries never overspend;
-//! a reservation settles as `spent` (an answer was released) or `released` (nothing was)
-//! only inside the transaction that writes the query's history row and audit event;
-//! reservations that cannot settle are converted to spent by the store, so a crash can
-//! over-charge, never under-charge. Budgets are per application and fiscal year and renew
-//! on 1 April ([`renews_on`]).
+//! once the data plane has been asked to run the query (patient data may have been read)
+//! the reservation settles as `spent`, whether an answer was released or the run failed
+//! ([`Ledger::after_read`]) — its error class is then a paid answer, not a free oracle;
+//! a reservation settles only inside the transaction that writes the query's history row
+//! and audit event; reservations that cannot settle (a crash, a dropped request, a failed
+//! audit write) are converted to spent by the store, so a crash can over-charge, never
+//! under-charge. Budgets are per application and fiscal year and renew on 1 April
+//! ([`renews_on`]).
 
 use std::time::Duration;
 
@@ -55,11 +58,29 @@ pub struct Ledger {
     store: Store,
     /// Reservations older than this can no longer settle (the request was cut off).
     stale_after: Duration,
+    /// Attack-test control only ([`Ledger::refunding_after_read`]): give a failed run's
+    /// reservation back, as kura did before issue 11.
+    refund_after_read: bool,
 }
 
 impl Ledger {
     pub fn new(store: Store, stale_after: Duration) -> Self {
-        Self { store, stale_after }
+        Self {
+            store,
+            stale_after,
+            refund_after_read: false,
+        }
+    }
+
+    /// The *control* of the no-refund attack test, never used outside tests: a ledger
+    /// that returns the reservation of a run that failed after reading data, so the test
+    /// can show that the error class of such a query would be a free oracle. (The
+    /// defence lives in the ledger, not in [`crate::privacy::Defences`]: those switches
+    /// travel with the disclosure rules to the data plane, which never sees the budget.)
+    #[doc(hidden)]
+    pub fn refunding_after_read(mut self) -> Self {
+        self.refund_after_read = true;
+        self
     }
 
     /// ε spent or reserved by `application` in `fiscal_year`.
@@ -93,11 +114,16 @@ impl Ledger {
         }
     }
 
-    /// The settlement of a query that released nothing: its ε is returned.
-    pub fn give_back(query_id: &str) -> Settle {
-        Settle {
-            query_id: query_id.to_string(),
-            state: LedgerState::Released,
+    /// The settlement of a run that failed after the data plane was asked to run it
+    /// (execution error, resource limit, timeout, a failed release step): patient data
+    /// may have been read, so its ε is spent like that of an answer.
+    pub fn after_read(&self, query_id: &str) -> Settle {
+        if self.refund_after_read {
+            return Settle {
+                query_id: query_id.to_string(),
+                state: LedgerState::Released,
+            };
         }
+        Self::spend(query_id)
     }
 }

@@ -2,11 +2,15 @@
 //! cache lookup → reserve → run → settle, and the dry run that prices a query.
 //!
 //! Guarantees: nothing is reserved before the request and the data plane's preview
-//! pass; an identical question on the same extract version is re-released from the
-//! cache and spends nothing; a query that released nothing gives its reservation back;
-//! an answer that does not say how it was noised, or that charged more than was
-//! reserved, is not released and its reservation stays spent (fail closed); the spend,
-//! the cache entry, the history row and the audit event commit together.
+//! pass (guard, DP rewrite, pricing: no patient row is read), and a refusal up to there
+//! (request, policy, preview, budget) costs nothing; an identical question on the same
+//! extract version is re-released from the cache and spends nothing; from the moment the
+//! data plane is asked to run the query — the first moment patient data can be read — the
+//! reservation is spent whatever happens next (answer, execution error, resource or time
+//! limit, a release step that fails, an unsound answer withheld), so the answer/error
+//! class of a DP query is never a free oracle; a dropped request, a crash or a failed
+//! audit write leaves the reservation open, and the store converts it to spent; the
+//! spend, the cache entry, the history row and the audit event commit together.
 
 use std::time::Instant;
 
@@ -23,7 +27,9 @@ use crate::audit::AuditEvent;
 use crate::policy::{Grant, fiscal_year};
 use crate::privacy::budget::{BudgetRefusal, Ledger, renews_on};
 use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams, ReleasedResult};
-use crate::store::budget::{BudgetUse, CacheKey, CacheWrite, CachedRelease, Reservation};
+use crate::store::budget::{
+    BudgetUse, CacheKey, CacheWrite, CachedRelease, LedgerState, Reservation,
+};
 use crate::store::model::User;
 
 /// A checked and priced DP query, before any budget is touched.
@@ -189,30 +195,34 @@ impl Gateway {
     /// Run a reserved DP query and settle its reservation with its record.
     async fn spend(&self, rec: &Recorder<'_>, grant: &Grant, p: Priced) -> Result<Answer, Refused> {
         let started = Instant::now();
+        // Nothing between the reservation and this call reads data; from here on patient
+        // rows may be read, so every way out below spends the reservation (a dropped
+        // request leaves it open, and the store converts it to spent).
         let outcome = self.data.query(p.aq.clone()).await;
         let on = RanOn {
             application: &grant.id,
             extract_id: &p.extract_id,
             elapsed_ms: started.elapsed().as_millis() as i64,
         };
-        let out = match outcome {
-            Ok(out) => out,
-            // Nothing was released: the reservation is returned (audited with the refusal).
-            Err(qe) => {
-                return Err(rec
-                    .failed(on, qe, Some(Ledger::give_back(rec.query_id)))
-                    .await);
+        let qe = match outcome {
+            Ok(out) if sound(&out, &p.params) => {
+                let elapsed_ms = on.elapsed_ms;
+                return self.settle(rec, grant, p, out, elapsed_ms).await;
             }
-        };
-        if !sound(&out, &p.params) {
-            let qe = QueryError::internal(
+            Ok(_) => QueryError::internal(
                 "dp release",
                 "DP answer without a matching DP disclosure; not released",
-            );
-            return Err(rec.failed(on, qe, Some(Ledger::spend(rec.query_id))).await);
-        }
-        let elapsed_ms = on.elapsed_ms;
-        self.settle(rec, grant, p, out, elapsed_ms).await
+            ),
+            Err(qe) => qe,
+        };
+        let settle = self.ledger.after_read(rec.query_id);
+        let spent = settle.state == LedgerState::Spent;
+        let refused = rec.failed(on, qe, Some(settle)).await;
+        Err(if spent {
+            refused.spent_after_read(p.params.epsilon)
+        } else {
+            refused
+        })
     }
 
     /// Commit the spend, the cache entry, the history row and the audit event together.

@@ -3,7 +3,9 @@
 //! Each variant is classified by who must act: the caller (4xx, with a fix), or nobody
 //! outside (5xx, generic message plus a reference id). `public_message` never contains
 //! data values or names of objects outside the caller's scope; `internal_detail` is for
-//! the audit log only.
+//! the audit log only and keeps of an engine error its kind and location, never values.
+
+pub mod redact;
 
 use std::fmt;
 
@@ -37,7 +39,8 @@ pub enum QueryError {
     /// Memory, time or row cap reached.
     #[error("resource limit: {message}")]
     ResourceLimit { message: String },
-    /// The engine failed while executing. The cause may contain data values: audit only.
+    /// The engine failed while executing. The cause may contain data values: it is kept
+    /// for its structure, and only its shape is audited (`internal_detail`).
     #[error("execution error")]
     Execution {
         #[source]
@@ -111,14 +114,30 @@ impl QueryError {
         }
     }
 
-    /// Full detail for auditors (may contain data values; never sent to the caller).
+    /// The detail for auditors (never sent to the caller): for an engine error only its
+    /// kind and location ([`redact::ErrorShape`]: the error variants and the
+    /// failing function), never its text, which can carry data values; kura's own
+    /// messages as they are.
     pub fn internal_detail(&self) -> String {
         match self {
-            Self::Execution { source } => crate::errors::chain(source),
-            Self::Internal { stage, source } => {
-                format!("{stage}: {}", crate::errors::chain(source.as_ref()))
+            Self::Execution { source } => {
+                format!("execution error: {}", redact::shape(source))
             }
+            Self::Internal { stage, source } => match redact::shape_dyn(source.as_ref()) {
+                Some(shape) => format!("{stage}: {shape}"),
+                None => format!("{stage}: {}", crate::errors::chain(source.as_ref())),
+            },
             other => other.to_string(),
+        }
+    }
+
+    /// The engine's own text of an execution error, which can carry data values: for
+    /// tests and in-process debugging only, never stored or sent.
+    #[doc(hidden)]
+    pub fn raw_engine_text(&self) -> Option<String> {
+        match self {
+            Self::Execution { source } => Some(crate::errors::chain(source)),
+            _ => None,
         }
     }
 }

@@ -56,6 +56,10 @@ pub enum Refusal {
     /// The data plane refused or failed.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// A DP query failed after the data plane was asked to run it: patient data may have
+    /// been read, so its reserved ε was spent. Same code and status as the failure.
+    #[error("{cause} (ε={epsilon} spent)")]
+    SpentAfterRead { epsilon: f64, cause: QueryError },
     /// The control-plane store failed (no audit, no answer).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -66,6 +70,21 @@ impl Refused {
         Self {
             reference: reference.map(str::to_string),
             cause: cause.into(),
+        }
+    }
+}
+
+impl Refused {
+    /// The refusal of a DP run that failed after reading data: says that its `epsilon`
+    /// was spent. A record that did not commit (a store error) is left as it is: its
+    /// reservation stays open and the store converts it to spent.
+    pub fn spent_after_read(self, epsilon: f64) -> Self {
+        match self.cause {
+            Refusal::Query(cause) => Self {
+                reference: self.reference,
+                cause: Refusal::SpentAfterRead { epsilon, cause },
+            },
+            cause => Self { cause, ..self },
         }
     }
 }
@@ -85,7 +104,7 @@ impl Refusal {
             Self::InvalidRequest { .. } | Self::NotDp => "invalid_request",
             Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::ExtractMissing => "internal",
-            Self::Query(q) => q.code(),
+            Self::Query(q) | Self::SpentAfterRead { cause: q, .. } => q.code(),
             Self::Store(StoreError::Conflict(_)) => "conflict",
             Self::Store(_) => "internal",
         }
@@ -98,7 +117,7 @@ impl Refusal {
             Self::InvalidRequest { .. } | Self::NotDp => 400,
             Self::BudgetExhausted { .. } | Self::Store(StoreError::Conflict(_)) => 409,
             Self::ExtractMissing | Self::Store(_) => 500,
-            Self::Query(q) => q.http_status(),
+            Self::Query(q) | Self::SpentAfterRead { cause: q, .. } => q.http_status(),
         }
     }
 
@@ -117,6 +136,10 @@ impl Refusal {
             } => budget_message(application, refusal),
             Self::ExtractMissing => "The data of this scope is not available; please report the reference id. / 対象データが利用できません。参照 ID を添えて報告してください。".into(),
             Self::Query(q) => q.public_message(),
+            Self::SpentAfterRead { epsilon, cause } => format!(
+                "{} The query had started reading data, so its ε={epsilon} is spent: a failed DP query costs the same as an answer, and running it again spends ε again. Change the query first; quote the reference id to the operator if the cause is unclear. / クエリはデータの読み取りを開始していたため、ε={epsilon} は消費されました（失敗した DP クエリも回答と同じく予算を消費し、再実行すると再び消費します）。クエリを修正してから実行してください。原因が不明な場合は参照 ID を運用担当者にお伝えください。",
+                cause.public_message()
+            ),
             Self::Store(StoreError::Conflict(msg)) => msg.clone(),
             Self::Store(_) => "An internal error occurred; please report the reference id. / 内部エラーが発生しました。参照 ID を添えて報告してください。".into(),
         }

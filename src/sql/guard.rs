@@ -173,11 +173,10 @@ pub async fn plan_guarded(
     // Before any expression tree exists: a too-deep one overflows the stack (depth.rs).
     super::depth::check_depth(sql)?;
     let mut statements = DFParserBuilder::new(sql)
+        .with_recursion_limit(super::depth::PARSER_RECURSION_LIMIT)
         .build()
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| QueryError::InvalidSql {
-            message: format!("{e}"),
-        })?;
+        .map_err(super::depth::parse_error)?;
     if statements.len() != 1 {
         return Err(not_allowed(
             "send exactly one SELECT statement per request / 1 回の要求では SELECT 文を 1 つだけ送ってください",
@@ -223,6 +222,8 @@ pub async fn plan_guarded(
         .map_err(|e| QueryError::InvalidSql {
             message: strip_backtrace(&e.to_string()),
         })?;
+    // Before the rewrite and the optimizer: a huge but shallow plan is refused (size.rs).
+    super::size::check_plan_size(&plan)?;
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

@@ -12,3 +12,4 @@ pub mod rewrite;
 pub mod safe_comparison;
 pub mod safe_function;
 pub mod scope;
+pub mod size;

@@ -5,8 +5,10 @@
 //!   checks `spent + reserved + ε ≤ budget`, so concurrent queries can never overspend;
 //! - one ledger row per query id (its primary key), so a spend is never counted twice;
 //! - a reservation becomes `spent` in the same transaction as the query's history row,
-//!   cache entry and audit event ([`super::Store::record_query`]), or `released` when the
-//!   data plane refused or failed (also audited there);
+//!   cache entry and audit event ([`super::Store::record_query`]), also when the run failed
+//!   after the data plane was asked to run it (data may have been read; also audited
+//!   there); `released` appears only in ledgers written before issue 11 (and in the
+//!   control of its attack test) — no query path of today gives ε back;
 //! - reservations that can no longer settle — found when the store opens (a crash between
 //!   reserve and commit) or older than the query timeout — are converted to `spent`, each
 //!   with an audit event: a crash may over-charge a budget, never under-charge it;
@@ -92,7 +94,8 @@ impl BudgetUse {
 #[derive(Debug, Clone)]
 pub struct Settle {
     pub query_id: String,
-    /// `Spent` (an answer was released) or `Released` (nothing was released).
+    /// `Spent` (the data plane ran the query, answered or not); `Released` only in old
+    /// ledgers and attack-test controls.
     pub state: LedgerState,
 }
 

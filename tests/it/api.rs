@@ -327,12 +327,19 @@ async fn execution_errors_are_generic_and_the_detail_is_audited_and_counted() {
         assert!(!msg.contains("1987"), "a data value leaked: {msg}");
         let ev = &h.audit_rows("query.run").await[0];
         assert_eq!(ev["reference"], v["error"]["ref"]);
+        // Attack (issue 11, item 7): the engine's text carries a data value (the control:
+        // the raw error the plane returned contains it); the audit detail, read by
+        // reviewers and auditors, keeps only the error's kind.
+        let detail = ev["detail"]["internal_detail"].as_str().unwrap();
         assert!(
-            ev["detail"]["internal_detail"]
-                .as_str()
-                .unwrap()
-                .contains("1987-03-02")
+            !detail.contains("1987"),
+            "a data value reached the audit log: {detail}"
         );
+        assert_eq!(detail, "execution error: execution");
+        let raw = crate::support::plane::exec_failure()
+            .raw_engine_text()
+            .unwrap();
+        assert!(raw.contains("1987-03-02"), "control: {raw}");
         assert_eq!(ev["detail"]["user_execution_errors"], i);
     }
     let user = h.state.store.user("researcher1").await.unwrap().unwrap();
@@ -343,11 +350,7 @@ async fn execution_errors_are_generic_and_the_detail_is_audited_and_counted() {
 async fn no_audit_no_answer() {
     let (h, t) = H::with_login("researcher1").await;
     // Make the store fail every audit write, as a full disk or a broken database would.
-    let mut raw = h.raw().await;
-    sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    let mut raw = h.break_audit_writes().await;
     let sql = "SELECT prefecture_code, count(*) FROM patient GROUP BY 1";
     let v = h
         .query(&t, "A-1", sql)

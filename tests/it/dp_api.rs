@@ -399,7 +399,7 @@ async fn rebuilt_extract_or_changed_parameters_miss_the_cache() {
 }
 
 #[tokio::test]
-async fn refusals_and_failures_spend_nothing() {
+async fn refusals_before_reading_spend_nothing() {
     let (h, t) = H::with_login("researcher1").await;
     // The preview refuses: audited denial, nothing reserved, the plane never runs it.
     run(&h, &t, dpq(UNSUPPORTED, 0.3))
@@ -407,17 +407,6 @@ async fn refusals_and_failures_spend_nothing() {
         .expect_error(StatusCode::BAD_REQUEST, "unsupported_query");
     assert!(h.state.store.ledger(APP).await.unwrap().is_empty());
     assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 0);
-    // The plane fails after the reservation: it is released, and that is audited.
-    let v = run(&h, &t, dpq("SELECT count(*) FROM patient FAIL_EXEC", 0.3))
-        .await
-        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "execution_error");
-    let ledger = h.state.store.ledger(APP).await.unwrap();
-    assert_eq!(ledger.len(), 1);
-    assert_eq!(ledger[0].state, LedgerState::Released);
-    assert_eq!(used(&h.state.store).await, 0.0);
-    let ev = &h.audit_rows("query.run").await[0];
-    assert_eq!(ev["detail"]["epsilon_reservation"], "released");
-    assert_eq!(ev["reference"], v["error"]["ref"]);
     // Bounds out of range are named.
     let mut b = dpq(SQL, 0.1);
     b["max_rows_per_group"] = json!(0);
@@ -429,7 +418,114 @@ async fn refusals_and_failures_spend_nothing() {
         error_fields(&v),
         vec!["max_groups_per_patient", "max_rows_per_group"]
     );
-    assert!(h.state.store.ledger(APP).await.unwrap().len() == 1);
+    assert!(h.state.store.ledger(APP).await.unwrap().is_empty());
+    assert_eq!(used(&h.state.store).await, 0.0);
+}
+
+/// A DP query whose run fails on a hidden value (`FAIL_EXEC`: the plane fails after the
+/// reservation, as an engine error on one patient's row would).
+const PROBE: &str = "SELECT count(*) FROM patient FAIL_EXEC";
+
+/// Attack (issue 11, item 8): asking a DP query whose answer-or-error class depends on a
+/// hidden value, again and again. Each failed run spends its ε like an answer, says so,
+/// and the probe stops at the budget like any other query.
+#[tokio::test]
+async fn attack_failing_dp_queries_spend_their_epsilon() {
+    let (h, t) = H::with_login("researcher1").await;
+    for i in 1..=3 {
+        let v = run(&h, &t, dpq(PROBE, 0.3))
+            .await
+            .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "execution_error");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("ε=0.3 is spent") && msg.contains("消費"),
+            "{msg}"
+        );
+        assert!(!msg.contains("1987"), "a data value leaked: {msg}");
+        assert!(close(used(&h.state.store).await, 0.3 * i as f64));
+        let ev = &h.audit_rows("query.run").await[0];
+        assert_eq!(ev["detail"]["epsilon_reservation"], "spent");
+        assert_eq!(ev["reference"], v["error"]["ref"]);
+    }
+    let ledger = h.state.store.ledger(APP).await.unwrap();
+    assert_eq!(ledger.len(), 3);
+    assert!(ledger.iter().all(|e| e.state == LedgerState::Spent));
+    // 0.9 of 1.0 is spent: the fourth probe is refused before it reads anything.
+    run(&h, &t, dpq(PROBE, 0.3))
+        .await
+        .expect_error(StatusCode::CONFLICT, "budget_exhausted");
+    assert_eq!(h.state.store.ledger(APP).await.unwrap().len(), 3);
+    assert!(h.state.store.verify_audit().await.unwrap().ok);
+}
+
+/// Control of the attack above: with the old refund (a test-only ledger setting), the
+/// same probe can be asked ten times, for 3.0 on a budget of 1.0, and costs nothing.
+#[tokio::test]
+async fn control_refunding_failed_runs_makes_the_probe_free() {
+    let (h, _t) = H::with_login("researcher1").await;
+    let mut gateway = h.state.gateway();
+    gateway.ledger = gateway.ledger.refunding_after_read();
+    let user = h.state.store.user("researcher1").await.unwrap().unwrap();
+    let req: kura::query::QueryRequest = serde_json::from_value(dpq(PROBE, 0.3)).unwrap();
+    for _ in 0..10 {
+        let r = gateway.run(&user, &req, today()).await.unwrap_err();
+        assert_eq!(r.cause.code(), "execution_error");
+    }
+    assert_eq!(used(&h.state.store).await, 0.0);
+    let ledger = h.state.store.ledger(APP).await.unwrap();
+    assert_eq!(ledger.len(), 10);
+    assert!(ledger.iter().all(|e| e.state == LedgerState::Released));
+}
+
+/// A request dropped while its query runs (client gone, request timeout) never settles;
+/// its reservation binds the budget at once and is spent, not refunded, after a restart.
+#[tokio::test]
+async fn a_dropped_request_keeps_its_reservation_spent() {
+    let (h, _t) = H::with_login("researcher1").await;
+    h.plane.dp_delay_ms.store(5_000, Ordering::SeqCst);
+    let gateway = h.state.gateway();
+    let user = h.state.store.user("researcher1").await.unwrap().unwrap();
+    let req: kura::query::QueryRequest = serde_json::from_value(dpq(SQL, 0.4)).unwrap();
+    let cut = std::time::Duration::from_millis(300);
+    let dropped = tokio::time::timeout(cut, gateway.run(&user, &req, today())).await;
+    assert!(dropped.is_err(), "the run was cut off");
+    let ledger = h.state.store.ledger(APP).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, LedgerState::Reserved);
+    assert!(close(used(&h.state.store).await, 0.4));
+    let (store, _router) = h.restart().await;
+    let ledger = store.ledger(APP).await.unwrap();
+    assert_eq!(ledger[0].state, LedgerState::Spent);
+    assert!(close(used(&store).await, 0.4));
+}
+
+/// The answer ran but its audit write failed: no answer, and its ε stays spent — bound at
+/// once as a reservation, converted to spent when the store reopens, never given back.
+#[tokio::test]
+async fn a_failed_audit_write_releases_nothing_and_spends_the_epsilon() {
+    let (h, t) = H::with_login("researcher1").await;
+    let mut raw = h.break_audit_writes().await;
+    let v = run(&h, &t, dpq(SQL, 0.3))
+        .await
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(
+        v.get("rows").is_none(),
+        "an answer escaped without audit: {v}"
+    );
+    assert_eq!(h.plane.dp_runs.load(Ordering::SeqCst), 1);
+    let ledger = h.state.store.ledger(APP).await.unwrap();
+    assert_eq!(ledger[0].state, LedgerState::Reserved);
+    assert!(close(used(&h.state.store).await, 0.3));
+    sqlx::query("DROP TRIGGER fail_audit")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    drop(raw);
+    let (store, _router) = h.restart().await;
+    let ledger = store.ledger(APP).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].state, LedgerState::Spent);
+    assert!(close(used(&store).await, 0.3));
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ async fn demo_binary_serves_the_contract() {
     let r = call(&http, query.clone(), &r1, Some(deep_body)).await;
     assert_eq!(r.status(), 400);
     let refused: Value = r.json().await.unwrap();
-    assert_eq!(refused["error"]["code"], "unsupported_query", "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_sql", "{refused}");
     let r = call(&http, query.clone(), &r1, Some(body.clone())).await;
     assert_eq!(r.status(), 200, "the server survived the deep query");
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod attacks;
+mod bounded;
 mod differencing;
 mod dp_api;
 mod dp_engine;

@@ -243,6 +243,17 @@ impl H {
             .collect()
     }
 
+    /// Make every audit write fail, as a full disk or a broken database would; drop the
+    /// trigger `fail_audit` on the returned connection to heal the store.
+    pub async fn break_audit_writes(&self) -> sqlx::SqliteConnection {
+        let mut raw = self.raw().await;
+        sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        raw
+    }
+
     pub async fn raw(&self) -> sqlx::SqliteConnection {
         use sqlx::Connection;
         sqlx::SqliteConnection::connect(&format!(

@@ -38,6 +38,13 @@ pub struct FakePlane {
 
 const OFFLINE: &str = "no data plane in TLS tests";
 
+/// The execution error of `FAIL_EXEC`: an engine message that carries a data value.
+pub fn exec_failure() -> QueryError {
+    QueryError::execution(datafusion::error::DataFusionError::Execution(
+        "Cast error: cannot cast string '1987-03-02' to Int32".into(),
+    ))
+}
+
 fn column(name: &str, type_name: &str) -> ReleasedColumn {
     ReleasedColumn {
         name: name.into(),
@@ -172,11 +179,7 @@ impl DataPlane for FakePlane {
             }
             self.seen.lock().unwrap().push(q.clone());
             if q.sql.contains("FAIL_EXEC") {
-                return Err(QueryError::execution(
-                    datafusion::error::DataFusionError::Execution(
-                        "Cast error: cannot cast string '1987-03-02' to Int32".into(),
-                    ),
-                ));
+                return Err(exec_failure());
             }
             if q.sql.contains("OUT_OF_SCOPE") {
                 return Err(QueryError::OutOfScope {
