@@ -146,7 +146,7 @@ impl Accumulator for SetAccumulator {
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let a = states[0].as_binary::<i32>();
         for bytes in a.iter().flatten() {
-            self.set |= deserialise(bytes).map_err(|e| DataFusionError::Internal(e.into()))?;
+            self.set |= deserialise(bytes).map_err(DataFusionError::Internal)?;
         }
         Ok(())
     }
@@ -206,7 +206,7 @@ impl ScalarUDFImpl for ContributorCount {
                     .transpose()
             })
             .collect::<std::result::Result<Int64Array, String>>()
-            .map_err(|e| DataFusionError::Internal(e))?;
+            .map_err(DataFusionError::Internal)?;
         Ok(ColumnarValue::Array(Arc::new(counts)))
     }
 }

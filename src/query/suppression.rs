@@ -24,10 +24,12 @@ pub use super::fingerprint::fingerprint;
 use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
-use crate::privacy::disclosure::{self, Earlier, Padding};
+use roaring::RoaringBitmap;
+
+use crate::privacy::disclosure::{self, Earlier, Padding, differencing};
 use crate::privacy::ledger::{LedgerView, NoLedger};
 use crate::privacy::rules::{DisclosureRules, RuleSet};
-use crate::sql::rewrite::Rewritten;
+use crate::sql::rewrite::{Release, Rewritten};
 use crate::sql::{guard, rewrite};
 
 /// A read-only, allow-listed, error-hardened plan and the rules that apply to it.
@@ -82,7 +84,7 @@ pub async fn run_query_with(
         let guarded = guarded(ctx, sql, catalog, rules).await?;
         let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
         let executed = executed(ctx, rewritten, limits).await?;
-        checked(executed, limits, started, ledger).await
+        checked(ctx, executed, limits, started, ledger).await
     };
     crate::engine::exec::within_timeout(limits, work).await
 }
@@ -159,9 +161,11 @@ async fn executed(
 }
 
 /// Executed batches → the released result, through the disclosure check: the ledger is
-/// read for sets near the sizes of the cells that pass the primary rules, then every rule
-/// runs, differencing included.
+/// read for sets near the sizes of the cells that pass the primary rules (and of the
+/// cells of sealed inner aggregations the answer is computed from), then every rule runs,
+/// differencing included.
 async fn checked(
+    ctx: &SessionContext,
     executed: ExecutedBatches,
     limits: &Limits,
     started: Instant,
@@ -169,13 +173,20 @@ async fn checked(
 ) -> Result<QueryOutcome, QueryError> {
     let ExecutedBatches { rewritten, batches } = executed;
     let (release, rules) = (&rewritten.rewritten.release, &rewritten.guarded.rules);
-    let earlier = if rules.defences.differencing {
-        let sizes = disclosure::candidate_sizes(&batches, release, rules)?;
-        Earlier::new(ledger.near(&sizes, rules.k).await?)
+    let (earlier, inner) = if rules.defences.differencing {
+        let inner = side_sets(ctx, release, limits).await?;
+        let mut sizes = disclosure::candidate_sizes(&batches, release, rules)?;
+        sizes.extend(inner.iter().map(RoaringBitmap::len));
+        (Earlier::new(ledger.near(&sizes, rules.k).await?), inner)
     } else {
-        Earlier::default()
+        (Earlier::default(), Vec::new())
     };
-    let checked = disclosure::check(
+    if differencing::any_unsafe(&inner, &earlier, rules.k) {
+        return Err(QueryError::UnsupportedQuery {
+            message: INNER_DIFFERENCING.into(),
+        });
+    }
+    let mut checked = disclosure::check(
         &batches,
         release,
         rules,
@@ -184,6 +195,11 @@ async fn checked(
         &rewritten.padding,
         &earlier,
     )?;
+    for set in inner {
+        if !checked.released_sets.contains(&set) {
+            checked.released_sets.push(set);
+        }
+    }
     Ok(QueryOutcome {
         result: checked.result,
         plan_fingerprint: rewritten.guarded.fingerprint,
@@ -191,6 +207,43 @@ async fn checked(
         duration: started.elapsed(),
         released_sets: checked.released_sets,
     })
+}
+
+const INNER_DIFFERENCING: &str = "this answer is computed from cells of an inner aggregation whose patients differ by fewer than k from another cell of the answer or from a cell released earlier to this application (differencing), so it is not released; ask with groups that differ by at least k patients, or ask the inner aggregation as its own query / この回答は内側の集計のセルから計算されていますが、そのセルの寄与患者が回答内の別のセルまたは本申請で以前に公開したセルと k 人未満しか違わないため（差分による特定）、公開しません。k 人以上異なる集団で集計するか、内側の集計を単独のクエリとして実行してください";
+
+/// The contributor sets of the cells of every sealed inner aggregation whose cells leave
+/// the plan through a public result (`Release::side`): each runs as a plan of its own.
+/// The union of each one's sets counts too (an outer total over its cells). Correlated
+/// ones cannot run alone and are not checked (docs/privacy.md §4a, open).
+async fn side_sets(
+    ctx: &SessionContext,
+    release: &Release,
+    limits: &Limits,
+) -> Result<Vec<RoaringBitmap>, QueryError> {
+    let mut out: Vec<RoaringBitmap> = Vec::new();
+    let mut add = |set: RoaringBitmap| {
+        if !set.is_empty() && !out.contains(&set) {
+            out.push(set);
+        }
+    };
+    for side in release.side.iter().filter(|s| !s.correlated) {
+        let batches =
+            crate::engine::exec::collect_limited(ctx, side.plan.clone(), &limits.for_raw_output())
+                .await?;
+        // An outer aggregate over the inner cells (a sum of the groups) is computed from
+        // all of them: their union is checked as a cell too.
+        let mut all = RoaringBitmap::new();
+        for b in &batches {
+            for name in &side.sets {
+                for set in disclosure::read_sets(b, name)? {
+                    all |= &set;
+                    add(set);
+                }
+            }
+        }
+        add(all);
+    }
+    Ok(out)
 }
 
 /// Execution errors since start. Repeated errors are an oracle (each one says "some

@@ -80,6 +80,27 @@ async fn ask(sql: &str, ledger: &MemoryLedger, differencing: bool) -> QueryOutco
     o
 }
 
+/// The public message of a refused query.
+async fn refuse(sql: &str, ledger: &MemoryLedger) -> String {
+    let (ctx, catalog) = registry();
+    match run_query_with(
+        &ctx,
+        sql,
+        &catalog,
+        &rules(true),
+        &Limits::default(),
+        ledger,
+    )
+    .await
+    {
+        Ok(o) => panic!("{sql}: answered {:?}", o.result.rows),
+        Err(e) => {
+            assert_eq!(e.code(), "unsupported_query", "{sql}");
+            e.public_message()
+        }
+    }
+}
+
 async fn once(sql: &str, differencing: bool) -> QueryOutcome {
     ask(sql, &MemoryLedger::default(), differencing).await
 }
@@ -113,6 +134,41 @@ async fn attack_difference_computed_in_the_query() {
     assert_eq!(cells(&o), vec![Value::Null]);
     let c = once(sql, false).await;
     assert_eq!(cells(&c), vec![json!(3)], "control: the small group itself");
+}
+
+/// The two numbers of the pair leave as a UNION of two sealed aggregates (a public result
+/// with no contributor set of its own): the inner cells are checked, and the answer is
+/// refused since they differ by 3 patients.
+#[tokio::test]
+async fn attack_union_all_pair() {
+    let sql = format!("{ALL} UNION ALL {BUT_47}");
+    let e = refuse(&sql, &MemoryLedger::default()).await;
+    assert!(e.contains("differencing"), "{e}");
+    let mut c = cells(&once(&sql, false).await);
+    c.sort_by_key(|v| v.as_i64());
+    assert_eq!(c, vec![json!(57), json!(60)], "control: both, 3 apart");
+}
+
+/// An outer total over sealed groups against an earlier total: the union of the inner
+/// cells is 3 patients away from the ledger's cell.
+#[tokio::test]
+async fn attack_outer_total_of_sealed_groups_against_the_ledger() {
+    let sql = "SELECT sum(n) AS total FROM (SELECT prefecture_code, count(*) AS n FROM patient WHERE prefecture_code <> '47' GROUP BY prefecture_code) t";
+    let ledger = MemoryLedger::default();
+    ask(ALL, &ledger, true).await;
+    let e = refuse(sql, &ledger).await;
+    assert!(e.contains("differencing"), "{e}");
+    // Control: without the defence, 60 then 57.
+    let off = MemoryLedger::default();
+    ask(ALL, &off, false).await;
+    assert_eq!(cells(&ask(sql, &off, false).await), vec![json!(57)]);
+    // And the same total alone (no earlier cell near it) is answered, its cells recorded.
+    let fresh = MemoryLedger::default();
+    assert_eq!(cells(&ask(sql, &fresh, true).await), vec![json!(57)]);
+    assert!(
+        fresh.len() >= 3,
+        "the inner cells and their union enter the ledger"
+    );
 }
 
 #[tokio::test]

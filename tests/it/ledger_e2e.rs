@@ -22,13 +22,12 @@ async fn rare_birth_year(extract: &std::path::Path) -> i64 {
         .await
         .unwrap();
     let batches = df.collect().await.unwrap();
-    let col = batches[0]
+    batches[0]
         .column(0)
         .as_any()
         .downcast_ref::<datafusion::arrow::array::Int64Array>()
         .expect("a rare birth year exists in the demo extract")
-        .value(0);
-    col
+        .value(0)
 }
 
 async fn count(base: &str, token: &str, sql: &str) -> Value {

@@ -341,13 +341,9 @@ const CHANNELS: &[Channel] = &[
     channel(NOT_IN, YEARS, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     channel(IN_OTHER_COLUMN, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     no_dp_control(channel(JOIN_SEALED, BIRTH, JOIN_FIX, NO_SUBQUERIES, 10.0)),
-    channel(
-        JOIN_ON_SUBQUERY,
-        BIRTH,
-        "put the condition in WHERE",
-        NO_SUBQUERIES,
-        10.0,
-    ),
+    // Both the rewrite ("put the condition in WHERE") and, since the functions work, the
+    // guard ("… work only in WHERE or HAVING", unconditional) refuse it.
+    channel(JOIN_ON_SUBQUERY, BIRTH, "WHERE", NO_SUBQUERIES, 10.0),
     no_dp_control(channel(UNION_SEALED, BIRTH, UNION_FIX, NO_SUBQUERIES, 10.0)),
 ];
 
@@ -361,7 +357,9 @@ async fn attacks_are_refused_in_both_modes() {
 
 #[tokio::test]
 async fn controls_show_every_channel_open_without_its_defence() {
-    for c in CHANNELS {
+    // A subquery in a join condition is also refused by the guard, whatever the switches
+    // (no defence switch reopens it), so it has no control here.
+    for c in CHANNELS.iter().filter(|c| c.template != JOIN_ON_SUBQUERY) {
         let mut modes = vec![Mode::Suppression];
         if c.dp_control {
             modes.push(Mode::Dp(c.epsilon));

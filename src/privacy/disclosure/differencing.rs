@@ -101,6 +101,22 @@ pub fn suppress(cands: &[Candidate], earlier: &Earlier, k: u32) -> Vec<bool> {
     out
 }
 
+/// Whether any of `sets` is unsafe against the ledger or against another of them (the
+/// cells of sealed inner aggregations, which cannot be suppressed one by one: the answer
+/// computed from them is refused instead).
+pub fn any_unsafe(sets: &[RoaringBitmap], earlier: &Earlier, k: u32) -> bool {
+    let cands: Vec<Candidate> = sets
+        .iter()
+        .enumerate()
+        .map(|(row, s)| Candidate {
+            row,
+            guard: 0,
+            set: s.clone(),
+        })
+        .collect();
+    suppress(&cands, earlier, k).into_iter().any(|x| x)
+}
+
 /// Larger sets first; equal sizes by content (ascending members), so the order is a
 /// function of the sets only.
 fn set_order(a: &RoaringBitmap, b: &RoaringBitmap) -> Ordering {

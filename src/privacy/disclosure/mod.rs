@@ -77,6 +77,20 @@ pub struct CheckedRelease {
     pub released_sets: Vec<RoaringBitmap>,
 }
 
+/// The contributor sets in column `name` of `batch` (NULL rows skipped).
+pub fn read_sets(batch: &RecordBatch, name: &str) -> Result<Vec<RoaringBitmap>, QueryError> {
+    let internal = |e: String| QueryError::internal("disclosure check", e);
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| internal(format!("set column {name} missing")))?;
+    let sets = datafusion::arrow::array::AsArray::as_binary_opt::<i32>(column.as_ref())
+        .ok_or_else(|| internal(format!("set column {name} is not binary")))?;
+    sets.iter()
+        .flatten()
+        .map(|bytes| crate::engine::contributors::deserialise(bytes).map_err(internal))
+        .collect()
+}
+
 /// The sizes of the contributor sets that passed the primary rules: the ledger is read for
 /// sets within k of these (see `differencing`).
 pub fn candidate_sizes(

@@ -185,6 +185,23 @@ pub struct Release {
     /// The query orders its released rows (a top-level ORDER BY); otherwise the check
     /// sorts them by their values.
     pub ordered: bool,
+    /// Sealed inner aggregations whose cells leave the plan only through a public result
+    /// (a UNION of aggregates, an outer aggregate, a join, a subquery): each as a plan of
+    /// its own, for the differencing check (see [`SideRelease`]).
+    pub side: Vec<SideRelease>,
+}
+
+/// A sealed inner aggregation whose cells feed a public result. The numbers released
+/// are computed from its cells, so its cells count as released for differencing: the
+/// check runs `plan` (the sealed aggregation, failing rows already removed) and compares
+/// the contributor sets in `sets` like any released cell's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideRelease {
+    pub plan: LogicalPlan,
+    /// Names of the set columns (in `plan`'s output) the visible cells are computed from.
+    pub sets: Vec<String>,
+    /// The plan refers to an outer query (a correlated subquery) and cannot run alone.
+    pub correlated: bool,
 }
 
 /// The rewritten plan and its release description.
@@ -235,6 +252,8 @@ pub(crate) struct Rewriter<'a> {
     counter: usize,
     guards: Vec<Guard>,
     inner_sealed: bool,
+    /// Sealed aggregations published into public results (see [`SideRelease`]).
+    side: Vec<SideRelease>,
     /// Protected aggregations in rewrite order: (first guard index, number of group keys).
     /// An aggregation's guards are pushed contiguously, so a guard belongs to the last
     /// aggregation whose first guard is ≤ it.
@@ -256,6 +275,7 @@ impl<'a> Rewriter<'a> {
             counter: 0,
             guards: Vec::new(),
             inner_sealed: false,
+            side: Vec::new(),
             aggs: Vec::new(),
         }
     }

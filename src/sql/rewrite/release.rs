@@ -52,6 +52,7 @@ impl Rewriter<'_> {
             inner_sealed: self.inner_sealed,
             grouping,
             ordered: false,
+            side: self.side,
         }
     }
 

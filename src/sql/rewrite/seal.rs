@@ -7,7 +7,10 @@
 //! remaining cells are additionally guarded to NULL. What the later computation sees is
 //! therefore only what could have been released — an inner small group cannot pass
 //! through an outer query. The hidden helper columns are kept; the final disclosure check
-//! pads public-domain keys back to their full domain. Exercised by
+//! pads public-domain keys back to their full domain. A sealed aggregation that is then
+//! published (its cells leave only through a public result) is also kept as a
+//! [`SideRelease`], so that the differencing check sees its cells' contributor sets.
+//! Exercised by
 //! `tests/slt/accepted.slt` ("Nested aggregate: the inner 3-patient prefecture is removed
 //! before the outer sum", "HAVING sees sealed values…", "Shares with a window over the
 //! aggregate", "Correlated scalar subquery over patients…").
@@ -20,10 +23,25 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col, lit, when};
 
 use super::lineage::{col_at, public_rel, visible_only};
-use super::{Guard, Kind, Rel, Rewriter};
+use super::{Guard, Kind, Rel, Rewriter, SideRelease};
 use crate::engine::contributors::ContributorCount;
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
+
+/// Whether any node of `plan` (subqueries included) refers to an outer query.
+fn refers_outward(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = node.contains_outer_reference();
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
 
 fn c(name: &str) -> Expr {
     col(datafusion::common::Column::new_unqualified(name))
@@ -74,9 +92,26 @@ impl Rewriter<'_> {
                     self.seal(r)?
                 };
                 self.inner_sealed = true;
+                self.side.push(self.side_release(&sealed));
                 let plan = visible_only(&sealed)?;
                 Ok(public_rel(plan))
             }
+        }
+    }
+
+    /// The sealed relation as a side release: its plan and the set columns of the
+    /// guards its visible cells are computed from.
+    fn side_release(&self, sealed: &Rel) -> SideRelease {
+        let guards: BTreeSet<usize> = sealed
+            .cols
+            .iter()
+            .filter(|c| !c.hidden && !c.key)
+            .flat_map(|c| c.sets.iter().copied())
+            .collect();
+        SideRelease {
+            plan: sealed.plan.clone(),
+            sets: guards.iter().map(|&g| self.guards[g].n.clone()).collect(),
+            correlated: refers_outward(&sealed.plan),
         }
     }
 
