@@ -945,6 +945,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         catalog: None,
         memory_mb: 512,
         dp_epsilon: None,
+        ledger_cells: 200,
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);
@@ -961,6 +962,9 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         text.contains("median ratio") && text.contains("rows/s"),
         "{text}"
     );
+    // The ledger path ran beside the empty one for every query.
+    assert_eq!(report.ledger_ratios().len(), 5, "{text}");
+    assert!(text.contains("ledger median"), "{text}");
     println!("{text}");
 }
 

@@ -2,4 +2,5 @@
 //! paths against raw DataFusion, measured in the same run.
 
 pub mod ingest;
+pub mod ledger;
 pub mod query;

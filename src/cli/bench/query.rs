@@ -48,6 +48,10 @@ pub struct BenchQueryArgs {
     /// contribution bounds); use with `--queries queries/dp`.
     #[arg(long)]
     pub dp_epsilon: Option<f64>,
+    /// Also run the suppression path against a release ledger holding this many earlier
+    /// cells (issue 11), beside the same path with an empty ledger.
+    #[arg(long, default_value_t = 0)]
+    pub ledger_cells: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +83,18 @@ pub struct QueryTiming {
     pub full: Duration,
     pub raw_rows: usize,
     pub full_rows: usize,
+    /// The full path against the filled ledger (`--ledger-cells`).
+    pub ledger: Option<Duration>,
 }
 
 impl QueryTiming {
     pub fn ratio(&self) -> f64 {
         self.full.as_secs_f64() / self.raw.as_secs_f64().max(1e-9)
+    }
+    /// Ledger over empty ledger (the full path has no earlier cells).
+    pub fn ledger_ratio(&self) -> Option<f64> {
+        self.ledger
+            .map(|l| l.as_secs_f64() / self.full.as_secs_f64().max(1e-9))
     }
 }
 
@@ -106,6 +117,12 @@ impl BenchReport {
     }
     pub fn median_ratio(&self) -> f64 {
         median(self.queries.iter().map(QueryTiming::ratio).collect())
+    }
+    pub fn ledger_ratios(&self) -> Vec<f64> {
+        self.queries
+            .iter()
+            .filter_map(QueryTiming::ledger_ratio)
+            .collect()
     }
     pub fn max_ratio(&self) -> f64 {
         self.queries
@@ -169,6 +186,26 @@ impl fmt::Display for BenchReport {
                 "median <= 1.15x, max <= 1.5x"
             }
         )?;
+        let lr = self.ledger_ratios();
+        if !lr.is_empty() {
+            for q in &self.queries {
+                if let (Some(l), Some(r)) = (q.ledger, q.ledger_ratio()) {
+                    writeln!(
+                        f,
+                        "ledger / 台帳 {:<31} {:>10.1} ms {:>6.2}x of the empty ledger",
+                        q.name,
+                        l.as_secs_f64() * 1e3,
+                        r
+                    )?;
+                }
+            }
+            let max = lr.iter().copied().fold(0.0, f64::max);
+            writeln!(
+                f,
+                "ledger median / 台帳 中央値: {:.2}x   max / 最大: {max:.2}x   (goal: <= 1.10x)",
+                median(lr)
+            )?;
+        }
         match self.peak_rss_kib {
             Some(k) => writeln!(f, "peak RSS / 最大常駐メモリ: {:.1} MiB", k as f64 / 1024.0),
             None => writeln!(f, "peak RSS / 最大常駐メモリ: not reported by this OS"),
@@ -267,6 +304,26 @@ where
             .map_err(query_err("(setup)", "raw"))?;
     }
     let full_ctx = open_extract(&out, catalog, &limits).map_err(query_err("(setup)", "full"))?;
+    let ledger = if args.ledger_cells > 0 && args.dp_epsilon.is_none() {
+        let view = super::ledger::filled(
+            &work,
+            &manifest.extract_id,
+            manifest.patients,
+            args.ledger_cells,
+        )
+        .await
+        .map_err(|e| BenchError::Io {
+            path: work.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Some(view)
+    } else {
+        None
+    };
+    let rules = crate::privacy::DisclosureRules::embedded().map_err(|e| BenchError::Io {
+        path: work.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
 
     let mut timings = Vec::new();
     for (name, sql) in &queries {
@@ -280,8 +337,15 @@ where
             .result
             .rows
             .len();
-        let (mut raw, mut full) = (Vec::new(), Vec::new());
+        let (mut raw, mut full, mut with_ledger) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.repeat.max(1) {
+            if let Some(view) = &ledger {
+                let t = Instant::now();
+                crate::query::run_query_with(&full_ctx, sql, catalog, &rules, &limits, view)
+                    .await
+                    .map_err(query_err(name, "ledger"))?;
+                with_ledger.push(t.elapsed());
+            }
             let t = Instant::now();
             raw_rows = run_raw(&raw_ctx, sql, &limits)
                 .await
@@ -302,6 +366,7 @@ where
             full: median_duration(&full),
             raw_rows,
             full_rows,
+            ledger: (!with_ledger.is_empty()).then(|| median_duration(&with_ledger)),
         });
     }
     Ok(BenchReport {
