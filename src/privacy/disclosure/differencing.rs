@@ -83,8 +83,8 @@ pub fn suppress(cands: &[Candidate], earlier: &Earlier, k: u32) -> Vec<bool> {
     let mut out: Vec<bool> = cands.iter().map(|c| earlier.conflicts(&c.set, k)).collect();
     let mut order: Vec<usize> = (0..cands.len()).filter(|&i| !out[i]).collect();
     order.sort_by(|&a, &b| set_order(&cands[a].set, &cands[b].set));
-    // Candidates of equal size window sit next to each other in `order` only by size
-    // descending, so every later set within the window is scanned.
+    // `order` is by size, descending: a set is compared with the later (smaller or equal)
+    // sets down to the bottom of its window; the larger ones compared with it at their turn.
     for (pos, &i) in order.iter().enumerate() {
         if out[i] {
             continue;
