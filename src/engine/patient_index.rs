@@ -62,15 +62,6 @@ impl PatientIndex {
         self.map.get(pid).copied()
     }
 
-    /// Number of patients indexed.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// The index file's text for these pids (sorted, deduplicated, one per line).
     pub fn file_text(mut pids: Vec<String>) -> String {
         pids.sort_unstable();

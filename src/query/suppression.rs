@@ -173,9 +173,10 @@ async fn checked(
 ) -> Result<QueryOutcome, QueryError> {
     let ExecutedBatches { rewritten, batches } = executed;
     let (release, rules) = (&rewritten.rewritten.release, &rewritten.guarded.rules);
+    let evaluation = disclosure::Evaluation::of(&batches, release, rules)?;
     let (earlier, inner) = if rules.defences.differencing {
         let inner = side_sets(ctx, release, limits).await?;
-        let mut sizes = disclosure::candidate_sizes(&batches, release, rules)?;
+        let mut sizes = evaluation.candidate_sizes();
         sizes.extend(inner.iter().map(RoaringBitmap::len));
         (Earlier::new(ledger.near(&sizes, rules.k).await?), inner)
     } else {
@@ -193,13 +194,11 @@ async fn checked(
         limits.max_rows,
         &rewritten.types,
         &rewritten.padding,
+        evaluation,
         &earlier,
     )?;
-    for set in inner {
-        if !checked.released_sets.contains(&set) {
-            checked.released_sets.push(set);
-        }
-    }
+    checked.released_sets.extend(inner);
+    checked.released_sets = differencing::distinct(std::mem::take(&mut checked.released_sets));
     Ok(QueryOutcome {
         result: checked.result,
         plan_fingerprint: rewritten.guarded.fingerprint,
@@ -221,11 +220,6 @@ async fn side_sets(
     limits: &Limits,
 ) -> Result<Vec<RoaringBitmap>, QueryError> {
     let mut out: Vec<RoaringBitmap> = Vec::new();
-    let mut add = |set: RoaringBitmap| {
-        if !set.is_empty() && !out.contains(&set) {
-            out.push(set);
-        }
-    };
     for side in release.side.iter().filter(|s| !s.correlated) {
         let batches =
             crate::engine::exec::collect_limited(ctx, side.plan.clone(), &limits.for_raw_output())
@@ -237,13 +231,13 @@ async fn side_sets(
             for name in &side.sets {
                 for set in disclosure::read_sets(b, name)? {
                     all |= &set;
-                    add(set);
+                    out.push(set);
                 }
             }
         }
-        add(all);
+        out.push(all);
     }
-    Ok(out)
+    Ok(differencing::distinct(out))
 }
 
 /// Execution errors since start. Repeated errors are an oracle (each one says "some

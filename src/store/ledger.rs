@@ -80,15 +80,6 @@ impl Store {
             .collect()
     }
 
-    /// Number of sets in an extract's ledger.
-    pub async fn ledger_len(&self, extract_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT count(*) AS n FROM release_ledger WHERE extract_id = ?")
-            .bind(extract_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("n")?)
-    }
-
     /// Record sets without a query (benchmarks fill a ledger this way).
     #[doc(hidden)]
     pub async fn ledger_fill(&self, w: &LedgerWrite) -> Result<()> {

@@ -61,14 +61,6 @@ impl Earlier {
             .take_while(|(n, _)| *n <= hi)
             .any(|(_, d)| unsafe_pair(set, d, k))
     }
-
-    pub fn len(&self) -> usize {
-        self.by_size.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_size.is_empty()
-    }
 }
 
 /// The sizes a set of size `n` can be unsafe against: (n − k, n + k) exclusive.
@@ -115,6 +107,15 @@ pub fn any_unsafe(sets: &[RoaringBitmap], earlier: &Earlier, k: u32) -> bool {
         })
         .collect();
     suppress(&cands, earlier, k).into_iter().any(|x| x)
+}
+
+/// The distinct non-empty sets of `sets`, in the documented order (by sorting, not by
+/// comparing every pair).
+pub fn distinct(mut sets: Vec<RoaringBitmap>) -> Vec<RoaringBitmap> {
+    sets.retain(|s| !s.is_empty());
+    sets.sort_by(set_order);
+    sets.dedup();
+    sets
 }
 
 /// Larger sets first; equal sizes by content (ascending members), so the order is a
@@ -185,6 +186,18 @@ mod tests {
         );
         let out = suppress(&[cand(0, set(0..101))], &earlier, 5);
         assert_eq!(out, vec![true]);
+    }
+
+    #[test]
+    fn distinct_keeps_each_non_empty_set_once() {
+        let sets = vec![
+            set(0..10),
+            set(5..8),
+            set(0..10),
+            RoaringBitmap::new(),
+            set(5..8),
+        ];
+        assert_eq!(distinct(sets), vec![set(0..10), set(5..8)]);
     }
 
     #[test]

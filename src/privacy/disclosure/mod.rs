@@ -91,25 +91,37 @@ pub fn read_sets(batch: &RecordBatch, name: &str) -> Result<Vec<RoaringBitmap>, 
         .collect()
 }
 
-/// The sizes of the contributor sets that passed the primary rules: the ledger is read for
-/// sets within k of these (see `differencing`).
-pub fn candidate_sizes(
-    batches: &[RecordBatch],
-    release: &Release,
-    rules: &RuleSet,
-) -> Result<Vec<u64>, QueryError> {
-    let evaluated = evaluate(batches, release, rules)?;
-    let mut sizes: Vec<u64> = evaluated
-        .iter()
-        .flat_map(|e| e.sets.iter().flatten().map(RoaringBitmap::len))
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    Ok(sizes)
+/// The executed rows with the primary verdicts and contributor sets of their guards,
+/// computed once per answer: the ledger is read for sets near their sizes, then the
+/// check runs over them.
+pub struct Evaluation(Vec<Evaluated>);
+
+impl Evaluation {
+    /// Every executed row of `batches`, each guard judged by the primary rules.
+    pub fn of(
+        batches: &[RecordBatch],
+        release: &Release,
+        rules: &RuleSet,
+    ) -> Result<Self, QueryError> {
+        evaluate(batches, release, rules).map(Self)
+    }
+
+    /// The sizes of the contributor sets that passed the primary rules: the ledger is
+    /// read for sets within k of these (see `differencing`).
+    pub fn candidate_sizes(&self) -> Vec<u64> {
+        let mut sizes: Vec<u64> = self
+            .0
+            .iter()
+            .flat_map(|e| e.sets.iter().flatten().map(RoaringBitmap::len))
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
 }
 
-/// Apply the disclosure rules to an executed result, `earlier` being the ledger's sets
-/// near the candidates' sizes.
+/// Apply the disclosure rules to an executed result (`evaluation` of the same batches),
+/// `earlier` being the ledger's sets near the candidates' sizes.
 ///
 /// With [`Padding::Domains`], fully released rows keep the query's order (sorted by their
 /// values when the query has no ORDER BY) and are followed by one row per combination of
@@ -124,10 +136,11 @@ pub fn check(
     max_rows: usize,
     types: &[DataType],
     padding: &Padding,
+    evaluation: Evaluation,
     earlier: &Earlier,
 ) -> Result<CheckedRelease, QueryError> {
     let cap = RowCap(max_rows);
-    let mut evaluated = evaluate(batches, release, rules)?;
+    let Evaluation(mut evaluated) = evaluation;
     if rules.defences.differencing {
         secondary(&mut evaluated, release, earlier, rules.k);
     }
@@ -342,16 +355,13 @@ fn released(
         suppressed.len(),
         differencing.len(),
     );
-    let mut released_sets: Vec<RoaringBitmap> = Vec::new();
+    let mut sets = Vec::new();
     let mut rows = Vec::with_capacity(placed.rows.len());
     for r in placed.rows {
-        for s in r.sets {
-            if !released_sets.contains(&s) {
-                released_sets.push(s);
-            }
-        }
+        sets.extend(r.sets);
         rows.push(r.values);
     }
+    let released_sets = differencing::distinct(sets);
     let result = ReleasedResult {
         columns,
         rows,
