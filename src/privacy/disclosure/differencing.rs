@@ -20,12 +20,12 @@ use roaring::RoaringBitmap;
 
 /// One candidate set: a guard of a releasable cell at one executed row.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Index of the executed row (in the check's evaluation order).
     pub row: usize,
     /// Index of the guard in the release description.
     pub guard: usize,
-    pub set: RoaringBitmap,
+    pub set: &'a RoaringBitmap,
 }
 
 /// Whether releasing both `c` and `d` would let their difference, of fewer than `k`
@@ -72,9 +72,9 @@ pub fn window(n: u64, k: u32) -> (u64, u64) {
 /// The candidates (indices into `cands`) to suppress: those unsafe against the ledger,
 /// then, among the rest, one of every unsafe pair in the documented order.
 pub fn suppress(cands: &[Candidate], earlier: &Earlier, k: u32) -> Vec<bool> {
-    let mut out: Vec<bool> = cands.iter().map(|c| earlier.conflicts(&c.set, k)).collect();
+    let mut out: Vec<bool> = cands.iter().map(|c| earlier.conflicts(c.set, k)).collect();
     let mut order: Vec<usize> = (0..cands.len()).filter(|&i| !out[i]).collect();
-    order.sort_by(|&a, &b| set_order(&cands[a].set, &cands[b].set));
+    order.sort_by(|&a, &b| set_order(cands[a].set, cands[b].set));
     // `order` is by size, descending: a set is compared with the later (smaller or equal)
     // sets down to the bottom of its window; the larger ones compared with it at their turn.
     for (pos, &i) in order.iter().enumerate() {
@@ -85,7 +85,7 @@ pub fn suppress(cands: &[Candidate], earlier: &Earlier, k: u32) -> Vec<bool> {
         let clash = order[pos + 1..]
             .iter()
             .take_while(|&&j| cands[j].set.len() >= lo)
-            .any(|&j| !out[j] && unsafe_pair(&cands[i].set, &cands[j].set, k));
+            .any(|&j| !out[j] && unsafe_pair(cands[i].set, cands[j].set, k));
         if clash {
             out[i] = true;
         }
@@ -103,7 +103,7 @@ pub fn any_unsafe(sets: &[RoaringBitmap], earlier: &Earlier, k: u32) -> bool {
         .map(|(row, s)| Candidate {
             row,
             guard: 0,
-            set: s.clone(),
+            set: s,
         })
         .collect();
     suppress(&cands, earlier, k).into_iter().any(|x| x)
@@ -132,7 +132,7 @@ mod tests {
         r.collect()
     }
 
-    fn cand(row: usize, s: RoaringBitmap) -> Candidate {
+    fn cand(row: usize, s: &RoaringBitmap) -> Candidate<'_> {
         Candidate {
             row,
             guard: 0,
@@ -158,15 +158,14 @@ mod tests {
         let a = set(0..40);
         let total = set(0..43);
         let other = set(100..140);
-        let cands = vec![cand(0, a.clone()), cand(1, total), cand(2, other)];
+        let cands = vec![cand(0, &a), cand(1, &total), cand(2, &other)];
         let out = suppress(&cands, &Earlier::default(), 5);
         assert_eq!(
             out,
             vec![false, true, false],
             "the larger set (the margin) goes"
         );
-        let kept: Vec<&RoaringBitmap> =
-            (0..3).filter(|&i| !out[i]).map(|i| &cands[i].set).collect();
+        let kept: Vec<&RoaringBitmap> = (0..3).filter(|&i| !out[i]).map(|i| cands[i].set).collect();
         for x in &kept {
             for y in &kept {
                 assert!(!unsafe_pair(x, y, 5));
@@ -184,7 +183,7 @@ mod tests {
             !earlier.conflicts(&set(0..100), 5),
             "re-releasing the same set is safe"
         );
-        let out = suppress(&[cand(0, set(0..101))], &earlier, 5);
+        let out = suppress(&[cand(0, &set(0..101))], &earlier, 5);
         assert_eq!(out, vec![true]);
     }
 
@@ -203,12 +202,7 @@ mod tests {
     #[test]
     fn the_order_does_not_depend_on_the_row_order() {
         let sets = [set(0..40), set(0..43), set(0..45), set(200..230)];
-        let forward: Vec<Candidate> = sets
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, s)| cand(i, s))
-            .collect();
+        let forward: Vec<Candidate> = sets.iter().enumerate().map(|(i, s)| cand(i, s)).collect();
         let mut backward = forward.clone();
         backward.reverse();
         let f = suppress(&forward, &Earlier::default(), 5);

@@ -235,16 +235,20 @@ fn secondary(evaluated: &mut [Evaluated], release: &Release, earlier: &Earlier, 
                 cands.push(Candidate {
                     row: i,
                     guard: g,
-                    set: set.clone(),
+                    set,
                 });
             }
         }
     }
     let out = differencing::suppress(&cands, earlier, k);
-    for (c, fail) in cands.iter().zip(out) {
-        if fail {
-            evaluated[c.row].differencing[c.guard] = false;
-        }
+    let failed: Vec<(usize, usize)> = cands
+        .iter()
+        .zip(out)
+        .filter(|(_, fail)| *fail)
+        .map(|(c, _)| (c.row, c.guard))
+        .collect();
+    for (row, guard) in failed {
+        evaluated[row].differencing[guard] = false;
     }
 }
 
