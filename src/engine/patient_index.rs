@@ -41,6 +41,11 @@ impl PatientIndex {
     pub fn from_pids(id: &str, mut pids: Vec<String>) -> Result<Self, QueryError> {
         pids.sort_unstable();
         pids.dedup();
+        Self::numbered(id, pids)
+    }
+
+    /// Number pids that are already sorted and distinct.
+    fn numbered(id: &str, pids: Vec<String>) -> Result<Self, QueryError> {
         if pids.len() > u32::MAX as usize {
             return Err(QueryError::internal(
                 "patient index",
@@ -84,7 +89,7 @@ impl PatientIndex {
                 "index file is not strictly sorted; rebuild the extract",
             ));
         }
-        Self::from_pids(id, pids)
+        Self::numbered(id, pids)
     }
 
     /// The index of the extract in `dir` (`id` = its extract id), loaded once per process
