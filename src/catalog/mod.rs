@@ -109,6 +109,11 @@ pub struct Table {
     pub datasets: Vec<String>,
     pub description_ja: String,
     pub description_en: String,
+    /// Every patient has at most one row (a patient master table). Ingest and extract
+    /// build refuse data that breaks it; DP mode then knows a patient feeds one row, and a
+    /// key read from the table one group, without having to bound it.
+    #[serde(default)]
+    pub one_row_per_patient: bool,
     pub columns: Vec<Column>,
 }
 
@@ -370,6 +375,12 @@ fn validate_privacy_unit(t: &Table) -> Result<(), CatalogError> {
         (TableKind::Patient, _) => {
             return invalid(format!(
                 "patient table `{}` needs exactly one privacy_unit column",
+                t.name
+            ));
+        }
+        (TableKind::Reference, 0) if t.one_row_per_patient => {
+            return invalid(format!(
+                "reference table `{}` cannot be one_row_per_patient (it has no patients)",
                 t.name
             ));
         }

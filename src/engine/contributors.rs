@@ -20,12 +20,13 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, GroupsAccumulator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use roaring::RoaringBitmap;
 
 use super::patient_index::PatientIndex;
+use super::set_groups::SetGroups;
 
 /// Name of the contributor-set aggregate.
 pub const CONTRIBUTORS: &str = "__kura_contributors";
@@ -95,6 +96,12 @@ impl AggregateUDFImpl for Contributors {
             true,
         ))])
     }
+    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
+        true
+    }
+    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(SetGroups::new(self.index.clone())))
+    }
     fn default_value(&self, _: &DataType) -> Result<ScalarValue> {
         Ok(ScalarValue::Binary(Some(serialise(&RoaringBitmap::new()))))
     }
@@ -114,9 +121,7 @@ impl SetAccumulator {
                 self.set.insert(i);
                 Ok(())
             }
-            None => Err(DataFusionError::Internal(
-                "a pid is missing from the extract's patient index; rebuild the extract".into(),
-            )),
+            None => Err(missing_pid()),
         }
     }
 }
@@ -150,6 +155,13 @@ impl Accumulator for SetAccumulator {
         }
         Ok(())
     }
+}
+
+/// The error for a pid outside the extract's index (never names the pid).
+pub fn missing_pid() -> DataFusionError {
+    DataFusionError::Internal(
+        "a pid is missing from the extract's patient index; rebuild the extract".into(),
+    )
 }
 
 /// A set in the portable roaring format.

@@ -3,9 +3,11 @@
 //! message (which can contain data values) reach the caller.
 
 pub mod contributors;
+pub mod distinct_count;
 pub mod exec;
 pub mod patient_index;
 pub mod session;
+mod set_groups;
 
 use std::time::Duration;
 

@@ -33,7 +33,35 @@ pub struct PatientIndex {
     /// What the index belongs to (the extract id; "session" for an index scanned from a
     /// session without an extract).
     pub id: String,
-    map: HashMap<Box<[u8]>, u32>,
+    keys: Keys,
+}
+
+/// The lookup table. Extract pids are 32 lowercase hex digits (a 128-bit pseudonym), held
+/// packed as `u128` keys: no pointer to follow per lookup, which is what the contributor
+/// aggregate pays for every row. Any other pid form (fixtures, sessions without an
+/// extract) keeps byte-string keys.
+#[derive(Debug)]
+enum Keys {
+    Packed(HashMap<u128, u32>),
+    Bytes(HashMap<Box<[u8]>, u32>),
+}
+
+/// A pid of exactly 32 lowercase hex digits as its 128-bit value; `None` for anything
+/// else (so distinct pids never share a key: the packing is one-to-one on its domain).
+fn packed(pid: &[u8]) -> Option<u128> {
+    if pid.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for &b in pid {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(v)
 }
 
 impl PatientIndex {
@@ -52,19 +80,28 @@ impl PatientIndex {
                 "more than 2^32 patients in one extract",
             ));
         }
-        let mut map = HashMap::with_capacity(pids.len());
-        for (i, p) in pids.into_iter().enumerate() {
-            map.insert(p.into_bytes().into_boxed_slice(), i as u32);
-        }
+        let all_packed: Option<Vec<u128>> = pids.iter().map(|p| packed(p.as_bytes())).collect();
+        let keys = if let Some(values) = all_packed {
+            Keys::Packed((0..).zip(values).map(|(i, v)| (v, i)).collect())
+        } else {
+            let mut map = HashMap::with_capacity(pids.len());
+            for (i, p) in pids.into_iter().enumerate() {
+                map.insert(p.into_bytes().into_boxed_slice(), i as u32);
+            }
+            Keys::Bytes(map)
+        };
         Ok(Self {
             id: id.to_string(),
-            map,
+            keys,
         })
     }
 
     /// The index of one pid, if it belongs to the extract.
     pub fn get(&self, pid: &[u8]) -> Option<u32> {
-        self.map.get(pid).copied()
+        match &self.keys {
+            Keys::Packed(map) => map.get(&packed(pid)?).copied(),
+            Keys::Bytes(map) => map.get(pid).copied(),
+        }
     }
 
     /// The index file's text for these pids (sorted, deduplicated, one per line).
@@ -212,5 +249,22 @@ mod tests {
             PatientIndex::parse("x", "b\na\n").is_err(),
             "unsorted file refused"
         );
+    }
+
+    #[test]
+    fn hex_pseudonyms_are_packed_one_to_one() {
+        let a = "0000023441ec3322e71c01d716de5cb3";
+        let b = "ffff023441ec3322e71c01d716de5cb3";
+        let idx = PatientIndex::from_pids("x", vec![b.into(), a.into()]).unwrap();
+        assert!(matches!(idx.keys, Keys::Packed(_)));
+        assert_eq!(idx.get(a.as_bytes()), Some(0));
+        assert_eq!(idx.get(b.as_bytes()), Some(1));
+        // Upper case is another string, never the same patient; short or long ones too.
+        assert_eq!(idx.get(a.to_uppercase().as_bytes()), None);
+        assert_eq!(idx.get(&a.as_bytes()[1..]), None);
+        assert_eq!(idx.get(format!("{a}0").as_bytes()), None);
+        let mixed = PatientIndex::from_pids("x", vec![a.into(), "p1".into()]).unwrap();
+        assert!(matches!(mixed.keys, Keys::Bytes(_)));
+        assert_eq!(mixed.get(b"p1"), Some(1));
     }
 }

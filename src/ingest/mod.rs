@@ -106,6 +106,8 @@ pub enum IngestError {
     },
     #[error("{file}:{line}: rows must be sorted by registry_no (byte order); sort the file and run again / registry_no 順に並べてください", file = file.display())]
     Unsorted { file: PathBuf, line: u64 },
+    #[error("{file}:{line}: a second row for the same registry_no in a table with one row per patient (one_row_per_patient in the catalogue); remove the duplicate and run again / 患者ごとに 1 行の表に同じ registry_no の行が 2 行あります。重複を削除してください", file = file.display())]
+    SecondRow { file: PathBuf, line: u64 },
     #[error("catalogue table `{table}`: {detail}")]
     Catalog { table: String, detail: String },
     #[error("writing {path}: {source}", path = path.display())]

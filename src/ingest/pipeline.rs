@@ -237,6 +237,8 @@ struct TablePlan {
     schema: SchemaRef,
     columns: Vec<ColPlan>,
     registry_ix: Option<usize>,
+    /// The catalogue says at most one row per patient (`one_row_per_patient`).
+    one_row: bool,
 }
 
 fn header_index(path: &Path) -> Result<Vec<String>, IngestError> {
@@ -311,6 +313,7 @@ impl TablePlan {
             schema: table.arrow_schema(),
             columns,
             registry_ix,
+            one_row: table.one_row_per_patient,
         })
     }
 }
@@ -581,7 +584,14 @@ impl<'k> ConsentCursor<'k> {
         check_utf8(&self.rec, &self.patients_path, Some(&self.patient_headers))?;
         let line = line_of(&self.rec);
         let next = self.rec.get(self.p_reg).unwrap_or_default().to_vec();
-        if self.cur.as_ref().is_some_and(|(k, _)| next <= *k) {
+        if self.cur.as_ref().is_some_and(|(k, _)| next == *k) {
+            // The patient table is one row per patient (catalogue: one_row_per_patient).
+            return Err(IngestError::SecondRow {
+                file: self.patients_path.clone(),
+                line,
+            });
+        }
+        if self.cur.as_ref().is_some_and(|(k, _)| next < *k) {
             return Err(IngestError::Unsorted {
                 file: self.patients_path.clone(),
                 line,
@@ -857,6 +867,12 @@ fn parse_table(
             let reg = rec.get(reg_ix).unwrap_or_default();
             if reg < last_reg.as_slice() {
                 return Err(IngestError::Unsorted {
+                    file: plan.file.clone(),
+                    line,
+                });
+            }
+            if reg == last_reg.as_slice() && plan.one_row && source_rows > 1 {
+                return Err(IngestError::SecondRow {
                     file: plan.file.clone(),
                     line,
                 });

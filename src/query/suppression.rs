@@ -13,7 +13,7 @@
 //! dropping the future cancels the query.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
@@ -79,12 +79,45 @@ pub async fn run_query_with(
     limits: &Limits,
     ledger: &dyn LedgerView,
 ) -> Result<QueryOutcome, QueryError> {
+    let mut times = StageTimes::default();
+    run_query_staged(ctx, sql, catalog, rules, limits, ledger, &mut times).await
+}
+
+/// Wall-clock time of each stage of one query (`kura bench query --stages`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageTimes {
+    pub guard: Duration,
+    pub rewrite: Duration,
+    pub execute: Duration,
+    pub check: Duration,
+}
+
+/// [`run_query_with`], recording how long each stage took.
+pub async fn run_query_staged(
+    ctx: &SessionContext,
+    sql: &str,
+    catalog: &Catalog,
+    rules: &DisclosureRules,
+    limits: &Limits,
+    ledger: &dyn LedgerView,
+    times: &mut StageTimes,
+) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
     let work = async {
+        let mut t = Instant::now();
+        let mut lap = |slot: &mut Duration| {
+            *slot = t.elapsed();
+            t = Instant::now();
+        };
         let guarded = guarded(ctx, sql, catalog, rules).await?;
+        lap(&mut times.guard);
         let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
+        lap(&mut times.rewrite);
         let executed = executed(ctx, rewritten, limits).await?;
-        checked(ctx, executed, limits, started, ledger).await
+        lap(&mut times.execute);
+        let outcome = checked(ctx, executed, limits, started, ledger).await;
+        lap(&mut times.check);
+        outcome
     };
     crate::engine::exec::within_timeout(limits, work).await
 }

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -519,6 +519,42 @@ fn write_patient_index(dir: &Path, pids: Vec<String>) -> Result<String, ExtractE
     )))
 }
 
+/// A table the catalogue marks `one_row_per_patient` holds no patient twice in the
+/// source (so neither in the extract, whose pid mapping is one to one). DP mode relies on
+/// it to skip contribution bounding; a source that breaks it builds no extract.
+async fn check_one_row_per_patient(ctx: &SessionContext, t: &Table) -> Result<(), ExtractError> {
+    let engine = |source| ExtractError::Engine {
+        table: t.name.clone(),
+        source,
+    };
+    let sql = format!(
+        "SELECT count(*) - count(DISTINCT pid) AS extra FROM \"{}\"",
+        t.name
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(engine)?
+        .collect()
+        .await
+        .map_err(engine)?;
+    let extra = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+        })
+        .map(|a| a.value(0))
+        .unwrap_or(0);
+    if extra != 0 {
+        return Err(ExtractError::SourceSchema {
+            table: t.name.clone(),
+            detail: "a patient has more than one row in a table marked one_row_per_patient".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Stream a DataFrame into `<dir>/<table>.parquet` with exactly the catalogue schema.
 async fn write_table(
     df: DataFrame,
@@ -605,6 +641,9 @@ async fn build_into(
             table: t.name.clone(),
             source,
         };
+        if t.one_row_per_patient {
+            check_one_row_per_patient(&ctx, t).await?;
+        }
         let mut df = ctx.table(&t.name).await.map_err(engine)?;
         if t.kind == TableKind::Patient {
             if let Some(p) = record_predicate(t, &restr) {
@@ -868,5 +907,44 @@ mod tests {
         assert!(names.contains(&"patient") && names.contains(&"nanbyo_survey"));
         assert!(names.contains(&"product") && names.contains(&"disease"));
         assert!(!names.contains(&"als_visit") && !names.contains(&"regen_treatment"));
+    }
+}
+
+#[cfg(test)]
+mod one_row_tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+
+    async fn check(pids: Vec<&str>) -> Result<(), ExtractError> {
+        let catalog = Catalog::embedded().unwrap();
+        let table = catalog.table("patient").unwrap().clone();
+        assert!(table.one_row_per_patient, "the catalogue marks patient");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("pid", DataType::Utf8, false),
+            Field::new("birth_year", DataType::Int32, true),
+        ]));
+        let n = pids.len() as i32;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(pids)),
+                Arc::new(Int32Array::from_iter_values(0..n)),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let mem = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        ctx.register_table("patient", Arc::new(mem)).unwrap();
+        check_one_row_per_patient(&ctx, &table).await
+    }
+
+    #[tokio::test]
+    async fn a_second_row_for_a_patient_builds_no_extract() {
+        assert!(check(vec!["a", "b", "c"]).await.is_ok());
+        let e = check(vec!["a", "b", "a"]).await.unwrap_err().to_string();
+        assert!(
+            e.contains("one_row_per_patient") && !e.contains("\"a\""),
+            "{e}"
+        );
     }
 }

@@ -121,10 +121,37 @@ async fn accounting(sql: &str, epsilon: f64, total_shares: f64, expect: &[Expect
 #[tokio::test]
 async fn exact_accounting_per_query_shape() {
     let (l, m) = (5.0, 3.0);
-    // One quantity: the distinct count, which is also the threshold count.
+    // One quantity: the distinct count, which is also the threshold count. `patient` has
+    // one row per patient (catalogue, checked at ingest), so its key puts a patient in one
+    // group: L = 1 whatever the approval's L.
     accounting(
         "SELECT sex, count(DISTINCT pid) AS n FROM patient GROUP BY sex",
         0.8,
+        1.0,
+        &[Expect {
+            column: "n",
+            shares: 1.0,
+            sensitivity: 1.0,
+        }],
+    )
+    .await;
+    // COUNT(*) over the one-row table: one row per patient, so m = 1 too.
+    accounting(
+        "SELECT sex, count(*) AS n FROM patient GROUP BY sex",
+        1.0,
+        2.0,
+        &[Expect {
+            column: "n",
+            shares: 1.0,
+            sensitivity: 1.0,
+        }],
+    )
+    .await;
+    // Through an outer join the patient's key can be NULL on some rows and not on
+    // others (an extra ON condition), so the approval's L applies.
+    accounting(
+        "SELECT p.sex, count(DISTINCT s.pid) AS n FROM nanbyo_survey s LEFT JOIN patient p ON p.pid = s.pid AND s.fiscal_year > 2020 GROUP BY p.sex",
+        1.0,
         1.0,
         &[Expect {
             column: "n",
@@ -146,7 +173,8 @@ async fn exact_accounting_per_query_shape() {
     )
     .await;
     // AVG (2 quantities) + SUM + COUNT(DISTINCT pid) = 4 shares; severity bounds [1, 5],
-    // creatinine bounds [0.1, 15].
+    // creatinine bounds [0.1, 15]. `sex` comes from `patient` through an inner join on pid:
+    // one group per patient (L = 1), but up to m surveys per patient count.
     accounting(
         "SELECT sex, avg(severity) AS a, sum(creatinine) AS s, count(DISTINCT pid) AS n FROM patient JOIN nanbyo_survey USING (pid) GROUP BY sex",
         2.0,
@@ -155,17 +183,17 @@ async fn exact_accounting_per_query_shape() {
             Expect {
                 column: "a",
                 shares: 2.0,
-                sensitivity: l * m * (5.0 - 1.0) / 2.0,
+                sensitivity: m * (5.0 - 1.0) / 2.0,
             },
             Expect {
                 column: "s",
                 shares: 1.0,
-                sensitivity: l * m * 15.0,
+                sensitivity: m * 15.0,
             },
             Expect {
                 column: "n",
                 shares: 1.0,
-                sensitivity: l,
+                sensitivity: 1.0,
             },
         ],
     )

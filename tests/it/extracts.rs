@@ -946,6 +946,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         memory_mb: 512,
         dp_epsilon: None,
         ledger_cells: 200,
+        stages: true,
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);
@@ -965,6 +966,12 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
     // The ledger path ran beside the empty one for every query.
     assert_eq!(report.ledger_ratios().len(), 5, "{text}");
     assert!(text.contains("ledger median"), "{text}");
+    // Every query's stages were timed apart.
+    for q in &report.queries {
+        let t = q.stages.expect("stages timed");
+        assert!(t.execute > std::time::Duration::ZERO, "{q:?}");
+    }
+    assert_eq!(text.matches("stages / 段階").count(), 5, "{text}");
     println!("{text}");
 }
 

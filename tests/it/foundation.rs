@@ -547,6 +547,19 @@ fn malformed_sources_fail_with_location_and_write_nothing() {
         "{msg}"
     );
 
+    // A second row for one patient in the one-row-per-patient table (DP mode relies on
+    // the catalogue's promise; the undamaged source ingests in the tests above).
+    let msg = broken("second_row", "o8", &|s| {
+        let text = std::fs::read_to_string(s.join("patients.csv")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.insert(3, lines[2]);
+        std::fs::write(s.join("patients.csv"), lines.join("\n") + "\n").unwrap();
+    });
+    assert!(
+        msg.contains("patients.csv:4") && msg.contains("one_row_per_patient"),
+        "{msg}"
+    );
+
     // Missing file.
     let msg = broken("no_file", "o6", &|s| {
         std::fs::remove_file(s.join("consent_withdrawals.csv")).unwrap();

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use crate::catalog::Catalog;
 use crate::engine::session::{empty_session, register_table};
 use crate::engine::{Limits, open_extract};
+use crate::query::suppression::StageTimes;
 use crate::query::{QueryError, QueryOutcome};
 use crate::sql::extract::{ExtractError, build_extract};
 use crate::sql::scope::Scope;
@@ -52,6 +53,10 @@ pub struct BenchQueryArgs {
     /// cells (issue 11), beside the same path with an empty ledger.
     #[arg(long, default_value_t = 0)]
     pub ledger_cells: usize,
+    /// Also time the stages of the suppression path apart (guard, rewrite, execution,
+    /// disclosure check), in one more run per repetition.
+    #[arg(long)]
+    pub stages: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +90,8 @@ pub struct QueryTiming {
     pub full_rows: usize,
     /// The full path against the filled ledger (`--ledger-cells`).
     pub ledger: Option<Duration>,
+    /// Median of each stage of the suppression path (`--stages`).
+    pub stages: Option<StageTimes>,
 }
 
 impl QueryTiming {
@@ -205,6 +212,20 @@ impl fmt::Display for BenchReport {
                 "ledger median / 台帳 中央値: {:.2}x   max / 最大: {max:.2}x   (goal: <= 1.10x)",
                 median(lr)
             )?;
+        }
+        for q in &self.queries {
+            if let Some(t) = &q.stages {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                writeln!(
+                    f,
+                    "stages / 段階 {:<31} guard {:>7.1}  rewrite {:>7.1}  execute {:>8.1}  check {:>7.1} ms",
+                    q.name,
+                    ms(t.guard),
+                    ms(t.rewrite),
+                    ms(t.execute),
+                    ms(t.check)
+                )?;
+            }
         }
         match self.peak_rss_kib {
             Some(k) => writeln!(f, "peak RSS / 最大常駐メモリ: {:.1} MiB", k as f64 / 1024.0),
@@ -338,7 +359,18 @@ where
             .rows
             .len();
         let (mut raw, mut full, mut with_ledger) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stages = Vec::new();
         for _ in 0..args.repeat.max(1) {
+            if args.stages && args.dp_epsilon.is_none() {
+                let mut times = StageTimes::default();
+                let none = crate::privacy::ledger::NoLedger;
+                crate::query::suppression::run_query_staged(
+                    &full_ctx, sql, catalog, &rules, &limits, &none, &mut times,
+                )
+                .await
+                .map_err(query_err(name, "stages"))?;
+                stages.push(times);
+            }
             if let Some(view) = &ledger {
                 let t = Instant::now();
                 crate::query::run_query_with(&full_ctx, sql, catalog, &rules, &limits, view)
@@ -367,6 +399,7 @@ where
             raw_rows,
             full_rows,
             ledger: (!with_ledger.is_empty()).then(|| median_duration(&with_ledger)),
+            stages: median_stages(&stages),
         });
     }
     Ok(BenchReport {
@@ -376,6 +409,21 @@ where
         queries: timings,
         peak_rss_kib: peak_rss_kib(),
         dp: args.dp_epsilon.is_some(),
+    })
+}
+
+/// The median of each stage over the runs (`None` without runs).
+fn median_stages(runs: &[StageTimes]) -> Option<StageTimes> {
+    if runs.is_empty() {
+        return None;
+    }
+    let of =
+        |f: fn(&StageTimes) -> Duration| median_duration(&runs.iter().map(f).collect::<Vec<_>>());
+    Some(StageTimes {
+        guard: of(|t| t.guard),
+        rewrite: of(|t| t.rewrite),
+        execute: of(|t| t.execute),
+        check: of(|t| t.check),
     })
 }
 

@@ -77,6 +77,24 @@ pub struct Release {
     pub k: u32,
 }
 
+/// The bounds the bounded plan enforces: the requested ones, where the data proves no
+/// less (an ungrouped query, or keys that depend on the patient only, put a patient in
+/// one group; a one-row-per-patient table gives it one row).
+pub fn effective_bounds(dp: &DpPlan, bounds: DpBounds) -> DpBounds {
+    DpBounds {
+        max_groups_per_patient: if dp.keys.is_empty() || dp.shape.one_group {
+            1
+        } else {
+            bounds.max_groups_per_patient
+        },
+        max_rows_per_group: if dp.shape.one_row {
+            1
+        } else {
+            bounds.max_rows_per_group
+        },
+    }
+}
+
 /// Build and price the release of `dp` under `bounds` at total `epsilon`, with the
 /// threshold for minimum cell size `k`.
 pub fn make_release(
@@ -85,14 +103,7 @@ pub fn make_release(
     epsilon: f64,
     k: u32,
 ) -> Result<Release, QueryError> {
-    let effective = if dp.keys.is_empty() {
-        DpBounds {
-            max_groups_per_patient: 1,
-            ..bounds
-        }
-    } else {
-        bounds
-    };
+    let effective = effective_bounds(dp, bounds);
     let shares: usize = dp
         .measures
         .iter()

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::DFSchema;
-use datafusion::functions_aggregate::expr_fn::count_distinct;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, lit, when};
@@ -27,6 +26,7 @@ use super::allow_list::check_allowed;
 use super::lineage::{col_at, pid_index, plain_col, public_rel, strip_alias};
 use super::min_max::check_public_only;
 use super::{Col, Guard, Kind, Rel, Rewriter};
+use crate::engine::distinct_count::DistinctCount;
 use crate::query::QueryError;
 
 /// What an aggregate's cell needs beyond its contributor count.
@@ -128,8 +128,17 @@ impl Rewriter<'_> {
         for c in cols.iter_mut() {
             c.guards.insert(cells.group_guard);
         }
-        for e in &aggr {
-            cols.push(self.cell(&mut cells, e)?);
+        // User `count(DISTINCT pid)` cells that are exactly the size of their own set.
+        let mut from_sets = Vec::new();
+        for (j, e) in aggr.iter().enumerate() {
+            let c = self.cell(&mut cells, e)?;
+            // The cell's one set is the guard of exactly the rows it counts.
+            if counts_distinct_pid(e, &input)
+                && let Some(&gid) = c.sets.first()
+            {
+                from_sets.push((j, self.guards[gid].n.clone()));
+            }
+            cols.push(c);
         }
         let Cells { exprs, sums, .. } = cells;
         let nhelpers = exprs.len() - aggr.len();
@@ -138,10 +147,12 @@ impl Rewriter<'_> {
             ..Col::default()
         }));
         let ngroup = group.len();
-        let main = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::new(input.plan.clone()), group.clone(), exprs)
-                .map_err(|e| QueryError::internal("privacy rewrite", e))?,
-        );
+        let main = super::set_sizes::aggregate_reusing_sets(
+            input.plan.clone(),
+            group.clone(),
+            exprs,
+            &from_sets,
+        )?;
         // Without dominance rules (k = 1 equivalence runs, or a policy that turns them off)
         // the per-patient second plan would be computed for nothing.
         let dominance_on = self.rules.dominance_k < 1.0 || self.rules.p_ratio > 0.0;
@@ -217,7 +228,9 @@ impl Rewriter<'_> {
         for &i in &cells.fac_idx {
             let name = self.fresh("f");
             let fac = col_at(&cells.input.plan, i);
-            cells.exprs.push(count_distinct(fed(fac)?).alias(&name));
+            cells
+                .exprs
+                .push(DistinctCount::call(fed(fac)?).alias(&name));
             facilities.push(name);
         }
         self.guards.push(Guard {
@@ -227,6 +240,22 @@ impl Rewriter<'_> {
         });
         Ok(self.guards.len() - 1)
     }
+}
+
+/// `count(DISTINCT <the unit's pid column>)` with at most a FILTER: the size of the
+/// cell's contributor set. Only the very column the sets are built from qualifies (after
+/// an outer join another pid column can be NULL where this one is not).
+fn counts_distinct_pid(e: &Expr, input: &Rel) -> bool {
+    let Expr::AggregateFunction(f) = strip_alias(e) else {
+        return false;
+    };
+    let schema = input.plan.schema();
+    f.func.name().eq_ignore_ascii_case("count")
+        && f.params.distinct
+        && f.params.args.len() == 1
+        && plain_col(&f.params.args[0])
+            .and_then(|c| schema.index_of_column(c).ok())
+            .is_some_and(|i| pid_index(input).is_ok_and(|p| p == i))
 }
 
 pub(super) fn facility_indices(r: &Rel) -> Vec<usize> {

@@ -59,12 +59,26 @@ impl Rewriter<'_> {
         let new = plan
             .with_new_exprs(plan.expressions(), vec![left.plan, right.plan])
             .map_err(|e| QueryError::internal("privacy rewrite", e))?;
+        let (mut left_cols, mut right_cols) = (left.cols, right.cols);
+        // A NULL-extended side can be matched on some rows of a patient and not on others
+        // (an extra ON condition): its columns are no longer a function of the patient.
+        let (null_l, null_r) = match j.join_type {
+            JoinType::Left => (false, true),
+            JoinType::Right => (true, false),
+            JoinType::Full => (true, true),
+            _ => (false, false),
+        };
+        for (extended, cols) in [(null_l, &mut left_cols), (null_r, &mut right_cols)] {
+            if extended {
+                cols.iter_mut().for_each(|c| c.unit_level = false);
+            }
+        }
         let mut cols = Vec::new();
         if keep_l {
-            cols.extend(left.cols);
+            cols.extend(left_cols);
         }
         if keep_r {
-            cols.extend(right.cols);
+            cols.extend(right_cols);
         }
         while cols.len() < new.schema().fields().len() {
             cols.push(Col::default()); // mark column of mark joins

@@ -112,6 +112,7 @@ impl Rewriter<'_> {
         let mut col = Col {
             public: !sub && r.iter().all(|&i| input.cols[i].public),
             key: !sub && r.iter().all(|&i| input.cols[i].key),
+            unit_level: !sub && !e.is_volatile() && r.iter().all(|&i| input.cols[i].unit_level),
             ..Col::default()
         };
         for &i in &r {

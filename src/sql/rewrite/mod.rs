@@ -40,6 +40,7 @@ mod projection;
 mod release;
 mod scan;
 mod seal;
+mod set_sizes;
 mod sort_limit;
 mod subquery;
 mod union;
@@ -97,6 +98,10 @@ pub(crate) struct Col {
     hidden: bool,
     /// This column is the privacy unit.
     pid: bool,
+    /// The value is a function of the patient alone: the pid, a column of a table with
+    /// one row per patient, a per-patient aggregate, or a deterministic expression over
+    /// only such columns. A key of this kind puts each patient in exactly one group.
+    unit_level: bool,
     /// A facility-identifying column.
     facility: bool,
     /// Values come only from public domains (safe to show as keys).

@@ -30,9 +30,15 @@ impl Rewriter<'_> {
         mut cols: Vec<Col>,
     ) -> Result<Rel, QueryError> {
         let mut exprs = aggr.clone();
+        // Grouped by the patient (and keys that depend on the patient only): one row per
+        // patient, so its aggregates are values of the patient.
+        let one_row = cols.iter().all(|c| c.unit_level);
         for e in &aggr {
             check_aggregate(e, &input, true)?;
-            cols.push(Col::default());
+            cols.push(Col {
+                unit_level: one_row,
+                ..Col::default()
+            });
         }
         for i in facility_indices(&input) {
             let name = self.fresh("fac");

@@ -29,6 +29,8 @@ impl Rewriter<'_> {
                 let c = table.column(f.name());
                 Col {
                     pid: c.is_some_and(|c| c.privacy_unit),
+                    unit_level: table.kind == TableKind::Patient
+                        && (table.one_row_per_patient || c.is_some_and(|c| c.privacy_unit)),
                     facility: c.is_some_and(|c| c.facility),
                     public: c.is_some_and(|c| c.public_domain),
                     key: true,

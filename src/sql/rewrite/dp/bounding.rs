@@ -72,16 +72,21 @@ pub(super) fn bounded(
     let ngroup = aggregate.group_expr.len();
     let gnames: Vec<String> = (0..ngroup).map(|j| format!("__kura_g{j}")).collect();
     let mut plan = tagged_rows(aggregate, rows, specs, &gnames)?;
-    // Only the row-counting aggregates care how many rows a patient has in a group.
-    if specs
-        .iter()
-        .any(|s| s.kind != MeasureKind::CountDistinctPid)
-    {
-        let part = pid_and_keys(&gnames);
-        plan = keep_first(plan, part, "__kura_rn_rows", bounds.max_rows_per_group)?;
+    if rows.shape.one_row {
+        // One row per patient: the row is its patient's only (patient, group) pair.
+        plan = one_row_partials(plan, specs, &gnames)?;
+    } else {
+        // Only the row-counting aggregates care how many rows a patient has in a group.
+        if specs
+            .iter()
+            .any(|s| s.kind != MeasureKind::CountDistinctPid)
+        {
+            let part = pid_and_keys(&gnames);
+            plan = keep_first(plan, part, "__kura_rn_rows", bounds.max_rows_per_group)?;
+        }
+        plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
     }
-    plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
-    if ngroup > 0 {
+    if ngroup > 0 && !rows.shape.one_group {
         plan = keep_first(
             plan,
             vec![pid()],
@@ -157,6 +162,33 @@ fn per_patient_and_group(specs: &[Spec]) -> Vec<Expr> {
         }
     }
     p2
+}
+
+/// P2 for rows that are one per patient: the partials of a single row, computed on the
+/// row (a count is 1 for a non-NULL value, a sum the value itself), with the same names.
+fn one_row_partials(
+    plan: LogicalPlan,
+    specs: &[Spec],
+    gnames: &[String],
+) -> Result<LogicalPlan, QueryError> {
+    let mut exprs = pid_and_keys(gnames);
+    for (j, s) in specs.iter().enumerate() {
+        let v = col(format!("__kura_v{j}"));
+        for &p in partials(s.kind) {
+            let partial = if p == 'c' {
+                when(v.clone().is_not_null(), lit(1i64))
+                    .otherwise(lit(0i64))
+                    .map_err(|e| QueryError::internal("dp rewrite", e))?
+            } else {
+                v.clone()
+            };
+            exprs.push(partial.alias(format!("__kura_{p}{j}")));
+        }
+    }
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(exprs, Arc::new(plan))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    ))
 }
 
 /// P4: per group, each measure (`m`, and an AVG's count `n`) and the number of (patient,

@@ -22,6 +22,7 @@
 mod bounding;
 mod clamping;
 mod key_domain;
+mod patient_shape;
 mod post_processing;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,7 @@ use crate::query::QueryError;
 use crate::sql::rewrite::{Kind, Rel, Rewriter, pid_index};
 
 pub use key_domain::{DpKey, KeyDomain};
+pub use patient_shape::PatientShape;
 
 /// The aggregates DP mode answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub struct DpPlan {
     pub lineage: Vec<BTreeSet<usize>>,
     /// For every output column of `top`: the aggregate output column it passes unchanged.
     pub passes: Vec<Option<usize>>,
+    /// One group / one row per patient, as the data guarantees (`patient_shape`).
+    pub shape: PatientShape,
 }
 
 /// The patient rows the protected aggregation reads, as the suppression rewriter tagged
@@ -103,6 +107,8 @@ struct Rows {
     rel: Rel,
     /// Column of `rel` holding the relation's own privacy unit.
     pid: usize,
+    /// What the rows guarantee per patient (no bounding needed where they do).
+    shape: PatientShape,
 }
 
 fn unsupported(msg: String) -> QueryError {
@@ -124,6 +130,7 @@ pub fn plan(
     let aggregate = post_processing::find_aggregate(user)?.clone();
     let (lineage, passes) = post_processing::lineage(user)?;
     let rows = patient_rows(&aggregate, catalog, defences)?;
+    let shape = rows.shape;
     let keys = key_domain::keys(&aggregate, &rows)?;
     let specs = clamping::specs(&aggregate, &rows, catalog)?;
     let bounded = bounding::bounded(&aggregate, &rows, &specs, bounds)?;
@@ -140,6 +147,7 @@ pub fn plan(
         top: user.clone(),
         lineage,
         passes,
+        shape,
     })
 }
 
@@ -174,5 +182,11 @@ fn patient_rows(
         )));
     }
     let pid = pid_index(&rel)?;
-    Ok(Rows { rel, pid })
+    let mut rows = Rows {
+        rel,
+        pid,
+        shape: PatientShape::default(),
+    };
+    rows.shape = patient_shape::shape(&rw, aggregate, &rows, catalog);
+    Ok(rows)
 }
