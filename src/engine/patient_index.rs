@@ -34,6 +34,8 @@ pub struct PatientIndex {
     /// session without an extract).
     pub id: String,
     keys: Keys,
+    /// Loaded from an extract's index file (so `id` names immutable extract contents).
+    from_extract: bool,
 }
 
 /// The lookup table. Extract pids are 32 lowercase hex digits (a 128-bit pseudonym), held
@@ -93,7 +95,14 @@ impl PatientIndex {
         Ok(Self {
             id: id.to_string(),
             keys,
+            from_extract: false,
         })
+    }
+
+    /// The extract id when the index was loaded from an extract: what its session reads
+    /// is then fixed by that id (scope, source and key), so per-extract caches may key on it.
+    pub fn extract_id(&self) -> Option<&str> {
+        self.from_extract.then_some(self.id.as_str())
     }
 
     /// The index of one pid, if it belongs to the extract.
@@ -139,7 +148,9 @@ impl PatientIndex {
         if let Some(hit) = cache.lock().expect("index cache").get(&key) {
             return Ok(hit.clone());
         }
-        let index = Arc::new(Self::load(dir, id, sha256)?);
+        let mut index = Self::load(dir, id, sha256)?;
+        index.from_extract = true;
+        let index = Arc::new(index);
         let mut guard = cache.lock().expect("index cache");
         // A few extracts per process; drop the oldest generation wholesale when it grows.
         if guard.len() >= 64 {

@@ -7,7 +7,8 @@
 //! key type, a failing reference read) has no domain, so nothing is padded (fail closed).
 //! Used for suppression padding and for DP zero-fill.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 
 use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::cast;
@@ -24,6 +25,48 @@ use crate::catalog::{Catalog, Domain, TableKind};
 /// domain order. `None` when the column has no enumerable public domain, the domain is
 /// larger than `max_rows`, or the scope restriction cannot be worked out (fail closed).
 pub async fn key_domain(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    table: &str,
+    column: &str,
+    t: &DataType,
+    max_rows: usize,
+) -> Option<Vec<ScalarValue>> {
+    let Some(extract) = extract_of(ctx) else {
+        return key_domain_uncached(ctx, catalog, table, column, t, max_rows).await;
+    };
+    let key = format!("{extract}\u{0}{table}\u{0}{column}\u{0}{t}\u{0}{max_rows}");
+    if let Some(hit) = DOMAINS.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return hit;
+    }
+    let values = key_domain_uncached(ctx, catalog, table, column, t, max_rows).await;
+    if let Ok(mut cache) = DOMAINS.lock() {
+        // A few extracts with a few key columns each; start over when it grows.
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(key, values.clone());
+    }
+    values
+}
+
+/// Key domains per extract: they depend only on the catalogue (fixed for the process) and
+/// the extract's reference tables and scope (fixed by its id), so each is read once.
+static DOMAINS: LazyLock<Mutex<HashMap<String, Option<Vec<ScalarValue>>>>> =
+    LazyLock::new(Default::default);
+
+/// The extract id of a session opened on an extract (`None` for other sessions, whose
+/// tables are not fixed by an id: their domains are read on every query).
+fn extract_of(ctx: &SessionContext) -> Option<String> {
+    let state = ctx.state_ref();
+    let state = state.read();
+    let index = state
+        .config()
+        .get_extension::<crate::engine::PatientIndex>()?;
+    index.extract_id().map(str::to_string)
+}
+
+async fn key_domain_uncached(
     ctx: &SessionContext,
     catalog: &Catalog,
     table: &str,
