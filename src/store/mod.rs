@@ -19,6 +19,8 @@ mod extracts;
 pub mod ledger;
 pub mod model;
 mod notebooks;
+// oversight (issue 13 §2 §4): alerts, filed usage reports, publications
+pub mod oversight;
 mod queries;
 mod releases;
 pub mod retention;
@@ -50,6 +52,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "release_ledger",
         include_str!("migrations/0003_release_ledger.sql"),
+    ),
+    // oversight (issue 13 §2 §4)
+    (
+        5,
+        "oversight",
+        include_str!("migrations/0005_oversight.sql"),
     ),
 ];
 
@@ -91,6 +99,8 @@ pub struct AuditFilter {
 pub struct Store {
     pool: SqlitePool,
     key: AuditKey,
+    /// Alert rules evaluated as each event is appended (none unless `with_alerts`).
+    alerts: std::sync::Arc<audit::alert::AlertRules>,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,7 +166,11 @@ impl Store {
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        let store = Self { pool, key };
+        let store = Self {
+            pool,
+            key,
+            alerts: Default::default(),
+        };
         store.migrate().await?;
         // Whatever was reserved before this open belongs to a query that can no longer
         // commit (a crash, or a process that stopped): it counts as spent.
@@ -229,8 +243,11 @@ impl Store {
     }
 
     /// Append one event to the audit chain, inside the caller's transaction.
+    /// The alert rules run here, in the same transaction (`audit::alert`).
     async fn audit(&self, conn: &mut SqliteConnection, event: &AuditEvent) -> Result<AuditRecord> {
-        Ok(audit::append(conn, &self.key, event).await?)
+        let record = audit::append(conn, &self.key, event).await?;
+        audit::alert::after_append(&self.alerts, conn, &self.key, &record, event).await;
+        Ok(record)
     }
 
     /// Record an event that changes no other state (refusals, reads worth logging).
