@@ -29,7 +29,7 @@ use serde_json::json;
 use sqlx::SqliteConnection;
 
 pub use chain::broken_chain_alert;
-pub use rules::{AlertRules, Bilingual, Rule, RuleError, Severity};
+pub use rules::{AlertRules, Bilingual, Rule, RuleError, Severity, parse as parse_rule};
 
 use super::{AuditEvent, AuditKey, AuditRecord};
 
