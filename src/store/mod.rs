@@ -194,8 +194,13 @@ impl Store {
                 known,
             });
         }
+        // Versions are applied by set, not by "above the highest": branches add migrations
+        // in parallel (4 and 5 of issue 13), and a database that got 5 first still gets 4.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
         drop(conn);
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
             self.transaction(async |tx| {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 let applied = sqlx::query(
