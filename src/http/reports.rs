@@ -71,6 +71,20 @@ async fn readable(
     Ok((app, oversight))
 }
 
+/// The application, if the caller is its applicant; else `403 forbidden` with `why`.
+async fn applicant_only(
+    st: &AppState,
+    who: &AuthUser,
+    id: &str,
+    why: &str,
+) -> Result<Application, ApiError> {
+    let app = load_visible(st, who, id).await?;
+    if app.applicant != who.user.username {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
+    }
+    Ok(app)
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ReportParams {
     /// Fiscal year (April–March); default: the current one.
@@ -156,14 +170,13 @@ pub async fn file_usage_report(
     body: JsonBody<FileRequest>,
 ) -> Result<(StatusCode, Json<Filing>), ApiError> {
     let Json(req) = body?;
-    let app = load_visible(&st, &who, &id).await?;
-    if app.applicant != who.user.username {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Only the applicant files the usage report. / 使用状況報告書を提出できるのは申請者のみです。",
-        ));
-    }
+    let app = applicant_only(
+        &st,
+        &who,
+        &id,
+        "Only the applicant files the usage report. / 使用状況報告書を提出できるのは申請者のみです。",
+    )
+    .await?;
     let fy = req.fy.unwrap_or_else(|| fiscal_year(st.today()));
     let r = report::usage_report(&st.store, &app, fy, st.today()).await?;
     let filing = Filing {
@@ -273,14 +286,13 @@ pub async fn add_publication(
     body: JsonBody<PublicationRequest>,
 ) -> Result<(StatusCode, Json<Publication>), ApiError> {
     let Json(req) = body?;
-    let app = load_visible(&st, &who, &id).await?;
-    if app.applicant != who.user.username {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Only the applicant records publications. / 公表の報告は申請者が行います。",
-        ));
-    }
+    applicant_only(
+        &st,
+        &who,
+        &id,
+        "Only the applicant records publications. / 公表の報告は申請者が行います。",
+    )
+    .await?;
     let citation = req.citation.trim();
     if citation.is_empty() || citation.chars().count() > 1000 {
         return Err(invalid(

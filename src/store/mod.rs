@@ -127,6 +127,17 @@ fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
 }
 
+/// An audit entry read back (`seq, at, event, prev, mac`).
+fn record_of(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        at: parse_ts(&r.try_get::<String, _>("at")?)?,
+        event: serde_json::from_str(&r.try_get::<String, _>("event")?)?,
+        prev: r.try_get("prev")?,
+        mac: r.try_get("mac")?,
+    })
+}
+
 /// One bound statement, ready to run in a transaction.
 type Statement<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
@@ -288,17 +299,7 @@ impl Store {
         .bind(f.before)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: r.try_get("seq")?,
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    event: serde_json::from_str(&r.try_get::<String, _>("event")?)?,
-                    prev: r.try_get("prev")?,
-                    mac: r.try_get("mac")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
 
     /// Close the pool (tests that reopen the file).

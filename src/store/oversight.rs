@@ -15,7 +15,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use utoipa::ToSchema;
 
-use super::{Result, Store, StoreError, exec, now, opt_ts, parse_ts, ts};
+use super::{Result, Store, StoreError, exec, now, opt_ts, parse_ts, record_of, ts};
 use crate::audit::alert::{self, AlertRules, Bilingual};
 use crate::audit::{AuditEvent, AuditRecord, Verification};
 
@@ -208,17 +208,7 @@ impl Store {
         .bind(ts(to))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: r.try_get("seq")?,
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    event: serde_json::from_str(&r.try_get::<String, _>("event")?)?,
-                    prev: r.try_get("prev")?,
-                    mac: r.try_get("mac")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
 
     /// File a usage report (audited `report.usage_file`); once per application and year.

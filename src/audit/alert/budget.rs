@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use sqlx::SqliteConnection;
 
-use super::{Bilingual, Finding, Trigger};
+use super::{Bilingual, Checked, Finding, Trigger};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,11 +17,7 @@ pub struct Params {
     pub below: f64,
 }
 
-pub async fn check(
-    p: &Params,
-    conn: &mut SqliteConnection,
-    t: &Trigger<'_>,
-) -> Result<Option<Finding>, sqlx::Error> {
+pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let (Some(app), Some(fy)) = (&e.application, e.detail["fiscal_year"].as_i64()) else {
         return Ok(None);

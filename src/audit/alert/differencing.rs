@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sqlx::SqliteConnection;
 
 use super::window::{before, recent};
-use super::{Bilingual, Finding, Trigger};
+use super::{Bilingual, Checked, Finding, Trigger};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,11 +25,7 @@ fn cells(event: &serde_json::Value) -> usize {
         .map_or(0, Vec::len)
 }
 
-pub async fn check(
-    p: &Params,
-    conn: &mut SqliteConnection,
-    t: &Trigger<'_>,
-) -> Result<Option<Finding>, sqlx::Error> {
+pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let here = e.detail["differencing"].as_array().map_or(0, Vec::len);
     if e.action != "query.run" || e.outcome != "ok" || here < p.min_cells.max(1) as usize {

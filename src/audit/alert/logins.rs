@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sqlx::SqliteConnection;
 
 use super::window::{before, recent};
-use super::{Bilingual, Finding, Trigger};
+use super::{Bilingual, Checked, Finding, Trigger};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +33,7 @@ pub async fn check_failed(
     p: &FailedParams,
     conn: &mut SqliteConnection,
     t: &Trigger<'_>,
-) -> Result<Option<Finding>, sqlx::Error> {
+) -> Checked {
     let e = t.event;
     if e.action != "session.login" || !is_failure(e.code.as_deref()) {
         return Ok(None);

@@ -47,6 +47,9 @@ pub struct Finding {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// What a check returns: a finding, nothing, or the database error that stopped it.
+pub type Checked = Result<Option<Finding>, sqlx::Error>;
+
 /// The event being appended, as the rules see it.
 pub struct Trigger<'a> {
     pub seq: i64,

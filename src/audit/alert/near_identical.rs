@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sqlx::SqliteConnection;
 
 use super::window::{before, recent};
-use super::{Bilingual, Finding, Trigger};
+use super::{Bilingual, Checked, Finding, Trigger};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,11 +22,7 @@ pub struct Params {
     pub window_minutes: u32,
 }
 
-pub async fn check(
-    p: &Params,
-    conn: &mut SqliteConnection,
-    t: &Trigger<'_>,
-) -> Result<Option<Finding>, sqlx::Error> {
+pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let Some(fp) = e.detail["plan_fingerprint"].as_str() else {
         return Ok(None);

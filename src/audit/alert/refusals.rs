@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sqlx::SqliteConnection;
 
 use super::window::{before, recent};
-use super::{Bilingual, Finding, Trigger};
+use super::{Bilingual, Checked, Finding, Trigger};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,11 +25,7 @@ pub struct Params {
     pub window_minutes: u32,
 }
 
-pub async fn check(
-    p: &Params,
-    conn: &mut SqliteConnection,
-    t: &Trigger<'_>,
-) -> Result<Option<Finding>, sqlx::Error> {
+pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let counted = |outcome: &str, code: Option<&str>| {
         p.outcomes.iter().any(|o| o == outcome)

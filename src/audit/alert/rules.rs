@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
-use super::{Finding, Trigger};
+use super::{Checked, Trigger};
 use super::{budget, chain, differencing, hours, logins, near_identical, refusals};
 
 /// The rules compiled into kura (`audit/*.toml`), used when no `alert_rules_dir` is set.
@@ -114,11 +114,7 @@ pub struct Rule {
 
 impl Rule {
     /// Look at one appended event.
-    pub async fn check(
-        &self,
-        conn: &mut SqliteConnection,
-        t: &Trigger<'_>,
-    ) -> Result<Option<Finding>, sqlx::Error> {
+    pub async fn check(&self, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
         match &self.check {
             Check::RepeatedOutcomes(p) => refusals::check(p, conn, t).await,
             Check::Differencing(p) => differencing::check(p, conn, t).await,
