@@ -98,6 +98,13 @@ impl EnvValue for Option<PathBuf> {
     }
 }
 
+impl EnvValue for Option<String> {
+    const EXPECTED: &'static str = "text";
+    fn parse_env(s: &str) -> Option<Self> {
+        Some((!s.is_empty()).then(|| s.to_string()))
+    }
+}
+
 macro_rules! options {
     (
         $(#[doc = $sdoc:literal])*
@@ -176,6 +183,10 @@ options! {
     extract_retention_days: i64 = 30, "30";
     /// Log format: `json` (for log collectors) or `text`.
     log_format: String = "json".to_string(), "json";
+    /// Directory of audit alert rules (`*.toml`, one rule per file, see audit/README.md); empty means the rules compiled into kura (`audit/`).
+    alert_rules_dir: Option<PathBuf> = None, "(embedded)";
+    /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
+    alert_webhook_url: Option<String> = None, "(none)";
 }
 
 options! {

@@ -40,5 +40,5 @@ export E2E_OUT=${E2E_OUT:-$root/target/e2e}
 mkdir -p "$E2E_OUT"
 
 cd "$web"
-node --test --test-concurrency=1 --test-reporter=spec e2e/run.mjs
+node --test --test-concurrency=1 --test-reporter=spec e2e/*.mjs
 echo "screenshots: $E2E_OUT"

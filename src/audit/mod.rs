@@ -10,6 +10,8 @@
 //! Truncating the newest entries leaves a shorter valid chain; the head reported by
 //! `verify` (and logged at every start) is what an operator compares against.
 
+pub mod alert;
+
 use std::path::Path;
 
 use chrono::{DateTime, Utc};

@@ -19,16 +19,19 @@ fn operator() -> String {
     )
 }
 
-/// Open the store of a configuration (the data dir must exist).
+/// Open the store of a configuration (the data dir must exist), with the alert rules of
+/// the configuration (a bad rule file stops the command here, naming file and field).
 pub async fn open_store(cfg: &Config, key: AuditKey) -> Result<Store, String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
-    Store::open(&cfg.db_path(), key).await.map_err(|e| {
+    let rules = crate::cli::report::alert_rules(cfg)?;
+    let store = Store::open(&cfg.db_path(), key).await.map_err(|e| {
         format!(
             "cannot open the control-plane database {}: {e}",
             cfg.db_path().display()
         )
-    })
+    })?;
+    Ok(store.with_alerts(std::sync::Arc::new(rules)))
 }
 
 fn read_password(stdin: bool) -> Result<(String, bool), String> {
@@ -204,6 +207,8 @@ pub async fn serve_command(
     let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::errors::chain(&e))?;
     crate::http::serve::init_tracing(&cfg.log_format);
     let state = build_state(&cfg).await?;
+    // oversight (issue 13 §4): webhook notification of alerts, if configured
+    let _webhook = crate::cli::report::webhook(&cfg, &state.store)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     crate::http::serve::serve(
         state,

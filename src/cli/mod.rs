@@ -9,6 +9,8 @@ pub mod bench;
 pub mod demo;
 pub mod extract;
 pub mod query;
+// oversight (issue 13 §2): `kura report`
+pub mod report;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -196,6 +198,11 @@ pub enum Command {
     /// Run one query over an extract through the full gateway path (operator use) /
     /// 抽出データに対してゲートウェイと同じ経路でクエリを実行する
     Query(crate::cli::query::QueryArgs),
+    /// Reports from the signed audit log (usage report) / 報告書（使用状況報告書）
+    Report {
+        #[command(subcommand)]
+        report: crate::cli::report::ReportCommand,
+    },
     /// Benchmarks; each prints ratios against a baseline measured in the same run /
     /// ベンチマーク
     Bench {
@@ -320,6 +327,9 @@ pub fn run() -> ExitCode {
                 .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
             Command::Audit { config, action } => runtime()
                 .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
+            Command::Report { report } => {
+                runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
+            }
             Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
             Command::Query(args) => return block_on(move || query(args)),
             Command::Bench {

@@ -1,6 +1,6 @@
 //! The approval workflow over HTTP (seed 002 別添2 要綱 第2章): drafts, submission,
 //! correction requests, decisions, pledges, corrective recommendations, revocation,
-//! change applications and the usage report.
+//! and change applications (the usage report: `super::reports`).
 //!
 //! Guarantees: every transition passes the enforcement point and the workflow state
 //! machine, is saved with its history entry and audit event in one transaction, and
@@ -25,7 +25,6 @@ use crate::policy::approval::{DecisionRequest, approval_from};
 use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
 use crate::policy::{Action, Target};
 
-use crate::report::{self, UsageReport};
 use crate::sql::scope::Scope;
 use crate::store::model::*;
 
@@ -39,7 +38,11 @@ fn visible(u: &User, app: &Application) -> bool {
     can_oversee(u) || app.applicant == u.username || app.is_named(&u.username)
 }
 
-async fn load_visible(st: &AppState, who: &AuthUser, id: &str) -> Result<Application, ApiError> {
+pub(super) async fn load_visible(
+    st: &AppState,
+    who: &AuthUser,
+    id: &str,
+) -> Result<Application, ApiError> {
     match st.store.application(id).await? {
         Some(a) if visible(&who.user, &a) => Ok(a),
         _ => Err(ApiError::not_found("application")),
@@ -519,31 +522,4 @@ pub async fn revoke(
     let saved = save(&st, &who, &app, &next, "revoke", Some(reason), detail).await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
-}
-
-/// The usage report (使用状況報告書) of an application.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/usage-report", tag = "applications", params(("id" = String, Path)),
-    responses((status = 200, body = UsageReport), (status = 404, body = ErrorBody)))]
-pub async fn usage_report(
-    State(st): State<AppState>,
-    who: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Json<UsageReport>, ApiError> {
-    let app = load_visible(&st, &who, &id).await?;
-    let oversight = st
-        .policy
-        .authorize(&who.user, Action::UsageReport, &Target::None, st.today())
-        .await
-        .is_ok();
-    if !oversight && app.applicant != who.user.username {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Usage reports are for the applicant, reviewers and auditors. / 使用状況報告は申請者・審査担当・監査担当のみ閲覧できます。",
-        ));
-    }
-    let r = report::usage_report(&st.store, &app, st.today()).await?;
-    let ev = AuditEvent::ok(&who.user.username, "report.usage", Some(&id), json!({}));
-    st.store.record(&ev).await?;
-    Ok(Json(r))
 }

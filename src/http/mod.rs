@@ -8,6 +8,8 @@
 //! audit event committed. Limits on body size, time and concurrency, request ids,
 //! tracing and security headers (strict CSP) wrap the whole router.
 
+// oversight (issue 13 §2 §4)
+pub mod alerts;
 pub mod applications;
 pub mod audit;
 pub mod catalog;
@@ -17,6 +19,7 @@ pub mod export;
 pub mod notebooks;
 pub mod query;
 pub mod releases;
+pub mod reports;
 pub mod serve;
 pub mod session;
 pub mod tls;
@@ -94,7 +97,10 @@ impl MakeRequestId for MakeId {
         query::run_query, query::query_cost, catalog::catalog, query::history, export::export,
         applications::list, applications::create, applications::detail, applications::edit,
         applications::submit, applications::change, applications::pledge, applications::decide,
-        applications::recommend, applications::revoke, applications::usage_report,
+        applications::recommend, applications::revoke,
+        // oversight (issue 13 §2 §4)
+        reports::usage_report, reports::file_usage_report, reports::usage_reports,
+        reports::add_publication, reports::publications, alerts::list, alerts::ack,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
@@ -106,6 +112,7 @@ impl MakeRequestId for MakeId {
         (name = "applications", description = "Use applications and approvals (seed 002 forms 1–3) / 利用申請"),
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
+        (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
     )
 )]
 pub struct ApiDoc;
@@ -163,10 +170,22 @@ pub fn app(state: AppState) -> Router {
             post(applications::recommend),
         )
         .route("/applications/{id}/revoke", post(applications::revoke))
+        // oversight (issue 13 §2 §4): usage reports, publications, alerts
         .route(
             "/applications/{id}/usage-report",
-            get(applications::usage_report),
+            get(reports::usage_report),
         )
+        .route(
+            "/applications/{id}/usage-report/file",
+            post(reports::file_usage_report),
+        )
+        .route(
+            "/applications/{id}/publications",
+            get(reports::publications).post(reports::add_publication),
+        )
+        .route("/reports/usage", get(reports::usage_reports))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}/ack", post(alerts::ack))
         .route("/audit/events", get(audit::events))
         .route("/audit/verify", get(audit::verify))
         .route("/notebooks", get(notebooks::list).post(notebooks::create))

@@ -72,9 +72,10 @@ pub async fn serve(
             }
         })
     };
-    match state.store.verify_audit().await {
-        Ok(v) => {
-            tracing::info!(ok = v.ok, events = v.events, head = %v.head, "audit chain at start")
+    // A broken chain raises the `broken_chain` alert (audit/broken_chain.toml).
+    match state.store.check_chain_at_start().await {
+        Ok((v, alert)) => {
+            tracing::info!(ok = v.ok, events = v.events, head = %v.head, alert = ?alert, "audit chain at start")
         }
         Err(e) => tracing::error!(error = %e, "audit chain could not be verified at start"),
     }

@@ -19,6 +19,8 @@ mod extracts;
 pub mod ledger;
 pub mod model;
 mod notebooks;
+// oversight (issue 13 §2 §4): alerts, filed usage reports, publications
+pub mod oversight;
 mod queries;
 mod releases;
 pub mod retention;
@@ -50,6 +52,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "release_ledger",
         include_str!("migrations/0003_release_ledger.sql"),
+    ),
+    // oversight (issue 13 §2 §4)
+    (
+        5,
+        "oversight",
+        include_str!("migrations/0005_oversight.sql"),
     ),
 ];
 
@@ -91,6 +99,8 @@ pub struct AuditFilter {
 pub struct Store {
     pool: SqlitePool,
     key: AuditKey,
+    /// Alert rules evaluated as each event is appended (none unless `with_alerts`).
+    alerts: std::sync::Arc<audit::alert::AlertRules>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,6 +125,17 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 
 fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(parse_ts).transpose()
+}
+
+/// An audit entry read back (`seq, at, event, prev, mac`).
+fn record_of(r: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        at: parse_ts(&r.try_get::<String, _>("at")?)?,
+        event: serde_json::from_str(&r.try_get::<String, _>("event")?)?,
+        prev: r.try_get("prev")?,
+        mac: r.try_get("mac")?,
+    })
 }
 
 /// One bound statement, ready to run in a transaction.
@@ -156,7 +177,11 @@ impl Store {
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        let store = Self { pool, key };
+        let store = Self {
+            pool,
+            key,
+            alerts: Default::default(),
+        };
         store.migrate().await?;
         // Whatever was reserved before this open belongs to a query that can no longer
         // commit (a crash, or a process that stopped): it counts as spent.
@@ -180,8 +205,13 @@ impl Store {
                 known,
             });
         }
+        // Versions are applied by set, not by "above the highest": branches add migrations
+        // in parallel (4 and 5 of issue 13), and a database that got 5 first still gets 4.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
         drop(conn);
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
             self.transaction(async |tx| {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 let applied = sqlx::query(
@@ -229,8 +259,11 @@ impl Store {
     }
 
     /// Append one event to the audit chain, inside the caller's transaction.
+    /// The alert rules run here, in the same transaction (`audit::alert`).
     async fn audit(&self, conn: &mut SqliteConnection, event: &AuditEvent) -> Result<AuditRecord> {
-        Ok(audit::append(conn, &self.key, event).await?)
+        let record = audit::append(conn, &self.key, event).await?;
+        audit::alert::after_append(&self.alerts, conn, &self.key, &record, event).await;
+        Ok(record)
     }
 
     /// Record an event that changes no other state (refusals, reads worth logging).
@@ -266,17 +299,7 @@ impl Store {
         .bind(f.before)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: r.try_get("seq")?,
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    event: serde_json::from_str(&r.try_get::<String, _>("event")?)?,
-                    prev: r.try_get("prev")?,
-                    mac: r.try_get("mac")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
 
     /// Close the pool (tests that reopen the file).

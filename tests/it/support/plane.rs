@@ -1,6 +1,6 @@
 //! The one test double of the data plane (`kura::query::plane::DataPlane`), so the
 //! control plane's guarantees are pinned whatever the query core computes. It answers
-//! from markers in the SQL (`FAIL_EXEC`, `OUT_OF_SCOPE`, `DP_UNSUPPORTED`), gives fresh
+//! from markers in the SQL (`FAIL_EXEC`, `OUT_OF_SCOPE`, `DP_UNSUPPORTED`, `DIFFERENCING`), gives fresh
 //! Laplace noise on every DP answer (so only the release cache can make repeats agree),
 //! and records what it was asked. `FakePlane::offline()` is the plane of servers whose
 //! tests must never reach data (TLS): it refuses every build and query.
@@ -205,7 +205,12 @@ impl DataPlane for FakePlane {
                         threshold: q.threshold,
                         suppressed: vec![[1, 1]],
                         suppressed_cells: 1,
-                        differencing: Vec::new(),
+                        // `DIFFERENCING`: the suppressed cell was suppressed for differencing.
+                        differencing: if q.sql.contains("DIFFERENCING") {
+                            vec![[1, 1]]
+                        } else {
+                            Vec::new()
+                        },
                         dropped_rows: 0,
                         rounding: None,
                         epsilon_spent: q.dp.map(|d| d.epsilon),

@@ -1,6 +1,9 @@
 // Japanese and English labels. The language is a preference, not a secret, so it is kept in
 // localStorage; the first default follows navigator.languages (the browser's Accept-Language).
 
+// oversight (issue 13 §2 §4)
+import { oversight } from './i18n/oversight';
+
 export type Lang = 'ja' | 'en';
 
 const dict = {
@@ -214,6 +217,8 @@ const dict = {
   pms_notebook: ['このスコープのノートブック', 'Notebooks on this scope'],
   products: ['製品', 'Products'],
   back: ['戻る', 'Back'],
+  // oversight (issue 13 §2 §4)
+  ...oversight,
 } as const;
 
 export type Key = keyof typeof dict;

@@ -13,6 +13,9 @@ import { renderApply } from './views/apply';
 import { renderReview } from './views/review';
 import { renderAudit } from './views/audit';
 import { renderPms } from './views/pms';
+// oversight (issue 13 §2 §4)
+import { renderAlerts } from './views/alerts';
+import { renderReports } from './views/reports';
 
 
 const root = document.getElementById('app')!;
@@ -71,6 +74,9 @@ function navItems(): [string, Key][] {
   if (has('reviewer')) items.push(['#/review', 'nav_review']);
   if (has('auditor') || has('reviewer')) items.push(['#/audit', 'nav_audit']);
   if (has('pms')) items.push(['#/pms', 'nav_pms']);
+  // oversight (issue 13 §2 §4)
+  if (has('auditor')) items.push(['#/alerts', 'nav_alerts']);
+  if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/reports', 'nav_reports']);
   return items;
 }
 
@@ -220,6 +226,13 @@ async function route() {
         break;
       case 'pms':
         await renderPms(ctx);
+        break;
+      // oversight (issue 13 §2 §4)
+      case 'alerts':
+        await renderAlerts(ctx);
+        break;
+      case 'reports':
+        await renderReports(ctx);
         break;
       default:
         location.hash = homeFor();
