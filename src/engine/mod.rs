@@ -6,6 +6,7 @@ pub mod contributors;
 pub mod distinct_count;
 pub mod exec;
 pub mod patient_index;
+pub mod patient_no;
 pub mod session;
 mod set_groups;
 

@@ -87,11 +87,13 @@ pub async fn prepare(
     // The same guard, rules and fingerprint as the suppression path; DP needs k and the
     // second-line defences (the relation walk below the aggregation applies them).
     let guarded = super::suppression::guarded(ctx, sql, catalog, rules).await?;
+    let index = crate::engine::session::patient_index(ctx, catalog).await?;
     let dp = rewrite::plan(
         &guarded.plan,
         catalog,
         params.bounds,
         guarded.rules.defences,
+        index,
     )?;
     let domains = key_domains(ctx, catalog, &dp, limits).await?;
     let release = make_release(&dp, params.bounds, params.epsilon, guarded.rules.k)?;

@@ -23,6 +23,8 @@ use datafusion::logical_expr::{
 
 use super::clamping::Spec;
 use super::{Measure, MeasureKind, Rows, unsupported};
+use crate::engine::PatientIndex;
+use crate::engine::patient_no::PatientNo;
 use crate::privacy::result::DpBounds;
 use crate::query::QueryError;
 use crate::sql::rewrite::{col_at, strip_alias};
@@ -68,10 +70,11 @@ pub(super) fn bounded(
     rows: &Rows,
     specs: &[Spec],
     bounds: DpBounds,
+    index: Arc<PatientIndex>,
 ) -> Result<Bounded, QueryError> {
     let ngroup = aggregate.group_expr.len();
     let gnames: Vec<String> = (0..ngroup).map(|j| format!("__kura_g{j}")).collect();
-    let mut plan = tagged_rows(aggregate, rows, specs, &gnames)?;
+    let mut plan = tagged_rows(aggregate, rows, specs, &gnames, index)?;
     if rows.shape.one_row {
         // One row per patient: the row is its patient's only (patient, group) pair.
         plan = one_row_partials(plan, specs, &gnames)?;
@@ -115,15 +118,18 @@ fn aggregate_by(
     ))
 }
 
-/// P0: pid, keys and the per-row values.
+/// P0: the patient (its number in the extract's index), keys and the per-row values.
 fn tagged_rows(
     aggregate: &Aggregate,
     rows: &Rows,
     specs: &[Spec],
     gnames: &[String],
+    index: Arc<PatientIndex>,
 ) -> Result<LogicalPlan, QueryError> {
     let input = &rows.rel.plan;
-    let mut p0 = vec![col_at(input, rows.pid).alias("__kura_pid")];
+    // The patient as its dense number: the bounding steps group and sort integers.
+    let patient = PatientNo::call(index, col_at(input, rows.pid));
+    let mut p0 = vec![patient.alias("__kura_pid")];
     for (g, n) in aggregate.group_expr.iter().zip(gnames) {
         p0.push(strip_alias(g).clone().alias(n));
     }

@@ -125,6 +125,7 @@ pub fn plan(
     catalog: &Catalog,
     bounds: DpBounds,
     defences: Defences,
+    index: Arc<PatientIndex>,
 ) -> Result<DpPlan, QueryError> {
     bounding::check(bounds)?;
     let aggregate = post_processing::find_aggregate(user)?.clone();
@@ -133,7 +134,7 @@ pub fn plan(
     let shape = rows.shape;
     let keys = key_domain::keys(&aggregate, &rows)?;
     let specs = clamping::specs(&aggregate, &rows, catalog)?;
-    let bounded = bounding::bounded(&aggregate, &rows, &specs, bounds)?;
+    let bounded = bounding::bounded(&aggregate, &rows, &specs, bounds, index)?;
     let gate_measure = specs
         .iter()
         .position(|s| s.kind == MeasureKind::CountDistinctPid && s.filter.is_none() && s.primary);
