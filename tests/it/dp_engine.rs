@@ -285,6 +285,8 @@ async fn sensitivity_a_patient_with_1000_rows_moves_each_quantity_by_at_most_its
         "SELECT disease_no, sum(pao2) AS s, avg(severity) AS a FROM nanbyo_survey GROUP BY disease_no",
         "SELECT sex, sum(pao2) AS s FROM patient JOIN nanbyo_survey USING (pid) GROUP BY sex",
         "SELECT count(*) AS n, avg(pao2) AS a FROM nanbyo_survey",
+        // Sensitivity 1 from the one-row-per-patient table (no bounding in the plan).
+        "SELECT sex, count(*) AS n, count(DISTINCT pid) AS d FROM patient GROUP BY sex",
     ];
     let (base_ctx, catalog) = registry();
     let (heavy_ctx, _) = with_heavy_patient().await;
