@@ -40,6 +40,8 @@ pub enum AuditError {
         "audit key is invalid: {0}; it must be at least 32 bytes written as hex / 監査鍵が不正です（32 バイト以上の 16 進数）"
     )]
     KeyInvalid(String),
+    #[error("audit entry {0} does not verify: it was edited")]
+    Tampered(i64),
 }
 
 /// The operator's audit key. Never stored in the repository or the database.
@@ -255,6 +257,52 @@ pub async fn append(
         prev,
         mac,
     })
+}
+
+/// The newest `ok` entry of `action` with reference `reference`, trusted only as signed:
+/// its MAC must verify over its stored previous MAC, and its signed event must name the
+/// same action, outcome and reference (the row's loose columns are only an index). An
+/// entry that fails is [`AuditError::Tampered`]; a missing one is `None`. This checks one
+/// entry, not the chain around it (`verify` does that).
+pub async fn find_verified(
+    conn: &mut SqliteConnection,
+    key: &AuditKey,
+    action: &str,
+    reference: &str,
+) -> Result<Option<AuditRecord>, AuditError> {
+    let rows = sqlx::query(
+        "SELECT seq, at, event, prev, mac FROM audit_log
+         WHERE action = $1 AND reference = $2 AND outcome = 'ok' ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(action)
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = rows else { return Ok(None) };
+    let seq: i64 = row.try_get("seq")?;
+    let at: String = row.try_get("at")?;
+    let event: String = row.try_get("event")?;
+    let prev: String = row.try_get("prev")?;
+    let mac: String = row.try_get("mac")?;
+    let value: Value = serde_json::from_str(&event).map_err(|_| AuditError::Tampered(seq))?;
+    let signed = canonical_json(&value) == event
+        && key.check(&signed_bytes(seq, &at, &prev, &event), &mac)
+        && value["action"] == action
+        && value["outcome"] == "ok"
+        && value["reference"] == reference;
+    if !signed {
+        return Err(AuditError::Tampered(seq));
+    }
+    let at = DateTime::parse_from_rfc3339(&at)
+        .map_err(|_| AuditError::Tampered(seq))?
+        .with_timezone(&Utc);
+    Ok(Some(AuditRecord {
+        seq,
+        at,
+        event: value,
+        prev,
+        mac,
+    }))
 }
 
 /// Walk the whole chain in `seq` order and report the first broken link.

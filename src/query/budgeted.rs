@@ -157,8 +157,18 @@ impl Gateway {
         let dp_detail = dp_audit(dpd);
         self.charge(&mut result, grant, p, 0.0).await?;
         let record = rec.answer_row(&grant.id, &result.disclosure, 0, Some(0.0));
+        let on = RanOn {
+            application: &grant.id,
+            extract_id: &p.extract_id,
+            elapsed_ms: 0,
+        };
+        // The plan is the original's: an identical question (same release key).
+        let fingerprint = self.store.answer_fingerprint(&c.query_id).await?;
+        let fingerprint = fingerprint.unwrap_or_default();
+        let trace = Default::default();
+        let answer = rec.stored_answer(&on, "dp", &fingerprint, &result, &trace)?;
         let ev = rec.answer_event(
-            &grant.id,
+            &answer,
             json!({
                 "sql": rec.req.sql,
                 "extract_id": p.extract_id,
@@ -171,7 +181,7 @@ impl Gateway {
                 "rows": result.rows.len(),
             }),
         );
-        rec.answered(record, ev, None, None).await?;
+        rec.answered(record, ev, answer, None, None).await?;
         Ok(Answer {
             query_id: rec.query_id.to_string(),
             result,
@@ -239,8 +249,15 @@ impl Gateway {
             .await?;
         let d = &result.disclosure;
         let record = rec.answer_row(&grant.id, d, elapsed_ms, Some(p.params.epsilon));
+        let on = RanOn {
+            application: &grant.id,
+            extract_id: &p.extract_id,
+            elapsed_ms,
+        };
+        let fp = &out.plan_fingerprint;
+        let answer = rec.stored_answer(&on, "dp", fp, &result, &out.trace)?;
         let ev = rec.answer_event(
-            &grant.id,
+            &answer,
             json!({
                 "sql": rec.req.sql,
                 "plan_fingerprint": out.plan_fingerprint,
@@ -265,7 +282,7 @@ impl Gateway {
         };
         let ledger = Some(Ledger::spend(rec.query_id));
         // No audit, no answer. If this fails the reservation stays and is converted to spent.
-        rec.answered(record, ev, ledger, Some(cache)).await?;
+        rec.answered(record, ev, answer, ledger, Some(cache)).await?;
         Ok(Answer {
             query_id: rec.query_id.to_string(),
             result,

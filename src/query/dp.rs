@@ -184,6 +184,7 @@ pub async fn run_dp_query(
             tables: prepared.tables,
             duration: started.elapsed(),
             released_sets: Vec::new(),
+            trace: Default::default(),
         })
     })
     .await

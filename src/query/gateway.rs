@@ -70,7 +70,7 @@ impl Gateway {
             policy,
             data,
             ledger,
-            serial: Arc::default(),
+            serial: ExtractLocks::shared(),
         }
     }
 
@@ -162,8 +162,16 @@ impl Gateway {
         };
         let d = &out.result.disclosure;
         let record = rec.answer_row(&grant.id, d, elapsed_ms, None);
+        let on = RanOn {
+            application: &grant.id,
+            extract_id: &extract.extract_id,
+            elapsed_ms,
+        };
+        let mode_name = mode.to_string();
+        let fp = &out.plan_fingerprint;
+        let answer = rec.stored_answer(&on, &mode_name, fp, &out.result, &out.trace)?;
         let ev = rec.answer_event(
-            &grant.id,
+            &answer,
             json!({
                 "sql": rec.req.sql,
                 "plan_fingerprint": out.plan_fingerprint,
@@ -186,7 +194,7 @@ impl Gateway {
             query_id: rec.query_id.to_string(),
             sets: out.released_sets,
         };
-        rec.answered_releasing(record, ev, released).await?;
+        rec.answered_releasing(record, ev, answer, released).await?;
         Ok(Answer {
             query_id: rec.query_id.to_string(),
             result: out.result,

@@ -30,7 +30,7 @@ pub mod plane;
 mod record;
 pub mod refusal;
 pub mod request;
-mod serial;
+pub mod serial;
 pub mod suppression;
 
 use std::time::Duration;
@@ -57,6 +57,9 @@ pub struct QueryOutcome {
     /// The distinct contributor sets of the released cells (suppression mode), which the
     /// release ledger records with the query's audit event. Empty under DP.
     pub released_sets: Vec<roaring::RoaringBitmap>,
+    /// What the disclosure check knew about each released column and cell (suppression
+    /// mode; empty under DP), stored with the answer for the output airlock.
+    pub trace: crate::privacy::disclosure::AnswerTrace,
 }
 
 /// A fresh query id (`q_` + 24 hex digits): the reference of the query's record, its

@@ -1,7 +1,9 @@
 //! Query stage, the record: every query attempt — refused, failed or answered — writes its
 //! history row and its audit event (and settles its ε reservation, stores a fresh DP
 //! answer, or appends a suppression answer's contributor sets to the release ledger) in
-//! ONE store transaction.
+//! ONE store transaction. An answer is also stored as released, with its disclosure
+//! trace, and its hash goes into the event (`result_sha256`): the output airlock
+//! snapshots only answers the signed log vouches for.
 //!
 //! Guarantees: no audit, no answer — [`Recorder::answered`] fails when that transaction
 //! fails, and the caller then returns nothing but an internal error; execution errors are
@@ -17,8 +19,11 @@ use super::request::QueryRequest;
 use crate::audit::AuditEvent;
 use crate::privacy::Disclosure;
 use crate::store::budget::{CacheWrite, Settle};
+use crate::privacy::ReleasedResult;
+use crate::privacy::disclosure::AnswerTrace;
 use crate::store::ledger::LedgerWrite;
 use crate::store::model::{QueryRecord, User};
+use crate::store::results::{AnswerWrite, StoredAnswerBody};
 use crate::store::{QueryWrite, Store};
 
 /// The writer of one query attempt's history and audit.
@@ -70,9 +75,40 @@ impl Recorder<'_> {
         record
     }
 
-    /// The audit event of an answer (`query.run`, ok) with its detail.
-    pub fn answer_event(&self, application: &str, detail: Value) -> AuditEvent {
-        AuditEvent::ok(&self.user.username, "query.run", Some(application), detail)
+    /// The audit event of an answer (`query.run`, ok) with its detail, which names the
+    /// stored answer's hash (`result_sha256`).
+    pub fn answer_event(&self, answer: &AnswerWrite, mut detail: Value) -> AuditEvent {
+        detail["result_sha256"] = Value::from(answer.sha256.clone());
+        let application = Some(answer.application_id.as_str());
+        AuditEvent::ok(&self.user.username, "query.run", application, detail)
+    }
+
+    /// The answer as it will be stored for the output airlock: the released result and
+    /// the disclosure trace, sealed (canonical JSON and its SHA-256).
+    pub fn stored_answer(
+        &self,
+        on: &RanOn<'_>,
+        mode: &str,
+        plan_fingerprint: &str,
+        result: &ReleasedResult,
+        trace: &AnswerTrace,
+    ) -> Result<AnswerWrite, Refused> {
+        let body = StoredAnswerBody {
+            result: result.clone(),
+            trace: trace.clone(),
+        };
+        let (answer, sha256) =
+            AnswerWrite::seal(&body).map_err(|e| Refused::new(Some(self.query_id), e))?;
+        Ok(AnswerWrite {
+            query_id: self.query_id.to_string(),
+            application_id: on.application.to_string(),
+            username: self.user.username.clone(),
+            extract_id: on.extract_id.to_string(),
+            mode: mode.to_string(),
+            plan_fingerprint: plan_fingerprint.to_string(),
+            answer,
+            sha256,
+        })
     }
 
     /// Record a refusal before the data plane ran, and return it under the query id.
@@ -86,7 +122,7 @@ impl Recorder<'_> {
             json!({"sql": self.req.sql, "detail": detail}),
         )
         .with_reference(self.query_id);
-        match self.write(record, ev, None, None, false, None).await {
+        match self.write(record, ev, Settlement::default()).await {
             Ok(()) => Refused::new(Some(self.query_id), cause),
             Err(e) => Refused::new(None, e),
         }
@@ -117,39 +153,55 @@ impl Recorder<'_> {
         if server_side {
             ev.outcome = "error".into();
         }
-        match self
-            .write(record, ev, ledger, None, execution_error, None)
-            .await
-        {
+        let settle = Settlement {
+            ledger,
+            execution_error,
+            ..Settlement::default()
+        };
+        match self.write(record, ev, settle).await {
             Ok(()) => Refused::new(Some(self.query_id), qe),
             Err(e) => Refused::new(Some(self.query_id), e),
         }
     }
 
-    /// Record an answer; only if this commits may the answer be returned.
+    /// Record a DP answer (stored as `answer`); only if this commits may the answer be
+    /// returned.
     pub async fn answered(
         &self,
         record: QueryRecord,
         ev: AuditEvent,
+        answer: AnswerWrite,
         ledger: Option<Settle>,
         cache: Option<CacheWrite>,
     ) -> Result<(), Refused> {
         let ev = ev.with_reference(self.query_id);
-        self.write(record, ev, ledger, cache, false, None)
+        let settle = Settlement {
+            ledger,
+            cache,
+            answer: Some(answer),
+            ..Settlement::default()
+        };
+        self.write(record, ev, settle)
             .await
             .map_err(|e| Refused::new(Some(self.query_id), e))
     }
 
-    /// Record a suppression answer with the contributor sets it releases (the release
-    /// ledger); only if this commits may the answer be returned.
+    /// Record a suppression answer (stored as `answer`) with the contributor sets it
+    /// releases (the release ledger); only if this commits may the answer be returned.
     pub async fn answered_releasing(
         &self,
         record: QueryRecord,
         ev: AuditEvent,
+        answer: AnswerWrite,
         released: LedgerWrite,
     ) -> Result<(), Refused> {
         let ev = ev.with_reference(self.query_id);
-        self.write(record, ev, None, None, false, Some(released))
+        let settle = Settlement {
+            released: Some(released),
+            answer: Some(answer),
+            ..Settlement::default()
+        };
+        self.write(record, ev, settle)
             .await
             .map_err(|e| Refused::new(Some(self.query_id), e))
     }
@@ -158,18 +210,26 @@ impl Recorder<'_> {
         &self,
         record: QueryRecord,
         ev: AuditEvent,
-        ledger: Option<Settle>,
-        cache: Option<CacheWrite>,
-        execution_error: bool,
-        released: Option<LedgerWrite>,
+        s: Settlement,
     ) -> Result<(), crate::store::StoreError> {
         let write = QueryWrite {
             record,
-            ledger,
-            cache,
-            execution_error,
-            released,
+            ledger: s.ledger,
+            cache: s.cache,
+            execution_error: s.execution_error,
+            released: s.released,
+            answer: s.answer,
         };
         self.store.record_query(&write, &ev).await.map(|_| ())
     }
+}
+
+/// What an attempt settles besides its history row and event.
+#[derive(Default)]
+struct Settlement {
+    ledger: Option<Settle>,
+    cache: Option<CacheWrite>,
+    execution_error: bool,
+    released: Option<LedgerWrite>,
+    answer: Option<AnswerWrite>,
 }

@@ -230,14 +230,15 @@ async fn checked(
         evaluation,
         &earlier,
     )?;
-    checked.released_sets.extend(inner);
-    checked.released_sets = differencing::distinct(std::mem::take(&mut checked.released_sets));
+    // The inner cells go after the answer's own sets, whose indices the trace holds.
+    differencing::append_distinct(&mut checked.released_sets, inner);
     Ok(QueryOutcome {
         result: checked.result,
         plan_fingerprint: rewritten.guarded.fingerprint,
         tables: rewritten.guarded.tables,
         duration: started.elapsed(),
         released_sets: checked.released_sets,
+        trace: checked.trace,
     })
 }
 

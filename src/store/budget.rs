@@ -374,6 +374,7 @@ mod tests {
             cache: None,
             execution_error: false,
             released: None,
+            answer: None,
         }
     }
 

@@ -26,12 +26,15 @@ pub struct LedgerWrite {
     pub sets: Vec<RoaringBitmap>,
 }
 
-/// Append the sets of one answer (inside the caller's transaction).
-pub(super) async fn insert(conn: &mut SqliteConnection, w: &LedgerWrite) -> Result<()> {
+/// Append the sets of one answer (inside the caller's transaction); the SHA-256 of every
+/// set, in order (the key a stored answer names its sets by).
+pub(super) async fn insert(conn: &mut SqliteConnection, w: &LedgerWrite) -> Result<Vec<String>> {
     let at = ts(now());
+    let mut hashes = Vec::with_capacity(w.sets.len());
     for set in w.sets.iter().filter(|s| !s.is_empty()) {
         let members = serialise(set);
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &members));
+        hashes.push(sha.clone());
         let row = sqlx::query(
             "INSERT OR IGNORE INTO release_ledger (extract_id, set_sha256, size, members, query_id, released_at)
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -44,7 +47,7 @@ pub(super) async fn insert(conn: &mut SqliteConnection, w: &LedgerWrite) -> Resu
         .bind(&at);
         exec(conn, row).await?;
     }
-    Ok(())
+    Ok(hashes)
 }
 
 /// Delete the ledger of every extract of `application` other than `keep` (inside the
@@ -80,10 +83,23 @@ impl Store {
             .collect()
     }
 
+    /// One set of an extract's ledger by its SHA-256 (the output airlock re-reads the
+    /// sets of a release this way); `None` once its extract was destroyed or replaced.
+    pub async fn ledger_set(&self, extract_id: &str, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT members FROM release_ledger WHERE extract_id = $1 AND set_sha256 = $2",
+        )
+        .bind(extract_id)
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Record sets without a query (benchmarks fill a ledger this way).
     #[doc(hidden)]
     pub async fn ledger_fill(&self, w: &LedgerWrite) -> Result<()> {
-        self.transaction(async |tx| insert(tx, w).await).await
+        self.transaction(async |tx| insert(tx, w).await.map(drop))
+            .await
     }
 
     /// The ledger of one extract as the data plane reads it.

@@ -2,14 +2,15 @@
 //! settles.
 //!
 //! Guarantees: the history row, the settlement of the query's ε reservation, the DP
-//! release cache entry, the release-ledger sets of a suppression answer, the per-user
-//! execution-error counter and the audit event commit together or not at all; a caller whose write failed must not release the answer.
+//! release cache entry, the release-ledger sets of a suppression answer, the stored
+//! answer (for the output airlock), the per-user execution-error counter and the audit
+//! event commit together or not at all; a caller whose write failed must not release the answer.
 
 use sqlx::{Row, SqliteConnection};
 
 use super::model::QueryRecord;
 use super::{Result, Store, exec, parse_ts, ts};
-use super::{budget, ledger};
+use super::{budget, ledger, results};
 use crate::audit::{AuditEvent, AuditRecord};
 
 /// Everything recorded about one query attempt, written in one transaction.
@@ -25,6 +26,8 @@ pub struct QueryWrite {
     /// The contributor sets the answer releases, for the release ledger (suppression
     /// mode answers only).
     pub released: Option<ledger::LedgerWrite>,
+    /// The answer as released, stored for the output airlock (answers only).
+    pub answer: Option<results::AnswerWrite>,
 }
 
 /// Write the history row of one attempt (inside the caller's transaction).
@@ -62,8 +65,12 @@ impl Store {
                 if let Some(c) = &q.cache {
                     budget::insert_cache(tx, c).await?;
                 }
-                if let Some(w) = &q.released {
-                    ledger::insert(tx, w).await?;
+                let set_hashes = match &q.released {
+                    Some(w) => ledger::insert(tx, w).await?,
+                    None => Vec::new(),
+                };
+                if let Some(a) = &q.answer {
+                    results::insert(tx, a, &set_hashes).await?;
                 }
                 if q.execution_error {
                     let count = sqlx::query(
@@ -76,6 +83,15 @@ impl Store {
             })
             .await?;
         Ok(record)
+    }
+
+    /// One query attempt's history row, or `None`.
+    pub async fn query_record(&self, query_id: &str) -> Result<Option<QueryRecord>> {
+        let row = sqlx::query("SELECT * FROM queries WHERE query_id = $1")
+            .bind(query_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_of).transpose()
     }
 
     pub async fn queries(
@@ -93,22 +109,23 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueryRecord {
-                    query_id: r.try_get("query_id")?,
-                    application_id: r.try_get("application_id")?,
-                    username: r.try_get("username")?,
-                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
-                    sql: r.try_get("sql")?,
-                    outcome: r.try_get("outcome")?,
-                    code: r.try_get("code")?,
-                    duration_ms: r.try_get("duration_ms")?,
-                    epsilon_spent: r.try_get("epsilon_spent")?,
-                    suppressed_cells: r.try_get("suppressed_cells")?,
-                    dropped_rows: r.try_get("dropped_rows")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
+}
+
+/// A history row read back.
+fn record_of(r: &sqlx::sqlite::SqliteRow) -> Result<QueryRecord> {
+    Ok(QueryRecord {
+        query_id: r.try_get("query_id")?,
+        application_id: r.try_get("application_id")?,
+        username: r.try_get("username")?,
+        at: parse_ts(&r.try_get::<String, _>("at")?)?,
+        sql: r.try_get("sql")?,
+        outcome: r.try_get("outcome")?,
+        code: r.try_get("code")?,
+        duration_ms: r.try_get("duration_ms")?,
+        epsilon_spent: r.try_get("epsilon_spent")?,
+        suppressed_cells: r.try_get("suppressed_cells")?,
+        dropped_rows: r.try_get("dropped_rows")?,
+    })
 }

@@ -929,6 +929,7 @@ async fn plain_run(
         tables: vec![],
         duration: started.elapsed(),
         released_sets: Vec::new(),
+        trace: Default::default(),
     })
 }
 

@@ -186,6 +186,42 @@ pub fn distinct(mut sets: Vec<RoaringBitmap>) -> Vec<RoaringBitmap> {
     sets
 }
 
+/// [`distinct`], and for every input set the index of its distinct set (`NO_SET` for an
+/// empty one): the cells of an answer keep pointing at their sets.
+pub fn distinct_indexed(sets: Vec<RoaringBitmap>) -> (Vec<RoaringBitmap>, Vec<u32>) {
+    let mut order: Vec<usize> = (0..sets.len()).filter(|&i| !sets[i].is_empty()).collect();
+    order.sort_by(|&a, &b| set_order(&sets[a], &sets[b]));
+    let mut index = vec![NO_SET; sets.len()];
+    let mut keep: Vec<usize> = Vec::new();
+    for &i in &order {
+        match keep.last() {
+            Some(&last) if sets[last] == sets[i] => {}
+            _ => keep.push(i),
+        }
+        index[i] = (keep.len() - 1) as u32;
+    }
+    let mut slots: Vec<Option<RoaringBitmap>> = sets.into_iter().map(Some).collect();
+    let out = keep.iter().filter_map(|&i| slots[i].take()).collect();
+    (out, index)
+}
+
+/// The index [`distinct_indexed`] gives an empty set (it has no distinct set).
+pub const NO_SET: u32 = u32::MAX;
+
+/// Append to `sorted` (the output of [`distinct`]) each of `extra` it does not hold yet,
+/// at the end: the indices of the sets already in `sorted` stay valid.
+pub fn append_distinct(sorted: &mut Vec<RoaringBitmap>, extra: Vec<RoaringBitmap>) {
+    let known = sorted.len();
+    for set in distinct(extra) {
+        if sorted[..known]
+            .binary_search_by(|probe| set_order(probe, &set))
+            .is_err()
+        {
+            sorted.push(set);
+        }
+    }
+}
+
 /// Larger sets first; equal sizes by content (ascending members), so the order is a
 /// function of the sets only.
 fn set_order(a: &RoaringBitmap, b: &RoaringBitmap) -> Ordering {
@@ -253,6 +289,24 @@ mod tests {
         );
         let out = suppress(&[cand(0, &set(0..101))], &earlier, 5);
         assert_eq!(out, vec![true]);
+    }
+
+    #[test]
+    fn distinct_indexed_points_every_input_at_its_distinct_set() {
+        let sets = vec![set(0..10), set(5..8), set(0..10), RoaringBitmap::new()];
+        let (out, index) = distinct_indexed(sets.clone());
+        assert_eq!(out, distinct(sets.clone()));
+        for (i, s) in sets.iter().enumerate() {
+            if s.is_empty() {
+                assert_eq!(index[i], NO_SET);
+            } else {
+                assert_eq!(&out[index[i] as usize], s);
+            }
+        }
+        let mut sorted = out.clone();
+        append_distinct(&mut sorted, vec![set(5..8), set(100..200)]);
+        assert_eq!(&sorted[..2], &out[..], "earlier indices stay valid");
+        assert_eq!(sorted.len(), 3);
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod padding;
 mod rounding;
 mod scope;
 mod threshold;
+pub mod trace;
 
 use std::collections::BTreeSet;
 
@@ -40,6 +41,7 @@ pub use cells::{cell_to_json, scalar_to_json};
 pub use differencing::Earlier;
 pub use domain::key_domain;
 pub use padding::{Padding, padding};
+pub use trace::AnswerTrace;
 
 use crate::privacy::result::{Disclosure, DisclosureMode, ReleasedColumn, ReleasedResult};
 use crate::privacy::rules::RuleSet;
@@ -58,6 +60,9 @@ struct Checked {
     differencing: Vec<usize>,
     /// The contributor sets of the cells released in this row (what the ledger records).
     sets: Vec<RoaringBitmap>,
+    /// Per released column, the trace of a released protected cell (its set indices point
+    /// into `sets`); empty for padding rows.
+    cells: Vec<Option<trace::CellTrace>>,
 }
 
 /// One executed row with its guards' verdicts: the primary rules first, then
@@ -75,6 +80,9 @@ pub struct CheckedRelease {
     pub result: ReleasedResult,
     /// Distinct contributor sets of the released cells, for the release ledger.
     pub released_sets: Vec<RoaringBitmap>,
+    /// What the check knew about every released column and cell (the cells' set indices
+    /// point into `released_sets`).
+    pub trace: AnswerTrace,
 }
 
 /// The contributor sets in column `name` of `batch` (NULL rows skipped).
@@ -167,12 +175,23 @@ pub fn check(
             .filter(|k| suppressed.contains(k))
             .collect();
         let values = cell_values(release, &arrays[e.batch], e.row, &suppressed, rules);
-        let sets = released_sets(release, &e, &suppressed);
+        let (guards, sets) = released_sets(release, &e, &suppressed);
+        let cells = release
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                (!suppressed.contains(&k))
+                    .then(|| trace::cell(c, &e.sets, &guards, rules))
+                    .flatten()
+            })
+            .collect();
         let row = Checked {
             values,
             suppressed,
             differencing,
             sets,
+            cells,
         };
         rows.place(row, failed);
         cap.check(rows.len())?;
@@ -272,8 +291,13 @@ fn failing_cells(release: &Release, e: &Evaluated) -> (Vec<usize>, Vec<usize>) {
     (fails, by_differencing)
 }
 
-/// The distinct sets behind the released (not suppressed) cells of row `e`.
-fn released_sets(release: &Release, e: &Evaluated, suppressed: &[usize]) -> Vec<RoaringBitmap> {
+/// The distinct sets behind the released (not suppressed) cells of row `e`, and the
+/// guard each of them belongs to (same order).
+fn released_sets(
+    release: &Release,
+    e: &Evaluated,
+    suppressed: &[usize],
+) -> (Vec<usize>, Vec<RoaringBitmap>) {
     let guards: BTreeSet<usize> = release
         .columns
         .iter()
@@ -283,8 +307,8 @@ fn released_sets(release: &Release, e: &Evaluated, suppressed: &[usize]) -> Vec<
         .collect();
     guards
         .into_iter()
-        .filter_map(|g| e.sets[g].clone())
-        .collect()
+        .filter_map(|g| e.sets[g].clone().map(|s| (g, s)))
+        .unzip()
 }
 
 /// One guard of a cell at row `r`: every primary rule that applies to it holds. Each rule
@@ -360,12 +384,30 @@ fn released(
         differencing.len(),
     );
     let mut sets = Vec::new();
+    let mut offsets = Vec::with_capacity(placed.rows.len() + 1);
+    let mut cells = Vec::with_capacity(placed.rows.len());
     let mut rows = Vec::with_capacity(placed.rows.len());
     for r in placed.rows {
+        offsets.push(sets.len());
         sets.extend(r.sets);
+        cells.push(if r.cells.is_empty() {
+            vec![None; release.columns.len()]
+        } else {
+            r.cells
+        });
         rows.push(r.values);
     }
-    let released_sets = differencing::distinct(sets);
+    offsets.push(sets.len());
+    let (released_sets, index) = differencing::distinct_indexed(sets);
+    let row_index: Vec<Vec<u32>> = offsets
+        .windows(2)
+        .map(|w| index[w[0]..w[1]].to_vec())
+        .collect();
+    trace::resolve(&mut cells, &row_index);
+    let trace = AnswerTrace {
+        columns: trace::columns(release, rules),
+        cells,
+    };
     let result = ReleasedResult {
         columns,
         rows,
@@ -386,6 +428,7 @@ fn released(
     CheckedRelease {
         result,
         released_sets,
+        trace,
     }
 }
 

@@ -192,6 +192,7 @@ impl<'a> Rows<'a> {
                     suppressed: (0..columns.len()).filter(|&k| !columns[k].key).collect(),
                     differencing: Vec::new(),
                     sets: Vec::new(),
+                    cells: Vec::new(),
                     values,
                 });
                 self.released.push(row);
