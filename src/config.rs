@@ -187,6 +187,8 @@ options! {
     alert_rules_dir: Option<PathBuf> = None, "(embedded)";
     /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
     alert_webhook_url: Option<String> = None, "(none)";
+    /// Font (TTF/OTF/TTC) for the charts of released results (`result-N.png`); it should have Japanese glyphs. Empty: the first found of IPAexGothic, IPAGothic (Debian `fonts-ipafont-gothic`), Noto Sans CJK, DejaVu Sans; with none, releases carry no chart.
+    chart_font: Option<PathBuf> = None, "(search)";
 }
 
 options! {

@@ -42,6 +42,10 @@ pub mod audit;
 
 pub mod store;
 
+// The output airlock (issue 13 §1): released answers leave the enclave only as reviewed,
+// approved release requests.
+pub mod airlock;
+
 // Around the pipeline: data in, its description, reports, the console, configuration.
 pub mod catalog;
 pub mod console;

@@ -183,6 +183,8 @@ async fn app_state(
     let policy = crate::policy::Policy::load(&store)
         .await
         .map_err(|e| crate::errors::chain(&e))?;
+    // the output airlock (issue 13 §1): the font of release charts
+    crate::airlock::files::chart::configure_font(cfg.chart_font.clone());
     Ok(crate::http::AppState {
         store,
         policy: std::sync::Arc::new(policy),

@@ -136,6 +136,13 @@ pub const ACCOUNTS: &[DemoAccount] = &[
         manufacturer: None,
         what: "ministry reviewer",
     },
+    // the output airlock (issue 13 §1): the second checker of releases
+    DemoAccount {
+        username: "reviewer2",
+        role: Role::Reviewer,
+        manufacturer: None,
+        what: "ministry reviewer, the second checker of releases",
+    },
     DemoAccount {
         username: "auditor1",
         role: Role::Auditor,
@@ -356,6 +363,9 @@ pub async fn seed_applications(
                     k: 5,
                     epsilon_budget: budget,
                     dp_bounds: None,
+                    // The output airlock: two distinct reviewers check every release of
+                    // the suppression study (reviewer1 and reviewer2).
+                    release_checkers: (id == "A-DEMO-0001").then_some(2),
                     approved_by: "reviewer1".into(),
                     approved_at: Utc::now(),
                 });

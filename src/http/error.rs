@@ -145,6 +145,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(msg) => Self::conflict("conflict", msg),
+            StoreError::Tampered(detail) => {
+                let e = Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "integrity_failed",
+                    "A stored record does not match what the signed audit log says of it, so nothing was released; an auditor must check the log (quote the reference id). / 保存された記録が署名付き監査ログと一致しないため、何も出力していません。監査担当者に参照 ID を添えて連絡してください。",
+                );
+                tracing::error!(reference = %e.reference, detail = %detail, "integrity check failed");
+                e
+            }
             other => Self::internal(&other),
         }
     }

@@ -103,7 +103,9 @@ impl MakeRequestId for MakeId {
         reports::add_publication, reports::publications, alerts::list, alerts::ack,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
-        notebooks::create_release, releases::decide,
+        // the output airlock (issue 13 §1)
+        releases::create, releases::list, releases::detail, releases::decide, releases::file,
+        releases::register,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -113,6 +115,7 @@ impl MakeRequestId for MakeId {
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
         (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
+        (name = "releases", description = "The output airlock: release requests, review, downloads, register / 成果物の持ち出し審査"),
     )
 )]
 pub struct ApiDoc;
@@ -195,8 +198,12 @@ pub fn app(state: AppState) -> Router {
                 .put(notebooks::update)
                 .delete(notebooks::delete),
         )
-        .route("/releases", post(notebooks::create_release))
+        // the output airlock (issue 13 §1): requests, review, downloads, register
+        .route("/releases", get(releases::list).post(releases::create))
+        .route("/releases/register", get(releases::register))
+        .route("/releases/{id}", get(releases::detail))
         .route("/releases/{id}/decision", post(releases::decide))
+        .route("/releases/{id}/files/{name}", get(releases::file))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         .with_state(state);

@@ -1,6 +1,5 @@
-//! Notebooks (per user and application; cells as JSON) and release requests (a result
-//! asked to be released for publication; created here, decided by reviewers in
-//! `releases.rs`).
+//! Notebooks (per user and application; cells as JSON; release requests from their
+//! results are in `releases.rs`).
 //! Only the owner sees a notebook; creating one needs the same authorization as querying
 //! the application.
 
@@ -15,7 +14,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
 use crate::policy::Action;
-use crate::store::model::{Notebook, ReleaseRequest};
+use crate::store::model::Notebook;
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
@@ -168,54 +167,4 @@ pub async fn delete(
     let nb = own(&st, &who, &id).await?;
     st.store.delete_notebook(&nb).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ReleaseInput {
-    pub application: String,
-    /// A successful query of yours under this application.
-    pub query_id: String,
-    pub justification: String,
-}
-
-/// Ask for a query result to be released for publication.
-#[utoipa::path(post, path = "/api/v1/releases", tag = "notebooks", request_body = ReleaseInput,
-    responses((status = 201, body = ReleaseRequest), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_release(
-    State(st): State<AppState>,
-    who: AuthUser,
-    body: JsonBody<ReleaseInput>,
-) -> Result<(StatusCode, Json<ReleaseRequest>), ApiError> {
-    let Json(input) = body?;
-    authorize_on(&st, &who, &input.application, Action::RequestRelease).await?;
-    if input.justification.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`justification` is required: say where and why the result is published / 公表先と理由を記入してください",
-        ));
-    }
-    let mine = st
-        .store
-        .queries(Some(&input.application), Some(&who.user.username), 10_000)
-        .await?;
-    if !mine
-        .iter()
-        .any(|q| q.query_id == input.query_id && q.outcome == "ok")
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`query_id` must name one of your successful queries under this application (GET /api/v1/queries) / 自分の成功したクエリの ID を指定してください",
-        ));
-    }
-    let r = ReleaseRequest {
-        id: format!("rel_{}", crate::auth::random_hex(12)?),
-        application_id: input.application,
-        requester: who.user.username.clone(),
-        query_id: input.query_id,
-        justification: input.justification,
-        status: "pending".into(),
-        created_at: Utc::now(),
-    };
-    st.store.create_release(&r).await?;
-    Ok((StatusCode::CREATED, Json(r)))
 }

@@ -4,8 +4,8 @@
 //! Guarantees: an approval's term lies within one fiscal year, its scope names only
 //! catalogue datasets and registry diseases, its k is never below the disclosure rules'
 //! k (`policies/disclosure.toml`, not a literal), a DP approval has an ε budget
-//! (0 < ε ≤ 10 per fiscal year) and contribution bounds within `1..=DpBounds::MAX`; every
-//! problem is reported with its field and fix.
+//! (0 < ε ≤ 10 per fiscal year) and contribution bounds within `1..=DpBounds::MAX`; the
+//! release checkers are 1 or 2; every problem is reported with its field and fix.
 
 use chrono::Utc;
 use serde::Deserialize;
@@ -41,6 +41,9 @@ pub struct DecisionRequest {
     pub max_groups_per_patient: Option<u32>,
     /// Default m of DP queries: rows per patient and group (DP only; 1..=1000).
     pub max_rows_per_group: Option<u32>,
+    /// Distinct reviewers who must approve each release request (1 or 2; default: 2 in
+    /// suppression mode, 1 under DP).
+    pub release_checkers: Option<u8>,
 }
 
 /// The approval a reviewer's decision grants on `form`: the requested terms unless the
@@ -111,6 +114,14 @@ pub fn approval_from(
         req.max_rows_per_group,
         &mut errors,
     );
+    if let Some(n) = req.release_checkers.filter(|n| !(1..=2).contains(n)) {
+        errors.push(FieldError {
+            field: "release_checkers".into(),
+            message: format!(
+                "release_checkers must be 1 or 2 (distinct reviewers per release request), not {n} / release_checkers は 1 または 2 にしてください"
+            ),
+        });
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -127,6 +138,7 @@ pub fn approval_from(
         k,
         epsilon_budget: budget,
         dp_bounds,
+        release_checkers: req.release_checkers,
         approved_by: approver.to_string(),
         approved_at: Utc::now(),
     })

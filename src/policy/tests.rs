@@ -89,6 +89,7 @@ fn approved(
             k: 5,
             epsilon_budget: None,
             dp_bounds: None,
+            release_checkers: None,
             approved_by: "rev1".into(),
             approved_at: Utc::now(),
         }),

@@ -73,6 +73,9 @@ impl Store {
         );
         self.audited(&event, async |tx| {
             super::ledger::delete_for(tx, id, None).await?;
+            // the output airlock: stored answers are derived records of the extract (要綱
+            // 第3章5); snapshots of release requests are copies and stay.
+            super::results::delete_for(tx, id).await?;
             let mark = sqlx::query("UPDATE extracts SET destroyed_at = ? WHERE application_id = ?")
                 .bind(ts(now()))
                 .bind(id);

@@ -22,7 +22,9 @@ mod notebooks;
 // oversight (issue 13 §2 §4): alerts, filed usage reports, publications
 pub mod oversight;
 mod queries;
-mod releases;
+// the output airlock (issue 13 §1): stored answers, release requests and their files
+pub mod releases;
+pub mod results;
 pub mod retention;
 mod sessions;
 mod users;
@@ -53,6 +55,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "release_ledger",
         include_str!("migrations/0003_release_ledger.sql"),
     ),
+    // the output airlock (issue 13 §1)
+    (4, "airlock", include_str!("migrations/0004_airlock.sql")),
     // oversight (issue 13 §2 §4)
     (
         5,
@@ -76,6 +80,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database schema version {found} is newer than this kura ({known}); upgrade kura")]
     SchemaTooNew { found: i64, known: i64 },
+    /// A stored record no longer matches what the signed audit log says of it.
+    #[error("integrity check failed: {0}")]
+    Tampered(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

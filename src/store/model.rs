@@ -210,8 +210,25 @@ pub struct Approval {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub dp_bounds: Option<DpBounds>,
+    /// How many distinct reviewers must approve each release request of this study (1 or
+    /// 2); `None` takes the default of the mode ([`Approval::release_checkers`]).
+    /// Approvals stored before the output airlock load with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_checkers: Option<u8>,
     pub approved_by: String,
     pub approved_at: DateTime<Utc>,
+}
+
+impl Approval {
+    /// Distinct reviewers a release request needs: as the approval says, else two in
+    /// suppression mode (small cells are judged by people) and one under DP (the noise
+    /// and the budget carry the guarantee).
+    pub fn release_checkers(&self) -> u8 {
+        self.release_checkers.unwrap_or(match self.mode {
+            DisclosureMode::Suppression => 2,
+            DisclosureMode::Dp => 1,
+        })
+    }
 }
 
 /// An application with its current state.
@@ -313,14 +330,64 @@ pub struct Notebook {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A request to release a result for publication.
+/// A request to release results for publication (the output airlock, `crate::airlock`).
+/// `status`: `pending`, `approved`, `rejected`, or `invalidated` (the re-check before an
+/// approval found it can no longer be released; `invalidation` says why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseRequest {
     pub id: String,
     pub application_id: String,
     pub requester: String,
+    /// The first output's query (kept for clients of the single-result request).
     pub query_id: String,
+    /// The queries whose answers are released, in output order (`result-1`, …).
+    pub query_ids: Vec<String>,
     pub justification: String,
+    /// Where the results are to be published.
+    pub publication: String,
     pub status: String,
+    /// Distinct reviewers who must approve it.
+    pub checkers_required: u8,
+    /// Approvals recorded so far.
+    pub approvals: u8,
     pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub invalidation: Option<Invalidation>,
+}
+
+/// Why a release request can no longer be approved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Invalidation {
+    /// Stable code, e.g. `release_unsafe`, `release_extract_changed`.
+    pub code: String,
+    /// What happened and what to do (ja / en); never a data value.
+    pub message: String,
+}
+
+/// One reviewer's decision on a release request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseDecisionRecord {
+    pub reviewer: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    pub comment: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A file of a release: its name, type, size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseFileInfo {
+    pub name: String,
+    pub media_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// One download of a release file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseDownload {
+    pub name: String,
+    pub username: String,
+    pub at: DateTime<Utc>,
+    pub sha256: String,
 }

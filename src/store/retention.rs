@@ -84,6 +84,7 @@ mod tests {
             k: 5,
             epsilon_budget: None,
             dp_bounds: None,
+            release_checkers: None,
             approved_by: "rev".into(),
             approved_at: Utc::now(),
         });

@@ -50,6 +50,11 @@ const EMBEDDED: &[(&str, &str)] = &[
         "dp_budget_low.toml",
         include_str!("../../../audit/dp_budget_low.toml"),
     ),
+    // the output airlock (issue 13 §1)
+    (
+        "refused_downloads.toml",
+        include_str!("../../../audit/refused_downloads.toml"),
+    ),
 ];
 
 /// A rule file that cannot be used: which file, which field, and why.
