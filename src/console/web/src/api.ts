@@ -100,6 +100,24 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   return json as T;
 }
 
+/** GET a file (a release download): the body as a Blob; errors as ApiError, like `api`. */
+export async function apiBlob(path: string): Promise<Blob> {
+  const headers: Record<string, string> = {};
+  if (bearer) headers['Authorization'] = `Bearer ${bearer}`;
+  const res = await fetch(`/api/v1${path}`, { headers, credentials: 'same-origin' });
+  if (!res.ok) {
+    let err: ApiErrorBody = { code: `http_${res.status}`, message: `HTTP ${res.status}` };
+    try {
+      err = ((await res.json()) as { error: ApiErrorBody }).error ?? err;
+    } catch {
+      // not JSON: keep the status
+    }
+    if (res.status === 401 && onExpired) onExpired();
+    throw new ApiError(res.status, err);
+  }
+  return res.blob();
+}
+
 export function qs(params: Record<string, string | number | undefined | null>): string {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') p.set(k, String(v));

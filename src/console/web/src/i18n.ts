@@ -3,6 +3,8 @@
 
 // oversight (issue 13 §2 §4)
 import { oversight } from './i18n/oversight';
+// the output airlock (issue 13 §1)
+import { releases } from './i18n/releases';
 
 export type Lang = 'ja' | 'en';
 
@@ -219,6 +221,8 @@ const dict = {
   back: ['戻る', 'Back'],
   // oversight (issue 13 §2 §4)
   ...oversight,
+  // the output airlock (issue 13 §1)
+  ...releases,
 } as const;
 
 export type Key = keyof typeof dict;

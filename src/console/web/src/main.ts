@@ -16,6 +16,8 @@ import { renderPms } from './views/pms';
 // oversight (issue 13 §2 §4)
 import { renderAlerts } from './views/alerts';
 import { renderReports } from './views/reports';
+// the output airlock (issue 13 §1)
+import { renderReleaseRegister, renderReleases } from './views/releases';
 
 
 const root = document.getElementById('app')!;
@@ -77,6 +79,9 @@ function navItems(): [string, Key][] {
   // oversight (issue 13 §2 §4)
   if (has('auditor')) items.push(['#/alerts', 'nav_alerts']);
   if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/reports', 'nav_reports']);
+  // the output airlock (issue 13 §1)
+  if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/releases', 'nav_releases']);
+  if (has('reviewer') || has('auditor')) items.push(['#/release-register', 'nav_release_register']);
   return items;
 }
 
@@ -233,6 +238,13 @@ async function route() {
         break;
       case 'reports':
         await renderReports(ctx);
+        break;
+      // the output airlock (issue 13 §1)
+      case 'releases':
+        await renderReleases(ctx, parts[1]);
+        break;
+      case 'release-register':
+        await renderReleaseRegister(ctx);
         break;
       default:
         location.hash = homeFor();

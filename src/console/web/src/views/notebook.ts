@@ -256,7 +256,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       const started = performance.now();
       try {
         const res = await api<QueryResult>('POST', '/query', queryBody(text));
-        clear(out, renderResult(res, app));
+        clear(out, renderResult(res, app, text));
         if (res.disclosure?.mode === 'dp') meter.update(res.disclosure.epsilon_remaining);
       } catch (x) {
         if (x instanceof ApiError && x.status === 401) return;

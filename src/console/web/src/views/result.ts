@@ -13,10 +13,10 @@ import {
   PointElement,
   Tooltip,
 } from 'chart.js';
-import { api, QueryResult } from '../api';
+import { QueryResult } from '../api';
 import { clear, field, h, uid } from '../dom';
 import { t } from '../i18n';
-import { errorBox, note } from '../ui';
+import { releaseRequestForm } from './releases';
 
 Chart.register(BarController, BarElement, LineController, LineElement, PointElement, CategoryScale, LinearScale, Legend, Tooltip);
 
@@ -60,10 +60,10 @@ function dpColumnNotes(res: QueryResult): HTMLElement[] {
   });
 }
 
-export function renderResult(res: QueryResult, app: string): HTMLElement {
+export function renderResult(res: QueryResult, app: string, sql?: string): HTMLElement {
   const k = res.disclosure?.threshold ?? 5;
   const dp = res.disclosure?.mode === 'dp' ? res.disclosure.dp : null;
-  const wrap = h('div', { class: 'result', 'data-query': res.query_id });
+  const wrap = h('div', { class: 'result', 'data-query': res.query_id, 'data-application': app, 'data-sql': sql ?? null });
   const tableBox = h('div', { class: 'table-box' });
   const chartBox = h('div', { class: 'chart-box', hidden: true });
   let page = 0;
@@ -161,6 +161,7 @@ export function renderResult(res: QueryResult, app: string): HTMLElement {
   });
   tabs.append(tableBtn, chartBtn);
 
+  // The output airlock: ask for this result (and others of the notebook) to be released.
   const releaseBox = h('div', { class: 'release' });
   const releaseBtn = h(
     'button',
@@ -168,27 +169,15 @@ export function renderResult(res: QueryResult, app: string): HTMLElement {
       type: 'button',
       class: 'release-btn',
       onclick: () => {
-        const just = h('textarea', { rows: 2, required: true });
-        const send = h('button', { type: 'button', class: 'primary' }, t('request_release'));
-        send.addEventListener('click', async () => {
-          try {
-            const r = await api<{ id?: string; release_id?: string }>('POST', '/releases', {
-              application: app,
-              query_id: res.query_id,
-              justification: just.value,
-            });
-            clear(releaseBox, note(t('release_sent', { id: r?.id ?? r?.release_id ?? '' })));
-          } catch (x) {
-            releaseBox.append(errorBox(x));
-          }
-        });
-        clear(releaseBox, field(t('release_justification'), just), send);
-        just.focus();
+        const form = releaseRequestForm(res.query_id);
+        clear(releaseBox, form);
+        form.querySelector<HTMLTextAreaElement>('textarea')?.focus();
       },
     },
     t('request_release'),
   );
-  releaseBox.append(releaseBtn);
+  // PMS teams have no release requests (their standing scope is not a study).
+  if (!app.startsWith('PMS-')) releaseBox.append(releaseBtn);
 
   wrap.append(tabs, tableBox, chartBox, h('div', { class: 'notes' }, notes), releaseBox);
   return wrap;
