@@ -14,6 +14,14 @@ if ! command -v npm >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
 
+# the output airlock (issue 13 §1): release charts (result-N.png) are drawn with a system font
+# that has Japanese glyphs; the tests check that the chart is there.
+if ! ls /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf /usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf >/dev/null 2>&1; then
+  echo "== installing fonts-ipafont-gothic (release charts)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
