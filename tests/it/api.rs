@@ -797,7 +797,7 @@ async fn notebooks_crud_is_per_owner_and_releases_need_own_successful_query() {
     let forged = json!({"application": "A-1", "query_id": "q_forged", "justification": "paper"});
     h.post("/api/v1/releases", &r1, forged)
         .await
-        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        .expect_error(StatusCode::NOT_FOUND, "query_not_found");
     let qid = q["query_id"].as_str().unwrap();
     let own = json!({"application": "A-1", "query_id": qid, "justification": "paper in J Neurol"});
     let v = h
@@ -808,6 +808,8 @@ async fn notebooks_crud_is_per_owner_and_releases_need_own_successful_query() {
     assert_eq!(h.audit_rows("release.request").await.len(), 1);
 }
 
+/// The first release decisions (the two-checker rule, the re-check and downloads are
+/// in `airlock.rs`).
 #[tokio::test]
 async fn reviewers_decide_release_requests_once_with_a_reason_and_never_their_own() {
     let (h, r1) = H::with_login("researcher1").await;
@@ -853,19 +855,20 @@ async fn reviewers_decide_release_requests_once_with_a_reason_and_never_their_ow
         .post(&path, &rv1, approve.clone())
         .await
         .expect_status(StatusCode::OK);
-    assert_eq!(v["release"]["status"], "approved");
+    // A-1 is a suppression study: the first of two checkers leaves it pending.
+    assert_eq!(v["release"]["status"], "pending");
     assert_eq!(v["decided_by"], "reviewer1");
-    let done = h.audit_rows("release.approve").await;
+    let done = h.audit_rows("release.check").await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["actor"], "reviewer1");
-    assert_eq!(done[0]["detail"]["reason"], approve["reason"]);
+    assert_eq!(done[0]["detail"]["comment"], approve["reason"]);
     assert_eq!(done[0]["detail"]["requester"], "researcher1");
 
-    // Decided once: a second decision is a conflict and changes nothing.
+    // A reviewer decides once: a second decision is refused and changes nothing.
     let again = json!({"decision": "reject", "reason": "changed my mind"});
     h.post(&path, &rv1, again)
         .await
-        .expect_error(StatusCode::CONFLICT, "conflict");
+        .expect_error(StatusCode::FORBIDDEN, "already_checked");
     assert!(h.audit_rows("release.reject").await.is_empty());
 
     h.post("/api/v1/releases/rel_unknown/decision", &rv1, approve)

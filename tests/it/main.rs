@@ -1,6 +1,9 @@
 //! The one integration-test binary (linking DataFusion is slow, so every area adds a
 //! module here instead of a new top-level test file).
 
+// the output airlock (issue 13 §1)
+mod airlock;
+mod airlock_demo;
 // oversight (issue 13 §2 §4)
 mod alerts;
 mod api;

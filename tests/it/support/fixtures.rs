@@ -187,6 +187,7 @@ pub async fn approve(store: &Store, a: &Approved) {
         k: 5,
         epsilon_budget: a.epsilon_budget,
         dp_bounds: None,
+        release_checkers: None,
         approved_by: "reviewer1".into(),
         approved_at: Utc::now(),
     });

@@ -1,6 +1,7 @@
 //! The one test double of the data plane (`kura::query::plane::DataPlane`), so the
 //! control plane's guarantees are pinned whatever the query core computes. It answers
-//! from markers in the SQL (`FAIL_EXEC`, `OUT_OF_SCOPE`, `DP_UNSUPPORTED`, `DIFFERENCING`), gives fresh
+//! from markers in the SQL (`FAIL_EXEC`, `OUT_OF_SCOPE`, `DP_UNSUPPORTED`, `DIFFERENCING`,
+//! `SET=lo..hi`: the released cell's contributor set, default `0..412`), gives fresh
 //! Laplace noise on every DP answer (so only the release cache can make repeats agree),
 //! and records what it was asked. `FakePlane::offline()` is the plane of servers whose
 //! tests must never reach data (TLS): it refuses every build and query.
@@ -14,6 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use kura::privacy::disclosure::trace::{AnswerTrace, CellTrace, ColumnKind, ColumnTrace};
 use kura::privacy::result::{
     Disclosure, DisclosureMode, DpColumn, DpDisclosure, ReleasedColumn, ReleasedResult,
 };
@@ -49,6 +51,47 @@ fn column(name: &str, type_name: &str) -> ReleasedColumn {
     ReleasedColumn {
         name: name.into(),
         type_name: type_name.into(),
+    }
+}
+
+/// The contributor set of the released cell of a suppression answer: `SET=lo..hi` in the
+/// SQL (patients `lo` to `hi - 1` of the extract's index), else patients 0 to 411. The
+/// fake plane checks nothing: whatever it releases goes into the release ledger as the
+/// gateway records it, like an answer whose query-time differencing check was off.
+pub fn released_set(sql: &str) -> roaring::RoaringBitmap {
+    let range = sql.split("SET=").nth(1).and_then(|rest| {
+        let spec: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let (lo, hi) = spec.split_once("..")?;
+        Some(lo.parse::<u32>().ok()?..hi.parse::<u32>().ok()?)
+    });
+    range.unwrap_or(0..412).collect()
+}
+
+/// The disclosure trace of the fake suppression answer: a public key column and a
+/// protected count whose released cell (row 0) uses the answer's one set.
+fn suppression_trace() -> AnswerTrace {
+    let column = |kind| ColumnTrace {
+        kind,
+        facility: false,
+        dominance: false,
+        differencing: kind == ColumnKind::Protected,
+        rounding: None,
+    };
+    AnswerTrace {
+        columns: vec![column(ColumnKind::Key), column(ColumnKind::Protected)],
+        cells: vec![
+            vec![
+                None,
+                Some(CellTrace {
+                    band: Some((200, Some(499))),
+                    sets: vec![0],
+                }),
+            ],
+            vec![None, None],
+        ],
     }
 }
 
@@ -136,6 +179,7 @@ impl FakePlane {
             },
             plan_fingerprint: "fp_dp".into(),
             released_sets: Vec::new(),
+            trace: Default::default(),
             tables: vec!["patient".into()],
             duration: Duration::from_millis(3),
         }
@@ -222,7 +266,8 @@ impl DataPlane for FakePlane {
                 plan_fingerprint: "fp_test".into(),
                 tables: vec!["patient".into()],
                 duration: Duration::from_millis(3),
-                released_sets: Vec::new(),
+                released_sets: vec![released_set(&q.sql)],
+                trace: suppression_trace(),
             })
         })
     }
