@@ -49,7 +49,14 @@ pub async fn download(
     let logged = if name_ok { name } else { "(invalid name)" };
     let release = match store.release(id).await? {
         Some(r) if name_ok => r,
-        Some(r) => return Err(not_permitted(id, logged, Some(r.application_id), "invalid_name")),
+        Some(r) => {
+            return Err(not_permitted(
+                id,
+                logged,
+                Some(r.application_id),
+                "invalid_name",
+            ));
+        }
         None => return Err(not_permitted(id, logged, None, "unknown_release")),
     };
     let app = Some(release.application_id.clone());

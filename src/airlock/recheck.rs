@@ -53,16 +53,25 @@ fn invalid(code: &str, message: String) -> Invalidation {
 }
 
 /// Step 1: the stored outputs, checked against their seals and the signed request event.
-pub async fn sealed_outputs(store: &Store, release: &ReleaseRequest) -> Result<Vec<Output>, StoreError> {
+pub async fn sealed_outputs(
+    store: &Store,
+    release: &ReleaseRequest,
+) -> Result<Vec<Output>, StoreError> {
     let stored: Vec<StoredOutput> = store.release_outputs(&release.id).await?;
     if stored.is_empty() {
-        return Err(tampered(format!("release {} has no sealed output", release.id)));
+        return Err(tampered(format!(
+            "release {} has no sealed output",
+            release.id
+        )));
     }
     let mut seals = Vec::with_capacity(stored.len());
     let mut out = Vec::with_capacity(stored.len());
     for o in &stored {
         if seal(&o.snapshot, &o.internal) != o.seal {
-            return Err(tampered(format!("output {} of {} does not match its seal", o.position, release.id)));
+            return Err(tampered(format!(
+                "output {} of {} does not match its seal",
+                o.position, release.id
+            )));
         }
         seals.push(o.seal.clone());
         out.push(Output {
@@ -82,19 +91,32 @@ pub async fn sealed_outputs(store: &Store, release: &ReleaseRequest) -> Result<V
     let signed_seal = signed.as_ref().and_then(|d| d["seal"].as_str());
     let stored_seal = store.release_seal(&release.id).await?;
     if signed_seal != Some(expected.as_str()) || stored_seal.as_deref() != Some(expected.as_str()) {
-        return Err(tampered(format!("release {} does not match its signed request", release.id)));
+        return Err(tampered(format!(
+            "release {} does not match its signed request",
+            release.id
+        )));
     }
     Ok(out)
 }
 
 /// Step 1, files: every rendered file of the outputs hashes to what its snapshot lists.
-pub async fn sealed_files(store: &Store, release: &ReleaseRequest, outputs: &[Output]) -> Result<(), StoreError> {
+pub async fn sealed_files(
+    store: &Store,
+    release: &ReleaseRequest,
+    outputs: &[Output],
+) -> Result<(), StoreError> {
     for f in outputs.iter().flat_map(|o| &o.snapshot.files) {
         let Some((info, content)) = store.release_file(&release.id, &f.name).await? else {
-            return Err(tampered(format!("file {} of {} is missing", f.name, release.id)));
+            return Err(tampered(format!(
+                "file {} of {} is missing",
+                f.name, release.id
+            )));
         };
         if sha256_hex(&content) != f.sha256 || info.sha256 != f.sha256 {
-            return Err(tampered(format!("file {} of {} does not match its seal", f.name, release.id)));
+            return Err(tampered(format!(
+                "file {} of {} does not match its seal",
+                f.name, release.id
+            )));
         }
     }
     Ok(())
@@ -146,7 +168,10 @@ async fn authorised(
         None => "the requester's account no longer exists".to_string(),
         Some(user) => {
             let app = &release.application_id;
-            match policy.resolve(store, &user, app, Action::RequestRelease, today).await? {
+            match policy
+                .resolve(store, &user, app, Action::RequestRelease, today)
+                .await?
+            {
                 Ok(_) => return Ok(None),
                 Err(d) => format!("{} ({})", d.message, d.code),
             }
@@ -181,11 +206,18 @@ async fn extract_and_ledger(
     if !live.is_some_and(|l| l.destroyed_at.is_none() && l.extract_id == x.extract_id) {
         return Ok(Some(changed()));
     }
-    let used: BTreeSet<u32> = x.cell_sets.iter().flat_map(|(_, _, s)| s.iter().copied()).collect();
+    let used: BTreeSet<u32> = x
+        .cell_sets
+        .iter()
+        .flat_map(|(_, _, s)| s.iter().copied())
+        .collect();
     let mut sets: Vec<(u32, RoaringBitmap)> = Vec::with_capacity(used.len());
     for i in used {
         let Some(sha) = x.set_hashes.get(i as usize) else {
-            return Err(tampered(format!("{} names a set it does not hold", o.snapshot.name)));
+            return Err(tampered(format!(
+                "{} names a set it does not hold",
+                o.snapshot.name
+            )));
         };
         let Some(bytes) = store.ledger_set(&x.extract_id, sha).await? else {
             return Ok(Some(changed()));
@@ -214,7 +246,11 @@ async fn extract_and_ledger(
         .iter()
         .filter(|(_, _, s)| s.iter().any(|i| unsafe_sets.contains(i)))
         .map(|(r, c, _)| {
-            let name = o.snapshot.columns.get(*c).map_or("?", |col| col.name.as_str());
+            let name = o
+                .snapshot
+                .columns
+                .get(*c)
+                .map_or("?", |col| col.name.as_str());
             format!("row {} column {name}", r + 1)
         })
         .collect();

@@ -137,7 +137,10 @@ async fn same_extract(store: &Store, app: &str, a: &StoredAnswer) -> Result<()> 
     if a.mode != "suppression" {
         return Ok(());
     }
-    let live = store.extract(app).await?.filter(|x| x.destroyed_at.is_none());
+    let live = store
+        .extract(app)
+        .await?
+        .filter(|x| x.destroyed_at.is_none());
     if live.is_some_and(|x| x.extract_id == a.extract_id) {
         return Ok(());
     }

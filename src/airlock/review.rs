@@ -23,9 +23,9 @@ use super::{AirlockError, Result, files, text_field};
 use crate::audit::AuditEvent;
 use crate::policy::{Action, Policy, Target};
 use crate::query::serial::ExtractLocks;
+use crate::store::Store;
 use crate::store::model::{Application, ReleaseDecisionRecord, ReleaseRequest, User};
 use crate::store::releases::DecisionWrite;
-use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -235,8 +235,8 @@ impl Approving<'_> {
             Some(x) => Some(ExtractLocks::shared().hold(x).await),
             None => None,
         };
-        let why = recheck::recheck(store, self.policy, release, self.app, &outputs, self.today)
-            .await?;
+        let why =
+            recheck::recheck(store, self.policy, release, self.app, &outputs, self.today).await?;
         if let Some(why) = why {
             return Err(self.invalidate(d, why).await);
         }
@@ -320,7 +320,11 @@ impl Approving<'_> {
             json!({"release": release.id, "requester": release.requester, "reason": why.message}),
         )
         .with_reference(&release.id);
-        match self.store.invalidate_release(&release.id, &why, &event).await {
+        match self
+            .store
+            .invalidate_release(&release.id, &why, &event)
+            .await
+        {
             Ok(()) => AirlockError::refused(409, code, why.message),
             Err(e) => AirlockError::Store(e),
         }

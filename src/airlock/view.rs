@@ -10,10 +10,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::Result;
 use super::checkers;
 use super::recheck::sealed_outputs;
 use super::snapshot::OutputSnapshot;
-use super::Result;
 use crate::store::Store;
 use crate::store::model::{
     Application, ReleaseDecisionRecord, ReleaseDownload, ReleaseFileInfo, ReleaseRequest, Role,
@@ -48,7 +48,9 @@ pub async fn list(store: &Store, user: &User, f: &ListFilter) -> Result<Vec<Rele
     let mut out = Vec::new();
     for r in store.releases().await? {
         if !status_matches(f.status.as_deref(), &r.status)
-            || f.application.as_deref().is_some_and(|a| a != r.application_id)
+            || f.application
+                .as_deref()
+                .is_some_and(|a| a != r.application_id)
         {
             continue;
         }

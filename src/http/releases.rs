@@ -16,11 +16,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
+use crate::airlock::AirlockError;
 use crate::airlock::download::{self, RegisterEntry};
 use crate::airlock::request::{self, ReleaseInput};
 use crate::airlock::review::{self, ReleaseDecision, ReleaseDecisionRequest};
 use crate::airlock::view::{self, ListFilter, ReleaseView};
-use crate::airlock::AirlockError;
 use crate::policy::{Action, Target};
 use crate::store::model::ReleaseRequest;
 
@@ -150,8 +150,9 @@ pub async fn file(
     };
     let media = HeaderValue::from_str(&info.media_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{id}-{}\"", info.name))
-        .unwrap_or(HeaderValue::from_static("attachment"));
+    let disposition =
+        HeaderValue::from_str(&format!("attachment; filename=\"{id}-{}\"", info.name))
+            .unwrap_or(HeaderValue::from_static("attachment"));
     let digest = HeaderValue::from_str(&info.sha256).unwrap_or(HeaderValue::from_static(""));
     Ok((
         [
@@ -178,7 +179,15 @@ pub async fn register(
         .await
     {
         let detail = serde_json::json!({});
-        return Err(super::denied::denied(&st, &who.user, "authorize.audit_read", None, &d, detail).await);
+        return Err(super::denied::denied(
+            &st,
+            &who.user,
+            "authorize.audit_read",
+            None,
+            &d,
+            detail,
+        )
+        .await);
     }
     match download::register(&st.store).await {
         Ok(r) => Ok(Json(r)),

@@ -282,7 +282,8 @@ impl Gateway {
         };
         let ledger = Some(Ledger::spend(rec.query_id));
         // No audit, no answer. If this fails the reservation stays and is converted to spent.
-        rec.answered(record, ev, answer, ledger, Some(cache)).await?;
+        rec.answered(record, ev, answer, ledger, Some(cache))
+            .await?;
         Ok(Answer {
             query_id: rec.query_id.to_string(),
             result,

@@ -115,7 +115,8 @@ fn conflict(message: &str) -> StoreError {
     StoreError::Conflict(message.to_string())
 }
 
-const DECIDED: &str = "This release request has already been decided. / この持ち出し申請は既に判断済みです。";
+const DECIDED: &str =
+    "This release request has already been decided. / この持ち出し申請は既に判断済みです。";
 const CHANGED: &str = "Another reviewer decided this release request meanwhile; reload it and decide again. / 他の審査担当者が先に判断しました。再読み込みしてから判断してください。";
 
 /// A request row with its outputs' query ids and its approvals so far.
@@ -410,7 +411,12 @@ impl Store {
     }
 
     /// Record one download of an approved file with its audit event.
-    pub async fn record_download(&self, id: &str, d: &ReleaseDownload, event: &AuditEvent) -> Result<()> {
+    pub async fn record_download(
+        &self,
+        id: &str,
+        d: &ReleaseDownload,
+        event: &AuditEvent,
+    ) -> Result<()> {
         self.audited(event, async |tx| {
             let insert = sqlx::query(
                 "INSERT INTO release_downloads (release_id, name, username, at, sha256) VALUES ($1, $2, $3, $4, $5)",

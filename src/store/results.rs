@@ -96,7 +96,8 @@ pub(super) async fn insert(
 /// Delete the stored answers of `application` (inside the caller's transaction): its
 /// extract was destroyed.
 pub(super) async fn delete_for(conn: &mut SqliteConnection, application: &str) -> Result<()> {
-    let delete = sqlx::query("DELETE FROM query_results WHERE application_id = $1").bind(application);
+    let delete =
+        sqlx::query("DELETE FROM query_results WHERE application_id = $1").bind(application);
     exec(conn, delete).await?;
     Ok(())
 }

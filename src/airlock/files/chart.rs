@@ -138,7 +138,9 @@ fn plot(result: &ReleasedResult, columns: &[ColumnRecord]) -> Option<Plot> {
         }
     }
     Some(Plot {
-        x_name: x.map(|x| result.columns[x].name.clone()).unwrap_or_default(),
+        x_name: x
+            .map(|x| result.columns[x].name.clone())
+            .unwrap_or_default(),
         y_name: result.columns[y].name.clone(),
         categories,
         series,
@@ -194,7 +196,11 @@ fn draw(
     let (body, foot) = root.split_vertically((HEIGHT - 40) as i32);
     let values = p.series.iter().flat_map(|(_, v)| v.iter().flatten());
     let (lo, hi) = values.fold((0f64, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let hi = if hi <= lo { lo + 1.0 } else { hi + (hi - lo) * 0.08 };
+    let hi = if hi <= lo {
+        lo + 1.0
+    } else {
+        hi + (hi - lo) * 0.08
+    };
     let n = p.categories.len();
     let mut chart = ChartBuilder::on(&body)
         .caption(title, (FONT, 22))
@@ -230,7 +236,10 @@ fn draw(
         let bars = values.iter().enumerate().filter_map(|(ci, v)| {
             let v = (*v)?;
             let x0 = ci as f64 - 0.4 + si as f64 * width;
-            Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.92, v)], color.filled()))
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.92, v)],
+                color.filled(),
+            ))
         });
         let drawn = chart.draw_series(bars)?;
         if p.series.len() > 1 {

@@ -72,12 +72,17 @@ pub fn render_output(s: &OutputSnapshot, result: &ReleasedResult) -> Result<Vec<
         file: file.to_string(),
         cause,
     };
-    let mut out = vec![file(format!("{}.csv", s.name), CSV, s.csv.clone().into_bytes())];
+    let mut out = vec![file(
+        format!("{}.csv", s.name),
+        CSV,
+        s.csv.clone().into_bytes(),
+    )];
     let book = xlsx::render(s, result).map_err(|e| render("xlsx", e))?;
     out.push(file(format!("{}.xlsx", s.name), XLSX, book));
     let title = format!("{} — {}", s.name, s.query_id);
     let mark = super::cells::marker(result);
-    let png = chart::render(result, &s.column_rules, &title, &mark).map_err(|e| render("png", e))?;
+    let png =
+        chart::render(result, &s.column_rules, &title, &mark).map_err(|e| render("png", e))?;
     if let Some(png) = png {
         out.push(file(format!("{}.png", s.name), PNG, png));
     }
@@ -90,7 +95,12 @@ mod tests {
 
     #[test]
     fn only_release_file_names_are_accepted() {
-        for ok in ["result-1.csv", "result-10.xlsx", "result-2.png", "release.json"] {
+        for ok in [
+            "result-1.csv",
+            "result-10.xlsx",
+            "result-2.png",
+            "release.json",
+        ] {
             assert!(is_release_file(ok), "{ok}");
         }
         for bad in [

@@ -105,9 +105,15 @@ fn disclosure(sheet: &mut Worksheet, s: &OutputSnapshot, bold: &Format) -> Resul
         ("plan fingerprint / 計画指紋", s.plan_fingerprint.clone()),
         ("extract / 抽出データ", s.extract_id.clone()),
         ("mode / 開示方式", s.mode.clone()),
-        ("k (min. patients per cell) / 最小人数", d.threshold.to_string()),
+        (
+            "k (min. patients per cell) / 最小人数",
+            d.threshold.to_string(),
+        ),
         ("rounding base / 丸め", rounding),
-        ("suppressed cells / 秘匿セル数", d.suppressed_cells.to_string()),
+        (
+            "suppressed cells / 秘匿セル数",
+            d.suppressed_cells.to_string(),
+        ),
         ("answered at / 回答日時", s.answered_at.to_rfc3339()),
         ("answer SHA-256 / 回答のハッシュ", s.result_sha256.clone()),
     ];
