@@ -970,7 +970,7 @@ async fn attack_tampering_with_the_snapshot_is_found_before_approval_and_downloa
         rel["justification"].as_str().unwrap(),
         rel["publication"].as_str().unwrap(),
         2,
-        &[seal.clone()],
+        std::slice::from_ref(&seal),
     );
     sqlx::query("UPDATE release_outputs SET snapshot = ?, seal = ? WHERE release_id = ?")
         .bind(&edited)

@@ -213,7 +213,7 @@ fn draw(
     let x_label = move |x: &f64| {
         let i = x.round();
         let exact = (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len();
-        if exact && (i as usize) % every == 0 {
+        if exact && (i as usize).is_multiple_of(every) {
             short(&labels[i as usize])
         } else {
             String::new()
