@@ -4,14 +4,16 @@
 //! Noto Sans CJK from the system).
 //!
 //! Guarantees: a suppressed cell is never drawn (no bar, not a zero bar) and a note under
-//! the chart says so; only released values are read. The x axis is the first key column,
-//! bars are grouped by the second key column (if any), the height is the last protected
-//! or noised column. Without a usable font no chart is made (the release still has its
+//! the chart says so; only released values are read. The categories are the first key
+//! column, bars are grouped by the second key column (if any), their length is the last
+//! protected or noised column; a few short categories stand as vertical bars, many or
+//! long ones (disease names) lie as horizontal bars with their labels in full. Without a usable font no chart is made (the release still has its
 //! table and record) and the operator is told once in the log.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use serde_json::Value;
@@ -166,6 +168,31 @@ fn short(s: &str) -> String {
     }
 }
 
+/// Few short categories stand as vertical bars; many or long ones (disease names) lie as
+/// horizontal bars with their labels in full on the left.
+fn horizontal(p: &Plot) -> bool {
+    p.categories.len() > 12 || p.categories.iter().any(|c| c.chars().count() > 8)
+}
+
+/// The canvas of a chart: horizontal charts grow with their categories.
+fn canvas(p: &Plot) -> (u32, u32) {
+    if !horizontal(p) {
+        return (WIDTH, HEIGHT);
+    }
+    let band = 8 + 10 * p.series.len().max(1) as u32;
+    let height = 150 + band * p.categories.len() as u32;
+    (WIDTH, height.clamp(HEIGHT, 6000))
+}
+
+/// A value on an axis: whole numbers without decimals.
+fn value_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// The PNG of the chart of `result`, or `None` when it has nothing to plot or no font is
 /// available. `title` heads the chart; `marker` is how suppressed cells are named.
 pub fn render(
@@ -180,81 +207,23 @@ pub fn render(
     if p.categories.is_empty() || !font_ready() {
         return Ok(None);
     }
-    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut rgb, &p, title, marker).map_err(|e| e.to_string())?;
-    encode(&rgb).map(Some)
+    let (w, h) = canvas(&p);
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    draw(&mut rgb, (w, h), &p, title, marker).map_err(|e| e.to_string())?;
+    encode(&rgb, w, h).map(Some)
 }
 
-fn draw(
-    rgb: &mut [u8],
-    p: &Plot,
-    title: &str,
-    marker: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn draw(rgb: &mut [u8], (w, h): (u32, u32), p: &Plot, title: &str, marker: &str) -> Drawn {
+    let root = BitMapBackend::with_buffer(rgb, (w, h)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (body, foot) = root.split_vertically((HEIGHT - 40) as i32);
-    let values = p.series.iter().flat_map(|(_, v)| v.iter().flatten());
-    let (lo, hi) = values.fold((0f64, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let hi = if hi <= lo {
-        lo + 1.0
+    let (body, foot) = root.split_vertically((h - 40) as i32);
+    if horizontal(p) {
+        draw_horizontal(&body, p, title)?;
     } else {
-        hi + (hi - lo) * 0.08
-    };
-    let n = p.categories.len();
-    let mut chart = ChartBuilder::on(&body)
-        .caption(title, (FONT, 22))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)?;
-    let labels = p.categories.clone();
-    let every = n.div_ceil(24).max(1);
-    let x_label = move |x: &f64| {
-        let i = x.round();
-        let exact = (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len();
-        if exact && (i as usize).is_multiple_of(every) {
-            short(&labels[i as usize])
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.min(60) + 1)
-        .x_label_formatter(&x_label)
-        .x_desc(p.x_name.as_str())
-        .y_desc(p.y_name.as_str())
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 16))
-        .draw()?;
-    let groups = p.series.len().max(1) as f64;
-    let width = 0.8 / groups;
-    for (si, (name, values)) in p.series.iter().enumerate() {
-        let color = PALETTE[si % PALETTE.len()];
-        let bars = values.iter().enumerate().filter_map(|(ci, v)| {
-            let v = (*v)?;
-            let x0 = ci as f64 - 0.4 + si as f64 * width;
-            Some(Rectangle::new(
-                [(x0, 0.0), (x0 + width * 0.92, v)],
-                color.filled(),
-            ))
-        });
-        let drawn = chart.draw_series(bars)?;
-        if p.series.len() > 1 {
-            drawn.label(short(name)).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
-            });
-        }
-    }
-    if p.series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_vertical(&body, p, title)?;
     }
     let note = if p.suppressed > 0 {
         format!(
@@ -269,9 +238,143 @@ fn draw(
     Ok(())
 }
 
-fn encode(rgb: &[u8]) -> Result<Vec<u8>, String> {
+/// The value range of the bars, zero included, with some head room.
+fn range(p: &Plot) -> (f64, f64) {
+    let values = p.series.iter().flat_map(|(_, v)| v.iter().flatten());
+    let (lo, hi) = values.fold((0f64, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if hi <= lo {
+        (lo, lo + 1.0)
+    } else {
+        (lo, hi + (hi - lo) * 0.08)
+    }
+}
+
+/// The label of category position `x` (an axis position near a whole number).
+fn category_label(labels: &[String], x: f64, chars: usize) -> String {
+    let i = x.round();
+    if (x - i).abs() > 1e-6 || i < 0.0 || i as usize >= labels.len() {
+        return String::new();
+    }
+    let l = &labels[i as usize];
+    if l.chars().count() > chars {
+        format!("{}…", l.chars().take(chars - 1).collect::<String>())
+    } else {
+        l.clone()
+    }
+}
+
+fn draw_vertical(body: &Area<'_>, p: &Plot, title: &str) -> Drawn {
+    let (lo, hi) = range(p);
+    let n = p.categories.len();
+    let mut chart = ChartBuilder::on(body)
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)?;
+    let labels = p.categories.clone();
+    let x_label = move |x: &f64| category_label(&labels, *x, 12);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n + 1)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&value_label)
+        .x_desc(p.x_name.as_str())
+        .y_desc(p.y_name.as_str())
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()?;
+    let width = 0.8 / p.series.len().max(1) as f64;
+    for (si, (name, values)) in p.series.iter().enumerate() {
+        let color = PALETTE[si % PALETTE.len()];
+        let bars = values.iter().enumerate().filter_map(|(ci, v)| {
+            let x0 = ci as f64 - 0.4 + si as f64 * width;
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.92, (*v)?)],
+                color.filled(),
+            ))
+        });
+        let drawn = chart.draw_series(bars)?;
+        if p.series.len() > 1 {
+            drawn.label(short(name)).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
+            });
+        }
+    }
+    legend(&mut chart, p)
+}
+
+fn draw_horizontal(body: &Area<'_>, p: &Plot, title: &str) -> Drawn {
+    let (lo, hi) = range(p);
+    let n = p.categories.len();
+    // The first category on top.
+    let at = |ci: usize| (n - 1 - ci) as f64;
+    let longest = p
+        .categories
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(1);
+    let label_area = (longest.min(24) as u32 * 15 + 24).clamp(80, 380);
+    let mut chart = ChartBuilder::on(body)
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(label_area)
+        .build_cartesian_2d(lo..hi, -0.5f64..(n as f64 - 0.5))?;
+    let labels: Vec<String> = p.categories.iter().rev().cloned().collect();
+    let y_label = move |y: &f64| category_label(&labels, *y, 24);
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n + 1)
+        .y_label_formatter(&y_label)
+        .x_label_formatter(&value_label)
+        .y_desc(p.x_name.as_str())
+        .x_desc(p.y_name.as_str())
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()?;
+    let height = 0.8 / p.series.len().max(1) as f64;
+    for (si, (name, values)) in p.series.iter().enumerate() {
+        let color = PALETTE[si % PALETTE.len()];
+        let bars = values.iter().enumerate().filter_map(|(ci, v)| {
+            let y0 = at(ci) + 0.4 - (si as f64 + 1.0) * height;
+            Some(Rectangle::new(
+                [(0.0, y0), ((*v)?, y0 + height * 0.92)],
+                color.filled(),
+            ))
+        });
+        let drawn = chart.draw_series(bars)?;
+        if p.series.len() > 1 {
+            drawn.label(short(name)).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
+            });
+        }
+    }
+    legend(&mut chart, p)
+}
+
+/// The series legend, when bars are grouped by a second key.
+fn legend<'a>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    p: &Plot,
+) -> Drawn {
+    if p.series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    Ok(())
+}
+
+fn encode(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, WIDTH, HEIGHT);
+    let mut encoder = png::Encoder::new(&mut out, w, h);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
