@@ -462,6 +462,7 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
     if defences.safe_functions {
         fallible::check(&plan)?;
+        super::decimal::check(&plan)?;
     }
     let safe = defences.safe_functions;
     plan.transform_up_with_subqueries(|node| {
@@ -511,6 +512,11 @@ fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
         }
         Expr::Cast(Cast { expr, field }) => {
             Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+        }
+        Expr::BinaryExpr(b) if safe && super::safe_temporal::hardened(&b, schema).is_some() => {
+            Transformed::yes(
+                super::safe_temporal::hardened(&b, schema).unwrap_or(Expr::BinaryExpr(b)),
+            )
         }
         x @ (Expr::BinaryExpr(_) | Expr::InList(_) | Expr::Between(_) | Expr::Case(_))
             if safe && safe_comparison::hardened_expr(&x, schema).is_some() =>
