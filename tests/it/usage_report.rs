@@ -60,7 +60,7 @@ async fn counted(h: &H) -> Value {
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut raw = h.raw().await;
-    let one = async |raw: &mut sqlx::SqliteConnection, sql: &str| -> i64 {
+    let one = async |raw: &mut sqlx::AnyConnection, sql: &str| -> i64 {
         sqlx::query(sql)
             .bind(ts(from))
             .bind(ts(to))
@@ -69,7 +69,7 @@ async fn counted(h: &H) -> Value {
             .unwrap()
             .get::<i64, _>(0)
     };
-    let base = "FROM audit_log WHERE application = 'A-1' AND at >= ?1 AND at < ?2 AND action = 'query.run'";
+    let base = "FROM audit_log WHERE application = 'A-1' AND at >= $1 AND at < $2 AND action = 'query.run'";
     let ok = one(
         &mut raw,
         &format!("SELECT count(*) {base} AND outcome = 'ok'"),
@@ -104,19 +104,19 @@ async fn counted(h: &H) -> Value {
     let sessions = one(
         &mut raw,
         &format!(
-            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= ?1 AND at < ?2
+            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= $1 AND at < $2
              AND actor IN (SELECT DISTINCT actor {base})"
         ),
     )
     .await;
     let recommendations = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= $1 AND at < $2",
     )
     .await;
     let built = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= $1 AND at < $2",
     )
     .await;
     json!({
@@ -230,12 +230,9 @@ async fn a_tampered_log_fails_the_report_naming_the_broken_entry() {
     .fetch_one(&mut raw)
     .await
     .unwrap();
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::allow_audit_tampering(&mut raw).await;
     sqlx::query(
-        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = ?",
+        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = $1",
     )
     .bind(seq)
     .execute(&mut raw)
