@@ -91,7 +91,7 @@ pub async fn check_lengths(req: Request, next: Next) -> Response {
         Err(_) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                "payload_too_large",
                 "The request body is larger than the server accepts (body_limit_bytes). / リクエストが大きすぎます。",
             )
             .into_response();

@@ -43,7 +43,11 @@ async fn insert_query(conn: &mut AnyConnection, r: &QueryRecord) -> Result<u64> 
     .bind(r.duration_ms)
     .bind(r.epsilon_spent)
     .bind(r.suppressed_cells)
-    .bind(r.dropped_rows);
+    .bind(r.dropped_rows)
+    // Not a cached statement: sqlx 0.8's `Any` driver sends a missing f64 as a NULL
+    // *float4*, and PostgreSQL would keep that type for the prepared statement and refuse
+    // the next row's float8 ("incorrect binary data format in bind parameter 9").
+    .persistent(false);
     exec(conn, insert).await
 }
 

@@ -95,6 +95,12 @@ pub async fn url(dir: &Path) -> String {
     }
 }
 
+/// The PostgreSQL database a test directory was given, if any (for the CLI's
+/// `--store-url`; `None` on SQLite runs, where `--data-dir` finds `kura.db`).
+pub fn remembered_url(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(URL_FILE)).ok()
+}
+
 /// Open (as the server does) the test store of `dir`.
 pub async fn open(dir: &Path, key: AuditKey) -> Store {
     let url = url(dir).await;

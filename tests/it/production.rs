@@ -209,7 +209,8 @@ async fn store_an_approval_that_loses_its_race_leaves_no_extract_live() {
 #[tokio::test]
 async fn store_exported_tables_import_into_an_empty_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = fixtures::store_with_users(dir.path(), &["researcher1", "reviewer1"]).await;
+    let names: Vec<&str> = fixtures::USERS.iter().map(|u| u.0).collect();
+    let store = fixtures::store_with_users(dir.path(), &names).await;
     for a in fixtures::approved_applications() {
         fixtures::approve(&store, &a).await;
     }
@@ -312,9 +313,13 @@ async fn overlong_fields_are_refused_before_anything_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_over_the_concurrent_query_limit_is_refused() {
     let (h, t) = H::with_login("researcher1").await;
-    let limit = h.state.admission.per_user();
+    let limit = 2;
+    let state = kura::http::AppState {
+        admission: Arc::new(kura::query::admission::Admission::new(limit)),
+        ..h.state.clone()
+    };
+    let router = kura::http::app(state);
     h.plane.dp_delay_ms.store(1_500, Ordering::SeqCst);
-    let router = h.router.clone();
     let run = |i: usize| {
         let (router, t) = (router.clone(), t.clone());
         tokio::spawn(async move {
@@ -350,9 +355,17 @@ async fn a_user_over_the_concurrent_query_limit_is_refused() {
     );
     // Control: once those finished, their slots are free again.
     h.plane.dp_delay_ms.store(0, Ordering::SeqCst);
-    h.query(&t, "A-1", "SELECT count(*) FROM patient")
-        .await
-        .expect_status(StatusCode::OK);
+    let body = json!({"application": "A-1", "sql": "SELECT count(*) FROM patient"});
+    let (s, _, v) = call_router(
+        &router,
+        Method::POST,
+        "/api/v1/query",
+        Some(&t),
+        Some(body),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 /// `/metrics`: absent without a configured token, refused without the token, and the

@@ -264,7 +264,9 @@ pub async fn state_over(store: Store, plane: Arc<FakePlane>, settings: HttpSetti
         data: plane,
         catalog: Arc::new(Catalog::embedded().unwrap()),
         settings: Arc::new(settings),
-        admission: Arc::default(),
+        // Many concurrent queries of one user are what some tests are about; the per-user
+        // limit has its own test (`production::a_user_over_the_concurrent_query_limit_is_refused`).
+        admission: Arc::new(kura::query::admission::Admission::new(64)),
         login_rate: Arc::default(),
     }
 }
