@@ -346,11 +346,22 @@ impl Store {
         &self,
         f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T>,
     ) -> Result<T> {
-        let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
-        self.dialect.lock_writers(&mut tx).await?;
-        let value = f(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
+        let mut conn = self.pool.acquire().await?;
+        let outcome = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, self.dialect.begin()).await?;
+            self.dialect.lock_writers(&mut tx).await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        if outcome.is_err() {
+            // A failed commit (a full disk: SQLite has already rolled back) can leave sqlx
+            // counting an open transaction on the connection, which would refuse every
+            // later `BEGIN`: such a connection is closed rather than reused.
+            conn.close_on_drop();
+        }
+        outcome
     }
 
     /// Run the statements `f` and append `event` to the audit chain in one write
