@@ -345,13 +345,24 @@ async fn a_hundred_sessions_get_no_5xx_and_small_queries_stay_quick() {
         alone.push(t.elapsed());
     }
     let single_p99 = percentile(&mut alone, 99.0);
+    let mut alone_heavy = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (st, v) = post(&client, &s.base, &r1, heavy.clone()).await;
+        assert!(st == 200 || st == 422, "{v}");
+        alone_heavy.push(t.elapsed());
+    }
+    let heavy_p99 = percentile(&mut alone_heavy, 99.0);
     let sessions = 100usize;
     // Suppression queries of one extract run one at a time (the release ledger), so under
-    // N sessions a small query can wait for up to N others: the bound is N single-user
-    // p99s, doubled for the heavy queries in the mix, plus a second of slack.
-    let bound = single_p99 * (2 * sessions as u32) + Duration::from_secs(1);
+    // N sessions a small query can wait for every other session's query, each slower than
+    // alone while 100 argon2 logins and other builds share the two cores. The bound is 8N
+    // times a small plus a heavy query's single-user p99, plus a second: it catches
+    // starvation (a small query stuck behind heavy ones or the request timeout), not speed
+    // (measured here: small p99 0.2-0.4 of it; docs/performance.md).
+    let bound = (single_p99 + heavy_p99) * (8 * sessions as u32) + Duration::from_secs(1);
     let until = Instant::now() + Duration::from_secs(secs);
-    let tasks = (0..sessions).map(|_| {
+    let tasks = (0..sessions).map(|i| {
         let (client, base, heavy) = (client.clone(), s.base.clone(), heavy.clone());
         let small = small("A-DEMO-0001");
         tokio::spawn(async move {
@@ -359,7 +370,8 @@ async fn a_hundred_sessions_get_no_5xx_and_small_queries_stay_quick() {
             let mut seen = Vec::new();
             let mut n = 0usize;
             while Instant::now() < until {
-                let is_heavy = n % 5 == 4;
+                // About a third heavy, spread over sessions and turns.
+                let is_heavy = (i + n) % 3 == 1;
                 let t = Instant::now();
                 let body = if is_heavy {
                     heavy.clone()
@@ -436,8 +448,8 @@ async fn a_hundred_sessions_get_no_5xx_and_small_queries_stay_quick() {
         "query memory {peak} above the pool"
     );
     eprintln!(
-        "load: {sessions} sessions, {secs} s, {} queries ({} heavy), single-user p99 {single_p99:?}, \
-         small p99 {p99:?} (bound {bound:?}), peak query memory {peak} bytes",
+        "load: {sessions} sessions, {secs} s, {} queries ({} heavy), single-user p99 {single_p99:?} \
+         (heavy {heavy_p99:?}), small p99 {p99:?} (bound {bound:?}), peak query memory {peak} bytes",
         all.len(),
         all.iter().filter(|(h, _, _, _)| *h).count()
     );
