@@ -304,9 +304,11 @@ impl TlsConfig {
     }
 }
 
+/// `(option, default as shown, documentation)`.
+type OptionDoc = (&'static str, &'static str, &'static str);
+
 /// The sections of the file and their options.
-const SECTIONS: &[(&str, &[(&str, &str, &str)])] =
-    &[("tls", TLS_OPTIONS), ("store", STORE_OPTIONS)];
+const SECTIONS: &[(&str, &[OptionDoc])] = &[("tls", TLS_OPTIONS), ("store", STORE_OPTIONS)];
 
 /// Warnings produced while loading (unknown keys).
 pub type Warnings = Vec<String>;
