@@ -14,6 +14,18 @@ if ! command -v npm >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
 
+# production (issue 14): the store and API suites also run on PostgreSQL, on a throwaway
+# cluster started here and stopped on exit.
+source tests/pg-cluster.sh
+pg_cluster_start
+# The deploy check reads compose.yaml with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+trap pg_cluster_stop EXIT
+if [ "${CI:-}" = true ] && [ -z "${KURA_TEST_PG_URL:-}" ]; then
+  echo "CI=true but no PostgreSQL test cluster (KURA_TEST_PG_URL): refusing to test SQLite alone" >&2
+  exit 1
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
@@ -23,6 +35,15 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else
   cargo test --locked --no-fail-fast
+fi
+# production (issue 14): the same store and API tests again, each on its own PostgreSQL
+# database (src/store/testing.rs).
+echo "== tests on PostgreSQL (store and API suites)"
+pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+if cargo nextest --version >/dev/null 2>&1; then
+  KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
+else
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again

@@ -70,7 +70,7 @@ pub async fn run(command: ReportCommand) -> Result<ExitCode, String> {
 async fn usage(args: UsageArgs) -> Result<ExitCode, String> {
     let cfg = args.config.load()?;
     let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
-    let store = crate::cli::admin::open_store(&cfg, key).await?;
+    let store = crate::cli::admin::open_store(&cfg, key, crate::store::Opening::Tool).await?;
     let app = store
         .application(&args.application)
         .await

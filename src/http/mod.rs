@@ -16,6 +16,9 @@ pub mod catalog;
 pub mod denied;
 pub mod error;
 pub mod export;
+// production (issue 14): input length limits, /metrics
+pub mod limits;
+pub mod metrics;
 pub mod notebooks;
 pub mod query;
 pub mod releases;
@@ -57,6 +60,10 @@ pub struct AppState {
     pub data: Arc<dyn DataPlane>,
     pub catalog: Arc<Catalog>,
     pub settings: Arc<HttpSettings>,
+    /// production (issue 14): the query stage's admission state, one per server.
+    pub admission: Arc<crate::query::admission::Admission>,
+    /// production (issue 14): login attempts per client address.
+    pub login_rate: Arc<crate::auth::rate::AddressRate>,
 }
 
 impl AppState {
@@ -72,6 +79,7 @@ impl AppState {
             self.policy.clone(),
             self.data.clone(),
             self.settings.request_timeout,
+            self.admission.clone(),
         )
     }
 }
@@ -199,6 +207,14 @@ pub fn app(state: AppState) -> Router {
         .route("/releases/{id}/decision", post(releases::decide))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
+        // production (issue 14): every text field of every JSON body has a length limit;
+        // every request counted by its route template
+        .layer(axum::middleware::from_fn(limits::check_lengths))
+        .layer(axum::middleware::from_fn(metrics::count_requests))
+        .with_state(state.clone());
+    // production (issue 14): GET /metrics, with the operator's metrics token only
+    let metrics_route = Router::new()
+        .route("/metrics", get(metrics::metrics))
         .with_state(state);
 
     let x_request_id = HeaderName::from_static("x-request-id");
@@ -210,6 +226,7 @@ pub fn app(state: AppState) -> Router {
     };
     Router::new()
         .nest("/api/v1", api)
+        .merge(metrics_route)
         // Everything outside /api/v1 is the web console (SPA with index.html fallback).
         .fallback(crate::console::serve)
         .layer(header(

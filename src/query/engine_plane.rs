@@ -123,8 +123,16 @@ impl DataPlane for EnginePlane {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
         Box::pin(async move {
-            let out = self.extracts.join(application);
             let key = self.app_key(application);
+            let failed = |e: crate::sql::extract::ExtractError| ExtractFailure {
+                application: application.to_string(),
+                source: Box::new(e),
+            };
+            // A new version beside the live one (never over it): it becomes live only
+            // when the store registers it, with the approval that asked for it.
+            let id =
+                crate::sql::extract::planned_id(&self.registry, scope, &key).map_err(failed)?;
+            let out = self.extracts.join(application).join(id);
             let m = crate::sql::extract::ensure_extract(
                 &self.registry,
                 &out,
@@ -144,36 +152,75 @@ impl DataPlane for EnginePlane {
         })
     }
 
+    fn retire_extracts(&self, application: &str, live: &Path) {
+        let app_dir = self.extracts.join(application);
+        match crate::sql::extract::retire_versions(&app_dir, live) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(application, removed = ?removed, "earlier extract versions removed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(application, error = %crate::errors::chain(&e), "cannot remove earlier extract versions; the start-up sweep retries")
+            }
+        }
+    }
+
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
-        Box::pin(async move {
-            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let rules = self.rules_for(q.threshold);
-            let (catalog, limits) = (&self.catalog, &self.limits);
+        let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
+        let rules = self.rules_for(q.threshold);
+        // On the query runtime: HTTP stays responsive however heavy the query.
+        Box::pin(crate::engine::runtime::run(async move {
+            check_scope(&q)?;
+            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            crate::durable::pause_point("query.scanning");
             if q.mode == DisclosureMode::Dp {
                 let params = dp_params(&q)?;
-                return dp::run_dp_query(&ctx, &q.sql, catalog, &rules, limits, params).await;
+                return dp::run_dp_query(&ctx, &q.sql, &catalog, &rules, &limits, params).await;
             }
             let ledger = q.ledger.as_deref().unwrap_or(&NoLedger);
-            suppression::run_query_with(&ctx, &q.sql, catalog, &rules, limits, ledger).await
-        })
+            suppression::run_query_with(&ctx, &q.sql, &catalog, &rules, &limits, ledger).await
+        }))
     }
 
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
-        Box::pin(async move {
+        let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
+        let rules = self.rules_for(q.threshold);
+        Box::pin(crate::engine::runtime::run(async move {
             let params = dp_params(&q)?;
-            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let rules = self.rules_for(q.threshold);
-            let p = dp::prepare(&ctx, &q.sql, &self.catalog, &rules, &self.limits, params).await?;
+            check_scope(&q)?;
+            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            let p = dp::prepare(&ctx, &q.sql, &catalog, &rules, &limits, params).await?;
             Ok(DpPreview {
                 release_key: p.release_key,
                 disclosure: p.disclosure,
             })
-        })
+        }))
     }
 
     fn diseases(&self) -> BTreeSet<i32> {
         self.diseases.clone()
     }
+}
+
+/// The query-time scope check: the extract a query is about to read must be the extract
+/// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
+/// — an extract rebuilt for a change that was never approved, a swapped directory — is
+/// refused before a row is read.
+fn check_scope(q: &AuthorisedQuery) -> Result<(), QueryError> {
+    let manifest = crate::sql::extract::ExtractManifest::read(&q.extract_dir)
+        .map_err(|e| QueryError::internal("extract manifest", crate::errors::chain(&e)))?;
+    if manifest.scope != crate::sql::extract::normalise_scope(&q.scope) {
+        return Err(QueryError::internal(
+            "extract scope check",
+            format!(
+                "extract {} at {} was built for another scope than application {} is approved for; refused",
+                manifest.extract_id,
+                q.extract_dir.display(),
+                q.application
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The DP parameters of a DP query (the gateway always sets them; refuse if not).

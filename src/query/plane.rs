@@ -68,6 +68,12 @@ pub trait DataPlane: Send + Sync + 'static {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>>;
 
+    /// Remove the extract versions of `application` other than the `live` one (after a
+    /// new version was registered). A test double may keep everything.
+    fn retire_extracts(&self, application: &str, live: &std::path::Path) {
+        let _ = (application, live);
+    }
+
     /// Run an authorised query over its extract.
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>>;
 

@@ -80,7 +80,18 @@ pub async fn run_query_with(
     ledger: &dyn LedgerView,
 ) -> Result<QueryOutcome, QueryError> {
     let mut times = StageTimes::default();
-    run_query_staged(ctx, sql, catalog, rules, limits, ledger, &mut times).await
+    let outcome = run_query_staged(ctx, sql, catalog, rules, limits, ledger, &mut times).await;
+    for (stage, took) in [
+        ("guard", times.guard),
+        ("rewrite", times.rewrite),
+        ("execute", times.execute),
+        ("disclosure", times.check),
+    ] {
+        if !took.is_zero() {
+            crate::metrics::stage(stage, took);
+        }
+    }
+    outcome
 }
 
 /// Wall-clock time of each stage of one query (`kura bench query --stages`).

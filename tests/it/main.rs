@@ -16,6 +16,10 @@ mod foundation;
 mod functions;
 mod ledger_e2e;
 mod ordering;
+// production (issue 14)
+mod production;
+mod production_faults;
+mod production_fuzz;
 mod qc_fixture;
 mod slt;
 mod support;

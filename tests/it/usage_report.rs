@@ -60,7 +60,7 @@ async fn counted(h: &H) -> Value {
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut raw = h.raw().await;
-    let one = async |raw: &mut sqlx::SqliteConnection, sql: &str| -> i64 {
+    let one = async |raw: &mut sqlx::AnyConnection, sql: &str| -> i64 {
         sqlx::query(sql)
             .bind(ts(from))
             .bind(ts(to))
@@ -69,7 +69,7 @@ async fn counted(h: &H) -> Value {
             .unwrap()
             .get::<i64, _>(0)
     };
-    let base = "FROM audit_log WHERE application = 'A-1' AND at >= ?1 AND at < ?2 AND action = 'query.run'";
+    let base = "FROM audit_log WHERE application = 'A-1' AND at >= $1 AND at < $2 AND action = 'query.run'";
     let ok = one(
         &mut raw,
         &format!("SELECT count(*) {base} AND outcome = 'ok'"),
@@ -91,32 +91,42 @@ async fn counted(h: &H) -> Value {
     )
     .await;
     let users = one(&mut raw, &format!("SELECT count(DISTINCT actor) {base}")).await;
-    let suppressed = one(
-        &mut raw,
-        &format!("SELECT COALESCE(SUM(json_extract(event, '$.detail.suppressed_cells')), 0) {base} AND outcome = 'ok'"),
-    )
-    .await;
-    let differencing = one(
-        &mut raw,
-        &format!("SELECT COALESCE(SUM(json_array_length(json_extract(event, '$.detail.differencing'))), 0) {base} AND outcome = 'ok'"),
-    )
-    .await;
+    // JSON inside the event is summed here, not in SQL (the same on SQLite and PostgreSQL).
+    let answered: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT event {base} AND outcome = 'ok'"))
+            .bind(ts(from))
+            .bind(ts(to))
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    let details: Vec<Value> = answered
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["detail"].clone())
+        .collect();
+    let suppressed: i64 = details
+        .iter()
+        .map(|d| d["suppressed_cells"].as_i64().unwrap_or(0))
+        .sum();
+    let differencing: i64 = details
+        .iter()
+        .map(|d| d["differencing"].as_array().map_or(0, |a| a.len() as i64))
+        .sum();
     let sessions = one(
         &mut raw,
         &format!(
-            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= ?1 AND at < ?2
+            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= $1 AND at < $2
              AND actor IN (SELECT DISTINCT actor {base})"
         ),
     )
     .await;
     let recommendations = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= $1 AND at < $2",
     )
     .await;
     let built = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= $1 AND at < $2",
     )
     .await;
     json!({
@@ -230,12 +240,9 @@ async fn a_tampered_log_fails_the_report_naming_the_broken_entry() {
     .fetch_one(&mut raw)
     .await
     .unwrap();
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::allow_audit_tampering(&mut raw).await;
     sqlx::query(
-        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = ?",
+        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = $1",
     )
     .bind(seq)
     .execute(&mut raw)
@@ -259,18 +266,22 @@ async fn a_tampered_log_fails_the_report_naming_the_broken_entry() {
 }
 
 fn cli_report(h: &H, out_dir: &std::path::Path) -> std::process::Output {
-    crate::support::server::kura()
-        .args([
-            "report",
-            "usage",
-            "--application",
-            "A-1",
-            "--fy",
-            &fy().to_string(),
-            "--data-dir",
-        ])
-        .arg(h.dir.path())
-        .arg("--out")
+    let mut cmd = crate::support::server::kura();
+    cmd.args([
+        "report",
+        "usage",
+        "--application",
+        "A-1",
+        "--fy",
+        &fy().to_string(),
+        "--data-dir",
+    ])
+    .arg(h.dir.path());
+    // On a PostgreSQL run the CLI opens the test's database, not a SQLite file.
+    if let Some(url) = kura::store::testing::remembered_url(h.dir.path()) {
+        cmd.arg("--store-url").arg(url);
+    }
+    cmd.arg("--out")
         .arg(out_dir)
         .env("KURA_AUDIT_KEY", hex::encode([9u8; 32]))
         .output()
