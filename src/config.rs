@@ -187,6 +187,10 @@ options! {
     alert_rules_dir: Option<PathBuf> = None, "(embedded)";
     /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
     alert_webhook_url: Option<String> = None, "(none)";
+    /// Font file (TrueType/OpenType covering Japanese) for PDF reports; empty means the first found of Debian's IPA Gothic (fonts-ipafont-gothic) and other common Japanese fonts.
+    report_font: Option<PathBuf> = None, "(IPA Gothic, found at run time)";
+    /// Directory of annual report definitions (`*.toml` and their SQL, see docs/reports.md); empty means the definitions compiled into kura (`queries/annual/`).
+    annual_reports_dir: Option<PathBuf> = None, "(embedded)";
 }
 
 options! {
@@ -283,6 +287,10 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub request_timeout: std::time::Duration,
     pub concurrency: usize,
+    /// Font for PDF reports (`report_font`; `None`: found at run time).
+    pub report_font: Option<PathBuf>,
+    /// Annual report definitions folder (`annual_reports_dir`; `None`: embedded).
+    pub annual_reports_dir: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -294,6 +302,8 @@ impl Default for HttpSettings {
             body_limit: 1 << 20,
             request_timeout: std::time::Duration::from_secs(120),
             concurrency: 64,
+            report_font: None,
+            annual_reports_dir: None,
         }
     }
 }
@@ -379,6 +389,8 @@ impl Config {
             body_limit: self.body_limit_bytes,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             concurrency: self.concurrency,
+            report_font: self.report_font.clone(),
+            annual_reports_dir: self.annual_reports_dir.clone(),
         }
     }
 

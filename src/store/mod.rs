@@ -14,6 +14,8 @@
 //! log.
 
 mod applications;
+// annual reports (issue 13 §3)
+pub mod annual;
 pub mod budget;
 mod extracts;
 pub mod ledger;
@@ -58,6 +60,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "oversight",
         include_str!("migrations/0005_oversight.sql"),
+    ),
+    // annual reports (issue 13 §3)
+    (
+        9,
+        "annual_reports",
+        include_str!("migrations/0009_annual_reports.sql"),
     ),
 ];
 
