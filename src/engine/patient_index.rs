@@ -128,7 +128,10 @@ impl PatientIndex {
         let mut out = roaring::RoaringBitmap::new();
         for old in set {
             let pid = from.get(old as usize).ok_or_else(|| {
-                QueryError::internal("patient index", "a ledger set names a patient outside its index")
+                QueryError::internal(
+                    "patient index",
+                    "a ledger set names a patient outside its index",
+                )
             })?;
             let new = match self.get(pid.as_bytes()) {
                 Some(i) => i,

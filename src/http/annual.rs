@@ -70,11 +70,15 @@ fn code_param(v: &Option<String>, name: &str) -> Result<(), ApiError> {
         Some(s)
             if s.is_empty()
                 || s.len() > 16
-                || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
             Err(ApiError::bad_request(
                 "invalid_request",
-                format!("`{name}` is a code of 1–16 letters, digits, - or _ / {name} の指定が不正です"),
+                format!(
+                    "`{name}` is a code of 1–16 letters, digits, - or _ / {name} の指定が不正です"
+                ),
             ))
         }
         _ => Ok(()),
@@ -113,7 +117,11 @@ async fn reader(
         Err(d) => d,
     };
     let detail = json!({"fiscal_year": fy, "manufacturer": p.manufacturer, "product": p.product});
-    let Some(m) = p.manufacturer.clone().or_else(|| who.user.manufacturer.clone()) else {
+    let Some(m) = p
+        .manufacturer
+        .clone()
+        .or_else(|| who.user.manufacturer.clone())
+    else {
         return Err(denied(st, &who.user, "report.annual", None, &role_denial, detail).await);
     };
     let scope = pms_scope_id(&m);
@@ -180,7 +188,15 @@ pub async fn annual_report(
         (Reader::Custodian, None, None) => Audience::All,
     };
     let detail = json!({"format": format.extension(), "via": "api"});
-    let report = annual::publish(&st.store, &defs, computed, &audience, &who.user.username, detail).await?;
+    let report = annual::publish(
+        &st.store,
+        &defs,
+        computed,
+        &audience,
+        &who.user.username,
+        detail,
+    )
+    .await?;
     if format == Format::Json {
         return Ok(Json(report).into_response());
     }
@@ -200,7 +216,15 @@ pub async fn annual_register(
         .authorize(&who.user, Action::AnnualReport, &Target::None, st.today())
         .await
     {
-        return Err(denied(&st, &who.user, "report.annual_register", None, &d, json!({})).await);
+        return Err(denied(
+            &st,
+            &who.user,
+            "report.annual_register",
+            None,
+            &d,
+            json!({}),
+        )
+        .await);
     }
     Ok(Json(st.store.annual_reports().await?))
 }

@@ -108,7 +108,11 @@ impl From<crate::report::RenderError> for ApiError {
         match e {
             crate::report::RenderError::Pdf(p @ crate::report::pdf::PdfError::NoFont { .. })
             | crate::report::RenderError::Pdf(p @ crate::report::pdf::PdfError::BadFont { .. }) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pdf_unavailable", p.to_string())
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "pdf_unavailable",
+                    p.to_string(),
+                )
             }
             other => ApiError::internal(&other),
         }

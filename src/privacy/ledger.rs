@@ -60,7 +60,11 @@ impl LedgerView for Sets {
         let near = self
             .0
             .iter()
-            .filter(|s| windows.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s.len())))
+            .filter(|s| {
+                windows
+                    .iter()
+                    .any(|(lo, hi)| (*lo..=*hi).contains(&s.len()))
+            })
             .cloned()
             .collect();
         Box::pin(async move { Ok(near) })

@@ -51,7 +51,9 @@ pub enum Block {
     Table(Table),
     Chart(Chart),
     /// The next language's version starts on a new page.
-    NewPart { lang: &'static str },
+    NewPart {
+        lang: &'static str,
+    },
 }
 
 /// A report as blocks, in reading order.
@@ -115,7 +117,11 @@ fn table_html(out: &mut String, t: &Table) {
     out.push_str("<tbody>");
     for (i, row) in t.rows.iter().enumerate() {
         let total = t.total_rows.get(i).copied().unwrap_or(false);
-        out.push_str(if total { "<tr class=\"total\">" } else { "<tr>" });
+        out.push_str(if total {
+            "<tr class=\"total\">"
+        } else {
+            "<tr>"
+        });
         for (j, cell) in row.iter().enumerate() {
             if j == 0 {
                 let _ = write!(out, "<th scope=\"row\">{}</th>", esc(cell));

@@ -76,7 +76,11 @@ fn other(e: impl std::fmt::Display) -> RenderError {
 }
 
 /// The usage report rendered in `format` (`font`: the configured `report_font`).
-pub fn rendered(r: &UsageReport, format: Format, font: Option<&Path>) -> Result<Vec<u8>, RenderError> {
+pub fn rendered(
+    r: &UsageReport,
+    format: Format,
+    font: Option<&Path>,
+) -> Result<Vec<u8>, RenderError> {
     Ok(match format {
         Format::Json => serde_json::to_vec_pretty(r).map_err(other)?,
         Format::Csv => render::csv(r).map_err(other)?.into_bytes(),
@@ -121,14 +125,19 @@ fn write_all(
     let mut written = Vec::new();
     for (f, bytes) in files {
         let path = dir.join(format!("{stem}.{}", f.extension()));
-        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written.push(path);
     }
     Ok(written)
 }
 
 /// Write the usage report in every format into `dir` as `usage-<app>-FY<fy>.<ext>`.
-pub fn write_files(r: &UsageReport, dir: &Path, font: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+pub fn write_files(
+    r: &UsageReport,
+    dir: &Path,
+    font: Option<&Path>,
+) -> Result<Vec<PathBuf>, String> {
     let stem = format!("usage-{}-FY{}", r.application, r.fiscal_year);
     write_all(dir, &stem, |f| rendered(r, f, font))
 }

@@ -57,7 +57,9 @@ pub struct ReportFont {
 
 impl std::fmt::Debug for ReportFont {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportFont").field("path", &self.path).finish()
+        f.debug_struct("ReportFont")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -187,9 +189,26 @@ struct Cursor {
 
 /// One drawing operation on a page (y measured down from the top).
 enum Op {
-    Text { x: f32, y: f32, size: f32, s: String },
-    Rect { x: f32, y: f32, w: f32, h: f32, c: (u8, u8, u8) },
-    Line { x0: f32, y0: f32, x1: f32, y1: f32, width: f32 },
+    Text {
+        x: f32,
+        y: f32,
+        size: f32,
+        s: String,
+    },
+    Rect {
+        x: f32,
+        y: f32,
+        w: f32,
+        h: f32,
+        c: (u8, u8, u8),
+    },
+    Line {
+        x0: f32,
+        y0: f32,
+        x1: f32,
+        y1: f32,
+        width: f32,
+    },
 }
 
 /// The glyphs a document uses, renumbered for the subset font, with their text.
@@ -371,7 +390,10 @@ fn write_pdf(
         .olds
         .iter()
         .map(|&g| {
-            let adv = ty.face.glyph_hor_advance(ttf_parser::GlyphId(g)).unwrap_or(0);
+            let adv = ty
+                .face
+                .glyph_hor_advance(ttf_parser::GlyphId(g))
+                .unwrap_or(0);
             f32::from(adv) * 1000.0 / upem
         })
         .collect();
@@ -519,7 +541,15 @@ impl Layout<'_> {
     }
 
     /// One table row with its rules.
-    fn row(&mut self, cells: &[String], widths: &[f32], size: f32, h: f32, numeric: Option<&[bool]>, shade: bool) {
+    fn row(
+        &mut self,
+        cells: &[String],
+        widths: &[f32],
+        size: f32,
+        h: f32,
+        numeric: Option<&[bool]>,
+        shade: bool,
+    ) {
         let y = self.c.y;
         let total: f32 = widths.iter().sum();
         if shade {

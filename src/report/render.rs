@@ -248,7 +248,11 @@ fn audit_line(r: &UsageReport, l: &Labels) -> String {
     let ja = l.lang == "ja";
     format!(
         "{} {} / {}: {}",
-        if ja { "監査ログ（検証済み）" } else { "Audit log (verified)" },
+        if ja {
+            "監査ログ（検証済み）"
+        } else {
+            "Audit log (verified)"
+        },
         r.audit.chain_events,
         if ja { "先頭ハッシュ" } else { "head" },
         r.audit.head

@@ -37,9 +37,11 @@ pub struct AnnualRecord {
 impl Store {
     /// Every set earlier annual reports published, with the extract it is over.
     pub async fn annual_ledger(&self) -> Result<Vec<(String, RoaringBitmap)>> {
-        let rows = sqlx::query("SELECT extract_id, members FROM annual_ledger ORDER BY extract_id, set_sha256")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT extract_id, members FROM annual_ledger ORDER BY extract_id, set_sha256",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let bytes: Vec<u8> = r.try_get("members")?;
@@ -56,6 +58,7 @@ impl Store {
         &self,
         rec: &AnnualRecord,
         sets: &[RoaringBitmap],
+        sections: &str,
         event: &AuditEvent,
     ) -> Result<()> {
         self.audited(event, async |tx| {
@@ -77,8 +80,8 @@ impl Store {
                 exec(tx, row).await?;
             }
             let row = sqlx::query(
-                "INSERT INTO annual_reports (id, fiscal_year, data_version, extract_id, generated_at, generated_by, audience, cells, suppressed, report_sha256)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO annual_reports (id, fiscal_year, data_version, extract_id, generated_at, generated_by, audience, cells, suppressed, report_sha256, sections)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&rec.id)
             .bind(rec.fiscal_year)
@@ -89,12 +92,39 @@ impl Store {
             .bind(&rec.audience)
             .bind(rec.cells)
             .bind(rec.suppressed)
-            .bind(&rec.report_sha256);
+            .bind(&rec.report_sha256)
+            .bind(sections);
             exec(tx, row).await?;
             Ok(())
         })
         .await?;
         Ok(())
+    }
+
+    /// The whole report last published for fiscal year `fy` over report extract
+    /// `extract_id` (its sections as JSON, cells, suppressed cells), if one was.
+    pub async fn annual_published(
+        &self,
+        fy: i32,
+        extract_id: &str,
+    ) -> Result<Option<(String, i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT sections, cells, suppressed FROM annual_reports
+             WHERE fiscal_year = $1 AND extract_id = $2 AND sections <> ''
+             ORDER BY generated_at DESC LIMIT 1",
+        )
+        .bind(fy)
+        .bind(extract_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("sections")?,
+                r.try_get("cells")?,
+                r.try_get("suppressed")?,
+            ))
+        })
+        .transpose()
     }
 
     /// The register of generated annual reports, newest first.

@@ -54,7 +54,13 @@ fn band(age: i64) -> String {
     }
 }
 
-fn survey(pid: &str, fy: i64, disease: i64, birth: i64) -> Vec<V> {
+/// A facility of the planted patients: spread over four, so that the facility threshold
+/// (3 distinct facilities per cell) is not what hides them.
+fn facility(i: usize) -> String {
+    format!("130{}", 1 + (i / 2) % 4)
+}
+
+fn survey(pid: &str, fy: i64, disease: i64, birth: i64, facility: &str) -> Vec<V> {
     vec![
         V::s(pid),
         V::Int(fy),
@@ -69,7 +75,7 @@ fn survey(pid: &str, fy: i64, disease: i64, birth: i64) -> Vec<V> {
         V::Float(4.0),
         V::Float(90.0),
         V::Float(40.0),
-        V::s("1301"),
+        V::s(facility),
     ]
 }
 
@@ -100,7 +106,7 @@ fn source() -> SourceData {
                 V::s(&pid),
                 V::s("P05"),
                 V::s("M03"),
-                V::s("1301"),
+                V::s(facility(2 * i)),
                 V::Date(date(2020, 7, 1)),
                 V::Int(2020),
                 V::s("60-64"),
@@ -111,9 +117,9 @@ fn source() -> SourceData {
         let pid = planted(i);
         d.push_patient(&pid, if i % 2 == 0 { "M" } else { "F" }, 1970, "13");
         if i < 120 {
-            d.push("nanbyo_survey", survey(&pid, 2020, 50, 1970));
+            d.push("nanbyo_survey", survey(&pid, 2020, 50, 1970, &facility(i)));
         }
-        d.push("nanbyo_survey", survey(&pid, 2021, 50, 1970));
+        d.push("nanbyo_survey", survey(&pid, 2021, 50, 1970, &facility(i)));
     }
     d
 }
@@ -245,7 +251,11 @@ fn population(
         ("regen", "cases_by_sex" | "cases_by_age") => {
             for r in d.rows("regen_treatment") {
                 let pid = s(&r[0]);
-                let b = if view == "cases_by_sex" { sex(&pid) } else { s(&r[6]) };
+                let b = if view == "cases_by_sex" {
+                    sex(&pid)
+                } else {
+                    s(&r[6])
+                };
                 if r[5].as_int() == fy && ok(group, s(&r[1])) && ok(by, b) {
                     pids.insert(pid);
                 }
@@ -253,7 +263,11 @@ fn population(
         }
         ("regen", "ae_events_by_term" | "ae_patients_by_term" | "deaths") => {
             for r in d.rows("adverse_event") {
-                let term = if view == "deaths" { None } else { Some(s(&r[3])) };
+                let term = if view == "deaths" {
+                    None
+                } else {
+                    Some(s(&r[3]))
+                };
                 let death = view != "deaths" || s(&r[5]) == "death";
                 if r[7].as_int() == fy
                     && death
@@ -268,7 +282,11 @@ fn population(
         ("nanbyo", "cases_by_sex" | "cases_by_age") => {
             for r in d.rows("nanbyo_survey") {
                 let pid = s(&r[0]);
-                let b = if view == "cases_by_sex" { sex(&pid) } else { s(&r[5]) };
+                let b = if view == "cases_by_sex" {
+                    sex(&pid)
+                } else {
+                    s(&r[5])
+                };
                 if r[1].as_int() == fy && ok(group, s(&r[2])) && ok(by, b) {
                     pids.insert(pid);
                 }
@@ -327,7 +345,8 @@ fn seen(r: &AnnualReport, d: &SourceData) -> Vec<Vec<Vec<Seen>>> {
                             .iter()
                             .zip(&row.cells)
                             .map(|(c, value)| {
-                                let group = (!row.total && !row.key.is_empty()).then_some(row.key.as_str());
+                                let group =
+                                    (!row.total && !row.key.is_empty()).then_some(row.key.as_str());
                                 let by = (!c.total && !c.key.is_empty()).then_some(c.key.as_str());
                                 let (pids, expected) = population(d, fy, &s.id, &v.id, group, by);
                                 Seen {
@@ -370,7 +389,12 @@ fn leaks(r: &AnnualReport, d: &SourceData, earlier: &[Seen]) -> Vec<String> {
     all.sort();
     all.dedup();
     let mut out = Vec::new();
-    let released: Vec<&Seen> = views.iter().flatten().flatten().filter(|c| c.value.is_some()).collect();
+    let released: Vec<&Seen> = views
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|c| c.value.is_some())
+        .collect();
     for c in &released {
         assert_eq!(c.value, Some(c.expected), "{} shows a wrong number", c.name);
         if small(c.pids.len() as u64) || c.pids.is_empty() {
@@ -386,7 +410,12 @@ fn leaks(r: &AnnualReport, d: &SourceData, earlier: &[Seen]) -> Vec<String> {
     for (i, (a, sa)) in sets.iter().enumerate().take(released.len()) {
         for (b, sb) in &sets[i + 1..] {
             if unsafe_pair(sa, sb, K as u32) {
-                out.push(format!("{a} and {b} differ by fewer than {K} patients"));
+                out.push(format!(
+                    "{a} and {b} differ by fewer than {K} patients ({} and {} patients, {} shared)",
+                    sa.len(),
+                    sb.len(),
+                    sa.intersection_len(sb)
+                ));
             }
         }
     }
@@ -494,7 +523,9 @@ async fn a_later_report_is_checked_against_the_earlier_published_ones() {
     let alone = fresh.report(2021, Defences::ALL).await;
     let found = leaks(&alone, &d, &released(&first, &d));
     assert!(
-        found.iter().any(|l| l.contains("Disease 50") && l.contains("FY2020")),
+        found
+            .iter()
+            .any(|l| l.contains("Disease 50") && l.contains("FY2020")),
         "{found:#?}"
     );
 }
@@ -518,7 +549,10 @@ async fn a_new_data_version_is_checked_against_the_report_published_on_the_old_o
         .into_iter()
         .filter(|c| c.name.contains("Product 5"))
         .collect();
-    assert!(p05.is_empty(), "P05's total of 10 would show the 2 who left: {p05:#?}");
+    assert!(
+        p05.is_empty(),
+        "P05's total of 10 would show the 2 who left: {p05:#?}"
+    );
     // Control: on a fresh store the new version's report releases P05's 10.
     let fresh = fixture(&d2).await;
     let alone = fresh.report(FY, Defences::ALL).await;
@@ -565,14 +599,22 @@ async fn a_pms_team_gets_its_own_products_and_is_refused_another_makers() {
     let keys = rows_of(&own);
     assert!(!keys.is_empty());
     assert!(keys.iter().all(|k| k == "P01" || k == "P02"), "{keys:?}");
-    assert_eq!(own["sections"].as_array().unwrap().len(), 1, "the regen section only");
+    assert_eq!(
+        own["sections"].as_array().unwrap().len(),
+        1,
+        "the regen section only"
+    );
     let (s, _, one) = fx.get(&path("product=P02"), &pms).await;
     assert_eq!(s, StatusCode::OK, "{one}");
     assert!(rows_of(&one).iter().all(|k| k == "P02"));
     // Attack: another manufacturer, another maker's product, a made-up product.
     for q in ["manufacturer=M02", "product=P03", "product=P99"] {
         let (s, _, v) = fx.get(&path(q), &pms).await;
-        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"), "{q}: {v}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{q}: {v}"
+        );
     }
     let denied: Vec<Value> = audit_rows(&fx.state.store, "report.annual")
         .await
@@ -609,8 +651,15 @@ async fn bad_parameters_get_clear_errors() {
         "fy=2020&manufacturer=MMMMMMMMMMMMMMMMMMMMMM",
     ] {
         let (s, _, v) = fx.get(&format!("/api/v1/reports/annual?{q}"), &admin).await;
-        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"), "{q}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(" / "), "bilingual: {v}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{q}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(" / "),
+            "bilingual: {v}"
+        );
     }
 }
 
@@ -625,7 +674,11 @@ fn pdf_text(bytes: &[u8], dir: &Path) -> String {
         .arg("-")
         .output()
         .expect("pdftotext (poppler-utils; tests/run.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -635,7 +688,13 @@ fn view<'a>(r: &'a Value, section: &str, id: &str) -> &'a Value {
         .unwrap()
         .iter()
         .find(|s| s["id"] == section)
-        .and_then(|s| s["views"].as_array().unwrap().iter().find(|v| v["id"] == id))
+        .and_then(|s| {
+            s["views"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["id"] == id)
+        })
         .unwrap()
 }
 
@@ -653,25 +712,52 @@ async fn csv_html_and_pdf_carry_the_figures_and_never_a_suppressed_number() {
         .iter()
         .find(|r| r["key"] == "P05")
         .unwrap();
-    assert_eq!(p05["cells"], json!([null, null, 12]), "M, F hidden, total 12");
+    assert_eq!(
+        p05["cells"],
+        json!([null, null, 12]),
+        "M, F hidden, total 12"
+    );
 
     let (s, headers, csv) = fx.get(&path("csv"), &admin).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let csv = csv.as_str().unwrap();
-    assert!(csv.contains(",regen,cases_by_sex,10,patients,P05,製品5,Product 5,M,男性,Male,,suppressed\n"), "{csv}");
-    assert!(csv.contains(",regen,cases_by_sex,10,patients,P05,製品5,Product 5,total,計,Total,12,released\n"));
+    assert!(
+        csv.contains(
+            ",regen,cases_by_sex,10,patients,P05,製品5,Product 5,M,男性,Male,,suppressed\n"
+        ),
+        "{csv}"
+    );
+    assert!(csv.contains(
+        ",regen,cases_by_sex,10,patients,P05,製品5,Product 5,total,計,Total,12,released\n"
+    ));
 
     let (s, headers, html) = fx.get(&path("html"), &admin).await;
     assert_eq!(s, StatusCode::OK);
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"), "{csp}");
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
     let html = html.as_str().unwrap();
     assert!(html.contains("年次報告") && html.contains("lang=\"en\""));
     assert!(html.matches("<svg").count() >= 10, "a chart per table");
     assert!(!html.contains("<script") && !html.contains("src="));
 
-    let resp = call_router(&fx.router, Method::GET, &path("pdf"), Some(&admin), None, &[]).await;
+    let resp = call_router(
+        &fx.router,
+        Method::GET,
+        &path("pdf"),
+        Some(&admin),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(resp.0, StatusCode::OK);
     assert_eq!(resp.1["content-type"], "application/pdf");
     // call_router reads a non-JSON body as text; fetch the bytes again through the renderer.
@@ -679,7 +765,10 @@ async fn csv_html_and_pdf_carry_the_figures_and_never_a_suppressed_number() {
     let bytes = kura::report::annual_rendered(&report, kura::report::Format::Pdf, None).unwrap();
     assert!(bytes.starts_with(b"%PDF-"));
     let text = pdf_text(&bytes, fx.dir.path());
-    assert!(text.contains("登録症例数") && text.contains("Registered cases"), "{text}");
+    assert!(
+        text.contains("登録症例数") && text.contains("Registered cases"),
+        "{text}"
+    );
     // The P05 row of the sex table: its label, two suppressed cells, the total 12.
     let line = text
         .lines()
@@ -691,7 +780,10 @@ async fn csv_html_and_pdf_carry_the_figures_and_never_a_suppressed_number() {
         .lines()
         .find(|l| l.trim_start().starts_with("Product 5") && l.contains("12"))
         .unwrap();
-    assert_eq!(en.split_whitespace().collect::<Vec<_>>(), ["Product", "5", "x", "x", "12"]);
+    assert_eq!(
+        en.split_whitespace().collect::<Vec<_>>(),
+        ["Product", "5", "x", "x", "12"]
+    );
 }
 
 #[tokio::test]
@@ -703,9 +795,16 @@ async fn without_a_japanese_font_the_pdf_is_refused_clearly_and_nothing_is_publi
     let fx = fixture_with(&source(), settings).await;
     let admin = fx.login("admin1").await;
     let (s, _, v) = fx
-        .get(&format!("/api/v1/reports/annual?fy={FY}&format=pdf"), &admin)
+        .get(
+            &format!("/api/v1/reports/annual?fy={FY}&format=pdf"),
+            &admin,
+        )
         .await;
-    assert_eq!((s, code(&v)), (StatusCode::SERVICE_UNAVAILABLE, "pdf_unavailable"), "{v}");
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "pdf_unavailable"),
+        "{v}"
+    );
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains("report_font") && m.contains("フォント"), "{m}");
     assert!(fx.state.store.annual_reports().await.unwrap().is_empty());
@@ -725,9 +824,16 @@ async fn the_cli_writes_the_annual_report_in_four_formats() {
         .env("KURA_EXTRACT_KEY", hex::encode(EXTRACT_KEY))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for ext in ["json", "csv", "html", "pdf"] {
-        assert!(out_dir.join(format!("annual-FY{FY}.{ext}")).is_file(), "{ext}");
+        assert!(
+            out_dir.join(format!("annual-FY{FY}.{ext}")).is_file(),
+            "{ext}"
+        );
     }
     let r: AnnualReport = serde_json::from_slice(
         &std::fs::read(out_dir.join(format!("annual-FY{FY}.json"))).unwrap(),
@@ -736,5 +842,10 @@ async fn the_cli_writes_the_annual_report_in_four_formats() {
     assert!(leaks(&r, &d, &[]).is_empty());
     let events = audit_rows(&fx.state.store, "report.annual").await;
     assert_eq!(events[0]["detail"]["via"], "cli");
-    assert!(events[0]["actor"].as_str().unwrap().starts_with("operator:"));
+    assert!(
+        events[0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator:")
+    );
 }

@@ -220,10 +220,19 @@ async fn csv_html_and_pdf_carry_the_same_figures() {
         .output()
         .expect("pdftotext (poppler-utils; tests/run.sh installs it)");
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("臨床調査個人票等の使用状況について（報告）"), "{text}");
-    assert!(text.contains("Report on the use of the clinical survey records"), "{text}");
+    assert!(
+        text.contains("臨床調査個人票等の使用状況について（報告）"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Report on the use of the clinical survey records"),
+        "{text}"
+    );
     let answered = text.lines().find(|l| l.contains("回答")).unwrap();
-    assert!(answered.trim_end().ends_with(&r.queries_ok.to_string()), "{answered}");
+    assert!(
+        answered.trim_end().ends_with(&r.queries_ok.to_string()),
+        "{answered}"
+    );
     let (s, v) = h.get(&report_path("A-1", "docx"), &aud).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
     let (s, _) = h

@@ -80,11 +80,7 @@ pub fn secure(cells: &mut [Cell], relations: &[Relation], earlier: &Earlier) -> 
         // cell at a time, at the cost of the odd extra cell (never a missing one).
         let found = violations(&published, earlier);
         if found.is_empty() {
-            return published
-                .into_iter()
-                .map(|p| p.set)
-                .filter(|s| !s.is_empty())
-                .collect();
+            return super::differencing::distinct(published.into_iter().map(|p| p.set).collect());
         }
         let mut victims: Vec<usize> = found
             .into_iter()

@@ -20,12 +20,12 @@
 mod cells;
 // annual reports (issue 13 §3): per-cell sets and the publication's margins rule
 mod cell_sets;
-pub mod margins;
 pub mod differencing;
 mod domain;
 mod dominance;
 mod facility;
 mod helpers;
+pub mod margins;
 mod notes;
 mod padding;
 mod rounding;

@@ -40,7 +40,12 @@ fn internal(e: impl std::fmt::Display) -> QueryError {
 impl EnginePlane {
     pub(super) async fn run_report(&self, req: ReportRequest) -> Result<ReportRun, QueryError> {
         let scope = Scope {
-            datasets: self.catalog.datasets.iter().map(|d| d.name.clone()).collect(),
+            datasets: self
+                .catalog
+                .datasets
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
             ..Scope::default()
         };
         let out = self.extracts.join(REPORT_EXTRACT);

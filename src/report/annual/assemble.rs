@@ -251,7 +251,12 @@ pub fn build(defs: &Definitions, run: &ReportRun, check_margins: bool) -> Built 
     }
 }
 
-fn section(s: &SectionDef, groups: &[GroupRow], tables: &[TableCells], values: &[Option<i64>]) -> Section {
+fn section(
+    s: &SectionDef,
+    groups: &[GroupRow],
+    tables: &[TableCells],
+    values: &[Option<i64>],
+) -> Section {
     let consumed = consumed(s);
     let views = s
         .tables
@@ -326,12 +331,23 @@ fn consumed(s: &SectionDef) -> Vec<String> {
     let mut out = Vec::new();
     for t in &s.tables {
         let tt = totals(s, t);
-        out.extend([tt.rows, tt.columns, tt.corner].into_iter().flatten().map(|x| x.id.clone()));
+        out.extend(
+            [tt.rows, tt.columns, tt.corner]
+                .into_iter()
+                .flatten()
+                .map(|x| x.id.clone()),
+        );
     }
     out
 }
 
-fn value_of(tables: &[TableCells], s: &SectionDef, id: &str, key: &[String], values: &[Option<i64>]) -> Option<i64> {
+fn value_of(
+    tables: &[TableCells],
+    s: &SectionDef,
+    id: &str,
+    key: &[String],
+    values: &[Option<i64>],
+) -> Option<i64> {
     let i = s.tables.iter().position(|t| t.id == id)?;
     tables[i].index.get(key).and_then(|&c| values[c])
 }
@@ -440,7 +456,10 @@ fn view(
             members
                 .iter()
                 .map(|m| value_of(tables, s, &c.id, std::slice::from_ref(&m.key), values))
-                .chain(tot.rows.map(|_| tot.corner.and_then(|x| value_of(tables, s, &x.id, &[], values))))
+                .chain(tot.rows.map(|_| {
+                    tot.corner
+                        .and_then(|x| value_of(tables, s, &x.id, &[], values))
+                }))
                 .collect::<Vec<_>>(),
         ),
         (None, _, Some(r)) if t.per_group => Some(vec![value_of(tables, s, &r.id, &[], values)]),

@@ -268,7 +268,9 @@ fn load(src: &dyn Source, catalog: &Catalog) -> Result<Definitions, DefinitionEr
     names.sort();
     let mut sections = Vec::new();
     for name in names {
-        let text = src.read(&name).ok_or_else(|| bad(&name, "cannot be read"))?;
+        let text = src
+            .read(&name)
+            .ok_or_else(|| bad(&name, "cannot be read"))?;
         sections.push(section(src, &name, &text, catalog)?);
     }
     if sections.is_empty() {
@@ -319,7 +321,12 @@ fn section(
     let sql = |path: &str, field: &str| -> Result<String, DefinitionError> {
         src.read(path)
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| bad(file, format!("`{field}`: SQL file {path} is missing or empty")))
+            .ok_or_else(|| {
+                bad(
+                    file,
+                    format!("`{field}`: SQL file {path} is missing or empty"),
+                )
+            })
     };
     let group = match f.group {
         Some(g) => Some(Group {
@@ -372,7 +379,12 @@ fn dimension(
     let col = catalog
         .table(table)
         .and_then(|t| t.column(column))
-        .ok_or_else(|| bad(file, format!("`{field}`: {} is not in the catalogue", d.catalog)))?;
+        .ok_or_else(|| {
+            bad(
+                file,
+                format!("`{field}`: {} is not in the catalogue", d.catalog),
+            )
+        })?;
     let values = match (&col.domain, col.public_domain) {
         (Some(Domain::Values { values }), true) => values.clone(),
         _ => {
@@ -409,9 +421,12 @@ fn table(
     earlier: &[TableDef],
     sql: &dyn Fn(&str, &str) -> Result<String, DefinitionError>,
 ) -> Result<TableDef, DefinitionError> {
-    let at = |m: &str| bad(file, format!("table {}: {m}", t.id));
+    let id = t.id.clone();
+    let at = |m: &str| bad(file, format!("table {id}: {m}"));
     if !ident(&t.id) || earlier.iter().any(|e| e.id == t.id) {
-        return Err(at("`id` must be a new identifier (lowercase letters, digits, _)"));
+        return Err(at(
+            "`id` must be a new identifier (lowercase letters, digits, _)",
+        ));
     }
     let per_group = t.per_group.unwrap_or(group.is_some());
     if per_group && group.is_none() {
@@ -505,15 +520,31 @@ mod tests {
 
     #[test]
     fn bad_definitions_name_the_file_and_field() {
-        let unknown = one(&format!("{HEAD}colour = 1\n[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\n"));
+        let unknown = one(&format!(
+            "{HEAD}colour = 1\n[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\n"
+        ));
         assert!(unknown.unwrap_err().to_string().contains("colour"));
-        let missing_sql = one(&format!("{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"nope.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\n"));
+        let missing_sql = one(&format!(
+            "{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"nope.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\n"
+        ));
         assert!(missing_sql.unwrap_err().to_string().contains("nope.sql"));
-        let margin_later = one(&format!("{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\nmargins=[\"b\"]\n"));
+        let margin_later = one(&format!(
+            "{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\nmargins=[\"b\"]\n"
+        ));
         assert!(margin_later.unwrap_err().to_string().contains("margin b"));
-        let no_dim = one(&format!("{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\nby=\"colour\"\n"));
+        let no_dim = one(&format!(
+            "{HEAD}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\nby=\"colour\"\n"
+        ));
         assert!(no_dim.unwrap_err().to_string().contains("colour"));
-        let bad_dataset = one(&HEAD.replace("regen", "jasmin_unknown"));
-        assert!(bad_dataset.unwrap_err().to_string().contains("jasmin_unknown"));
+        let bad_dataset = one(&format!(
+            "{}[[table]]\nid=\"a\"\nitem=\"10\"\nsql=\"x.sql\"\ntitle_ja=\"a\"\ntitle_en=\"a\"\nunit=\"patients\"\n",
+            HEAD.replace("regen", "jasmin_unknown")
+        ));
+        assert!(
+            bad_dataset
+                .unwrap_err()
+                .to_string()
+                .contains("jasmin_unknown")
+        );
     }
 }

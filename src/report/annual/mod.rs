@@ -40,9 +40,9 @@ use crate::audit::AuditEvent;
 use crate::privacy::Defences;
 use crate::query::QueryError;
 use crate::query::plane::{DataPlane, ReportRequest};
+use crate::store::annual::AnnualRecord;
 use crate::store::model::Term;
 use crate::store::{Store, StoreError};
-use crate::store::annual::AnnualRecord;
 
 /// Errors of annual report generation.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,8 @@ pub struct Computed {
     pub report: AnnualReport,
     published: Vec<roaring::RoaringBitmap>,
     extract_id: String,
+    /// The whole report's sections as JSON (empty when a defence was off).
+    full: String,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -203,7 +205,30 @@ pub async fn compute(
         })
         .await
         .map_err(AnnualError::Query)?;
-    let built = assemble::build(defs, &run, defences.margins);
+    // The same fiscal year on the same data version: the numbers published before (their
+    // sets are in the ledger already), not a second suppression pattern.
+    let again = if defences == Defences::ALL {
+        store.annual_published(fy, &run.extract_id).await?
+    } else {
+        None
+    };
+    let built = match again.and_then(|(json, cells, suppressed)| {
+        let sections: Vec<Section> = serde_json::from_str(&json).ok()?;
+        Some(assemble::Built {
+            sections,
+            published: Vec::new(),
+            cells: cells as usize,
+            suppressed: suppressed as usize,
+        })
+    }) {
+        Some(b) => b,
+        None => assemble::build(defs, &run, defences.margins),
+    };
+    let full = if defences == Defences::ALL {
+        serde_json::to_string(&built.sections).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let report = AnnualReport {
         id: format!(
             "ar_{}",
@@ -223,6 +248,7 @@ pub async fn compute(
         report,
         published: built.published,
         extract_id: run.extract_id,
+        full,
         _turn: turn,
     })
 }
@@ -284,7 +310,7 @@ pub async fn publish(
     // The whole report's sets go in: a view for one audience is a part of the one
     // report, whose numbers are the same whoever asks.
     store
-        .record_annual(&rec, &computed.published, &event)
+        .record_annual(&rec, &computed.published, &computed.full, &event)
         .await?;
     Ok(report)
 }

@@ -8,9 +8,7 @@
 //! CSV, never a number.
 
 use super::{AnnualReport, Section, Unit, View};
-use crate::report::document::{
-    Block, Chart, Document, SUPPRESSED_EN, SUPPRESSED_JA, Table,
-};
+use crate::report::document::{Block, Chart, Document, SUPPRESSED_EN, SUPPRESSED_JA, Table};
 
 /// Japanese era year of a fiscal year (令和 from 2019).
 fn era(fy: i32) -> String {
@@ -30,7 +28,11 @@ impl Lang {
         if self.ja { ja } else { en }
     }
     fn suppressed(&self) -> &'static str {
-        if self.ja { SUPPRESSED_JA } else { SUPPRESSED_EN }
+        if self.ja {
+            SUPPRESSED_JA
+        } else {
+            SUPPRESSED_EN
+        }
     }
 }
 
@@ -98,9 +100,14 @@ fn chart(v: &View, l: &Lang) -> Chart {
 
 fn item_name(item: &str, l: &Lang) -> String {
     match item {
-        "10" => l.pick("運用方針 10 データの公表", "seed 001 item 10, publication").into(),
+        "10" => l
+            .pick("運用方針 10 データの公表", "seed 001 item 10, publication")
+            .into(),
         "12" => l
-            .pick("運用方針 12 運営状況の把握", "seed 001 item 12, operations report")
+            .pick(
+                "運用方針 12 運営状況の把握",
+                "seed 001 item 12, operations report",
+            )
             .into(),
         other => l.pick("レジストリ", "registry").to_string() + " " + other,
     }
@@ -140,8 +147,11 @@ fn section(out: &mut Vec<Block>, n: usize, s: &Section, l: &Lang) {
 fn part(out: &mut Vec<Block>, r: &AnnualReport, l: &Lang) {
     out.push(Block::Right(r.generated_at.format("%Y-%m-%d").to_string()));
     out.push(Block::Right(
-        l.pick("データ管理者（kura 患者登録データ利用環境）", "Data custodian (kura registry enclave)")
-            .to_string(),
+        l.pick(
+            "データ管理者（kura 患者登録データ利用環境）",
+            "Data custodian (kura registry enclave)",
+        )
+        .to_string(),
     ));
     let own = r.audience.strip_prefix("manufacturer:");
     let title = match (own, l.ja) {

@@ -19,6 +19,9 @@ CREATE TABLE annual_ledger (
 CREATE INDEX annual_ledger_by_year ON annual_ledger(fiscal_year, data_version);
 
 -- One row per generated annual report: what was published, when, for whom, over which data.
+-- `sections` holds the whole report (every audience's view is cut from it) when it was
+-- computed with every defence on: the same fiscal year on the same data version is
+-- published again with the same numbers.
 CREATE TABLE annual_reports (
     id            TEXT PRIMARY KEY,
     fiscal_year   INTEGER NOT NULL,
@@ -29,6 +32,7 @@ CREATE TABLE annual_reports (
     audience      TEXT NOT NULL,
     cells         INTEGER NOT NULL,
     suppressed    INTEGER NOT NULL,
-    report_sha256 TEXT NOT NULL
+    report_sha256 TEXT NOT NULL,
+    sections      TEXT NOT NULL
 );
 CREATE INDEX annual_reports_by_year ON annual_reports(fiscal_year);
