@@ -476,7 +476,10 @@ impl Layout<'_> {
 
     /// A wrapped paragraph at `x` with `size`, aligned left, right or centred.
     fn para(&mut self, s: &str, size: f32, align: Align, space: f32) {
-        let max = self.c.width - 2.0 * MARGIN;
+        let max = match align {
+            Align::Half => self.c.width / 2.0 - MARGIN,
+            _ => self.c.width - 2.0 * MARGIN,
+        };
         for l in self.ty.wrap(s, size, max) {
             self.room(size * 1.5);
             let w = self.ty.width(&l, size);
