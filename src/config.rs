@@ -213,6 +213,10 @@ options! {
     audit_checkpoint_secs: u64 = 300, "300";
     /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
     alert_webhook_url: Option<String> = None, "(none)";
+    /// Font file (TrueType/OpenType covering Japanese) for PDF reports; empty means the first found of Debian's IPA Gothic (fonts-ipafont-gothic) and other common Japanese fonts.
+    report_font: Option<PathBuf> = None, "(IPA Gothic, found at run time)";
+    /// Directory of annual report definitions (`*.toml` and their SQL, see docs/reports.md); empty means the definitions compiled into kura (`queries/annual/`).
+    annual_reports_dir: Option<PathBuf> = None, "(embedded)";
 }
 
 options! {
@@ -349,6 +353,10 @@ pub struct HttpSettings {
     pub metrics_token: Option<Secret>,
     /// Login attempts per minute from one client address (0: no limit).
     pub login_per_minute: u64,
+    /// Font for PDF reports (`report_font`; `None`: found at run time).
+    pub report_font: Option<PathBuf>,
+    /// Annual report definitions folder (`annual_reports_dir`; `None`: embedded).
+    pub annual_reports_dir: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -362,6 +370,8 @@ impl Default for HttpSettings {
             concurrency: 64,
             metrics_token: None,
             login_per_minute: 0,
+            report_font: None,
+            annual_reports_dir: None,
         }
     }
 }
@@ -469,6 +479,8 @@ impl Config {
             concurrency: self.concurrency,
             metrics_token: None,
             login_per_minute: self.login_per_minute,
+            report_font: self.report_font.clone(),
+            annual_reports_dir: self.annual_reports_dir.clone(),
         }
     }
 

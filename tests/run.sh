@@ -26,6 +26,14 @@ if [ "${CI:-}" = true ] && [ -z "${KURA_TEST_PG_URL:-}" ]; then
   exit 1
 fi
 
+# annual and usage reports (issue 13): PDF reports need a Japanese font (Debian's IPA Gothic,
+# IPA Font Licence) and the tests read the PDFs back with poppler's pdftotext.
+if [ ! -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || ! command -v pdftotext >/dev/null; then
+  echo "== installing fonts-ipafont-gothic and poppler-utils (PDF reports)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic poppler-utils
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"

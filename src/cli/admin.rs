@@ -185,20 +185,23 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
     let extract_key = cfg
         .secret("extract_key", &process_env)
         .map_err(|e| e.to_string())?;
-    let catalog = Arc::new(
-        match &cfg.catalog {
-            Some(p) => crate::catalog::Catalog::load(p),
-            None => crate::catalog::Catalog::embedded(),
-        }
-        .map_err(|e| crate::errors::chain(&e))?,
-    );
+    let catalog = Arc::new(load_catalog(cfg)?);
     let store = open_store(cfg, key, Opening::Server).await?;
     let plane = Arc::new(open_plane(cfg, &extract_key, &catalog).await?);
     app_state(cfg, store, plane, catalog).await
 }
 
+/// The configured catalogue (`catalog`, else the embedded one).
+pub(crate) fn load_catalog(cfg: &Config) -> Result<crate::catalog::Catalog, String> {
+    match &cfg.catalog {
+        Some(p) => crate::catalog::Catalog::load(p),
+        None => crate::catalog::Catalog::embedded(),
+    }
+    .map_err(|e| crate::errors::chain(&e))
+}
+
 /// The data plane over the configured registry and extracts directories.
-async fn open_plane(
+pub(crate) async fn open_plane(
     cfg: &Config,
     extract_key: &[u8],
     catalog: &std::sync::Arc<crate::catalog::Catalog>,
@@ -227,6 +230,12 @@ async fn app_state(
     // production (issue 14): one memory pool for all queries, queries on their own runtime
     crate::engine::memory::set_global_limit(cfg.memory_pool_mib << 20);
     crate::engine::runtime::configure(cfg.query_threads);
+    // annual reports (issue 13 §3): bad definition files stop the start, naming file and field
+    match &cfg.annual_reports_dir {
+        Some(dir) => crate::report::annual::Definitions::load_dir(dir, &catalog),
+        None => crate::report::annual::Definitions::embedded(&catalog),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(crate::http::AppState {
         store,
         policy: std::sync::Arc::new(policy),

@@ -10,6 +10,8 @@
 
 // oversight (issue 13 §2 §4)
 pub mod alerts;
+// annual reports (issue 13 §3)
+pub mod annual;
 pub mod applications;
 pub mod audit;
 pub mod catalog;
@@ -109,6 +111,8 @@ impl MakeRequestId for MakeId {
         // oversight (issue 13 §2 §4)
         reports::usage_report, reports::file_usage_report, reports::usage_reports,
         reports::add_publication, reports::publications, alerts::list, alerts::ack,
+        // annual reports (issue 13 §3)
+        annual::annual_report, annual::annual_register,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
@@ -192,6 +196,9 @@ pub fn app(state: AppState) -> Router {
             get(reports::publications).post(reports::add_publication),
         )
         .route("/reports/usage", get(reports::usage_reports))
+        // annual reports (issue 13 §3)
+        .route("/reports/annual", get(annual::annual_report))
+        .route("/reports/annual/register", get(annual::annual_register))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/ack", post(alerts::ack))
         .route("/audit/events", get(audit::events))
@@ -229,9 +236,13 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics_route)
         // Everything outside /api/v1 is the web console (SPA with index.html fallback).
         .fallback(crate::console::serve)
-        .layer(header(
-            "content-security-policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        // A report document (issue 13) sends a stricter policy of its own (no source
+        // but its stylesheet's hash); every other response gets this one.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
         ))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))

@@ -53,6 +53,9 @@ pub enum Action {
     Review,
     AuditRead,
     UsageReport,
+    /// The annual report of seed 001 items 10 and 12 (custodian, reviewer; a PMS team on
+    /// its own standing scope).
+    AnnualReport,
     ManageUsers,
 }
 
@@ -68,6 +71,7 @@ impl Action {
             Action::Review => "review",
             Action::AuditRead => "audit_read",
             Action::UsageReport => "usage_report",
+            Action::AnnualReport => "annual_report",
             Action::ManageUsers => "manage_users",
         }
     }

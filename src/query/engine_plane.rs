@@ -15,7 +15,9 @@ use datafusion::arrow::array::{Array, Int32Array};
 use futures::future::BoxFuture;
 use ring::hmac;
 
-use super::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
+use super::plane::{
+    AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure, ReportRequest, ReportRun,
+};
 use super::{dp, suppression};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
@@ -25,6 +27,9 @@ use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
 use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
+
+// annual reports (issue 13 §3): the report extract and its tables
+mod report;
 
 /// Errors opening the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +204,10 @@ impl DataPlane for EnginePlane {
 
     fn diseases(&self) -> BTreeSet<i32> {
         self.diseases.clone()
+    }
+
+    fn report(&self, req: ReportRequest) -> BoxFuture<'_, Result<ReportRun, QueryError>> {
+        Box::pin(self.run_report(req))
     }
 }
 

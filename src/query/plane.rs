@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::privacy::Defences;
 use crate::privacy::ledger::LedgerView;
 use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
+use crate::query::suppression::ReportTable;
 use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
 
@@ -59,6 +61,32 @@ pub struct DpPreview {
     pub disclosure: DpDisclosure,
 }
 
+/// The tables of a standard report (annual reports, `report::annual`), run over the data
+/// custodian's report extract: every dataset, every consented patient, `pid`s under the
+/// report's own key.
+#[derive(Debug, Clone)]
+pub struct ReportRequest {
+    /// The SQL of each table, in order.
+    pub queries: Vec<String>,
+    /// The sets of earlier publications of the report, each with the extract whose
+    /// patient index it is over.
+    pub earlier: Vec<(String, roaring::RoaringBitmap)>,
+    /// The second-line defences (all on except in an attack test's control).
+    pub defences: Defences,
+}
+
+/// What a report request produced.
+pub struct ReportRun {
+    /// The report extract the tables ran over (the ledger's key).
+    pub extract_id: String,
+    /// The registry's version: SHA-256 of the ingest manifest.
+    pub data_version: String,
+    /// One per query, in order.
+    pub tables: Vec<ReportTable>,
+    /// The earlier publications' sets, carried onto this extract's patient index.
+    pub earlier: Vec<roaring::RoaringBitmap>,
+}
+
 /// The data plane as the control plane uses it.
 pub trait DataPlane: Send + Sync + 'static {
     /// Build (or rebuild) the extract of an approval.
@@ -82,4 +110,17 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// Designated disease numbers present in the registry (for application validation).
     fn diseases(&self) -> BTreeSet<i32>;
+
+    /// Run a standard report's tables over the report extract (built or refreshed first),
+    /// each through the suppression path against the earlier publications. A data plane
+    /// without registry data (test doubles) cannot.
+    fn report(&self, req: ReportRequest) -> BoxFuture<'_, Result<ReportRun, QueryError>> {
+        let _ = req;
+        Box::pin(async {
+            Err(QueryError::internal(
+                "report",
+                "this data plane has no registry to report on",
+            ))
+        })
+    }
 }

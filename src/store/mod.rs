@@ -26,6 +26,8 @@
 mod applications;
 // production (issue 14): portable export and import of every table
 pub mod backup;
+// annual reports (issue 13 §3)
+pub mod annual;
 pub mod budget;
 pub mod dialect;
 mod extracts;
@@ -82,6 +84,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "oversight",
         sql: include_str!("migrations/0005_oversight.sql"),
+        postgres: None,
+    },
+    // annual reports (issue 13 §3)
+    Migration {
+        version: 9,
+        name: "annual_reports",
+        sql: include_str!("migrations/0009_annual_reports.sql"),
         postgres: None,
     },
 ];

@@ -3,6 +3,8 @@
 
 // oversight (issue 13 §2 §4)
 mod alerts;
+// annual reports (issue 13 §3)
+mod annual;
 mod api;
 mod attacks;
 mod bounded;

@@ -193,7 +193,7 @@ async fn the_report_figures_equal_an_independent_count_of_the_audit_log() {
 }
 
 #[tokio::test]
-async fn csv_and_html_carry_the_same_figures_and_pdf_is_refused_clearly() {
+async fn csv_html_and_pdf_carry_the_same_figures() {
     let h = H::new().await;
     worked(&h).await;
     let aud = h.login("auditor1").await;
@@ -213,7 +213,37 @@ async fn csv_and_html_carry_the_same_figures_and_pdf_is_refused_clearly() {
     assert!(html.contains("厚生労働省健康局疾病対策課長 殿"));
     assert!(html.contains("lang=\"en\"") && html.contains("usage report"));
     assert!(!html.contains("<script"));
-    let (s, v) = h.get(&report_path("A-1", "pdf"), &aud).await;
+    let (s, pdf) = h.get(&report_path("A-1", "pdf"), &aud).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(pdf.as_str().unwrap().starts_with("%PDF-"));
+    // The PDF's text (the same renderer, read back by poppler's pdftotext) carries the
+    // form's title and the figures of the JSON report.
+    let (_, json) = h.get(&report_path("A-1", "json"), &aud).await;
+    let r: kura::report::UsageReport = serde_json::from_value(json).unwrap();
+    let bytes = kura::report::rendered(&r, kura::report::Format::Pdf, None).unwrap();
+    let file = h.dir.path().join("usage.pdf");
+    std::fs::write(&file, bytes).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8"])
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils; tests/run.sh installs it)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("臨床調査個人票等の使用状況について（報告）"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Report on the use of the clinical survey records"),
+        "{text}"
+    );
+    let answered = text.lines().find(|l| l.contains("回答")).unwrap();
+    assert!(
+        answered.trim_end().ends_with(&r.queries_ok.to_string()),
+        "{answered}"
+    );
+    let (s, v) = h.get(&report_path("A-1", "docx"), &aud).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
     let (s, _) = h
         .get(
@@ -310,6 +340,8 @@ async fn the_cli_writes_the_same_report_files() {
     let csv = std::fs::read_to_string(out_dir.join(format!("{name}.csv"))).unwrap();
     assert!(csv.contains("\nqueries,answered,3\n"));
     assert!(out_dir.join(format!("{name}.html")).exists());
+    let pdf = std::fs::read(out_dir.join(format!("{name}.pdf"))).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
     let by_cli = h.audit_rows("report.usage").await;
     assert_eq!(by_cli[0]["detail"]["via"], "cli");
 }

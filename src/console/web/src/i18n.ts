@@ -3,6 +3,8 @@
 
 // oversight (issue 13 §2 §4)
 import { oversight } from './i18n/oversight';
+// annual reports (issue 13 §3)
+import { annual } from './i18n/annual';
 
 export type Lang = 'ja' | 'en';
 
@@ -219,6 +221,8 @@ const dict = {
   back: ['戻る', 'Back'],
   // oversight (issue 13 §2 §4)
   ...oversight,
+  // annual reports (issue 13 §3)
+  ...annual,
 } as const;
 
 export type Key = keyof typeof dict;

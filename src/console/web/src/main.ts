@@ -16,6 +16,8 @@ import { renderPms } from './views/pms';
 // oversight (issue 13 §2 §4)
 import { renderAlerts } from './views/alerts';
 import { renderReports } from './views/reports';
+// annual reports (issue 13 §3)
+import { renderAnnual } from './views/annual';
 
 
 const root = document.getElementById('app')!;
@@ -77,6 +79,8 @@ function navItems(): [string, Key][] {
   // oversight (issue 13 §2 §4)
   if (has('auditor')) items.push(['#/alerts', 'nav_alerts']);
   if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/reports', 'nav_reports']);
+  // annual reports (issue 13 §3): the data custodian and reviewers
+  if (has('admin') || has('reviewer')) items.push(['#/annual', 'nav_annual']);
   return items;
 }
 
@@ -176,6 +180,7 @@ function homeFor(): string {
   if (has('reviewer')) return '#/review';
   if (has('auditor')) return '#/audit';
   if (has('pms')) return '#/pms';
+  if (has('admin')) return '#/annual';
   return '#/apply';
 }
 
@@ -233,6 +238,10 @@ async function route() {
         break;
       case 'reports':
         await renderReports(ctx);
+        break;
+      // annual reports (issue 13 §3)
+      case 'annual':
+        await renderAnnual(ctx);
         break;
       default:
         location.hash = homeFor();

@@ -118,7 +118,7 @@ async function showReport(box: HTMLElement, app: AppRow, fy: number, mine: boole
     box,
     h('h2', {}, `${t('usage_title')} ${r.application} FY${r.fiscal_year}`),
     figures(r),
-    h('p', {}, `${t('usage_download')}: `, h('a', { href: `${base}&format=csv`, id: 'usage-csv' }, 'CSV'), ' ', h('a', { href: `${base}&format=html`, id: 'usage-html', target: '_blank', rel: 'noopener' }, 'HTML')),
+    h('p', {}, `${t('usage_download')}: `, h('a', { href: `${base}&format=csv`, id: 'usage-csv' }, 'CSV'), ' ', h('a', { href: `${base}&format=html`, id: 'usage-html', target: '_blank', rel: 'noopener' }, 'HTML'), ' ', h('a', { href: `${base}&format=pdf`, id: 'usage-pdf', target: '_blank', rel: 'noopener' }, t('usage_pdf'))),
     mine ? file : null,
     msg,
     await publications(app.id, mine),
