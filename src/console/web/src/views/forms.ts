@@ -1,7 +1,7 @@
 // The application form: the fields of form 1 (様式第1号) and its annex (別紙) of seed 002,
 // labelled in Japanese with English, mapped to the JSON of /api/v1/applications.
 import { clear, field, h } from '../dom';
-import { Key, t } from '../i18n';
+import { fmtDay, fmtFy, Key, label, t } from '../i18n';
 
 export interface NamedUser {
   username: string;
@@ -104,7 +104,7 @@ export function formEditor(initial: Form, readonly = false): { el: HTMLElement; 
           'fieldset',
           { class: 'field' },
           h('legend', {}, t(f.label)),
-          DATASETS.map((d, i) => h('label', { class: 'check', for: `${id}-${d}` }, boxes[i], ` ${d}`)),
+          DATASETS.map((d, i) => h('label', { class: 'check', for: `${id}-${d}` }, boxes[i], ` ${label('dataset', d)}`)),
         ),
       );
       readers.push(() => [f.key, boxes.filter((b) => b.checked).map((b) => b.value)]);
@@ -152,4 +152,40 @@ export function crossesFiscalYear(start: string, end: string): boolean {
     return m >= 4 ? y : y - 1;
   };
   return fy(start) !== fy(end) || end < start;
+}
+
+/**
+ * The application read-only, as text (issue 17 §4): every form-1 field with its label and
+ * value, disease numbers and prefectures with their names, fiscal years as 年度. Used where
+ * nothing may be edited (an approved application, the reviewer's reading), so nothing looks
+ * editable.
+ */
+export function formView(form: Form, names?: { label: (column: string, v: unknown) => string | null }): HTMLElement {
+  const named = (column: string, v: unknown) => {
+    const n = names?.label(column, v);
+    return n ? `${v} ${n}` : String(v);
+  };
+  const dl = h('dl', { class: 'form-view', id: 'application-text' });
+  for (const f of FIELDS) {
+    const v = getPath(form, f.key);
+    let text: string | HTMLElement;
+    if (v === undefined || v === null || v === '' || (Array.isArray(v) && v.length === 0)) {
+      text = f.key === 'scope.prefectures' ? t('scope_nationwide') : '—';
+    } else if (f.key === 'diseases' && Array.isArray(v)) text = v.map((d) => named('disease_no', d)).join('、');
+    else if (f.key === 'scope.prefectures' && Array.isArray(v)) text = v.map((p) => named('prefecture_code', p)).join('、');
+    else if (f.key === 'scope.fiscal_years' && Array.isArray(v)) text = v.map((y) => fmtFy(String(y))).join('、');
+    else if (f.key === 'scope.datasets' && Array.isArray(v)) text = v.map((d) => label('dataset', String(d))).join('、');
+    else if (f.kind === 'date') text = fmtDay(String(v));
+    else if (f.kind === 'users' && Array.isArray(v))
+      text = h(
+        'ul',
+        {},
+        (v as (NamedUser | string)[]).map((u) =>
+          h('li', { translate: 'no' }, typeof u === 'string' ? u : [u.username, u.affiliation, u.title].filter((x) => x).join('、')),
+        ),
+      );
+    else text = h('span', { class: 'pre-line', translate: 'no' }, toText(f.kind, v));
+    dl.append(h('dt', {}, t(f.label)), h('dd', { 'data-key': f.key }, text));
+  }
+  return h('section', { class: 'card app-form-view' }, h('h2', {}, t('form1_title')), dl);
 }
