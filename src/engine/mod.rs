@@ -7,6 +7,7 @@ pub mod distinct_count;
 pub mod exec;
 pub mod patient_index;
 pub mod patient_no;
+pub mod reference;
 pub mod session;
 mod set_groups;
 

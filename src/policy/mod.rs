@@ -54,6 +54,9 @@ pub enum Action {
     AuditRead,
     UsageReport,
     ManageUsers,
+    /// The custodian's data operations: extracts (status, rebuild, destroy), registry and
+    /// key fingerprints (issue 17).
+    Operate,
 }
 
 impl Action {
@@ -69,6 +72,7 @@ impl Action {
             Action::AuditRead => "audit_read",
             Action::UsageReport => "usage_report",
             Action::ManageUsers => "manage_users",
+            Action::Operate => "operate",
         }
     }
 }

@@ -13,3 +13,4 @@ pub mod safe_comparison;
 pub mod safe_function;
 pub mod scope;
 pub mod size;
+pub mod sql_error;

@@ -46,21 +46,20 @@ impl Store {
         Ok(())
     }
 
+    /// Every registered extract, by application id.
+    pub async fn extracts(&self) -> Result<Vec<ExtractInfo>> {
+        let rows = sqlx::query("SELECT * FROM extracts ORDER BY application_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(extract_from_row).collect()
+    }
+
     pub async fn extract(&self, id: &str) -> Result<Option<ExtractInfo>> {
         let row = sqlx::query("SELECT * FROM extracts WHERE application_id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        match row {
-            Some(r) => Ok(Some(ExtractInfo {
-                application_id: r.try_get("application_id")?,
-                extract_id: r.try_get("extract_id")?,
-                path: r.try_get("path")?,
-                built_at: parse_ts(&r.try_get::<String, _>("built_at")?)?,
-                destroyed_at: opt_ts(r.try_get("destroyed_at")?)?,
-            })),
-            None => Ok(None),
-        }
+        row.as_ref().map(extract_from_row).transpose()
     }
 
     /// Log the destruction of an extract (the caller removed the files).
@@ -81,4 +80,14 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+fn extract_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ExtractInfo> {
+    Ok(ExtractInfo {
+        application_id: r.try_get("application_id")?,
+        extract_id: r.try_get("extract_id")?,
+        path: r.try_get("path")?,
+        built_at: parse_ts(&r.try_get::<String, _>("built_at")?)?,
+        destroyed_at: opt_ts(r.try_get("destroyed_at")?)?,
+    })
 }

@@ -27,7 +27,7 @@ export function errorBox(x: unknown): HTMLElement {
     const fields = (x.body as { fields?: { field: string; message: string }[] }).fields ?? [];
     return h(
       'div',
-      { class: 'error-box', role: 'alert', 'data-code': code, title: code },
+      { class: 'error-box', role: 'alert', 'data-code': code },
       h('strong', { class: 'code' }, title),
       ' ',
       h('span', { class: 'msg' }, own && own !== title ? own : ''),

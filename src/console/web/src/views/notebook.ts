@@ -55,7 +55,13 @@ interface LiveCell {
 }
 
 /** Outputs larger than this are not kept with the notebook (the server refuses them too). */
-const MAX_OUTPUT_CHARS = 512 * 1024;
+const MAX_OUTPUT_BYTES = 250 * 1024;
+/** All outputs of a notebook together stay under the request body limit (1 MiB). */
+const MAX_OUTPUTS_BYTES = 700 * 1024;
+
+function byteSize(v: unknown): number {
+  return new TextEncoder().encode(JSON.stringify(v)).length;
+}
 
 let execCounter = 0;
 
@@ -281,7 +287,14 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
   let dirty = false;
   const cellsToSave = (): CellData[] => {
     // Empty cells are not kept (Shift+Enter on the last cell adds one), but a notebook keeps one cell.
-    const all = cells.map((c) => ({ type: c.data.type, source: c.view.state.doc.toString(), output: c.data.output ?? null }));
+    let budget = MAX_OUTPUTS_BYTES;
+    const all = cells.map((c) => {
+      let output = c.data.output ?? null;
+      const size = output ? byteSize(output) : 0;
+      if (output && size > budget) output = null;
+      else budget -= size;
+      return { type: c.data.type, source: c.view.state.doc.toString(), output };
+    });
     const kept = all.filter((c) => c.source.trim() !== '' || c.output);
     return kept.length ? kept : [{ type: 'sql', source: '', output: null }];
   };
@@ -500,7 +513,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
       counter.textContent = `[${execCounter}]`;
       timeEl.textContent = `${t('exec_time')} ${((performance.now() - started) / 1000).toFixed(2)} s`;
       // Keep the output with the notebook unless it is too large to store.
-      live.data.output = JSON.stringify(output).length <= MAX_OUTPUT_CHARS ? output : null;
+      live.data.output = byteSize(output) <= MAX_OUTPUT_BYTES ? output : null;
       await showOutput(output, true);
       scheduleSave();
     };

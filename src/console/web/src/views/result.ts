@@ -20,7 +20,7 @@ import {
 } from 'chart.js';
 import { api, QueryResult } from '../api';
 import { clear, field, h, uid } from '../dom';
-import { bi, fmtNum, getLang, hiddenReason, label, t } from '../i18n';
+import { bi, fmtNum, getLang, hasJapanese, hiddenReason, label, t } from '../i18n';
 import { Domains } from '../labels';
 import { errorBox, note } from '../ui';
 
@@ -184,7 +184,10 @@ export function valueText(column: string, v: unknown, domains?: Domains): string
     return named ? `${n} ${named}` : n;
   }
   if (typeof v === 'object') return JSON.stringify(v);
-  if (named && named !== String(v)) return `${v} ${named}`;
+  if (named && named !== String(v)) {
+    // A code written in Japanese (an adverse-event term) shows only its English name on an English screen.
+    return getLang() === 'en' && hasJapanese(String(v)) ? named : `${v} ${named}`;
+  }
   return String(v);
 }
 
@@ -418,8 +421,8 @@ function buildChart(rel: Released, box: HTMLElement) {
   };
   const yDefault = numeric.length ? numeric[numeric.length - 1].c.name : cols[cols.length - 1];
   const keys = rel.keyCols.map((i) => cols[i]);
-  const xDefault = keys[keys.length > 1 ? keys.length - 1 : 0] ?? cols.find((c) => c !== yDefault) ?? cols[0];
-  const seriesDefault = keys.length > 1 ? keys[0] : '';
+  const xDefault = keys[0] ?? cols.find((c) => c !== yDefault) ?? cols[0];
+  const seriesDefault = keys.length > 1 ? keys[1] : '';
   const typeSel = h('select', {}, h('option', { value: 'bar' }, t('bar')), h('option', { value: 'line' }, t('line')), h('option', { value: 'stacked' }, t('stacked')));
   const xSel = sel(cols, xDefault);
   const ySel = sel(numeric.map((n) => n.c.name), yDefault);
