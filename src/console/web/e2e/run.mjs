@@ -52,14 +52,14 @@ test('researcher1 runs a grouped count, sees a <5 cell and draws a chart', async
   assert.ok(await result.locator('.legend').first().isVisible(), 'legend explains <5');
   // Shift+Enter moved focus to a new cell (Jupyter behaviour).
   assert.equal(await page.locator('.cell').count(), 2);
-  await shot(page, '03-notebook-suppressed', 'notebook');
+  await shot(page, '03-notebook-suppressed');
 
   await result.locator('.chart-tab').click();
   await page.waitForSelector('.chart-box[data-drawn="true"] canvas');
   const canvas = await result.locator('canvas').boundingBox();
   assert.ok(canvas && canvas.width > 200 && canvas.height > 100, 'chart drawn');
   await result.locator('.chart-controls select').first().selectOption('stacked');
-  await shot(page, '04-chart', 'chart');
+  await shot(page, '04-chart');
 
   // A Markdown cell renders on Shift+Enter; raw HTML in it stays text (no markup injection).
   await page.click('#add-md');
@@ -222,7 +222,7 @@ test('an applicant submits, reviewer1 approves, the named user pledges and queri
   ({ context, page, problems } = await open());
   await login(page, 'reviewer1');
   await page.waitForSelector(`#inbox tr[data-app="${newApp}"]`);
-  await shot(page, '09-review-inbox', 'review-inbox');
+  await shot(page, '09-review-inbox');
   await page.click(`#inbox tr[data-app="${newApp}"] a`);
   await page.waitForSelector('#decision');
   // A term crossing the fiscal year is refused in the form itself.
@@ -233,7 +233,7 @@ test('an applicant submits, reviewer1 approves, the named user pledges and queri
   await page.fill('#ap-end', end);
   await page.fill('#ap-diseases', '2');
   await page.fill('#decision-reason', '承認します。');
-  await shot(page, '10-review-decision', 'review-decision');
+  await shot(page, '10-review-decision');
   await page.click('#approve');
   await page.waitForSelector('.badge[data-status="approved"]', { timeout: 300_000 });
   clean(problems);
@@ -276,7 +276,7 @@ test('auditor1 finds those events and sees the chain verified', async () => {
   await q.locator('.show-detail').click();
   await page.waitForSelector('#audit-detail:not([hidden])');
   assert.match(await page.textContent('#audit-detail'), /SELECT fiscal_year/);
-  await shot(page, '13-audit', 'audit');
+  await shot(page, '13-audit');
   // Filter by user: researcher1's refused query is there.
   await page.fill('#au-app', '');
   await page.fill('#au-user', 'researcher1');
@@ -296,7 +296,7 @@ test('pms1 sees only M01 products', async () => {
   assert.equal(await page.locator('#pms-cases .error-box').count(), 0, 'cases view answered');
   await page.waitForSelector('#pms-adverse-events .result', { timeout: 120_000 });
   await page.waitForSelector('#pms-deaths .result, #pms-deaths .error-box', { timeout: 120_000 });
-  await shot(page, '14-pms-dashboard', 'pms');
+  await shot(page, '14-pms-dashboard');
   // In the standing scope's notebook every treatment row belongs to M01.
   await page.click('#pms-notebook');
   await page.waitForSelector('.nb-layout');
@@ -334,7 +334,7 @@ test('the language switch changes the labels; the default follows Accept-Languag
   await login(ja.page, 'researcher1');
   await waitText(ja.page, 'nav a[data-nav="apps"]', 'Approved applications');
   await ja.page.waitForSelector('#app-picker, .empty');
-  await shot(ja.page, '16-english', 'english');
+  await shot(ja.page, '16-english');
   await ja.page.click('#lang-switch');
   await waitText(ja.page, 'nav a[data-nav="apps"]', '利用申請（承認済み）');
   clean(ja.problems);
