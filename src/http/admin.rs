@@ -41,7 +41,10 @@ pub const MAX_MANUFACTURER: usize = 16;
 async fn authorize(st: &AppState, who: &AuthUser, action: Action, name: &str) -> Result<(), ApiError> {
     match st.policy.authorize(&who.user, action, &Target::None, st.today()).await {
         Ok(()) => Ok(()),
-        Err(d) => Err(super::denied::denied(st, &who.user, name, None, &d, json!({})).await),
+        Err(d) => {
+            let e = super::denied::denied(st, &who.user, name, None, &d, json!({}));
+            Err(e.await)
+        }
     }
 }
 

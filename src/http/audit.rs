@@ -214,7 +214,7 @@ fn audit_csv(rows: &[AuditRecord]) -> Result<String, csv::Error> {
             r.prev.clone(),
             r.mac.clone(),
         ];
-        w.write_record(fields.iter().map(|f| formula_safe(f)))?;
+        w.write_record(fields.iter().map(|f| formula_safe(f).into_owned()))?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())

@@ -68,9 +68,9 @@ fn check_cells(cells: &serde_json::Value) -> Result<(), ApiError> {
                 ));
             }
         }
-        if let Some(out) = cell.get("output").filter(|o| !o.is_null())
-            && (!out.is_object() || serde_json::to_vec(out).map_or(true, |b| b.len() > MAX_OUTPUT_BYTES))
-        {
+        let output = cell.get("output").filter(|o| !o.is_null());
+        let size = output.map_or(0, |o| serde_json::to_vec(o).map_or(usize::MAX, |b| b.len()));
+        if output.is_some_and(|o| !o.is_object()) || size > MAX_OUTPUT_BYTES {
             return bad(format!(
                 "cell {i}: a saved `output` must be an object of at most {MAX_OUTPUT_BYTES} bytes; run the cell again instead of saving a larger output / セル {i} の保存出力が大きすぎます（{MAX_OUTPUT_BYTES} バイトまで）"
             ));

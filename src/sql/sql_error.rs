@@ -112,7 +112,7 @@ pub fn classify(e: &DataFusionError) -> SqlProblem {
 }
 
 fn diagnostic_position(d: &Diagnostic) -> Option<Position> {
-    let s = d.span?;
+    let s = d.span.as_ref()?;
     (s.start.line > 0).then_some(Position {
         line: s.start.line,
         column: s.start.column,

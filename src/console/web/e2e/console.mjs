@@ -428,8 +428,10 @@ test('keyboard only: researcher runs a query and opens the shortcut sheet', asyn
   await keyboardLogin(page, 'researcher1');
   await tabTo(page, 'a[data-open="A-DEMO-0001"]');
   await page.keyboard.press('Enter');
-  await page.waitForSelector('.nb-layout');
-  await tabTo(page, '#new-notebook');
+  await page.waitForSelector('.nb-layout .cell .cm-focused');
+  // Esc leaves the editor (Tab there indents); then back to the sidebar.
+  await page.keyboard.press('Escape');
+  await tabTo(page, '#new-notebook', { back: true });
   const before = await page.locator('.nb-list li').count();
   await page.keyboard.press('Enter');
   await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);

@@ -321,7 +321,7 @@ async function focused(page) {
  * Press Tab (Shift+Tab with `back`) until the focused element matches `selector` (checked on
  * the element or its shadow host), asserting at every step that the focus is visible.
  */
-export async function tabTo(page, selector, { max = 80, back = false } = {}) {
+export async function tabTo(page, selector, { max = 250, back = false } = {}) {
   for (let i = 0; i < max; i++) {
     await page.keyboard.press(back ? 'Shift+Tab' : 'Tab');
     const f = await focused(page);

@@ -91,7 +91,7 @@ function shell(): HTMLElement {
     'header',
     { class: 'top' },
     h('a', { class: 'skip', href: '#main', onclick: (e: Event) => { e.preventDefault(); main.focus(); } }, t('skip')),
-    h('span', { class: 'brand' }, 'kura 蔵'),
+    h('span', { class: 'brand', translate: 'no' }, 'kura 蔵'),
     me
       ? h(
           'nav',

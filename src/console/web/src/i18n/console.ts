@@ -4,6 +4,7 @@
 export const consoleStrings = {
   error_generic: ['処理できませんでした。', 'This could not be done.'],
   list_sep: ['。', '; '],
+  comma: ['、', ', '],
   // results
   hidden_marker: ['秘匿', 'hidden'],
   sort_by: ['クリックで並べ替え', 'click to sort'],

@@ -2,7 +2,7 @@
 // disable / enable, reset the password, change roles) and the data side (ingested tables,
 // each application's extract with its status, rebuild and destroy, and the fingerprints of the
 // keys — never the keys). Every action is an admin-only, audited endpoint of /api/v1/admin.
-import { api } from '../api';
+import { api, listOf } from '../api';
 import { clear, field, fmtDate, h } from '../dom';
 import { fmtNum, label, t } from '../i18n';
 import { Ctx, errorBox, note } from '../ui';
@@ -36,7 +36,8 @@ interface KeyRow {
   fingerprint: string | null;
 }
 
-const ROLES = ['researcher', 'applicant', 'reviewer', 'auditor', 'pms', 'admin', 'facility'];
+/** The roles an account can be given (the server says which; this is the fallback). */
+let ROLES = ['researcher', 'reviewer', 'auditor', 'pms', 'admin'];
 
 export async function renderAdmin(ctx: Ctx, section: string) {
   if (section === 'data') return renderData(ctx);
@@ -78,7 +79,9 @@ async function renderUsers(ctx: Ctx) {
       h('code', { class: 'temp-password', translate: 'no' }, String((r as { temporary_password?: string })?.temporary_password ?? '')),
     );
   const load = async () => {
-    const users = await api<AdminUser[]>('GET', '/admin/users');
+    const r = await api<{ users?: AdminUser[]; roles?: string[] }>('GET', '/admin/users');
+    const users = listOf<AdminUser>(r, 'users');
+    if (Array.isArray(r?.roles) && r.roles.length) ROLES = r.roles;
     clear(
       listBox,
       h(

@@ -16,7 +16,7 @@ export function scopeView(scope: Record<string, unknown> | undefined, domains?: 
   const list = (key: string, empty: string, fmt: (v: unknown) => string) => {
     const v = scope[key];
     if (v === undefined) return;
-    const text = Array.isArray(v) ? (v.length ? v.map(fmt).join('、') : empty) : v === null ? empty : fmt(v);
+    const text = Array.isArray(v) ? (v.length ? v.map(fmt).join(t('comma')) : empty) : v === null ? empty : fmt(v);
     dl.append(h('dt', {}, t(`scope_${key}` as Key)), h('dd', { 'data-scope': key }, text));
   };
   list('datasets', t('scope_all'), (d) => label('dataset', String(d)));

@@ -171,17 +171,17 @@ export function formView(form: Form, names?: { label: (column: string, v: unknow
     let text: string | HTMLElement;
     if (v === undefined || v === null || v === '' || (Array.isArray(v) && v.length === 0)) {
       text = f.key === 'scope.prefectures' ? t('scope_nationwide') : '—';
-    } else if (f.key === 'diseases' && Array.isArray(v)) text = v.map((d) => named('disease_no', d)).join('、');
-    else if (f.key === 'scope.prefectures' && Array.isArray(v)) text = v.map((p) => named('prefecture_code', p)).join('、');
-    else if (f.key === 'scope.fiscal_years' && Array.isArray(v)) text = v.map((y) => fmtFy(String(y))).join('、');
-    else if (f.key === 'scope.datasets' && Array.isArray(v)) text = v.map((d) => label('dataset', String(d))).join('、');
+    } else if (f.key === 'diseases' && Array.isArray(v)) text = v.map((d) => named('disease_no', d)).join(t('comma'));
+    else if (f.key === 'scope.prefectures' && Array.isArray(v)) text = v.map((p) => named('prefecture_code', p)).join(t('comma'));
+    else if (f.key === 'scope.fiscal_years' && Array.isArray(v)) text = v.map((y) => fmtFy(String(y))).join(t('comma'));
+    else if (f.key === 'scope.datasets' && Array.isArray(v)) text = v.map((d) => label('dataset', String(d))).join(t('comma'));
     else if (f.kind === 'date') text = fmtDay(String(v));
     else if (f.kind === 'users' && Array.isArray(v))
       text = h(
         'ul',
         {},
         (v as (NamedUser | string)[]).map((u) =>
-          h('li', { translate: 'no' }, typeof u === 'string' ? u : [u.username, u.affiliation, u.title].filter((x) => x).join('、')),
+          h('li', { translate: 'no' }, typeof u === 'string' ? u : [u.username, u.affiliation, u.title].filter((x) => x).join(t('comma'))),
         ),
       );
     else text = h('span', { class: 'pre-line', translate: 'no' }, toText(f.kind, v));

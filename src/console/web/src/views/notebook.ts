@@ -6,7 +6,7 @@
 // mode (CodeMirror; Shift+Enter runs and moves on, Ctrl+Enter runs, Alt+Enter runs and inserts,
 // Esc leaves). Completion opens only on Ctrl+Space or after a dot, ranked by the catalogue
 // (columns of the tables in the query first). A side panel lists the catalogue and inserts names.
-import { autocompletion, Completion, CompletionContext, CompletionResult, startCompletion } from '@codemirror/autocomplete';
+import { autocompletion, Completion, CompletionContext, CompletionResult, completionStatus, startCompletion } from '@codemirror/autocomplete';
 import { defaultKeymap, history, historyKeymap, indentWithTab } from '@codemirror/commands';
 import { sql, StandardSQL } from '@codemirror/lang-sql';
 import { bracketMatching, defaultHighlightStyle, syntaxHighlighting } from '@codemirror/language';
@@ -398,7 +398,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
 
   function makeCell(data: CellData): LiveCell {
     const out = h('div', { class: 'cell-output', 'aria-live': 'polite' });
-    const counter = h('span', { class: 'exec-count', 'aria-label': t('exec_count') }, data.type === 'sql' ? '[ ]' : '');
+    const counter = h('span', { class: 'exec-count', title: t('exec_count') }, data.type === 'sql' ? '[ ]' : '');
     const timeEl = h('span', { class: 'exec-time' });
     const rendered = h('div', { class: 'md-rendered', hidden: true, translate: 'no' });
     const el = h('section', { class: `cell cell-${data.type}`, role: 'group', tabindex: '-1' });
@@ -538,7 +538,9 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
           { key: 'Mod-s', run: () => (void save(), true) },
           {
             key: 'Escape',
-            run: () => {
+            run: (view) => {
+              // An open completion list closes first (its own Esc); the next Esc leaves the editor.
+              if (completionStatus(view.state) === 'active') return false;
               if (live.data.type === 'markdown' && live.view.state.doc.toString().trim()) renderMd();
               select(cells.indexOf(live));
               return true;
