@@ -6,7 +6,7 @@ import { clear, fmtDate, h } from '../dom';
 import { label, t } from '../i18n';
 import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
-import { crossesFiscalYear, formEditor, formOf, formView, getPath, NamedUser } from './forms';
+import { approvalView, crossesFiscalYear, formEditor, formOf, formView, getPath, NamedUser } from './forms';
 
 export type AppRecord = Record<string, unknown> & { id: string; status: string };
 
@@ -188,7 +188,9 @@ async function renderDetail(ctx: Ctx, id: string) {
       );
     }
   }
-  const view = formView(formOf(app), await plainDomains());
+  const domains = await plainDomains();
+  const view = formView(formOf(app), domains);
+  const approval = app['approval'] as Record<string, unknown> | null | undefined;
   clear(
     ctx.main,
     h('h1', {}, `${t('nav_apply')} `, h('span', { translate: 'no' }, app.id), ' ', statusBadge(status)),
@@ -196,6 +198,7 @@ async function renderDetail(ctx: Ctx, id: string) {
     status === 'approved' && app['applicant'] === me
       ? h('p', {}, h('button', { type: 'button', id: 'change-application', onclick: () => void renderEditor(ctx, app, true) }, t('change_application')))
       : null,
+    approval ? approvalView(approval, domains) : null,
     historyList(app),
     view,
   );

@@ -1,7 +1,9 @@
 // The application form: the fields of form 1 (様式第1号) and its annex (別紙) of seed 002,
 // labelled in Japanese with English, mapped to the JSON of /api/v1/applications.
-import { clear, field, h } from '../dom';
-import { fmtDay, fmtFy, Key, label, t } from '../i18n';
+import { clear, field, fmtDate, h } from '../dom';
+import { fmtDay, fmtFy, fmtNum, Key, label, t } from '../i18n';
+import type { Domains } from '../labels';
+import { scopeView } from './apps';
 
 export interface NamedUser {
   username: string;
@@ -188,4 +190,28 @@ export function formView(form: Form, names?: { label: (column: string, v: unknow
     dl.append(h('dt', {}, t(f.label)), h('dd', { 'data-key': f.key }, text));
   }
   return h('section', { class: 'card app-form-view' }, h('h2', {}, t('form1_title')), dl);
+}
+
+/** The terms of an approval as a readable form (never a JSON dump). */
+export function approvalView(a: Record<string, unknown>, domains?: Domains): HTMLElement {
+  const term = (a['term'] ?? {}) as { start?: string; end?: string };
+  const bounds = a['dp_bounds'] as { max_groups_per_patient?: number; max_rows_per_group?: number } | null | undefined;
+  const rows: [string, string | HTMLElement][] = [
+    [t('term'), t('term_range', { start: fmtDay(term.start), end: fmtDay(term.end) })],
+    [t('scope'), scopeView(a['scope'] as Record<string, unknown> | undefined, domains)],
+    [t('mode'), label('mode', String(a['mode'] ?? 'suppression'))],
+    [t('k_threshold'), String(a['k'] ?? '—')],
+  ];
+  if (a['mode'] === 'dp') {
+    rows.push([t('epsilon_budget'), typeof a['epsilon_budget'] === 'number' ? fmtNum(a['epsilon_budget'] as number, 3) : '—']);
+    if (bounds) rows.push([t('dp_bounds_terms'), `${bounds.max_groups_per_patient ?? '—'} / ${bounds.max_rows_per_group ?? '—'}`]);
+  }
+  if (a['approved_by']) rows.push([t('approved_by'), h('span', { translate: 'no' }, String(a['approved_by']))]);
+  if (a['approved_at']) rows.push([t('approved_at'), fmtDate(String(a['approved_at']))]);
+  return h(
+    'section',
+    { class: 'card approval-terms', id: 'approval-terms' },
+    h('h2', {}, t('approval_terms')),
+    h('dl', {}, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+  );
 }

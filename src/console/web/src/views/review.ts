@@ -6,12 +6,11 @@
 // corrective recommendation (是正勧告) or revocation.
 import { api, listOf } from '../api';
 import { clear, field, fmtDate, h } from '../dom';
-import { fmtDay, fmtNum, label, t } from '../i18n';
+import { fmtNum, label, t } from '../i18n';
 import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 import { AppRecord, historyList, normalizeApp } from './apply';
-import { scopeView } from './apps';
-import { crossesFiscalYear, formOf, formView, fromText, getPath } from './forms';
+import { approvalView, crossesFiscalYear, formOf, formView, fromText, getPath } from './forms';
 
 const STATUSES = ['submitted', 'correction_requested', 'approved', 'rejected', 'revoked', 'expired', 'draft'];
 const NEEDS_ACTION = 'needs_action';
@@ -243,29 +242,5 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
     panels.length ? h('h2', { class: 'decisions-head' }, t('after_decision')) : null,
     msg,
     panels,
-  );
-}
-
-/** The terms of an approval as a readable form (never a JSON dump). */
-export function approvalView(a: Record<string, unknown>, domains?: import('../labels').Domains): HTMLElement {
-  const term = (a['term'] ?? {}) as { start?: string; end?: string };
-  const bounds = a['dp_bounds'] as { max_groups_per_patient?: number; max_rows_per_group?: number } | null | undefined;
-  const rows: [string, string | HTMLElement][] = [
-    [t('term'), t('term_range', { start: fmtDay(term.start), end: fmtDay(term.end) })],
-    [t('scope'), scopeView(a['scope'] as Record<string, unknown> | undefined, domains)],
-    [t('mode'), label('mode', String(a['mode'] ?? 'suppression'))],
-    [t('k_threshold'), String(a['k'] ?? '—')],
-  ];
-  if (a['mode'] === 'dp') {
-    rows.push([t('epsilon_budget'), typeof a['epsilon_budget'] === 'number' ? fmtNum(a['epsilon_budget'] as number, 3) : '—']);
-    if (bounds) rows.push([t('dp_bounds_terms'), `${bounds.max_groups_per_patient ?? '—'} / ${bounds.max_rows_per_group ?? '—'}`]);
-  }
-  if (a['approved_by']) rows.push([t('approved_by'), h('span', { translate: 'no' }, String(a['approved_by']))]);
-  if (a['approved_at']) rows.push([t('approved_at'), fmtDate(String(a['approved_at']))]);
-  return h(
-    'section',
-    { class: 'card approval-terms', id: 'approval-terms' },
-    h('h2', {}, t('approval_terms')),
-    h('dl', {}, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
   );
 }
