@@ -87,7 +87,7 @@ fn refusal(p: &SqlProblem) -> QueryError {
 /// Classify a DataFusion error of parsing or planning.
 pub fn classify(e: &DataFusionError) -> SqlProblem {
     let diag_at = e.diagnostic().and_then(diagnostic_position);
-    for inner in e.iter() {
+    for inner in layers(e) {
         match inner {
             DataFusionError::SQL(pe, _) => return parser_problem(pe),
             DataFusionError::SchemaError(se, _) => {
@@ -109,6 +109,22 @@ pub fn classify(e: &DataFusionError) -> SqlProblem {
         problem: Problem::Other,
         at: diag_at,
     }
+}
+
+/// The error and the errors it wraps (diagnostics, context, shared, the first of a collection).
+fn layers(e: &DataFusionError) -> Vec<&DataFusionError> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        out.push(x);
+        cur = match x {
+            DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => Some(inner.as_ref()),
+            DataFusionError::Shared(inner) => Some(inner.as_ref()),
+            DataFusionError::Collection(all) => all.first(),
+            _ => None,
+        };
+    }
+    out
 }
 
 fn diagnostic_position(d: &Diagnostic) -> Option<Position> {
@@ -463,9 +479,15 @@ mod tests {
     async fn a_second_line_error_has_its_own_position() {
         let m = refused("SELECT sex,\n  count(*) AS n FROM patient GROUP sex").await;
         no_engine_text(&m);
-        assert!(m.contains("Line 2, column"), "{m}");
-        assert!(m.contains("the keyword BY"), "{m}");
-        assert!(m.contains("キーワード BY"), "{m}");
+        assert!(m.starts_with("Line 2, column 30: expected the end of the statement, found `GROUP`"), "{m}");
+        assert!(m.contains("2 行 30 列目: 文の終わりが必要な位置に `GROUP` があります"), "{m}");
+        let m = refused("SELECT CAST(sex VARCHAR) AS s FROM patient").await;
+        no_engine_text(&m);
+        assert!(m.contains("expected the keyword AS, found `VARCHAR`"), "{m}");
+        assert!(m.contains("キーワード AS"), "{m}");
+        let m = refused("SELECT sex\n  FROM patient WHERE = 1").await;
+        no_engine_text(&m);
+        assert!(m.contains("Line 2, column 22: expected an expression"), "{m}");
     }
 
     #[tokio::test]

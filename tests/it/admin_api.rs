@@ -189,15 +189,19 @@ async fn roles_change_with_the_sessions_and_the_last_operator_is_kept() {
     h.post("/api/v1/admin/users", &admin, json!({"username": "admin2", "roles": ["admin"]}))
         .await
         .expect_status(StatusCode::CREATED);
-    h.post_empty("/api/v1/admin/users/admin1/disable", &admin)
-        .await
-        .expect_status(StatusCode::OK);
     // A PMS team keeps its manufacturer when its roles change.
     let v = h
         .put("/api/v1/admin/users/pms1/roles", &admin, json!({"roles": ["pms"]}))
         .await
         .expect_status(StatusCode::OK);
     assert_eq!(v["manufacturer"], "M01");
+    h.post_empty("/api/v1/admin/users/admin1/disable", &admin)
+        .await
+        .expect_status(StatusCode::OK);
+    // admin1's own session ended with it.
+    h.get("/api/v1/admin/users", &admin)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 /// Attack: rebuilding the extract of an ended approval re-creates derived records the rules

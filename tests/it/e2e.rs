@@ -73,8 +73,8 @@ async fn demo_binary_serves_the_contract() {
     let refused: Value = r.json().await.unwrap();
     let msg = refused["error"]["message"].as_str().unwrap();
     assert_eq!(refused["error"]["code"], "invalid_sql");
-    assert!(msg.contains("Line 2, column") && msg.contains("2 行"), "{msg}");
-    assert!(msg.contains("keyword BY") && msg.contains("キーワード BY"), "{msg}");
+    assert!(msg.contains("Line 2, column 30") && msg.contains("2 行 30 列目"), "{msg}");
+    assert!(msg.contains("the end of the statement") && msg.contains("文の終わり"), "{msg}");
     assert!(!msg.contains("ParserError") && !msg.contains("Expected:"), "{msg}");
     let labels: Value = call(&http, format!("{base}/api/v1/reference/labels"), &r1, None)
         .await
