@@ -18,9 +18,9 @@ async function freshNotebook(page, app) {
   await page.goto(`${base()}/#/apps`);
   await page.click(`tr[data-app="${app}"] a[data-open]`);
   await page.waitForSelector('.nb-layout');
-  const before = await page.locator('.nb-list li').count();
+  const before = await page.locator('#nb-notebooks li').count();
   await page.click('#new-notebook');
-  await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);
+  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
   await page.waitForSelector('.cell-sql .cm-content');
 }
 
@@ -407,12 +407,14 @@ test('admin1 (ja, en): users (add, disable, reset, roles), extracts (status, reb
     await page.locator('#admin-extracts tr[data-extract="A-DEMO-0001"] .rebuild-extract').click();
     await page.waitForSelector('#admin-msg .flash');
     if (lang === 'ja') {
-      const old = page.locator('#admin-extracts tr[data-extract="A-DEMO-0003"]');
-      await old.locator('.destroy-reason').fill('使用期間終了のため');
-      await old.locator('.destroy-extract').click();
-      await page.waitForSelector('#admin-extracts tr[data-extract="A-DEMO-0003"][data-destroyed="true"]');
-      await page.locator('#admin-extracts tr[data-extract="A-DEMO-0003"] .rebuild-extract').click();
-      await page.waitForSelector('#admin-msg .error-box[data-code="invalid_transition"]');
+      // Destroy the DP application's extract (a reason is required), then rebuild it.
+      const dp = () => page.locator('#admin-extracts tr[data-extract="A-DEMO-0002"]');
+      await dp().locator('.destroy-reason').fill('鍵の更新のため');
+      await dp().locator('.destroy-extract').click();
+      await page.waitForSelector('#admin-extracts tr[data-extract="A-DEMO-0002"][data-destroyed="true"]');
+      assert.equal((await dp().locator('td').nth(3).textContent()).trim(), 'いいえ');
+      await dp().locator('.rebuild-extract').click();
+      await page.waitForSelector('#admin-extracts tr[data-extract="A-DEMO-0002"][data-destroyed="false"]');
       await shot(page, 'c-admin-data', 'admin-data');
     }
     await checkScreen(page, lang, 'data and keys');
@@ -432,9 +434,9 @@ test('keyboard only: researcher runs a query and opens the shortcut sheet', asyn
   // Esc leaves the editor (Tab there indents); then back to the sidebar.
   await page.keyboard.press('Escape');
   await tabTo(page, '#new-notebook', { back: true });
-  const before = await page.locator('.nb-list li').count();
+  const before = await page.locator('#nb-notebooks li').count();
   await page.keyboard.press('Enter');
-  await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);
+  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
   await page.waitForSelector('.cell-sql .cm-focused');
   await page.keyboard.type('SELECT sex, COUNT(DISTINCT pid) AS n FROM patient GROUP BY sex');
   await page.keyboard.press('Shift+Enter');

@@ -312,7 +312,10 @@ async function focused(page) {
     const st = getComputedStyle(el);
     const hostSt = getComputedStyle(host);
     const ring = (s) => (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) || (s.boxShadow && s.boxShadow !== 'none');
-    const shown = ring(st) || ring(hostSt) || !!host.closest('.cm-focused') || !!el.closest('.cm-focused');
+    // A date input's calendar button is a focus stop inside the browser's own (closed) shadow
+    // tree: the page's :focus no longer matches, and Chromium draws that button's ring itself.
+    const datePicker = el.tagName === 'INPUT' && /^(date|datetime-local|month|week|time)$/.test(el.type);
+    const shown = ring(st) || ring(hostSt) || !!host.closest('.cm-focused') || !!el.closest('.cm-focused') || datePicker;
     return { tag: el.tagName.toLowerCase(), id: el.id, cls: String(el.className), text: (el.textContent ?? '').trim().slice(0, 60), shown, key: host.dataset?.e2eKey ?? '' };
   });
 }

@@ -21,9 +21,9 @@ async function openNotebook(page, app, fresh = false) {
   await page.click(`tr[data-app="${app}"] a[data-open]`);
   await page.waitForSelector('.nb-layout');
   if (fresh || (await page.locator('.cell').count()) === 0) {
-    const before = await page.locator('.nb-list li').count();
+    const before = await page.locator('#nb-notebooks li').count();
     await page.click('#new-notebook');
-    await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);
+    await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
   }
   await page.waitForSelector('.cell-sql .cm-content');
 }

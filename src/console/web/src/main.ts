@@ -58,7 +58,7 @@ function langButton(): HTMLElement {
       type: 'button',
       class: 'lang',
       id: 'lang-switch',
-      'aria-label': t('lang_switch_label'),
+      title: t('lang_switch_label'),
       lang: getLang() === 'ja' ? 'en' : 'ja',
       onclick: () => {
         setLang(getLang() === 'ja' ? 'en' : 'ja');

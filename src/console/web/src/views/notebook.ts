@@ -97,7 +97,7 @@ export async function renderNotebook(ctx: Ctx, app: string, nbId?: string) {
     h('h2', {}, t('notebooks_of')),
     h(
       'ul',
-      {},
+      { id: 'nb-notebooks' },
       list.map((n) =>
         h(
           'li',
