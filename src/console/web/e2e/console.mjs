@@ -11,7 +11,7 @@ import { apiCall, apiLogin, base, checkScreen, clean, keyboardLogin, login, open
 useDemo();
 
 const AGE = ['0-4', '5-9', '10-14', '15-19', '20-24', '25-29', '30-34', '35-39', '40-44', '45-49', '50-54', '55-59', '60-64', '65-69', '70-74', '75-79', '80-84', '85-89', '90+'];
-const BY_AGE = 'SELECT age_band, sex, COUNT(DISTINCT pid) AS patients FROM nanbyo_survey WHERE disease_no = 2 GROUP BY age_band, sex';
+const BY_AGE = 'SELECT s.age_band, p.sex, COUNT(DISTINCT s.pid) AS patients FROM nanbyo_survey s JOIN patient p ON p.pid = s.pid WHERE s.disease_no = 2 GROUP BY s.age_band, p.sex';
 const BY_PREF = 'SELECT prefecture_code, COUNT(DISTINCT pid) AS patients FROM patient GROUP BY prefecture_code';
 
 async function freshNotebook(page, app) {
@@ -406,6 +406,7 @@ test('admin1 (ja, en): users (add, disable, reset, roles), extracts (status, reb
     assert.equal((await current.textContent()).trim(), lang === 'ja' ? 'はい' : 'Yes');
     await page.locator('#admin-extracts tr[data-extract="A-DEMO-0001"] .rebuild-extract').click();
     await page.waitForSelector('#admin-msg .flash');
+    await page.waitForSelector('#admin-extracts tr[data-extract="A-DEMO-0002"] .destroy-reason');
     if (lang === 'ja') {
       // Destroy the DP application's extract (a reason is required), then rebuild it.
       const dp = () => page.locator('#admin-extracts tr[data-extract="A-DEMO-0002"]');

@@ -64,9 +64,9 @@ async function renderUsers(ctx: Ctx) {
   const act = async (fn: () => Promise<unknown>, done: string | ((r: unknown) => HTMLElement | string)) => {
     try {
       const r = await fn();
+      await load();
       const shown = typeof done === 'string' ? done : done(r);
       clear(msg, typeof shown === 'string' ? note(shown) : shown);
-      await load();
     } catch (x) {
       clear(msg, errorBox(x));
     }
@@ -212,8 +212,8 @@ async function renderData(ctx: Ctx) {
                     onclick: async () => {
                       try {
                         await api('POST', `/admin/extracts/${enc}/rebuild`);
-                        clear(msg, note(t('admin_done')));
                         await loadExtracts();
+                        clear(msg, note(t('admin_done')));
                       } catch (e) {
                         clear(msg, errorBox(e));
                       }
@@ -241,8 +241,8 @@ async function renderData(ctx: Ctx) {
                             if (!window.confirm(t('admin_confirm_destroy'))) return;
                             try {
                               await api('POST', `/admin/extracts/${enc}/destroy`, { reason: reason.value.trim() });
-                              clear(msg, note(t('admin_done')));
                               await loadExtracts();
+                              clear(msg, note(t('admin_done')));
                             } catch (e) {
                               clear(msg, errorBox(e));
                             }

@@ -23,6 +23,19 @@ import { renderResult } from './result';
 
 // html:false escapes any raw HTML in notes, so a Markdown cell cannot inject markup or script.
 const md = new MarkdownIt({ html: false, linkify: false, typographer: false });
+// Column alignment becomes a class: markdown-it writes style="text-align:…", which the CSP refuses.
+for (const rule of ['th_open', 'td_open'] as const) {
+  md.renderer.rules[rule] = (tokens, idx, options, _env, self) => {
+    const tok = tokens[idx];
+    const style = tok.attrGet('style');
+    if (style) {
+      const m = /text-align:\s*(left|right|center)/.exec(style);
+      tok.attrs = (tok.attrs ?? []).filter(([k]) => k !== 'style');
+      if (m) tok.attrJoin('class', `align-${m[1]}`);
+    }
+    return self.renderToken(tokens, idx, options);
+  };
+}
 
 /** A saved output: a released result, or the refusal the cell got. */
 export type CellOutput =
