@@ -20,7 +20,10 @@ use crate::query::plane::RefLabel;
 
 /// Labels per code column: for every reference table with `name_ja` / `name_en`, its
 /// public-domain code column (the one with a scope dimension, e.g. `disease_no`).
-pub async fn read_reference_labels(registry: &Path, catalog: &Catalog) -> BTreeMap<String, Vec<RefLabel>> {
+pub async fn read_reference_labels(
+    registry: &Path,
+    catalog: &Catalog,
+) -> BTreeMap<String, Vec<RefLabel>> {
     let mut out = BTreeMap::new();
     for table in catalog.reference_tables() {
         if table.kind != TableKind::Reference {
@@ -47,7 +50,10 @@ pub async fn read_reference_labels(registry: &Path, catalog: &Catalog) -> BTreeM
 async fn read_one(file: &Path, code: &str) -> datafusion::error::Result<Vec<RefLabel>> {
     let ctx = SessionContext::new();
     let df = ctx
-        .read_parquet(file.to_string_lossy().as_ref(), ParquetReadOptions::default())
+        .read_parquet(
+            file.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
         .await?
         .select_columns(&[code, "name_ja", "name_en"])?;
     let mut labels = Vec::new();
@@ -63,7 +69,13 @@ async fn read_one(file: &Path, code: &str) -> datafusion::error::Result<Vec<RefL
             if c.is_null(r) {
                 continue;
             }
-            let text = |a: &StringArray| if a.is_null(r) { String::new() } else { a.value(r).to_string() };
+            let text = |a: &StringArray| {
+                if a.is_null(r) {
+                    String::new()
+                } else {
+                    a.value(r).to_string()
+                }
+            };
             labels.push(RefLabel {
                 code: c.value(r).to_string(),
                 ja: text(&ja),

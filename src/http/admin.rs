@@ -38,8 +38,17 @@ pub const MAX_TEXT: usize = 200;
 pub const MAX_REASON: usize = 500;
 pub const MAX_MANUFACTURER: usize = 16;
 
-async fn authorize(st: &AppState, who: &AuthUser, action: Action, name: &str) -> Result<(), ApiError> {
-    match st.policy.authorize(&who.user, action, &Target::None, st.today()).await {
+async fn authorize(
+    st: &AppState,
+    who: &AuthUser,
+    action: Action,
+    name: &str,
+) -> Result<(), ApiError> {
+    match st
+        .policy
+        .authorize(&who.user, action, &Target::None, st.today())
+        .await
+    {
         Ok(()) => Ok(()),
         Err(d) => {
             let e = super::denied::denied(st, &who.user, name, None, &d, json!({}));
@@ -49,7 +58,12 @@ async fn authorize(st: &AppState, who: &AuthUser, action: Action, name: &str) ->
 }
 
 async fn read_event(st: &AppState, who: &AuthUser, view: &str) -> Result<(), ApiError> {
-    let ev = AuditEvent::ok(&who.user.username, "admin.read", None, json!({"view": view}));
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        "admin.read",
+        None,
+        json!({"view": view}),
+    );
     st.store.record(&ev).await?;
     Ok(())
 }
@@ -72,10 +86,17 @@ fn fe(field: &str, en: &str, ja: &str) -> FieldError {
 
 /// The roles this build knows, by their API names (new roles appear without a change here).
 fn known_roles() -> Vec<&'static str> {
-    ["researcher", "reviewer", "auditor", "pms", "admin", "facility"]
-        .into_iter()
-        .filter(|r| Role::parse(r).is_some())
-        .collect()
+    [
+        "researcher",
+        "reviewer",
+        "auditor",
+        "pms",
+        "admin",
+        "facility",
+    ]
+    .into_iter()
+    .filter(|r| Role::parse(r).is_some())
+    .collect()
 }
 
 /// An account as the operator sees it.
@@ -116,7 +137,13 @@ pub struct UserList {
     responses((status = 200, body = UserList), (status = 403, body = ErrorBody)))]
 pub async fn users(State(st): State<AppState>, who: AuthUser) -> Result<Json<UserList>, ApiError> {
     authorize(&st, &who, Action::ManageUsers, "admin.users").await?;
-    let users = st.store.users().await?.into_iter().map(UserView::from).collect();
+    let users = st
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .map(UserView::from)
+        .collect();
     read_event(&st, &who, "users").await?;
     Ok(Json(UserList {
         users,
@@ -147,8 +174,11 @@ pub struct NewUserResponse {
 
 fn check_username(u: &str, out: &mut Vec<FieldError>) {
     let ok = (2..=MAX_USERNAME).contains(&u.len())
-        && u.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && u.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if !ok {
         out.push(fe(
             "username",
@@ -188,7 +218,11 @@ fn check_roles(
         }
     }
     if parsed.is_empty() {
-        out.push(fe("roles", "give at least one role", "役割を 1 つ以上選んでください"));
+        out.push(fe(
+            "roles",
+            "give at least one role",
+            "役割を 1 つ以上選んでください",
+        ));
     }
     let m = manufacturer.map(str::trim).filter(|m| !m.is_empty());
     let pms = parsed.contains(&Role::Pms);
@@ -305,13 +339,19 @@ async fn set_disabled(
     username: &str,
     disabled: bool,
 ) -> Result<Json<UserView>, ApiError> {
-    let name = if disabled { "admin.user_disable" } else { "admin.user_enable" };
+    let name = if disabled {
+        "admin.user_disable"
+    } else {
+        "admin.user_enable"
+    };
     authorize(st, who, Action::ManageUsers, name).await?;
     let target = existing(st, username).await?;
     if disabled {
         keep_an_admin(st, &target, false).await?;
     }
-    st.store.set_disabled(username, disabled, &who.user.username).await?;
+    st.store
+        .set_disabled(username, disabled, &who.user.username)
+        .await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(existing(st, username).await?.into()))
 }
@@ -357,7 +397,9 @@ pub async fn reset_password(
     existing(&st, &username).await?;
     let password = temporary_password()?;
     let hash = crate::auth::hash_password(&password)?;
-    st.store.set_password(&username, &hash, &who.user.username).await?;
+    st.store
+        .set_password(&username, &hash, &who.user.username)
+        .await?;
     Ok(Json(PasswordReset {
         username,
         temporary_password: password,
@@ -398,7 +440,12 @@ pub async fn set_roles(
     keep_an_admin(&st, &target, roles.contains(&Role::Admin)).await?;
     let user = st
         .store
-        .set_roles(&username, &roles, manufacturer.as_deref(), &who.user.username)
+        .set_roles(
+            &username,
+            &roles,
+            manufacturer.as_deref(),
+            &who.user.username,
+        )
         .await?;
     st.policy.reload(&st.store).await?;
     Ok(Json(user.into()))
@@ -409,7 +456,10 @@ pub async fn set_roles(
 /// The ingested registry: tables and row counts, manifest hash, pseudonymisation key fingerprint.
 #[utoipa::path(get, path = "/api/v1/admin/datasets", tag = "admin",
     responses((status = 200, body = RegistryStatus), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn datasets(State(st): State<AppState>, who: AuthUser) -> Result<Json<RegistryStatus>, ApiError> {
+pub async fn datasets(
+    State(st): State<AppState>,
+    who: AuthUser,
+) -> Result<Json<RegistryStatus>, ApiError> {
     authorize(&st, &who, Action::Operate, "admin.datasets").await?;
     let status = st.data.registry_status().ok_or_else(|| {
         ApiError::new(
@@ -438,9 +488,10 @@ async fn view_of(st: &AppState, x: ExtractInfo) -> ExtractView {
         Some(false)
     } else {
         match scope_of(st, &x.application_id).await {
-            Ok(scope) => st
-                .data
-                .extract_is_current(&x.application_id, std::path::Path::new(&x.path), &scope),
+            Ok(scope) => {
+                st.data
+                    .extract_is_current(&x.application_id, std::path::Path::new(&x.path), &scope)
+            }
             Err(_) => None,
         }
     };
@@ -456,7 +507,10 @@ async fn view_of(st: &AppState, x: ExtractInfo) -> ExtractView {
 /// Every application's extract with its status.
 #[utoipa::path(get, path = "/api/v1/admin/extracts", tag = "admin",
     responses((status = 200, body = Vec<ExtractView>), (status = 403, body = ErrorBody)))]
-pub async fn extracts(State(st): State<AppState>, who: AuthUser) -> Result<Json<Vec<ExtractView>>, ApiError> {
+pub async fn extracts(
+    State(st): State<AppState>,
+    who: AuthUser,
+) -> Result<Json<Vec<ExtractView>>, ApiError> {
     authorize(&st, &who, Action::Operate, "admin.extracts").await?;
     let mut out = Vec::new();
     for x in st.store.extracts().await? {
@@ -470,13 +524,22 @@ pub async fn extracts(State(st): State<AppState>, who: AuthUser) -> Result<Json<
 /// Anything else (ended, revoked, unknown) is refused: its derived records are to be destroyed.
 async fn scope_of(st: &AppState, id: &str) -> Result<Scope, ApiError> {
     if let Some(m) = id.strip_prefix(PMS_PREFIX) {
-        let known = st.store.users().await?.iter().any(|u| u.manufacturer.as_deref() == Some(m));
+        let known = st
+            .store
+            .users()
+            .await?
+            .iter()
+            .any(|u| u.manufacturer.as_deref() == Some(m));
         if known {
             return Ok(pms_scope(m));
         }
         return Err(ApiError::not_found("extract"));
     }
-    let app = st.store.application(id).await?.ok_or_else(|| ApiError::not_found("extract"))?;
+    let app = st
+        .store
+        .application(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("extract"))?;
     match (&app.approval, app.effective_status(st.today())) {
         (Some(a), Status::Approved) => Ok(a.scope.clone()),
         _ => Err(ApiError::conflict(
@@ -487,7 +550,11 @@ async fn scope_of(st: &AppState, id: &str) -> Result<Scope, ApiError> {
 }
 
 fn extract_id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Rebuild an extract from the current registry (for an approval in force or a PMS scope).
@@ -504,7 +571,11 @@ pub async fn rebuild_extract(
     }
     let scope = scope_of(&st, &id).await?;
     super::applications::build_extract(&st, &id, &scope, &who.user.username).await?;
-    let x = st.store.extract(&id).await?.ok_or_else(|| ApiError::not_found("extract"))?;
+    let x = st
+        .store
+        .extract(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("extract"))?;
     Ok(Json(view_of(&st, x).await))
 }
 
@@ -528,7 +599,11 @@ pub async fn destroy_extract(
     let reason = req.reason.trim();
     let mut problems = Vec::new();
     if reason.is_empty() {
-        problems.push(fe("reason", "say why the extract is destroyed", "消去の理由を記入してください"));
+        problems.push(fe(
+            "reason",
+            "say why the extract is destroyed",
+            "消去の理由を記入してください",
+        ));
     }
     check_text("reason", reason, MAX_REASON, &mut problems);
     if !problems.is_empty() {
@@ -537,17 +612,31 @@ pub async fn destroy_extract(
     if !extract_id_ok(&id) {
         return Err(ApiError::not_found("extract"));
     }
-    let x = st.store.extract(&id).await?.ok_or_else(|| ApiError::not_found("extract"))?;
+    let x = st
+        .store
+        .extract(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("extract"))?;
     if x.destroyed_at.is_none() {
         // Files first, then the record: the log never claims a destruction that did not happen.
         match std::fs::remove_dir_all(&x.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ApiError::internal(&format!("removing the extract failed: {e}"))),
+            Err(e) => {
+                return Err(ApiError::internal(&format!(
+                    "removing the extract failed: {e}"
+                )));
+            }
         }
-        st.store.extract_destroyed(&id, &who.user.username, reason).await?;
+        st.store
+            .extract_destroyed(&id, &who.user.username, reason)
+            .await?;
     }
-    let x = st.store.extract(&id).await?.ok_or_else(|| ApiError::not_found("extract"))?;
+    let x = st
+        .store
+        .extract(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("extract"))?;
     Ok(Json(view_of(&st, x).await))
 }
 
@@ -562,7 +651,10 @@ pub struct KeyFingerprint {
 /// Fingerprints of the pseudonymisation, extract and audit keys.
 #[utoipa::path(get, path = "/api/v1/admin/keys", tag = "admin",
     responses((status = 200, body = Vec<KeyFingerprint>), (status = 403, body = ErrorBody)))]
-pub async fn keys(State(st): State<AppState>, who: AuthUser) -> Result<Json<Vec<KeyFingerprint>>, ApiError> {
+pub async fn keys(
+    State(st): State<AppState>,
+    who: AuthUser,
+) -> Result<Json<Vec<KeyFingerprint>>, ApiError> {
     authorize(&st, &who, Action::Operate, "admin.keys").await?;
     let out = vec![
         KeyFingerprint {

@@ -53,14 +53,22 @@ const MAX_FILTER: usize = 200;
 
 impl EventParams {
     fn filter(self, page: u32, page_size: u32) -> Result<AuditFilter, ApiError> {
-        for v in [&self.user, &self.application, &self.action, &self.reference, &self.outcome]
-            .into_iter()
-            .flatten()
+        for v in [
+            &self.user,
+            &self.application,
+            &self.action,
+            &self.reference,
+            &self.outcome,
+        ]
+        .into_iter()
+        .flatten()
         {
             if v.chars().count() > MAX_FILTER {
                 return Err(ApiError::bad_request(
                     "invalid_request",
-                    format!("A filter is longer than {MAX_FILTER} characters; shorten it. / 絞り込み条件は {MAX_FILTER} 文字以内にしてください。"),
+                    format!(
+                        "A filter is longer than {MAX_FILTER} characters; shorten it. / 絞り込み条件は {MAX_FILTER} 文字以内にしてください。"
+                    ),
                 ));
             }
         }
@@ -160,7 +168,9 @@ pub async fn export_csv(
             return Err(ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "resource_limit",
-                format!("More than {MAX_EXPORT_ROWS} events match; narrow the time window (from, to) and export in parts. / 該当する記録が多すぎます。期間を絞って分けて出力してください。"),
+                format!(
+                    "More than {MAX_EXPORT_ROWS} events match; narrow the time window (from, to) and export in parts. / 該当する記録が多すぎます。期間を絞って分けて出力してください。"
+                ),
             ));
         }
         match last {
@@ -183,7 +193,10 @@ pub async fn export_csv(
         .await?;
     let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     h.insert(
         axum::http::header::CONTENT_DISPOSITION,
         axum::http::HeaderValue::from_static("attachment; filename=\"kura-audit-log.csv\""),
@@ -194,7 +207,18 @@ pub async fn export_csv(
 fn audit_csv(rows: &[AuditRecord]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
-        "seq", "at", "actor", "action", "application", "outcome", "code", "reference", "sql", "detail", "prev", "mac",
+        "seq",
+        "at",
+        "actor",
+        "action",
+        "application",
+        "outcome",
+        "code",
+        "reference",
+        "sql",
+        "detail",
+        "prev",
+        "mac",
     ])?;
     for r in rows {
         let e = &r.event;
@@ -210,7 +234,11 @@ fn audit_csv(rows: &[AuditRecord]) -> Result<String, csv::Error> {
             s("code"),
             s("reference"),
             detail["sql"].as_str().unwrap_or("").to_string(),
-            if detail.is_null() { String::new() } else { crate::audit::canonical_json(detail) },
+            if detail.is_null() {
+                String::new()
+            } else {
+                crate::audit::canonical_json(detail)
+            },
             r.prev.clone(),
             r.mac.clone(),
         ];

@@ -210,8 +210,14 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/users", get(admin::users).post(admin::add_user))
         .route("/admin/users/{username}/disable", post(admin::disable_user))
         .route("/admin/users/{username}/enable", post(admin::enable_user))
-        .route("/admin/users/{username}/password", post(admin::reset_password))
-        .route("/admin/users/{username}/roles", axum::routing::put(admin::set_roles))
+        .route(
+            "/admin/users/{username}/password",
+            post(admin::reset_password),
+        )
+        .route(
+            "/admin/users/{username}/roles",
+            axum::routing::put(admin::set_roles),
+        )
         .route("/admin/datasets", get(admin::datasets))
         .route("/admin/extracts", get(admin::extracts))
         .route("/admin/extracts/{id}/rebuild", post(admin::rebuild_extract))

@@ -57,7 +57,9 @@ fn check_cells(cells: &serde_json::Value) -> Result<(), ApiError> {
     };
     for (i, c) in list.iter().enumerate() {
         let Some(cell) = c.as_object() else {
-            return bad(format!("cell {i} must be an object / セル {i} はオブジェクトにしてください"));
+            return bad(format!(
+                "cell {i} must be an object / セル {i} はオブジェクトにしてください"
+            ));
         };
         match cell.get("source") {
             None | Some(serde_json::Value::Null) => {}
@@ -83,7 +85,9 @@ fn check_title(title: &str) -> Result<(), ApiError> {
     if title.chars().count() > MAX_TITLE || title.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_request",
-            format!("`title` must be at most {MAX_TITLE} characters without control characters / タイトルは {MAX_TITLE} 文字以内にしてください"),
+            format!(
+                "`title` must be at most {MAX_TITLE} characters without control characters / タイトルは {MAX_TITLE} 文字以内にしてください"
+            ),
         ));
     }
     Ok(())

@@ -97,7 +97,9 @@ impl EnginePlane {
         let rules = DisclosureRules::embedded().map_err(|e| PlaneError::Rules(Box::new(e)))?;
         let labels = crate::engine::reference::read_reference_labels(&registry, &catalog).await;
         let extract_key = hmac::Key::new(hmac::HMAC_SHA256, extract_key);
-        let extract_key_fp = hex::encode(&hmac::sign(&extract_key, b"kura extract key fingerprint v1").as_ref()[..8]);
+        let extract_key_fp = hex::encode(
+            &hmac::sign(&extract_key, b"kura extract key fingerprint v1").as_ref()[..8],
+        );
         Ok(Self {
             registry,
             extracts,
@@ -201,7 +203,10 @@ impl DataPlane for EnginePlane {
             .map(|(name, t)| RegistryTable {
                 name: name.clone(),
                 rows: t.rows,
-                dataset: self.catalog.table(name).and_then(|c| c.datasets.first().cloned()),
+                dataset: self
+                    .catalog
+                    .table(name)
+                    .and_then(|c| c.datasets.first().cloned()),
             })
             .collect();
         Some(RegistryStatus {

@@ -118,7 +118,9 @@ fn layers(e: &DataFusionError) -> Vec<&DataFusionError> {
     while let Some(x) = cur {
         out.push(x);
         cur = match x {
-            DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => Some(inner.as_ref()),
+            DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => {
+                Some(inner.as_ref())
+            }
             DataFusionError::Shared(inner) => Some(inner.as_ref()),
             DataFusionError::Collection(all) => all.first(),
             _ => None,
@@ -149,8 +151,7 @@ fn parser_problem(pe: &ParserError) -> SqlProblem {
     let (body, at) = split_location(text);
     let problem = if tokenizer {
         let lower = body.to_ascii_lowercase();
-        if lower.contains("unterminated string") || lower.contains("unterminated encoded string")
-        {
+        if lower.contains("unterminated string") || lower.contains("unterminated encoded string") {
             Problem::UnterminatedString
         } else if lower.contains("quoted identifier") || lower.contains("delimited") {
             Problem::UnterminatedIdentifier
@@ -173,9 +174,12 @@ fn split_location(text: &str) -> (&str, Option<Position>) {
     let rest = &text[i + " at Line: ".len()..];
     let mut parts = rest.split(", Column: ");
     let line = parts.next().and_then(|l| l.trim().parse().ok());
-    let column = parts
-        .next()
-        .and_then(|c| c.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse().ok());
+    let column = parts.next().and_then(|c| {
+        c.trim()
+            .trim_end_matches(|ch: char| !ch.is_ascii_digit())
+            .parse()
+            .ok()
+    });
     match (line, column) {
         (Some(line), Some(column)) => (&text[..i], Some(Position { line, column })),
         _ => (text, None),
@@ -220,7 +224,9 @@ fn expected_kind(want: &str) -> Expected {
         Expected::Symbol(want.to_string())
     } else if !want.is_empty()
         && want.len() <= 20
-        && want.bytes().all(|b| b.is_ascii_uppercase() || b == b' ' || b == b'_')
+        && want
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b' ' || b == b'_')
     {
         Expected::Keyword(want.to_string())
     } else {
@@ -471,23 +477,41 @@ mod tests {
     async fn a_misspelt_keyword_names_line_column_and_a_statement() {
         let m = refused("SELEC sex FROM patient").await;
         no_engine_text(&m);
-        assert!(m.starts_with("Line 1, column 1: expected a statement such as SELECT, found `SELEC`"), "{m}");
-        assert!(m.contains("1 行 1 列目: SELECT などの SQL 文が必要な位置に `SELEC` があります"), "{m}");
+        assert!(
+            m.starts_with("Line 1, column 1: expected a statement such as SELECT, found `SELEC`"),
+            "{m}"
+        );
+        assert!(
+            m.contains("1 行 1 列目: SELECT などの SQL 文が必要な位置に `SELEC` があります"),
+            "{m}"
+        );
     }
 
     #[tokio::test]
     async fn a_second_line_error_has_its_own_position() {
         let m = refused("SELECT sex,\n  count(*) AS n FROM patient GROUP sex").await;
         no_engine_text(&m);
-        assert!(m.starts_with("Line 2, column 30: expected the end of the statement, found `GROUP`"), "{m}");
-        assert!(m.contains("2 行 30 列目: 文の終わりが必要な位置に `GROUP` があります"), "{m}");
+        assert!(
+            m.starts_with("Line 2, column 30: expected the end of the statement, found `GROUP`"),
+            "{m}"
+        );
+        assert!(
+            m.contains("2 行 30 列目: 文の終わりが必要な位置に `GROUP` があります"),
+            "{m}"
+        );
         let m = refused("SELECT CAST(sex VARCHAR) AS s FROM patient").await;
         no_engine_text(&m);
-        assert!(m.contains("expected the keyword AS, found `VARCHAR`"), "{m}");
+        assert!(
+            m.contains("expected the keyword AS, found `VARCHAR`"),
+            "{m}"
+        );
         assert!(m.contains("キーワード AS"), "{m}");
         let m = refused("SELECT sex\n  FROM patient WHERE = 1").await;
         no_engine_text(&m);
-        assert!(m.contains("Line 2, column 22: expected an expression"), "{m}");
+        assert!(
+            m.contains("Line 2, column 22: expected an expression"),
+            "{m}"
+        );
     }
 
     #[tokio::test]
@@ -517,7 +541,10 @@ mod tests {
         no_engine_text(&m);
         assert!(m.contains("no column `sexx`"), "{m}");
         assert!(m.contains("列 `sexx`"), "{m}");
-        assert!(!m.contains("birth_year"), "other columns are not listed: {m}");
+        assert!(
+            !m.contains("birth_year"),
+            "other columns are not listed: {m}"
+        );
         let m = refused("SELECT count(*) FROM patients").await;
         no_engine_text(&m);
         assert!(m.contains("no table `patients`"), "{m}");
@@ -540,7 +567,13 @@ mod tests {
     fn location_suffix_is_read() {
         let (body, at) = split_location("Expected: ), found: FROM at Line: 3, Column: 14");
         assert_eq!(body, "Expected: ), found: FROM");
-        assert_eq!(at, Some(Position { line: 3, column: 14 }));
+        assert_eq!(
+            at,
+            Some(Position {
+                line: 3,
+                column: 14
+            })
+        );
         assert_eq!(split_location("no location").1, None);
     }
 }

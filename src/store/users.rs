@@ -157,10 +157,11 @@ impl Store {
             json!({"username": username, "roles": names, "manufacturer": manufacturer}),
         );
         self.audited(&event, async |tx| {
-            let set = sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
-                .bind(serde_json::to_string(&names)?)
-                .bind(manufacturer)
-                .bind(username);
+            let set =
+                sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
+                    .bind(serde_json::to_string(&names)?)
+                    .bind(manufacturer)
+                    .bind(username);
             if exec(tx, set).await? == 0 {
                 return Err(StoreError::NotFound(format!("user `{username}`")));
             }
