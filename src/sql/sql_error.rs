@@ -56,6 +56,8 @@ pub enum Problem {
     UnknownTable(String),
     UnknownFunction(String),
     AmbiguousColumn(String),
+    /// Two output columns with one name (e.g. two unnamed aggregates).
+    DuplicateNames,
     /// Recognised as a parse or plan error, but of no kind above.
     Other,
 }
@@ -243,6 +245,9 @@ fn schema_problem(se: &SchemaError) -> Problem {
 }
 
 fn plan_problem(msg: &str) -> Problem {
+    if msg.contains("require unique expression names") {
+        return Problem::DuplicateNames;
+    }
     if let Some(name) = quoted_after(msg, "Invalid function '") {
         return Problem::UnknownFunction(echo(name));
     }
@@ -350,6 +355,10 @@ fn what(p: &Problem) -> (String, String) {
             format!(
                 "列 `{c}` は複数の表にあります。表名を付けてください（表名.{c}）。"
             ),
+        ),
+        Problem::DuplicateNames => (
+            "two output columns have the same name; give each computed column its own name with AS (count(*) AS n).".into(),
+            "同じ名前の出力列が 2 つあります。計算した列には AS で別々の名前を付けてください（count(*) AS n など）。".into(),
         ),
         Problem::Other => (
             "the statement could not be read or planned; check it against the examples in the user guide.".into(),
@@ -551,6 +560,9 @@ mod tests {
         let m = refused("SELECT cnt(sex) FROM patient").await;
         no_engine_text(&m);
         assert!(m.contains("no function `cnt`"), "{m}");
+        let m = refused("SELECT sex, count(*), (SELECT count(*) FROM patient) FROM patient GROUP BY sex").await;
+        no_engine_text(&m);
+        assert!(m.contains("the same name") && m.contains("同じ名前"), "{m}");
     }
 
     #[test]
