@@ -560,7 +560,10 @@ mod tests {
         let m = refused("SELECT cnt(sex) FROM patient").await;
         no_engine_text(&m);
         assert!(m.contains("no function `cnt`"), "{m}");
-        let m = refused("SELECT sex, count(*), (SELECT count(*) FROM patient) FROM patient GROUP BY sex").await;
+        let m = refused(
+            "SELECT sex, count(*), (SELECT count(*) FROM patient) FROM patient GROUP BY sex",
+        )
+        .await;
         no_engine_text(&m);
         assert!(m.contains("the same name") && m.contains("同じ名前"), "{m}");
     }
