@@ -73,6 +73,12 @@ impl AuditKey {
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
     }
 
+    /// A non-reversible identifier of the key for the operator's screen: the first 8 bytes
+    /// of an HMAC of a fixed label, in hex. Says which key signs the chain, never the key.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&hmac::sign(&self.0, b"kura audit key fingerprint v1").as_ref()[..8])
+    }
+
     /// Parse a hex string (whitespace trimmed), as stored in a key file or env variable.
     pub fn from_hex(text: &str) -> Result<Self, AuditError> {
         let bytes = hex::decode(text.trim()).map_err(|e| AuditError::KeyInvalid(e.to_string()))?;

@@ -135,7 +135,7 @@ async fn annual(args: AnnualArgs) -> Result<ExitCode, String> {
     let cfg = args.config.load()?;
     crate::report::pdf::ReportFont::find(cfg.report_font.as_deref()).map_err(|e| e.to_string())?;
     let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
-    let store = crate::cli::admin::open_store(&cfg, key).await?;
+    let store = crate::cli::admin::open_store(&cfg, key, crate::store::Opening::Tool).await?;
     let extract_key = cfg
         .secret("extract_key", &process_env)
         .map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod memory;
 pub mod patient_index;
 pub mod patient_no;
+pub mod reference;
 pub mod runtime;
 pub mod session;
 mod set_groups;

@@ -8,6 +8,8 @@
 //! audit event committed. Limits on body size, time and concurrency, request ids,
 //! tracing and security headers (strict CSP) wrap the whole router.
 
+// console (issue 17 §4): operator endpoints
+pub mod admin;
 // oversight (issue 13 §2 §4)
 pub mod alerts;
 // annual reports (issue 13 §3)
@@ -116,6 +118,11 @@ impl MakeRequestId for MakeId {
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
+        // console (issue 17): operator screens, reference labels, audit export
+        admin::users, admin::add_user, admin::disable_user, admin::enable_user,
+        admin::reset_password, admin::set_roles, admin::datasets, admin::extracts,
+        admin::rebuild_extract, admin::destroy_extract, admin::keys,
+        catalog::reference_labels, audit::export_csv,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -125,6 +132,7 @@ impl MakeRequestId for MakeId {
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
         (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
+        (name = "admin", description = "Operator: users, extracts, keys / 運用（利用者・抽出データ・鍵）"),
     )
 )]
 pub struct ApiDoc;
@@ -212,6 +220,26 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/releases", post(notebooks::create_release))
         .route("/releases/{id}/decision", post(releases::decide))
+        // console (issue 17): operator endpoints (admin only, audited), reference labels,
+        // the audit log's CSV export (audited as audit.export)
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{username}/disable", post(admin::disable_user))
+        .route("/admin/users/{username}/enable", post(admin::enable_user))
+        .route(
+            "/admin/users/{username}/password",
+            post(admin::reset_password),
+        )
+        .route(
+            "/admin/users/{username}/roles",
+            axum::routing::put(admin::set_roles),
+        )
+        .route("/admin/datasets", get(admin::datasets))
+        .route("/admin/extracts", get(admin::extracts))
+        .route("/admin/extracts/{id}/rebuild", post(admin::rebuild_extract))
+        .route("/admin/extracts/{id}/destroy", post(admin::destroy_extract))
+        .route("/admin/keys", get(admin::keys))
+        .route("/reference/labels", get(catalog::reference_labels))
+        .route("/audit/events.csv", get(audit::export_csv))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         // production (issue 14): every text field of every JSON body has a length limit;

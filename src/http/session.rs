@@ -175,7 +175,7 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
-        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。",
+        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。5 回続けて失敗すると 15 分間ロックされます。",
     )
 }
 
@@ -205,7 +205,7 @@ fn account_locked() -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "account_locked",
-        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行してください。",
+        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行するか、運用担当者にパスワードの再設定を依頼してください。",
     )
 }
 

@@ -57,6 +57,9 @@ pub enum Action {
     /// its own standing scope).
     AnnualReport,
     ManageUsers,
+    /// The custodian's data operations: extracts (status, rebuild, destroy), registry and
+    /// key fingerprints (issue 17).
+    Operate,
 }
 
 impl Action {
@@ -73,6 +76,7 @@ impl Action {
             Action::UsageReport => "usage_report",
             Action::AnnualReport => "annual_report",
             Action::ManageUsers => "manage_users",
+            Action::Operate => "operate",
         }
     }
 }

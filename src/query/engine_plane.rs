@@ -7,7 +7,7 @@
 //! the dataset thresholds of `policies/disclosure.toml` (under DP, k sets the release
 //! threshold); DP queries go through `query::dp` and never the suppression path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,7 +16,8 @@ use futures::future::BoxFuture;
 use ring::hmac;
 
 use super::plane::{
-    AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure, ReportRequest, ReportRun,
+    AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure, RefLabel, RegistryStatus,
+    RegistryTable, ReportRequest, ReportRun,
 };
 use super::{dp, suppression};
 use crate::catalog::Catalog;
@@ -55,6 +56,11 @@ pub struct EnginePlane {
     rules: DisclosureRules,
     limits: Limits,
     diseases: BTreeSet<i32>,
+    /// Public names of reference codes (read once at open; they change only with ingest,
+    /// which restarts the server).
+    labels: BTreeMap<String, Vec<RefLabel>>,
+    /// Fingerprint of the extract key (HMAC of a fixed label; the key itself is never shown).
+    extract_key_fp: String,
 }
 
 /// Designated disease numbers in the ingested `disease` reference table.
@@ -92,14 +98,21 @@ impl EnginePlane {
         }
         let diseases = read_diseases(&registry).await?;
         let rules = DisclosureRules::embedded().map_err(|e| PlaneError::Rules(Box::new(e)))?;
+        let labels = crate::engine::reference::read_reference_labels(&registry, &catalog).await;
+        let extract_key = hmac::Key::new(hmac::HMAC_SHA256, extract_key);
+        let extract_key_fp = hex::encode(
+            &hmac::sign(&extract_key, b"kura extract key fingerprint v1").as_ref()[..8],
+        );
         Ok(Self {
             registry,
             extracts,
-            extract_key: hmac::Key::new(hmac::HMAC_SHA256, extract_key),
+            extract_key,
             catalog,
             rules,
             limits,
             diseases,
+            labels,
+            extract_key_fp,
         })
     }
 
@@ -208,6 +221,42 @@ impl DataPlane for EnginePlane {
 
     fn report(&self, req: ReportRequest) -> BoxFuture<'_, Result<ReportRun, QueryError>> {
         Box::pin(self.run_report(req))
+    }
+
+    fn reference_labels(&self) -> BTreeMap<String, Vec<RefLabel>> {
+        self.labels.clone()
+    }
+
+    fn registry_status(&self) -> Option<RegistryStatus> {
+        let m = crate::ingest::Manifest::load(&self.registry).ok()?;
+        let hash = crate::ingest::try_manifest_hash(&self.registry).ok()?;
+        let tables = m
+            .tables
+            .iter()
+            .map(|(name, t)| RegistryTable {
+                name: name.clone(),
+                rows: t.rows,
+                dataset: self
+                    .catalog
+                    .table(name)
+                    .and_then(|c| c.datasets.first().cloned()),
+            })
+            .collect();
+        Some(RegistryStatus {
+            ingested_at: m.created_at,
+            manifest_sha256: hash,
+            key_fingerprint: m.key_fingerprint,
+            tables,
+        })
+    }
+
+    fn extract_key_fingerprint(&self) -> Option<String> {
+        Some(self.extract_key_fp.clone())
+    }
+
+    fn extract_is_current(&self, application: &str, dir: &Path, scope: &Scope) -> Option<bool> {
+        let key = self.app_key(application);
+        crate::sql::extract::extract_is_current_with_key(&self.registry, dir, scope, &key).ok()
     }
 }
 

@@ -4,8 +4,8 @@
 //! disclosure check). Keeping it a trait lets tests prove control-plane guarantees — no
 //! audit, no answer — without depending on how the query core computes results.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -123,4 +123,56 @@ pub trait DataPlane: Send + Sync + 'static {
             ))
         })
     }
+
+    // Operator and console views (issue 17). Defaults describe a plane with nothing to show,
+    // so test doubles need not implement them.
+
+    /// Public names of the codes of the reference tables (disease, prefecture, product,
+    /// manufacturer), per key column, in domain order. Public data only.
+    fn reference_labels(&self) -> BTreeMap<String, Vec<RefLabel>> {
+        BTreeMap::new()
+    }
+
+    /// The ingested registry: tables, row counts, manifest hash, pseudonymisation key fingerprint.
+    fn registry_status(&self) -> Option<RegistryStatus> {
+        None
+    }
+
+    /// A non-reversible fingerprint of the operator's extract key.
+    fn extract_key_fingerprint(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the extract of `application` in `dir` was built from the current registry, for
+    /// `scope` and with the current key (`None`: the plane cannot tell).
+    fn extract_is_current(&self, _application: &str, _dir: &Path, _scope: &Scope) -> Option<bool> {
+        None
+    }
+}
+
+/// The public name of one code of a reference table (disease 2 → 筋萎縮性側索硬化症 / ALS).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct RefLabel {
+    pub code: String,
+    pub ja: String,
+    pub en: String,
+}
+
+/// The ingested registry as the operator sees it (no patient data: names and counts).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryStatus {
+    /// When the data was ingested (RFC 3339).
+    pub ingested_at: String,
+    pub manifest_sha256: String,
+    /// Fingerprint of the pseudonymisation key the pseudonyms were made with.
+    pub key_fingerprint: String,
+    pub tables: Vec<RegistryTable>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryTable {
+    pub name: String,
+    pub rows: u64,
+    /// The first approvable dataset that includes the table.
+    pub dataset: Option<String>,
 }

@@ -879,6 +879,20 @@ pub fn extract_is_current(source: &Path, out: &Path, scope: &Scope) -> Result<bo
     }))
 }
 
+/// Whether the extract at `out` is current ([`extract_is_current`]) and was built with
+/// `app_key` (the check [`ensure_extract`] makes before reusing it).
+pub fn extract_is_current_with_key(
+    source: &Path,
+    out: &Path,
+    scope: &Scope,
+    app_key: &[u8],
+) -> Result<bool, ExtractError> {
+    if !extract_is_current(source, out, scope)? {
+        return Ok(false);
+    }
+    Ok(ExtractManifest::read(out)?.key_fingerprint == key_fingerprint(app_key))
+}
+
 /// Return the extract at `out`, rebuilding it first when the source data, the scope or
 /// the application key changed.
 pub async fn ensure_extract(

@@ -196,9 +196,7 @@ pub async fn plan_guarded(
     let state = ctx.state();
     let refs = state
         .resolve_table_references(&statement)
-        .map_err(|e| QueryError::InvalidSql {
-            message: e.to_string(),
-        })?;
+        .map_err(|e| super::sql_error::plan_refusal(&e))?;
     for r in &refs {
         let name = r.table();
         if name.contains(['/', '.', ':', '\\']) {
@@ -219,9 +217,7 @@ pub async fn plan_guarded(
     let plan = state
         .statement_to_plan(statement)
         .await
-        .map_err(|e| QueryError::InvalidSql {
-            message: strip_backtrace(&e.to_string()),
-        })?;
+        .map_err(|e| super::sql_error::plan_refusal(&e))?;
     // Before the rewrite and the optimizer: a huge but shallow plan is refused (size.rs).
     super::size::check_plan_size(&plan)?;
     SQLOptions::new()
@@ -248,10 +244,6 @@ impl Visitor for TableFunctionFinder {
             _ => ControlFlow::Continue(()),
         }
     }
-}
-
-fn strip_backtrace(s: &str) -> String {
-    s.split("\n\nbacktrace").next().unwrap_or(s).to_string()
 }
 
 fn not_allowed(message: &str) -> QueryError {

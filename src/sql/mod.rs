@@ -15,3 +15,4 @@ pub mod safe_function;
 pub mod safe_temporal;
 pub mod scope;
 pub mod size;
+pub mod sql_error;

@@ -150,6 +150,10 @@ pub struct AuditFilter {
     pub before: Option<i64>,
     pub page: u32,
     pub page_size: u32,
+    /// Only the event with this reference id (the `ref` a caller quotes).
+    pub reference: Option<String>,
+    /// Only events with this outcome (`ok`, `denied`, `error`).
+    pub outcome: Option<String>,
 }
 
 /// What opening a store does besides migrating.
@@ -404,6 +408,11 @@ impl Store {
     }
 
     /// Verify the audit chain.
+    /// The fingerprint of the key that signs the audit chain (never the key).
+    pub fn audit_key_fingerprint(&self) -> String {
+        self.key.fingerprint()
+    }
+
     pub async fn verify_audit(&self) -> Result<Verification> {
         self.verify_audit_against(&[]).await
     }
@@ -458,6 +467,7 @@ impl Store {
                AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR application = $4)
                AND ($5 IS NULL OR action = $5 OR action LIKE $5 || '.%')
                AND ($8 IS NULL OR seq < $8)
+               AND ($9 IS NULL OR reference = $9) AND ($10 IS NULL OR outcome = $10)
              ORDER BY seq DESC LIMIT $6 OFFSET $7",
         )
         .bind(f.from.map(ts))
@@ -468,6 +478,8 @@ impl Store {
         .bind(size)
         .bind(size * f.page as i64)
         .bind(f.before)
+        .bind(&f.reference)
+        .bind(&f.outcome)
         .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(record_of).collect()

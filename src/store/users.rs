@@ -139,4 +139,37 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Replace an account's roles (and manufacturer, for PMS teams); its live sessions are
+    /// revoked in the same audited transaction, so no session keeps the old roles.
+    pub async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[Role],
+        manufacturer: Option<&str>,
+        actor: &str,
+    ) -> Result<User> {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let event = AuditEvent::ok(
+            actor,
+            "user.roles",
+            None,
+            json!({"username": username, "roles": names, "manufacturer": manufacturer}),
+        );
+        self.audited(&event, async |tx| {
+            let set =
+                sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
+                    .bind(serde_json::to_string(&names)?)
+                    .bind(manufacturer)
+                    .bind(username);
+            if exec(tx, set).await? == 0 {
+                return Err(StoreError::NotFound(format!("user `{username}`")));
+            }
+            revoke_user_sessions(tx, username).await
+        })
+        .await?;
+        self.user(username)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("user".into()))
+    }
 }

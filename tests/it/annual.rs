@@ -164,6 +164,8 @@ async fn fixture_with(data: &SourceData, settings: HttpSettings) -> Fx {
         data: plane.clone(),
         catalog: catalog.clone(),
         settings: Arc::new(settings),
+        admission: Arc::new(kura::query::admission::Admission::new(64)),
+        login_rate: Arc::default(),
     };
     Fx {
         dir,

@@ -1,6 +1,8 @@
 //! The one integration-test binary (linking DataFusion is slow, so every area adds a
 //! module here instead of a new top-level test file).
 
+// console (issue 17): operator endpoints, audit export, notebook outputs
+mod admin_api;
 // oversight (issue 13 §2 §4)
 mod alerts;
 // annual reports (issue 13 §3)

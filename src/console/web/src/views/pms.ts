@@ -8,6 +8,7 @@ import { api, grantId, QueryResult } from '../api';
 import { clear, field, h } from '../dom';
 import { Key, t } from '../i18n';
 import { Ctx, errorBox } from '../ui';
+import { domainsFor } from '../labels';
 import { renderResult } from './result';
 // annual reports (issue 13 §3): the item-12 report of the team's own products
 import { AnnualReport, downloads, lastFy, renderAnnualReport } from './annual';
@@ -23,22 +24,23 @@ export async function renderPms(ctx: Ctx) {
   const me = await ctx.refreshMe();
   const grant = (me.applications ?? []).find((g) => grantId(g).startsWith('PMS-'));
   const scope = grant ? grantId(grant) : me.manufacturer ? `PMS-${me.manufacturer}` : '';
+  const domains = await domainsFor(scope);
   const sections = VIEWS.map(([label, id, sql]) => {
     const out = h('div', { class: 'pms-out' }, t('loading'));
     void api<QueryResult>('POST', '/query', { application: scope, sql })
-      .then((res) => clear(out, renderResult(res, scope)))
+      .then((res) => clear(out, renderResult(res, scope, { domains, sql, release: false })))
       .catch((x) => clear(out, errorBox(x)));
     return h(
       'section',
       { class: 'card pms-view', id: `pms-${id}` },
       h('h2', {}, t(label)),
-      h('details', {}, h('summary', {}, 'SQL'), h('pre', { class: 'sql' }, sql)),
+      h('details', {}, h('summary', {}, t('sql')), h('pre', { class: 'sql', translate: 'no' }, sql)),
       out,
     );
   });
   clear(
     ctx.main,
-    h('h1', {}, `${t('nav_pms')} — ${scope}`),
+    h('h1', {}, `${t('nav_pms')} — `, h('span', { translate: 'no' }, scope)),
     h('p', { id: 'pms-intro' }, t('pms_intro', { scope })),
     h(
       'p',
