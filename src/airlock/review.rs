@@ -22,7 +22,7 @@ use super::recheck::{self, Output};
 use super::{AirlockError, Result, files, text_field};
 use crate::audit::AuditEvent;
 use crate::policy::{Action, Policy, Target};
-use crate::query::serial::ExtractLocks;
+use crate::query::admission::Admission;
 use crate::store::Store;
 use crate::store::model::{Application, ReleaseDecisionRecord, ReleaseRequest, User};
 use crate::store::releases::DecisionWrite;
@@ -117,6 +117,7 @@ async fn reviewable(
 pub async fn decide(
     store: &Store,
     policy: &Policy,
+    locks: &Admission,
     user: &User,
     id: &str,
     input: &ReleaseDecisionRequest,
@@ -125,7 +126,7 @@ pub async fn decide(
     let (_, _) = reviewable(store, policy, user, id, today).await?;
     let comment = text_field("comment", &input.comment, false)?;
     // One decision on this request at a time; read it again once it is our turn.
-    let _turn = ExtractLocks::shared().hold(&format!("release:{id}")).await;
+    let _turn = locks.hold_extract(&format!("release:{id}")).await;
     let (release, app) = reviewable(store, policy, user, id, today).await?;
     if release.status != "pending" {
         return Err(conflict(
@@ -159,6 +160,7 @@ pub async fn decide(
             let ctx = Approving {
                 store,
                 policy,
+                locks,
                 release: &release,
                 app: app.as_ref(),
                 today,
@@ -210,6 +212,7 @@ async fn reject(
 struct Approving<'a> {
     store: &'a Store,
     policy: &'a Policy,
+    locks: &'a Admission,
     release: &'a ReleaseRequest,
     app: Option<&'a Application>,
     today: NaiveDate,
@@ -232,7 +235,7 @@ impl Approving<'_> {
             .find(|o| o.snapshot.mode == "suppression")
             .map(|o| o.internal.extract_id.clone());
         let _ledger = match &extract {
-            Some(x) => Some(ExtractLocks::shared().hold(x).await),
+            Some(x) => Some(self.locks.hold_extract(x).await),
             None => None,
         };
         let why =

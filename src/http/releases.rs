@@ -128,7 +128,17 @@ pub async fn decide(
     body: JsonBody<ReleaseDecisionRequest>,
 ) -> Result<Json<ReleaseDecision>, ApiError> {
     let Json(req) = body?;
-    match review::decide(&st.store, &st.policy, &who.user, &id, &req, st.today()).await {
+    match review::decide(
+        &st.store,
+        &st.policy,
+        &st.admission,
+        &who.user,
+        &id,
+        &req,
+        st.today(),
+    )
+    .await
+    {
         Ok(d) => Ok(Json(d)),
         Err(e) => Err(airlock_error(&st, &who, e).await),
     }

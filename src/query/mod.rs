@@ -30,7 +30,9 @@ pub mod plane;
 mod record;
 pub mod refusal;
 pub mod request;
-pub mod serial;
+mod serial;
+// production (issue 14): per-user limit and server-wide extract locks
+pub mod admission;
 pub mod suppression;
 
 use std::time::Duration;

@@ -183,7 +183,9 @@ impl Recorder<'_> {
         };
         self.write(record, ev, settle)
             .await
-            .map_err(|e| Refused::new(Some(self.query_id), e))
+            .map_err(|e| Refused::new(Some(self.query_id), e))?;
+        crate::durable::pause_point("query.recorded");
+        Ok(())
     }
 
     /// Record a suppression answer (stored as `answer`) with the contributor sets it
@@ -203,7 +205,9 @@ impl Recorder<'_> {
         };
         self.write(record, ev, settle)
             .await
-            .map_err(|e| Refused::new(Some(self.query_id), e))
+            .map_err(|e| Refused::new(Some(self.query_id), e))?;
+        crate::durable::pause_point("query.recorded");
+        Ok(())
     }
 
     async fn write(
@@ -220,7 +224,10 @@ impl Recorder<'_> {
             released: s.released,
             answer: s.answer,
         };
-        self.store.record_query(&write, &ev).await.map(|_| ())
+        let started = std::time::Instant::now();
+        let written = self.store.record_query(&write, &ev).await.map(|_| ());
+        crate::metrics::stage("audit", started.elapsed());
+        written
     }
 }
 

@@ -7,13 +7,12 @@
 //! in parallel. One process holds the locks; the embedded SQLite store admits one server
 //! process, and a multi-process deployment must take the same lock in its database.
 //!
-//! The locks are process-wide ([`ExtractLocks::shared`]): the HTTP layer builds a
-//! `Gateway` per request, and locks owned by one gateway would order nothing. The output
-//! airlock takes the same lock while it re-checks a release against the ledger and
-//! records its approval, so no answer slips into the ledger between the two.
+//! The output airlock takes the same lock (through `Admission::hold_extract`) while it
+//! re-checks a release against the ledger and records its approval, so no answer slips
+//! into the ledger between the two.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -24,12 +23,6 @@ pub struct ExtractLocks {
 }
 
 impl ExtractLocks {
-    /// The locks of this process, shared by every gateway and the airlock.
-    pub fn shared() -> Arc<ExtractLocks> {
-        static SHARED: OnceLock<Arc<ExtractLocks>> = OnceLock::new();
-        SHARED.get_or_init(Arc::default).clone()
-    }
-
     /// Wait for, and hold, the lock of one extract until the guard is dropped.
     pub async fn hold(&self, extract_id: &str) -> OwnedMutexGuard<()> {
         let lock = {

@@ -9,8 +9,8 @@
 //! transaction, and only if the decisions it was built from are still all there are;
 //! a rejection ends the request.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::model::{
     Invalidation, ReleaseDecisionRecord, ReleaseDownload, ReleaseFileInfo, ReleaseRequest,
@@ -71,7 +71,7 @@ pub struct DecisionWrite {
     pub record: Option<NewFile>,
 }
 
-async fn insert_file(conn: &mut SqliteConnection, release: &str, f: &NewFile) -> Result<()> {
+async fn insert_file(conn: &mut AnyConnection, release: &str, f: &NewFile) -> Result<()> {
     let row = sqlx::query(
         "INSERT INTO release_files (release_id, name, media_type, content, sha256, bytes)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -86,7 +86,7 @@ async fn insert_file(conn: &mut SqliteConnection, release: &str, f: &NewFile) ->
     Ok(())
 }
 
-async fn insert_output(conn: &mut SqliteConnection, release: &str, o: &NewOutput) -> Result<()> {
+async fn insert_output(conn: &mut AnyConnection, release: &str, o: &NewOutput) -> Result<()> {
     let row = sqlx::query(
         "INSERT INTO release_outputs (release_id, position, query_id, snapshot, internal, seal)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -102,7 +102,7 @@ async fn insert_output(conn: &mut SqliteConnection, release: &str, o: &NewOutput
 }
 
 /// The reviewers who decided `release`, in order.
-async fn deciders(conn: &mut SqliteConnection, release: &str) -> Result<Vec<String>> {
+async fn deciders(conn: &mut AnyConnection, release: &str) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT reviewer FROM release_decisions WHERE release_id = $1 ORDER BY at, reviewer",
     )
@@ -120,7 +120,7 @@ const DECIDED: &str =
 const CHANGED: &str = "Another reviewer decided this release request meanwhile; reload it and decide again. / 他の審査担当者が先に判断しました。再読み込みしてから判断してください。";
 
 /// A request row with its outputs' query ids and its approvals so far.
-async fn request_of(conn: &mut SqliteConnection, r: &SqliteRow) -> Result<ReleaseRequest> {
+async fn request_of(conn: &mut AnyConnection, r: &AnyRow) -> Result<ReleaseRequest> {
     let id: String = r.try_get("id")?;
     let query_id: String = r.try_get("query_id")?;
     let mut query_ids: Vec<String> = sqlx::query_scalar(
@@ -194,7 +194,7 @@ impl Store {
 
     /// One request, or `None`.
     pub async fn release(&self, id: &str) -> Result<Option<ReleaseRequest>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let row = sqlx::query("SELECT * FROM releases WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
@@ -207,7 +207,7 @@ impl Store {
 
     /// Every request, newest first (callers filter what the caller may see).
     pub async fn releases(&self) -> Result<Vec<ReleaseRequest>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = sqlx::query("SELECT * FROM releases ORDER BY created_at DESC, id")
             .fetch_all(&mut *conn)
             .await?;
@@ -223,7 +223,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT seal FROM releases WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .flatten(),
         )
@@ -236,7 +236,7 @@ impl Store {
              WHERE release_id = $1 ORDER BY position",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -258,7 +258,7 @@ impl Store {
              WHERE release_id = $1 ORDER BY at, reviewer",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -278,7 +278,7 @@ impl Store {
             "SELECT name, media_type, bytes, sha256 FROM release_files WHERE release_id = $1 ORDER BY name",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(file_info).collect()
     }
@@ -295,7 +295,7 @@ impl Store {
         )
         .bind(id)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| Ok((file_info(&r)?, r.try_get::<Vec<u8>, _>("content")?)))
             .transpose()
@@ -307,7 +307,7 @@ impl Store {
             "SELECT name, username, at, sha256 FROM release_downloads WHERE release_id = $1 ORDER BY at",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -433,7 +433,7 @@ impl Store {
     }
 }
 
-fn file_info(r: &SqliteRow) -> Result<ReleaseFileInfo> {
+fn file_info(r: &AnyRow) -> Result<ReleaseFileInfo> {
     Ok(ReleaseFileInfo {
         name: r.try_get("name")?,
         media_type: r.try_get("media_type")?,

@@ -10,7 +10,7 @@
 //! answers are deleted with their application's extract (derived records, 要綱 第3章5).
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, StoreError, exec, now, parse_ts, ts};
 use crate::audit::canonical_json;
@@ -71,7 +71,7 @@ pub struct StoredAnswer {
 
 /// Store one answer (inside the caller's transaction), naming its ledger sets.
 pub(super) async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     a: &AnswerWrite,
     set_hashes: &[String],
 ) -> Result<()> {
@@ -95,7 +95,7 @@ pub(super) async fn insert(
 
 /// Delete the stored answers of `application` (inside the caller's transaction): its
 /// extract was destroyed.
-pub(super) async fn delete_for(conn: &mut SqliteConnection, application: &str) -> Result<()> {
+pub(super) async fn delete_for(conn: &mut AnyConnection, application: &str) -> Result<()> {
     let delete =
         sqlx::query("DELETE FROM query_results WHERE application_id = $1").bind(application);
     exec(conn, delete).await?;
@@ -110,7 +110,7 @@ impl Store {
     pub async fn stored_answer(&self, query_id: &str) -> Result<Option<StoredAnswer>> {
         let Some(r) = sqlx::query("SELECT * FROM query_results WHERE query_id = $1")
             .bind(query_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
         else {
             return Ok(None);
@@ -147,7 +147,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT plan_fingerprint FROM query_results WHERE query_id = $1")
                 .bind(query_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?,
         )
     }
@@ -159,7 +159,7 @@ impl Store {
         action: &str,
         reference: &str,
     ) -> Result<Option<serde_json::Value>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let found = crate::audit::find_verified(&mut conn, &self.key, action, reference)
             .await
             .map_err(|e| match e {

@@ -4,8 +4,12 @@
 // the output airlock (issue 13 §1)
 mod airlock;
 mod airlock_demo;
+// console (issue 17): operator endpoints, audit export, notebook outputs
+mod admin_api;
 // oversight (issue 13 §2 §4)
 mod alerts;
+// annual reports (issue 13 §3)
+mod annual;
 mod api;
 mod attacks;
 mod bounded;
@@ -19,6 +23,10 @@ mod foundation;
 mod functions;
 mod ledger_e2e;
 mod ordering;
+// production (issue 14)
+mod production;
+mod production_faults;
+mod production_fuzz;
 mod qc_fixture;
 mod slt;
 mod support;
