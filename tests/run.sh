@@ -49,11 +49,11 @@ fi
 # production (issue 14): the same store and API tests again, each on its own PostgreSQL
 # database (src/store/testing.rs).
 echo "== tests on PostgreSQL (store and API suites)"
-pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/) | test(/^airlock::/)'
 if cargo nextest --version >/dev/null 2>&1; then
   KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
 else
-  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store airlock::
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again

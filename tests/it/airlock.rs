@@ -665,7 +665,15 @@ async fn a_revoked_application_or_an_ended_term_fails_closed() {
     let h = harness().await;
     let (_, id) = half_approved(&h, "0..40").await;
     let mut raw = h.raw().await;
-    sqlx::query("UPDATE applications SET approval = json_set(approval, '$.term.end', '2025-03-31', '$.term.start', '2024-04-01') WHERE id = 'A-1'")
+    let approval: String = sqlx::query_scalar("SELECT approval FROM applications WHERE id = 'A-1'")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    let mut approval: Value = serde_json::from_str(&approval).unwrap();
+    approval["term"]["start"] = json!("2024-04-01");
+    approval["term"]["end"] = json!("2025-03-31");
+    sqlx::query("UPDATE applications SET approval = $1 WHERE id = 'A-1'")
+        .bind(approval.to_string())
         .execute(&mut raw)
         .await
         .unwrap();
@@ -944,13 +952,13 @@ async fn attack_tampering_with_the_snapshot_is_found_before_approval_and_downloa
     // A store edit that un-suppresses the cell, with every unkeyed hash recomputed.
     let mut raw = h.raw().await;
     let stored: String =
-        sqlx::query_scalar("SELECT snapshot FROM release_outputs WHERE release_id = ?")
+        sqlx::query_scalar("SELECT snapshot FROM release_outputs WHERE release_id = $1")
             .bind(&id)
             .fetch_one(&mut raw)
             .await
             .unwrap();
     let internal: String =
-        sqlx::query_scalar("SELECT internal FROM release_outputs WHERE release_id = ?")
+        sqlx::query_scalar("SELECT internal FROM release_outputs WHERE release_id = $1")
             .bind(&id)
             .fetch_one(&mut raw)
             .await
@@ -969,14 +977,14 @@ async fn attack_tampering_with_the_snapshot_is_found_before_approval_and_downloa
         2,
         std::slice::from_ref(&seal),
     );
-    sqlx::query("UPDATE release_outputs SET snapshot = ?, seal = ? WHERE release_id = ?")
+    sqlx::query("UPDATE release_outputs SET snapshot = $1, seal = $2 WHERE release_id = $3")
         .bind(&edited)
         .bind(&seal)
         .bind(&id)
         .execute(&mut raw)
         .await
         .unwrap();
-    sqlx::query("UPDATE releases SET seal = ? WHERE id = ?")
+    sqlx::query("UPDATE releases SET seal = $1 WHERE id = $2")
         .bind(&request_seal)
         .bind(&id)
         .execute(&mut raw)
@@ -997,7 +1005,7 @@ async fn attack_tampering_with_the_snapshot_is_found_before_approval_and_downloa
     // A stored answer edited before it was requested is refused too.
     let q2 = answered(&h, &r1, "A-1", "SELECT 7").await;
     sqlx::query(
-        "UPDATE query_results SET answer = replace(answer, '412', '413') WHERE query_id = ?",
+        "UPDATE query_results SET answer = replace(answer, '412', '413') WHERE query_id = $1",
     )
     .bind(&q2)
     .execute(&mut raw)
@@ -1020,7 +1028,7 @@ async fn attack_tampering_with_the_snapshot_is_found_before_approval_and_downloa
     );
     let mut raw = h.raw().await;
     let forged = b"prefecture_code,n\n13,412\n31,3\n".to_vec();
-    sqlx::query("UPDATE release_files SET content = ?, sha256 = ? WHERE release_id = ? AND name = 'result-1.csv'")
+    sqlx::query("UPDATE release_files SET content = $1, sha256 = $2 WHERE release_id = $3 AND name = 'result-1.csv'")
         .bind(forged.clone())
         .bind(sha256(&forged))
         .bind(&id)
