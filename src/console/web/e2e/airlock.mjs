@@ -171,9 +171,9 @@ test('researcher1 asks to release a notebook result', async () => {
   await page.waitForSelector('#app-picker tr[data-app="A-DEMO-0001"]');
   await page.click('tr[data-app="A-DEMO-0001"] a[data-open]');
   await page.waitForSelector('.nb-layout');
-  const before = await page.locator('.nb-list li').count();
+  const before = await page.locator('#nb-notebooks li').count();
   await page.click('#new-notebook');
-  await page.waitForFunction((n) => document.querySelectorAll('.nb-list li').length === n + 1, before);
+  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
   await page.waitForSelector('.cell-sql .cm-content');
   await typeInCell(page, 0, SQL);
   await page.keyboard.press('Shift+Enter');

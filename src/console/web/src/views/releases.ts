@@ -148,7 +148,7 @@ export function releaseRequestForm(current: string): HTMLElement {
         'div',
         { class: 'rel-choice' },
         h('input', { type: 'checkbox', id, class: 'rel-pick', value: q, checked: q === current }),
-        h('label', { for: id }, `[${i + 1}] ${sql || q}`),
+        h('label', { for: id }, `[${i + 1}] `, h('code', { translate: 'no' }, sql || q)),
       );
     });
   const just = h('textarea', { id: uid('rel-just'), class: 'rel-justification', rows: 3, maxlength: '4000', required: true });
