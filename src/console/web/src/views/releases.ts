@@ -5,7 +5,7 @@
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from 'chart.js';
 import { api, apiBlob, Column, Disclosure, listOf, qs } from '../api';
 import { clear, field, fmtDate, h, uid } from '../dom';
-import { Key, t } from '../i18n';
+import { bi, Key, label as codeLabel, t } from '../i18n';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
@@ -310,7 +310,7 @@ function snapshotTable(s: Snapshot, inspector: HTMLElement): HTMLElement {
     h(
       'thead',
       {},
-      h('tr', {}, s.columns.map((c) => h('th', { scope: 'col', title: c.type }, c.name))),
+      h('tr', {}, s.columns.map((c) => h('th', { scope: 'col', title: codeLabel('type', c.type) }, c.name))),
       h(
         'tr',
         { class: 'column-rules' },
@@ -326,6 +326,7 @@ function snapshotTable(s: Snapshot, inspector: HTMLElement): HTMLElement {
           {},
           row.map((v, c) => {
             const suppressed = hidden.has(`${r}:${c}`);
+            const shown = suppressed ? mark : cellText(v);
             return h(
               'td',
               {
@@ -335,7 +336,8 @@ function snapshotTable(s: Snapshot, inspector: HTMLElement): HTMLElement {
                 'data-row': r,
                 'data-col': c,
                 'data-suppressed': suppressed ? 'true' : null,
-                'aria-label': `${t('rel_cell_at', { row: r + 1, col: s.columns[c]?.name ?? c })}`,
+                // The accessible name starts with what the cell shows (WCAG 2.5.3, label in name).
+                'aria-label': `${shown} — ${t('rel_cell_at', { row: r + 1, col: s.columns[c]?.name ?? c })}`,
                 onclick: () => show(r, c),
                 onkeydown: (e: Event) => {
                   const k = (e as KeyboardEvent).key;
@@ -345,7 +347,7 @@ function snapshotTable(s: Snapshot, inspector: HTMLElement): HTMLElement {
                   }
                 },
               },
-              suppressed ? mark : cellText(v),
+              shown,
             );
           }),
         ),
@@ -415,7 +417,7 @@ function outputSection(s: Snapshot): HTMLElement {
   const facts: [string, string][] = [
     [t('rel_fingerprint'), s.plan_fingerprint],
     [t('rel_extract'), s.extract_id],
-    [t('rel_mode'), s.mode],
+    [t('rel_mode'), codeLabel('mode', s.mode)],
     [t('rel_answered_at'), fmtDate(s.answered_at)],
   ];
   return h(
@@ -426,7 +428,7 @@ function outputSection(s: Snapshot): HTMLElement {
     h('dl', { class: 'facts' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
     h('div', { class: 'tabs', role: 'group' }, tableBtn, chartBtn),
     h('div', { class: 'snapshot-layout' }, tableBox, chartBox, inspector),
-    (s.disclosure.notes ?? []).length ? h('ul', { class: 'notes' }, (s.disclosure.notes ?? []).map((n) => h('li', {}, n))) : null,
+    (s.disclosure.notes ?? []).length ? h('ul', { class: 'notes' }, (s.disclosure.notes ?? []).map((n) => h('li', {}, bi(n) ?? n))) : null,
   );
 }
 
@@ -480,7 +482,7 @@ function filesSection(v: ReleaseView, mine: boolean, reload: () => Promise<void>
 
 function decisionsSection(v: ReleaseView, reload: () => Promise<void>): HTMLElement {
   const list = v.decisions.length
-    ? h('ul', { id: 'decisions' }, v.decisions.map((d) => h('li', { 'data-reviewer': d.reviewer, 'data-decision': d.decision }, `${fmtDate(d.at)} ${d.reviewer} — ${d.decision}: ${d.comment}`)))
+    ? h('ul', { id: 'decisions' }, v.decisions.map((d) => h('li', { 'data-reviewer': d.reviewer, 'data-decision': d.decision }, `${fmtDate(d.at)} ${d.reviewer} — ${codeLabel('status', d.decision === 'approve' ? 'approved' : 'rejected')}: `, h('span', { translate: 'no' }, d.comment))))
     : h('p', { id: 'decisions' }, t('rel_no_decisions'));
   const msg = h('div', { id: 'decision-msg', 'aria-live': 'polite' });
   let form: HTMLElement | null = null;
@@ -519,8 +521,8 @@ async function renderDetail(ctx: Ctx, id: string) {
     [t('rel_requested_at'), fmtDate(v.created_at)],
     [t('rel_status'), statusBadge(v.status)],
     [t('rel_checkers'), h('span', { id: 'checkers-state' }, checksText(v))],
-    [t('rel_justification_label'), v.justification],
-    [t('rel_publication_label'), v.publication],
+    [t('rel_justification_label'), h('span', { translate: 'no' }, v.justification)],
+    [t('rel_publication_label'), h('span', { translate: 'no' }, v.publication)],
   ];
   clear(
     ctx.main,
@@ -557,8 +559,8 @@ export async function renderReleaseRegister(ctx: Ctx) {
       h('td', {}, e.requester),
       h('td', {}, fmtDate(e.approved_at)),
       h('td', {}, e.checkers.map((c) => c.reviewer).join(', ')),
-      h('td', {}, e.justification),
-      h('td', {}, e.publication),
+      h('td', { translate: 'no' }, e.justification),
+      h('td', { translate: 'no' }, e.publication),
       h('td', {}, h('ul', { class: 'files' }, e.files.map((f) => h('li', {}, `${f.name} ${f.sha256.slice(0, 12)}…`)))),
       h('td', { class: 'num downloads' }, String(e.downloads.length)),
     ),
