@@ -19,6 +19,7 @@ mod extracts;
 mod foundation;
 mod functions;
 mod ledger_e2e;
+mod ledger_users;
 mod ordering;
 // production (issue 14)
 mod production;
