@@ -76,4 +76,20 @@ pub trait DataPlane: Send + Sync + 'static {
 
     /// Designated disease numbers present in the registry (for application validation).
     fn diseases(&self) -> BTreeSet<i32>;
+
+    /// A medical institution's feedback report (`report::feedback`): its own figures
+    /// beside the national ones, the national side released under the disclosure
+    /// rules. A plane without a registry refuses.
+    fn facility_report<'a>(
+        &'a self,
+        facility: &'a str,
+    ) -> BoxFuture<'a, Result<crate::report::feedback::FeedbackReport, QueryError>> {
+        let _ = facility;
+        Box::pin(async {
+            Err(QueryError::internal(
+                "facility feedback report",
+                "this data plane holds no registry",
+            ))
+        })
+    }
 }
