@@ -13,11 +13,18 @@ pub mod alerts;
 pub mod applications;
 pub mod audit;
 pub mod catalog;
+// seeds (issue 16 §2 §3 §5): form 3 and withdrawal, the facility report, notices, the register
+pub mod consent;
 pub mod denied;
 pub mod error;
 pub mod export;
+pub mod facility;
 pub mod notebooks;
+pub mod notices;
+// seeds (issue 16 §1): the caller's address for the place of use
+pub mod origin;
 pub mod query;
+pub mod register;
 pub mod releases;
 pub mod reports;
 pub mod serve;
@@ -104,6 +111,9 @@ impl MakeRequestId for MakeId {
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
+        // seeds (issue 16 §2 §3 §5)
+        consent::lead_consent, consent::withdraw, notices::list, notices::download,
+        facility::report, register::studies,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -113,6 +123,7 @@ impl MakeRequestId for MakeId {
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
         (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
+        (name = "register", description = "Public transparency register (no login) / 公開登録簿"),
     )
 )]
 pub struct ApiDoc;
@@ -197,6 +208,19 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/releases", post(notebooks::create_release))
         .route("/releases/{id}/decision", post(releases::decide))
+        // seeds (issue 16 §2 §3 §5): form 3, withdrawal, notices, facility report, register
+        .route(
+            "/applications/{id}/lead-consent",
+            post(consent::lead_consent),
+        )
+        .route("/applications/{id}/withdraw", post(consent::withdraw))
+        .route("/applications/{id}/notices", get(notices::list))
+        .route(
+            "/applications/{id}/notices/{notice}",
+            get(notices::download),
+        )
+        .route("/facility/report", get(facility::report))
+        .route("/public/studies", get(register::studies))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         .with_state(state);

@@ -7,6 +7,9 @@
 //! Guarantees: a report is only ever built from a chain that verifies; the formats are
 //! views of one [`UsageReport`] value.
 
+// seeds (issue 16 §2 §5): the facility feedback report, approval and refusal notices
+pub mod feedback;
+pub mod notice;
 pub mod render;
 pub mod usage;
 

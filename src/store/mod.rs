@@ -24,6 +24,8 @@ pub mod oversight;
 mod queries;
 mod releases;
 pub mod retention;
+// seeds (issue 16): facility binding, notices, the public register's reads
+pub mod seeds;
 mod sessions;
 mod users;
 
@@ -59,6 +61,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "oversight",
         include_str!("migrations/0005_oversight.sql"),
     ),
+    // seeds (issue 16): facility accounts, notices
+    (6, "seeds", include_str!("migrations/0006_seeds.sql")),
 ];
 
 /// Errors of the store layer.

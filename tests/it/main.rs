@@ -17,6 +17,11 @@ mod functions;
 mod ledger_e2e;
 mod ordering;
 mod qc_fixture;
+// seeds (issue 16)
+mod seeds_data;
+mod seeds_facility;
+mod seeds_place;
+mod seeds_register;
 mod slt;
 mod support;
 mod tls;
