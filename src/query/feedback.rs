@@ -171,7 +171,7 @@ async fn key_domain(
     }
 }
 
-/// Labels of the fixed-list keys (terms are Japanese already).
+/// Labels (ja, en) of the fixed-list keys: event kinds, outcomes and adverse event terms.
 fn value_label(v: &str) -> (String, String) {
     let en = match v {
         "niv" => "non-invasive ventilation",
@@ -183,6 +183,16 @@ fn value_label(v: &str) -> (String, String) {
         "not_recovered" => "not recovered",
         "sequelae" => "recovered with sequelae",
         "unknown" => "unknown",
+        "発熱" => "fever",
+        "感染症" => "infection",
+        "移植片対宿主病" => "graft-versus-host disease",
+        "サイトカイン放出症候群" => "cytokine release syndrome",
+        "神経毒性" => "neurotoxicity",
+        "腫瘍形成" => "tumour formation",
+        "拒絶反応" => "rejection",
+        "注射部位反応" => "injection-site reaction",
+        "肝機能障害" => "liver dysfunction",
+        "血球減少" => "cytopenia",
         other => other,
     };
     let ja = match v {

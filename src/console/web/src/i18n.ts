@@ -3,6 +3,8 @@
 
 // oversight (issue 13 §2 §4)
 import { oversight } from './i18n/oversight';
+// seeds (issue 16)
+import { seeds } from './i18n/seeds';
 
 export type Lang = 'ja' | 'en';
 
@@ -219,6 +221,8 @@ const dict = {
   back: ['戻る', 'Back'],
   // oversight (issue 13 §2 §4)
   ...oversight,
+  // seeds (issue 16)
+  ...seeds,
 } as const;
 
 export type Key = keyof typeof dict;
