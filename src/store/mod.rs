@@ -179,21 +179,32 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        let store = Self {
+        let mut store = Self {
             pool,
             key,
             alerts: Default::default(),
         };
-        store.migrate().await?;
+        if store.migrate().await? {
+            // A connection of the pool may hold the schema from before a migration (one
+            // that ran on another connection); its next statement over an altered table
+            // would be prepared against the old columns (an ALTER TABLE ADD COLUMN then
+            // changes `SELECT *` under sqlx's feet). Serve from fresh connections.
+            store.pool.close().await;
+            store.pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+        }
         // Whatever was reserved before this open belongs to a query that can no longer
         // commit (a crash, or a process that stopped): it counts as spent.
         store.convert_reservations(None).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<()> {
+    /// Apply the migrations this database lacks; whether any was applied.
+    async fn migrate(&self) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
             .execute(&mut *conn)
@@ -215,7 +226,9 @@ impl Store {
             .fetch_all(&mut *conn)
             .await?;
         drop(conn);
+        let mut any = false;
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
+            any = true;
             self.transaction(async |tx| {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 let applied = sqlx::query(
@@ -228,7 +241,7 @@ impl Store {
             })
             .await?;
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Run `f` in one write transaction: `BEGIN IMMEDIATE` takes SQLite's write lock up
