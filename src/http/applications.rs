@@ -339,7 +339,7 @@ pub async fn pledge(
 }
 
 /// The application a reviewer acts on: authorised to review, visible, and not one on
-/// which the reviewer is named or the applicant.
+/// which the reviewer is named, the applicant or the research lead.
 async fn load_for_review(st: &AppState, who: &AuthUser, id: &str) -> Result<Application, ApiError> {
     authorize(st, who, Action::Review, Some(id)).await?;
     let app = load_visible(st, who, id).await?;
@@ -348,7 +348,9 @@ async fn load_for_review(st: &AppState, who: &AuthUser, id: &str) -> Result<Appl
 }
 
 pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
-    if app.is_named(&who.user.username) || app.applicant == who.user.username {
+    // seeds (issue 16 §5): the research lead who consented is not independent either
+    let lead = super::consent::is_lead(app, &who.user.username);
+    if app.is_named(&who.user.username) || app.applicant == who.user.username || lead {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -401,3 +401,37 @@ async fn a_co_investigators_application_needs_the_leads_own_consent() {
         .await
         .expect_status(StatusCode::OK);
 }
+
+/// The research lead who consented to an application does not review it: another
+/// reviewer must decide (conflict of interest, like a named user or the applicant).
+#[tokio::test]
+async fn the_research_lead_does_not_review_the_application() {
+    let (h, r2) = H::with_login("researcher2").await;
+    let mut f = serde_json::to_value(full_form(&["researcher2"])).unwrap();
+    f["lead_investigator"] = json!("reviewer1");
+    let app = h
+        .post("/api/v1/applications", &r2, f)
+        .await
+        .expect_status(StatusCode::CREATED);
+    let id = app["id"].as_str().unwrap().to_string();
+    // Submitted as it would be once the lead consented.
+    let stored = h.state.store.application(&id).await.unwrap().unwrap();
+    let mut next = stored.clone();
+    next.status = kura::store::model::Status::Submitted;
+    let ev = AuditEvent::ok("researcher2", "application.submit", Some(&id), json!({}));
+    h.state
+        .store
+        .transition(&next, stored.updated_at, stored.status, "submit", None, &ev)
+        .await
+        .unwrap();
+    let lead = h.login("reviewer1").await;
+    let other = h.login("reviewer2").await;
+    let decision = format!("/api/v1/applications/{id}/decision");
+    let body = json!({"decision": "request_correction", "reason": "fix"});
+    h.post(&decision, &lead, body.clone())
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    h.post(&decision, &other, body)
+        .await
+        .expect_status(StatusCode::OK);
+}
