@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub mod admin;
+// production (issue 14): `kura backup`, `kura restore`
+pub mod backup;
 pub mod bench;
 pub mod demo;
 // seeds (issue 16): facility1, the JaSMIn study
@@ -43,6 +45,9 @@ pub struct ConfigArgs {
     /// Data directory (overrides the configuration).
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Store URL, e.g. postgres://kura@db/kura (overrides store.url / KURA_STORE_URL).
+    #[arg(long, value_name = "URL", global = true)]
+    pub store_url: Option<String>,
 }
 
 impl ConfigArgs {
@@ -55,6 +60,9 @@ impl ConfigArgs {
         }
         if let Some(d) = &self.data_dir {
             cfg.data_dir = d.clone();
+        }
+        if let Some(u) = &self.store_url {
+            cfg.store.url = Some(u.clone());
         }
         Ok(cfg)
     }
@@ -124,6 +132,11 @@ pub enum Command {
         listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Serve even though the audit chain does not verify at start (or no longer holds
+        /// a signed checkpoint). Only after an auditor has looked: the break is alerted
+        /// and logged, and stays in the log.
+        #[arg(long)]
+        allow_broken_chain: bool,
     },
     /// Self-contained demo on 127.0.0.1 with synthetic data and demo accounts /
     /// 合成データとデモ用アカウントでデモを起動する
@@ -149,6 +162,24 @@ pub enum Command {
         config: ConfigArgs,
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// Back up the store, audit checkpoints, live extracts and registry into a new
+    /// directory / バックアップを作成する
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory and store, then verify the audit
+    /// chain / バックアップから復元する
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Backup directory written by `kura backup`.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Audit log tools / 監査ログ
     Audit {
@@ -250,7 +281,14 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the hash chain; exit code 0 only when it is intact.
-    Verify,
+    Verify {
+        /// Also check the chain against a signed checkpoint file (`latest.json` or
+        /// `checkpoints.jsonl`, e.g. a copy shipped off the host): detects truncation.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Write a signed checkpoint of the chain head now (to audit_checkpoint_dir).
+    Checkpoint,
 }
 
 /// Stack size of every runtime thread (workers and blocking threads).
@@ -316,8 +354,11 @@ pub fn run() -> ExitCode {
                 config,
                 listen,
                 tls,
-            } => on_known_stack(move || crate::cli::admin::serve_command(config, listen, tls))
-                .and_then(|r| r),
+                allow_broken_chain,
+            } => on_known_stack(move || {
+                crate::cli::admin::serve_command(config, listen, tls, allow_broken_chain)
+            })
+            .and_then(|r| r),
             Command::Demo {
                 data_dir,
                 port,
@@ -332,6 +373,12 @@ pub fn run() -> ExitCode {
                 .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
             Command::Audit { config, action } => runtime()
                 .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
+            Command::Backup { config, out } => {
+                runtime().and_then(|rt| rt.block_on(crate::cli::backup::backup(config, out)))
+            }
+            Command::Restore { config, from } => {
+                runtime().and_then(|rt| rt.block_on(crate::cli::backup::restore(config, from)))
+            }
             Command::Report { report } => {
                 runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
             }

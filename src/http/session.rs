@@ -9,7 +9,7 @@
 //! come with a verified client certificate whose CN is the account's username (seed 003:
 //! client certificate *and* ID/password); a stolen token or password alone is not enough.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use super::tls::TlsConnection;
 use crate::audit::AuditEvent;
 use crate::auth;
 use crate::auth::certificate::{BindingRefusal, check_binding};
+use crate::store::FailedLogin;
 use crate::store::model::{Role, Term, User};
 
 pub const SESSION_COOKIE: &str = "kura_session";
@@ -177,15 +178,37 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
-        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。",
+        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。5 回続けて失敗すると 15 分間ロックされます。",
     )
+}
+
+/// The audit event of a login refused because the name is locked.
+fn locked_event(username: &str, e: &ApiError, when: &str) -> AuditEvent {
+    AuditEvent::denied(
+        username,
+        "session.login",
+        None,
+        "account_locked",
+        json!({"when": when}),
+    )
+    .with_reference(&e.reference)
+}
+
+/// Record and return the refusal of a login attempt on a locked name.
+async fn refuse_locked(st: &AppState, username: &str) -> Result<ApiError, ApiError> {
+    crate::metrics::login("account_locked");
+    let e = account_locked();
+    st.store
+        .record(&locked_event(username, &e, "before the password check"))
+        .await?;
+    Ok(e)
 }
 
 fn account_locked() -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "account_locked",
-        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行してください。",
+        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行するか、運用担当者にパスワードの再設定を依頼してください。",
     )
 }
 
@@ -197,9 +220,20 @@ fn account_locked() -> ApiError {
 pub async fn login(
     State(st): State<AppState>,
     conn: Option<Extension<TlsConnection>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    if let Some(Extension(ConnectInfo(addr))) = peer
+        && !st.login_rate.allow(addr.ip())
+    {
+        crate::metrics::login("rate_limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many login attempts from this address; wait a minute and try again. / この接続元からのログイン試行が多すぎます。1 分ほど待ってから再試行してください。",
+        ));
+    }
     // Before the password: a certificate for another account never gets to try one,
     // and a mismatch does not count towards the owner's lockout.
     check_certificate(
@@ -210,7 +244,11 @@ pub async fn login(
     )
     .await?;
     let now = Utc::now();
-    let (failures, locked_until) = st.store.login_state(&req.username).await?;
+    let (_, locked_until) = st.store.login_state(&req.username).await?;
+    if auth::is_locked(locked_until, now) {
+        // Refused before the password is checked: a locked name costs no argon2 work.
+        return Err(refuse_locked(&st, &req.username).await?);
+    }
     let found = st.store.user_with_hash(&req.username).await?;
     // Always pay the argon2id cost, so timing does not tell known from unknown names.
     let hash = found
@@ -223,45 +261,62 @@ pub async fn login(
         tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
             .await
             .unwrap_or(false);
-    if auth::is_locked(locked_until, now) {
-        let e = account_locked();
-        let ev = AuditEvent::denied(
-            &req.username,
-            "session.login",
-            None,
-            "account_locked",
-            json!({}),
-        )
-        .with_reference(&e.reference);
-        st.store.record(&ev).await?;
-        return Err(e);
-    }
     let ok = verified && found.as_ref().is_some_and(|(u, _)| !u.disabled);
     if !ok {
-        let lock = auth::lock_after_failure(failures + 1, now);
         let e = invalid_credentials();
-        let ev = AuditEvent::denied(
-            &req.username,
-            "session.login",
-            None,
-            "invalid_credentials",
-            json!({"known_account": found.is_some(), "locked": lock.is_some()}),
-        )
-        .with_reference(&e.reference);
-        st.store.login_failed(&req.username, lock, &ev).await?;
+        let known = found.is_some();
+        let event = |f: &FailedLogin| {
+            AuditEvent::denied(
+                &req.username,
+                "session.login",
+                None,
+                "invalid_credentials",
+                json!({"known_account": known, "locked": f.locked_now}),
+            )
+            .with_reference(&e.reference)
+        };
+        let lock_until = now + chrono::Duration::minutes(auth::LOCK_MINUTES);
+        st.store
+            .login_failed(&req.username, auth::MAX_FAILURES, lock_until, event)
+            .await?;
+        crate::metrics::login("invalid_credentials");
         return Err(e);
     }
     let (user, _) = found.expect("checked above");
     let t = auth::new_token(st.settings.token_ttl)?;
-    let ev = AuditEvent::ok(
-        &user.username,
-        "session.login",
-        None,
-        json!({"via": "password"}),
-    );
-    st.store
-        .login_succeeded(&user.username, &t.hash, &t.csrf, t.expires_at, &ev)
+    let refused = account_locked();
+    let event = |opened: &bool| {
+        if *opened {
+            AuditEvent::ok(
+                &user.username,
+                "session.login",
+                None,
+                json!({"via": "password"}),
+            )
+        } else {
+            locked_event(
+                &user.username,
+                &refused,
+                "locked while the password was checked",
+            )
+        }
+    };
+    let opened = st
+        .store
+        .login_succeeded(
+            &user.username,
+            &t.hash,
+            &t.csrf,
+            t.expires_at,
+            Utc::now(),
+            event,
+        )
         .await?;
+    if !opened {
+        crate::metrics::login("account_locked");
+        return Err(refused);
+    }
+    crate::metrics::login("ok");
     let secure = if st.settings.cookie_secure {
         "; Secure"
     } else {

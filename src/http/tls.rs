@@ -374,7 +374,6 @@ pub async fn serve(
                 let mut req = req.map(Body::new);
                 // Overwrite anything else that might have set it: only this layer may.
                 req.extensions_mut().insert(conn_info.clone());
-                // The peer address, as plain HTTP gives it (the place of use, issue 16).
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(remote));
                 req

@@ -11,7 +11,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::model::{Application, Approval, NamedUser, Person, Status};
@@ -108,8 +108,9 @@ impl Store {
         Ok(())
     }
 
-    /// Save a decision (`Self::transition`) and, when `notice` is given, issue it: the
-    /// application's new state, its history entry, the decision's audit event, the
+    /// Save a decision (`Self::transition_with_extract`) and, when `notice` is given,
+    /// issue it: the application's new state, its history entry, the extract of an
+    /// approved scope (with its `extract.build` event), the decision's audit event, the
     /// notice (its id allocated here) and its `notice.issue` event, in one transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn decide_with_notice(
@@ -119,11 +120,17 @@ impl Store {
         from: Status,
         action: &str,
         reason: Option<&str>,
+        extract: Option<&super::extracts::ExtractWrite>,
         event: &AuditEvent,
         notice: Option<Notice>,
     ) -> Result<(Application, Option<Notice>)> {
         let issued = self
             .transaction(async |tx| {
+                if let Some(x) = extract {
+                    super::extracts::register(tx, &next.id, x).await?;
+                    let built = super::extracts::build_event(&event.actor, &next.id, x);
+                    self.audit(tx, &built).await?;
+                }
                 Self::save_transition(tx, next, expect_updated_at, from, action, reason, &event.actor)
                     .await?;
                 self.audit(tx, event).await?;
@@ -160,7 +167,7 @@ impl Store {
 
     /// The next `N-<year>-<nnnn>`, inside the issuing transaction (its write lock keeps
     /// two issues from taking one number).
-    async fn next_notice_id(conn: &mut SqliteConnection, at: DateTime<Utc>) -> Result<String> {
+    async fn next_notice_id(conn: &mut AnyConnection, at: DateTime<Utc>) -> Result<String> {
         let year = at.format("%Y").to_string();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notices WHERE id LIKE $1")
             .bind(format!("N-{year}-%"))
@@ -175,7 +182,7 @@ impl Store {
             "SELECT content FROM notices WHERE application_id = $1 ORDER BY issued_at, id",
         )
         .bind(application)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("content")?)?))
@@ -189,7 +196,7 @@ impl Store {
             "SELECT application_id, substr(at, 1, 13) AS hour, COUNT(*) AS n FROM queries
              WHERE outcome = 'ok' GROUP BY application_id, substr(at, 1, 13)",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -211,7 +218,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, application_id, created_at FROM releases WHERE status = 'approved' ORDER BY created_at, id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {

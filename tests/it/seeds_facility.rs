@@ -360,6 +360,8 @@ async fn real_state(dir: &Path) -> kura::http::AppState {
         data: Arc::new(plane),
         catalog: cat,
         settings: Arc::new(HttpSettings::default()),
+        admission: Arc::new(kura::query::admission::Admission::new(64)),
+        login_rate: Arc::default(),
     };
     for code in ["FA", "FB"] {
         let id = format!("FAC-{code}");
