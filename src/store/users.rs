@@ -159,7 +159,7 @@ impl Store {
         );
         self.audited(&event, async |tx| {
             let set =
-                sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
+                sqlx::query("UPDATE users SET roles = $1, manufacturer = $2 WHERE username = $3")
                     .bind(serde_json::to_string(&names)?)
                     .bind(manufacturer)
                     .bind(username);
