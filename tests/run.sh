@@ -49,11 +49,17 @@ fi
 # production (issue 14): the same store and API tests again, each on its own PostgreSQL
 # database (src/store/testing.rs).
 echo "== tests on PostgreSQL (store and API suites)"
-pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/) | test(/^airlock::/)'
+pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+# seeds (issue 16): facility accounts, notices, the register, the place of use
+pg_filter="$pg_filter | test(/^seeds_(register|facility|place)::/)"
+# console (issue 17): the operator's screens (users, extracts) and notebooks
+pg_filter="$pg_filter | test(/^admin_api::/) | test(/^ledger_users::/)"
+# the output airlock (issue 13 §1): release requests, decisions, files, downloads
+pg_filter="$pg_filter | test(/^airlock::/)"
 if cargo nextest --version >/dev/null 2>&1; then
   KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
 else
-  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store airlock::
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store seeds_register:: seeds_facility:: seeds_place:: admin_api:: ledger_users:: airlock::
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again

@@ -27,6 +27,7 @@ use roaring::RoaringBitmap;
 
 use super::snapshot::{OutputInternal, OutputSnapshot, request_seal, seal};
 use crate::engine::contributors::deserialise;
+use crate::policy::place::Origin;
 use crate::policy::{Action, Policy};
 use crate::privacy::disclosure::differencing::Earlier;
 use crate::privacy::ledger::ranges;
@@ -157,6 +158,24 @@ pub async fn recheck(
     Ok(None)
 }
 
+/// The place of use was checked with the requester's address when the request was made
+/// (`request.rs`); at the re-check the requester is not the caller (a reviewer is), so
+/// the re-check stands at the approved place: an address inside its first network, or
+/// unknown where the approval restricts none. The rest of the requester's standing
+/// (named, approved, term, pledge, revocation) is checked as at the request.
+async fn approved_place(store: &Store, app: &str) -> Result<Origin, StoreError> {
+    let networks = store
+        .application(app)
+        .await?
+        .and_then(|a| a.approval)
+        .and_then(|a| a.networks);
+    let first = networks
+        .iter()
+        .flatten()
+        .find_map(|n| crate::policy::place::parse_network(n));
+    Ok(Origin(first.map(|n| n.addr())))
+}
+
 /// Step 2: the requester may still request this release today.
 async fn authorised(
     store: &Store,
@@ -168,8 +187,9 @@ async fn authorised(
         None => "the requester's account no longer exists".to_string(),
         Some(user) => {
             let app = &release.application_id;
+            let origin = approved_place(store, app).await?;
             match policy
-                .resolve(store, &user, app, Action::RequestRelease, today)
+                .resolve(store, &user, app, Action::RequestRelease, today, origin)
                 .await?
             {
                 Ok(_) => return Ok(None),

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use super::snapshot::{self, OutputSnapshot};
 use super::{AirlockError, MAX_OUTPUTS, Result, files, text_field};
 use crate::audit::AuditEvent;
+use crate::policy::place::Origin;
 use crate::policy::{Action, Policy};
 use crate::store::Store;
 use crate::store::model::{QueryRecord, ReleaseRequest, User};
@@ -188,6 +189,7 @@ pub async fn request(
     user: &User,
     input: &ReleaseInput,
     today: NaiveDate,
+    origin: Origin,
 ) -> Result<ReleaseRequest> {
     let ids = query_ids(input)?;
     let justification = text_field("justification", &input.justification, false)?;
@@ -198,7 +200,7 @@ pub async fn request(
     }
     let app_id = one_application(&records, input.application.as_deref())?;
     let grant = policy
-        .resolve(store, user, &app_id, Action::RequestRelease, today)
+        .resolve(store, user, &app_id, Action::RequestRelease, today, origin)
         .await?;
     if let Err(denial) = grant {
         return Err(AirlockError::Denied {

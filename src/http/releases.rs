@@ -61,7 +61,16 @@ pub async fn create(
     body: JsonBody<ReleaseInput>,
 ) -> Result<(StatusCode, Json<ReleaseRequest>), ApiError> {
     let Json(input) = body?;
-    match request::request(&st.store, &st.policy, &who.user, &input, st.today()).await {
+    match request::request(
+        &st.store,
+        &st.policy,
+        &who.user,
+        &input,
+        st.today(),
+        who.origin,
+    )
+    .await
+    {
         Ok(r) => Ok((StatusCode::CREATED, Json(r))),
         Err(e) => Err(airlock_error(&st, &who, e).await),
     }

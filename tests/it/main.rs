@@ -22,12 +22,18 @@ mod extracts;
 mod foundation;
 mod functions;
 mod ledger_e2e;
+mod ledger_users;
 mod ordering;
 // production (issue 14)
 mod production;
 mod production_faults;
 mod production_fuzz;
 mod qc_fixture;
+// seeds (issue 16)
+mod seeds_data;
+mod seeds_facility;
+mod seeds_place;
+mod seeds_register;
 mod slt;
 mod support;
 mod tls;

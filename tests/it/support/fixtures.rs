@@ -110,6 +110,7 @@ pub fn full_form(users: &[&str]) -> ApplicationForm {
         place_of_use: "Room 1".into(),
         publication_plan: "paper".into(),
         contact: "office".into(),
+        ..Default::default()
     }
 }
 
@@ -188,6 +189,8 @@ pub async fn approve(store: &Store, a: &Approved) {
         release_checkers: None,
         approved_by: "reviewer1".into(),
         approved_at: Utc::now(),
+        networks: None,
+        published: None,
     });
     let ev = AuditEvent::ok("reviewer1", "application.approve", Some(a.id), json!({}));
     store

@@ -5,6 +5,8 @@
 import { oversight } from './i18n/oversight';
 // the output airlock (issue 13 §1)
 import { releases } from './i18n/releases';
+// seeds (issue 16)
+import { seeds } from './i18n/seeds';
 // annual reports (issue 13 §3)
 import { annual } from './i18n/annual';
 // console (issue 17): notebook habits, results, role screens, operator screens
@@ -228,6 +230,8 @@ const dict = {
   ...oversight,
   // the output airlock (issue 13 §1)
   ...releases,
+  // seeds (issue 16)
+  ...seeds,
   // annual reports (issue 13 §3)
   ...annual,
   // console (issue 17)
