@@ -18,6 +18,10 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# clients and scale (issue 15): the Python clients (ADBC Flight SQL driver, pyarrow, pandas,
+# nbformat) in a cached venv under the target directory, made before the tests use it.
+echo "== python clients"
+bash tests/clients/venv.sh >/dev/null
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast

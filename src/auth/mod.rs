@@ -7,6 +7,7 @@
 //! a stolen database holds no usable token.
 
 pub mod certificate;
+pub mod login;
 
 use chrono::{DateTime, Duration, Utc};
 use ring::digest;

@@ -120,6 +120,9 @@ pub enum Command {
         /// Listen address (overrides the configuration), e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve Arrow Flight SQL on this port of the listen address (overrides flight_port).
+        #[arg(long)]
+        flight_port: Option<u16>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -137,6 +140,10 @@ pub enum Command {
         /// Synthetic registry size.
         #[arg(long, default_value_t = 50_000)]
         patients: u64,
+        /// Arrow Flight SQL port on 127.0.0.1 [default: 8815; if 8815 is taken the demo
+        /// runs without Flight SQL and says so, a port given here must be free].
+        #[arg(long)]
+        flight_port: Option<u16>,
         /// Plain HTTP unless TLS flags are given.
         #[command(flatten)]
         tls: TlsArgs,
@@ -310,17 +317,22 @@ pub fn run() -> ExitCode {
             Command::Serve {
                 config,
                 listen,
+                flight_port,
                 tls,
-            } => on_known_stack(move || crate::cli::admin::serve_command(config, listen, tls))
-                .and_then(|r| r),
+            } => on_known_stack(move || {
+                crate::cli::admin::serve_command(config, listen, flight_port, tls)
+            })
+            .and_then(|r| r),
             Command::Demo {
                 data_dir,
                 port,
                 demo_password,
                 patients,
+                flight_port,
                 tls,
             } => on_known_stack(move || {
-                crate::cli::admin::demo_command(data_dir, port, demo_password, patients, tls)
+                let ports = (port, flight_port);
+                crate::cli::admin::demo_command(data_dir, ports, demo_password, patients, tls)
             })
             .and_then(|r| r),
             Command::User { config, action } => runtime()

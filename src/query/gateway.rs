@@ -70,7 +70,7 @@ impl Gateway {
             policy,
             data,
             ledger,
-            serial: Arc::default(),
+            serial: ExtractLocks::shared(),
         }
     }
 

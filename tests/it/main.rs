@@ -12,6 +12,9 @@ mod dp_engine;
 mod e2e;
 mod equivalence;
 mod extracts;
+// clients and scale (issue 15): Flight SQL
+mod flight;
+mod flight_demo;
 mod foundation;
 mod functions;
 mod ledger_e2e;

@@ -29,6 +29,8 @@ pub fn free_port() -> u16 {
 pub struct Demo {
     child: Child,
     pub port: u16,
+    /// Its Flight SQL port (a free one: the default 8815 would collide between tests).
+    pub flight_port: u16,
     /// What it printed up to the ready line (URL, accounts, the Ctrl-C hint).
     pub printed: Vec<String>,
 }
@@ -45,10 +47,12 @@ impl Demo {
     /// password and `extra` arguments, and wait until it is ready.
     pub fn start<S: AsRef<OsStr>>(data_dir: &Path, patients: u32, extra: &[S]) -> Demo {
         let port = free_port();
+        let flight_port = free_port();
         let mut child = kura()
             .args(["demo", "--data-dir"])
             .arg(data_dir)
             .args(["--port", &port.to_string()])
+            .args(["--flight-port", &flight_port.to_string()])
             .args(["--patients", &patients.to_string()])
             .args(["--demo-password", PASSWORD])
             .args(extra)
@@ -61,6 +65,7 @@ impl Demo {
         let mut demo = Demo {
             child,
             port,
+            flight_port,
             printed: Vec::new(),
         };
         let (tx, rx) = std::sync::mpsc::channel::<String>();
