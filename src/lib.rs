@@ -49,6 +49,7 @@ pub mod store;
 pub mod catalog;
 pub mod console;
 pub mod ingest;
+pub mod notebook;
 pub mod report;
 
 pub mod config;

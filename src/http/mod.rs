@@ -16,6 +16,8 @@ pub mod catalog;
 pub mod denied;
 pub mod error;
 pub mod export;
+// clients and scale (issue 15 §2): notebooks as Jupyter files
+pub mod ipynb;
 pub mod notebooks;
 pub mod query;
 pub mod releases;
@@ -104,6 +106,8 @@ impl MakeRequestId for MakeId {
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
+        // clients and scale (issue 15 §2)
+        ipynb::export, ipynb::run_export, ipynb::import,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -194,6 +198,12 @@ pub fn app(state: AppState) -> Router {
             get(notebooks::get_one)
                 .put(notebooks::update)
                 .delete(notebooks::delete),
+        )
+        // clients and scale (issue 15 §2): notebooks as Jupyter files
+        .route("/notebooks/import", post(ipynb::import))
+        .route(
+            "/notebooks/{id}/ipynb",
+            get(ipynb::export).post(ipynb::run_export),
         )
         .route("/releases", post(notebooks::create_release))
         .route("/releases/{id}/decision", post(releases::decide))

@@ -15,6 +15,8 @@ mod extracts;
 // clients and scale (issue 15): Flight SQL
 mod flight;
 mod flight_demo;
+// clients and scale (issue 15 §2): notebooks as Jupyter files
+mod ipynb;
 mod foundation;
 mod functions;
 mod ledger_e2e;
