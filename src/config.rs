@@ -109,6 +109,16 @@ impl EnvValue for Option<PathBuf> {
     }
 }
 
+impl EnvValue for Option<SocketAddr> {
+    const EXPECTED: &'static str = "an address such as 127.0.0.1:9090";
+    fn parse_env(s: &str) -> Option<Self> {
+        if s.trim().is_empty() {
+            return Some(None);
+        }
+        s.trim().parse().ok().map(Some)
+    }
+}
+
 impl EnvValue for Option<String> {
     const EXPECTED: &'static str = "text";
     fn parse_env(s: &str) -> Option<Self> {
@@ -161,7 +171,7 @@ macro_rules! options {
 
 options! {
     /// kura's configuration. See `docs/configuration.md`.
-    struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig];
+    struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig, store: StoreConfig];
     /// Address and port to listen on. Keep it on loopback or an internal network, and serve TLS (section `[tls]`) or put a TLS proxy in front.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080";
     /// Port of the Arrow Flight SQL endpoint, on the address of `listen` (same accounts, rules, TLS and client certificates as HTTP); empty means no Flight SQL.
@@ -186,8 +196,16 @@ options! {
     request_timeout_secs: u64 = 120, "120";
     /// Maximum requests served at once.
     concurrency: usize = 64, "64";
-    /// Memory pool per query in MiB.
+    /// Memory pool per query in MiB (a share of `memory_pool_mib`).
     query_memory_mib: usize = 2048, "2048";
+    /// Memory of all queries together in MiB: one pool that every query's pool draws from; a query that would exceed it is refused with `resource_limit`.
+    memory_pool_mib: usize = 4096, "4096";
+    /// Queries one user may run at once; one more is refused with `429 too_many_queries`.
+    query_per_user: usize = 4, "4";
+    /// Threads of the separate runtime that executes queries (0: one per core), so that HTTP, logins and the audit log stay responsive under heavy queries.
+    query_threads: usize = 0, "0";
+    /// Failed or successful login attempts per minute from one client address; more are refused with `429 rate_limited` (0: no limit).
+    login_per_minute: u64 = 30, "30";
     /// Time limit per query in seconds.
     query_timeout_secs: u64 = 60, "60";
     /// Maximum released rows per query.
@@ -196,10 +214,22 @@ options! {
     extract_retention_days: i64 = 30, "30";
     /// Log format: `json` (for log collectors) or `text`.
     log_format: String = "json".to_string(), "json";
+    /// File with the operator's token for `GET /metrics` on the API address (≥ 32 characters, mode 0600). Alternative: KURA_METRICS_TOKEN. Empty: /metrics is not served on the API address.
+    metrics_token_file: Option<PathBuf> = None, "(none)";
+    /// Separate address serving only `GET /metrics`, without a token (keep it on an internal network). Empty: none.
+    metrics_listen: Option<SocketAddr> = None, "(none)";
     /// Directory of audit alert rules (`*.toml`, one rule per file, see audit/README.md); empty means the rules compiled into kura (`audit/`).
     alert_rules_dir: Option<PathBuf> = None, "(embedded)";
+    /// Directory the signed audit checkpoints are written to (`checkpoints.jsonl`, `latest.json`); ship its files off the host (they detect a truncated log). Empty means `<data_dir>/audit-checkpoints`.
+    audit_checkpoint_dir: Option<PathBuf> = None, "(<data_dir>/audit-checkpoints)";
+    /// Seconds between audit checkpoints (written only when the log grew; also at start and shutdown).
+    audit_checkpoint_secs: u64 = 300, "300";
     /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
     alert_webhook_url: Option<String> = None, "(none)";
+    /// Font file (TrueType/OpenType covering Japanese) for PDF reports; empty means the first found of Debian's IPA Gothic (fonts-ipafont-gothic) and other common Japanese fonts.
+    report_font: Option<PathBuf> = None, "(IPA Gothic, found at run time)";
+    /// Directory of annual report definitions (`*.toml` and their SQL, see docs/reports.md); empty means the definitions compiled into kura (`queries/annual/`).
+    annual_reports_dir: Option<PathBuf> = None, "(embedded)";
 }
 
 options! {
@@ -218,6 +248,16 @@ options! {
     client_auth: Option<ClientAuth> = None, "(required if client_ca is set, else off)";
     /// Require the client certificate's subject CN to equal the username at login and on every authenticated request (`403 certificate_mismatch`).
     bind_certificate_to_user: Option<bool> = None, "(true if client_auth = required)";
+}
+
+options! {
+    /// Section `[store]`: the control-plane database (users, applications, ε ledger,
+    /// audit log). SQLite in the data directory unless a PostgreSQL URL is given.
+    struct StoreConfig, list STORE_OPTIONS, env "KURA_STORE_", sections [];
+    /// Database URL: `postgres://user@host:5432/kura` (PostgreSQL, production; the password from PGPASSWORD or ~/.pgpass, TLS with `?sslmode=verify-full`) or `sqlite:///path/kura.db`. Empty means SQLite at `<data_dir>/kura.db`.
+    url: Option<String> = None, "(sqlite: <data_dir>/kura.db)";
+    /// Connections in the store's pool.
+    max_connections: u64 = 16, "16";
 }
 
 /// Whether and how clients must present a certificate.
@@ -281,8 +321,34 @@ impl TlsConfig {
     }
 }
 
+/// `(option, default as shown, documentation)`.
+type OptionDoc = (&'static str, &'static str, &'static str);
+
+/// The sections of the file and their options.
+const SECTIONS: &[(&str, &[OptionDoc])] = &[("tls", TLS_OPTIONS), ("store", STORE_OPTIONS)];
+
 /// Warnings produced while loading (unknown keys).
 pub type Warnings = Vec<String>;
+
+/// A secret value whose `Debug` never shows it.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
 
 /// HTTP-level settings (from the configuration).
 #[derive(Debug, Clone)]
@@ -296,6 +362,14 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub request_timeout: std::time::Duration,
     pub concurrency: usize,
+    /// The operator's token for `GET /metrics` on the API address (`None`: not served there).
+    pub metrics_token: Option<Secret>,
+    /// Login attempts per minute from one client address (0: no limit).
+    pub login_per_minute: u64,
+    /// Font for PDF reports (`report_font`; `None`: found at run time).
+    pub report_font: Option<PathBuf>,
+    /// Annual report definitions folder (`annual_reports_dir`; `None`: embedded).
+    pub annual_reports_dir: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -307,6 +381,10 @@ impl Default for HttpSettings {
             body_limit: 1 << 20,
             request_timeout: std::time::Duration::from_secs(120),
             concurrency: 64,
+            metrics_token: None,
+            login_per_minute: 0,
+            report_font: None,
+            annual_reports_dir: None,
         }
     }
 }
@@ -332,7 +410,10 @@ impl Config {
                 let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
                 let unknown: Vec<String> = table
                     .keys()
-                    .filter(|k| !OPTIONS.iter().any(|o| o.0 == k.as_str()) && *k != "tls")
+                    .filter(|k| {
+                        !OPTIONS.iter().any(|o| o.0 == k.as_str())
+                            && !SECTIONS.iter().any(|s| s.0 == k.as_str())
+                    })
                     .cloned()
                     .collect();
                 let mut warn = |k: &str| {
@@ -345,15 +426,17 @@ impl Config {
                     warn(&k);
                     table.remove(&k);
                 }
-                if let Some(toml::Value::Table(tls)) = table.get_mut("tls") {
-                    let unknown: Vec<String> = tls
-                        .keys()
-                        .filter(|k| !TLS_OPTIONS.iter().any(|o| o.0 == k.as_str()))
-                        .cloned()
-                        .collect();
-                    for k in unknown {
-                        warn(&format!("tls.{k}"));
-                        tls.remove(&k);
+                for (section, known) in SECTIONS {
+                    if let Some(toml::Value::Table(t)) = table.get_mut(*section) {
+                        let unknown: Vec<String> = t
+                            .keys()
+                            .filter(|k| !known.iter().any(|o| o.0 == k.as_str()))
+                            .cloned()
+                            .collect();
+                        for k in unknown {
+                            warn(&format!("{section}.{k}"));
+                            t.remove(&k);
+                        }
                     }
                 }
                 Config::deserialize(toml::Value::Table(table)).map_err(parse_err)?
@@ -365,11 +448,20 @@ impl Config {
 
     /// The Flight SQL address: the `listen` address with `flight_port`, if set.
     pub fn flight_listen(&self) -> Option<SocketAddr> {
-        self.flight_port.map(|p| SocketAddr::new(self.listen.ip(), p))
+        self.flight_port
+            .map(|p| SocketAddr::new(self.listen.ip(), p))
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("kura.db")
+    }
+
+    /// The store URL in force: `store.url`, else SQLite at [`Self::db_path`].
+    pub fn store_url(&self) -> String {
+        match self.store.url.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => u.to_string(),
+            None => crate::store::sqlite_url(&self.db_path()),
+        }
     }
 
     pub fn registry_dir(&self) -> PathBuf {
@@ -378,6 +470,13 @@ impl Config {
 
     pub fn extracts_dir(&self) -> PathBuf {
         self.data_dir.join("extracts")
+    }
+
+    /// Where audit checkpoints are written.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.audit_checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-checkpoints"))
     }
 
     pub fn limits(&self) -> crate::engine::Limits {
@@ -397,7 +496,42 @@ impl Config {
             body_limit: self.body_limit_bytes,
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             concurrency: self.concurrency,
+            metrics_token: None,
+            login_per_minute: self.login_per_minute,
+            report_font: self.report_font.clone(),
+            annual_reports_dir: self.annual_reports_dir.clone(),
         }
+    }
+
+    /// The operator's metrics token, from `metrics_token_file` (a private file) or
+    /// KURA_METRICS_TOKEN; `None` when neither is set.
+    pub fn metrics_token(
+        &self,
+        get_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        if let Some(t) = get_env("KURA_METRICS_TOKEN").filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(Secret::new(t.trim())));
+        }
+        let Some(path) = &self.metrics_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretMissing {
+            name: "metrics_token",
+            upper: "METRICS_TOKEN".into(),
+            why: format!("cannot read {}: {e}", path.display()),
+        })?;
+        crate::durable::check_private(path).map_err(|e| ConfigError::SecretInvalid {
+            name: "metrics_token",
+            why: e.to_string(),
+        })?;
+        let token = text.trim();
+        if token.len() < 32 {
+            return Err(ConfigError::SecretInvalid {
+                name: "metrics_token",
+                why: format!("{} characters; use at least 32 random ones", token.len()),
+            });
+        }
+        Ok(Some(Secret::new(token)))
     }
 
     /// Raw secret bytes from `KURA_<NAME>` (hex) or the `<name>_file` option.
@@ -416,11 +550,17 @@ impl Config {
         let text = if let Some(v) = get_env(&format!("KURA_{upper}")) {
             v
         } else if let Some(path) = file {
-            std::fs::read_to_string(path).map_err(|e| ConfigError::SecretMissing {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretMissing {
                 name,
                 upper: upper.clone(),
                 why: format!("cannot read {}: {e}", path.display()),
-            })?
+            })?;
+            // A key readable by other accounts is as good as published: refuse it.
+            crate::durable::check_private(path).map_err(|e| ConfigError::SecretInvalid {
+                name,
+                why: e.to_string(),
+            })?;
+            text
         } else {
             return Err(ConfigError::SecretMissing {
                 name,
@@ -467,11 +607,14 @@ pub fn options_markdown() -> String {
             name.to_uppercase()
         ));
     }
-    for (name, default, doc) in TLS_OPTIONS {
-        s.push_str(&format!(
-            "| `tls.{name}` | `KURA_TLS_{}` | `{default}` | {doc} |\n",
-            name.to_uppercase()
-        ));
+    for (section, options) in SECTIONS {
+        for (name, default, doc) in *options {
+            s.push_str(&format!(
+                "| `{section}.{name}` | `KURA_{}_{}` | `{default}` | {doc} |\n",
+                section.to_uppercase(),
+                name.to_uppercase()
+            ));
+        }
     }
     s
 }
@@ -510,6 +653,25 @@ mod tests {
     fn bad_env_values_name_the_variable() {
         let err = Config::load(None, &env(&[("KURA_CONCURRENCY", "many")])).unwrap_err();
         assert!(err.to_string().contains("KURA_CONCURRENCY"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("audit.key");
+        std::fs::write(&f, "ab".repeat(32)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cfg = Config {
+            audit_key_file: Some(f.clone()),
+            ..Config::default()
+        };
+        let err = cfg.audit_key(&env(&[])).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        // Control: the same key, private, is accepted.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(cfg.audit_key(&env(&[])).is_ok());
     }
 
     #[test]
@@ -584,17 +746,28 @@ mod tests {
     #[test]
     fn docs_and_example_match_the_declared_options() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        let path = root.join("docs/configuration.md");
+        let mut docs = std::fs::read_to_string(&path).unwrap();
+        // KURA_REGENERATE_DOCS=1 rewrites the table between its markers.
+        if std::env::var_os("KURA_REGENERATE_DOCS").is_some() {
+            let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
+            let (a, b) = (
+                docs.find(begin).unwrap() + begin.len(),
+                docs.find(end).unwrap(),
+            );
+            docs.replace_range(a..b, &options_markdown());
+            std::fs::write(&path, &docs).unwrap();
+        }
         assert!(
             docs.contains(&options_markdown()),
-            "docs/configuration.md is out of date; paste options_markdown()"
+            "docs/configuration.md is out of date; run this test with KURA_REGENERATE_DOCS=1"
         );
         let example = root.join("deploy/kura.example.toml");
         let (cfg, warnings) = Config::load(Some(&example), &env(&[])).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.listen, Config::default().listen);
         let text = std::fs::read_to_string(&example).unwrap();
-        for (name, _, _) in OPTIONS.iter().chain(TLS_OPTIONS) {
+        for (name, _, _) in OPTIONS.iter().chain(TLS_OPTIONS).chain(STORE_OPTIONS) {
             assert!(
                 text.contains(&format!("{name} =")),
                 "{name} missing from the example"

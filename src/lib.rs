@@ -54,6 +54,9 @@ pub mod report;
 
 pub mod config;
 pub mod errors;
+// production (issue 14): durable writes, metrics, resource limits
+pub mod durable;
+pub mod metrics;
 
 // Operator commands, `kura demo` and the benchmarks.
 pub mod cli;

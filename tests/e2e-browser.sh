@@ -22,9 +22,11 @@ if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
-# Japanese glyphs in screenshots (the console itself needs no font from outside).
-if command -v fc-list >/dev/null && ! fc-list :lang=ja 2>/dev/null | grep -q .; then
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic || true
+# Japanese glyphs in screenshots (the console itself needs no font from outside), and the
+# font kura's PDF reports are set in (issue 13: the journeys download PDFs).
+if [ ! -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic
 fi
 
 if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then

@@ -14,6 +14,26 @@ if ! command -v npm >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
 
+# production (issue 14): the store and API suites also run on PostgreSQL, on a throwaway
+# cluster started here and stopped on exit.
+source tests/pg-cluster.sh
+pg_cluster_start
+# The deploy check reads compose.yaml with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+trap pg_cluster_stop EXIT
+if [ "${CI:-}" = true ] && [ -z "${KURA_TEST_PG_URL:-}" ]; then
+  echo "CI=true but no PostgreSQL test cluster (KURA_TEST_PG_URL): refusing to test SQLite alone" >&2
+  exit 1
+fi
+
+# annual and usage reports (issue 13): PDF reports need a Japanese font (Debian's IPA Gothic,
+# IPA Font Licence) and the tests read the PDFs back with poppler's pdftotext.
+if [ ! -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || ! command -v pdftotext >/dev/null; then
+  echo "== installing fonts-ipafont-gothic and poppler-utils (PDF reports)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipafont-gothic poppler-utils
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
@@ -27,6 +47,15 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else
   cargo test --locked --no-fail-fast
+fi
+# production (issue 14): the same store and API tests again, each on its own PostgreSQL
+# database (src/store/testing.rs).
+echo "== tests on PostgreSQL (store and API suites)"
+pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+if cargo nextest --version >/dev/null 2>&1; then
+  KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
+else
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again

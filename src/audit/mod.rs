@@ -7,18 +7,27 @@
 //! found by [`verify`]. Entries are appended inside the caller's transaction, so a state
 //! change and its audit event commit together or not at all ("no audit, no answer").
 //!
-//! Truncating the newest entries leaves a shorter valid chain; the head reported by
-//! `verify` (and logged at every start) is what an operator compares against.
+//! Verification ([`verify`]) streams the log in `seq` order (memory does not grow with
+//! the log) and checks every stored column: the plain columns that filters and reports
+//! read (`actor`, `action`, `application`, `outcome`, `code`, `reference`) must equal the
+//! signed event, so an insider cannot relabel a row out of an auditor's filter.
+//!
+//! Truncating the newest entries leaves a shorter valid chain; signed checkpoints of the
+//! head ([`checkpoint`]), written on a schedule to files the operator ships elsewhere,
+//! detect it (`kura audit verify --checkpoint FILE`, and at every start).
 
 pub mod alert;
+// production (issue 14): signed checkpoints of the chain head
+pub mod checkpoint;
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 /// The MAC that stands before the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -62,6 +71,12 @@ impl AuditKey {
             )));
         }
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
+    }
+
+    /// A non-reversible identifier of the key for the operator's screen: the first 8 bytes
+    /// of an HMAC of a fixed label, in hex. Says which key signs the chain, never the key.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&hmac::sign(&self.0, b"kura audit key fingerprint v1").as_ref()[..8])
     }
 
     /// Parse a hex string (whitespace trimmed), as stored in a key file or env variable.
@@ -212,7 +227,7 @@ fn signed_bytes(seq: i64, at: &str, prev: &str, event_json: &str) -> Vec<u8> {
 /// Append one event inside the caller's transaction and return its record. The caller's
 /// transaction must hold the write lock (`BEGIN IMMEDIATE`) so `seq` and `prev` cannot race.
 pub async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
     event: &AuditEvent,
 ) -> Result<AuditRecord, AuditError> {
@@ -233,7 +248,7 @@ pub async fn append(
     let mac = key.mac(&signed_bytes(seq, &at_text, &prev, &event_json));
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, application, outcome, code, reference, event, prev, mac)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(seq)
     .bind(&at_text)
@@ -257,21 +272,25 @@ pub async fn append(
     })
 }
 
-/// Walk the whole chain in `seq` order and report the first broken link.
+/// Walk the whole chain in `seq` order, streaming, and report the first broken link;
+/// with `checkpoints`, also that the chain still holds each checkpoint's head.
 pub async fn verify(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
+    checkpoints: &[checkpoint::Checkpoint],
 ) -> Result<Verification, AuditError> {
-    let rows = sqlx::query("SELECT seq, at, event, prev, mac FROM audit_log ORDER BY seq ASC")
-        .fetch_all(&mut *conn)
-        .await?;
+    let mut rows = sqlx::query(
+        "SELECT seq, at, actor, action, application, outcome, code, reference, event, prev, mac
+         FROM audit_log ORDER BY seq ASC",
+    )
+    .fetch(&mut *conn);
+    let mut pending: Vec<&checkpoint::Checkpoint> = checkpoints.iter().collect();
+    pending.sort_by_key(|c| c.seq);
+    let mut pending = pending.into_iter().peekable();
     let mut expected_prev = GENESIS.to_string();
     let mut count = 0i64;
-    for (expected_seq, row) in (1i64..).zip(rows) {
+    while let Some(row) = rows.try_next().await? {
         let seq: i64 = row.try_get("seq")?;
-        let at: String = row.try_get("at")?;
-        let event: String = row.try_get("event")?;
-        let prev: String = row.try_get("prev")?;
         let mac: String = row.try_get("mac")?;
         let broken = |reason: &str| Verification {
             ok: false,
@@ -280,32 +299,31 @@ pub async fn verify(
             broken_at: Some(seq),
             reason: Some(reason.to_string()),
         };
-        if seq != expected_seq {
-            return Ok(broken(
-                "sequence gap: an entry was deleted or renumbered / 連番の欠落（削除または改番）",
-            ));
+        if let Some(reason) = check_row(&row, key, count + 1, &expected_prev)? {
+            return Ok(broken(reason));
         }
-        if prev != expected_prev {
-            return Ok(broken(
-                "previous-MAC link does not match: entries were reordered or replaced / 前エントリとの連結不一致",
-            ));
-        }
-        // Re-canonicalise: an edit that keeps the JSON meaning but changes bytes is still an edit.
-        let canonical = serde_json::from_str::<Value>(&event)
-            .ok()
-            .map(|v| canonical_json(&v));
-        if canonical.as_deref() != Some(event.as_str()) {
-            return Ok(broken(
-                "event is not canonical JSON: the row was edited / イベントが改ざんされています",
-            ));
-        }
-        if !key.check(&signed_bytes(seq, &at, &prev, &event), &mac) {
-            return Ok(broken(
-                "MAC does not match: the entry was edited / MAC 不一致（改ざん）",
-            ));
+        while let Some(c) = pending.next_if(|c| c.seq <= seq) {
+            if c.seq == seq && c.head != mac {
+                return Ok(broken(
+                    "entry differs from the signed checkpoint: the log was rewritten / チェックポイントと不一致（書き換え）",
+                ));
+            }
         }
         expected_prev = mac;
         count += 1;
+    }
+    if let Some(c) = pending.next() {
+        return Ok(Verification {
+            ok: false,
+            events: count,
+            head: expected_prev,
+            broken_at: Some(c.seq),
+            reason: Some(format!(
+                "truncated: a checkpoint of {} signed entry {} but the log ends at {count} / 切り詰め：チェックポイントの項目がありません",
+                c.at.to_rfc3339(),
+                c.seq
+            )),
+        });
     }
     Ok(Verification {
         ok: true,
@@ -314,6 +332,61 @@ pub async fn verify(
         broken_at: None,
         reason: None,
     })
+}
+
+/// The first problem of one stored entry, expected at `expected_seq` after
+/// `expected_prev`: its place in the chain, its canonical form, its MAC, and every plain
+/// column against the signed event.
+fn check_row(
+    row: &sqlx::any::AnyRow,
+    key: &AuditKey,
+    expected_seq: i64,
+    expected_prev: &str,
+) -> Result<Option<&'static str>, AuditError> {
+    let seq: i64 = row.try_get("seq")?;
+    let at: String = row.try_get("at")?;
+    let event: String = row.try_get("event")?;
+    let prev: String = row.try_get("prev")?;
+    let mac: String = row.try_get("mac")?;
+    if seq != expected_seq {
+        return Ok(Some(
+            "sequence gap: an entry was deleted or renumbered / 連番の欠落（削除または改番）",
+        ));
+    }
+    if prev != expected_prev {
+        return Ok(Some(
+            "previous-MAC link does not match: entries were reordered or replaced / 前エントリとの連結不一致",
+        ));
+    }
+    // Re-canonicalise: an edit that keeps the JSON meaning but changes bytes is still an edit.
+    let parsed = serde_json::from_str::<Value>(&event).ok();
+    if parsed.as_ref().map(canonical_json).as_deref() != Some(event.as_str()) {
+        return Ok(Some(
+            "event is not canonical JSON: the row was edited / イベントが改ざんされています",
+        ));
+    }
+    if !key.check(&signed_bytes(seq, &at, &prev, &event), &mac) {
+        return Ok(Some(
+            "MAC does not match: the entry was edited / MAC 不一致（改ざん）",
+        ));
+    }
+    let signed = parsed.unwrap_or(Value::Null);
+    for column in [
+        "actor",
+        "action",
+        "application",
+        "outcome",
+        "code",
+        "reference",
+    ] {
+        let stored: Option<String> = row.try_get(column)?;
+        if signed[column].as_str() != stored.as_deref() {
+            return Ok(Some(
+                "a plain column (actor, action, application, outcome, code or reference) differs from the signed event: the row was relabelled / 列の値が署名済みイベントと不一致（改ざん）",
+            ));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

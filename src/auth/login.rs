@@ -4,8 +4,8 @@
 //!
 //! Guarantees: the certificate is checked before the password, so a certificate for
 //! another account never gets to try one and a mismatch does not count towards the
-//! owner's lockout; every attempt pays the argon2id cost, known name or not; a locked
-//! account is refused even with the right password; a failure counts towards the lock of
+//! owner's lockout; a locked name is refused before any argon2 work (so even with the
+//! right password), every other attempt pays the argon2id cost, known name or not; a failure counts towards the lock of
 //! the *attempted* name; every refusal is written to the audit log under the reference it
 //! is returned with (if that write fails, the caller gets a store error instead: no audit,
 //! no answer — not even a refusal); a success stores the session and its audit event in
@@ -18,7 +18,7 @@ use super::certificate::{BindingRefusal, ClientIdentity, check_binding};
 use super::{AuthError, NewToken};
 use crate::audit::AuditEvent;
 use crate::store::model::User;
-use crate::store::{Store, StoreError};
+use crate::store::{FailedLogin, Store, StoreError};
 
 /// What the transport knows about the connection a credential came over.
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,14 +72,18 @@ impl LoginRefusal {
                 "The client certificate was not issued for this account: log in with the account named in your certificate, or connect with the certificate issued for this account. / クライアント証明書とアカウントが一致しません。本人の証明書と本人のアカウントを使ってください。"
             }
             Self::InvalidCredentials => {
-                "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。"
+                "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。5 回続けて失敗すると 15 分間ロックされます。"
             }
             Self::AccountLocked => {
-                "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行してください。"
+                "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行するか、運用担当者にパスワードの再設定を依頼してください。"
             }
         }
     }
 }
+
+/// The refusal of a login from an address over its rate (`auth::rate`; `429 rate_limited`,
+/// before any credential is looked at).
+pub const RATE_LIMITED: &str = "Too many login attempts from this address; wait a minute and try again. / この接続元からのログイン試行が多すぎます。1 分ほど待ってから再試行してください。";
 
 /// A login or binding that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +156,11 @@ pub async fn check_certificate(
 }
 
 /// Log `username` in with `password` over `peer`: certificate binding first, then the
-/// lock and the password (argon2id, paid whether or not the name exists). `via` names
-/// the protocol in the audit event (`password` for the HTTP API, `flight` for Flight SQL).
+/// lock (a locked name is refused before any argon2 work), then the password (argon2id,
+/// paid whether or not the name exists). Failures count and lock in one statement, and a
+/// lock set while this password was checked still wins over the session
+/// (`Store::login_failed`, `Store::login_succeeded`). `via` names the protocol in the audit
+/// event (`password` for the HTTP API, `flight` for Flight SQL).
 pub async fn login(
     store: &Store,
     ttl: chrono::Duration,
@@ -165,7 +172,13 @@ pub async fn login(
 ) -> Result<Session, LoginError> {
     check_certificate(store, bind, peer, username, "session.login").await?;
     let now = Utc::now();
-    let (failures, locked_until) = store.login_state(username).await?;
+    let (_, locked_until) = store.login_state(username).await?;
+    if super::is_locked(locked_until, now) {
+        crate::metrics::login("account_locked");
+        let detail = json!({"when": "before the password check"});
+        let refusal = LoginRefusal::AccountLocked;
+        return Err(refuse(store, username, "session.login", refusal, detail).await);
+    }
     let found = store.user_with_hash(username).await?;
     // Always pay the argon2id cost, so timing does not tell known from unknown names.
     let hash = found
@@ -176,37 +189,61 @@ pub async fn login(
     let verified = tokio::task::spawn_blocking(move || super::verify_password(&pw, &hash))
         .await
         .unwrap_or(false);
-    if super::is_locked(locked_until, now) {
-        let refusal = LoginRefusal::AccountLocked;
-        return Err(refuse(store, username, "session.login", refusal, json!({})).await);
-    }
     let known = found.is_some();
     let ok = verified && found.as_ref().is_some_and(|(u, _)| !u.disabled);
     let Some((user, _)) = found.filter(|_| ok) else {
-        let lock = super::lock_after_failure(failures + 1, now);
-        let refusal = LoginRefusal::InvalidCredentials;
-        let reference = crate::query::new_ref();
-        let ev = AuditEvent::denied(
-            username,
-            "session.login",
-            None,
-            refusal.code(),
-            json!({"known_account": known, "locked": lock.is_some()}),
-        )
-        .with_reference(&reference);
-        store.login_failed(username, lock, &ev).await?;
-        return Err(LoginError::Refused { refusal, reference });
+        return Err(failed(store, username, known, now).await?);
     };
     let token = super::new_token(ttl)?;
-    let ev = AuditEvent::ok(&user.username, "session.login", None, json!({"via": via}));
-    store
-        .login_succeeded(
-            &user.username,
-            &token.hash,
-            &token.csrf,
-            token.expires_at,
-            &ev,
-        )
+    let reference = crate::query::new_ref();
+    let event = |opened: &bool| {
+        if *opened {
+            AuditEvent::ok(&user.username, "session.login", None, json!({"via": via}))
+        } else {
+            let refusal = LoginRefusal::AccountLocked;
+            let detail = json!({"when": "locked while the password was checked"});
+            AuditEvent::denied(
+                &user.username,
+                "session.login",
+                None,
+                refusal.code(),
+                detail,
+            )
+            .with_reference(&reference)
+        }
+    };
+    let (hash, csrf, expires) = (&token.hash, &token.csrf, token.expires_at);
+    let opened = store
+        .login_succeeded(&user.username, hash, csrf, expires, Utc::now(), event)
         .await?;
+    if !opened {
+        crate::metrics::login("account_locked");
+        let refusal = LoginRefusal::AccountLocked;
+        return Err(LoginError::Refused { refusal, reference });
+    }
+    crate::metrics::login("ok");
     Ok(Session { user, token })
+}
+
+/// Count a failed password for `username` (locking it at the limit), audited, and return
+/// the refusal.
+async fn failed(
+    store: &Store,
+    username: &str,
+    known: bool,
+    now: chrono::DateTime<Utc>,
+) -> Result<LoginError, LoginError> {
+    let refusal = LoginRefusal::InvalidCredentials;
+    let reference = crate::query::new_ref();
+    let event = |f: &FailedLogin| {
+        let detail = json!({"known_account": known, "locked": f.locked_now});
+        AuditEvent::denied(username, "session.login", None, refusal.code(), detail)
+            .with_reference(&reference)
+    };
+    let lock_until = now + chrono::Duration::minutes(super::LOCK_MINUTES);
+    store
+        .login_failed(username, super::MAX_FAILURES, lock_until, event)
+        .await?;
+    crate::metrics::login("invalid_credentials");
+    Ok(LoginError::Refused { refusal, reference })
 }

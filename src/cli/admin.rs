@@ -9,8 +9,8 @@ use crate::audit::AuditKey;
 use crate::auth;
 use crate::cli::{AuditCommand, ConfigArgs, UserCommand};
 use crate::config::{Config, process_env};
-use crate::store::Store;
 use crate::store::model::{NewUser, Role};
+use crate::store::{Opening, Store};
 
 fn operator() -> String {
     format!(
@@ -19,19 +19,37 @@ fn operator() -> String {
     )
 }
 
-/// Open the store of a configuration (the data dir must exist), with the alert rules of
+/// Open the store of a configuration (creating the data dir), with the alert rules of
 /// the configuration (a bad rule file stops the command here, naming file and field).
-pub async fn open_store(cfg: &Config, key: AuditKey) -> Result<Store, String> {
+/// Commands open it as [`Opening::Tool`]: a running server's reservations stay as they are.
+pub async fn open_store(cfg: &Config, key: AuditKey, opening: Opening) -> Result<Store, String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
     let rules = crate::cli::report::alert_rules(cfg)?;
-    let store = Store::open(&cfg.db_path(), key).await.map_err(|e| {
-        format!(
-            "cannot open the control-plane database {}: {e}",
-            cfg.db_path().display()
-        )
-    })?;
+    let url = cfg.store_url();
+    let store = Store::connect_with(&url, key, opening, cfg.store.max_connections as u32)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open the control-plane database {}: {e}",
+                redact_url(&url)
+            )
+        })?;
     Ok(store.with_alerts(std::sync::Arc::new(rules)))
+}
+
+/// A store URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let auth = &url[s + 3..at];
+            match auth.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn read_password(stdin: bool) -> Result<(String, bool), String> {
@@ -52,7 +70,7 @@ fn read_password(stdin: bool) -> Result<(String, bool), String> {
 pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitCode, String> {
     let cfg = args.load()?;
     let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
-    let store = open_store(&cfg, key).await?;
+    let store = open_store(&cfg, key, Opening::Tool).await?;
     match action {
         UserCommand::Add {
             username,
@@ -123,16 +141,39 @@ pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitC
 pub async fn audit_command(args: ConfigArgs, action: AuditCommand) -> Result<ExitCode, String> {
     let cfg = args.load()?;
     let key = cfg.audit_key(&process_env).map_err(|e| e.to_string())?;
-    let store = open_store(&cfg, key).await?;
+    let store = open_store(&cfg, key, Opening::Tool).await?;
     match action {
-        AuditCommand::Verify => {
-            let v = store.verify_audit().await.map_err(|e| e.to_string())?;
+        AuditCommand::Verify { checkpoint } => {
+            let checkpoints = match &checkpoint {
+                Some(file) => crate::audit::checkpoint::read(file, store.audit_key())
+                    .map_err(|e| crate::errors::chain(&e))?,
+                None => Vec::new(),
+            };
+            let v = store
+                .verify_audit_against(&checkpoints)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string(&v).map_err(|e| e.to_string())?);
             Ok(if v.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)
             })
+        }
+        AuditCommand::Checkpoint => {
+            match store
+                .write_checkpoint(&cfg.checkpoint_dir(), None)
+                .await
+                .map_err(|e| crate::errors::chain(&e))?
+            {
+                Some(c) => println!(
+                    "checkpoint of entry {} written to {} / チェックポイントを書き出しました",
+                    c.seq,
+                    cfg.checkpoint_dir().display()
+                ),
+                None => println!("the audit log is empty; no checkpoint / 監査ログが空です"),
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -144,20 +185,23 @@ pub async fn build_state(cfg: &Config) -> Result<crate::http::AppState, String> 
     let extract_key = cfg
         .secret("extract_key", &process_env)
         .map_err(|e| e.to_string())?;
-    let catalog = Arc::new(
-        match &cfg.catalog {
-            Some(p) => crate::catalog::Catalog::load(p),
-            None => crate::catalog::Catalog::embedded(),
-        }
-        .map_err(|e| crate::errors::chain(&e))?,
-    );
-    let store = open_store(cfg, key).await?;
+    let catalog = Arc::new(load_catalog(cfg)?);
+    let store = open_store(cfg, key, Opening::Server).await?;
     let plane = Arc::new(open_plane(cfg, &extract_key, &catalog).await?);
     app_state(cfg, store, plane, catalog).await
 }
 
+/// The configured catalogue (`catalog`, else the embedded one).
+pub(crate) fn load_catalog(cfg: &Config) -> Result<crate::catalog::Catalog, String> {
+    match &cfg.catalog {
+        Some(p) => crate::catalog::Catalog::load(p),
+        None => crate::catalog::Catalog::embedded(),
+    }
+    .map_err(|e| crate::errors::chain(&e))
+}
+
 /// The data plane over the configured registry and extracts directories.
-async fn open_plane(
+pub(crate) async fn open_plane(
     cfg: &Config,
     extract_key: &[u8],
     catalog: &std::sync::Arc<crate::catalog::Catalog>,
@@ -183,12 +227,28 @@ async fn app_state(
     let policy = crate::policy::Policy::load(&store)
         .await
         .map_err(|e| crate::errors::chain(&e))?;
+    // production (issue 14): one memory pool for all queries, queries on their own runtime
+    crate::engine::memory::set_global_limit(cfg.memory_pool_mib << 20);
+    crate::engine::runtime::configure(cfg.query_threads);
+    // annual reports (issue 13 §3): bad definition files stop the start, naming file and field
+    match &cfg.annual_reports_dir {
+        Some(dir) => crate::report::annual::Definitions::load_dir(dir, &catalog),
+        None => crate::report::annual::Definitions::embedded(&catalog),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(crate::http::AppState {
         store,
         policy: std::sync::Arc::new(policy),
         data,
         catalog,
-        settings: std::sync::Arc::new(cfg.http_settings()),
+        settings: std::sync::Arc::new(crate::config::HttpSettings {
+            metrics_token: cfg.metrics_token(&process_env).map_err(|e| e.to_string())?,
+            ..cfg.http_settings()
+        }),
+        admission: std::sync::Arc::new(crate::query::admission::Admission::new(cfg.query_per_user)),
+        login_rate: std::sync::Arc::new(crate::auth::rate::AddressRate::per_minute(
+            cfg.login_per_minute,
+        )),
     })
 }
 
@@ -198,6 +258,7 @@ pub async fn serve_command(
     listen: Option<std::net::SocketAddr>,
     flight_port: Option<u16>,
     tls_args: crate::cli::TlsArgs,
+    allow_broken_chain: bool,
 ) -> Result<ExitCode, String> {
     let mut cfg = args.load()?;
     if let Some(l) = listen {
@@ -216,19 +277,17 @@ pub async fn serve_command(
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Flight SQL (issue 15): bound before anything is served, so a port in use stops the start.
     let flight = start_flight(cfg.flight_listen(), &state, tls.as_ref()).await?;
-    crate::http::serve::serve(
-        state,
-        cfg.listen,
-        tls.as_ref(),
-        cfg.extract_retention_days,
-        |addr| {
-            tracing::info!(%addr, scheme, "kura listening");
-            println!("kura listening on {scheme}://{addr} / 待ち受け中");
-            if let Some(f) = flight {
-                println!("Flight SQL on {} / Flight SQL 待ち受け中", flight_url(f, scheme));
-            }
-        },
-    )
+    let upkeep = crate::http::serve::Upkeep::of(&cfg, allow_broken_chain);
+    crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
+        tracing::info!(%addr, scheme, "kura listening");
+        println!("kura listening on {scheme}://{addr} / 待ち受け中");
+        if let Some(f) = flight {
+            println!(
+                "Flight SQL on {} / Flight SQL 待ち受け中",
+                flight_url(f, scheme)
+            );
+        }
+    })
     .await
     .map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
@@ -258,7 +317,11 @@ async fn start_flight(
 
 /// The URL a Flight SQL client connects to.
 fn flight_url(addr: std::net::SocketAddr, http_scheme: &str) -> String {
-    let scheme = if http_scheme == "https" { "grpc+tls" } else { "grpc" };
+    let scheme = if http_scheme == "https" {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
     format!("{scheme}://{addr}")
 }
 
@@ -301,7 +364,7 @@ pub async fn demo_command(
         .secret("extract_key", &no_env)
         .map_err(|e| e.to_string())?;
     let catalog = std::sync::Arc::new(crate::catalog::Catalog::embedded().map_err(|e| err(&e))?);
-    let store = open_store(&cfg, key).await?;
+    let store = open_store(&cfg, key, Opening::Server).await?;
     let plane = std::sync::Arc::new(open_plane(&cfg, &extract_key, &catalog).await?);
     let creds = demo::seed_accounts(&store, password.as_deref())
         .await
@@ -318,7 +381,8 @@ pub async fn demo_command(
         }
         other => other?,
     };
-    crate::http::serve::serve(state, cfg.listen, tls.as_ref(), cfg.extract_retention_days, |addr| {
+    let upkeep = crate::http::serve::Upkeep::of(&cfg, false);
+    crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
         println!();
         println!("kura demo is running / デモを起動しました: {scheme}://{addr}");
         if let Some(f) = flight {

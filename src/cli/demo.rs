@@ -410,6 +410,7 @@ async fn ensure_extract(
             .set_extract(id, &built.extract_id, &built.path.to_string_lossy(), "demo")
             .await?;
     }
+    data.retire_extracts(id, &built.path);
     Ok(())
 }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub mod admin;
+// production (issue 14): `kura backup`, `kura restore`
+pub mod backup;
 pub mod bench;
 pub mod demo;
 pub mod extract;
@@ -41,6 +43,9 @@ pub struct ConfigArgs {
     /// Data directory (overrides the configuration).
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Store URL, e.g. postgres://kura@db/kura (overrides store.url / KURA_STORE_URL).
+    #[arg(long, value_name = "URL", global = true)]
+    pub store_url: Option<String>,
 }
 
 impl ConfigArgs {
@@ -53,6 +58,9 @@ impl ConfigArgs {
         }
         if let Some(d) = &self.data_dir {
             cfg.data_dir = d.clone();
+        }
+        if let Some(u) = &self.store_url {
+            cfg.store.url = Some(u.clone());
         }
         Ok(cfg)
     }
@@ -125,6 +133,11 @@ pub enum Command {
         flight_port: Option<u16>,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Serve even though the audit chain does not verify at start (or no longer holds
+        /// a signed checkpoint). Only after an auditor has looked: the break is alerted
+        /// and logged, and stays in the log.
+        #[arg(long)]
+        allow_broken_chain: bool,
     },
     /// Self-contained demo on 127.0.0.1 with synthetic data and demo accounts /
     /// 合成データとデモ用アカウントでデモを起動する
@@ -154,6 +167,24 @@ pub enum Command {
         config: ConfigArgs,
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// Back up the store, audit checkpoints, live extracts and registry into a new
+    /// directory / バックアップを作成する
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory and store, then verify the audit
+    /// chain / バックアップから復元する
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Backup directory written by `kura backup`.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Audit log tools / 監査ログ
     Audit {
@@ -252,7 +283,14 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the hash chain; exit code 0 only when it is intact.
-    Verify,
+    Verify {
+        /// Also check the chain against a signed checkpoint file (`latest.json` or
+        /// `checkpoints.jsonl`, e.g. a copy shipped off the host): detects truncation.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Write a signed checkpoint of the chain head now (to audit_checkpoint_dir).
+    Checkpoint,
 }
 
 /// Stack size of every runtime thread (workers and blocking threads).
@@ -312,65 +350,73 @@ pub enum BenchCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
-    let result =
-        match cli.command {
-            Command::Serve {
-                config,
-                listen,
-                flight_port,
-                tls,
-            } => on_known_stack(move || {
-                crate::cli::admin::serve_command(config, listen, flight_port, tls)
-            })
-            .and_then(|r| r),
-            Command::Demo {
-                data_dir,
-                port,
-                demo_password,
-                patients,
-                flight_port,
-                tls,
-            } => on_known_stack(move || {
-                let ports = (port, flight_port);
-                crate::cli::admin::demo_command(data_dir, ports, demo_password, patients, tls)
-            })
-            .and_then(|r| r),
-            Command::User { config, action } => runtime()
-                .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
-            Command::Audit { config, action } => runtime()
-                .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
-            Command::Report { report } => {
-                runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
-            }
-            Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
-            Command::Query(args) => return block_on(move || query(args)),
-            Command::Bench {
-                bench: BenchCommand::Query(args),
-            } => return block_on(move || bench_query(args)),
-            Command::Synth {
-                patients,
-                seed,
-                out,
-            } => ok(synth(patients, seed, out)),
-            Command::Keygen { out } => ok(keygen(out)),
-            Command::Ingest {
-                source,
-                out,
-                key_file,
-                catalog,
-                replace,
-            } => ok(ingest(source, out, key_file, catalog, replace)),
-            Command::Bench {
-                bench:
-                    BenchCommand::Ingest {
-                        patients,
-                        seed,
-                        dir,
-                        threads,
-                        json,
-                    },
-            } => ok(bench_ingest(patients, seed, dir, threads, json)),
-        };
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            flight_port,
+            tls,
+            allow_broken_chain,
+        } => on_known_stack(move || {
+            crate::cli::admin::serve_command(config, listen, flight_port, tls, allow_broken_chain)
+        })
+        .and_then(|r| r),
+        Command::Demo {
+            data_dir,
+            port,
+            demo_password,
+            patients,
+            flight_port,
+            tls,
+        } => on_known_stack(move || {
+            let ports = (port, flight_port);
+            crate::cli::admin::demo_command(data_dir, ports, demo_password, patients, tls)
+        })
+        .and_then(|r| r),
+        Command::User { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action)))
+        }
+        Command::Audit { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action)))
+        }
+        Command::Backup { config, out } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::backup::backup(config, out)))
+        }
+        Command::Restore { config, from } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::backup::restore(config, from)))
+        }
+        Command::Report { report } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
+        }
+        Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
+        Command::Query(args) => return block_on(move || query(args)),
+        Command::Bench {
+            bench: BenchCommand::Query(args),
+        } => return block_on(move || bench_query(args)),
+        Command::Synth {
+            patients,
+            seed,
+            out,
+        } => ok(synth(patients, seed, out)),
+        Command::Keygen { out } => ok(keygen(out)),
+        Command::Ingest {
+            source,
+            out,
+            key_file,
+            catalog,
+            replace,
+        } => ok(ingest(source, out, key_file, catalog, replace)),
+        Command::Bench {
+            bench:
+                BenchCommand::Ingest {
+                    patients,
+                    seed,
+                    dir,
+                    threads,
+                    json,
+                },
+        } => ok(bench_ingest(patients, seed, dir, threads, json)),
+    };
     match result {
         Ok(code) => code,
         Err(msg) => {

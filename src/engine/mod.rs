@@ -5,8 +5,12 @@
 pub mod contributors;
 pub mod distinct_count;
 pub mod exec;
+// production (issue 14): the global memory pool and the query runtime
+pub mod memory;
 pub mod patient_index;
 pub mod patient_no;
+pub mod reference;
+pub mod runtime;
 pub mod session;
 mod set_groups;
 

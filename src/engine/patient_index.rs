@@ -113,6 +113,38 @@ impl PatientIndex {
         }
     }
 
+    /// A set over another extract's index carried onto this one: `from` lists that
+    /// extract's pids in index order (its index file's lines). A patient no longer in this
+    /// extract gets a number counted down from `u32::MAX`, the same for the same pid across
+    /// calls sharing `gone` — so a patient who left still counts as a difference (a release
+    /// ledger kept across data versions, `report::annual`). A member outside `from` is an
+    /// internal error (fail closed).
+    pub fn remap(
+        &self,
+        set: &roaring::RoaringBitmap,
+        from: &[String],
+        gone: &mut std::collections::HashMap<String, u32>,
+    ) -> Result<roaring::RoaringBitmap, QueryError> {
+        let mut out = roaring::RoaringBitmap::new();
+        for old in set {
+            let pid = from.get(old as usize).ok_or_else(|| {
+                QueryError::internal(
+                    "patient index",
+                    "a ledger set names a patient outside its index",
+                )
+            })?;
+            let new = match self.get(pid.as_bytes()) {
+                Some(i) => i,
+                None => {
+                    let next = u32::MAX - gone.len() as u32;
+                    *gone.entry(pid.clone()).or_insert(next)
+                }
+            };
+            out.insert(new);
+        }
+        Ok(out)
+    }
+
     /// The index file's text for these pids (sorted, deduplicated, one per line).
     pub fn file_text(mut pids: Vec<String>) -> String {
         pids.sort_unstable();

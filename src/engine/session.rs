@@ -4,7 +4,8 @@
 //! catalogue name with the catalogue's schema (never an inferred one); nothing else is
 //! registered — no URL tables (`enable_url_table` stays off), no `information_schema`,
 //! no other catalogue. A table outside the extract therefore does not exist for the
-//! query. Memory-hungry operators draw from a `FairSpillPool` of `limits.memory_bytes`
+//! query. Memory-hungry operators draw from a pool of `limits.memory_bytes` inside the
+//! process-wide pool (`engine::memory`)
 //! and never spill to disk, so a heavy query fails with `resource_limit` instead of
 //! taking the process down or copying patient rows into temporary files.
 
@@ -16,7 +17,6 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -40,7 +40,7 @@ pub fn empty_session(limits: &Limits) -> Result<SessionContext, QueryError> {
     // nested-loop join spill fails with an internal error under a small pool). Without
     // it, an operator over the pool fails with ResourcesExhausted -> `resource_limit`.
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
+        .with_memory_pool(crate::engine::memory::query_pool(limits.memory_bytes))
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         )

@@ -52,7 +52,11 @@ fn credentials(md: &MetadataMap) -> Result<Option<Credentials>, Status> {
     let Some(b64) = strip_scheme(v, "basic") else {
         return Ok(None);
     };
-    let bad = || status::invalid_request("The `authorization: Basic` header is not base64 of `username:password`. / Basic 認証ヘッダーが不正です。");
+    let bad = || {
+        status::invalid_request(
+            "The `authorization: Basic` header is not base64 of `username:password`. / Basic 認証ヘッダーが不正です。",
+        )
+    };
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| bad())?;
@@ -74,7 +78,10 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 }
 
 fn peer<T>(req: &Request<T>) -> PeerInfo {
-    req.extensions().get::<PeerInfo>().cloned().unwrap_or_default()
+    req.extensions()
+        .get::<PeerInfo>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The live session of `token` over `info`, with the certificate binding.
@@ -108,10 +115,22 @@ pub async fn caller<T>(st: &AppState, req: &Request<T>) -> Result<Caller, Status
 
 /// The Flight handshake: basic credentials log in, a bearer token is checked; both answer
 /// with the bearer token in the `authorization` header and the handshake payload.
-pub async fn handshake<T>(st: &AppState, req: Request<T>) -> Result<Response<HandshakeStream>, Status> {
+pub async fn handshake<T>(
+    st: &AppState,
+    req: Request<T>,
+) -> Result<Response<HandshakeStream>, Status> {
     let info = peer(&req);
     let token = match credentials(req.metadata())? {
         Some(Credentials::Basic { username, password }) => {
+            // The same per-address login rate as `POST /api/v1/session`.
+            if let Some(addr) = info.remote
+                && !st.login_rate.allow(addr.ip())
+            {
+                crate::metrics::login("rate_limited");
+                let reference = crate::query::new_ref();
+                let limited = auth::login::RATE_LIMITED;
+                return Err(status::status(429, "rate_limited", limited, &reference));
+            }
             let s = &st.settings;
             let session = auth::login::login(
                 &st.store,
@@ -138,8 +157,8 @@ pub async fn handshake<T>(st: &AppState, req: Request<T>) -> Result<Response<Han
     };
     let mut resp: Response<HandshakeStream> =
         Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
-    let header = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|e| status::internal(&e))?;
+    let header =
+        MetadataValue::try_from(format!("Bearer {token}")).map_err(|e| status::internal(&e))?;
     resp.metadata_mut().insert("authorization", header);
     Ok(resp)
 }

@@ -40,7 +40,11 @@ fn text(v: &Value) -> Option<String> {
 
 /// Column `j` of the answer as an array of `target` (or Utf8 if it does not convert).
 fn column(result: &ReleasedResult, j: usize, target: &DataType) -> (ArrayRef, DataType) {
-    let strings: StringArray = result.rows.iter().map(|r| r.get(j).and_then(text)).collect();
+    let strings: StringArray = result
+        .rows
+        .iter()
+        .map(|r| r.get(j).and_then(text))
+        .collect();
     let strings: ArrayRef = Arc::new(strings);
     if *target == DataType::Utf8 {
         return (strings, DataType::Utf8);
@@ -135,7 +139,11 @@ mod tests {
     #[test]
     fn types_survive_and_suppressed_cells_are_null() {
         let a = answer(
-            &[("prefecture_code", "Utf8"), ("n", "Int64"), ("day", "Date32")],
+            &[
+                ("prefecture_code", "Utf8"),
+                ("n", "Int64"),
+                ("day", "Date32"),
+            ],
             vec![
                 vec![json!("13"), json!(412), json!("2024-04-01")],
                 vec![json!("31"), Value::Null, json!("2024-05-01")],
@@ -155,7 +163,10 @@ mod tests {
 
     #[test]
     fn values_that_do_not_convert_stay_text_not_null() {
-        let a = answer(&[("x", "Int64")], vec![vec![json!("12")], vec![json!("n/a")]]);
+        let a = answer(
+            &[("x", "Int64")],
+            vec![vec![json!("12")], vec![json!("n/a")]],
+        );
         let b = to_batch("q_2", &a).unwrap();
         assert_eq!(b.schema().field(0).data_type(), &DataType::Utf8);
         assert_eq!(b.column(0).as_string::<i32>().value(1), "n/a");

@@ -62,7 +62,11 @@ pub fn application(md: &MetadataMap) -> Result<String, Status> {
     }
 }
 
-fn number<T: std::str::FromStr>(md: &MetadataMap, name: &str, fix: &str) -> Result<Option<T>, Status> {
+fn number<T: std::str::FromStr>(
+    md: &MetadataMap,
+    name: &str,
+    fix: &str,
+) -> Result<Option<T>, Status> {
     match text(md, name)? {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| bad(name, fix)),

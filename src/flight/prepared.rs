@@ -130,8 +130,9 @@ pub fn parameter_row(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, QueryE
         .columns()
         .iter()
         .map(|c: &ArrayRef| {
-            ScalarValue::try_from_array(c.as_ref(), 0)
-                .map_err(|_| invalid("a parameter could not be read / パラメータを読み取れません".into()))
+            ScalarValue::try_from_array(c.as_ref(), 0).map_err(|_| {
+                invalid("a parameter could not be read / パラメータを読み取れません".into())
+            })
         })
         .collect()
 }
@@ -149,15 +150,21 @@ fn literal(i: usize, v: &ScalarValue) -> Result<Expr, QueryError> {
         return value(Value::Null);
     }
     match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
             if s.chars().count() > MAX_TEXT {
                 return Err(too_long());
             }
             value(Value::SingleQuotedString(s.clone()))
         }
         ScalarValue::Boolean(Some(b)) => value(Value::Boolean(*b)),
-        ScalarValue::Float32(Some(f)) if f.is_finite() => value(Value::Number(f.to_string(), false)),
-        ScalarValue::Float64(Some(f)) if f.is_finite() => value(Value::Number(f.to_string(), false)),
+        ScalarValue::Float32(Some(f)) if f.is_finite() => {
+            value(Value::Number(f.to_string(), false))
+        }
+        ScalarValue::Float64(Some(f)) if f.is_finite() => {
+            value(Value::Number(f.to_string(), false))
+        }
         ScalarValue::Date32(Some(_)) => Ok(Expr::TypedString(
             datafusion::sql::sqlparser::ast::TypedString {
                 data_type: SqlType::Date,
@@ -199,15 +206,21 @@ pub fn bind(sql: &str, params: &[ScalarValue]) -> Result<String, QueryError> {
         .build()
         .and_then(|mut p| p.parse_statements())
         .map_err(crate::sql::depth::parse_error)?;
-    let (Some(DfStatement::Statement(mut st)), true) = (statements.pop_front(), statements.is_empty())
+    let (Some(DfStatement::Statement(mut st)), true) =
+        (statements.pop_front(), statements.is_empty())
     else {
         return Err(QueryError::StatementNotAllowed {
-            message: "prepare exactly one SELECT statement / SELECT 文を 1 つだけ準備してください".into(),
+            message: "prepare exactly one SELECT statement / SELECT 文を 1 つだけ準備してください"
+                .into(),
         });
     };
     let (mut next, mut used) = (0usize, vec![false; params.len()]);
     let flow = visit_expressions_mut(&mut *st, |e| {
-        let Expr::Value(ValueWithSpan { value: Value::Placeholder(p), .. }) = e else {
+        let Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        }) = e
+        else {
             return ControlFlow::Continue(());
         };
         let bound = position(p, &mut next).and_then(|i| match params.get(i) {
@@ -259,7 +272,10 @@ pub fn placeholder_count(sql: &str) -> usize {
     };
     let (mut next, mut highest) = (0usize, 0usize);
     let _ = visit_expressions_mut(&mut *st, |e| {
-        if let Expr::Value(ValueWithSpan { value: Value::Placeholder(p), .. }) = e
+        if let Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        }) = e
             && let Ok(i) = position(p, &mut next)
         {
             highest = highest.max(i + 1);
@@ -284,15 +300,23 @@ mod tests {
 
     #[test]
     fn parameters_become_literals_never_syntax() {
-        let sql = "SELECT sex, count(*) AS n FROM patient WHERE sex = ? AND birth_year > ? GROUP BY sex";
+        let sql =
+            "SELECT sex, count(*) AS n FROM patient WHERE sex = ? AND birth_year > ? GROUP BY sex";
         let bound = bind(sql, &[s("F' OR '1'='1"), ScalarValue::Int64(Some(1950))]).unwrap();
         assert!(bound.contains("sex = 'F'' OR ''1''=''1'"), "{bound}");
         assert!(bound.contains("birth_year > 1950"), "{bound}");
-        let dollar = bind("SELECT $2 AS a, $1 AS b", &[s("x"), ScalarValue::Boolean(Some(true))]).unwrap();
+        let dollar = bind(
+            "SELECT $2 AS a, $1 AS b",
+            &[s("x"), ScalarValue::Boolean(Some(true))],
+        )
+        .unwrap();
         assert_eq!(dollar, "SELECT true AS a, 'x' AS b");
         let date = bind("SELECT ? AS d", &[ScalarValue::Date32(Some(19_000))]).unwrap();
         assert!(date.contains("DATE '2022-01-08'"), "{date}");
-        assert_eq!(bind("SELECT ? AS x", &[ScalarValue::Int64(None)]).unwrap(), "SELECT NULL AS x");
+        assert_eq!(
+            bind("SELECT ? AS x", &[ScalarValue::Int64(None)]).unwrap(),
+            "SELECT NULL AS x"
+        );
     }
 
     #[test]
@@ -313,7 +337,10 @@ mod tests {
         assert!(st.get("researcher2", &h).is_none());
         assert!(!st.bind("researcher2", &h, vec![]));
         st.close("researcher2", &h);
-        assert!(st.get("researcher1", &h).is_some(), "another user cannot close it");
+        assert!(
+            st.get("researcher1", &h).is_some(),
+            "another user cannot close it"
+        );
         st.close("researcher1", &h);
         assert!(st.get("researcher1", &h).is_none());
     }

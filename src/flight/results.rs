@@ -65,11 +65,7 @@ impl Results {
 }
 
 /// Remove the oldest entries matching `which` until at most `keep` of them remain.
-fn evict_oldest(
-    map: &mut HashMap<String, Waiting>,
-    which: impl Fn(&Waiting) -> bool,
-    keep: usize,
-) {
+fn evict_oldest(map: &mut HashMap<String, Waiting>, which: impl Fn(&Waiting) -> bool, keep: usize) {
     let mut mine: Vec<(Instant, String)> = map
         .iter()
         .filter(|(_, w)| which(w))

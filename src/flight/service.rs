@@ -86,8 +86,8 @@ impl KuraFlightSql {
             .run(&caller.user, &request, self.st.today())
             .await
             .map_err(status::refused)?;
-        let batch = batch::to_batch(&answer.query_id, &answer.result)
-            .map_err(|e| status::internal(&e))?;
+        let batch =
+            batch::to_batch(&answer.query_id, &answer.result).map_err(|e| status::internal(&e))?;
         let meta = batch::app_metadata(&answer.query_id, &answer.result);
         let handle = self
             .results
@@ -287,7 +287,10 @@ impl FlightSqlService for KuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = auth::caller(&self.st, &request).await?;
-        let handle = utf8(&query.prepared_statement_handle, "prepared statement handle")?;
+        let handle = utf8(
+            &query.prepared_statement_handle,
+            "prepared statement handle",
+        )?;
         let p = self
             .statements
             .get(&caller.user.username, &handle)
@@ -303,7 +306,7 @@ impl FlightSqlService for KuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         auth::caller(&self.st, &request).await?;
-        let batch = catalog::catalogs(query.clone())?;
+        let batch = catalog::catalogs(query)?;
         Self::metadata_info(&batch, query.as_any(), request.into_inner())
     }
 
@@ -333,7 +336,7 @@ impl FlightSqlService for KuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         auth::caller(&self.st, &request).await?;
-        let batch = catalog::table_types(query.clone())?;
+        let batch = catalog::table_types(query)?;
         Self::metadata_info(&batch, query.as_any(), request.into_inner())
     }
 
@@ -436,7 +439,10 @@ impl FlightSqlService for KuraFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = auth::caller(&self.st, &request).await?;
-        let handle = utf8(&query.prepared_statement_handle, "prepared statement handle")?;
+        let handle = utf8(
+            &query.prepared_statement_handle,
+            "prepared statement handle",
+        )?;
         let batches = parameters(request.into_inner()).await?;
         let params = prepared::parameter_row(&batches).map_err(query_error)?;
         if !self.statements.bind(&caller.user.username, &handle, params) {
@@ -489,7 +495,10 @@ impl FlightSqlService for KuraFlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         let caller = auth::caller(&self.st, &request).await?;
-        let handle = utf8(&query.prepared_statement_handle, "prepared statement handle")?;
+        let handle = utf8(
+            &query.prepared_statement_handle,
+            "prepared statement handle",
+        )?;
         self.statements.close(&caller.user.username, &handle);
         Ok(())
     }

@@ -57,7 +57,12 @@ pub fn refused(r: Refused) -> Status {
         return internal(e);
     }
     let reference = reference.unwrap_or_else(new_ref);
-    status(cause.status(), cause.code(), &cause.public_message(), &reference)
+    status(
+        cause.status(),
+        cause.code(),
+        &cause.public_message(),
+        &reference,
+    )
 }
 
 /// A login or certificate-binding refusal (audited under its reference).

@@ -34,6 +34,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PeerInfo {
     pub tls: bool,
     pub client: Option<Arc<ClientIdentity>>,
+    /// The client's address (the per-address login rate, `auth::rate`).
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl PeerInfo {
@@ -134,7 +136,10 @@ pub fn incoming(
             let Some(acceptor) = acceptor.clone() else {
                 let conn = FlightConn {
                     io: Io::Plain(tcp),
-                    info: PeerInfo::default(),
+                    info: PeerInfo {
+                        remote: Some(remote),
+                        ..PeerInfo::default()
+                    },
                 };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
@@ -145,7 +150,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(tls_conn(stream))).await;
+                        let _ = tx.send(Ok(tls_conn(stream, remote))).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(%remote, error = %e, "Flight SQL TLS handshake refused")
@@ -159,7 +164,7 @@ pub fn incoming(
 }
 
 /// A finished TLS handshake with the verified client certificate's identity.
-fn tls_conn(stream: TlsStream<TcpStream>) -> FlightConn {
+fn tls_conn(stream: TlsStream<TcpStream>, remote: std::net::SocketAddr) -> FlightConn {
     let client = stream
         .get_ref()
         .1
@@ -168,6 +173,10 @@ fn tls_conn(stream: TlsStream<TcpStream>) -> FlightConn {
         .map(|leaf| Arc::new(ClientIdentity::from_der(leaf.as_ref())));
     FlightConn {
         io: Io::Tls(Box::new(stream)),
-        info: PeerInfo { tls: true, client },
+        info: PeerInfo {
+            tls: true,
+            client,
+            remote: Some(remote),
+        },
     }
 }

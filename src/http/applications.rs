@@ -26,6 +26,7 @@ use crate::policy::workflow::{self, DecisionKind, FieldError, Known};
 use crate::policy::{Action, Target};
 
 use crate::sql::scope::Scope;
+use crate::store::ExtractWrite;
 use crate::store::model::*;
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -366,23 +367,34 @@ fn approve(
         .map_err(ApiError::invalid_application)
 }
 
-/// Build the extract of an approval and register it. Errors keep their detail in the log.
+/// Build (beside the live one) the extract version of `scope`, not yet registered.
+/// Errors keep their detail in the log.
+async fn build_version(st: &AppState, id: &str, scope: &Scope) -> Result<ExtractWrite, ApiError> {
+    let built = st.data.build_extract(id, scope).await;
+    let outcome = if built.is_ok() { "ok" } else { "error" };
+    crate::metrics::get()
+        .extract_builds
+        .with_label_values(&[outcome])
+        .inc();
+    let built = built.map_err(|e| ApiError::internal(&crate::errors::chain(&e)))?;
+    Ok(ExtractWrite {
+        extract_id: built.extract_id,
+        path: built.path.to_string_lossy().into_owned(),
+    })
+}
+
+/// Build the extract of an approval, register it and retire earlier versions.
 pub async fn build_extract(
     st: &AppState,
     id: &str,
     scope: &Scope,
     actor: &str,
 ) -> Result<(), ApiError> {
-    let built = st.data.build_extract(id, scope).await.map_err(|e| {
-        let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join(": ");
-        ApiError::internal(&chain)
-    })?;
+    let x = build_version(st, id, scope).await?;
     st.store
-        .set_extract(id, &built.extract_id, &built.path.to_string_lossy(), actor)
+        .set_extract(id, &x.extract_id, &x.path, actor)
         .await?;
+    st.data.retire_extracts(id, std::path::Path::new(&x.path));
     Ok(())
 }
 
@@ -412,12 +424,15 @@ pub async fn decide(
     let change = app.status == Status::Approved && app.pending_change.is_some();
     let mut next = app.clone();
     let action;
+    // The extract version of an approved scope: registered in the transaction that saves
+    // the approval, so a decision that loses a race never leaves its extract live.
+    let mut extract = None;
     if change {
         let pending = app.pending_change.clone().expect("checked");
         match req.decision {
             DecisionKind::Approve => {
                 let approval = approve(&st, &who, &pending, &req)?;
-                build_extract(&st, &id, &approval.scope, &who.user.username).await?;
+                extract = Some(build_version(&st, &id, &approval.scope).await?);
                 next.form = pending;
                 next.approval = Some(approval);
                 next.pending_change = None;
@@ -442,13 +457,33 @@ pub async fn decide(
         next.status = workflow::next_status(app.status, verb).map_err(transition_error)?;
         if req.decision == DecisionKind::Approve {
             let approval = approve(&st, &who, &app.form, &req)?;
-            build_extract(&st, &id, &approval.scope, &who.user.username).await?;
+            extract = Some(build_version(&st, &id, &approval.scope).await?);
             next.approval = Some(approval);
         }
         action = verb;
     }
     let detail = json!({"reason": reason, "approval": next.approval});
-    let saved = save(&st, &who, &app, &next, action, reason, detail).await?;
+    let ev = AuditEvent::ok(
+        &who.user.username,
+        &format!("application.{action}"),
+        Some(&app.id),
+        detail,
+    );
+    let saved = st
+        .store
+        .transition_with_extract(
+            &next,
+            app.updated_at,
+            app.status,
+            action,
+            reason,
+            extract.as_ref(),
+            &ev,
+        )
+        .await?;
+    if let Some(x) = &extract {
+        st.data.retire_extracts(&id, std::path::Path::new(&x.path));
+    }
     st.policy.reload(&st.store).await?;
     Ok(Json(saved))
 }

@@ -3,6 +3,11 @@
 //!
 //! Guarantees: the caller sees only the datasets of a scope they are authorised for
 //! (the same resolution as a query); a refusal is audited as `catalog.read`.
+//!
+//! `GET /api/v1/reference/labels` (any signed-in user): the public names of the codes of
+//! the reference tables (disease, prefecture, product, manufacturer), so that screens show
+//! `13 東京都` rather than `13`. Reference tables are public (catalogue `kind = "reference"`);
+//! nothing of a patient table is read.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -30,6 +35,11 @@ pub struct CatalogColumn {
     pub facility: bool,
     pub description_ja: String,
     pub description_en: String,
+    /// The public domain of a public-domain column (`{"values": […]}`, `{"range": [lo, hi]}`
+    /// or `{"table", "column"}` of a reference table): its values in domain order.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<crate::catalog::Domain>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,6 +104,7 @@ pub async fn catalog(
                     facility: c.facility,
                     description_ja: c.description_ja.clone(),
                     description_en: c.description_en.clone(),
+                    domain: c.domain.clone().filter(|_| c.public_domain),
                 })
                 .collect(),
         })
@@ -103,4 +114,19 @@ pub async fn catalog(
         datasets: r.scope.datasets,
         tables,
     }))
+}
+
+/// The public names of reference codes, per key column, in domain order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferenceLabels {
+    pub columns: std::collections::BTreeMap<String, Vec<crate::query::plane::RefLabel>>,
+}
+
+/// Public names of the codes of the reference tables (disease, prefecture, product, manufacturer).
+#[utoipa::path(get, path = "/api/v1/reference/labels", tag = "query",
+    responses((status = 200, body = ReferenceLabels), (status = 401, body = ErrorBody)))]
+pub async fn reference_labels(State(st): State<AppState>, _who: AuthUser) -> Json<ReferenceLabels> {
+    Json(ReferenceLabels {
+        columns: st.data.reference_labels(),
+    })
 }

@@ -145,6 +145,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(msg) => Self::conflict("conflict", msg),
+            e if e.is_storage_full() => {
+                tracing::error!(error = %e, "the store's disk is full; answers are withheld");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "The server's storage is full, so nothing can be recorded and no answer is released (no audit, no answer); try again later, and tell the operator. / サーバーの記憶領域が満杯のため記録できず、回答を返せません。時間をおいて再試行し、運用担当者に連絡してください。",
+                )
+            }
             other => Self::internal(&other),
         }
     }

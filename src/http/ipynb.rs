@@ -42,7 +42,13 @@ fn file_name(nb: &Notebook) -> String {
     let safe: String = nb
         .title
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let safe = safe.trim_matches('_');
     if safe.is_empty() {
@@ -93,7 +99,13 @@ pub struct RunExport {
 }
 
 /// Run one SQL cell through the gateway; its answer or refusal.
-async fn run_cell(st: &AppState, who: &AuthUser, nb: &Notebook, sql: &str, p: &RunExport) -> Result<Run, ApiError> {
+async fn run_cell(
+    st: &AppState,
+    who: &AuthUser,
+    nb: &Notebook,
+    sql: &str,
+    p: &RunExport,
+) -> Result<Run, ApiError> {
     let req = QueryRequest {
         application: nb.application_id.clone(),
         sql: sql.to_string(),
@@ -105,7 +117,7 @@ async fn run_cell(st: &AppState, who: &AuthUser, nb: &Notebook, sql: &str, p: &R
     match st.gateway().run(&who.user, &req, st.today()).await {
         Ok(a) => Ok(Run::Answered {
             query_id: a.query_id,
-            result: a.result,
+            result: Box::new(a.result),
         }),
         // No audit, no answer — and no export with a half-recorded run in it.
         Err(r) if matches!(r.cause, Refusal::Store(_)) => Err(r.into()),
@@ -191,14 +203,28 @@ pub async fn import(
     .unwrap_or_else(|| "Imported notebook / 取り込んだノートブック".into());
     let denied = st
         .policy
-        .resolve(&st.store, &who.user, &req.application, Action::Notebook, st.today())
+        .resolve(
+            &st.store,
+            &who.user,
+            &req.application,
+            Action::Notebook,
+            st.today(),
+        )
         .await?;
     if let Err(d) = denied {
         let app = Some(req.application.as_str());
         let detail = serde_json::json!({"via": "ipynb"});
-        return Err(super::denied::denied(&st, &who.user, "authorize.notebook", app, &d, detail).await);
+        return Err(
+            super::denied::denied(&st, &who.user, "authorize.notebook", app, &d, detail).await,
+        );
     }
-    let count = |k: CellKind| imported.cells.iter().filter(|c: &&Cell| c.kind == k).count();
+    let count = |k: CellKind| {
+        imported
+            .cells
+            .iter()
+            .filter(|c: &&Cell| c.kind == k)
+            .count()
+    };
     let (sql_cells, markdown_cells) = (count(CellKind::Sql), count(CellKind::Markdown));
     let nb = Notebook {
         id: format!("nb_{}", crate::auth::random_hex(12)?),

@@ -8,14 +8,21 @@
 //! audit event committed. Limits on body size, time and concurrency, request ids,
 //! tracing and security headers (strict CSP) wrap the whole router.
 
+// console (issue 17 §4): operator endpoints
+pub mod admin;
 // oversight (issue 13 §2 §4)
 pub mod alerts;
+// annual reports (issue 13 §3)
+pub mod annual;
 pub mod applications;
 pub mod audit;
 pub mod catalog;
 pub mod denied;
 pub mod error;
 pub mod export;
+// production (issue 14): input length limits, /metrics
+pub mod limits;
+pub mod metrics;
 // clients and scale (issue 15 §2): notebooks as Jupyter files
 pub mod ipynb;
 pub mod notebooks;
@@ -59,6 +66,10 @@ pub struct AppState {
     pub data: Arc<dyn DataPlane>,
     pub catalog: Arc<Catalog>,
     pub settings: Arc<HttpSettings>,
+    /// production (issue 14): the query stage's admission state, one per server.
+    pub admission: Arc<crate::query::admission::Admission>,
+    /// production (issue 14): login attempts per client address.
+    pub login_rate: Arc<crate::auth::rate::AddressRate>,
 }
 
 impl AppState {
@@ -74,6 +85,7 @@ impl AppState {
             self.policy.clone(),
             self.data.clone(),
             self.settings.request_timeout,
+            self.admission.clone(),
         )
     }
 }
@@ -103,9 +115,16 @@ impl MakeRequestId for MakeId {
         // oversight (issue 13 §2 §4)
         reports::usage_report, reports::file_usage_report, reports::usage_reports,
         reports::add_publication, reports::publications, alerts::list, alerts::ack,
+        // annual reports (issue 13 §3)
+        annual::annual_report, annual::annual_register,
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
+        // console (issue 17): operator screens, reference labels, audit export
+        admin::users, admin::add_user, admin::disable_user, admin::enable_user,
+        admin::reset_password, admin::set_roles, admin::datasets, admin::extracts,
+        admin::rebuild_extract, admin::destroy_extract, admin::keys,
+        catalog::reference_labels, audit::export_csv,
         // clients and scale (issue 15 §2)
         ipynb::export, ipynb::run_export, ipynb::import,
     ),
@@ -117,6 +136,7 @@ impl MakeRequestId for MakeId {
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
         (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
+        (name = "admin", description = "Operator: users, extracts, keys / 運用（利用者・抽出データ・鍵）"),
     )
 )]
 pub struct ApiDoc;
@@ -188,6 +208,9 @@ pub fn app(state: AppState) -> Router {
             get(reports::publications).post(reports::add_publication),
         )
         .route("/reports/usage", get(reports::usage_reports))
+        // annual reports (issue 13 §3)
+        .route("/reports/annual", get(annual::annual_report))
+        .route("/reports/annual/register", get(annual::annual_register))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/ack", post(alerts::ack))
         .route("/audit/events", get(audit::events))
@@ -207,8 +230,36 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/releases", post(notebooks::create_release))
         .route("/releases/{id}/decision", post(releases::decide))
+        // console (issue 17): operator endpoints (admin only, audited), reference labels,
+        // the audit log's CSV export (audited as audit.export)
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{username}/disable", post(admin::disable_user))
+        .route("/admin/users/{username}/enable", post(admin::enable_user))
+        .route(
+            "/admin/users/{username}/password",
+            post(admin::reset_password),
+        )
+        .route(
+            "/admin/users/{username}/roles",
+            axum::routing::put(admin::set_roles),
+        )
+        .route("/admin/datasets", get(admin::datasets))
+        .route("/admin/extracts", get(admin::extracts))
+        .route("/admin/extracts/{id}/rebuild", post(admin::rebuild_extract))
+        .route("/admin/extracts/{id}/destroy", post(admin::destroy_extract))
+        .route("/admin/keys", get(admin::keys))
+        .route("/reference/labels", get(catalog::reference_labels))
+        .route("/audit/events.csv", get(audit::export_csv))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
+        // production (issue 14): every text field of every JSON body has a length limit;
+        // every request counted by its route template
+        .layer(axum::middleware::from_fn(limits::check_lengths))
+        .layer(axum::middleware::from_fn(metrics::count_requests))
+        .with_state(state.clone());
+    // production (issue 14): GET /metrics, with the operator's metrics token only
+    let metrics_route = Router::new()
+        .route("/metrics", get(metrics::metrics))
         .with_state(state);
 
     let x_request_id = HeaderName::from_static("x-request-id");
@@ -220,11 +271,16 @@ pub fn app(state: AppState) -> Router {
     };
     Router::new()
         .nest("/api/v1", api)
+        .merge(metrics_route)
         // Everything outside /api/v1 is the web console (SPA with index.html fallback).
         .fallback(crate::console::serve)
-        .layer(header(
-            "content-security-policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        // A report document (issue 13) sends a stricter policy of its own (no source
+        // but its stylesheet's hash); every other response gets this one.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
         ))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))

@@ -20,6 +20,13 @@ use crate::store::model::{Notebook, ReleaseRequest};
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 const MAX_CELLS: usize = 500;
+/// Longest notebook title (characters).
+pub const MAX_TITLE: usize = 200;
+/// Longest cell source (characters).
+pub const MAX_SOURCE: usize = 100_000;
+/// Largest saved output of one cell (bytes of JSON): a released result kept with the
+/// notebook so that it shows again on reopening (issue 17 §3).
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 async fn authorize_on(
     st: &AppState,
@@ -42,15 +49,48 @@ async fn authorize_on(
 }
 
 fn check_cells(cells: &serde_json::Value) -> Result<(), ApiError> {
-    match cells.as_array() {
-        Some(a) if a.len() <= MAX_CELLS => Ok(()),
-        _ => Err(ApiError::bad_request(
+    let bad = |msg: String| Err(ApiError::bad_request("invalid_request", msg));
+    let Some(list) = cells.as_array().filter(|a| a.len() <= MAX_CELLS) else {
+        return bad(format!(
+            "`cells` must be a JSON array of at most {MAX_CELLS} cells / cells は {MAX_CELLS} 件以下の配列にしてください"
+        ));
+    };
+    for (i, c) in list.iter().enumerate() {
+        let Some(cell) = c.as_object() else {
+            return bad(format!(
+                "cell {i} must be an object / セル {i} はオブジェクトにしてください"
+            ));
+        };
+        match cell.get("source") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) if s.chars().count() <= MAX_SOURCE => {}
+            Some(_) => {
+                return bad(format!(
+                    "cell {i}: `source` must be text of at most {MAX_SOURCE} characters / セル {i} の内容は {MAX_SOURCE} 文字以内の文字列にしてください"
+                ));
+            }
+        }
+        let output = cell.get("output").filter(|o| !o.is_null());
+        let size = output.map_or(0, |o| serde_json::to_vec(o).map_or(usize::MAX, |b| b.len()));
+        if output.is_some_and(|o| !o.is_object()) || size > MAX_OUTPUT_BYTES {
+            return bad(format!(
+                "cell {i}: a saved `output` must be an object of at most {MAX_OUTPUT_BYTES} bytes; run the cell again instead of saving a larger output / セル {i} の保存出力が大きすぎます（{MAX_OUTPUT_BYTES} バイトまで）"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_title(title: &str) -> Result<(), ApiError> {
+    if title.chars().count() > MAX_TITLE || title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
             "invalid_request",
             format!(
-                "`cells` must be a JSON array of at most {MAX_CELLS} cells / cells は {MAX_CELLS} 件以下の配列にしてください"
+                "`title` must be at most {MAX_TITLE} characters without control characters / タイトルは {MAX_TITLE} 文字以内にしてください"
             ),
-        )),
+        ));
     }
+    Ok(())
 }
 
 async fn own(st: &AppState, who: &AuthUser, id: &str) -> Result<Notebook, ApiError> {
@@ -104,6 +144,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Notebook>), ApiError> {
     let Json(input) = body?;
     check_cells(&input.cells)?;
+    check_title(&input.title)?;
     authorize_on(&st, &who, &input.application, Action::Notebook).await?;
     let nb = Notebook {
         id: format!("nb_{}", crate::auth::random_hex(12)?),
@@ -120,14 +161,33 @@ pub async fn create(
     ))
 }
 
+/// A notebook with the id of its application's live extract: a saved output made on another
+/// extract is stale (the console marks it and asks for a re-run).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct NotebookView {
+    #[serde(flatten)]
+    pub notebook: Notebook,
+    pub extract_id: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/notebooks/{id}", tag = "notebooks", params(("id" = String, Path)),
-    responses((status = 200, body = Notebook), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = NotebookView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(st): State<AppState>,
     who: AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Notebook>, ApiError> {
-    Ok(Json(own(&st, &who, &id).await?))
+) -> Result<Json<NotebookView>, ApiError> {
+    let notebook = own(&st, &who, &id).await?;
+    let extract_id = st
+        .store
+        .extract(&notebook.application_id)
+        .await?
+        .filter(|x| x.destroyed_at.is_none())
+        .map(|x| x.extract_id);
+    Ok(Json(NotebookView {
+        notebook,
+        extract_id,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -153,6 +213,7 @@ pub async fn update(
         nb.cells = c;
     }
     if let Some(t) = u.title {
+        check_title(&t)?;
         nb.title = t;
     }
     Ok(Json(st.store.save_notebook(&nb).await?))

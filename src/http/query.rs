@@ -37,7 +37,29 @@ pub async fn run_query(
     body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let Json(req) = body?;
-    let answer = st.gateway().run(&who.user, &req, st.today()).await?;
+    let answer = match st.gateway().run(&who.user, &req, st.today()).await {
+        Ok(a) => a,
+        Err(refused) => {
+            let e = ApiError::from(refused);
+            let outcome = if e.status.is_server_error() {
+                "error"
+            } else {
+                "denied"
+            };
+            crate::metrics::query(outcome, Some(&e.code));
+            return Err(e);
+        }
+    };
+    let d = &answer.result.disclosure;
+    crate::metrics::query("ok", None);
+    crate::metrics::suppressed("differencing", d.differencing.len() as u64);
+    crate::metrics::suppressed(
+        "threshold",
+        d.suppressed_cells.saturating_sub(d.differencing.len()) as u64,
+    );
+    if let Some(eps) = d.epsilon_spent {
+        crate::metrics::get().epsilon_spent.add(eps);
+    }
     Ok(Json(QueryResponse {
         query_id: answer.query_id,
         result: answer.result,

@@ -89,42 +89,71 @@ async fn applicant_only(
 pub struct ReportParams {
     /// Fiscal year (April–March); default: the current one.
     pub fy: Option<i32>,
-    /// `json` (default), `csv` or `html`.
+    /// `json` (default), `csv`, `html` or `pdf`.
     pub format: Option<String>,
 }
 
-fn format_of(p: &ReportParams) -> Result<Format, ApiError> {
-    let name = p.format.as_deref().unwrap_or("json");
-    Format::parse(name).ok_or_else(|| {
+/// The `format` parameter (`json` when absent).
+pub fn format_of(name: Option<&str>) -> Result<Format, ApiError> {
+    Format::parse(name.unwrap_or("json")).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_request",
-            "`format` is json, csv or html (PDF: print the HTML version; kura does not render PDF yet) / format は json・csv・html のいずれかです",
+            "`format` is json, csv, html or pdf / format は json・csv・html・pdf のいずれかです",
         )
     })
 }
 
-fn document(r: &UsageReport, f: Format) -> Result<Response, ApiError> {
+impl From<crate::report::RenderError> for ApiError {
+    fn from(e: crate::report::RenderError) -> Self {
+        match e {
+            crate::report::RenderError::Pdf(p @ crate::report::pdf::PdfError::NoFont { .. })
+            | crate::report::RenderError::Pdf(p @ crate::report::pdf::PdfError::BadFont { .. }) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "pdf_unavailable",
+                    p.to_string(),
+                )
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// A rendered report file as the response: its content type, an inline file name, and for
+/// HTML a Content-Security-Policy that allows only the document's own stylesheet.
+pub fn file_response(name: &str, f: Format, body: Vec<u8>) -> Response {
+    let mut headers = vec![
+        (header::CONTENT_TYPE, f.content_type().to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"{name}.{}\"", f.extension()),
+        ),
+    ];
+    if f == Format::Html {
+        headers.push((
+            header::CONTENT_SECURITY_POLICY,
+            format!(
+                "default-src 'none'; style-src {}; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                crate::report::document::style_hash()
+            ),
+        ));
+    }
+    let mut resp = body.into_response();
+    for (k, v) in headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+fn document(st: &AppState, r: &UsageReport, f: Format) -> Result<Response, ApiError> {
     if f == Format::Json {
         return Ok(Json(r).into_response());
     }
-    let body = report::rendered(r, f).map_err(|e| ApiError::internal(&e))?;
-    let name = format!(
-        "usage-{}-FY{}.{}",
-        r.application,
-        r.fiscal_year,
-        f.extension()
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, f.content_type().to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"{name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    let body = report::rendered(r, f, st.settings.report_font.as_deref())?;
+    let name = format!("usage-{}-FY{}", r.application, r.fiscal_year);
+    Ok(file_response(&name, f, body))
 }
 
 /// The usage report (使用状況報告書) of an application and fiscal year.
@@ -139,7 +168,7 @@ pub async fn usage_report(
     params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let format = format_of(&p)?;
+    let format = format_of(p.format.as_deref())?;
     let (app, _) = readable(&st, &who, &id).await?;
     let fy = p.fy.unwrap_or_else(|| fiscal_year(st.today()));
     let r = report::usage_report(&st.store, &app, fy, st.today()).await?;
@@ -149,8 +178,11 @@ pub async fn usage_report(
         Some(&id),
         json!({"fiscal_year": fy, "format": format.extension()}),
     );
+    // Render before the audit event: a report that cannot be rendered is not recorded
+    // as generated; one whose event cannot be written is not returned.
+    let body = document(&st, &r, format)?;
     st.store.record(&ev).await?;
-    document(&r, format)
+    Ok(body)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,7 +9,7 @@
 //! come with a verified client certificate whose CN is the account's username (seed 003:
 //! client certificate *and* ID/password); a stolen token or password alone is not enough.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -116,12 +116,12 @@ pub async fn check_certificate(
     action: &str,
 ) -> Result<(), ApiError> {
     let bind = st.settings.bind_certificate_to_user;
-    auth::login::check_certificate(&st.store, bind, peer(conn), username, action).await?;
+    auth::login::check_certificate(&st.store, bind, transport(conn), username, action).await?;
     Ok(())
 }
 
 /// The transport facts of a request's connection.
-fn peer(conn: Option<&TlsConnection>) -> Peer<'_> {
+fn transport(conn: Option<&TlsConnection>) -> Peer<'_> {
     Peer {
         tls: conn.is_some(),
         client: conn.and_then(|c| c.client.as_deref()),
@@ -157,16 +157,27 @@ pub struct LoginResponse {
 pub async fn login(
     State(st): State<AppState>,
     conn: Option<Extension<TlsConnection>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    if let Some(Extension(ConnectInfo(addr))) = peer
+        && !st.login_rate.allow(addr.ip())
+    {
+        crate::metrics::login("rate_limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            auth::login::RATE_LIMITED,
+        ));
+    }
     let conn = conn.as_ref().map(|Extension(c)| c);
     let settings = &st.settings;
     let auth::login::Session { user, token: t } = auth::login::login(
         &st.store,
         settings.token_ttl,
         settings.bind_certificate_to_user,
-        peer(conn),
+        transport(conn),
         &req.username,
         &req.password,
         "password",

@@ -374,6 +374,8 @@ pub async fn serve(
                 let mut req = req.map(Body::new);
                 // Overwrite anything else that might have set it: only this layer may.
                 req.extensions_mut().insert(conn_info.clone());
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
                 req
             });
             // A client that trickles its headers must not hold the connection (and a

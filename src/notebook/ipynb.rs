@@ -31,7 +31,7 @@ pub const MAGIC: &str = "%%kura";
 pub enum Run {
     Answered {
         query_id: String,
-        result: ReleasedResult,
+        result: Box<ReleasedResult>,
     },
     Refused {
         code: String,
@@ -338,7 +338,11 @@ mod tests {
         assert_eq!(got.cells[2].kind, CellKind::Markdown);
         assert_eq!(got.kept_as_text, vec![3, 4]);
         // The forged output is gone: only text came in.
-        assert!(!serde_json::to_string(&got.cells).unwrap().contains("forged"));
+        assert!(
+            !serde_json::to_string(&got.cells)
+                .unwrap()
+                .contains("forged")
+        );
     }
 
     #[test]
@@ -352,7 +356,10 @@ mod tests {
         assert_eq!(import(&json!([])).unwrap_err().field, "notebook");
         let v3 = json!({"nbformat": 3, "worksheets": []});
         assert_eq!(import(&v3).unwrap_err().field, "nbformat");
-        let many = nb(Value::Array(vec![json!({"cell_type": "markdown", "source": "x"}); MAX_CELLS + 1]));
+        let many = nb(Value::Array(vec![
+            json!({"cell_type": "markdown", "source": "x"});
+            MAX_CELLS + 1
+        ]));
         assert_eq!(import(&many).unwrap_err().field, "cells");
         let long = nb(json!([{"cell_type": "markdown", "source": "x".repeat(MAX_SOURCE + 1)}]));
         assert_eq!(import(&long).unwrap_err().field, "cells[1]");

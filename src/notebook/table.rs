@@ -88,7 +88,11 @@ fn reason(r: &ReleasedResult, differencing: bool) -> String {
 pub fn html(r: &ReleasedResult) -> String {
     let mut s = String::from("<table class=\"kura-result\">\n<thead><tr>");
     for c in &r.columns {
-        s.push_str(&format!("<th title=\"{}\">{}</th>", escape(&c.type_name), escape(&c.name)));
+        s.push_str(&format!(
+            "<th title=\"{}\">{}</th>",
+            escape(&c.type_name),
+            escape(&c.name)
+        ));
     }
     s.push_str("</tr></thead>\n<tbody>\n");
     let marker = escape(&suppressed_marker(r));
@@ -211,7 +215,9 @@ mod tests {
         assert_eq!(lines[4], "<b>x</b>", "a genuine NULL is empty, not <5");
         assert!(t.ends_with("* 1 cell suppressed / 1 セル秘匿"));
         let h = html(&answer());
-        assert!(h.contains("<td class=\"kura-suppressed\" title=\"suppressed: fewer than 5 patients"));
+        assert!(
+            h.contains("<td class=\"kura-suppressed\" title=\"suppressed: fewer than 5 patients")
+        );
         assert!(h.contains("&lt;5</td>"));
     }
 

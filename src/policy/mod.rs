@@ -53,7 +53,13 @@ pub enum Action {
     Review,
     AuditRead,
     UsageReport,
+    /// The annual report of seed 001 items 10 and 12 (custodian, reviewer; a PMS team on
+    /// its own standing scope).
+    AnnualReport,
     ManageUsers,
+    /// The custodian's data operations: extracts (status, rebuild, destroy), registry and
+    /// key fingerprints (issue 17).
+    Operate,
 }
 
 impl Action {
@@ -68,7 +74,9 @@ impl Action {
             Action::Review => "review",
             Action::AuditRead => "audit_read",
             Action::UsageReport => "usage_report",
+            Action::AnnualReport => "annual_report",
             Action::ManageUsers => "manage_users",
+            Action::Operate => "operate",
         }
     }
 }

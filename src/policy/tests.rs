@@ -39,12 +39,8 @@ fn today() -> NaiveDate {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("kura.db"),
-        AuditKey::from_bytes(&[3u8; 32]).unwrap(),
-    )
-    .await
-    .unwrap();
+    let store =
+        crate::store::testing::open(dir.path(), AuditKey::from_bytes(&[3u8; 32]).unwrap()).await;
     for (n, r, m) in [
         ("res1", Role::Researcher, None),
         ("res2", Role::Researcher, None),

@@ -72,6 +72,9 @@ pub struct Defences {
     pub safe_functions: bool,
     /// Extreme percentile fractions count as MIN/MAX.
     pub percentiles: bool,
+    /// A publication of several tables (the annual report) suppresses further cells so
+    /// that no small group follows from its totals by subtraction (`disclosure::margins`).
+    pub margins: bool,
 }
 
 impl Default for Defences {
@@ -88,6 +91,7 @@ impl Defences {
         subqueries: true,
         safe_functions: true,
         percentiles: true,
+        margins: true,
     };
 
     /// Both sides' defences (a defence is on if it is on in either).
@@ -98,6 +102,7 @@ impl Defences {
             subqueries: self.subqueries || o.subqueries,
             safe_functions: self.safe_functions || o.safe_functions,
             percentiles: self.percentiles || o.percentiles,
+            margins: self.margins || o.margins,
         }
     }
 }

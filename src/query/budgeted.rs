@@ -137,6 +137,7 @@ impl Gateway {
                 json!({"epsilon": eps, "spent": u.used, "budget": u.budget, "fiscal_year": fy});
             return Err(rec.refused(exhausted(&grant.id, eps, fy, u), detail).await);
         }
+        crate::durable::pause_point("query.reserved");
         self.spend(&rec, &grant, p).await
     }
 

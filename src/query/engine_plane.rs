@@ -7,7 +7,7 @@
 //! the dataset thresholds of `policies/disclosure.toml` (under DP, k sets the release
 //! threshold); DP queries go through `query::dp` and never the suppression path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +15,10 @@ use datafusion::arrow::array::{Array, Int32Array};
 use futures::future::BoxFuture;
 use ring::hmac;
 
-use super::plane::{AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure};
+use super::plane::{
+    AuthorisedQuery, BuiltExtract, DataPlane, DpPreview, ExtractFailure, RefLabel, RegistryStatus,
+    RegistryTable, ReportRequest, ReportRun,
+};
 use super::{dp, suppression};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
@@ -25,6 +28,9 @@ use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
 use crate::query::{QueryError, QueryOutcome};
 use crate::sql::scope::Scope;
+
+// annual reports (issue 13 §3): the report extract and its tables
+mod report;
 
 /// Errors opening the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,11 @@ pub struct EnginePlane {
     rules: DisclosureRules,
     limits: Limits,
     diseases: BTreeSet<i32>,
+    /// Public names of reference codes (read once at open; they change only with ingest,
+    /// which restarts the server).
+    labels: BTreeMap<String, Vec<RefLabel>>,
+    /// Fingerprint of the extract key (HMAC of a fixed label; the key itself is never shown).
+    extract_key_fp: String,
 }
 
 /// Designated disease numbers in the ingested `disease` reference table.
@@ -87,14 +98,21 @@ impl EnginePlane {
         }
         let diseases = read_diseases(&registry).await?;
         let rules = DisclosureRules::embedded().map_err(|e| PlaneError::Rules(Box::new(e)))?;
+        let labels = crate::engine::reference::read_reference_labels(&registry, &catalog).await;
+        let extract_key = hmac::Key::new(hmac::HMAC_SHA256, extract_key);
+        let extract_key_fp = hex::encode(
+            &hmac::sign(&extract_key, b"kura extract key fingerprint v1").as_ref()[..8],
+        );
         Ok(Self {
             registry,
             extracts,
-            extract_key: hmac::Key::new(hmac::HMAC_SHA256, extract_key),
+            extract_key,
             catalog,
             rules,
             limits,
             diseases,
+            labels,
+            extract_key_fp,
         })
     }
 
@@ -123,8 +141,16 @@ impl DataPlane for EnginePlane {
         scope: &'a Scope,
     ) -> BoxFuture<'a, Result<BuiltExtract, ExtractFailure>> {
         Box::pin(async move {
-            let out = self.extracts.join(application);
             let key = self.app_key(application);
+            let failed = |e: crate::sql::extract::ExtractError| ExtractFailure {
+                application: application.to_string(),
+                source: Box::new(e),
+            };
+            // A new version beside the live one (never over it): it becomes live only
+            // when the store registers it, with the approval that asked for it.
+            let id =
+                crate::sql::extract::planned_id(&self.registry, scope, &key).map_err(failed)?;
+            let out = self.extracts.join(application).join(id);
             let m = crate::sql::extract::ensure_extract(
                 &self.registry,
                 &out,
@@ -144,36 +170,115 @@ impl DataPlane for EnginePlane {
         })
     }
 
+    fn retire_extracts(&self, application: &str, live: &Path) {
+        let app_dir = self.extracts.join(application);
+        match crate::sql::extract::retire_versions(&app_dir, live) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(application, removed = ?removed, "earlier extract versions removed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(application, error = %crate::errors::chain(&e), "cannot remove earlier extract versions; the start-up sweep retries")
+            }
+        }
+    }
+
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
-        Box::pin(async move {
-            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let rules = self.rules_for(q.threshold);
-            let (catalog, limits) = (&self.catalog, &self.limits);
+        let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
+        let rules = self.rules_for(q.threshold);
+        // On the query runtime: HTTP stays responsive however heavy the query.
+        Box::pin(crate::engine::runtime::run(async move {
+            check_scope(&q)?;
+            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            crate::durable::pause_point("query.scanning");
             if q.mode == DisclosureMode::Dp {
                 let params = dp_params(&q)?;
-                return dp::run_dp_query(&ctx, &q.sql, catalog, &rules, limits, params).await;
+                return dp::run_dp_query(&ctx, &q.sql, &catalog, &rules, &limits, params).await;
             }
             let ledger = q.ledger.as_deref().unwrap_or(&NoLedger);
-            suppression::run_query_with(&ctx, &q.sql, catalog, &rules, limits, ledger).await
-        })
+            suppression::run_query_with(&ctx, &q.sql, &catalog, &rules, &limits, ledger).await
+        }))
     }
 
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
-        Box::pin(async move {
+        let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
+        let rules = self.rules_for(q.threshold);
+        Box::pin(crate::engine::runtime::run(async move {
             let params = dp_params(&q)?;
-            let ctx = open_extract(&q.extract_dir, &self.catalog, &self.limits)?;
-            let rules = self.rules_for(q.threshold);
-            let p = dp::prepare(&ctx, &q.sql, &self.catalog, &rules, &self.limits, params).await?;
+            check_scope(&q)?;
+            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            let p = dp::prepare(&ctx, &q.sql, &catalog, &rules, &limits, params).await?;
             Ok(DpPreview {
                 release_key: p.release_key,
                 disclosure: p.disclosure,
             })
-        })
+        }))
     }
 
     fn diseases(&self) -> BTreeSet<i32> {
         self.diseases.clone()
     }
+
+    fn report(&self, req: ReportRequest) -> BoxFuture<'_, Result<ReportRun, QueryError>> {
+        Box::pin(self.run_report(req))
+    }
+
+    fn reference_labels(&self) -> BTreeMap<String, Vec<RefLabel>> {
+        self.labels.clone()
+    }
+
+    fn registry_status(&self) -> Option<RegistryStatus> {
+        let m = crate::ingest::Manifest::load(&self.registry).ok()?;
+        let hash = crate::ingest::try_manifest_hash(&self.registry).ok()?;
+        let tables = m
+            .tables
+            .iter()
+            .map(|(name, t)| RegistryTable {
+                name: name.clone(),
+                rows: t.rows,
+                dataset: self
+                    .catalog
+                    .table(name)
+                    .and_then(|c| c.datasets.first().cloned()),
+            })
+            .collect();
+        Some(RegistryStatus {
+            ingested_at: m.created_at,
+            manifest_sha256: hash,
+            key_fingerprint: m.key_fingerprint,
+            tables,
+        })
+    }
+
+    fn extract_key_fingerprint(&self) -> Option<String> {
+        Some(self.extract_key_fp.clone())
+    }
+
+    fn extract_is_current(&self, application: &str, dir: &Path, scope: &Scope) -> Option<bool> {
+        let key = self.app_key(application);
+        crate::sql::extract::extract_is_current_with_key(&self.registry, dir, scope, &key).ok()
+    }
+}
+
+/// The query-time scope check: the extract a query is about to read must be the extract
+/// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
+/// — an extract rebuilt for a change that was never approved, a swapped directory — is
+/// refused before a row is read.
+fn check_scope(q: &AuthorisedQuery) -> Result<(), QueryError> {
+    let manifest = crate::sql::extract::ExtractManifest::read(&q.extract_dir)
+        .map_err(|e| QueryError::internal("extract manifest", crate::errors::chain(&e)))?;
+    if manifest.scope != crate::sql::extract::normalise_scope(&q.scope) {
+        return Err(QueryError::internal(
+            "extract scope check",
+            format!(
+                "extract {} at {} was built for another scope than application {} is approved for; refused",
+                manifest.extract_id,
+                q.extract_dir.display(),
+                q.application
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The DP parameters of a DP query (the gateway always sets them; refuse if not).

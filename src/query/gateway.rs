@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
+use super::admission::Admission;
 use super::plane::{AuthorisedQuery, DataPlane};
 use super::record::{RanOn, Recorder};
 use super::refusal::{Refusal, Refused};
 use super::request::QueryRequest;
-use super::serial::ExtractLocks;
 use crate::policy::{Action, Grant, Policy, check_mode};
 use crate::privacy::budget::Ledger;
 use crate::privacy::result::{DisclosureMode, ReleasedResult};
@@ -45,8 +45,9 @@ pub struct Gateway {
     pub policy: Arc<Policy>,
     pub data: Arc<dyn DataPlane>,
     pub ledger: Ledger,
-    /// One suppression query per extract at a time, from ledger read to record.
-    pub(super) serial: Arc<ExtractLocks>,
+    /// Shared by every request of the server: one suppression query per extract at a
+    /// time (from ledger read to record), and the per-user limit.
+    pub(super) admission: Arc<Admission>,
 }
 
 /// One authorised request on its way through the gateway.
@@ -57,12 +58,14 @@ pub(super) struct Call<'a> {
 }
 
 impl Gateway {
-    /// `stale_after`: DP reservations older than this can no longer settle.
+    /// `stale_after`: DP reservations older than this can no longer settle;
+    /// `admission`: the server's one admission state.
     pub fn new(
         store: Store,
         policy: Arc<Policy>,
         data: Arc<dyn DataPlane>,
         stale_after: Duration,
+        admission: Arc<Admission>,
     ) -> Self {
         let ledger = Ledger::new(store.clone(), stale_after);
         Self {
@@ -70,7 +73,7 @@ impl Gateway {
             policy,
             data,
             ledger,
-            serial: ExtractLocks::shared(),
+            admission,
         }
     }
 
@@ -87,6 +90,14 @@ impl Gateway {
             user,
             req,
             query_id: &query_id,
+        };
+        let Some(_slot) = self.admission.admit(&user.username) else {
+            let cause = Refusal::TooManyQueries {
+                limit: self.admission.per_user(),
+            };
+            return Err(rec
+                .refused(cause, json!({"limit": self.admission.per_user()}))
+                .await);
         };
         let (grant, mode) = match self.authorize(user, req, today).await? {
             Ok(g) => g,
@@ -143,7 +154,7 @@ impl Gateway {
             let detail = json!({"detail": "extract missing or destroyed"});
             return Err(rec.refused(Refusal::ExtractMissing, detail).await);
         };
-        let _in_line = self.serial.hold(&extract.extract_id).await;
+        let _in_line = self.admission.extracts.hold(&extract.extract_id).await;
         let started = Instant::now();
         let mut q = authorised(&grant, &extract, mode, None, &rec.req.sql);
         q.ledger = Some(Arc::new(self.store.ledger_view(&extract.extract_id)));

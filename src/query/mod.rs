@@ -31,6 +31,8 @@ mod record;
 pub mod refusal;
 pub mod request;
 mod serial;
+// production (issue 14): per-user limit and server-wide extract locks
+pub mod admission;
 pub mod suppression;
 
 use std::time::Duration;

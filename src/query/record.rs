@@ -137,7 +137,9 @@ impl Recorder<'_> {
         let ev = ev.with_reference(self.query_id);
         self.write(record, ev, ledger, cache, false, None)
             .await
-            .map_err(|e| Refused::new(Some(self.query_id), e))
+            .map_err(|e| Refused::new(Some(self.query_id), e))?;
+        crate::durable::pause_point("query.recorded");
+        Ok(())
     }
 
     /// Record a suppression answer with the contributor sets it releases (the release
@@ -151,7 +153,9 @@ impl Recorder<'_> {
         let ev = ev.with_reference(self.query_id);
         self.write(record, ev, None, None, false, Some(released))
             .await
-            .map_err(|e| Refused::new(Some(self.query_id), e))
+            .map_err(|e| Refused::new(Some(self.query_id), e))?;
+        crate::durable::pause_point("query.recorded");
+        Ok(())
     }
 
     async fn write(
@@ -170,6 +174,9 @@ impl Recorder<'_> {
             execution_error,
             released,
         };
-        self.store.record_query(&write, &ev).await.map(|_| ())
+        let started = std::time::Instant::now();
+        let written = self.store.record_query(&write, &ev).await.map(|_| ());
+        crate::metrics::stage("audit", started.elapsed());
+        written
     }
 }

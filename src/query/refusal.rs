@@ -63,6 +63,9 @@ pub enum Refusal {
     /// The control-plane store failed (no audit, no answer).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The user already runs as many queries as one user may.
+    #[error("{limit} queries already running")]
+    TooManyQueries { limit: usize },
 }
 
 impl Refused {
@@ -107,6 +110,7 @@ impl Refusal {
             Self::Query(q) | Self::SpentAfterRead { cause: q, .. } => q.code(),
             Self::Store(StoreError::Conflict(_)) => "conflict",
             Self::Store(_) => "internal",
+            Self::TooManyQueries { .. } => "too_many_queries",
         }
     }
 
@@ -118,6 +122,7 @@ impl Refusal {
             Self::BudgetExhausted { .. } | Self::Store(StoreError::Conflict(_)) => 409,
             Self::ExtractMissing | Self::Store(_) => 500,
             Self::Query(q) | Self::SpentAfterRead { cause: q, .. } => q.http_status(),
+            Self::TooManyQueries { .. } => 429,
         }
     }
 
@@ -142,6 +147,9 @@ impl Refusal {
             ),
             Self::Store(StoreError::Conflict(msg)) => msg.clone(),
             Self::Store(_) => "An internal error occurred; please report the reference id. / 内部エラーが発生しました。参照 ID を添えて報告してください。".into(),
+            Self::TooManyQueries { limit } => format!(
+                "You already have {limit} queries running, the most one user may run at once; wait for one to finish, then send this again. / 同時に実行できるクエリは 1 人 {limit} 件までです。実行中のクエリの終了後に再送してください。"
+            ),
         }
     }
 }

@@ -19,14 +19,6 @@ pub struct ExtractLocks {
 }
 
 impl ExtractLocks {
-    /// The process's one set of locks. Every [`super::Gateway`] holds it — the HTTP API
-    /// builds a gateway per request and Flight SQL per call, and all of them must take
-    /// turns on the same extract.
-    pub fn shared() -> Arc<ExtractLocks> {
-        static LOCKS: std::sync::OnceLock<Arc<ExtractLocks>> = std::sync::OnceLock::new();
-        LOCKS.get_or_init(Arc::default).clone()
-    }
-
     /// Wait for, and hold, the lock of one extract until the guard is dropped.
     pub async fn hold(&self, extract_id: &str) -> OwnedMutexGuard<()> {
         let lock = {

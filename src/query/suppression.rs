@@ -80,7 +80,48 @@ pub async fn run_query_with(
     ledger: &dyn LedgerView,
 ) -> Result<QueryOutcome, QueryError> {
     let mut times = StageTimes::default();
-    run_query_staged(ctx, sql, catalog, rules, limits, ledger, &mut times).await
+    let outcome = run_query_staged(ctx, sql, catalog, rules, limits, ledger, &mut times).await;
+    for (stage, took) in [
+        ("guard", times.guard),
+        ("rewrite", times.rewrite),
+        ("execute", times.execute),
+        ("disclosure", times.check),
+    ] {
+        if !took.is_zero() {
+            crate::metrics::stage(stage, took);
+        }
+    }
+    outcome
+}
+
+/// One table of a standard report (the annual report, `report::annual`): the released
+/// result exactly as [`run_query_with`] gives it, plus the contributor set behind every
+/// cell of every executed row (`disclosure::cell_sets`), so that the report can check its
+/// tables together (`disclosure::margins`). The sets stay in the process.
+pub struct ReportTable {
+    pub outcome: QueryOutcome,
+    pub rows: Vec<disclosure::RowSets>,
+}
+
+/// [`run_query_with`] for one table of a standard report (see [`ReportTable`]).
+pub async fn run_report_query(
+    ctx: &SessionContext,
+    sql: &str,
+    catalog: &Catalog,
+    rules: &DisclosureRules,
+    limits: &Limits,
+    ledger: &dyn LedgerView,
+) -> Result<ReportTable, QueryError> {
+    let started = Instant::now();
+    let work = async {
+        let guarded = guarded(ctx, sql, catalog, rules).await?;
+        let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
+        let executed = executed(ctx, rewritten, limits).await?;
+        let rows = disclosure::cell_sets(&executed.batches, &executed.rewritten.rewritten.release)?;
+        let outcome = checked(ctx, executed, limits, started, ledger).await?;
+        Ok(ReportTable { outcome, rows })
+    };
+    crate::engine::exec::within_timeout(limits, work).await
 }
 
 /// Wall-clock time of each stage of one query (`kura bench query --stages`).

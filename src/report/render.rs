@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use super::document::{Block, Document, Table};
 use super::usage::UsageReport;
 
 /// One figure: (section, item, value), in report order.
@@ -156,9 +157,109 @@ fn kv(k: &str, v: impl ToString) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 
-fn section(out: &mut String, r: &UsageReport, l: &Labels) {
+/// One numbered item of the form: its heading and its rows (`None`: "none").
+type Item = (&'static str, Option<Vec<(String, String)>>);
+
+/// The numbered items of the form in `l`'s language, as data: the HTML and the PDF
+/// document are both drawn from it.
+fn items(r: &UsageReport, l: &Labels) -> Vec<Item> {
     let ja = l.lang == "ja";
     let pick = |j: &'static str, e: &'static str| if ja { j } else { e };
+    let period = format!(
+        "{} – {} (FY{})",
+        r.period.start, r.period.end, r.fiscal_year
+    );
+    let users: Vec<_> = r
+        .by_user
+        .iter()
+        .map(|(u, x)| {
+            kv(
+                u,
+                format!(
+                    "{} {} / {} {}",
+                    pick("クエリ", "queries"),
+                    x.queries,
+                    pick("ログイン", "logins"),
+                    x.sessions
+                ),
+            )
+        })
+        .collect();
+    let mut use_rows = vec![
+        kv(pick("ログイン数", "Logins"), r.sessions),
+        kv(pick("クエリ総数", "Queries"), r.queries_total),
+        kv(pick("回答", "Answered"), r.queries_ok),
+        kv(pick("拒否", "Refused"), r.queries_denied),
+        kv(pick("実行失敗", "Failed"), r.queries_error),
+    ];
+    for (c, n) in r.refused_by_code.iter().chain(&r.failed_by_code) {
+        use_rows.push(kv(&format!("  {c}"), n));
+    }
+    let mut cells = vec![kv(
+        pick("秘匿セル数", "Suppressed cells"),
+        r.suppressed_cells,
+    )];
+    cells.extend(r.suppressed_by_reason.iter().map(|(k, v)| kv(k, v)));
+    let recs: Vec<_> = r
+        .recommendations
+        .iter()
+        .map(|x| kv(&x.at.format("%Y-%m-%d").to_string(), &x.text))
+        .collect();
+    vec![
+        (
+            l.items[0],
+            Some(vec![
+                kv(pick("承認番号", "Approval"), &r.application),
+                kv(pick("研究課題名", "Title"), &r.title),
+            ]),
+        ),
+        (l.items[1], Some(vec![kv(pick("期間", "Period"), period)])),
+        (l.items[2], Some(users)),
+        (l.items[3], Some(use_rows)),
+        (l.items[4], Some(cells)),
+        (
+            l.items[5],
+            Some(vec![
+                kv(pick("使用した ε", "ε spent"), r.epsilon_spent),
+                kv(
+                    pick("持ち出し申請", "Releases requested"),
+                    r.releases_requested,
+                ),
+                kv(pick("承認", "Approved"), r.releases_approved),
+                kv(pick("却下", "Rejected"), r.releases_rejected),
+            ]),
+        ),
+        (l.items[6], (!recs.is_empty()).then_some(recs)),
+        (
+            l.items[7],
+            Some(vec![
+                kv(pick("作成", "Built"), r.extract_built),
+                kv(pick("消去", "Destroyed"), r.extract_destroyed),
+            ]),
+        ),
+    ]
+}
+
+fn none_text(l: &Labels) -> &'static str {
+    if l.lang == "ja" { "なし" } else { "None" }
+}
+
+fn audit_line(r: &UsageReport, l: &Labels) -> String {
+    let ja = l.lang == "ja";
+    format!(
+        "{} {} / {}: {}",
+        if ja {
+            "監査ログ（検証済み）"
+        } else {
+            "Audit log (verified)"
+        },
+        r.audit.chain_events,
+        if ja { "先頭ハッシュ" } else { "head" },
+        r.audit.head
+    )
+}
+
+fn section(out: &mut String, r: &UsageReport, l: &Labels) {
     let _ = write!(
         out,
         "<section class=\"{lang}\" lang=\"{lang}\"><p class=\"date\">{date}</p><p class=\"to\">{to}</p>\
@@ -176,97 +277,57 @@ fn section(out: &mut String, r: &UsageReport, l: &Labels) {
         h = l.title,
         lead = l.lead,
     );
-    let _ = write!(out, "<h2>{}</h2>", l.items[0]);
-    rows(
-        out,
-        &[
-            kv(pick("承認番号", "Approval"), &r.application),
-            kv(pick("研究課題名", "Title"), &r.title),
-        ],
-    );
-    let _ = write!(out, "<h2>{}</h2>", l.items[1]);
-    let period = format!(
-        "{} – {} (FY{})",
-        r.period.start, r.period.end, r.fiscal_year
-    );
-    rows(out, &[kv(pick("期間", "Period"), period)]);
-    let _ = write!(out, "<h2>{}</h2>", l.items[2]);
-    let users: Vec<_> = r
-        .by_user
-        .iter()
-        .map(|(u, x)| {
-            kv(
-                u,
-                format!(
-                    "{} {} / {} {}",
-                    pick("クエリ", "queries"),
-                    x.queries,
-                    pick("ログイン", "logins"),
-                    x.sessions
-                ),
-            )
-        })
-        .collect();
-    rows(out, &users);
-    let _ = write!(out, "<h2>{}</h2>", l.items[3]);
-    let mut use_rows = vec![
-        kv(pick("ログイン数", "Logins"), r.sessions),
-        kv(pick("クエリ総数", "Queries"), r.queries_total),
-        kv(pick("回答", "Answered"), r.queries_ok),
-        kv(pick("拒否", "Refused"), r.queries_denied),
-        kv(pick("実行失敗", "Failed"), r.queries_error),
-    ];
-    for (c, n) in r.refused_by_code.iter().chain(&r.failed_by_code) {
-        use_rows.push(kv(&format!("  {c}"), n));
+    for (heading, pairs) in items(r, l) {
+        let _ = write!(out, "<h2>{heading}</h2>");
+        match pairs {
+            Some(p) => rows(out, &p),
+            None => {
+                let _ = write!(out, "<p>{}</p>", none_text(l));
+            }
+        }
     }
-    rows(out, &use_rows);
-    let _ = write!(out, "<h2>{}</h2>", l.items[4]);
-    let mut cells = vec![kv(
-        pick("秘匿セル数", "Suppressed cells"),
-        r.suppressed_cells,
-    )];
-    cells.extend(r.suppressed_by_reason.iter().map(|(k, v)| kv(k, v)));
-    rows(out, &cells);
-    let _ = write!(out, "<h2>{}</h2>", l.items[5]);
-    rows(
-        out,
-        &[
-            kv(pick("使用した ε", "ε spent"), r.epsilon_spent),
-            kv(
-                pick("持ち出し申請", "Releases requested"),
-                r.releases_requested,
-            ),
-            kv(pick("承認", "Approved"), r.releases_approved),
-            kv(pick("却下", "Rejected"), r.releases_rejected),
-        ],
-    );
-    let _ = write!(out, "<h2>{}</h2>", l.items[6]);
-    let recs: Vec<_> = r
-        .recommendations
-        .iter()
-        .map(|x| kv(&x.at.format("%Y-%m-%d").to_string(), &x.text))
-        .collect();
-    if recs.is_empty() {
-        let _ = write!(out, "<p>{}</p>", pick("なし", "None"));
-    } else {
-        rows(out, &recs);
-    }
-    let _ = write!(out, "<h2>{}</h2>", l.items[7]);
-    rows(
-        out,
-        &[
-            kv(pick("作成", "Built"), r.extract_built),
-            kv(pick("消去", "Destroyed"), r.extract_destroyed),
-        ],
-    );
     let _ = write!(
         out,
-        "<p><small>{} {} / {}: {}</small></p></section>",
-        pick("監査ログ（検証済み）", "Audit log (verified)"),
-        r.audit.chain_events,
-        pick("先頭ハッシュ", "head"),
-        esc(&r.audit.head)
+        "<p><small>{}</small></p></section>",
+        esc(&audit_line(r, l))
     );
+}
+
+/// The report as a document for the PDF: the same items, Japanese then English.
+pub fn document(r: &UsageReport) -> Document {
+    let mut blocks = Vec::new();
+    for (i, l) in [&JA, &EN].into_iter().enumerate() {
+        if i > 0 {
+            blocks.push(Block::NewPart { lang: l.lang });
+        }
+        blocks.push(Block::Right(r.generated_at.format("%Y-%m-%d").to_string()));
+        blocks.push(Block::Line(l.to.to_string()));
+        blocks.push(Block::From(format!("{}：{}", l.group, r.research_group)));
+        blocks.push(Block::From(format!(
+            "{}：{} {}",
+            l.affiliation, r.applicant.affiliation, r.applicant.title
+        )));
+        blocks.push(Block::From(format!("{}：{}", l.name, r.applicant.name)));
+        blocks.push(Block::Title(l.title.to_string()));
+        blocks.push(Block::Para(l.lead.to_string()));
+        for (heading, pairs) in items(r, l) {
+            blocks.push(Block::Subheading(heading.to_string()));
+            match pairs {
+                Some(p) => blocks.push(Block::Table(Table {
+                    head: Vec::new(),
+                    rows: p.into_iter().map(|(k, v)| vec![k, v]).collect(),
+                    numeric: vec![false, true],
+                    total_rows: Vec::new(),
+                })),
+                None => blocks.push(Block::Para(none_text(l).to_string())),
+            }
+        }
+        blocks.push(Block::Small(audit_line(r, l)));
+    }
+    Document {
+        title: format!("使用状況報告書 {} FY{}", r.application, r.fiscal_year),
+        blocks,
+    }
 }
 
 /// The report as an HTML document: Japanese, then English.

@@ -70,8 +70,8 @@ fn too_deep(what: &str, limit: usize) -> QueryError {
 }
 
 /// The refusal of a statement the parser rejected: its own recursion limit gets the same
-/// bilingual refusal as [`check_depth`]; other parse errors keep the parser's message
-/// (positions and tokens of the query, never data).
+/// bilingual refusal as [`check_depth`]; other parse errors are worded by
+/// [`super::sql_error`] (line, column and what was expected, never the parser's text).
 pub fn parse_error(e: DataFusionError) -> QueryError {
     let e = match e {
         DataFusionError::Diagnostic(_, inner) => *inner,
@@ -81,9 +81,7 @@ pub fn parse_error(e: DataFusionError) -> QueryError {
         DataFusionError::SQL(pe, _) if matches!(*pe, ParserError::RecursionLimitExceeded) => {
             too_deep("more levels", PARSER_RECURSION_LIMIT)
         }
-        e => QueryError::InvalidSql {
-            message: format!("{e}"),
-        },
+        e => super::sql_error::parse_refusal(&e),
     }
 }
 

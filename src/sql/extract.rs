@@ -12,10 +12,15 @@
 //! - Every patient gets a dense `u32` index: its rank among the extract's pids, written as
 //!   `patient_index.txt` (hashed in the manifest), so that the privacy rewrite can hold a
 //!   cell's contributors as a set (`engine::patient_index`, `engine::contributors`).
-//! - The extract is written into a temporary sibling directory and renamed into place,
-//!   so a failed build leaves no half extract; `extract.json` records the scope, the
-//!   source manifest hash, a key fingerprint, row counts and file hashes, and the
-//!   extract is rebuilt when the source data or the scope changes.
+//! - The extract is written into a temporary sibling directory and renamed into place
+//!   (files and directories fsynced, so the rename survives a crash), so a failed build
+//!   leaves no half extract; `extract.json` records the scope, the source manifest hash,
+//!   a key fingerprint, row counts and file hashes, and the extract is rebuilt when the
+//!   source data or the scope changes. Leftovers of a build a crash interrupted
+//!   (`.*.tmp-*`, `.*.old-*`: patient rows) are removed by [`sweep_leftovers`] at start.
+//! - The server keeps one directory per extract version (`extracts/<application>/<extract
+//!   id>`, [`planned_id`]): a new version is built beside the live one, never over it, and
+//!   becomes live only when the store registers it (with the approval that asked for it).
 //!
 //! The patient-set rule is documented in `docs/extracts.md`; in short, a patient is in
 //! scope when (1) their `patient` row passes the patient table's own scope columns, (2)
@@ -213,6 +218,72 @@ fn extract_id(scope: &Scope, source_hash: &str, key_fp: &str) -> String {
     ctx.update(b"\0");
     ctx.update(key_fp.as_bytes());
     format!("x_{}", &hex::encode(ctx.finish().as_ref())[..20])
+}
+
+/// The id the extract of `scope` over `source` with `app_key` will have (the name of its
+/// version directory), without building it.
+pub fn planned_id(source: &Path, scope: &Scope, app_key: &[u8]) -> Result<String, ExtractError> {
+    let scope = normalise_scope(scope);
+    Ok(extract_id(
+        &scope,
+        &source_manifest_hash(source)?,
+        &key_fingerprint(app_key),
+    ))
+}
+
+/// Whether a directory name is a leftover of an interrupted build or replacement.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-"))
+}
+
+/// Remove the leftovers of interrupted builds under `extracts` (the directory itself and
+/// one level of application directories). Run at start, when no build is in flight.
+/// Returns what was removed.
+pub fn sweep_leftovers(extracts: &Path) -> Result<Vec<PathBuf>, ExtractError> {
+    let mut removed = Vec::new();
+    if !extracts.is_dir() {
+        return Ok(removed);
+    }
+    let mut dirs = vec![extracts.to_path_buf()];
+    for entry in fs::read_dir(extracts).map_err(io_err(extracts))? {
+        let path = entry.map_err(io_err(extracts))?.path();
+        if path.is_dir() && !path.join(EXTRACT_MANIFEST).exists() {
+            dirs.push(path);
+        }
+    }
+    for dir in dirs {
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if path.is_dir() && name.as_deref().is_some_and(is_leftover) {
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                removed.push(path);
+            }
+        }
+        crate::durable::sync_dir(&dir).map_err(io_err(&dir))?;
+    }
+    Ok(removed)
+}
+
+/// Remove the version directories of one application's extracts other than `keep` (and
+/// leave in-flight builds, whose names start with a dot, alone). Returns what was removed.
+pub fn retire_versions(app_dir: &Path, keep: &Path) -> Result<Vec<PathBuf>, ExtractError> {
+    let mut removed = Vec::new();
+    if !app_dir.is_dir() || app_dir.join(EXTRACT_MANIFEST).exists() {
+        return Ok(removed);
+    }
+    for entry in fs::read_dir(app_dir).map_err(io_err(app_dir))? {
+        let path = entry.map_err(io_err(app_dir))?.path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if path.is_dir() && !hidden && path != keep {
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            removed.push(path);
+        }
+    }
+    crate::durable::sync_dir(app_dir).map_err(io_err(app_dir))?;
+    Ok(removed)
 }
 
 fn file_sha256(path: &Path) -> Result<(String, u64), ExtractError> {
@@ -751,13 +822,17 @@ pub async fn build_extract(
     let tmp = sibling(out, "tmp");
     create_private_dir(&tmp)?;
     let built = build_into(source, &tmp, &scope, app_key, catalog, source_hash).await;
-    let manifest = match built {
+    let manifest = match built.and_then(|m| {
+        crate::durable::sync_dir(&tmp).map_err(io_err(&tmp))?;
+        Ok(m)
+    }) {
         Ok(m) => m,
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
     };
+    crate::durable::pause_point("extract.built");
     // Linux cannot swap two directories in one rename, so the old extract is moved
     // aside first; in the short gap `out` is absent and opening it fails closed.
     let old = sibling(out, "old");
@@ -767,11 +842,13 @@ pub async fn build_extract(
         let _ = fs::remove_dir_all(&tmp);
         return Err(io_err(out)(e));
     }
+    crate::durable::pause_point("extract.between_renames");
     if let Err(e) = fs::rename(&tmp, out) {
         let _ = fs::rename(&old, out);
         let _ = fs::remove_dir_all(&tmp);
         return Err(io_err(out)(e));
     }
+    crate::durable::sync_parent(out).map_err(io_err(out))?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
@@ -800,6 +877,20 @@ pub fn extract_is_current(source: &Path, out: &Path, scope: &Scope) -> Result<bo
             .map(|m| m.is_file() && m.len() == t.bytes)
             .unwrap_or(false)
     }))
+}
+
+/// Whether the extract at `out` is current ([`extract_is_current`]) and was built with
+/// `app_key` (the check [`ensure_extract`] makes before reusing it).
+pub fn extract_is_current_with_key(
+    source: &Path,
+    out: &Path,
+    scope: &Scope,
+    app_key: &[u8],
+) -> Result<bool, ExtractError> {
+    if !extract_is_current(source, out, scope)? {
+        return Ok(false);
+    }
+    Ok(ExtractManifest::read(out)?.key_fingerprint == key_fingerprint(app_key))
 }
 
 /// Return the extract at `out`, rebuilding it first when the source data, the scope or

@@ -196,9 +196,7 @@ pub async fn plan_guarded(
     let state = ctx.state();
     let refs = state
         .resolve_table_references(&statement)
-        .map_err(|e| QueryError::InvalidSql {
-            message: e.to_string(),
-        })?;
+        .map_err(|e| super::sql_error::plan_refusal(&e))?;
     for r in &refs {
         let name = r.table();
         if name.contains(['/', '.', ':', '\\']) {
@@ -219,9 +217,7 @@ pub async fn plan_guarded(
     let plan = state
         .statement_to_plan(statement)
         .await
-        .map_err(|e| QueryError::InvalidSql {
-            message: strip_backtrace(&e.to_string()),
-        })?;
+        .map_err(|e| super::sql_error::plan_refusal(&e))?;
     // Before the rewrite and the optimizer: a huge but shallow plan is refused (size.rs).
     super::size::check_plan_size(&plan)?;
     SQLOptions::new()
@@ -248,10 +244,6 @@ impl Visitor for TableFunctionFinder {
             _ => ControlFlow::Continue(()),
         }
     }
-}
-
-fn strip_backtrace(s: &str) -> String {
-    s.split("\n\nbacktrace").next().unwrap_or(s).to_string()
 }
 
 fn not_allowed(message: &str) -> QueryError {
@@ -462,6 +454,7 @@ fn check_expr(e: &Expr) -> Result<(), QueryError> {
 pub fn harden(plan: LogicalPlan, defences: &Defences) -> Result<LogicalPlan, QueryError> {
     if defences.safe_functions {
         fallible::check(&plan)?;
+        super::decimal::check(&plan)?;
     }
     let safe = defences.safe_functions;
     plan.transform_up_with_subqueries(|node| {
@@ -511,6 +504,11 @@ fn harden_expr(x: Expr, schema: &DFSchema, safe: bool) -> Transformed<Expr> {
         }
         Expr::Cast(Cast { expr, field }) => {
             Transformed::yes(Expr::TryCast(TryCast { expr, field }))
+        }
+        Expr::BinaryExpr(b) if safe && super::safe_temporal::hardened(&b, schema).is_some() => {
+            Transformed::yes(
+                super::safe_temporal::hardened(&b, schema).unwrap_or(Expr::BinaryExpr(b)),
+            )
         }
         x @ (Expr::BinaryExpr(_) | Expr::InList(_) | Expr::Between(_) | Expr::Case(_))
             if safe && safe_comparison::hardened_expr(&x, schema).is_some() =>

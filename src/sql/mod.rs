@@ -3,6 +3,7 @@
 //! logical plan.
 
 pub mod case_nullability;
+pub mod decimal;
 pub mod depth;
 pub mod extract;
 pub mod fallible;
@@ -11,5 +12,7 @@ pub mod output_cap;
 pub mod rewrite;
 pub mod safe_comparison;
 pub mod safe_function;
+pub mod safe_temporal;
 pub mod scope;
 pub mod size;
+pub mod sql_error;

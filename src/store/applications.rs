@@ -8,15 +8,15 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::model::{Application, ApplicationForm, HistoryEntry, Pledge, Recommendation, Status};
 use super::{Result, Store, StoreError, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
-    fn application_from_row(r: &SqliteRow) -> Result<Application> {
+    fn application_from_row(r: &AnyRow) -> Result<Application> {
         let status: String = r.try_get("status")?;
         Ok(Application {
             id: r.try_get("id")?,
@@ -62,7 +62,7 @@ impl Store {
                     None => Self::next_application_id(tx).await?,
                 };
                 let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM applications WHERE id = ?")
+                    sqlx::query_scalar("SELECT 1 FROM applications WHERE id = $1")
                         .bind(&id)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -72,7 +72,7 @@ impl Store {
                     )));
                 }
                 let t = ts(now());
-                let insert = sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES (?, 'draft', ?, ?, ?, ?)")
+                let insert = sqlx::query("INSERT INTO applications (id, status, applicant, form, created_at, updated_at) VALUES ($1, 'draft', $2, $3, $4, $5)")
                     .bind(&id)
                     .bind(applicant)
                     .bind(serde_json::to_string(form)?)
@@ -90,9 +90,9 @@ impl Store {
 
     /// The next `A-<year>-<nnnn>`; called inside the creating transaction, whose write
     /// lock keeps two creations from taking the same number.
-    async fn next_application_id(conn: &mut SqliteConnection) -> Result<String> {
+    async fn next_application_id(conn: &mut AnyConnection) -> Result<String> {
         let year = Utc::now().format("%Y").to_string();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE id LIKE ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE id LIKE $1")
             .bind(format!("A-{year}-%"))
             .fetch_one(&mut *conn)
             .await?;
@@ -100,7 +100,7 @@ impl Store {
     }
 
     async fn history(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         id: &str,
         actor: &str,
         action: &str,
@@ -109,7 +109,7 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<u64> {
         let insert = sqlx::query(
-            "INSERT INTO application_history (application_id, at, actor, action, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO application_history (application_id, at, actor, action, from_status, to_status, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id)
         .bind(ts(now()))
@@ -122,16 +122,16 @@ impl Store {
     }
 
     pub async fn application(&self, id: &str) -> Result<Option<Application>> {
-        let row = sqlx::query("SELECT * FROM applications WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM applications WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(Self::application_from_row).transpose()
     }
 
     pub async fn applications(&self) -> Result<Vec<Application>> {
         let rows = sqlx::query("SELECT * FROM applications ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(Self::application_from_row).collect()
     }
@@ -148,10 +148,34 @@ impl Store {
         reason: Option<&str>,
         event: &AuditEvent,
     ) -> Result<Application> {
+        self.transition_with_extract(app, expect_updated_at, from, action, reason, None, event)
+            .await
+    }
+
+    /// [`Self::transition`] that also makes `extract` the application's live extract, in
+    /// the same transaction (with its own `extract.build` event): an approval and the
+    /// extract of its scope take effect together or not at all, so an approval that lost
+    /// a race never leaves its extract live.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_with_extract(
+        &self,
+        app: &Application,
+        expect_updated_at: DateTime<Utc>,
+        from: Status,
+        action: &str,
+        reason: Option<&str>,
+        extract: Option<&super::extracts::ExtractWrite>,
+        event: &AuditEvent,
+    ) -> Result<Application> {
         self.audited(event, async |tx| {
+            if let Some(x) = extract {
+                super::extracts::register(tx, &app.id, x).await?;
+                let built = super::extracts::build_event(&event.actor, &app.id, x);
+                self.audit(tx, &built).await?;
+            }
             let save = sqlx::query(
-                "UPDATE applications SET status = ?, form = ?, approval = ?, pending_change = ?, revoked_reason = ?, updated_at = ?
-             WHERE id = ? AND updated_at = ?",
+                "UPDATE applications SET status = $1, form = $2, approval = $3, pending_change = $4, revoked_reason = $5, updated_at = $6
+             WHERE id = $7 AND updated_at = $8",
             )
             .bind(app.status.as_str())
             .bind(serde_json::to_string(&app.form)?)
@@ -186,9 +210,9 @@ impl Store {
 
     pub async fn application_history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
         let rows =
-            sqlx::query("SELECT * FROM application_history WHERE application_id = ? ORDER BY id")
+            sqlx::query("SELECT * FROM application_history WHERE application_id = $1 ORDER BY id")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         rows.iter()
             .map(|r| {
@@ -208,7 +232,7 @@ impl Store {
     pub async fn accept_pledge(&self, id: &str, username: &str) -> Result<()> {
         let event = AuditEvent::ok(username, "application.pledge", Some(id), json!({}));
         self.audited(&event, async |tx| {
-            let pledge = sqlx::query("INSERT OR IGNORE INTO pledges (application_id, username, accepted_at) VALUES (?, ?, ?)")
+            let pledge = sqlx::query("INSERT INTO pledges (application_id, username, accepted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(id)
                 .bind(username)
                 .bind(ts(now()));
@@ -220,10 +244,10 @@ impl Store {
 
     pub async fn pledges(&self, id: &str) -> Result<Vec<Pledge>> {
         let rows = sqlx::query(
-            "SELECT username, accepted_at FROM pledges WHERE application_id = ? ORDER BY username",
+            "SELECT username, accepted_at FROM pledges WHERE application_id = $1 ORDER BY username",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -237,10 +261,10 @@ impl Store {
 
     pub async fn has_pledged(&self, id: &str, username: &str) -> Result<bool> {
         let n: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM pledges WHERE application_id = ? AND username = ?")
+            sqlx::query_scalar("SELECT 1 FROM pledges WHERE application_id = $1 AND username = $2")
                 .bind(id)
                 .bind(username)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
         Ok(n.is_some())
     }
@@ -261,7 +285,7 @@ impl Store {
             .audited(&event, async |tx| {
                 let at = now();
                 let insert = sqlx::query(
-                    "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO recommendations (application_id, at, reviewer, text) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(id)
                 .bind(ts(at))
@@ -280,10 +304,10 @@ impl Store {
 
     pub async fn recommendations(&self, id: &str) -> Result<Vec<Recommendation>> {
         let rows = sqlx::query(
-            "SELECT at, reviewer, text FROM recommendations WHERE application_id = ? ORDER BY id",
+            "SELECT at, reviewer, text FROM recommendations WHERE application_id = $1 ORDER BY id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -20,8 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
@@ -132,10 +132,10 @@ pub struct CachedRelease {
 /// 0.1 + 0.2 must fit a budget of 0.3.
 const EPS_TOLERANCE: f64 = 1e-9;
 
-async fn used(conn: &mut SqliteConnection, application: &str, fiscal_year: i32) -> Result<f64> {
+async fn used(conn: &mut AnyConnection, application: &str, fiscal_year: i32) -> Result<f64> {
     let v: Option<f64> = sqlx::query_scalar(
         "SELECT SUM(epsilon) FROM budget_ledger
-         WHERE application_id = ? AND fiscal_year = ? AND state IN ('reserved', 'spent')",
+         WHERE application_id = $1 AND fiscal_year = $2 AND state IN ('reserved', 'spent')",
     )
     .bind(application)
     .bind(fiscal_year)
@@ -146,9 +146,9 @@ async fn used(conn: &mut SqliteConnection, application: &str, fiscal_year: i32) 
 
 /// Settle a reservation (inside the caller's transaction). A reservation already
 /// converted to `spent` (timeout or restart) stays spent: settling never lowers a charge.
-pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<u64> {
+pub(super) async fn settle(conn: &mut AnyConnection, s: &Settle) -> Result<u64> {
     let settle = sqlx::query(
-        "UPDATE budget_ledger SET state = ?, settled_at = ? WHERE query_id = ? AND state = 'reserved'",
+        "UPDATE budget_ledger SET state = $1, settled_at = $2 WHERE query_id = $3 AND state = 'reserved'",
     )
     .bind(s.state.as_str())
     .bind(ts(now()))
@@ -158,11 +158,11 @@ pub(super) async fn settle(conn: &mut SqliteConnection, s: &Settle) -> Result<u6
 
 /// Store a fresh answer (inside the caller's transaction). If an identical query raced
 /// this one and stored first, the first answer stays the one re-released.
-pub(super) async fn insert_cache(conn: &mut SqliteConnection, c: &CacheWrite) -> Result<u64> {
+pub(super) async fn insert_cache(conn: &mut AnyConnection, c: &CacheWrite) -> Result<u64> {
     let insert = sqlx::query(
         "INSERT INTO dp_release_cache (application_id, release_key, extract_id, epsilon,
             max_groups_per_patient, max_rows_per_group, result, query_id, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(&c.key.application_id)
     .bind(&c.key.release_key)
@@ -204,7 +204,7 @@ impl Store {
             }
             let reserve = sqlx::query(
                 "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
-             VALUES (?, ?, ?, ?, 'reserved', ?)",
+             VALUES ($1, $2, $3, $4, 'reserved', $5)",
             )
             .bind(&r.query_id)
             .bind(&r.application_id)
@@ -229,12 +229,12 @@ impl Store {
 
     async fn convert_in(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         cutoff: Option<DateTime<Utc>>,
     ) -> Result<usize> {
         let rows = sqlx::query(
             "SELECT query_id, application_id, fiscal_year, epsilon, reserved_at FROM budget_ledger
-             WHERE state = 'reserved' AND (?1 IS NULL OR reserved_at < ?1) ORDER BY reserved_at",
+             WHERE state = 'reserved' AND ($1 IS NULL OR reserved_at < $1) ORDER BY reserved_at",
         )
         .bind(cutoff.map(ts))
         .fetch_all(&mut *conn)
@@ -251,16 +251,11 @@ impl Store {
     }
 
     /// Turn one reservation row into `spent` and audit the conversion with `reason`.
-    async fn convert_one(
-        &self,
-        conn: &mut SqliteConnection,
-        r: &SqliteRow,
-        reason: &str,
-    ) -> Result<()> {
+    async fn convert_one(&self, conn: &mut AnyConnection, r: &AnyRow, reason: &str) -> Result<()> {
         let query_id: String = r.try_get("query_id")?;
         let application: String = r.try_get("application_id")?;
         let spend = sqlx::query(
-            "UPDATE budget_ledger SET state = 'spent', settled_at = ? WHERE query_id = ? AND state = 'reserved'",
+            "UPDATE budget_ledger SET state = 'spent', settled_at = $1 WHERE query_id = $2 AND state = 'reserved'",
         )
         .bind(ts(now()))
         .bind(&query_id);
@@ -285,10 +280,10 @@ impl Store {
     /// The ledger of an application (all fiscal years), oldest first.
     pub async fn ledger(&self, application: &str) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(
-            "SELECT * FROM budget_ledger WHERE application_id = ? ORDER BY reserved_at, query_id",
+            "SELECT * FROM budget_ledger WHERE application_id = $1 ORDER BY reserved_at, query_id",
         )
         .bind(application)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -314,8 +309,8 @@ impl Store {
     pub async fn dp_cached(&self, k: &CacheKey) -> Result<Option<CachedRelease>> {
         let row = sqlx::query(
             "SELECT result, query_id, created_at FROM dp_release_cache
-             WHERE application_id = ? AND release_key = ? AND extract_id = ? AND epsilon = ?
-               AND max_groups_per_patient = ? AND max_rows_per_group = ?",
+             WHERE application_id = $1 AND release_key = $2 AND extract_id = $3 AND epsilon = $4
+               AND max_groups_per_patient = $5 AND max_rows_per_group = $6",
         )
         .bind(&k.application_id)
         .bind(&k.release_key)
@@ -323,7 +318,7 @@ impl Store {
         .bind(k.epsilon)
         .bind(k.bounds.max_groups_per_patient as i64)
         .bind(k.bounds.max_rows_per_group as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| -> Result<CachedRelease> {
             Ok(CachedRelease {
@@ -420,13 +415,12 @@ mod tests {
     #[tokio::test]
     async fn reservations_left_behind_become_spent_on_reopen_and_are_audited() {
         let (dir, s) = store().await;
-        let path = dir.path().join("kura.db");
         s.reserve_epsilon(&res("q1", 0.25), 1.0, Duration::from_secs(60))
             .await
             .unwrap()
             .unwrap();
         s.close().await;
-        let s = Store::open(&path, key()).await.unwrap();
+        let s = crate::store::testing::open(dir.path(), key()).await;
         let l = s.ledger("A").await.unwrap();
         assert_eq!(l[0].state, LedgerState::Spent);
         assert!((s.epsilon_spent("A", 2026).await.unwrap() - 0.25).abs() < 1e-12);

@@ -11,7 +11,7 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 use roaring::RoaringBitmap;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, exec, now, ts};
 use crate::engine::contributors::{deserialise, serialise};
@@ -27,14 +27,14 @@ pub struct LedgerWrite {
 }
 
 /// Append the sets of one answer (inside the caller's transaction).
-pub(super) async fn insert(conn: &mut SqliteConnection, w: &LedgerWrite) -> Result<()> {
+pub(super) async fn insert(conn: &mut AnyConnection, w: &LedgerWrite) -> Result<()> {
     let at = ts(now());
     for set in w.sets.iter().filter(|s| !s.is_empty()) {
         let members = serialise(set);
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &members));
         let row = sqlx::query(
-            "INSERT OR IGNORE INTO release_ledger (extract_id, set_sha256, size, members, query_id, released_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO release_ledger (extract_id, set_sha256, size, members, query_id, released_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(&w.extract_id)
         .bind(sha)
@@ -50,13 +50,13 @@ pub(super) async fn insert(conn: &mut SqliteConnection, w: &LedgerWrite) -> Resu
 /// Delete the ledger of every extract of `application` other than `keep` (inside the
 /// caller's transaction): a destroyed or replaced extract takes its ledger with it.
 pub(super) async fn delete_for(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     application: &str,
     keep: Option<&str>,
 ) -> Result<()> {
     let delete = sqlx::query(
         "DELETE FROM release_ledger WHERE extract_id IN
-           (SELECT extract_id FROM extracts WHERE application_id = ? AND extract_id IS NOT ?)",
+           (SELECT extract_id FROM extracts WHERE application_id = $1 AND extract_id IS DISTINCT FROM $2)",
     )
     .bind(application)
     .bind(keep);
@@ -68,12 +68,12 @@ impl Store {
     /// The serialised sets of an extract's ledger with sizes in `lo..=hi`.
     pub async fn ledger_sets(&self, extract_id: &str, lo: u64, hi: u64) -> Result<Vec<Vec<u8>>> {
         let rows = sqlx::query(
-            "SELECT members FROM release_ledger WHERE extract_id = ? AND size BETWEEN ? AND ?",
+            "SELECT members FROM release_ledger WHERE extract_id = $1 AND size BETWEEN $2 AND $3",
         )
         .bind(extract_id)
         .bind(lo as i64)
         .bind(hi.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| r.try_get::<Vec<u8>, _>("members").map_err(Into::into))

@@ -6,14 +6,14 @@
 
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::model::Notebook;
 use super::{Result, Store, StoreError, exec, now, parse_ts, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
-    fn notebook_from_row(r: &SqliteRow) -> Result<Notebook> {
+    fn notebook_from_row(r: &AnyRow) -> Result<Notebook> {
         Ok(Notebook {
             id: r.try_get("id")?,
             owner: r.try_get("owner")?,
@@ -36,18 +36,18 @@ impl Store {
     }
 
     pub async fn notebooks(&self, owner: &str, application: Option<&str>) -> Result<Vec<Notebook>> {
-        let rows = sqlx::query("SELECT * FROM notebooks WHERE owner = ?1 AND (?2 IS NULL OR application_id = ?2) ORDER BY updated_at DESC")
+        let rows = sqlx::query("SELECT * FROM notebooks WHERE owner = $1 AND ($2 IS NULL OR application_id = $2) ORDER BY updated_at DESC")
             .bind(owner)
             .bind(application)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(Self::notebook_from_row).collect()
     }
 
     pub async fn notebook(&self, id: &str) -> Result<Option<Notebook>> {
-        let row = sqlx::query("SELECT * FROM notebooks WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM notebooks WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(Self::notebook_from_row).transpose()
     }
@@ -58,7 +58,7 @@ impl Store {
         self.audited(&event, async |tx| {
             let t = ts(now());
             let save = sqlx::query(
-                "INSERT INTO notebooks (id, owner, application_id, title, cells, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO notebooks (id, owner, application_id, title, cells, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT(id) DO UPDATE SET title = excluded.title, cells = excluded.cells, updated_at = excluded.updated_at",
             )
             .bind(&nb.id)
@@ -79,7 +79,7 @@ impl Store {
     pub async fn delete_notebook(&self, nb: &Notebook) -> Result<()> {
         let event = Self::notebook_event(nb, "notebook.delete");
         self.audited(&event, async |tx| {
-            let delete = sqlx::query("DELETE FROM notebooks WHERE id = ?").bind(&nb.id);
+            let delete = sqlx::query("DELETE FROM notebooks WHERE id = $1").bind(&nb.id);
             exec(tx, delete).await
         })
         .await?;

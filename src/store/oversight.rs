@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
 use super::{Result, Store, StoreError, exec, now, opt_ts, parse_ts, record_of, ts};
@@ -72,7 +72,7 @@ pub struct Publication {
     pub recorded_at: DateTime<Utc>,
 }
 
-fn alert_of(r: &SqliteRow) -> Result<Alert> {
+fn alert_of(r: &AnyRow) -> Result<Alert> {
     let ack_at = opt_ts(r.try_get("ack_at")?)?;
     let acknowledged = match ack_at {
         Some(at) => Some(Ack {
@@ -110,7 +110,15 @@ impl Store {
     /// Verify the chain (at start-up) and, when it is broken, raise the `broken_chain`
     /// alert. Returns the verification and the alert id.
     pub async fn check_chain_at_start(&self) -> Result<(Verification, Option<String>)> {
-        let v = self.verify_audit().await?;
+        self.check_chain_at_start_against(&[]).await
+    }
+
+    /// [`Self::check_chain_at_start`], also against the signed checkpoints of the head.
+    pub async fn check_chain_at_start_against(
+        &self,
+        checkpoints: &[crate::audit::checkpoint::Checkpoint],
+    ) -> Result<(Verification, Option<String>)> {
+        let v = self.verify_audit_against(checkpoints).await?;
         if v.ok {
             return Ok((v, None));
         }
@@ -125,19 +133,19 @@ impl Store {
     /// Alerts, newest first, optionally of one status.
     pub async fn alerts(&self, status: Option<&str>) -> Result<Vec<Alert>> {
         let rows = sqlx::query(
-            "SELECT * FROM alerts WHERE (?1 IS NULL OR status = ?1) ORDER BY seq DESC LIMIT 1000",
+            "SELECT * FROM alerts WHERE ($1 IS NULL OR status = $1) ORDER BY seq DESC LIMIT 1000",
         )
         .bind(status)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(alert_of).collect()
     }
 
     /// One alert.
     pub async fn alert(&self, id: &str) -> Result<Option<Alert>> {
-        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(alert_of).transpose()
     }
@@ -153,8 +161,8 @@ impl Store {
         .with_reference(id);
         self.audited(&ev, async |tx| {
             let update = sqlx::query(
-                "UPDATE alerts SET status = 'acknowledged', ack_by = ?, ack_at = ?, ack_comment = ?
-                 WHERE id = ? AND status = 'open'",
+                "UPDATE alerts SET status = 'acknowledged', ack_by = $1, ack_at = $2, ack_comment = $3
+                 WHERE id = $4 AND status = 'open'",
             )
             .bind(by)
             .bind(ts(now()))
@@ -174,9 +182,9 @@ impl Store {
     /// Alerts not yet delivered to the webhook, oldest first.
     pub async fn undelivered_alerts(&self, limit: u32) -> Result<Vec<Alert>> {
         let rows =
-            sqlx::query("SELECT * FROM alerts WHERE notified_at IS NULL ORDER BY seq LIMIT ?")
+            sqlx::query("SELECT * FROM alerts WHERE notified_at IS NULL ORDER BY seq LIMIT $1")
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         rows.iter().map(alert_of).collect()
     }
@@ -186,7 +194,7 @@ impl Store {
         let ev = AuditEvent::ok("system", "alert.notified", None, json!({"alert_id": id}))
             .with_reference(id);
         self.audited(&ev, async |tx| {
-            let update = sqlx::query("UPDATE alerts SET notified_at = ? WHERE id = ?")
+            let update = sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2")
                 .bind(ts(now()))
                 .bind(id);
             exec(tx, update).await
@@ -202,11 +210,11 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
-            "SELECT seq, at, event, prev, mac FROM audit_log WHERE at >= ? AND at < ? ORDER BY seq",
+            "SELECT seq, at, event, prev, mac FROM audit_log WHERE at >= $1 AND at < $2 ORDER BY seq",
         )
         .bind(ts(from))
         .bind(ts(to))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(record_of).collect()
     }
@@ -222,7 +230,7 @@ impl Store {
         self.audited(&ev, async |tx| {
             let insert = sqlx::query(
                 "INSERT INTO usage_reports (application_id, fiscal_year, filed_by, filed_at, audit_head, report)
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(&f.application)
             .bind(f.fiscal_year)
@@ -245,10 +253,10 @@ impl Store {
     /// Filed usage reports, of one application or all, newest first.
     pub async fn usage_filings(&self, application: Option<&str>) -> Result<Vec<Filing>> {
         let rows = sqlx::query(
-            "SELECT * FROM usage_reports WHERE (?1 IS NULL OR application_id = ?1) ORDER BY filed_at DESC",
+            "SELECT * FROM usage_reports WHERE ($1 IS NULL OR application_id = $1) ORDER BY filed_at DESC",
         )
         .bind(application)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -284,7 +292,7 @@ impl Store {
             .audited(&ev, async |tx| {
                 let insert = sqlx::query(
                     "INSERT INTO publications (application_id, citation, published_on, releases, recorded_by, recorded_at)
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 )
                 .bind(application)
                 .bind(citation)
@@ -292,7 +300,7 @@ impl Store {
                 .bind(serde_json::to_string(releases)?)
                 .bind(by)
                 .bind(ts(at));
-                Ok(insert.execute(&mut *tx).await?.last_insert_rowid())
+                Ok(insert.fetch_one(&mut *tx).await?.try_get::<i64, _>("id")?)
             })
             .await?;
         Ok(Publication {
@@ -308,9 +316,9 @@ impl Store {
 
     /// The publications of an application, oldest first.
     pub async fn publications(&self, application: &str) -> Result<Vec<Publication>> {
-        let rows = sqlx::query("SELECT * FROM publications WHERE application_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM publications WHERE application_id = $1 ORDER BY id")
             .bind(application)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| {

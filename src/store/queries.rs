@@ -5,7 +5,7 @@
 //! release cache entry, the release-ledger sets of a suppression answer, the per-user
 //! execution-error counter and the audit event commit together or not at all; a caller whose write failed must not release the answer.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::model::QueryRecord;
 use super::{Result, Store, exec, parse_ts, ts};
@@ -28,10 +28,10 @@ pub struct QueryWrite {
 }
 
 /// Write the history row of one attempt (inside the caller's transaction).
-async fn insert_query(conn: &mut SqliteConnection, r: &QueryRecord) -> Result<u64> {
+async fn insert_query(conn: &mut AnyConnection, r: &QueryRecord) -> Result<u64> {
     let insert = sqlx::query(
         "INSERT INTO queries (query_id, application_id, username, at, sql, outcome, code, duration_ms, epsilon_spent, suppressed_cells, dropped_rows)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&r.query_id)
     .bind(&r.application_id)
@@ -43,7 +43,11 @@ async fn insert_query(conn: &mut SqliteConnection, r: &QueryRecord) -> Result<u6
     .bind(r.duration_ms)
     .bind(r.epsilon_spent)
     .bind(r.suppressed_cells)
-    .bind(r.dropped_rows);
+    .bind(r.dropped_rows)
+    // Not a cached statement: sqlx 0.8's `Any` driver sends a missing f64 as a NULL
+    // *float4*, and PostgreSQL would keep that type for the prepared statement and refuse
+    // the next row's float8 ("incorrect binary data format in bind parameter 9").
+    .persistent(false);
     exec(conn, insert).await
 }
 
@@ -67,7 +71,7 @@ impl Store {
                 }
                 if q.execution_error {
                     let count = sqlx::query(
-                        "UPDATE users SET execution_errors = execution_errors + 1 WHERE username = ?",
+                        "UPDATE users SET execution_errors = execution_errors + 1 WHERE username = $1",
                     )
                     .bind(&q.record.username);
                     exec(tx, count).await?;
@@ -85,13 +89,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<QueryRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM queries WHERE (?1 IS NULL OR application_id = ?1) AND (?2 IS NULL OR username = ?2)
-             ORDER BY at DESC LIMIT ?3",
+            "SELECT * FROM queries WHERE ($1 IS NULL OR application_id = $1) AND ($2 IS NULL OR username = $2)
+             ORDER BY at DESC LIMIT $3",
         )
         .bind(application)
         .bind(username)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -22,7 +22,7 @@ impl Store {
         );
         self.audited(&event, async |tx| {
             let insert = sqlx::query(
-                "INSERT INTO releases (id, application_id, requester, query_id, justification, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO releases (id, application_id, requester, query_id, justification, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&r.id)
             .bind(&r.application_id)
@@ -38,9 +38,9 @@ impl Store {
     }
 
     pub async fn release(&self, id: &str) -> Result<Option<ReleaseRequest>> {
-        let row = sqlx::query("SELECT * FROM releases WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM releases WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.map(|r| -> Result<ReleaseRequest> {
             Ok(ReleaseRequest {
@@ -67,7 +67,7 @@ impl Store {
     ) -> Result<ReleaseRequest> {
         self.audited(event, async |tx| {
             let decide =
-                sqlx::query("UPDATE releases SET status = ? WHERE id = ? AND status = 'pending'")
+                sqlx::query("UPDATE releases SET status = $1 WHERE id = $2 AND status = 'pending'")
                     .bind(status)
                     .bind(id);
             if exec(tx, decide).await? == 0 {

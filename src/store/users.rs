@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::model::{NewUser, Role, User};
 use super::sessions::{clear_login_attempts, revoke_user_sessions};
@@ -14,7 +14,7 @@ use super::{Result, Store, StoreError, exec, now, ts};
 use crate::audit::AuditEvent;
 
 impl Store {
-    pub(super) fn user_from_row(r: &SqliteRow) -> Result<User> {
+    pub(super) fn user_from_row(r: &AnyRow) -> Result<User> {
         let roles: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("roles")?)?;
         Ok(User {
             username: r.try_get("username")?,
@@ -38,7 +38,7 @@ impl Store {
             json!({"username": u.username, "roles": roles, "manufacturer": u.manufacturer}),
         );
         self.audited(&event, async |tx| {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE username = ?")
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE username = $1")
                 .bind(&u.username)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -50,7 +50,7 @@ impl Store {
             }
             let insert = sqlx::query(
                 "INSERT INTO users (username, password_hash, roles, manufacturer, display_name, affiliation, title, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&u.username)
             .bind(&u.password_hash)
@@ -74,9 +74,9 @@ impl Store {
 
     /// The account and its password hash, for login.
     pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         match row {
             Some(r) => Ok(Some((
@@ -89,7 +89,7 @@ impl Store {
 
     pub async fn users(&self) -> Result<Vec<User>> {
         let rows = sqlx::query("SELECT * FROM users ORDER BY username")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(Self::user_from_row).collect()
     }
@@ -103,7 +103,7 @@ impl Store {
         };
         let event = AuditEvent::ok(actor, action, None, json!({"username": username}));
         self.audited(&event, async |tx| {
-            let set = sqlx::query("UPDATE users SET disabled = ? WHERE username = ?")
+            let set = sqlx::query("UPDATE users SET disabled = $1 WHERE username = $2")
                 .bind(disabled as i64)
                 .bind(username);
             if exec(tx, set).await? == 0 {
@@ -127,7 +127,7 @@ impl Store {
             json!({"username": username}),
         );
         self.audited(&event, async |tx| {
-            let set = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            let set = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
                 .bind(hash)
                 .bind(username);
             if exec(tx, set).await? == 0 {
@@ -138,5 +138,38 @@ impl Store {
         })
         .await?;
         Ok(())
+    }
+
+    /// Replace an account's roles (and manufacturer, for PMS teams); its live sessions are
+    /// revoked in the same audited transaction, so no session keeps the old roles.
+    pub async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[Role],
+        manufacturer: Option<&str>,
+        actor: &str,
+    ) -> Result<User> {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let event = AuditEvent::ok(
+            actor,
+            "user.roles",
+            None,
+            json!({"username": username, "roles": names, "manufacturer": manufacturer}),
+        );
+        self.audited(&event, async |tx| {
+            let set =
+                sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
+                    .bind(serde_json::to_string(&names)?)
+                    .bind(manufacturer)
+                    .bind(username);
+            if exec(tx, set).await? == 0 {
+                return Err(StoreError::NotFound(format!("user `{username}`")));
+            }
+            revoke_user_sessions(tx, username).await
+        })
+        .await?;
+        self.user(username)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("user".into()))
     }
 }

@@ -342,12 +342,9 @@ async fn dp_budget_below_ten_percent_fires_once() {
 /// Edit one audit entry behind kura's back (dropping the append-only trigger first).
 async fn tamper(h: &H, seq: i64) {
     let mut raw = h.raw().await;
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::allow_audit_tampering(&mut raw).await;
     sqlx::query(
-        "UPDATE audit_log SET event = replace(event, 'reviewer1', 'reviewer9') WHERE seq = ?",
+        "UPDATE audit_log SET event = replace(event, 'reviewer1', 'reviewer9') WHERE seq = $1",
     )
     .bind(seq)
     .execute(&mut raw)
@@ -442,12 +439,7 @@ async fn a_failing_evaluation_never_fails_the_audited_action() {
     let h = watched(shipped()).await;
     // Attack on availability: the alerts table refuses every insert.
     let mut raw = h.raw().await;
-    sqlx::query(
-        "CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'full'); END;",
-    )
-    .execute(&mut raw)
-    .await
-    .unwrap();
+    kura::store::testing::refuse_inserts(&mut raw, "alerts").await;
     for _ in 0..3 {
         h.session("nobody", "wrong password").await;
     }
@@ -466,10 +458,7 @@ async fn a_failing_evaluation_never_fails_the_audited_action() {
     );
     assert!(h.state.store.verify_audit().await.unwrap().ok);
     // Control: healed, the same scenario raises its alert.
-    sqlx::query("DROP TRIGGER no_alerts")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::allow_inserts(&mut raw, "alerts").await;
     h.session("nobody", "wrong password").await;
     assert_eq!(rules_of(&inbox(&h).await), ["failed_logins"]);
 }

@@ -149,26 +149,81 @@ async fn attack_union_all_pair() {
     assert_eq!(c, vec![json!(57), json!(60)], "control: both, 3 apart");
 }
 
-/// An outer total over sealed groups against an earlier total: the union of the inner
-/// cells is 3 patients away from the ledger's cell.
+/// Computations across the cells of an aggregation (an outer aggregate, an aggregate
+/// window) give a released total minus the sealed small groups: each is refused, and its
+/// control (defence off) shows the small group against a total released before.
+const OVER_CELLS: &[(&str, &str)] = &[
+    // The outer total of sealed prefectures: 57 beside 60.
+    (
+        ALL,
+        "SELECT sum(n) AS total FROM (SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code) t",
+    ),
+    // A window total over the sealed prefectures: 57 on every row, beside 60.
+    (
+        ALL,
+        "SELECT prefecture_code, count(*) AS n, sum(count(*)) OVER () AS t FROM patient GROUP BY prefecture_code",
+    ),
+    // Sex totals regrouped from sealed (sex, prefecture) cells: 29 and 28 beside 30 and 30.
+    (
+        "SELECT sex, count(*) AS n FROM patient GROUP BY sex",
+        "SELECT sex, sum(n) AS s FROM (SELECT sex, prefecture_code, count(*) AS n FROM patient GROUP BY sex, prefecture_code) t GROUP BY sex",
+    ),
+    // The same through a partitioned window.
+    (
+        "SELECT sex, count(*) AS n FROM patient GROUP BY sex",
+        "SELECT sex, n, sum(n) OVER (PARTITION BY sex) AS s FROM (SELECT sex, prefecture_code, count(*) AS n FROM patient GROUP BY sex, prefecture_code) t",
+    ),
+    // A total over the cells a CASE keeps: 17 beside 20.
+    (
+        "SELECT count(*) AS n FROM patient WHERE prefecture_code <> '13'",
+        "SELECT sum(CASE WHEN prefecture_code <> '13' THEN n END) AS s FROM (SELECT prefecture_code, count(*) AS n FROM patient GROUP BY prefecture_code) t",
+    ),
+];
+
 #[tokio::test]
-async fn attack_outer_total_of_sealed_groups_against_the_ledger() {
-    let sql = "SELECT sum(n) AS total FROM (SELECT prefecture_code, count(*) AS n FROM patient WHERE prefecture_code <> '47' GROUP BY prefecture_code) t";
-    let ledger = MemoryLedger::default();
-    ask(ALL, &ledger, true).await;
-    let e = refuse(sql, &ledger).await;
-    assert!(e.contains("differencing"), "{e}");
-    // Control: without the defence, 60 then 57.
-    let off = MemoryLedger::default();
-    ask(ALL, &off, false).await;
-    assert_eq!(cells(&ask(sql, &off, false).await), vec![json!(57)]);
-    // And the same total alone (no earlier cell near it) is answered, its cells recorded.
-    let fresh = MemoryLedger::default();
-    assert_eq!(cells(&ask(sql, &fresh, true).await), vec![json!(57)]);
-    assert!(
-        fresh.len() >= 3,
-        "the inner cells and their union enter the ledger"
-    );
+async fn attack_computations_over_sealed_cells_are_refused() {
+    for (first, second) in OVER_CELLS {
+        let ledger = MemoryLedger::default();
+        ask(first, &ledger, true).await;
+        let e = refuse(second, &ledger).await;
+        assert!(e.contains("GROUP BY region"), "{second}: {e}");
+        // Refused on its shape, with or without an earlier total.
+        refuse(second, &MemoryLedger::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn control_computations_over_sealed_cells_show_the_small_group() {
+    let off = |first: &str, second: &str| {
+        let (first, second) = (first.to_string(), second.to_string());
+        async move {
+            let ledger = MemoryLedger::default();
+            let a = ask(&first, &ledger, false).await;
+            (cells(&a), cells(&ask(&second, &ledger, false).await))
+        }
+    };
+    let (a, b) = off(OVER_CELLS[0].0, OVER_CELLS[0].1).await;
+    assert_eq!((a, b), (vec![json!(60)], vec![json!(57)]));
+    let (_, b) = off(OVER_CELLS[1].0, OVER_CELLS[1].1).await;
+    assert!(b.contains(&json!(57)), "{b:?}");
+    let (a, b) = off(OVER_CELLS[2].0, OVER_CELLS[2].1).await;
+    assert_eq!(a, vec![json!("F"), json!(30), json!("M"), json!(30)]);
+    assert_eq!(b, vec![json!("F"), json!(29), json!("M"), json!(28)]);
+    let (_, b) = off(OVER_CELLS[3].0, OVER_CELLS[3].1).await;
+    assert!(b.contains(&json!(29)) && b.contains(&json!(28)), "{b:?}");
+    let (a, b) = off(OVER_CELLS[4].0, OVER_CELLS[4].1).await;
+    assert_eq!((a, b), (vec![json!(20)], vec![json!(17)]));
+}
+
+/// Ranking windows over the cells only order released cells: still answered.
+#[tokio::test]
+async fn ranking_windows_over_cells_stay_answered() {
+    let o = once(
+        "SELECT prefecture_code, count(*) AS n, rank() OVER (ORDER BY count(*) DESC) AS r FROM patient GROUP BY prefecture_code ORDER BY prefecture_code",
+        true,
+    )
+    .await;
+    assert_eq!(o.result.rows[1], vec![json!("13"), json!(40), json!(1)]);
 }
 
 #[tokio::test]

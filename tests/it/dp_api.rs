@@ -210,16 +210,16 @@ async fn averaging_attack_gets_the_same_answer_and_pays_once() {
     assert!(close(used(&h.state.store).await, 0.5));
     assert_eq!(h.state.store.ledger(APP).await.unwrap().len(), 1);
     // Every re-release is audited with the query id that paid for it.
-    let mut raw = h.raw().await;
-    let (cached, paid_by_first): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), sum(json_extract(event, '$.detail.original_query_id') = ?)
-         FROM audit_log WHERE action = 'query.run' AND json_extract(event, '$.detail.cached') = 1",
-    )
-    .bind(first["query_id"].as_str().unwrap())
-    .fetch_one(&mut raw)
-    .await
-    .unwrap();
-    assert_eq!((cached, paid_by_first), (999, 999));
+    let runs = kura::store::testing::raw_events(&mut h.raw().await, "query.run").await;
+    let cached: Vec<_> = runs
+        .iter()
+        .filter(|e| e["detail"]["cached"] == json!(true))
+        .collect();
+    let paid_by_first = cached
+        .iter()
+        .filter(|e| e["detail"]["original_query_id"] == first["query_id"])
+        .count();
+    assert_eq!((cached.len(), paid_by_first), (999, 999));
 }
 
 #[tokio::test]
@@ -280,7 +280,7 @@ async fn a_reservation_left_by_a_crash_counts_as_spent() {
         let mut raw = h.raw().await;
         sqlx::query(
             "INSERT INTO budget_ledger (query_id, application_id, fiscal_year, epsilon, state, reserved_at)
-             VALUES ('q_crashed', ?, ?, 0.7, 'reserved', '2026-01-01T00:00:00.000000Z')",
+             VALUES ('q_crashed', $1, $2, 0.7, 'reserved', '2026-01-01T00:00:00.000000Z')",
         )
         .bind(APP)
         .bind(fy())
@@ -309,9 +309,7 @@ async fn a_reservation_left_by_a_crash_counts_as_spent() {
         .await
         .expect_error(StatusCode::CONFLICT, "budget_exhausted");
     store.close().await;
-    let store = Store::open(&h.dir.path().join("kura.db"), audit_key())
-        .await
-        .unwrap();
+    let store = kura::store::testing::open(h.dir.path(), audit_key()).await;
     assert!(close(used(&store).await, 0.7));
     assert_eq!(store.ledger(APP).await.unwrap().len(), 1);
 }
@@ -516,10 +514,7 @@ async fn a_failed_audit_write_releases_nothing_and_spends_the_epsilon() {
     let ledger = h.state.store.ledger(APP).await.unwrap();
     assert_eq!(ledger[0].state, LedgerState::Reserved);
     assert!(close(used(&h.state.store).await, 0.3));
-    sqlx::query("DROP TRIGGER fail_audit")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::heal_audit_writes(&mut raw).await;
     drop(raw);
     let (store, _router) = h.restart().await;
     let ledger = store.ledger(APP).await.unwrap();
@@ -544,7 +539,7 @@ async fn bounds_come_from_the_request_else_the_approval_else_the_defaults() {
     a.approval = Some(approval);
     {
         let mut raw = h.raw().await;
-        sqlx::query("UPDATE applications SET approval = ? WHERE id = ?")
+        sqlx::query("UPDATE applications SET approval = $1 WHERE id = $2")
             .bind(serde_json::to_string(a.approval.as_ref().unwrap()).unwrap())
             .bind(APP)
             .execute(&mut raw)

@@ -65,6 +65,45 @@ async fn demo_binary_serves_the_contract() {
     let r = call(&http, query.clone(), &r1, Some(body.clone())).await;
     assert_eq!(r.status(), 200, "the server survived the deep query");
 
+    // A typo is refused with where and what, in both languages, without the parser's text
+    // (issue 17); the reference tables give the console its labels.
+    let typo = json!({"application": "A-DEMO-0001", "sql": "SELECT sex,\n  count(*) AS n FROM patient GROUP sex"});
+    let r = call(&http, query.clone(), &r1, Some(typo)).await;
+    assert_eq!(r.status(), 400);
+    let refused: Value = r.json().await.unwrap();
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert_eq!(refused["error"]["code"], "invalid_sql");
+    assert!(
+        msg.contains("Line 2, column 30") && msg.contains("2 行 30 列目"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the end of the statement") && msg.contains("文の終わり"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("ParserError") && !msg.contains("Expected:"),
+        "{msg}"
+    );
+    let labels: Value = call(&http, format!("{base}/api/v1/reference/labels"), &r1, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let als = labels["columns"]["disease_no"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["code"] == "2")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(als["ja"], "筋萎縮性側索硬化症", "{labels}");
+    let tokyo = labels["columns"]["prefecture_code"][12].clone();
+    assert_eq!(
+        (tokyo["code"].as_str(), tokyo["ja"].as_str()),
+        (Some("13"), Some("東京都"))
+    );
+
     let r2 = login("researcher2").await;
     let r = call(&http, query, &r2, Some(body)).await;
     assert_eq!(r.status(), 403);

@@ -23,7 +23,7 @@ const SHAPES: &[&str] = &[
      GROUP BY visits ORDER BY visits",
     "SELECT prefecture_code, sum(CASE WHEN severity >= 3 THEN 1 ELSE 0 END) AS severe, \
      count(*) FILTER (WHERE fiscal_year = 2024) AS renewals FROM nanbyo_survey GROUP BY prefecture_code ORDER BY prefecture_code",
-    "SELECT sex, n, n * 100.0 / sum(n) OVER () AS share FROM (SELECT sex, count(*) AS n FROM patient GROUP BY sex) t ORDER BY sex",
+    "SELECT sex, n, rank() OVER (ORDER BY n DESC) AS r FROM (SELECT sex, count(*) AS n FROM patient GROUP BY sex) t ORDER BY sex",
     "SELECT disease_no, count(*) AS n FROM nanbyo_survey GROUP BY disease_no HAVING count(*) > 2 ORDER BY disease_no",
     "SELECT sex, count(*) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE severity >= 4) GROUP BY sex ORDER BY sex",
     "SELECT fy, count(*) AS n FROM (SELECT fiscal_year AS fy FROM nanbyo_survey UNION ALL \

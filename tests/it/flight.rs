@@ -8,10 +8,10 @@
 use std::sync::atomic::Ordering;
 
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
-use prost::Message;
 use axum::http::StatusCode;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use prost::Message;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -65,11 +65,23 @@ async fn a_statement_is_answered_through_the_gateway_suppressed_cells_null_with_
     let events = audited(&h, "query.run", &query_id).await;
     assert_eq!(events.len(), 1, "one audit event for the answer");
     assert_eq!(events[0]["outcome"], "ok");
-    let history = h.state.store.queries(Some("A-1"), Some("researcher1"), 10).await.unwrap();
-    assert!(history.iter().any(|q| q.query_id == query_id && q.outcome == "ok"));
+    let history = h
+        .state
+        .store
+        .queries(Some("A-1"), Some("researcher1"), 10)
+        .await
+        .unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|q| q.query_id == query_id && q.outcome == "ok")
+    );
     // The login was audited as a Flight login.
     let logins = h.audit_rows("session.login").await;
-    assert!(logins.iter().any(|e| e["detail"]["via"] == "flight"), "{logins:?}");
+    assert!(
+        logins.iter().any(|e| e["detail"]["via"] == "flight"),
+        "{logins:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,17 +90,29 @@ async fn attack_no_token_a_bad_password_or_another_users_ticket_gets_nothing() {
     // No handshake at all.
     let mut anon = flight::client(server.addr).await;
     anon.set_header("kura.application", "A-1");
-    let e = anon.execute(SQL.into(), None).await.unwrap_err().to_string();
+    let e = anon
+        .execute(SQL.into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "unauthenticated", "{e}");
     let e = anon.get_catalogs().await.unwrap_err().to_string();
     assert_eq!(code_of(&e), "unauthenticated", "{e}");
     // A made-up token.
     anon.set_token("00".repeat(32));
-    let e = anon.execute(SQL.into(), None).await.unwrap_err().to_string();
+    let e = anon
+        .execute(SQL.into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "unauthenticated", "{e}");
     // A wrong password is refused and counts towards the lock, like over HTTP.
     let mut c = flight::client(server.addr).await;
-    let e = c.handshake("researcher1", "wrong password").await.unwrap_err().to_string();
+    let e = c
+        .handshake("researcher1", "wrong password")
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "invalid_credentials", "{e}");
     let (failures, _) = h.state.store.login_state("researcher1").await.unwrap();
     assert_eq!(failures, 1);
@@ -134,12 +158,19 @@ async fn attack_an_application_the_user_is_not_named_on_is_refused_as_over_http(
     // Both attempts are audited as refused queries.
     let denied = h.denied_rows("query.run").await;
     assert_eq!(
-        denied.iter().filter(|e| e["actor"] == "researcher2").count(),
+        denied
+            .iter()
+            .filter(|e| e["actor"] == "researcher2")
+            .count(),
         2,
         "{denied:?}"
     );
     // The catalogue of A-1 is refused to researcher2 as well, and audited.
-    let e = c.get_tables(tables_request()).await.unwrap_err().to_string();
+    let e = c
+        .get_tables(tables_request())
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "not_named_user", "{e}");
     assert!(!h.denied_rows("catalog.read").await.is_empty());
     // An expired application, over Flight: term_expired, as over HTTP.
@@ -255,10 +286,19 @@ async fn listed(c: &mut Client) -> Vec<(String, Schema)> {
     let batches = fetch(c, &info).await.unwrap();
     let mut out = Vec::new();
     for b in batches {
-        let names = b.column_by_name("table_name").unwrap().as_string::<i32>().clone();
-        let schemas = b.column_by_name("table_schema").unwrap().as_binary::<i32>().clone();
+        let names = b
+            .column_by_name("table_name")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let schemas = b
+            .column_by_name("table_schema")
+            .unwrap()
+            .as_binary::<i32>()
+            .clone();
         for i in 0..b.num_rows() {
-            let ipc = arrow_flight::IpcMessage(prost::bytes::Bytes::copy_from_slice(schemas.value(i)));
+            let ipc =
+                arrow_flight::IpcMessage(prost::bytes::Bytes::copy_from_slice(schemas.value(i)));
             out.push((names.value(i).to_string(), Schema::try_from(ipc).unwrap()));
         }
     }
@@ -292,8 +332,14 @@ async fn the_catalogue_lists_the_applications_scope_only() {
     }
     // Control: the two scopes differ, so each list leaves out tables the other shows.
     let has = |list: &[(String, Schema)], n: &str| list.iter().any(|(m, _)| m == n);
-    assert!(a1.iter().any(|(n, _)| !has(&m01, n)), "A-1 shows a table PMS-M01 does not");
-    assert!(m01.iter().any(|(n, _)| !has(&a1, n)), "PMS-M01 shows a table A-1 does not");
+    assert!(
+        a1.iter().any(|(n, _)| !has(&m01, n)),
+        "A-1 shows a table PMS-M01 does not"
+    );
+    assert!(
+        m01.iter().any(|(n, _)| !has(&a1, n)),
+        "PMS-M01 shows a table A-1 does not"
+    );
     // Columns come with the catalogue's types and descriptions.
     let (_, patient) = a1.iter().find(|(n, _)| n == "patient").unwrap();
     let pid = patient.field_with_name("pid").unwrap();
@@ -312,7 +358,10 @@ async fn the_catalogue_lists_the_applications_scope_only() {
     assert_eq!(schemas[0].column(1).as_string::<i32>().value(0), "public");
     // The server says it is read-only.
     let info = r1
-        .get_sql_info(vec![SqlInfo::FlightSqlServerReadOnly, SqlInfo::FlightSqlServerName])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerReadOnly,
+            SqlInfo::FlightSqlServerName,
+        ])
         .await
         .unwrap();
     assert_eq!(fetch(&mut r1, &info).await.unwrap()[0].num_rows(), 2);
@@ -327,7 +376,8 @@ async fn prepared_statements_bind_parameters_as_literals_and_each_execution_is_a
     // An injection attempt as a parameter value.
     let value = "1' OR '1'='1";
     let schema = Arc::new(Schema::new(vec![Field::new("p1", DataType::Utf8, true)]));
-    let params = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![value]))]).unwrap();
+    let params =
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![value]))]).unwrap();
     ps.set_parameters(params).unwrap();
     let first = ps.execute().await.unwrap();
     let second = ps.execute().await.unwrap();
@@ -351,7 +401,8 @@ async fn prepared_statements_bind_parameters_as_literals_and_each_execution_is_a
     );
     // Another user cannot execute researcher1's statement by its handle (the FlightInfo
     // repeats the command, handle included).
-    let any = arrow_flight::sql::Any::decode(&*first.flight_descriptor.clone().unwrap().cmd).unwrap();
+    let any =
+        arrow_flight::sql::Any::decode(&*first.flight_descriptor.clone().unwrap().cmd).unwrap();
     let cmd: arrow_flight::sql::CommandPreparedStatementQuery = any.unpack().unwrap().unwrap();
     let handle = cmd.prepared_statement_handle;
     let mut r2 = login(server.addr, "researcher2", "A-1").await;
@@ -361,11 +412,17 @@ async fn prepared_statements_bind_parameters_as_literals_and_each_execution_is_a
     let desc = arrow_flight::FlightDescriptor::new_cmd(
         arrow_flight::sql::ProstMessageExt::as_any(&cmd).encode_to_vec(),
     );
-    let e = flight::flight_info(&mut r2, "A-1", desc).await.unwrap_err().to_string();
+    let e = flight::flight_info(&mut r2, "A-1", desc)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "not_found", "{e}");
     // A wrong number of parameters is refused with the fix.
     let mut two = c
-        .prepare("SELECT sex FROM patient WHERE sex = ? AND sex = ?".into(), None)
+        .prepare(
+            "SELECT sex FROM patient WHERE sex = ? AND sex = ?".into(),
+            None,
+        )
         .await
         .unwrap();
     let schema = Arc::new(Schema::new(vec![Field::new("p1", DataType::Utf8, true)]));
@@ -390,7 +447,10 @@ async fn dp_parameters_come_from_the_call_headers_and_are_checked_like_the_json_
     c.set_header("kura.epsilon", "0.25");
     let (meta, _) = query(&mut c, SQL).await.unwrap();
     assert_eq!(meta["disclosure"]["epsilon_spent"], json!(0.25), "{meta}");
-    let spent = h.state.store.epsilon_spent("A-DP", kura::policy::fiscal_year(kura::policy::today()));
+    let spent = h
+        .state
+        .store
+        .epsilon_spent("A-DP", kura::policy::fiscal_year(kura::policy::today()));
     assert!((spent.await.unwrap() - 0.25).abs() < 1e-9);
     // Suppression mode asked of a DP approval: refused as over HTTP.
     c.set_header("kura.mode", "suppression");
@@ -447,13 +507,25 @@ async fn tls_client_certificates_bind_flight_sessions_to_the_account() {
     assert!(query(&mut own, SQL).await.is_ok());
     // researcher2's certificate, logging in as researcher1: refused before the password.
     let mut other = connect(Some(&pki.researcher2)).await.unwrap();
-    let e = other.handshake("researcher1", PASSWORD).await.unwrap_err().to_string();
+    let e = other
+        .handshake("researcher1", PASSWORD)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "certificate_mismatch", "{e}");
-    assert_eq!(h.state.store.login_state("researcher1").await.unwrap().0, 0, "no lockout count");
+    assert_eq!(
+        h.state.store.login_state("researcher1").await.unwrap().0,
+        0,
+        "no lockout count"
+    );
     // researcher1's token on researcher2's connection: refused on the call itself.
     other.set_token(own.token().unwrap().clone());
     other.set_header("kura.application", "A-1");
-    let e = other.execute(SQL.into(), None).await.unwrap_err().to_string();
+    let e = other
+        .execute(SQL.into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert_eq!(code_of(&e), "certificate_mismatch", "{e}");
     let denied = h.denied_rows("session.certificate").await;
     assert!(!denied.is_empty(), "the per-call refusal is audited");
@@ -463,7 +535,10 @@ async fn tls_client_certificates_bind_flight_sessions_to_the_account() {
             Err(_) => true,
             Ok(mut c) => c.handshake("researcher1", PASSWORD).await.is_err(),
         };
-        assert!(refused, "a connection without a certificate of the CA gets nowhere");
+        assert!(
+            refused,
+            "a connection without a certificate of the CA gets nowhere"
+        );
     }
     // Plain gRPC on the TLS port gets nothing either.
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))

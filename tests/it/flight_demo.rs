@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use kura::privacy::disclosure::cell_to_json;
 
-use crate::support::flight::{self, code_of};
 use crate::support::fixtures::PASSWORD;
+use crate::support::flight::{self, code_of};
 use crate::support::http::{login_over, token_of};
 use crate::support::python;
 use crate::support::server::Demo;
@@ -70,7 +70,9 @@ async fn flight_refuses_what_http_refuses_and_the_adbc_driver_works() {
     let base = format!("http://127.0.0.1:{}", demo.port);
     let flight_addr = format!("127.0.0.1:{}", demo.flight_port).parse().unwrap();
     assert!(
-        demo.printed.iter().any(|l| l.contains(&format!("grpc://{flight_addr}"))),
+        demo.printed
+            .iter()
+            .any(|l| l.contains(&format!("grpc://{flight_addr}"))),
         "the Flight SQL address is printed: {:#?}",
         demo.printed
     );
@@ -81,7 +83,10 @@ async fn flight_refuses_what_http_refuses_and_the_adbc_driver_works() {
     for sql in CASES {
         let want = over_http(&http, &base, &token, sql).await;
         let got = over_flight(&mut c, sql).await;
-        assert_eq!(got.0, want.0, "same code over Flight as over HTTP for `{sql}`");
+        assert_eq!(
+            got.0, want.0,
+            "same code over Flight as over HTTP for `{sql}`"
+        );
         assert_eq!(got.1, want.1, "same rows for `{sql}`");
         answered += usize::from(want.0 == "ok");
     }
@@ -91,7 +96,14 @@ async fn flight_refuses_what_http_refuses_and_the_adbc_driver_works() {
     let flight_url = format!("grpc://{flight_addr}");
     let printed = python::run(
         "adbc_flight.py",
-        &["--flight", &flight_url, "--http", &base, "--password", PASSWORD],
+        &[
+            "--flight",
+            &flight_url,
+            "--http",
+            &base,
+            "--password",
+            PASSWORD,
+        ],
     );
     println!("{printed}");
     assert!(printed.contains("audit chain verifies"), "{printed}");

@@ -340,6 +340,9 @@ const FAILING_CALLS: &[&str] = &[
     "sqrt(-1.0 * birth_year)",
     "regexp_like(sex, pid || '(')",
     "to_char(now(), sex || '%Q')",
+    // Date arithmetic past the end of the date range (Arrow's checked kernel).
+    "make_date(birth_year, 1, 1) + INTERVAL '2147464000 days'",
+    "make_date(birth_year, 1, 1) - INTERVAL '2147464000 days'",
 ];
 
 #[tokio::test]
@@ -607,4 +610,36 @@ async fn subqueries_outside_where_are_refused_with_the_way_out() {
     )
     .await;
     assert!(o.is_ok(), "in WHERE it runs: {:?}", o.err());
+}
+
+/// DECIMAL arithmetic overflows on large values (Arrow's checked kernels): refused before
+/// any data is read, whatever the values. Control: without the defence the error class
+/// tells p07's birth year.
+#[tokio::test]
+async fn attack_error_oracle_through_decimal_overflow_is_refused() {
+    let failing = "CAST(birth_year AS DECIMAL(38,0)) * CAST(99999999999999999999999999999999999 AS DECIMAL(38,0))";
+    let pair = oracle_pair(failing);
+    assert_eq!(
+        classes(&pair, Defences::ALL).await,
+        ["unsupported_query", "unsupported_query"]
+    );
+    let e = run_with(&pair[0], Defences::ALL).await.unwrap_err();
+    assert!(e.public_message().contains("DOUBLE"), "{e}");
+    let off = Defences {
+        safe_functions: false,
+        ..Defences::ALL
+    };
+    assert_eq!(
+        classes(&pair, off).await,
+        ["execution_error", "answer"],
+        "control: the overflow happens on p07's row only"
+    );
+}
+
+/// Date arithmetic that stays in range keeps its value (the wrapper changes nothing else).
+#[tokio::test]
+async fn date_arithmetic_in_range_keeps_its_values() {
+    let sql = "SELECT count(*) FILTER (WHERE make_date(birth_year, 1, 1) + INTERVAL '1 year' = make_date(birth_year + 1, 1, 1)) AS same, count(*) AS n FROM patient";
+    let o = run_with(sql, Defences::ALL).await.unwrap();
+    assert_eq!(o.result.rows, vec![vec![json!(60), json!(60)]]);
 }

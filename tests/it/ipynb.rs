@@ -23,7 +23,11 @@ async fn notebook(h: &H, token: &str, app: &str) -> String {
         {"type": "sql", "source": ""},
     ]);
     let v = h
-        .post("/api/v1/notebooks", token, json!({"application": app, "title": "ALS 県別 / by prefecture", "cells": cells}))
+        .post(
+            "/api/v1/notebooks",
+            token,
+            json!({"application": app, "title": "ALS 県別 / by prefecture", "cells": cells}),
+        )
         .await
         .expect_status(StatusCode::CREATED);
     v["id"].as_str().unwrap().to_string()
@@ -31,7 +35,11 @@ async fn notebook(h: &H, token: &str, app: &str) -> String {
 
 /// `GET` or `POST` the .ipynb of `id`: status, content type and document.
 async fn ipynb(h: &H, token: &str, id: &str, run: Option<Value>) -> (StatusCode, String, Value) {
-    let method = if run.is_some() { Method::POST } else { Method::GET };
+    let method = if run.is_some() {
+        Method::POST
+    } else {
+        Method::GET
+    };
     let path = format!("/api/v1/notebooks/{id}/ipynb");
     let (status, headers, v) = call_router(&h.router, method, &path, Some(token), run, &[]).await;
     let ct = headers
@@ -73,11 +81,17 @@ async fn a_run_export_carries_released_answers_and_validates_with_nbformat() {
     let (status, ct, doc) = ipynb(&h, &token, &id, Some(json!({"run": true}))).await;
     assert_eq!(status, StatusCode::OK, "{doc}");
     assert_eq!(ct, "application/x-ipynb+json");
-    assert_eq!((doc["nbformat"].as_u64(), doc["nbformat_minor"].as_u64()), (Some(4), Some(5)));
+    assert_eq!(
+        (doc["nbformat"].as_u64(), doc["nbformat_minor"].as_u64()),
+        (Some(4), Some(5))
+    );
     let cells = doc["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 4);
     assert_eq!(cells[0]["cell_type"], "markdown");
-    assert_eq!(text(&cells[0]["source"]), "# ALS by prefecture\nSecond line");
+    assert_eq!(
+        text(&cells[0]["source"]),
+        "# ALS by prefecture\nSecond line"
+    );
     // The answered SQL cell: %%kura, the answer as HTML and text, the record in metadata.
     let sql = &cells[1];
     assert_eq!(text(&sql["source"]), format!("%%kura\n{SQL}"));
@@ -85,7 +99,10 @@ async fn a_run_export_carries_released_answers_and_validates_with_nbformat() {
     assert_eq!(out["output_type"], "execute_result");
     let html = text(&out["data"]["text/html"]);
     assert!(html.contains("<td>412</td>"), "{html}");
-    assert!(html.contains("kura-suppressed") && html.contains("&lt;5"), "{html}");
+    assert!(
+        html.contains("kura-suppressed") && html.contains("&lt;5"),
+        "{html}"
+    );
     assert!(text(&out["data"]["text/plain"]).contains("<5"));
     assert_eq!(out["data"]["application/json"]["rows"][1][1], Value::Null);
     let meta = &sql["metadata"]["kura"];
@@ -93,18 +110,34 @@ async fn a_run_export_carries_released_answers_and_validates_with_nbformat() {
     let query_id = meta["query_id"].as_str().unwrap();
     // Each run cell is a query in the audit log under its id.
     let run = h.audit_rows("query.run").await;
-    assert!(run.iter().any(|e| e["reference"] == query_id && e["outcome"] == "ok"), "{run:?}");
+    assert!(
+        run.iter()
+            .any(|e| e["reference"] == query_id && e["outcome"] == "ok"),
+        "{run:?}"
+    );
     // The failing cell carries its refusal (code and reference, no engine text); the empty
     // one was not run.
     let err = &cells[2]["outputs"][0];
-    assert_eq!((err["output_type"].as_str(), err["ename"].as_str()), (Some("error"), Some("execution_error")));
-    assert!(!err.to_string().contains("1987-03-02"), "no engine detail: {err}");
+    assert_eq!(
+        (err["output_type"].as_str(), err["ename"].as_str()),
+        (Some("error"), Some("execution_error"))
+    );
+    assert!(
+        !err.to_string().contains("1987-03-02"),
+        "no engine detail: {err}"
+    );
     assert_eq!(cells[3]["outputs"], json!([]));
     assert_eq!(cells[3]["execution_count"], Value::Null);
     // Without running: the same cells, no outputs.
     let (status, _, plain) = ipynb(&h, &token, &id, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(plain["cells"].as_array().unwrap().iter().all(|c| c["outputs"].as_array().is_none_or(Vec::is_empty)));
+    assert!(
+        plain["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["outputs"].as_array().is_none_or(Vec::is_empty))
+    );
     validate(&[&doc, &plain]);
 }
 
@@ -122,19 +155,40 @@ async fn a_notebook_round_trips_and_imported_outputs_are_never_trusted() {
         "outputs": [], "source": "df.plot()"
     }));
     let v = h
-        .post("/api/v1/notebooks/import", &token, json!({"application": "A-1", "notebook": doc}))
+        .post(
+            "/api/v1/notebooks/import",
+            &token,
+            json!({"application": "A-1", "notebook": doc}),
+        )
         .await
         .expect_status(StatusCode::CREATED);
-    assert_eq!((v["sql_cells"].as_u64(), v["markdown_cells"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(
+        (v["sql_cells"].as_u64(), v["markdown_cells"].as_u64()),
+        (Some(3), Some(2))
+    );
     assert_eq!(v["kept_as_text"], json!([5]));
     let nb = &v["notebook"];
-    assert_eq!(nb["title"], "ALS 県別 / by prefecture", "the exported title comes back");
+    assert_eq!(
+        nb["title"], "ALS 県別 / by prefecture",
+        "the exported title comes back"
+    );
     let stored = nb["cells"].to_string();
-    assert!(!stored.contains("q_forged") && !stored.contains("31  3"), "{stored}");
+    assert!(
+        !stored.contains("q_forged") && !stored.contains("31  3"),
+        "{stored}"
+    );
     // The SQL and Markdown are exactly the original cells.
     let original = h.get(&format!("/api/v1/notebooks/{id}"), &token).await.1;
-    assert_eq!(nb["cells"].as_array().unwrap()[..4], original["cells"].as_array().unwrap()[..]);
-    assert!(nb["cells"][4]["source"].as_str().unwrap().contains("```python\ndf.plot()\n```"));
+    assert_eq!(
+        nb["cells"].as_array().unwrap()[..4],
+        original["cells"].as_array().unwrap()[..]
+    );
+    assert!(
+        nb["cells"][4]["source"]
+            .as_str()
+            .unwrap()
+            .contains("```python\ndf.plot()\n```")
+    );
     // Outputs of the imported notebook are recomputed: a fresh query id, the cell suppressed.
     let new_id = nb["id"].as_str().unwrap();
     let (_, _, again) = ipynb(&h, &token, new_id, Some(json!({"run": true}))).await;
@@ -152,27 +206,45 @@ async fn attack_other_users_notebooks_and_unapproved_applications() {
     let id = notebook(&h, &r1, "A-1").await;
     // researcher2 cannot export researcher1's notebook, with or without running it.
     assert_eq!(ipynb(&h, &r2, &id, None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(ipynb(&h, &r2, &id, Some(json!({"run": true}))).await.0, StatusCode::NOT_FOUND);
-    assert!(h.plane.seen.lock().unwrap().is_empty(), "nothing ran for researcher2");
+    assert_eq!(
+        ipynb(&h, &r2, &id, Some(json!({"run": true}))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        h.plane.seen.lock().unwrap().is_empty(),
+        "nothing ran for researcher2"
+    );
     // Nor import into an application researcher2 is not named on (audited).
     let doc = ipynb(&h, &r1, &id, None).await.2;
-    h.post("/api/v1/notebooks/import", &r2, json!({"application": "A-1", "notebook": doc}))
-        .await
-        .expect_error(StatusCode::FORBIDDEN, "not_named_user");
+    h.post(
+        "/api/v1/notebooks/import",
+        &r2,
+        json!({"application": "A-1", "notebook": doc}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "not_named_user");
     assert!(!h.denied_rows("authorize.notebook").await.is_empty());
     // Control: the owner does both.
     assert_eq!(ipynb(&h, &r1, &id, None).await.0, StatusCode::OK);
-    h.post("/api/v1/notebooks/import", &r1, json!({"application": "A-1", "notebook": doc}))
-        .await
-        .expect_status(StatusCode::CREATED);
+    h.post(
+        "/api/v1/notebooks/import",
+        &r1,
+        json!({"application": "A-1", "notebook": doc}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_files_are_refused_with_the_fix_and_nothing_is_saved() {
     let (h, token) = H::with_login("researcher1").await;
     let import = async |notebook: Value| {
-        h.post("/api/v1/notebooks/import", &token, json!({"application": "A-1", "notebook": notebook}))
-            .await
+        h.post(
+            "/api/v1/notebooks/import",
+            &token,
+            json!({"application": "A-1", "notebook": notebook}),
+        )
+        .await
     };
     let v = import(json!({"nbformat": 3, "worksheets": []}))
         .await
@@ -182,14 +254,18 @@ async fn bad_files_are_refused_with_the_fix_and_nothing_is_saved() {
     let v = import(json!({"nbformat": 4, "cells": cells}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_notebook");
-    assert!(v["error"]["message"].as_str().unwrap().contains("500"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("500"),
+        "{v}"
+    );
     let v = import(json!({"nbformat": 4, "cells": [{"cell_type": "code", "source": 42}]}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_notebook");
     assert_eq!(v["error"]["fields"][0]["field"], "cells[1]");
     // Larger than the request body limit: refused before parsing, saying so.
     let big = "x".repeat(2 << 20);
-    let v = import(json!({"nbformat": 4, "cells": [{"cell_type": "markdown", "source": big}]})).await;
+    let v =
+        import(json!({"nbformat": 4, "cells": [{"cell_type": "markdown", "source": big}]})).await;
     assert_eq!(v.0, StatusCode::PAYLOAD_TOO_LARGE, "{}", v.1);
     // Nothing was saved by any of them; a valid file is (control).
     let list = h.get("/api/v1/notebooks", &token).await.1;
@@ -221,7 +297,10 @@ async fn a_dp_notebook_runs_with_its_epsilon_and_is_refused_without() {
     let (h, token) = H::with_login("researcher1").await;
     let id = notebook(&h, &token, "A-DP").await;
     let (_, _, without) = ipynb(&h, &token, &id, Some(json!({"run": true}))).await;
-    assert_eq!(without["cells"][1]["outputs"][0]["ename"], "invalid_request");
+    assert_eq!(
+        without["cells"][1]["outputs"][0]["ename"],
+        "invalid_request"
+    );
     let (_, _, with) = ipynb(&h, &token, &id, Some(json!({"run": true, "epsilon": 0.1}))).await;
     let meta = &with["cells"][1]["metadata"]["kura"]["disclosure"];
     assert_eq!(meta["mode"], "dp");

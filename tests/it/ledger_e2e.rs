@@ -7,7 +7,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::{Value, json};
 
 use crate::support::http::{login_over, token_of};
-use crate::support::server::Demo;
+use crate::support::server::{Demo, live_extract};
 
 /// A birth year held by 1–4 patients of the application's extract (read straight from
 /// the extract's Parquet: the test knows the data, the attacker would guess).
@@ -57,7 +57,7 @@ async fn the_ledger_survives_kill_9_between_two_queries() {
     let demo = Demo::start(&data_dir, 3000, &[] as &[&str]);
     let base = format!("http://127.0.0.1:{}", demo.port);
     let token = login(&base).await;
-    let year = rare_birth_year(&data_dir.join("extracts").join("A-DEMO-0001")).await;
+    let year = rare_birth_year(&live_extract(&data_dir, "A-DEMO-0001")).await;
     // Released on its own: a big cell that passes k.
     let but = format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}");
     let first = count(&base, &token, &but).await;

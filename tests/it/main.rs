@@ -1,8 +1,12 @@
 //! The one integration-test binary (linking DataFusion is slow, so every area adds a
 //! module here instead of a new top-level test file).
 
+// console (issue 17): operator endpoints, audit export, notebook outputs
+mod admin_api;
 // oversight (issue 13 §2 §4)
 mod alerts;
+// annual reports (issue 13 §3)
+mod annual;
 mod api;
 mod attacks;
 mod bounded;
@@ -16,11 +20,15 @@ mod extracts;
 mod flight;
 mod flight_demo;
 // clients and scale (issue 15 §2): notebooks as Jupyter files
-mod ipynb;
 mod foundation;
 mod functions;
+mod ipynb;
 mod ledger_e2e;
 mod ordering;
+// production (issue 14)
+mod production;
+mod production_faults;
+mod production_fuzz;
 mod qc_fixture;
 mod slt;
 mod support;

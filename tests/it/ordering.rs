@@ -34,6 +34,13 @@ const NO_SUBQUERIES: Defences = Defences {
     subqueries: false,
     ..Defences::ALL
 };
+/// A correlated subquery over patients is refused twice: as a filter (`subqueries`) and,
+/// since its cells cannot run alone, by the differencing check (`differencing`).
+const NO_SUBQUERIES_NOR_DIFFERENCING: Defences = Defences {
+    subqueries: false,
+    differencing: false,
+    ..Defences::ALL
+};
 
 /// Probes of p07's birth year (1989): true, then false.
 const BIRTH: [&str; 2] = ["1989", "1990"];
@@ -337,7 +344,13 @@ const CHANNELS: &[Channel] = &[
         10.0,
     )),
     no_dp_control(channel(SCALAR_AVG, BIRTH, DERIVED_FIX, NO_SUBQUERIES, 10.0)),
-    no_dp_control(channel(CORRELATED, BIRTH, DERIVED_FIX, NO_SUBQUERIES, 10.0)),
+    no_dp_control(channel(
+        CORRELATED,
+        BIRTH,
+        DERIVED_FIX,
+        NO_SUBQUERIES_NOR_DIFFERENCING,
+        10.0,
+    )),
     channel(NOT_IN, YEARS, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     channel(IN_OTHER_COLUMN, BIRTH, PER_PATIENT_FIX, NO_SUBQUERIES, 10.0),
     no_dp_control(channel(JOIN_SEALED, BIRTH, JOIN_FIX, NO_SUBQUERIES, 10.0)),
@@ -414,15 +427,25 @@ async fn per_patient_semi_joins_stay_allowed() {
     ];
     let dp = "SELECT count(DISTINCT pid) AS n FROM patient WHERE pid IN (SELECT pid FROM nanbyo_survey WHERE fiscal_year = 2024)";
     allowed(&cases, (dp, 20.0)).await;
-    // A sealed aggregate shown per reference row is a released value, not a filter.
+    // A sealed aggregate shown per reference row is a released value, not a filter: as a
+    // join of the grouped aggregate (the correlated form is refused, its cells cannot run
+    // alone for the differencing check).
     let rows = answer(
-        "SELECT d.name_en, (SELECT count(DISTINCT s.pid) FROM nanbyo_survey s WHERE s.disease_no = d.disease_no) AS n FROM disease d ORDER BY d.name_en",
+        "SELECT d.name_en, s.n FROM disease d LEFT JOIN (SELECT disease_no, count(DISTINCT pid) AS n FROM nanbyo_survey GROUP BY disease_no) s ON s.disease_no = d.disease_no ORDER BY d.name_en",
         Mode::Suppression,
         ALL,
     )
     .await
     .unwrap();
     assert_eq!(rows[0][1].as_f64(), Some(30.0));
+    let e = answer(
+        "SELECT d.name_en, (SELECT count(DISTINCT s.pid) FROM nanbyo_survey s WHERE s.disease_no = d.disease_no) AS n FROM disease d ORDER BY d.name_en",
+        Mode::Suppression,
+        ALL,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.public_message().contains("LEFT JOIN"), "{e}");
 }
 
 /// The fixture with one more disease that no patient has, so that the outer side of a join

@@ -60,7 +60,7 @@ async fn counted(h: &H) -> Value {
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut raw = h.raw().await;
-    let one = async |raw: &mut sqlx::SqliteConnection, sql: &str| -> i64 {
+    let one = async |raw: &mut sqlx::AnyConnection, sql: &str| -> i64 {
         sqlx::query(sql)
             .bind(ts(from))
             .bind(ts(to))
@@ -69,7 +69,7 @@ async fn counted(h: &H) -> Value {
             .unwrap()
             .get::<i64, _>(0)
     };
-    let base = "FROM audit_log WHERE application = 'A-1' AND at >= ?1 AND at < ?2 AND action = 'query.run'";
+    let base = "FROM audit_log WHERE application = 'A-1' AND at >= $1 AND at < $2 AND action = 'query.run'";
     let ok = one(
         &mut raw,
         &format!("SELECT count(*) {base} AND outcome = 'ok'"),
@@ -91,32 +91,42 @@ async fn counted(h: &H) -> Value {
     )
     .await;
     let users = one(&mut raw, &format!("SELECT count(DISTINCT actor) {base}")).await;
-    let suppressed = one(
-        &mut raw,
-        &format!("SELECT COALESCE(SUM(json_extract(event, '$.detail.suppressed_cells')), 0) {base} AND outcome = 'ok'"),
-    )
-    .await;
-    let differencing = one(
-        &mut raw,
-        &format!("SELECT COALESCE(SUM(json_array_length(json_extract(event, '$.detail.differencing'))), 0) {base} AND outcome = 'ok'"),
-    )
-    .await;
+    // JSON inside the event is summed here, not in SQL (the same on SQLite and PostgreSQL).
+    let answered: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT event {base} AND outcome = 'ok'"))
+            .bind(ts(from))
+            .bind(ts(to))
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    let details: Vec<Value> = answered
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["detail"].clone())
+        .collect();
+    let suppressed: i64 = details
+        .iter()
+        .map(|d| d["suppressed_cells"].as_i64().unwrap_or(0))
+        .sum();
+    let differencing: i64 = details
+        .iter()
+        .map(|d| d["differencing"].as_array().map_or(0, |a| a.len() as i64))
+        .sum();
     let sessions = one(
         &mut raw,
         &format!(
-            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= ?1 AND at < ?2
+            "SELECT count(*) FROM audit_log WHERE action = 'session.login' AND outcome = 'ok' AND at >= $1 AND at < $2
              AND actor IN (SELECT DISTINCT actor {base})"
         ),
     )
     .await;
     let recommendations = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'application.recommendation' AND at >= $1 AND at < $2",
     )
     .await;
     let built = one(
         &mut raw,
-        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= ?1 AND at < ?2",
+        "SELECT count(*) FROM audit_log WHERE application = 'A-1' AND action = 'extract.build' AND at >= $1 AND at < $2",
     )
     .await;
     json!({
@@ -183,7 +193,7 @@ async fn the_report_figures_equal_an_independent_count_of_the_audit_log() {
 }
 
 #[tokio::test]
-async fn csv_and_html_carry_the_same_figures_and_pdf_is_refused_clearly() {
+async fn csv_html_and_pdf_carry_the_same_figures() {
     let h = H::new().await;
     worked(&h).await;
     let aud = h.login("auditor1").await;
@@ -203,7 +213,37 @@ async fn csv_and_html_carry_the_same_figures_and_pdf_is_refused_clearly() {
     assert!(html.contains("厚生労働省健康局疾病対策課長 殿"));
     assert!(html.contains("lang=\"en\"") && html.contains("usage report"));
     assert!(!html.contains("<script"));
-    let (s, v) = h.get(&report_path("A-1", "pdf"), &aud).await;
+    let (s, pdf) = h.get(&report_path("A-1", "pdf"), &aud).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(pdf.as_str().unwrap().starts_with("%PDF-"));
+    // The PDF's text (the same renderer, read back by poppler's pdftotext) carries the
+    // form's title and the figures of the JSON report.
+    let (_, json) = h.get(&report_path("A-1", "json"), &aud).await;
+    let r: kura::report::UsageReport = serde_json::from_value(json).unwrap();
+    let bytes = kura::report::rendered(&r, kura::report::Format::Pdf, None).unwrap();
+    let file = h.dir.path().join("usage.pdf");
+    std::fs::write(&file, bytes).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8"])
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils; tests/run.sh installs it)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("臨床調査個人票等の使用状況について（報告）"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Report on the use of the clinical survey records"),
+        "{text}"
+    );
+    let answered = text.lines().find(|l| l.contains("回答")).unwrap();
+    assert!(
+        answered.trim_end().ends_with(&r.queries_ok.to_string()),
+        "{answered}"
+    );
+    let (s, v) = h.get(&report_path("A-1", "docx"), &aud).await;
     assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
     let (s, _) = h
         .get(
@@ -230,12 +270,9 @@ async fn a_tampered_log_fails_the_report_naming_the_broken_entry() {
     .fetch_one(&mut raw)
     .await
     .unwrap();
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(&mut raw)
-        .await
-        .unwrap();
+    kura::store::testing::allow_audit_tampering(&mut raw).await;
     sqlx::query(
-        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = ?",
+        "UPDATE audit_log SET event = replace(event, '\"ok\"', '\"denied\"') WHERE seq = $1",
     )
     .bind(seq)
     .execute(&mut raw)
@@ -259,18 +296,22 @@ async fn a_tampered_log_fails_the_report_naming_the_broken_entry() {
 }
 
 fn cli_report(h: &H, out_dir: &std::path::Path) -> std::process::Output {
-    crate::support::server::kura()
-        .args([
-            "report",
-            "usage",
-            "--application",
-            "A-1",
-            "--fy",
-            &fy().to_string(),
-            "--data-dir",
-        ])
-        .arg(h.dir.path())
-        .arg("--out")
+    let mut cmd = crate::support::server::kura();
+    cmd.args([
+        "report",
+        "usage",
+        "--application",
+        "A-1",
+        "--fy",
+        &fy().to_string(),
+        "--data-dir",
+    ])
+    .arg(h.dir.path());
+    // On a PostgreSQL run the CLI opens the test's database, not a SQLite file.
+    if let Some(url) = kura::store::testing::remembered_url(h.dir.path()) {
+        cmd.arg("--store-url").arg(url);
+    }
+    cmd.arg("--out")
         .arg(out_dir)
         .env("KURA_AUDIT_KEY", hex::encode([9u8; 32]))
         .output()
@@ -299,6 +340,8 @@ async fn the_cli_writes_the_same_report_files() {
     let csv = std::fs::read_to_string(out_dir.join(format!("{name}.csv"))).unwrap();
     assert!(csv.contains("\nqueries,answered,3\n"));
     assert!(out_dir.join(format!("{name}.html")).exists());
+    let pdf = std::fs::read(out_dir.join(format!("{name}.pdf"))).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
     let by_cli = h.audit_rows("report.usage").await;
     assert_eq!(by_cli[0]["detail"]["via"], "cli");
 }

@@ -6,7 +6,7 @@
 //! application and fiscal year.
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{Bilingual, Checked, Finding, Trigger};
 
@@ -17,7 +17,7 @@ pub struct Params {
     pub below: f64,
 }
 
-pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
+pub async fn check(p: &Params, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let (Some(app), Some(fy)) = (&e.application, e.detail["fiscal_year"].as_i64()) else {
         return Ok(None);
@@ -26,7 +26,7 @@ pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> 
         return Ok(None);
     }
     let approval: Option<Option<String>> =
-        sqlx::query_scalar("SELECT approval FROM applications WHERE id = ?")
+        sqlx::query_scalar("SELECT approval FROM applications WHERE id = $1")
             .bind(app)
             .fetch_optional(&mut *conn)
             .await?;
@@ -39,7 +39,7 @@ pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> 
     };
     let used: f64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(epsilon), 0.0) FROM budget_ledger
-         WHERE application_id = ? AND fiscal_year = ? AND state IN ('spent', 'reserved')",
+         WHERE application_id = $1 AND fiscal_year = $2 AND state IN ('spent', 'reserved')",
     )
     .bind(app)
     .bind(fy)

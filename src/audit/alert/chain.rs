@@ -5,7 +5,7 @@
 //! entry; the alert is appended after the existing entries, so it is itself chained.
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{AlertRules, Bilingual, Finding};
 use crate::audit::{AuditError, AuditKey, Verification};
@@ -18,7 +18,7 @@ pub struct Params {}
 /// is loaded. Returns the alert id.
 pub async fn broken_chain_alert(
     rules: &AlertRules,
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
     v: &Verification,
 ) -> Result<Option<String>, AuditError> {

@@ -6,7 +6,7 @@
 //! most one alert per user and window, listing every such answer in the window.
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::window::{before, recent};
 use super::{Bilingual, Checked, Finding, Trigger};
@@ -25,7 +25,7 @@ fn cells(event: &serde_json::Value) -> usize {
         .map_or(0, Vec::len)
 }
 
-pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
+pub async fn check(p: &Params, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let here = e.detail["differencing"].as_array().map_or(0, Vec::len);
     if e.action != "query.run" || e.outcome != "ok" || here < p.min_cells.max(1) as usize {

@@ -6,7 +6,7 @@
 //! account and on attempts refused while it is locked — once per name and window.
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::window::{before, recent};
 use super::{Bilingual, Checked, Finding, Trigger};
@@ -29,11 +29,7 @@ fn is_failure(code: Option<&str>) -> bool {
     code == Some("invalid_credentials")
 }
 
-pub async fn check_failed(
-    p: &FailedParams,
-    conn: &mut SqliteConnection,
-    t: &Trigger<'_>,
-) -> Checked {
+pub async fn check_failed(p: &FailedParams, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     if e.action != "session.login" || !is_failure(e.code.as_deref()) {
         return Ok(None);

@@ -26,7 +26,7 @@ mod window;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 pub use chain::broken_chain_alert;
 pub use rules::{AlertRules, Bilingual, Rule, RuleError, Severity, parse as parse_rule};
@@ -61,7 +61,7 @@ pub struct Trigger<'a> {
 /// transaction, and write the alerts raised. Never fails: see the module guarantees.
 pub async fn after_append(
     rules: &AlertRules,
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
     record: &AuditRecord,
     event: &AuditEvent,
@@ -74,10 +74,7 @@ pub async fn after_append(
         at: record.at,
         event,
     };
-    if let Err(e) = sqlx::query("SAVEPOINT alert_eval")
-        .execute(&mut *conn)
-        .await
-    {
+    if let Err(e) = sqlx::Executor::execute(&mut *conn, "SAVEPOINT alert_eval").await {
         tracing::error!(error = %e, seq = record.seq, "alert evaluation could not start");
         return;
     }
@@ -89,15 +86,15 @@ pub async fn after_append(
     if let Err(e) = &outcome {
         tracing::error!(error = %e, seq = record.seq, "alert evaluation failed; event kept, no alert");
     }
-    let _ = sqlx::query(end).execute(&mut *conn).await;
+    let _ = sqlx::Executor::execute(&mut *conn, end).await;
     if outcome.is_err() {
-        let _ = sqlx::query("RELEASE alert_eval").execute(&mut *conn).await;
+        let _ = sqlx::Executor::execute(&mut *conn, "RELEASE alert_eval").await;
     }
 }
 
 async fn evaluate(
     rules: &AlertRules,
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
     t: &Trigger<'_>,
 ) -> Result<usize, super::AuditError> {
@@ -118,7 +115,7 @@ async fn evaluate(
 /// Write one alert: its row and its chained `alert.raise` event, in the caller's
 /// transaction. Returns the alert id.
 pub async fn raise(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &AuditKey,
     rule: &Rule,
     found: Finding,
@@ -148,7 +145,7 @@ pub async fn raise(
     let record = super::append(conn, key, &ev).await?;
     sqlx::query(
         "INSERT INTO alerts (id, seq, rule, severity, at, username, application, events, message_ja, message_en, status, dedupe)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11)",
     )
     .bind(&id)
     .bind(record.seq)

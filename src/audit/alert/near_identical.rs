@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::window::{before, recent};
 use super::{Bilingual, Checked, Finding, Trigger};
@@ -22,7 +22,7 @@ pub struct Params {
     pub window_minutes: u32,
 }
 
-pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
+pub async fn check(p: &Params, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let Some(fp) = e.detail["plan_fingerprint"].as_str() else {
         return Ok(None);

@@ -5,7 +5,7 @@
 //! outcomes (and, if given, codes); at most one alert per user and window.
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::window::{before, recent};
 use super::{Bilingual, Checked, Finding, Trigger};
@@ -25,7 +25,7 @@ pub struct Params {
     pub window_minutes: u32,
 }
 
-pub async fn check(p: &Params, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
+pub async fn check(p: &Params, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
     let e = t.event;
     let counted = |outcome: &str, code: Option<&str>| {
         p.outcomes.iter().any(|o| o == outcome)

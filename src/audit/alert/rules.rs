@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{Checked, Trigger};
 use super::{budget, chain, differencing, hours, logins, near_identical, refusals};
@@ -114,7 +114,7 @@ pub struct Rule {
 
 impl Rule {
     /// Look at one appended event.
-    pub async fn check(&self, conn: &mut SqliteConnection, t: &Trigger<'_>) -> Checked {
+    pub async fn check(&self, conn: &mut AnyConnection, t: &Trigger<'_>) -> Checked {
         match &self.check {
             Check::RepeatedOutcomes(p) => refusals::check(p, conn, t).await,
             Check::Differencing(p) => differencing::check(p, conn, t).await,

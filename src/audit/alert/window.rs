@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 /// RFC 3339 text as the audit log stores it.
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -24,7 +24,7 @@ pub struct Seen {
 /// The events of `actor` with `action` since `since` (inclusive), oldest first, at most
 /// `cap` of the newest.
 pub async fn recent(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     actor: &str,
     action: &str,
     since: DateTime<Utc>,
@@ -32,7 +32,7 @@ pub async fn recent(
 ) -> Result<Vec<Seen>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT seq, outcome, code, event FROM audit_log
-         WHERE actor = ? AND action = ? AND at >= ? ORDER BY seq DESC LIMIT ?",
+         WHERE actor = $1 AND action = $2 AND at >= $3 ORDER BY seq DESC LIMIT $4",
     )
     .bind(actor)
     .bind(action)
@@ -58,13 +58,13 @@ pub async fn recent(
 
 /// Whether an alert of `rule` with `dedupe` was raised since `since` (ever, if `None`).
 pub async fn already_raised(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rule: &str,
     dedupe: &str,
     since: Option<DateTime<Utc>>,
 ) -> Result<bool, sqlx::Error> {
     let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM alerts WHERE rule = ? AND dedupe = ? AND (?3 IS NULL OR at >= ?3) LIMIT 1",
+        "SELECT 1 FROM alerts WHERE rule = $1 AND dedupe = $2 AND ($3 IS NULL OR at >= $3) LIMIT 1",
     )
     .bind(rule)
     .bind(dedupe)

@@ -18,11 +18,14 @@
 //! columns is enforced earlier, by the SQL rewrite (`sql::rewrite::aggregate`), not here.
 
 mod cells;
+// annual reports (issue 13 §3): per-cell sets and the publication's margins rule
+mod cell_sets;
 pub mod differencing;
 mod domain;
 mod dominance;
 mod facility;
 mod helpers;
+pub mod margins;
 mod notes;
 mod padding;
 mod rounding;
@@ -36,6 +39,7 @@ use datafusion::arrow::datatypes::DataType;
 use roaring::RoaringBitmap;
 use serde_json::Value;
 
+pub use cell_sets::{RowSets, cell_sets};
 pub use cells::{cell_to_json, scalar_to_json};
 pub use differencing::Earlier;
 pub use domain::key_domain;

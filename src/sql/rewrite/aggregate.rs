@@ -65,6 +65,7 @@ impl Rewriter<'_> {
         if input.kind == Kind::Rows {
             return self.aggregate_rows(input, group, aggr);
         }
+        self.check_aggregate_over_cells(&input)?;
         let input = self.publish(input)?;
         let agg = Aggregate::try_new(Arc::new(input.plan), group, aggr)
             .map_err(|e| QueryError::internal("privacy rewrite", e))?;

@@ -35,6 +35,7 @@ mod filter;
 mod join;
 mod lineage;
 mod min_max;
+mod over_cells;
 mod per_patient;
 mod projection;
 mod release;

@@ -10,10 +10,9 @@
 //! pads public-domain keys back to their full domain. A sealed aggregation that is then
 //! published (its cells leave only through a public result) is also kept as a
 //! [`SideRelease`], so that the differencing check sees its cells' contributor sets.
-//! Exercised by
-//! `tests/slt/accepted.slt` ("Nested aggregate: the inner 3-patient prefecture is removed
-//! before the outer sum", "HAVING sees sealed values…", "Shares with a window over the
-//! aggregate", "Correlated scalar subquery over patients…").
+//! Exercised by `tests/slt/accepted.slt` ("HAVING sees sealed values…", "Per reference row
+//! through a join of the grouped aggregate"); a correlated subquery over patients is refused
+//! (`tests/slt/refusals.slt`), since its cells cannot run alone for the differencing check.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, cast, col, lit, when};
 
 use super::lineage::{col_at, public_rel, visible_only};
-use super::{Guard, Kind, Rel, Rewriter, SideRelease};
+use super::{Guard, Kind, Rel, Rewriter, SideRelease, unsupported};
 use crate::engine::contributors::ContributorCount;
 use crate::privacy::rules::RuleSet;
 use crate::query::QueryError;
@@ -42,6 +41,10 @@ fn refers_outward(plan: &LogicalPlan) -> bool {
     });
     found
 }
+
+/// A correlated subquery's cells cannot be run alone, so their contributor sets can be
+/// neither checked against the release ledger nor recorded in it.
+const CORRELATED: &str = "a correlated subquery over patient rows (one aggregate per outer row) is not supported: its cells cannot be checked against earlier answers. Join the aggregate instead: … LEFT JOIN (SELECT disease_no, count(DISTINCT pid) AS n FROM … GROUP BY disease_no) s ON s.disease_no = d.disease_no / 患者の行に対する相関サブクエリ（外側の行ごとの集計）には対応していません。そのセルを以前の回答と照合できないためです。GROUP BY した集計を結合してください（… LEFT JOIN (SELECT disease_no, count(DISTINCT pid) AS n FROM … GROUP BY disease_no) s ON s.disease_no = d.disease_no）";
 
 fn c(name: &str) -> Expr {
     col(datafusion::common::Column::new_unqualified(name))
@@ -92,7 +95,11 @@ impl Rewriter<'_> {
                     self.seal(r)?
                 };
                 self.inner_sealed = true;
-                self.side.push(self.side_release(&sealed));
+                let side = self.side_release(&sealed);
+                if side.correlated && self.rules.defences.differencing {
+                    return Err(unsupported(CORRELATED));
+                }
+                self.side.push(side);
                 let plan = visible_only(&sealed)?;
                 Ok(public_rel(plan))
             }

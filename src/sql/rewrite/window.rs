@@ -29,6 +29,7 @@ use crate::query::QueryError;
 impl Rewriter<'_> {
     pub(super) fn window(&mut self, w: &Window) -> Result<Rel, QueryError> {
         let mut input = self.rel(&w.input)?;
+        self.check_window_over_cells(&input, &w.window_expr)?;
         if input.kind == (Kind::Protected { sealed: false }) {
             input = self.seal(input)?;
         }

@@ -48,9 +48,7 @@ pub const USERS: [(&str, Role, Option<&str>); 8] = [
 
 /// Open a fresh store in `dir` holding the fixture accounts named in `names`.
 pub async fn store_with_users(dir: &std::path::Path, names: &[&str]) -> Store {
-    let store = Store::open(&dir.join("kura.db"), audit_key())
-        .await
-        .unwrap();
+    let store = kura::store::testing::open(dir, audit_key()).await;
     for (name, role, manufacturer) in USERS.iter().filter(|u| names.contains(&u.0)) {
         let user = NewUser {
             username: (*name).into(),

@@ -105,7 +105,10 @@ pub async fn flight_info(
     let md = req.metadata_mut();
     md.insert("authorization", format!("Bearer {token}").parse().unwrap());
     md.insert("kura.application", application.parse().unwrap());
-    c.inner_mut().get_flight_info(req).await.map(|r| r.into_inner())
+    c.inner_mut()
+        .get_flight_info(req)
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Every batch of the first endpoint of `info`.

@@ -169,9 +169,7 @@ impl H {
     /// The router over the store reopened on the same file (a restart of the server).
     pub async fn restart(&self) -> (Store, Router) {
         self.state.store.close().await;
-        let store = Store::open(&self.dir.path().join("kura.db"), fixtures::audit_key())
-            .await
-            .unwrap();
+        let store = kura::store::testing::open(self.dir.path(), fixtures::audit_key()).await;
         let state = AppState {
             store: store.clone(),
             ..self.state.clone()
@@ -245,23 +243,15 @@ impl H {
 
     /// Make every audit write fail, as a full disk or a broken database would; drop the
     /// trigger `fail_audit` on the returned connection to heal the store.
-    pub async fn break_audit_writes(&self) -> sqlx::SqliteConnection {
+    pub async fn break_audit_writes(&self) -> sqlx::AnyConnection {
         let mut raw = self.raw().await;
-        sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
-            .execute(&mut raw)
-            .await
-            .unwrap();
+        kura::store::testing::break_audit_writes(&mut raw).await;
         raw
     }
 
-    pub async fn raw(&self) -> sqlx::SqliteConnection {
-        use sqlx::Connection;
-        sqlx::SqliteConnection::connect(&format!(
-            "sqlite://{}",
-            self.dir.path().join("kura.db").display()
-        ))
-        .await
-        .unwrap()
+    /// A raw connection to the store (SQLite or PostgreSQL, as the test run selects).
+    pub async fn raw(&self) -> sqlx::AnyConnection {
+        kura::store::testing::raw(self.dir.path()).await
     }
 }
 
@@ -274,6 +264,10 @@ pub async fn state_over(store: Store, plane: Arc<FakePlane>, settings: HttpSetti
         data: plane,
         catalog: Arc::new(Catalog::embedded().unwrap()),
         settings: Arc::new(settings),
+        // Many concurrent queries of one user are what some tests are about; the per-user
+        // limit has its own test (`production::a_user_over_the_concurrent_query_limit_is_refused`).
+        admission: Arc::new(kura::query::admission::Admission::new(64)),
+        login_rate: Arc::default(),
     }
 }
 

@@ -25,6 +25,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The live extract directory of `application` under a data directory: the one version
+/// directory (`extracts/<application>/<extract id>`) the server keeps.
+pub fn live_extract(data_dir: &Path, application: &str) -> std::path::PathBuf {
+    let app_dir = data_dir.join("extracts").join(application);
+    let versions: Vec<_> = std::fs::read_dir(&app_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "one live version in {}: {versions:?}",
+        app_dir.display()
+    );
+    versions.into_iter().next().unwrap()
+}
+
 /// A running `kura demo`; killed when dropped.
 pub struct Demo {
     child: Child,
@@ -43,9 +61,31 @@ impl Drop for Demo {
 }
 
 impl Demo {
+    /// The process id (fault tests kill it at a chosen moment).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill with SIGKILL now (no shutdown path runs) and reap it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Start `kura demo` over `data_dir` with `patients` synthetic patients, the fixture
     /// password and `extra` arguments, and wait until it is ready.
     pub fn start<S: AsRef<OsStr>>(data_dir: &Path, patients: u32, extra: &[S]) -> Demo {
+        Self::start_with(data_dir, patients, extra, &[])
+    }
+
+    /// [`Demo::start`] with extra environment variables (fault tests set
+    /// `KURA_TEST_PAUSE_AT`).
+    pub fn start_with<S: AsRef<OsStr>>(
+        data_dir: &Path,
+        patients: u32,
+        extra: &[S],
+        env: &[(&str, &str)],
+    ) -> Demo {
         let port = free_port();
         let flight_port = free_port();
         let mut child = kura()
@@ -56,6 +96,7 @@ impl Demo {
             .args(["--patients", &patients.to_string()])
             .args(["--demo-password", PASSWORD])
             .args(extra)
+            .envs(env.iter().copied())
             .env("KURA_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

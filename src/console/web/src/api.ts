@@ -78,7 +78,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   } catch {
     throw new ApiError(0, {
       code: 'network',
-      message: 'サーバーに接続できません。 / Cannot reach the server.',
+      message: 'Cannot reach the server. / サーバーに接続できません。',
     });
   }
   if (res.status === 204) return undefined as T;
@@ -91,7 +91,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   }
   if (!res.ok) {
     const err = (json as { error?: ApiErrorBody } | null)?.error ?? {
-      code: `http_${res.status}`,
+      code: 'http_error',
       message: `HTTP ${res.status}`,
     };
     if (res.status === 401 && path !== '/session' && onExpired) onExpired();
@@ -181,6 +181,8 @@ export interface Disclosure {
   threshold?: number | null;
   suppressed?: [number, number][];
   suppressed_cells?: number;
+  /** The suppressed cells that were hidden against differencing (secondary suppression). */
+  differencing?: [number, number][];
   dropped_rows?: number;
   rounding?: number | null | { base?: number };
   epsilon_spent?: number | null;
@@ -247,8 +249,17 @@ export interface QueryResult {
   disclosure: Disclosure;
 }
 
+/** A public-domain column's domain (catalogue): a value list, a range, or a reference column. */
+export interface ColumnDomainSpec {
+  values?: (string | number | boolean)[];
+  range?: [number, number];
+  table?: string;
+  column?: string;
+}
+
 export interface CatalogColumn {
   name: string;
+  domain?: ColumnDomainSpec | null;
   type?: string;
   data_type?: string;
   description_ja?: string;

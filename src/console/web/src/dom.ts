@@ -1,3 +1,5 @@
+import { fmtDateTime, fmtDay } from './i18n';
+
 // Tiny DOM helpers. Every piece of text goes in through textContent (never innerHTML),
 // so values coming from the server can never become markup.
 
@@ -53,7 +55,8 @@ export function field(label: string, control: HTMLElement, hint?: string): HTMLE
   return h('div', { class: 'field' }, h('label', { for: id }, label), control, hintEl);
 }
 
+/** A server time or date for people: instants in JST with the zone named, dates as 2026年12月1日. */
 export function fmtDate(s: string | null | undefined): string {
   if (!s) return '—';
-  return s.length > 10 ? s.replace('T', ' ').slice(0, 19) : s;
+  return s.length > 10 ? fmtDateTime(s) : fmtDay(s);
 }

@@ -3,6 +3,11 @@
 
 // oversight (issue 13 §2 §4)
 import { oversight } from './i18n/oversight';
+// annual reports (issue 13 §3)
+import { annual } from './i18n/annual';
+// console (issue 17): notebook habits, results, role screens, operator screens
+import { consoleStrings } from './i18n/console';
+import codes from './i18n/codes.json';
 
 export type Lang = 'ja' | 'en';
 
@@ -63,7 +68,7 @@ const dict = {
   render: ['表示', 'Render'],
   sql_cell: ['SQL セル', 'SQL cell'],
   md_cell: ['Markdown セル', 'Markdown cell'],
-  cell_help: ['Shift+Enter で実行、Ctrl+Space で補完、Esc の後 Tab でエディタの外へ移動', 'Shift+Enter runs the cell, Ctrl+Space completes, Esc then Tab leaves the editor'],
+  cell_help: ['Shift+Enter で実行して次へ、Ctrl+Space で補完、Esc でコマンドモード（その後 Tab で外へ）、? でショートカット一覧', 'Shift+Enter runs and moves on, Ctrl+Space completes, Esc enters command mode (then Tab leaves), ? lists the shortcuts'],
   exec_time: ['実行時間', 'time'],
   running: ['実行中…', 'Running…'],
   md_placeholder: ['Markdown でメモを書きます（Shift+Enter で表示）', 'Write notes in Markdown (Shift+Enter renders)'],
@@ -72,7 +77,7 @@ const dict = {
   page: ['ページ', 'Page'],
   prev: ['前へ', 'Previous'],
   next: ['次へ', 'Next'],
-  legend_suppressed: ['は {k} 人未満のため秘匿されたセルです（値は公開されません）。', 'marks a cell suppressed because fewer than {k} patients contribute (the value is not released).'],
+  legend_suppressed: ['は寄与患者数が {k} 人未満のため秘匿したセルです（値は公開されません）。', 'marks a cell hidden because fewer than {k} patients contribute (the value is not released).'],
   dropped_rows: ['公開できない行 {n} 行を除外しました。', '{n} rows that could not be released were dropped.'],
   rounding: ['値は {base} 単位に丸められています。', 'Values are rounded to base {base}.'],
   suppressed_cells: ['秘匿セル数', 'Suppressed cells'],
@@ -83,7 +88,7 @@ const dict = {
   ci: ['95% 信頼区間', '95% CI'],
   dp_cached: ['保存済みの回答（予算の消費なし）', 'cached — no budget spent'],
   dp_below_threshold: ['公表閾値未満', 'below release threshold'],
-  dp_below_threshold_note: ['ノイズ付き患者数が閾値 {t} 未満の行は表示しません（— で表示）。', 'Rows whose noisy patient count is below {t} are not released (shown as —).'],
+  dp_below_threshold_note: ['ノイズ付き患者数が公表閾値 {t} 未満のセルは秘匿します。', 'Cells whose noisy patient count is below the release threshold {t} are hidden.'],
   dp_clamp: ['値の範囲', 'clamped to'],
   dp_bounds_note: ['寄与の上限: 1 患者あたり {l} グループ、グループあたり {m} 行', 'Contribution bounds: {l} groups per patient, {m} rows per group'],
   dp_epsilon: ['ε（このクエリ）', 'ε (this query)'],
@@ -107,7 +112,7 @@ const dict = {
   no_series: ['（なし）', '(none)'],
   draw_chart: ['グラフを描く', 'Draw chart'],
   chart_suppressed_note: ['秘匿セルはグラフに描かれません。', 'Suppressed cells are not drawn.'],
-  request_release: ['公表用に結果の公開を申請', 'Request release for publication'],
+  request_release: ['公開を申請する', 'Send the release request'],
   release_justification: ['公開を必要とする理由', 'Why this result needs to be released'],
   release_sent: ['公開申請を受け付けました（番号 {id}）。', 'Release request received (id {id}).'],
   refused: ['実行されませんでした', 'Not run'],
@@ -198,8 +203,8 @@ const dict = {
   done: ['完了しました。', 'Done.'],
   fy_cross: ['終了日は開始日と同じ年度（3月31日まで）にしてください。', 'The end date must be in the same fiscal year as the start (by 31 March).'],
   // audit
-  chain_ok: ['監査ログの連鎖は正常です（{n} 件、先頭 {head}）', 'Audit chain verified ({n} events, head {head})'],
-  chain_broken: ['監査ログの改ざんを検出しました', 'Audit chain BROKEN'],
+  chain_ok: ['監査ログの連鎖は正常です（{n} 件、先頭ハッシュ {head}）', 'Audit chain verified ({n} events, head {head})'],
+  chain_broken: ['監査ログの改ざんを検出しました（{at} 番目の記録）', 'Audit chain BROKEN (at entry {at})'],
   from: ['開始', 'From'],
   to: ['終了', 'To'],
   user: ['ユーザー', 'User'],
@@ -210,7 +215,7 @@ const dict = {
   detail: ['詳細', 'Detail'],
   close: ['閉じる', 'Close'],
   // pms
-  pms_intro: ['自社製品（{scope}）の患者のみが対象です。少数セルの秘匿など開示ルールは同じです。', 'Only patients treated with your own products ({scope}). The same disclosure rules apply.'],
+  pms_intro: ['自社製品（{scope}）を使用した患者のみが対象です。少数セルの秘匿など開示ルールは研究者と同じです。', 'Only patients treated with your own products ({scope}). The same disclosure rules as for researchers apply.'],
   pms_cases: ['性別・5歳階級別の登録症例数', 'Registered cases by sex and 5-year age band'],
   pms_ae: ['事象名・重篤度別の有害事象', 'Adverse events by term and seriousness'],
   pms_deaths: ['死亡例', 'Deaths'],
@@ -219,6 +224,10 @@ const dict = {
   back: ['戻る', 'Back'],
   // oversight (issue 13 §2 §4)
   ...oversight,
+  // annual reports (issue 13 §3)
+  ...annual,
+  // console (issue 17)
+  ...consoleStrings,
 } as const;
 
 export type Key = keyof typeof dict;
@@ -251,7 +260,121 @@ export function t(key: Key, vars: Record<string, string | number> = {}): string 
   return s;
 }
 
-/** Pick the ja or en variant of a bilingual server field. */
+/** Pick the ja or en variant of a bilingual server field (two fields). */
 export function pick(ja: string | undefined | null, en: string | undefined | null): string {
   return (lang === 'ja' ? ja || en : en || ja) ?? '';
+}
+
+// ---- codes, bilingual server text, times and numbers (issue 17 §1)
+
+type Pair = readonly [string, string];
+type CodeTable = 'status' | 'outcome' | 'action' | 'error' | 'type' | 'bool' | 'dataset' | 'mode' | 'role' | 'severity' | 'rule';
+const tables = codes as unknown as Record<CodeTable, Record<string, Pair>> & {
+  value: Record<string, Record<string, Pair>>;
+  hidden: Record<string, Pair>;
+};
+
+function side(p: Pair): string {
+  return p[lang === 'ja' ? 0 : 1];
+}
+
+/** Whether a stable code has a label in `table`. */
+export function hasLabel(table: CodeTable, code: string): boolean {
+  return Object.prototype.hasOwnProperty.call(tables[table], code);
+}
+
+/**
+ * The label of a stable API code (status, outcome, audit action, error, type, …) in the
+ * current language. Types match by their head (`Decimal128(38, 10)` → Decimal128,
+ * `Timestamp(…)` → Timestamp). An unknown code is returned as is, which the journeys'
+ * raw-code scan then reports, so a new code cannot slip onto a Japanese screen unnoticed.
+ */
+export function label(table: CodeTable, code: string | null | undefined): string {
+  if (code === null || code === undefined || code === '') return '';
+  const key = table === 'type' ? code.replace(/\(.*$/, '') : code;
+  const p = tables[table][key];
+  return p ? side(p) : code;
+}
+
+/** The public label of a domain value of column `column` (sex M → 男性), or null. */
+export function valueLabel(column: string, value: unknown): string | null {
+  const m = tables.value[column];
+  if (!m || value === null || value === undefined) return null;
+  const p = m[String(value)];
+  return p ? side(p) : null;
+}
+
+/** Why a cell is hidden, in words (small cell, differencing, DP threshold). */
+export function hiddenReason(kind: 'small_cell' | 'differencing' | 'dp_threshold', vars: Record<string, string | number>): string {
+  let s = side(tables.hidden[kind]);
+  for (const [k, v] of Object.entries(vars)) s = s.replaceAll(`{${k}}`, String(v));
+  return s;
+}
+
+const CJK = /[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef]/;
+
+/** Whether a text contains Japanese script. */
+export function hasJapanese(s: string): boolean {
+  return CJK.test(s);
+}
+
+/**
+ * One language of a bilingual server text. The server writes messages and notes as
+ * `English. / 日本語。`; this returns the half of the current language, or null when the
+ * text has no half in it (an English-only engine message on a Japanese screen), so the
+ * caller falls back to the label of the code.
+ */
+export function bi(text: string | null | undefined): string | null {
+  if (!text) return null;
+  const parts = text.split(' / ');
+  for (let i = 1; i < parts.length; i++) {
+    const en = parts.slice(0, i).join(' / ');
+    const ja = parts.slice(i).join(' / ');
+    if (!hasJapanese(en) && hasJapanese(ja)) return (lang === 'ja' ? ja : en).trim();
+  }
+  if (lang === 'ja') return hasJapanese(text) ? text : null;
+  return hasJapanese(text) ? null : text;
+}
+
+const JST = 'Asia/Tokyo';
+
+/** An instant in Japan Standard Time with the zone named: 2026年12月1日 23:11 JST / 1 Dec 2026, 23:11 JST. */
+export function fmtDateTime(iso: string | null | undefined): string {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const f = new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
+    timeZone: JST,
+    year: 'numeric',
+    month: lang === 'ja' ? 'long' : 'short',
+    day: 'numeric',
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+  });
+  return `${f.format(d)} JST`;
+}
+
+/** A calendar date (no time, no zone shift): 2026年12月1日 / 1 Dec 2026. */
+export function fmtDay(date: string | null | undefined): string {
+  if (!date) return '—';
+  const m = /^(\d{4})-(\d{2})-(\d{2})/.exec(date);
+  if (!m) return date;
+  const d = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])));
+  return new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
+    timeZone: 'UTC',
+    year: 'numeric',
+    month: lang === 'ja' ? 'long' : 'short',
+    day: 'numeric',
+  }).format(d);
+}
+
+/** A fiscal year: 2024年度 / FY2024. */
+export function fmtFy(year: number | string): string {
+  return lang === 'ja' ? `${year}年度` : `FY${year}`;
+}
+
+/** A number with thousands separators and at most `digits` decimals. */
+export function fmtNum(v: number, digits = 2): string {
+  return v.toLocaleString(lang === 'ja' ? 'ja-JP' : 'en-GB', { maximumFractionDigits: digits });
 }

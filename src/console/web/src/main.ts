@@ -4,7 +4,7 @@ import './styles.css';
 import { api, ApiError, forgetSession, Me, rememberSession, setExpiredHandler } from './api';
 import { clear, field, h } from './dom';
 import { getLang, Key, setLang, t } from './i18n';
-import { Ctx, errorBox } from './ui';
+import { Ctx, errorBox, errorText } from './ui';
 import { renderApps } from './views/apps';
 import { flushNotebook, renderNotebook } from './views/notebook';
 import { renderCatalog } from './views/catalog';
@@ -16,6 +16,10 @@ import { renderPms } from './views/pms';
 // oversight (issue 13 §2 §4)
 import { renderAlerts } from './views/alerts';
 import { renderReports } from './views/reports';
+// annual reports (issue 13 §3)
+import { renderAnnual } from './views/annual';
+// operator screens (issue 17 §4)
+import { renderAdmin } from './views/admin';
 
 
 const root = document.getElementById('app')!;
@@ -56,7 +60,7 @@ function langButton(): HTMLElement {
       type: 'button',
       class: 'lang',
       id: 'lang-switch',
-      'aria-label': t('lang_switch_label'),
+      title: t('lang_switch_label'),
       lang: getLang() === 'ja' ? 'en' : 'ja',
       onclick: () => {
         setLang(getLang() === 'ja' ? 'en' : 'ja');
@@ -77,17 +81,21 @@ function navItems(): [string, Key][] {
   // oversight (issue 13 §2 §4)
   if (has('auditor')) items.push(['#/alerts', 'nav_alerts']);
   if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/reports', 'nav_reports']);
+  // annual reports (issue 13 §3): the data custodian and reviewers
+  if (has('admin') || has('reviewer')) items.push(['#/annual', 'nav_annual']);
+  // operator screens (issue 17 §4)
+  if (has('admin')) items.push(['#/admin/users', 'nav_admin_users'], ['#/admin/data', 'nav_admin_data']);
   return items;
 }
 
 function shell(): HTMLElement {
   const main = h('main', { id: 'main', tabindex: '-1' });
-  const cur = location.hash.split('/').slice(0, 2).join('/');
+  const cur = location.hash.split('?')[0].split('/').slice(0, location.hash.startsWith('#/admin') ? 3 : 2).join('/');
   const header = h(
     'header',
     { class: 'top' },
     h('a', { class: 'skip', href: '#main', onclick: (e: Event) => { e.preventDefault(); main.focus(); } }, t('skip')),
-    h('span', { class: 'brand' }, 'kura 蔵'),
+    h('span', { class: 'brand', translate: 'no' }, 'kura 蔵'),
     me
       ? h(
           'nav',
@@ -147,7 +155,8 @@ function renderLogin(main: HTMLElement) {
           go(homeFor());
         } catch (x) {
           err.hidden = false;
-          err.textContent = x instanceof ApiError ? `${x.body.message} (${x.body.code})` : String(x);
+          err.textContent = x instanceof ApiError ? errorText(x) : t('error_generic');
+          if (x instanceof ApiError) err.dataset.code = x.body.code;
         }
       },
     },
@@ -176,13 +185,14 @@ function homeFor(): string {
   if (has('reviewer')) return '#/review';
   if (has('auditor')) return '#/audit';
   if (has('pms')) return '#/pms';
+  if (has('admin')) return '#/admin/users';
   return '#/apply';
 }
 
 async function route() {
   // Leaving (or re-rendering) a notebook must not lose edits still waiting for the autosave.
   if (flushNotebook) await flushNotebook();
-  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, '').split('?')[0].split('/').map(decodeURIComponent);
   if (!me && parts[0] !== 'login') {
     try {
       await refreshMe();
@@ -233,6 +243,14 @@ async function route() {
         break;
       case 'reports':
         await renderReports(ctx);
+        break;
+      // annual reports (issue 13 §3)
+      case 'annual':
+        await renderAnnual(ctx);
+        break;
+      // operator screens (issue 17 §4)
+      case 'admin':
+        await renderAdmin(ctx, parts[1] ?? 'users');
         break;
       default:
         location.hash = homeFor();

@@ -3,7 +3,7 @@
 // acknowledging needs a comment.
 import { api } from '../api';
 import { clear, field, fmtDate, h } from '../dom';
-import { pick, t } from '../i18n';
+import { label, pick, t } from '../i18n';
 import { Ctx, errorBox, note } from '../ui';
 
 interface Alert {
@@ -48,17 +48,17 @@ function row(a: Alert, done: () => void): HTMLElement {
     'tr',
     { class: `alert sev-${a.severity}`, 'data-rule': a.rule, 'data-id': a.id },
     h('td', {}, fmtDate(a.at)),
-    h('td', {}, a.rule),
-    h('td', {}, h('span', { class: `badge sev-${a.severity}` }, a.severity)),
-    h('td', {}, a.user ?? ''),
-    h('td', {}, a.application ?? ''),
+    h('td', {}, label('rule', a.rule)),
+    h('td', {}, h('span', { class: `badge sev-${a.severity}` }, label('severity', a.severity))),
+    h('td', { translate: 'no' }, a.user ?? ''),
+    h('td', { translate: 'no' }, a.application ?? ''),
     h('td', { class: 'alert-message' }, pick(a.message.ja, a.message.en)),
     h('td', {}, events.flatMap((x, i) => (i ? [' ', x] : [x]))),
     h(
       'td',
       {},
       a.acknowledged
-        ? `${t('alert_acked_by')}: ${a.acknowledged.by} — ${a.acknowledged.comment}`
+        ? h('span', {}, `${t('alert_acked_by')}: `, h('span', { translate: 'no' }, `${a.acknowledged.by} — ${a.acknowledged.comment}`))
         : ackForm(a, done),
     ),
   );

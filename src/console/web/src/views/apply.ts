@@ -3,9 +3,10 @@
 // (form 2) that every named user accepts before the first query.
 import { api, listOf } from '../api';
 import { clear, fmtDate, h } from '../dom';
-import { t } from '../i18n';
+import { label, t } from '../i18n';
+import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
-import { crossesFiscalYear, formEditor, formOf, getPath, NamedUser } from './forms';
+import { approvalView, crossesFiscalYear, formEditor, formOf, formView, getPath, NamedUser } from './forms';
 
 export type AppRecord = Record<string, unknown> & { id: string; status: string };
 
@@ -41,16 +42,18 @@ export function historyList(app: AppRecord): HTMLElement {
               {},
               h('time', {}, fmtDate(e['at'])),
               ' ',
-              h('strong', {}, e['action'] ?? ''),
-              ` ${e['actor'] ?? ''} `,
-              e['from_status'] ? `${e['from_status']} → ` : '',
-              e['to_status'] ?? '',
-              e['reason'] ? h('div', { class: 'reason' }, `${t('reason')}: ${e['reason']}`) : null,
+              h('strong', { 'data-action': e['action'] ?? '' }, label('action', `application.${e['action'] ?? ''}`)),
+              ' ',
+              h('span', { translate: 'no' }, e['actor'] ?? ''),
+              ' ',
+              e['from_status'] ? `${label('status', e['from_status'])} → ` : '',
+              e['to_status'] ? label('status', e['to_status']) : '',
+              e['reason'] ? h('div', { class: 'reason' }, `${t('reason')}: `, h('span', { translate: 'no' }, e['reason'])) : null,
             ),
           ),
         ),
     recs.length
-      ? h('div', {}, h('h3', {}, t('recommendation')), h('ul', {}, recs.map((r) => h('li', {}, `${fmtDate(r['at'])} ${r['text']}`))))
+      ? h('div', {}, h('h3', {}, t('recommendation')), h('ul', {}, recs.map((r) => h('li', {}, `${fmtDate(r['at'])} `, h('span', { translate: 'no' }, r['text'])))))
       : null,
   );
 }
@@ -82,8 +85,8 @@ export async function renderApply(ctx: Ctx, id?: string) {
               h(
                 'tr',
                 { 'data-app': a.id },
-                h('th', { scope: 'row' }, h('a', { href: `#/apply/${encodeURIComponent(a.id)}` }, a.id)),
-                h('td', {}, String(a['title'] ?? formOf(a)['title'] ?? '')),
+                h('th', { scope: 'row' }, h('a', { href: `#/apply/${encodeURIComponent(a.id)}`, translate: 'no' }, a.id)),
+                h('td', { translate: 'no' }, String(a['title'] ?? formOf(a)['title'] ?? '')),
                 h('td', {}, statusBadge(a.status)),
                 h('td', {}, fmtDate(a['updated_at'] as string)),
               ),
@@ -185,15 +188,18 @@ async function renderDetail(ctx: Ctx, id: string) {
       );
     }
   }
-  const view = formEditor(formOf(app), true);
+  const domains = await plainDomains();
+  const view = formView(formOf(app), domains);
+  const approval = app['approval'] as Record<string, unknown> | null | undefined;
   clear(
     ctx.main,
-    h('h1', {}, `${t('nav_apply')} ${app.id} `, statusBadge(status)),
+    h('h1', {}, `${t('nav_apply')} `, h('span', { translate: 'no' }, app.id), ' ', statusBadge(status)),
     pledgeBox.childNodes.length ? pledgeBox : null,
     status === 'approved' && app['applicant'] === me
       ? h('p', {}, h('button', { type: 'button', id: 'change-application', onclick: () => void renderEditor(ctx, app, true) }, t('change_application')))
       : null,
+    approval ? approvalView(approval, domains) : null,
     historyList(app),
-    view.el,
+    view,
   );
 }

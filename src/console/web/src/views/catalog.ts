@@ -1,7 +1,7 @@
 // Catalogue browser: the tables and columns visible in one application's scope, in ja or en.
 import { catalog } from '../api';
 import { clear, h } from '../dom';
-import { pick, t } from '../i18n';
+import { label, pick, t } from '../i18n';
 import { Ctx } from '../ui';
 
 export async function renderCatalog(ctx: Ctx, app: string) {
@@ -9,7 +9,7 @@ export async function renderCatalog(ctx: Ctx, app: string) {
   const tables = await catalog(app);
   clear(
     ctx.main,
-    h('h1', {}, `${t('nav_catalog')} — ${app}`),
+    h('h1', {}, `${t('nav_catalog')} — `, h('span', { translate: 'no' }, app)),
     h('p', {}, t('catalog_intro'), ' ', h('a', { href: `#/nb/${encodeURIComponent(app)}` }, t('nav_notebooks'))),
     h(
       'div',
@@ -18,7 +18,7 @@ export async function renderCatalog(ctx: Ctx, app: string) {
         h(
           'details',
           { class: 'cat-table', 'data-table': tb.name },
-          h('summary', {}, h('code', {}, tb.name), ' — ', pick(tb.description_ja, tb.description_en)),
+          h('summary', {}, h('code', { translate: 'no' }, tb.name), ' — ', pick(tb.description_ja, tb.description_en)),
           h(
             'table',
             { class: 'grid' },
@@ -34,8 +34,8 @@ export async function renderCatalog(ctx: Ctx, app: string) {
                 h(
                   'tr',
                   {},
-                  h('th', { scope: 'row' }, h('code', {}, c.name)),
-                  h('td', {}, c.type ?? c.data_type ?? ''),
+                  h('th', { scope: 'row' }, h('code', { translate: 'no' }, c.name)),
+                  h('td', { 'data-type': c.type ?? c.data_type ?? '' }, label('type', c.type ?? c.data_type ?? '')),
                   h('td', {}, pick(c.description_ja, c.description_en)),
                   h(
                     'td',

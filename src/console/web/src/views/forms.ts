@@ -1,7 +1,9 @@
 // The application form: the fields of form 1 (様式第1号) and its annex (別紙) of seed 002,
 // labelled in Japanese with English, mapped to the JSON of /api/v1/applications.
-import { clear, field, h } from '../dom';
-import { Key, t } from '../i18n';
+import { clear, field, fmtDate, h } from '../dom';
+import { fmtDay, fmtFy, fmtNum, Key, label, t } from '../i18n';
+import type { Domains } from '../labels';
+import { scopeView } from './apps';
 
 export interface NamedUser {
   username: string;
@@ -104,7 +106,7 @@ export function formEditor(initial: Form, readonly = false): { el: HTMLElement; 
           'fieldset',
           { class: 'field' },
           h('legend', {}, t(f.label)),
-          DATASETS.map((d, i) => h('label', { class: 'check', for: `${id}-${d}` }, boxes[i], ` ${d}`)),
+          DATASETS.map((d, i) => h('label', { class: 'check', for: `${id}-${d}` }, boxes[i], ` ${label('dataset', d)}`)),
         ),
       );
       readers.push(() => [f.key, boxes.filter((b) => b.checked).map((b) => b.value)]);
@@ -152,4 +154,64 @@ export function crossesFiscalYear(start: string, end: string): boolean {
     return m >= 4 ? y : y - 1;
   };
   return fy(start) !== fy(end) || end < start;
+}
+
+/**
+ * The application read-only, as text (issue 17 §4): every form-1 field with its label and
+ * value, disease numbers and prefectures with their names, fiscal years as 年度. Used where
+ * nothing may be edited (an approved application, the reviewer's reading), so nothing looks
+ * editable.
+ */
+export function formView(form: Form, names?: { label: (column: string, v: unknown) => string | null }): HTMLElement {
+  const named = (column: string, v: unknown) => {
+    const n = names?.label(column, v);
+    return n ? `${v} ${n}` : String(v);
+  };
+  const dl = h('dl', { class: 'form-view', id: 'application-text' });
+  for (const f of FIELDS) {
+    const v = getPath(form, f.key);
+    let text: string | HTMLElement;
+    if (v === undefined || v === null || v === '' || (Array.isArray(v) && v.length === 0)) {
+      text = f.key === 'scope.prefectures' ? t('scope_nationwide') : '—';
+    } else if (f.key === 'diseases' && Array.isArray(v)) text = v.map((d) => named('disease_no', d)).join(t('comma'));
+    else if (f.key === 'scope.prefectures' && Array.isArray(v)) text = v.map((p) => named('prefecture_code', p)).join(t('comma'));
+    else if (f.key === 'scope.fiscal_years' && Array.isArray(v)) text = v.map((y) => fmtFy(String(y))).join(t('comma'));
+    else if (f.key === 'scope.datasets' && Array.isArray(v)) text = v.map((d) => label('dataset', String(d))).join(t('comma'));
+    else if (f.kind === 'date') text = fmtDay(String(v));
+    else if (f.kind === 'users' && Array.isArray(v))
+      text = h(
+        'ul',
+        {},
+        (v as (NamedUser | string)[]).map((u) =>
+          h('li', { translate: 'no' }, typeof u === 'string' ? u : [u.username, u.affiliation, u.title].filter((x) => x).join(t('comma'))),
+        ),
+      );
+    else text = h('span', { class: 'pre-line', translate: 'no' }, toText(f.kind, v));
+    dl.append(h('dt', {}, t(f.label)), h('dd', { 'data-key': f.key }, text));
+  }
+  return h('section', { class: 'card app-form-view' }, h('h2', {}, t('form1_title')), dl);
+}
+
+/** The terms of an approval as a readable form (never a JSON dump). */
+export function approvalView(a: Record<string, unknown>, domains?: Domains): HTMLElement {
+  const term = (a['term'] ?? {}) as { start?: string; end?: string };
+  const bounds = a['dp_bounds'] as { max_groups_per_patient?: number; max_rows_per_group?: number } | null | undefined;
+  const rows: [string, string | HTMLElement][] = [
+    [t('term'), t('term_range', { start: fmtDay(term.start), end: fmtDay(term.end) })],
+    [t('scope'), scopeView(a['scope'] as Record<string, unknown> | undefined, domains)],
+    [t('mode'), label('mode', String(a['mode'] ?? 'suppression'))],
+    [t('k_threshold'), String(a['k'] ?? '—')],
+  ];
+  if (a['mode'] === 'dp') {
+    rows.push([t('epsilon_budget'), typeof a['epsilon_budget'] === 'number' ? fmtNum(a['epsilon_budget'] as number, 3) : '—']);
+    if (bounds) rows.push([t('dp_bounds_terms'), `${bounds.max_groups_per_patient ?? '—'} / ${bounds.max_rows_per_group ?? '—'}`]);
+  }
+  if (a['approved_by']) rows.push([t('approved_by'), h('span', { translate: 'no' }, String(a['approved_by']))]);
+  if (a['approved_at']) rows.push([t('approved_at'), fmtDate(String(a['approved_at']))]);
+  return h(
+    'section',
+    { class: 'card approval-terms', id: 'approval-terms' },
+    h('h2', {}, t('approval_terms')),
+    h('dl', {}, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+  );
 }

@@ -1,7 +1,7 @@
 // Query history of one application: each query's SQL, outcome and code.
 import { api, listOf, qs } from '../api';
 import { clear, fmtDate, h } from '../dom';
-import { t } from '../i18n';
+import { fmtNum, hasLabel, label, t } from '../i18n';
 import { Ctx } from '../ui';
 
 interface QueryRow {
@@ -21,7 +21,7 @@ export async function renderHistory(ctx: Ctx, app: string) {
   const rows = listOf<QueryRow>(await api('GET', `/queries${qs({ application: app })}`), 'queries');
   clear(
     ctx.main,
-    h('h1', {}, `${t('nav_history')} — ${app}`),
+    h('h1', {}, `${t('nav_history')} — `, h('span', { translate: 'no' }, app)),
     rows.length === 0
       ? h('p', {}, t('none'))
       : h(
@@ -30,7 +30,7 @@ export async function renderHistory(ctx: Ctx, app: string) {
           h(
             'thead',
             {},
-            h('tr', {}, [t('when'), t('status'), t('code'), t('duration'), t('suppressed_cells'), 'SQL'].map((x) => h('th', { scope: 'col' }, x))),
+            h('tr', {}, [t('when'), t('status'), t('reason'), t('duration'), t('suppressed_cells'), t('sql')].map((x) => h('th', { scope: 'col' }, x))),
           ),
           h(
             'tbody',
@@ -40,11 +40,11 @@ export async function renderHistory(ctx: Ctx, app: string) {
                 'tr',
                 { 'data-outcome': r.outcome ?? r.status ?? '' },
                 h('td', {}, fmtDate(r.at)),
-                h('td', {}, h('span', { class: `badge out-${r.outcome ?? r.status}` }, r.outcome ?? r.status ?? '')),
-                h('td', {}, r.code ?? ''),
-                h('td', { class: 'num' }, r.duration_ms ?? ''),
-                h('td', { class: 'num' }, r.suppressed_cells ?? ''),
-                h('td', {}, h('pre', { class: 'sql' }, r.sql)),
+                h('td', {}, h('span', { class: `badge out-${r.outcome ?? r.status}` }, label('outcome', r.outcome ?? r.status ?? ''))),
+                h('td', { 'data-code': r.code ?? '' }, r.code ? (hasLabel('error', r.code) ? label('error', r.code) : t('error_generic')) : ''),
+                h('td', { class: 'num' }, typeof r.duration_ms === 'number' ? `${fmtNum(r.duration_ms, 0)} ms` : ''),
+                h('td', { class: 'num' }, typeof r.suppressed_cells === 'number' ? fmtNum(r.suppressed_cells, 0) : ''),
+                h('td', {}, h('pre', { class: 'sql', translate: 'no' }, r.sql)),
               ),
             ),
           ),

@@ -4,7 +4,7 @@
 // the reports that are due but missing.
 import { api, listOf } from '../api';
 import { clear, field, fmtDate, h } from '../dom';
-import { t } from '../i18n';
+import { fmtFy, hasLabel, label, t } from '../i18n';
 import { Ctx, errorBox, note } from '../ui';
 
 interface Report {
@@ -42,9 +42,9 @@ function figures(r: Report): HTMLElement {
     [t('usage_users'), r.users.join(', ') || '—'],
     [t('usage_sessions'), String(r.sessions)],
     [t('usage_answered'), String(r.queries_ok)],
-    [t('usage_refused'), `${r.queries_denied} ${Object.entries(r.refused_by_code).map(([c, n]) => `${c}: ${n}`).join(', ')}`],
+    [t('usage_refused'), `${r.queries_denied} ${Object.entries(r.refused_by_code).map(([c, n]) => `${hasLabel('error', c) ? label('error', c) : t('error_generic')}: ${n}`).join('、')}`],
     [t('usage_failed'), String(r.queries_error)],
-    [t('usage_suppressed'), `${r.suppressed_cells} ${Object.entries(r.suppressed_by_reason).map(([c, n]) => `${c}: ${n}`).join(', ')}`],
+    [t('usage_suppressed'), `${r.suppressed_cells} ${Object.entries(r.suppressed_by_reason).map(([c, n]) => `${c === 'differencing' ? t('usage_reason_differencing') : t('usage_reason_primary')}: ${n}`).join('、')}`],
     [t('usage_epsilon'), String(r.epsilon_spent)],
     [t('usage_releases'), `${r.releases_requested} / ${r.releases_approved}`],
     [t('usage_recs'), String(r.recommendations.length)],
@@ -116,9 +116,9 @@ async function showReport(box: HTMLElement, app: AppRow, fy: number, mine: boole
   );
   clear(
     box,
-    h('h2', {}, `${t('usage_title')} ${r.application} FY${r.fiscal_year}`),
+    h('h2', {}, `${t('usage_title')} `, h('span', { translate: 'no' }, r.application), ` ${fmtFy(r.fiscal_year)}`),
     figures(r),
-    h('p', {}, `${t('usage_download')}: `, h('a', { href: `${base}&format=csv`, id: 'usage-csv' }, 'CSV'), ' ', h('a', { href: `${base}&format=html`, id: 'usage-html', target: '_blank', rel: 'noopener' }, 'HTML')),
+    h('p', {}, `${t('usage_download')}: `, h('a', { href: `${base}&format=csv`, id: 'usage-csv' }, 'CSV'), ' ', h('a', { href: `${base}&format=html`, id: 'usage-html', target: '_blank', rel: 'noopener' }, 'HTML'), ' ', h('a', { href: `${base}&format=pdf`, id: 'usage-pdf', target: '_blank', rel: 'noopener' }, t('usage_pdf'))),
     mine ? file : null,
     msg,
     await publications(app.id, mine),
@@ -147,7 +147,10 @@ export async function renderReports(ctx: Ctx) {
   const apps = listOf<AppRow>(await api<unknown>('GET', '/applications'), 'applications').filter(
     (a) => oversees || a.applicant === ctx.me.username,
   );
-  const pickApp = h('select', { id: 'usage-app' }, apps.map((a) => h('option', { value: a.id }, `${a.id} ${a.form?.title ?? ''}`)));
+  const pickApp = h('select', { id: 'usage-app', translate: 'no' }, apps.map((a) => h('option', { value: a.id }, `${a.id} ${a.form?.title ?? ''}`)));
+  // A link from the review screen names the application (#/reports?app=ID).
+  const wanted = new URLSearchParams(location.hash.split('?')[1] ?? '').get('app');
+  if (wanted && apps.some((a) => a.id === wanted)) pickApp.value = wanted;
   const fy = h('input', { id: 'usage-fy', type: 'number', min: '2000', max: '2100', value: String(currentFy()) });
   const box = h('div', { id: 'usage-report' });
   const show = async () => {

@@ -1,29 +1,63 @@
-// Reviewer screens: inbox filtered by status, and an application with every field and its
-// history, where the reviewer approves (term within one fiscal year, scope, mode, k, ε), asks for
-// a correction, rejects, issues a corrective recommendation (是正勧告) or revokes.
-import { api, listOf, qs } from '../api';
+// Reviewer screens (issue 17 §4): an inbox with counts per status that opens on what needs
+// action (submitted applications and change applications), and an application whose text
+// comes first (read-only), then its approval terms as a readable form, its history and links
+// (usage report, release requests), and only then the decisions: approve (term within one
+// fiscal year, scope, mode, k, ε), ask for a correction, reject; on an approved application a
+// corrective recommendation (是正勧告) or revocation.
+import { api, listOf } from '../api';
 import { clear, field, fmtDate, h } from '../dom';
-import { t } from '../i18n';
+import { fmtNum, label, t } from '../i18n';
+import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 import { AppRecord, historyList, normalizeApp } from './apply';
-import { crossesFiscalYear, formEditor, formOf, fromText, getPath } from './forms';
+import { approvalView, crossesFiscalYear, formOf, formView, fromText, getPath } from './forms';
 
 const STATUSES = ['submitted', 'correction_requested', 'approved', 'rejected', 'revoked', 'expired', 'draft'];
+const NEEDS_ACTION = 'needs_action';
+
+function needsAction(a: AppRecord): boolean {
+  return a.status === 'submitted' || !!a['pending_change'];
+}
 
 export async function renderReview(ctx: Ctx, id?: string) {
   document.title = `${t('nav_review')} — kura`;
   if (id) return renderReviewDetail(ctx, id);
-  const params = new URLSearchParams(location.search);
-  const statusSel = h('select', { id: 'status-filter' }, h('option', { value: '' }, t('all')), STATUSES.map((s) => h('option', { value: s }, s)));
-  statusSel.value = params.get('status') ?? sessionStatus ?? 'submitted';
+  const all = listOf<AppRecord>(await api('GET', '/applications'), 'applications');
+  const counts = new Map<string, number>([[NEEDS_ACTION, all.filter(needsAction).length]]);
+  for (const s of STATUSES) counts.set(s, all.filter((a) => a.status === s).length);
+  const name = (s: string) => (s === NEEDS_ACTION ? t('needs_action') : s === '' ? t('all') : label('status', s));
+  const statusSel = h(
+    'select',
+    { id: 'status-filter' },
+    [NEEDS_ACTION, ...STATUSES, ''].map((s) => h('option', { value: s }, `${name(s)}（${counts.get(s) ?? all.length}）`)),
+  );
+  statusSel.value = sessionStatus ?? NEEDS_ACTION;
   const listBox = h('div', {});
-  const load = async () => {
+  const countBar = h('ul', { class: 'status-counts', id: 'inbox-counts', 'aria-label': t('inbox_counts') });
+  const load = () => {
     sessionStatus = statusSel.value;
-    const apps = listOf<AppRecord>(await api('GET', `/applications${qs({ status: statusSel.value })}`), 'applications');
+    const want = statusSel.value;
+    const apps = all.filter((a) => (want === NEEDS_ACTION ? needsAction(a) : want === '' ? true : a.status === want));
+    clear(
+      countBar,
+      [NEEDS_ACTION, ...STATUSES].map((s) =>
+        h(
+          'li',
+          {},
+          h(
+            'button',
+            { type: 'button', class: 'count-chip', 'data-status': s, 'aria-pressed': String(s === want), onclick: () => { statusSel.value = s; load(); } },
+            name(s),
+            ' ',
+            h('span', { class: 'count', 'data-count': String(counts.get(s) ?? 0) }, fmtNum(counts.get(s) ?? 0, 0)),
+          ),
+        ),
+      ),
+    );
     clear(
       listBox,
       apps.length === 0
-        ? h('p', {}, t('none'))
+        ? h('p', { class: 'empty' }, want === NEEDS_ACTION ? t('inbox_empty_action') : t('none'))
         : h(
             'table',
             { class: 'grid', id: 'inbox' },
@@ -35,10 +69,10 @@ export async function renderReview(ctx: Ctx, id?: string) {
                 h(
                   'tr',
                   { 'data-app': a.id },
-                  h('th', { scope: 'row' }, h('a', { href: `#/review/${encodeURIComponent(a.id)}` }, a.id)),
-                  h('td', {}, String(a['applicant'] ?? '')),
-                  h('td', {}, String(a['title'] ?? formOf(a)['title'] ?? '')),
-                  h('td', {}, statusBadge(a.status)),
+                  h('th', { scope: 'row' }, h('a', { href: `#/review/${encodeURIComponent(a.id)}`, translate: 'no' }, a.id)),
+                  h('td', { translate: 'no' }, String(a['applicant'] ?? '')),
+                  h('td', { translate: 'no' }, String(a['title'] ?? formOf(a)['title'] ?? '')),
+                  h('td', {}, statusBadge(a.status), a['pending_change'] ? h('span', { class: 'badge st-pending_change' }, label('status', 'pending_change')) : null),
                   h('td', {}, fmtDate(a['updated_at'] as string)),
                 ),
               ),
@@ -46,9 +80,9 @@ export async function renderReview(ctx: Ctx, id?: string) {
           ),
     );
   };
-  statusSel.addEventListener('change', () => void load());
-  clear(ctx.main, h('h1', {}, t('inbox')), field(t('filter_status'), statusSel), listBox);
-  await load();
+  statusSel.addEventListener('change', () => load());
+  clear(ctx.main, h('h1', {}, t('inbox')), countBar, field(t('filter_status'), statusSel), listBox);
+  load();
 }
 
 let sessionStatus: string | null = null;
@@ -187,16 +221,26 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
       ),
     );
   }
-  const approval = app['approval'];
+  const approval = app['approval'] as Record<string, unknown> | null | undefined;
+  const domains = await plainDomains();
   clear(
     ctx.main,
     h('p', {}, h('a', { href: '#/review' }, `← ${t('inbox')}`)),
-    h('h1', {}, `${app.id} `, statusBadge(app.status)),
-    h('p', {}, `${t('applicant')}: ${String(app['applicant'] ?? '')}`),
+    h('h1', {}, h('span', { translate: 'no' }, app.id), ' ', statusBadge(app.status)),
+    h('p', {}, `${t('applicant')}: `, h('span', { translate: 'no' }, String(app['applicant'] ?? ''))),
+    h(
+      'nav',
+      { class: 'links', 'aria-label': t('links') },
+      h('a', { class: 'button', href: `#/reports?app=${encodeURIComponent(app.id)}`, id: 'link-usage' }, t('usage_report_link')),
+      ' ',
+      h('a', { class: 'button', href: `#/releases?application=${encodeURIComponent(app.id)}`, id: 'link-releases' }, t('releases_link')),
+    ),
+    formView(form, domains),
+    approval ? approvalView(approval, domains) : null,
+    app.status === 'approved' ? h('p', { class: 'hint', id: 'read-only-note' }, t('read_only_note')) : null,
+    historyList(app),
+    panels.length ? h('h2', { class: 'decisions-head' }, t('after_decision')) : null,
     msg,
     panels,
-    approval ? h('section', { class: 'card' }, h('h2', {}, t('approve')), h('pre', { class: 'json' }, JSON.stringify(approval, null, 2))) : null,
-    historyList(app),
-    formEditor(form, true).el,
   );
 }
