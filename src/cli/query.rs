@@ -11,7 +11,7 @@
 //! is passed in by the caller as `run`, so this module never offers a way around it.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,11 +22,13 @@ use crate::catalog::Catalog;
 use crate::engine::{Limits, open_extract};
 use crate::privacy::ReleasedResult;
 use crate::query::{QueryError, QueryOutcome};
+use crate::sql::extract::EXTRACT_MANIFEST;
 
 /// Arguments of `kura query`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
-    /// Extract directory of the application (built by the gateway; holds extract.json).
+    /// Extract directory: one version (holds extract.json), or the application's folder
+    /// when it holds exactly one version.
     #[arg(long)]
     pub extract: PathBuf,
     /// Catalogue file (default: the catalogue compiled into kura).
@@ -215,6 +217,37 @@ pub fn render_table(result: &ReleasedResult) -> String {
     out
 }
 
+/// The extract version to open: `dir` itself when it holds a manifest, else its only
+/// version folder (extracts are versioned, `<application>/<extract id>/`). A folder with
+/// none or several is refused with what to pass instead.
+fn extract_version(dir: &Path) -> Result<PathBuf, String> {
+    if dir.join(EXTRACT_MANIFEST).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let versions: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            format!(
+                "cannot read {}: {e} / 抽出データのフォルダを読めません",
+                dir.display()
+            )
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.join(EXTRACT_MANIFEST).is_file())
+        .collect();
+    match versions.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "{} holds no extract ({EXTRACT_MANIFEST}); build it first / 抽出データがありません（先に作成してください）",
+            dir.display()
+        )),
+        _ => Err(format!(
+            "{} holds {} extract versions; pass one of them with --extract / 抽出データが複数あります。--extract でどれか一つを指定してください",
+            dir.display(),
+            versions.len()
+        )),
+    }
+}
+
 /// Run `kura query`. `run` is the query path (`query::suppression::run_query` with the
 /// disclosure rules bound); it receives the extract's session, the SQL, the catalogue
 /// and the limits. Exit code 0 on a released result, 2 on a refusal the caller can fix,
@@ -251,8 +284,15 @@ where
             return ExitCode::from(2);
         }
     };
+    let extract = match extract_version(&args.extract) {
+        Ok(dir) => dir,
+        Err(msg) => {
+            eprintln!("kura query: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let limits = args.limits();
-    let outcome = match open_extract(&args.extract, &catalog, &limits) {
+    let outcome = match open_extract(&extract, &catalog, &limits) {
         Ok(ctx) => run(&ctx, &sql, &catalog, &limits).await,
         Err(e) => Err(e),
     };

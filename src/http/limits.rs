@@ -5,8 +5,8 @@
 //! input_too_long`, naming the field (as a JSON path) and its limit, and nothing of it
 //! reaches the store: one client cannot fill the disk (and so stop every answer, which
 //! needs its audit write) by sending huge usernames or SQL. Limits: [`USERNAME_CHARS`]
-//! for `username` and `application`, [`SQL_CHARS`] for `sql` (also inside notebook
-//! cells), [`PASSWORD_CHARS`] for `password` (argon2 hashes what it gets), and
+//! for `username` and `application`, [`SQL_CHARS`] for `sql` and a notebook cell's
+//! `source`, [`PASSWORD_CHARS`] for `password` (argon2 hashes what it gets), and
 //! [`TEXT_CHARS`] for every other string. Counted in characters, not bytes.
 
 use axum::body::{Body, Bytes};
@@ -31,7 +31,8 @@ pub const TEXT_CHARS: usize = 20_000;
 fn limit_of(key: &str) -> usize {
     match key {
         "username" | "application" | "user" => USERNAME_CHARS,
-        "sql" => SQL_CHARS,
+        // A notebook cell's `source` is a query too.
+        "sql" | "source" => SQL_CHARS,
         "password" => PASSWORD_CHARS,
         _ => TEXT_CHARS,
     }

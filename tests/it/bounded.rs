@@ -46,7 +46,15 @@ impl Session {
         let (status, v) = self.query(sql).await;
         assert_eq!(v["error"]["code"], code, "{what}: {status} {v}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(" / ") && msg.contains("上限"), "{what}: {msg}");
+        let limit_word = if code == "input_too_long" {
+            "超えています"
+        } else {
+            "上限"
+        };
+        assert!(
+            msg.contains(" / ") && msg.contains(limit_word),
+            "{what}: {msg}"
+        );
         self.alive(what).await;
         v
     }
@@ -209,7 +217,33 @@ async fn attack_the_server_survives_huge_and_deep_queries() {
         ),
     ];
     for (what, sql, code) in &cases {
+        // Anything longer than the SQL limit of every request is refused before it is
+        // parsed; the cases under it (below) reach the parser's and planner's bounds.
+        let code = if sql.chars().count() > kura::http::limits::SQL_CHARS {
+            "input_too_long"
+        } else {
+            code
+        };
         s.refused_then_alive(what, sql, code).await;
+    }
+    let under_the_length_limit: Vec<(&str, String)> = vec![
+        ("12,000-term AND", where_(chain("1=1", " AND ", 12_000))),
+        (
+            "5,000-term OR",
+            where_(chain("birth_year = 1", " OR ", 5_000)),
+        ),
+        ("20,000-term 1+1+…", summed(chain("1", "+", 20_000))),
+        (
+            "abs(abs(…)) 9,000 deep",
+            summed(nested("abs(", "birth_year", ")", 9_000)),
+        ),
+    ];
+    for (what, sql) in &under_the_length_limit {
+        assert!(
+            sql.chars().count() <= kura::http::limits::SQL_CHARS,
+            "{what}"
+        );
+        s.refused_then_alive(what, sql, "invalid_sql").await;
     }
     // An IN list of 5,000 values is within the bounds and is answered.
     let in_list = where_(format!(
@@ -251,6 +285,16 @@ fn cli_query_is_bounded(extract: &std::path::Path, where_: &dyn Fn(String) -> St
     assert!(err.contains("invalid_sql"), "{err}");
     let (code, err) = run(where_(chain("1=1", " AND ", 100)));
     assert_eq!(code, Some(0), "{err}");
+    // A folder without an extract is a clear refusal (exit 2), not an internal error.
+    let out = crate::support::server::kura()
+        .args(["query", "--extract"])
+        .arg(extract.with_file_name("no-such-application"))
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("抽出データのフォルダを読めません"), "{err}");
 }
 
 /// A random expression over `birth_year` nesting `depth` levels: operators,

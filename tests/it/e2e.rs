@@ -54,8 +54,10 @@ async fn demo_binary_serves_the_contract() {
     assert!(!result["rows"].as_array().unwrap().is_empty());
 
     // Attack: one ~140 kB WHERE of 20,000 `1=1` used to overflow a worker's stack and
-    // abort the whole server. It is refused, and the same server still answers.
-    let deep = vec!["1=1"; 20_000].join(" AND ");
+    // abort the whole server. Requests are now limited to 100,000 characters of SQL, so
+    // the attack is the longest chain under that limit (12,000 terms, ~96 kB): it is
+    // refused by the parser's bounds, and the same server still answers.
+    let deep = vec!["1=1"; 12_000].join(" AND ");
     let deep_sql = format!("SELECT sex, count(*) AS n FROM patient WHERE {deep} GROUP BY sex");
     let deep_body = json!({"application": "A-DEMO-0001", "sql": deep_sql});
     let r = call(&http, query.clone(), &r1, Some(deep_body)).await;

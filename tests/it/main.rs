@@ -24,6 +24,7 @@ mod foundation;
 mod functions;
 mod ipynb;
 mod ledger_e2e;
+mod ledger_users;
 mod ordering;
 // production (issue 14)
 mod production;

@@ -1,0 +1,196 @@
+//! Differencing across the researchers of one application (issue 11, item 1): the release
+//! ledger belongs to the application's extract, not to a user. researcher1 is released a
+//! count that leaves out 1–4 patients; researcher2, named on the same application, then
+//! asks for the total. Each number passes k = 5 on its own; their difference is the small
+//! group, so the total is suppressed for `differencing`. Control: the same question by
+//! researcher2 without researcher1's earlier answer (a fresh server over the same data) is
+//! released, so it is the shared ledger that closes the channel.
+//!
+//! Everything runs over the real router, store and engine plane.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use serde_json::{Value, json};
+
+use kura::catalog::Catalog;
+use kura::config::HttpSettings;
+use kura::engine::Limits;
+use kura::http::{AppState, app};
+use kura::policy::Policy;
+use kura::query::engine_plane::EnginePlane;
+
+use crate::support::SourceData;
+use crate::support::fixtures::{self, Approved, PASSWORD, USERS};
+use crate::support::http::call_router;
+use crate::support::server::live_extract;
+
+const APP: &str = "A-TWO";
+
+struct Fx {
+    dir: tempfile::TempDir,
+    router: Router,
+}
+
+/// A server over a generated registry with one suppression application naming (and
+/// pledged by) researcher1 and researcher2.
+async fn fixture() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    SourceData::generate(1500, 20261207).write(&dir.path().join("data"), &catalog);
+    let names: Vec<&str> = USERS.iter().map(|u| u.0).collect();
+    let store = fixtures::store_with_users(dir.path(), &names).await;
+    let mut two = fixtures::approved_applications()[0].clone_as(APP);
+    two.named = &["researcher1", "researcher2"];
+    two.pledged = &["researcher1", "researcher2"];
+    fixtures::approve(&store, &two).await;
+    let plane = EnginePlane::open(
+        dir.path().join("data"),
+        dir.path().join("extracts"),
+        &[7; 32],
+        catalog.clone(),
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    let state = AppState {
+        policy: Arc::new(Policy::load(&store).await.unwrap()),
+        store,
+        data: Arc::new(plane),
+        catalog,
+        settings: Arc::new(HttpSettings::default()),
+        admission: Arc::new(kura::query::admission::Admission::new(64)),
+        login_rate: Arc::default(),
+    };
+    // The extract is built as the approval builds it.
+    let approved = state.store.application(APP).await.unwrap().unwrap();
+    let scope = approved.approval.unwrap().scope;
+    kura::http::applications::build_extract(&state, APP, &scope, "reviewer1")
+        .await
+        .unwrap();
+    Fx {
+        dir,
+        router: app(state),
+    }
+}
+
+impl Fx {
+    async fn login(&self, user: &str) -> String {
+        let body = json!({"username": user, "password": PASSWORD});
+        let (s, _, v) = call_router(
+            &self.router,
+            Method::POST,
+            "/api/v1/session",
+            None,
+            Some(body),
+            &[],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    async fn query(&self, token: &str, sql: &str) -> Value {
+        let body = json!({"application": APP, "sql": sql});
+        let (s, _, v) = call_router(
+            &self.router,
+            Method::POST,
+            "/api/v1/query",
+            Some(token),
+            Some(body),
+            &[],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{sql}: {v}");
+        v
+    }
+
+    /// A birth year held by 1–4 patients of the application's extract (read from its
+    /// Parquet: the test knows the data; an attacker would try years in turn).
+    async fn rare_birth_year(&self) -> i64 {
+        let extract = live_extract(self.dir.path(), APP);
+        let ctx = SessionContext::new();
+        let file = extract.join("patient.parquet");
+        ctx.register_parquet("p", file.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT CAST(birth_year AS BIGINT) AS y FROM p GROUP BY birth_year HAVING count(*) BETWEEN 1 AND 4 ORDER BY y LIMIT 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("a rare birth year exists in the extract")
+            .value(0)
+    }
+}
+
+const TOTAL: &str = "SELECT count(*) AS n FROM patient";
+/// Builds the extract without touching the total's set (two groups, both large).
+const WARM_UP: &str = "SELECT sex, count(*) AS n FROM patient GROUP BY sex";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_two_researchers_of_one_application_difference_their_answers() {
+    let fx = fixture().await;
+    let r1 = fx.login("researcher1").await;
+    let r2 = fx.login("researcher2").await;
+    fx.query(&r1, WARM_UP).await;
+    let year = fx.rare_birth_year().await;
+    let but = fx
+        .query(
+            &r1,
+            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
+        )
+        .await;
+    let n = but["rows"][0][0].as_i64().expect("released on its own");
+    assert!(n > 100, "{but}");
+    let total = fx.query(&r2, TOTAL).await;
+    assert_eq!(total["rows"][0][0], Value::Null, "{total}");
+    assert_eq!(
+        total["disclosure"]["differencing"],
+        json!([[0, 0]]),
+        "{total}"
+    );
+    // researcher1's own answer is unchanged when asked again by researcher2: the same cell.
+    let again = fx
+        .query(
+            &r2,
+            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
+        )
+        .await;
+    assert_eq!(again["rows"][0][0].as_i64(), Some(n));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_without_the_first_answer_the_total_is_released() {
+    let fx = fixture().await;
+    let r1 = fx.login("researcher1").await;
+    let r2 = fx.login("researcher2").await;
+    fx.query(&r1, WARM_UP).await;
+    let total = fx.query(&r2, TOTAL).await;
+    let n = total["rows"][0][0].as_i64().expect("released");
+    assert!(n > 100, "{total}");
+    let differencing = total["disclosure"]["differencing"].as_array();
+    assert!(differencing.is_none_or(|d| d.is_empty()), "{total}");
+}
+
+impl Approved {
+    /// The same approval under another application id.
+    fn clone_as(&self, id: &'static str) -> Approved {
+        Approved {
+            id,
+            named: self.named,
+            term: self.term,
+            mode: self.mode,
+            epsilon_budget: self.epsilon_budget,
+            pledged: self.pledged,
+        }
+    }
+}
