@@ -57,9 +57,13 @@ fn credentials(md: &MetadataMap) -> Result<Option<Credentials>, Status> {
             "The `authorization: Basic` header is not base64 of `username:password`. / Basic 認証ヘッダーが不正です。",
         )
     };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| bad())?;
+    // Padding optional: Go's Flight client (the ADBC driver) sends unpadded base64.
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let raw = engine.decode(b64.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (username, password) = text.split_once(':').ok_or_else(bad)?;
     if username.len() > MAX_CREDENTIAL || password.len() > MAX_CREDENTIAL {
@@ -161,4 +165,36 @@ pub async fn handshake<T>(
         MetadataValue::try_from(format!("Bearer {token}")).map_err(|e| status::internal(&e))?;
     resp.metadata_mut().insert("authorization", header);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(header: &str) -> Result<Option<Credentials>, Status> {
+        let mut md = MetadataMap::new();
+        md.insert("authorization", header.parse().unwrap());
+        credentials(&md)
+    }
+
+    #[test]
+    fn basic_credentials_parse_with_or_without_base64_padding() {
+        // "researcher1:pw" is 14 bytes: padded "…cHc=", unpadded as Go's Flight client sends it.
+        for header in ["Basic cmVzZWFyY2hlcjE6cHc=", "basic cmVzZWFyY2hlcjE6cHc"] {
+            match basic(header) {
+                Ok(Some(Credentials::Basic { username, password })) => {
+                    assert_eq!(
+                        (username.as_str(), password.as_str()),
+                        ("researcher1", "pw")
+                    );
+                }
+                _ => panic!("{header} not parsed"),
+            }
+        }
+        // Control: not base64, or no colon, is refused.
+        for header in ["Basic !!!", "Basic cmVzZWFyY2hlcjE"] {
+            let e = basic(header).err().expect(header);
+            assert!(e.message().contains("invalid_request"), "{header}: {e:?}");
+        }
+    }
 }

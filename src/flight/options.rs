@@ -31,8 +31,10 @@ pub const MAX_ROWS: &str = "kura.max_rows_per_group";
 /// The longest application id accepted (ids are short; a long one is a mistake).
 const MAX_APPLICATION: usize = 64;
 
+/// The header `name`; if it was sent more than once, the last value (ADBC appends a call
+/// header set again on a connection rather than replacing it, so the latest is the last).
 fn text<'a>(md: &'a MetadataMap, name: &str) -> Result<Option<&'a str>, Status> {
-    match md.get(name) {
+    match md.get_all(name).iter().last() {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
             status::invalid_request(&format!(
@@ -89,4 +91,21 @@ pub fn request(md: &MetadataMap, sql: String) -> Result<QueryRequest, Status> {
         max_groups_per_patient: number(md, MAX_GROUPS, "give a whole number from 1 to 1000")?,
         max_rows_per_group: number(md, MAX_ROWS, "give a whole number from 1 to 1000")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_sent_again_takes_its_last_value() {
+        let mut md = MetadataMap::new();
+        md.append(APPLICATION, "A-DEMO-0001".parse().unwrap());
+        assert_eq!(application(&md).unwrap(), "A-DEMO-0001");
+        md.append(APPLICATION, "A-DEMO-0003".parse().unwrap());
+        assert_eq!(application(&md).unwrap(), "A-DEMO-0003");
+        // Control: no header at all is refused with the fix.
+        let e = application(&MetadataMap::new()).unwrap_err();
+        assert!(e.message().contains("application_required"), "{e:?}");
+    }
 }
