@@ -34,7 +34,7 @@ const MAX_APPLICATION: usize = 64;
 /// The header `name`; if it was sent more than once, the last value (ADBC appends a call
 /// header set again on a connection rather than replacing it, so the latest is the last).
 fn text<'a>(md: &'a MetadataMap, name: &str) -> Result<Option<&'a str>, Status> {
-    match md.get_all(name).iter().last() {
+    match md.get_all(name).iter().next_back() {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
             status::invalid_request(&format!(
