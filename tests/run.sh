@@ -52,10 +52,12 @@ fi
 # database (src/store/testing.rs).
 echo "== tests on PostgreSQL (store and API suites)"
 pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+# clients and scale (issue 15): Flight SQL and .ipynb export/import also run on PostgreSQL.
+pg_filter="$pg_filter | test(/^flight::/) | test(/^ipynb::/)"
 if cargo nextest --version >/dev/null 2>&1; then
   KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
 else
-  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store flight:: ipynb::
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again
