@@ -48,6 +48,10 @@ pub enum ConfigError {
     },
     #[error("secret `{name}` is invalid: {why} / 秘密鍵 {name} が不正です")]
     SecretInvalid { name: &'static str, why: String },
+    #[error(
+        "trusted_proxies: `{value}` is not a network; list the reverse proxies as CIDR blocks or addresses such as 10.0.0.5/32 / trusted_proxies の値が不正です（例 10.0.0.5/32）"
+    )]
+    TrustedProxy { value: String },
 }
 
 /// How a value is read from an environment variable.
@@ -99,6 +103,20 @@ impl EnvValue for Option<u16> {
             return Some(None);
         }
         s.parse::<u16>().ok().filter(|p| *p > 0).map(Some)
+    }
+}
+
+/// A list from one environment variable: comma-separated, blanks dropped.
+impl EnvValue for Vec<String> {
+    const EXPECTED: &'static str = "a comma-separated list";
+    fn parse_env(s: &str) -> Option<Self> {
+        Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect(),
+        )
     }
 }
 
@@ -226,6 +244,8 @@ options! {
     audit_checkpoint_secs: u64 = 300, "300";
     /// Webhook that receives each new audit alert as JSON (`http://host:port/path`, e.g. a local mail or chat relay); empty means none.
     alert_webhook_url: Option<String> = None, "(none)";
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For` is believed when checking an approval's place of use; from any other peer the header is ignored. Environment: comma-separated.
+    trusted_proxies: Vec<String> = Vec::new(), "[] (none)";
     /// Font file (TrueType/OpenType covering Japanese) for PDF reports; empty means the first found of Debian's IPA Gothic (fonts-ipafont-gothic) and other common Japanese fonts.
     report_font: Option<PathBuf> = None, "(IPA Gothic, found at run time)";
     /// Directory of annual report definitions (`*.toml` and their SQL, see docs/reports.md); empty means the definitions compiled into kura (`queries/annual/`).
@@ -362,6 +382,8 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub request_timeout: std::time::Duration,
     pub concurrency: usize,
+    /// Peers whose `X-Forwarded-For` is believed for the place of use (`policy::place`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The operator's token for `GET /metrics` on the API address (`None`: not served there).
     pub metrics_token: Option<Secret>,
     /// Login attempts per minute from one client address (0: no limit).
@@ -381,6 +403,7 @@ impl Default for HttpSettings {
             body_limit: 1 << 20,
             request_timeout: std::time::Duration::from_secs(120),
             concurrency: 64,
+            trusted_proxies: Vec::new(),
             metrics_token: None,
             login_per_minute: 0,
             report_font: None,
@@ -500,7 +523,20 @@ impl Config {
             login_per_minute: self.login_per_minute,
             report_font: self.report_font.clone(),
             annual_reports_dir: self.annual_reports_dir.clone(),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// The trusted reverse proxies, each checked: one bad entry stops the start rather
+    /// than silently trusting less (or more) than the operator wrote.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|v| {
+                crate::policy::place::parse_network(v)
+                    .ok_or_else(|| ConfigError::TrustedProxy { value: v.clone() })
+            })
+            .collect()
     }
 
     /// The operator's metrics token, from `metrics_token_file` (a private file) or

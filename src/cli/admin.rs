@@ -76,6 +76,7 @@ pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitC
             username,
             roles,
             manufacturer,
+            facility,
             display_name,
             affiliation,
             title,
@@ -83,10 +84,17 @@ pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitC
         } => {
             let roles: Vec<Role> = roles
                 .iter()
-                .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role `{r}`; use researcher, reviewer, auditor, pms or admin / 不明なロールです")))
+                .map(|r| Role::parse(r).ok_or_else(|| format!("unknown role `{r}`; use researcher, reviewer, auditor, pms, admin or facility / 不明なロールです")))
                 .collect::<Result<_, _>>()?;
             if roles.contains(&Role::Pms) != manufacturer.is_some() {
                 return Err("a pms account needs --manufacturer, and only pms accounts take one / pms ロールには --manufacturer が必要です".into());
+            }
+            // seeds (issue 16 §2): a medical institution's account is bound to one facility
+            let valid = facility
+                .as_deref()
+                .is_some_and(crate::policy::facility::valid_facility_code);
+            if roles.contains(&Role::Facility) != valid {
+                return Err("a facility account needs --facility CODE (1–32 letters, digits, - or _), and only facility accounts take one / facility ロールには --facility が必要です".into());
             }
             let (pw, generated) = read_password(password_stdin)?;
             let hash = auth::hash_password(&pw).map_err(|e| e.to_string())?;
@@ -105,6 +113,12 @@ pub async fn user_command(args: ConfigArgs, action: UserCommand) -> Result<ExitC
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(code) = &facility {
+                store
+                    .set_facility(&username, Some(code), &operator())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             println!("created {username} / アカウントを作成しました");
             if generated {
                 println!("password: {pw}");
@@ -227,6 +241,10 @@ async fn app_state(
     let policy = crate::policy::Policy::load(&store)
         .await
         .map_err(|e| crate::errors::chain(&e))?;
+    let mut settings = cfg.http_settings();
+    // seeds (issue 16 §1): the proxies whose forwarded address counts for the place of use
+    settings.trusted_proxies = cfg.trusted_proxies().map_err(|e| e.to_string())?;
+    settings.metrics_token = cfg.metrics_token(&process_env).map_err(|e| e.to_string())?;
     // production (issue 14): one memory pool for all queries, queries on their own runtime
     crate::engine::memory::set_global_limit(cfg.memory_pool_mib << 20);
     crate::engine::runtime::configure(cfg.query_threads);
@@ -241,10 +259,7 @@ async fn app_state(
         policy: std::sync::Arc::new(policy),
         data,
         catalog,
-        settings: std::sync::Arc::new(crate::config::HttpSettings {
-            metrics_token: cfg.metrics_token(&process_env).map_err(|e| e.to_string())?,
-            ..cfg.http_settings()
-        }),
+        settings: std::sync::Arc::new(settings),
         admission: std::sync::Arc::new(crate::query::admission::Admission::new(cfg.query_per_user)),
         login_rate: std::sync::Arc::new(crate::auth::rate::AddressRate::per_minute(
             cfg.login_per_minute,

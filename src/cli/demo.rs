@@ -154,6 +154,14 @@ pub const ACCOUNTS: &[DemoAccount] = &[
         manufacturer: None,
         what: "operator",
     },
+    // seeds (issue 16 §2): a medical institution (bound to the demo facility by
+    // demo_seeds::seed_facility)
+    DemoAccount {
+        username: "facility1",
+        role: Role::Facility,
+        manufacturer: None,
+        what: "medical institution F13001 (scope FAC-F13001, feedback report)",
+    },
 ];
 
 /// Create the demo accounts, or reset their passwords on a re-run. Returns
@@ -246,6 +254,9 @@ fn demo_form(title: &str, users: &[&str], diseases: &[i32], term: Term) -> Appli
         place_of_use: "Demo University research facility / デモ大学研究施設".into(),
         publication_plan: "Journal article, aggregated only. / 論文（集計値のみ）".into(),
         contact: "demo-office@example.invalid".into(),
+        // seeds (issue 16 §1 §5)
+        networks: super::demo_seeds::demo_networks(),
+        lead_investigator: None,
     }
 }
 
@@ -351,6 +362,7 @@ pub async fn seed_applications(
                         fiscal_years: None,
                         prefectures: None,
                         manufacturers: None,
+                        facilities: None,
                     },
                     mode,
                     k: 5,
@@ -358,6 +370,9 @@ pub async fn seed_applications(
                     dp_bounds: None,
                     approved_by: "reviewer1".into(),
                     approved_at: Utc::now(),
+                    // seeds (issue 16 §1 §3): the demo's place of use, the published fields
+                    networks: Some(super::demo_seeds::demo_networks()),
+                    published: Some(super::demo_seeds::demo_published(&form)),
                 });
                 let ev = AuditEvent::ok(
                     "reviewer1",
@@ -389,10 +404,13 @@ pub async fn seed_applications(
     }
     let pms_scope = crate::policy::pms_scope("M01");
     ensure_extract(store, data, &pms_scope_id("M01"), &pms_scope).await?;
+    // seeds (issue 16 §2 §6): the medical institution, the JaSMIn study
+    super::demo_seeds::seed_facility(store, data).await?;
+    super::demo_seeds::seed_jasmin(store, data, today).await?;
     Ok(())
 }
 
-async fn ensure_extract(
+pub(super) async fn ensure_extract(
     store: &Store,
     data: &dyn DataPlane,
     id: &str,
@@ -419,7 +437,13 @@ async fn ensure_extract(
 struct DataStamp {
     patients: u64,
     seed: u64,
+    /// The generator's shape (a stamp from an older shape rebuilds the data).
+    shape: u32,
 }
+
+/// The shape of the synthetic data: 2 adds JaSMIn, facility columns on every encounter
+/// table, and the severity tables' laboratory values and judgements (issue 16).
+const DATA_SHAPE: u32 = 2;
 
 /// Generate and ingest the synthetic registry into `<dir>/data`, unless data generated
 /// with the same size and seed are already there.
@@ -428,6 +452,7 @@ pub async fn prepare_data(dir: &Path, patients: u64) -> Result<(), DemoError> {
     let want = DataStamp {
         patients,
         seed: DEMO_SEED,
+        shape: DATA_SHAPE,
     };
     let data = dir.join("data");
     let have: Option<DataStamp> = std::fs::read_to_string(&stamp_path)

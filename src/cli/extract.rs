@@ -53,6 +53,7 @@ impl ExtractArgs {
             fiscal_years: self.fiscal_years.clone(),
             prefectures: self.prefectures.clone(),
             manufacturers: self.manufacturers.clone(),
+            facilities: None,
         }
     }
 }

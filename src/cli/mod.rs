@@ -9,6 +9,8 @@ pub mod admin;
 pub mod backup;
 pub mod bench;
 pub mod demo;
+// seeds (issue 16): facility1, the JaSMIn study
+pub mod demo_seeds;
 pub mod extract;
 pub mod query;
 // oversight (issue 13 §2): `kura report`
@@ -254,12 +256,15 @@ pub enum UserCommand {
     /// Create an account; prints a generated password unless --password-stdin is given.
     Add {
         username: String,
-        /// researcher | reviewer | auditor | pms | admin (repeatable)
+        /// researcher | reviewer | auditor | pms | admin | facility (repeatable)
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
         /// Manufacturer code of a PMS team account (e.g. M01).
         #[arg(long)]
         manufacturer: Option<String>,
+        /// Facility code of a medical institution's account (role facility, e.g. F13001).
+        #[arg(long)]
+        facility: Option<String>,
         #[arg(long, default_value = "")]
         display_name: String,
         #[arg(long, default_value = "")]

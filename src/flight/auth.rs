@@ -27,6 +27,9 @@ use crate::store::model::User;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: User,
+    /// Where the call came from (the connection's peer; gRPC has no forwarding proxies to
+    /// believe), for the approval's place of use (`policy::place`).
+    pub origin: crate::policy::place::Origin,
 }
 
 /// The handshake's answer stream.
@@ -104,7 +107,8 @@ async fn session(st: &AppState, info: &PeerInfo, token: &str) -> Result<Caller, 
     )
     .await
     .map_err(status::login)?;
-    Ok(Caller { user })
+    let origin = crate::policy::place::Origin(info.remote.map(|a| a.ip()));
+    Ok(Caller { user, origin })
 }
 
 /// The caller of a call: its bearer token's live session (and certificate binding).

@@ -25,12 +25,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::json;
 use tonic::Status;
 
+use super::auth::Caller;
 use super::status;
 use crate::audit::AuditEvent;
 use crate::catalog::Table;
 use crate::http::AppState;
 use crate::policy::Action;
-use crate::store::model::User;
 
 /// The catalogue name queries see (DataFusion's default).
 pub const CATALOG: &str = "datafusion";
@@ -42,12 +42,20 @@ pub const TABLE_TYPE: &str = "TABLE";
 /// The catalogue tables of `application`'s scope, after authorising `user`.
 pub async fn scope_tables<'a>(
     st: &'a AppState,
-    user: &User,
+    caller: &Caller,
     application: &str,
 ) -> Result<Vec<&'a Table>, Status> {
+    let (user, origin) = (&caller.user, caller.origin);
     let resolved = st
         .policy
-        .resolve(&st.store, user, application, Action::Catalog, st.today())
+        .resolve(
+            &st.store,
+            user,
+            application,
+            Action::Catalog,
+            st.today(),
+            origin,
+        )
         .await
         .map_err(status::store)?;
     let grant = match resolved {

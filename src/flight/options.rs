@@ -90,6 +90,8 @@ pub fn request(md: &MetadataMap, sql: String) -> Result<QueryRequest, Status> {
         epsilon: number(md, EPSILON, "give a positive number such as 0.5")?,
         max_groups_per_patient: number(md, MAX_GROUPS, "give a whole number from 1 to 1000")?,
         max_rows_per_group: number(md, MAX_ROWS, "give a whole number from 1 to 1000")?,
+        // The caller's address is the service's to set (`auth::Caller::origin`).
+        origin: crate::policy::place::Origin::UNKNOWN,
     })
 }
 

@@ -79,7 +79,8 @@ impl KuraFlightSql {
         sql: String,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let request = options::request(md, sql)?;
+        let mut request = options::request(md, sql)?;
+        request.origin = caller.origin;
         let answer = self
             .st
             .gateway()
@@ -154,7 +155,7 @@ impl KuraFlightSql {
     async fn scope<T>(&self, req: &Request<T>) -> Result<Vec<&crate::catalog::Table>, Status> {
         let caller = auth::caller(&self.st, req).await?;
         let application = options::application(req.metadata())?;
-        catalog::scope_tables(&self.st, &caller.user, &application).await
+        catalog::scope_tables(&self.st, &caller, &application).await
     }
 }
 

@@ -36,7 +36,11 @@ fn can_oversee(u: &User) -> bool {
 }
 
 fn visible(u: &User, app: &Application) -> bool {
-    can_oversee(u) || app.applicant == u.username || app.is_named(&u.username)
+    can_oversee(u)
+        || app.applicant == u.username
+        || app.is_named(&u.username)
+        // seeds (issue 16 §5): the research lead whose consent (form 3) is asked
+        || super::consent::is_lead(app, &u.username)
 }
 
 pub(super) async fn load_visible(
@@ -184,8 +188,10 @@ pub async fn create(
     who: AuthUser,
     body: JsonBody<ApplicationForm>,
 ) -> Result<(StatusCode, Json<Application>), ApiError> {
-    let Json(form) = body?;
+    let Json(mut form) = body?;
     authorize(&st, &who, Action::Apply, None).await?;
+    // seeds (issue 16 §5): the lead's consent is the lead's action, never the form's
+    form.lead_consent = None;
     let app = st
         .store
         .create_application(None, &who.user.username, &form)
@@ -248,7 +254,8 @@ pub async fn edit(
     require_applicant(&who, &app)?;
     let to = workflow::next_status(app.status, "edit").map_err(transition_error)?;
     let mut next = app.clone();
-    next.form = form;
+    // seeds (issue 16 §5): an edit keeps the lead's consent only if nothing else changed
+    next.form = super::consent::edited(&app.form, form);
     next.status = to;
     Ok(Json(
         save(&st, &who, &app, &next, "edit", None, json!({})).await?,
@@ -267,6 +274,8 @@ pub async fn submit(
     require_applicant(&who, &app)?;
     let to = workflow::next_status(app.status, "submit").map_err(transition_error)?;
     validate_submission(&st, &app.form).await?;
+    // seeds (issue 16 §5): no submission without the lead's consent (form 3)
+    super::consent::require_lead_consent(&app.form)?;
     let mut next = app.clone();
     next.status = to;
     Ok(Json(
@@ -284,9 +293,11 @@ pub async fn change(
     Path(id): Path<String>,
     body: JsonBody<ApplicationForm>,
 ) -> Result<Json<Application>, ApiError> {
-    let Json(form) = body?;
+    let Json(mut form) = body?;
     let app = load_visible(&st, &who, &id).await?;
     require_applicant(&who, &app)?;
+    // seeds (issue 16 §5): the lead consents to the change from their own account
+    form.lead_consent = None;
     if app.effective_status(st.today()) != Status::Approved {
         return Err(transition_error(
             "A change application needs an approved application in its term; otherwise edit the draft or file a new application. / 変更申請は承認済みの申請にのみ行えます。".into(),
@@ -318,7 +329,7 @@ pub async fn pledge(
     }
     if matches!(
         app.effective_status(st.today()),
-        Status::Rejected | Status::Revoked | Status::Expired
+        Status::Rejected | Status::Revoked | Status::Expired | Status::Withdrawn
     ) {
         return Err(transition_error(
             "This application is closed; no pledge is needed. / この申請は終了しています。".into(),
@@ -329,7 +340,7 @@ pub async fn pledge(
 }
 
 /// The application a reviewer acts on: authorised to review, visible, and not one on
-/// which the reviewer is named or the applicant.
+/// which the reviewer is named, the applicant or the research lead.
 async fn load_for_review(st: &AppState, who: &AuthUser, id: &str) -> Result<Application, ApiError> {
     authorize(st, who, Action::Review, Some(id)).await?;
     let app = load_visible(st, who, id).await?;
@@ -338,7 +349,9 @@ async fn load_for_review(st: &AppState, who: &AuthUser, id: &str) -> Result<Appl
 }
 
 pub(super) fn reviewer_conflict(who: &AuthUser, app: &Application) -> Result<(), ApiError> {
-    if app.is_named(&who.user.username) || app.applicant == who.user.username {
+    // seeds (issue 16 §5): the research lead who consented is not independent either
+    let lead = super::consent::is_lead(app, &who.user.username);
+    if app.is_named(&who.user.username) || app.applicant == who.user.username || lead {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -431,6 +444,7 @@ pub async fn decide(
         let pending = app.pending_change.clone().expect("checked");
         match req.decision {
             DecisionKind::Approve => {
+                super::consent::require_lead_consent(&pending)?;
                 let approval = approve(&st, &who, &pending, &req)?;
                 extract = Some(build_version(&st, &id, &approval.scope).await?);
                 next.form = pending;
@@ -469,9 +483,11 @@ pub async fn decide(
         Some(&app.id),
         detail,
     );
-    let saved = st
+    // seeds (issue 16 §5): approvals and refusals issue their notice in the same transaction
+    let notice = super::notices::notice_for(&next, req.decision, &who.user.username, reason);
+    let (saved, _) = st
         .store
-        .transition_with_extract(
+        .decide_with_notice(
             &next,
             app.updated_at,
             app.status,
@@ -479,6 +495,7 @@ pub async fn decide(
             reason,
             extract.as_ref(),
             &ev,
+            notice,
         )
         .await?;
     if let Some(x) = &extract {
@@ -512,7 +529,7 @@ pub async fn recommend(
     }
     if !matches!(
         app.effective_status(st.today()),
-        Status::Approved | Status::Expired | Status::Revoked
+        Status::Approved | Status::Expired | Status::Revoked | Status::Withdrawn
     ) {
         return Err(transition_error("Corrective recommendations apply to approved applications. / 是正勧告は承認済みの申請に対して行います。".into()));
     }

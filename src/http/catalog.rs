@@ -75,19 +75,25 @@ pub async fn catalog(
             &p.application,
             Action::Catalog,
             st.today(),
+            who.origin,
         )
         .await?
     {
         Ok(r) => r,
         Err(d) => {
             let app = Some(p.application.as_str());
-            let e = super::denied::denied(&st, &who.user, "catalog.read", app, &d, json!({}));
+            let detail = json!({"origin": who.origin});
+            let e = super::denied::denied(&st, &who.user, "catalog.read", app, &d, detail);
             return Err(e.await);
         }
     };
+    // Only tables the scope's extract holds (a facility scope leaves out tables that do
+    // not say where a row was written, `sql::extract::extract_tables`).
+    let held = crate::sql::extract::extract_tables(&st.catalog, &r.scope);
     let tables = st
         .catalog
         .tables_in(&r.scope.datasets)
+        .filter(|t| held.iter().any(|h| h.name == t.name))
         .map(|t| CatalogTable {
             name: t.name.clone(),
             kind: format!("{:?}", t.kind).to_lowercase(),

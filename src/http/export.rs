@@ -36,6 +36,7 @@ pub async fn export(
         Some(a) => Target::Application {
             app: a,
             pledged: true,
+            origin: who.origin,
         },
         None => Target::None,
     };

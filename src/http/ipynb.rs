@@ -113,6 +113,7 @@ async fn run_cell(
         epsilon: p.epsilon,
         max_groups_per_patient: p.max_groups_per_patient,
         max_rows_per_group: p.max_rows_per_group,
+        origin: who.origin,
     };
     match st.gateway().run(&who.user, &req, st.today()).await {
         Ok(a) => Ok(Run::Answered {
@@ -209,6 +210,7 @@ pub async fn import(
             &req.application,
             Action::Notebook,
             st.today(),
+            who.origin,
         )
         .await?;
     if let Err(d) = denied {

@@ -17,16 +17,23 @@ pub mod annual;
 pub mod applications;
 pub mod audit;
 pub mod catalog;
+// seeds (issue 16 §2 §3 §5): form 3 and withdrawal, the facility report, notices, the register
+pub mod consent;
 pub mod denied;
 pub mod error;
 pub mod export;
+pub mod facility;
 // production (issue 14): input length limits, /metrics
 pub mod limits;
 pub mod metrics;
 // clients and scale (issue 15 §2): notebooks as Jupyter files
 pub mod ipynb;
 pub mod notebooks;
+pub mod notices;
+// seeds (issue 16 §1): the caller's address for the place of use
+pub mod origin;
 pub mod query;
+pub mod register;
 pub mod releases;
 pub mod reports;
 pub mod serve;
@@ -120,6 +127,9 @@ impl MakeRequestId for MakeId {
         audit::events, audit::verify,
         notebooks::list, notebooks::create, notebooks::get_one, notebooks::update, notebooks::delete,
         notebooks::create_release, releases::decide,
+        // seeds (issue 16 §2 §3 §5)
+        consent::lead_consent, consent::withdraw, notices::list, notices::download,
+        facility::report, register::studies,
         // console (issue 17): operator screens, reference labels, audit export
         admin::users, admin::add_user, admin::disable_user, admin::enable_user,
         admin::reset_password, admin::set_roles, admin::datasets, admin::extracts,
@@ -136,6 +146,7 @@ impl MakeRequestId for MakeId {
         (name = "audit", description = "Tamper-evident audit log / 監査ログ"),
         (name = "notebooks", description = "Notebooks and release requests / ノートブック"),
         (name = "reports", description = "Usage reports and publications / 使用状況報告・公表報告"),
+        (name = "register", description = "Public transparency register (no login) / 公開登録簿"),
         (name = "admin", description = "Operator: users, extracts, keys / 運用（利用者・抽出データ・鍵）"),
     )
 )]
@@ -230,6 +241,19 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/releases", post(notebooks::create_release))
         .route("/releases/{id}/decision", post(releases::decide))
+        // seeds (issue 16 §2 §3 §5): form 3, withdrawal, notices, facility report, register
+        .route(
+            "/applications/{id}/lead-consent",
+            post(consent::lead_consent),
+        )
+        .route("/applications/{id}/withdraw", post(consent::withdraw))
+        .route("/applications/{id}/notices", get(notices::list))
+        .route(
+            "/applications/{id}/notices/{notice}",
+            get(notices::download),
+        )
+        .route("/facility/report", get(facility::report))
+        .route("/public/studies", get(register::studies))
         // console (issue 17): operator endpoints (admin only, audited), reference labels,
         // the audit log's CSV export (audited as audit.export)
         .route("/admin/users", get(admin::users).post(admin::add_user))

@@ -36,13 +36,20 @@ async fn authorize_on(
 ) -> Result<(), ApiError> {
     match st
         .policy
-        .resolve(&st.store, &who.user, application, action, st.today())
+        .resolve(
+            &st.store,
+            &who.user,
+            application,
+            action,
+            st.today(),
+            who.origin,
+        )
         .await?
     {
         Ok(_) => Ok(()),
         Err(d) => {
             let name = format!("authorize.{}", action.as_str());
-            let detail = serde_json::json!({});
+            let detail = serde_json::json!({"origin": who.origin});
             Err(super::denied::denied(st, &who.user, &name, Some(application), &d, detail).await)
         }
     }

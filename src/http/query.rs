@@ -36,7 +36,8 @@ pub async fn run_query(
     who: AuthUser,
     body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    let Json(req) = body?;
+    let Json(mut req) = body?;
+    req.origin = who.origin;
     let answer = match st.gateway().run(&who.user, &req, st.today()).await {
         Ok(a) => a,
         Err(refused) => {
@@ -77,7 +78,8 @@ pub async fn query_cost(
     who: AuthUser,
     body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<CostResponse>, ApiError> {
-    let Json(req) = body?;
+    let Json(mut req) = body?;
+    req.origin = who.origin;
     Ok(Json(st.gateway().cost(&who.user, &req, st.today()).await?))
 }
 

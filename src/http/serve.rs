@@ -135,6 +135,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
+/// Serve plain HTTP on `listener` until `shutdown` resolves. The peer address reaches
+/// handlers as `ConnectInfo` (the place of use, `http::origin`).
+pub async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Bind `listen`, call `on_ready` with the bound address, and serve until a shutdown
 /// signal: over TLS when `tls` is given, else plain HTTP. The retention sweep runs at
 /// start and then hourly.
@@ -193,12 +206,7 @@ pub async fn serve(
         Some(setup) => {
             super::tls::serve(listener, setup, app(state.clone()), shutdown_signal()).await
         }
-        None => {
-            let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
+        None => serve_plain(listener, state.clone(), shutdown_signal()).await,
     };
     sweeper.abort();
     for task in [checkpoints, metrics_server].into_iter().flatten() {

@@ -37,6 +37,8 @@ pub struct AuthUser {
     pub user: User,
     pub token_hash: String,
     pub via_cookie: bool,
+    /// Where the request came from (the place of use, `super::origin`).
+    pub origin: crate::policy::place::Origin,
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -100,6 +102,7 @@ impl FromRequestParts<AppState> for AuthUser {
             user,
             token_hash: hash,
             via_cookie,
+            origin: super::origin::origin_of(parts, &state.settings),
         })
     }
 }
@@ -272,7 +275,11 @@ pub async fn me(State(st): State<AppState>, who: AuthUser) -> Result<Json<MeResp
     let fy = crate::policy::fiscal_year(today);
     let ledger = st.gateway().ledger;
     let mut usable = Vec::new();
-    for u in st.policy.usable(&st.store, &who.user, today).await? {
+    for u in st
+        .policy
+        .usable(&st.store, &who.user, today, who.origin)
+        .await?
+    {
         let g = u.grant;
         let dp = g.mode == crate::privacy::result::DisclosureMode::Dp;
         let (spent, remaining) = match g.epsilon_budget {

@@ -21,10 +21,14 @@
 //! streamed in batches, and the consent filter is a merge with a small on-disk index over files
 //! sorted by `registry_no`.
 
+// seeds (issue 16 §6): JaSMIn reference lists and registrants
+pub mod jasmin;
 mod key;
 mod manifest;
 pub(crate) mod pipeline;
 pub mod reference;
+// seeds (issue 16 §4): machine judgement of the severity criteria
+pub mod severity;
 pub mod source;
 mod staging;
 pub mod synth;

@@ -209,6 +209,11 @@ enum Op {
     AgeBand(usize),
     Prefecture(usize),
     Months(usize, usize),
+    /// A severity criterion over the source columns of its items (`severity.rs`).
+    Criterion(
+        &'static super::severity::Criterion,
+        [usize; super::severity::MAX_ITEMS],
+    ),
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +347,7 @@ fn plan_column(
         Derive::Pid | Derive::AgeBand(_) | Derive::PrefectureOfAddress(_) => ty == DataType::Utf8,
         Derive::Year(_) | Derive::FiscalYear(_) => matches!(ty, DataType::Int32 | DataType::Int64),
         Derive::MonthsBetween(..) => ty == DataType::Float64,
+        Derive::Criterion(_) => ty == DataType::Boolean,
         Derive::Copy(_) => true,
     };
     if !type_ok {
@@ -358,6 +364,13 @@ fn plan_column(
         Derive::AgeBand(c) => Op::AgeBand(ix(c)?),
         Derive::PrefectureOfAddress(c) => Op::Prefecture(ix(c)?),
         Derive::MonthsBetween(a, b) => Op::Months(ix(a)?, ix(b)?),
+        Derive::Criterion(c) => {
+            let mut at = [0; super::severity::MAX_ITEMS];
+            for (slot, item) in at.iter_mut().zip(c.items) {
+                *slot = ix(item.source)?;
+            }
+            Op::Criterion(c, at)
+        }
     };
     let inputs = derive.inputs();
     let source_label = inputs
@@ -1021,6 +1034,21 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
             }
             _ => Val::Null,
         },
+        Op::Criterion(c, at) => {
+            let mut values = [None; super::severity::MAX_ITEMS];
+            for (v, &i) in values.iter_mut().zip(&at[..c.items.len()]) {
+                let s = f(i);
+                if !s.is_empty() {
+                    let x: f64 = s.parse().map_err(|_| "expected a number")?;
+                    if !x.is_finite() {
+                        return Err("expected a finite number".into());
+                    }
+                    *v = Some(x);
+                }
+            }
+            c.judge(&values[..c.items.len()])
+                .map_or(Val::Null, Val::Bool)
+        }
     })
 }
 

@@ -5,6 +5,8 @@
 //! ingest reads it, and the mapping from source columns to catalogue columns lives here too, so
 //! that what is dropped, coarsened or copied can be read in one place.
 
+use super::severity::{self, Criterion};
+
 /// Patients: one row per registry patient, sorted by `registry_no`.
 pub const PATIENTS: &str = "patients.csv";
 pub const PATIENT_COLUMNS: &[&str] = &[
@@ -41,6 +43,11 @@ pub const SURVEY_COLUMNS: &[&str] = &[
     "albumin",
     "pao2",
     "paco2",
+    "ccr",
+    "bun",
+    "bilirubin",
+    "hemoglobin",
+    "platelets",
     "facility_code",
     "designated_doctor",
 ];
@@ -52,7 +59,13 @@ pub const ALS_VISIT_COLUMNS: &[&str] = &[
     "fvc_percent",
     "facility_code",
 ];
-pub const ALS_EVENT_COLUMNS: &[&str] = &["registry_no", "event_type", "event_date", "onset_date"];
+pub const ALS_EVENT_COLUMNS: &[&str] = &[
+    "registry_no",
+    "event_type",
+    "event_date",
+    "onset_date",
+    "facility_code",
+];
 pub const REGEN_COLUMNS: &[&str] = &[
     "registry_no",
     "product_code",
@@ -70,6 +83,32 @@ pub const AE_COLUMNS: &[&str] = &[
     "serious",
     "outcome",
     "onset_date",
+    "facility_code",
+];
+
+/// JaSMIn registrations (seed 000): one row per registrant, sorted by `registry_no`.
+pub const JASMIN_FILE: &str = "jasmin_registrant.csv";
+pub const JASMIN_COLUMNS: &[&str] = &[
+    "registry_no",
+    "registrant_type",
+    "disease_group",
+    "jasmin_code",
+    "disease_no",
+    "age",
+    "prefecture_code",
+    "contactable",
+    "registration_date",
+    "email",
+    "guardian_name",
+];
+pub const JASMIN_DISEASE_COLUMNS: &[&str] = &[
+    "jasmin_code",
+    "disease_group",
+    "group_ja",
+    "group_en",
+    "name_ja",
+    "name_en",
+    "disease_no",
 ];
 
 /// Source columns that identify a person directly. Ingest never copies them into output;
@@ -107,10 +146,12 @@ pub const DIRECT_IDENTIFIERS: &[&str] = &[
     "application_date",
     "designated_doctor",
     "attending_physician",
+    "email",
+    "guardian_name",
 ];
 
 /// How one catalogue column is computed from a source row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Derive<'a> {
     /// The keyed pseudonym of `registry_no`.
     Pid,
@@ -126,6 +167,9 @@ pub enum Derive<'a> {
     PrefectureOfAddress(&'a str),
     /// Months from the first date column to the second, to one decimal.
     MonthsBetween(&'a str, &'a str),
+    /// The machine judgement of a severity criterion over its items' source columns
+    /// (`super::severity`): true, false, or NULL when a missing value leaves it open.
+    Criterion(&'static Criterion),
 }
 
 impl<'a> Derive<'a> {
@@ -139,6 +183,7 @@ impl<'a> Derive<'a> {
             | Derive::AgeBand(c)
             | Derive::PrefectureOfAddress(c) => vec![c],
             Derive::MonthsBetween(a, b) => vec![a, b],
+            Derive::Criterion(c) => c.items.iter().map(|i| i.source).collect(),
         }
     }
 
@@ -196,6 +241,37 @@ pub const SOURCE_TABLES: &[SourceTable] = &[
             ("onset_year", Derive::Year("onset_date")),
             ("onset_age_band", Derive::AgeBand("onset_age")),
             ("facility_id", Derive::Copy("facility_code")),
+            // seeds (issue 16 §4): machine judgement of the severity criteria
+            ("sev_resp_blood_gas", Derive::Criterion(&severity::RESP_A)),
+            ("sev_renal_lab", Derive::Criterion(&severity::RENAL_E)),
+            (
+                "sev_liver_albumin_abnormal",
+                Derive::Criterion(&severity::LIVER_ALBUMIN),
+            ),
+            (
+                "sev_liver_albumin_high",
+                Derive::Criterion(&severity::LIVER_ALBUMIN_HIGH),
+            ),
+            (
+                "sev_liver_bilirubin_abnormal",
+                Derive::Criterion(&severity::LIVER_BILIRUBIN),
+            ),
+            (
+                "sev_liver_bilirubin_high",
+                Derive::Criterion(&severity::LIVER_BILIRUBIN_HIGH),
+            ),
+            (
+                "sev_blood_hemoglobin_low",
+                Derive::Criterion(&severity::BLOOD_HEMOGLOBIN),
+            ),
+            (
+                "sev_blood_platelets_low",
+                Derive::Criterion(&severity::BLOOD_PLATELETS),
+            ),
+            (
+                "sev_bleeding_platelets_low",
+                Derive::Criterion(&severity::BLEEDING_PLATELETS),
+            ),
         ],
         patient: true,
     },
@@ -223,6 +299,7 @@ pub const SOURCE_TABLES: &[SourceTable] = &[
                 "months_since_onset",
                 Derive::MonthsBetween("onset_date", "event_date"),
             ),
+            ("facility_id", Derive::Copy("facility_code")),
         ],
         patient: true,
     },
@@ -241,8 +318,28 @@ pub const SOURCE_TABLES: &[SourceTable] = &[
         table: "adverse_event",
         file: "adverse_event.csv",
         columns: AE_COLUMNS,
-        derive: &[("fiscal_year", Derive::FiscalYear("onset_date"))],
+        derive: &[
+            ("fiscal_year", Derive::FiscalYear("onset_date")),
+            ("facility_id", Derive::Copy("facility_code")),
+        ],
         patient: true,
+    },
+    SourceTable {
+        table: "jasmin_registrant",
+        file: JASMIN_FILE,
+        columns: JASMIN_COLUMNS,
+        derive: &[
+            ("age_band", Derive::AgeBand("age")),
+            ("fiscal_year", Derive::FiscalYear("registration_date")),
+        ],
+        patient: true,
+    },
+    SourceTable {
+        table: "jasmin_disease",
+        file: "jasmin_disease.csv",
+        columns: JASMIN_DISEASE_COLUMNS,
+        derive: &[],
+        patient: false,
     },
     SourceTable {
         table: "disease",

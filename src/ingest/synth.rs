@@ -68,6 +68,8 @@ const REG_END: i32 = 20_543; // 2026-03-31
 const DAYS_PER_MONTH: f64 = 30.4375;
 /// Birth and onset years are bounded to 2025 in the catalogue.
 const LAST_YEAR_DAY: i32 = 20_453; // 2025-12-31
+/// Mixed into the seed for the JaSMIn registrants' own stream.
+const JASMIN_STREAM: u64 = 0x4a61_534d_496e_0000;
 
 /// Generate a source registry into `opts.out` (atomically: all files or none).
 pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
@@ -83,7 +85,7 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
 
     let mut w = Writers::create(&dir)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let tables = Tables::new();
+    let tables = Tables::new(opts.seed);
     let bar = progress_bar(opts.progress, opts.patients);
     let mut summary = SynthSummary {
         out: opts.out.clone(),
@@ -92,13 +94,22 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
         withdrawn: 0,
         rows: BTreeMap::new(),
     };
-    for i in 1..=opts.patients {
+    // The last one in `jasmin::SHARE` patients are JaSMIn registrants (seed 000), drawn
+    // from their own stream after the others, so the other registries keep their values.
+    let main = opts.patients - opts.patients / super::jasmin::SHARE;
+    for i in 1..=main {
         let (consented, withdrawn) = patient(&mut rng, &tables, i, &mut w)?;
         summary.consented += consented as u64;
         summary.withdrawn += withdrawn as u64;
         if i % 4096 == 0 {
             bar.set_position(i);
         }
+    }
+    let mut jrng = ChaCha8Rng::seed_from_u64(opts.seed ^ JASMIN_STREAM);
+    for i in main + 1..=opts.patients {
+        let withdrawn = jasmin_registrant(&mut jrng, &tables, i, &mut w)?;
+        summary.consented += 1;
+        summary.withdrawn += withdrawn as u64;
     }
     bar.finish_and_clear();
     summary.rows = w.finish()?;
@@ -181,6 +192,7 @@ struct Writers {
     event: Out,
     regen: Out,
     ae: Out,
+    jasmin: Out,
 }
 
 impl Writers {
@@ -193,6 +205,7 @@ impl Writers {
             event: Out::create(dir, "als_event.csv", source::ALS_EVENT_COLUMNS)?,
             regen: Out::create(dir, "regen_treatment.csv", source::REGEN_COLUMNS)?,
             ae: Out::create(dir, "adverse_event.csv", source::AE_COLUMNS)?,
+            jasmin: Out::create(dir, source::JASMIN_FILE, source::JASMIN_COLUMNS)?,
         })
     }
 
@@ -205,6 +218,7 @@ impl Writers {
             self.event,
             self.regen,
             self.ae,
+            self.jasmin,
         ]
         .into_iter()
         .map(Out::finish)
@@ -217,7 +231,29 @@ fn write_reference(dir: &Path) -> Result<(), SynthError> {
     for x in DISEASES {
         d.row(&[&x.no.to_string(), x.name_ja, x.name_en, x.group])?;
     }
+    // Designated metabolic diseases (JaSMIn's diseases that are designated).
+    for (no, ja, en) in super::jasmin::DESIGNATED {
+        d.row(&[&no.to_string(), ja, en, super::jasmin::DESIGNATED_GROUP])?;
+    }
     d.finish()?;
+    let mut j = Out::create(dir, "jasmin_disease.csv", source::JASMIN_DISEASE_COLUMNS)?;
+    for x in super::jasmin::DISEASES {
+        let group = super::jasmin::GROUPS
+            .iter()
+            .find(|g| g.code == x.group)
+            .expect("every JaSMIn disease has a group");
+        let no = x.disease_no.map(|n| n.to_string()).unwrap_or_default();
+        j.row(&[
+            x.code,
+            x.group,
+            group.name_ja,
+            group.name_en,
+            x.name_ja,
+            x.name_en,
+            &no,
+        ])?;
+    }
+    j.finish()?;
     let mut p = Out::create(dir, "prefecture.csv", source::PREFECTURE_COLUMNS)?;
     for x in PREFECTURES {
         p.row(&[
@@ -276,16 +312,23 @@ struct Tables {
     disease: Weighted,
     prefecture: Weighted,
     product: Weighted,
+    /// JaSMIn disease names by registrants.
+    jasmin: Weighted,
     /// Facility codes per prefecture index: `F` + prefecture code + serial.
     facilities: Vec<Vec<String>>,
+    /// Seed of the side streams (`side_rng`) that draw values added after the main
+    /// stream was fixed, so that adding them left every earlier value as it was.
+    seed: u64,
 }
 
 impl Tables {
-    fn new() -> Self {
+    fn new(seed: u64) -> Self {
         Self {
+            seed,
             disease: Weighted::new(DISEASES.iter().map(|d| d.weight as u64)),
             prefecture: Weighted::new(PREFECTURES.iter().map(|p| p.population as u64)),
             product: Weighted::new(PRODUCTS.iter().map(|p| p.weight as u64)),
+            jasmin: Weighted::new(super::jasmin::DISEASES.iter().map(|d| d.weight as u64)),
             // About 430 facilities in all, more in populous prefectures.
             facilities: PREFECTURES
                 .iter()
@@ -468,7 +511,7 @@ fn patient(
             &doc,
         ])?;
         for _ in 0..poisson(rng, prod.ae_rate) {
-            adverse_event(rng, &registry_no, prod, treat, w)?;
+            adverse_event(rng, &registry_no, prod, treat, facility, w)?;
         }
     } else {
         let dis = &DISEASES[t.disease.pick(rng)];
@@ -554,11 +597,98 @@ fn patient(
     Ok((consented, withdrawn))
 }
 
+/// One JaSMIn registrant (seed 000): their `patients.csv` row (a self-registration, so
+/// consent is given and no facility is named) and their registration. Returns whether
+/// they later withdrew (about 1 %).
+fn jasmin_registrant(
+    rng: &mut ChaCha8Rng,
+    t: &Tables,
+    i: u64,
+    w: &mut Writers,
+) -> Result<bool, SynthError> {
+    use super::jasmin;
+    let registry_no = format!("K{i:010}");
+    let first = days_since_epoch(
+        jasmin::FIRST_REGISTRATION.0,
+        jasmin::FIRST_REGISTRATION.1,
+        jasmin::FIRST_REGISTRATION.2,
+    );
+    let r = jasmin::draw(rng, |rng| t.jasmin.pick(rng), first, REG_END, LAST_YEAR_DAY);
+    let pref = &PREFECTURES[t.prefecture.pick(rng)];
+    let (name, kana) = person_name(rng, r.sex.unwrap_or(true));
+    let guardian_male = rng.random_bool(0.3);
+    let (guardian, _) = person_name(rng, guardian_male);
+    let address = format!(
+        "{}{}{}{}丁目{}番{}号",
+        pref.name_ja,
+        pick(rng, CITIES),
+        pick(rng, TOWNS),
+        rng.random_range(1..=9),
+        rng.random_range(1..=30),
+        rng.random_range(1..=20)
+    );
+    let postal = format!(
+        "{:03}-{:04}",
+        rng.random_range(0..1000),
+        rng.random_range(0..10000)
+    );
+    let phone = format!(
+        "0{}-{:04}-{:04}",
+        rng.random_range(10..100),
+        rng.random_range(0..10000),
+        rng.random_range(0..10000)
+    );
+    let sex = match r.sex {
+        Some(true) => "M",
+        Some(false) => "F",
+        None => "",
+    };
+    let registered = date_str(r.registered);
+    w.patients.row(&[
+        &registry_no,
+        &name,
+        &kana,
+        &date_str(r.born),
+        sex,
+        &postal,
+        &address,
+        &phone,
+        "",
+        "",
+        "1",
+        &registered,
+    ])?;
+    let withdrawn = rng.random_bool(0.01);
+    if withdrawn {
+        let when = (r.registered + rng.random_range(30..1500)).min(REG_END);
+        w.withdrawals.row(&[&registry_no, &date_str(when)])?;
+    }
+    w.jasmin.row(&[
+        &registry_no,
+        if r.guardian { "guardian" } else { "patient" },
+        r.disease.group,
+        r.disease.code,
+        &r.disease
+            .disease_no
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        &r.age.to_string(),
+        pref.code,
+        if r.contactable { "1" } else { "0" },
+        &registered,
+        &format!("registrant{i}@example.invalid"),
+        if r.guardian { &guardian } else { "" },
+    ])?;
+    Ok(withdrawn)
+}
+
+/// An adverse event, reported by the facility that treated the patient.
 fn adverse_event(
     rng: &mut ChaCha8Rng,
     registry_no: &str,
     prod: &reference::Product,
     treat: i32,
+    facility: &str,
     w: &mut Writers,
 ) -> Result<(), SynthError> {
     let onset = treat + rng.random_range(0..120);
@@ -604,6 +734,7 @@ fn adverse_event(
         if serious { "1" } else { "0" },
         outcome,
         &date_str(onset),
+        facility,
     ])
 }
 
@@ -708,7 +839,9 @@ fn nanbyo(
         let renal = matches!(dis.no, 66 | 67);
         let resp = matches!(dis.no, 2 | 84 | 85 | 86);
         let creat = if renal {
-            lab(rng, 1.2 + 0.5 * sev, 0.4, 0.3, 15.0, 2)
+            // Severe renal disease reaches the E表 range (creatinine ≥ 8 mg/dl).
+            let m = (0.5 * sev).exp();
+            lab(rng, m, 0.3 * m, 0.3, 15.0, 2)
         } else {
             lab(rng, 0.68 + 0.17 * male as u8 as f64, 0.15, 0.3, 3.0, 2)
         };
@@ -723,6 +856,12 @@ fn nanbyo(
         } else {
             lab(rng, 40.0, 3.0, 28.0, 60.0, 1)
         };
+        let more = MoreLabs::draw(
+            &mut side_rng(t.seed, registry_no, fy),
+            dis.no,
+            severity,
+            male,
+        );
         w.survey.row(&[
             registry_no,
             &fy.to_string(),
@@ -738,6 +877,11 @@ fn nanbyo(
             &alb,
             &pao2,
             &paco2,
+            &more.ccr,
+            &more.bun,
+            &more.bilirubin,
+            &more.hemoglobin,
+            &more.platelets,
             facility,
             &doc,
         ])?;
@@ -760,9 +904,129 @@ fn nanbyo(
         }
     }
     if let Some(c) = als {
-        als_follow_up(rng, registry_no, &c, onset, app, facility, w)?;
+        let care = AlsCare::draw(t, registry_no, pref, facility, app);
+        als_follow_up(rng, registry_no, &c, onset, app, &care, w)?;
     }
     Ok(())
+}
+
+/// Where an ALS patient is followed: the certifying facility, and for about one patient
+/// in seven a specialist centre of the same prefecture from a transfer day on (so the
+/// registry holds patients whose rows were written at two facilities). Drawn from a side
+/// stream: the main stream, and with it every other value, is unchanged.
+struct AlsCare {
+    first: String,
+    transfer: Option<(i32, String)>,
+}
+
+impl AlsCare {
+    fn draw(
+        t: &Tables,
+        registry_no: &str,
+        pref: &reference::Prefecture,
+        facility: &str,
+        first_visit: i32,
+    ) -> Self {
+        let mut side = side_rng(t.seed, registry_no, 0);
+        let pref_ix = PREFECTURES
+            .iter()
+            .position(|p| p.code == pref.code)
+            .unwrap_or(0);
+        let transfer = side
+            .random_bool(0.15)
+            .then(|| {
+                let other = pick(&mut side, &t.facilities[pref_ix]).clone();
+                (first_visit + side.random_range(120..720), other)
+            })
+            .filter(|(_, other)| other != facility);
+        Self {
+            first: facility.to_string(),
+            transfer,
+        }
+    }
+
+    /// The facility that writes a record on `day`.
+    fn at(&self, day: i32) -> &str {
+        match &self.transfer {
+            Some((from, other)) if day >= *from => other,
+            _ => &self.first,
+        }
+    }
+}
+
+/// A side stream for one (patient, fiscal year): values drawn from it do not move the
+/// main stream, so every value that existed before them stays byte-identical.
+fn side_rng(seed: u64, registry_no: &str, fy: i32) -> ChaCha8Rng {
+    // FNV-1a over the registry number, mixed with the seed and year.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in registry_no.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    ChaCha8Rng::seed_from_u64(h ^ seed.rotate_left(17) ^ (fy as u64).wrapping_mul(0x9e37_79b9))
+}
+
+/// The laboratory values of the severity tables beyond the first four (seed 002 E, G, I,
+/// K表), as source text; about 18 % missing like the others, shifted by severity in the
+/// diseases they belong to (renal 66/67, hepatic 93/95, ITP 63, SLE 49).
+struct MoreLabs {
+    ccr: String,
+    bun: String,
+    bilirubin: String,
+    hemoglobin: String,
+    platelets: String,
+}
+
+impl MoreLabs {
+    fn draw(rng: &mut ChaCha8Rng, disease: i32, severity: i32, male: bool) -> Self {
+        let sev = (severity - 1) as f64;
+        let mut lab = |mean: f64, sd: f64, lo: f64, hi: f64, digits: usize| -> String {
+            if rng.random_bool(0.18) {
+                String::new()
+            } else {
+                format!("{:.*}", digits, normal(rng, mean, sd).clamp(lo, hi))
+            }
+        };
+        let renal = matches!(disease, 66 | 67);
+        let (ccr, bun) = if renal {
+            let c = 90.0 * (-0.55 * sev).exp();
+            let b = 15.0 * (0.45 * sev).exp();
+            (
+                lab(c, 0.25 * c, 0.5, 200.0, 1),
+                lab(b, 0.25 * b, 1.0, 250.0, 1),
+            )
+        } else {
+            (
+                lab(95.0 + 8.0 * male as u8 as f64, 18.0, 0.5, 200.0, 1),
+                lab(14.0, 4.0, 1.0, 250.0, 1),
+            )
+        };
+        let bilirubin = if matches!(disease, 93 | 95) {
+            let m = 0.8 * (0.45 * sev).exp();
+            lab(m, 0.3 * m, 0.1, 40.0, 2)
+        } else {
+            lab(0.7, 0.25, 0.1, 40.0, 2)
+        };
+        let hemoglobin = match disease {
+            63 => lab(12.5 - 1.2 * sev, 1.2, 2.0, 20.0, 1),
+            49 => lab(12.0 - 0.6 * sev, 1.2, 2.0, 20.0, 1),
+            _ => lab(12.5 + male as u8 as f64, 1.2, 2.0, 20.0, 1),
+        };
+        let platelets = match disease {
+            63 => {
+                let m = 12.0 * (-0.7 * sev).exp();
+                lab(m, 0.4 * m, 0.1, 100.0, 1)
+            }
+            49 => lab(22.0 - 2.0 * sev, 5.0, 0.1, 100.0, 1),
+            _ => lab(25.0, 6.0, 0.1, 100.0, 1),
+        };
+        Self {
+            ccr,
+            bun,
+            bilirubin,
+            hemoglobin,
+            platelets,
+        }
+    }
 }
 
 fn als_follow_up(
@@ -771,7 +1035,7 @@ fn als_follow_up(
     c: &AlsCourse,
     onset: i32,
     first_visit: i32,
-    facility: &str,
+    care: &AlsCare,
     w: &mut Writers,
 ) -> Result<(), SynthError> {
     let onset_s = date_str(onset);
@@ -793,7 +1057,7 @@ fn als_follow_up(
             &onset_s,
             &(score as i64).to_string(),
             &format!("{fvc:.1}"),
-            facility,
+            care.at(day),
         ])?;
         day += rng.random_range(70..=110);
     }
@@ -811,8 +1075,9 @@ fn als_follow_up(
         }
         let day = first_visit + (months * DAYS_PER_MONTH) as i32;
         if day <= REG_END && day <= limit {
+            // Recorded by the facility that follows the patient.
             w.event
-                .row(&[registry_no, kind, &date_str(day), &onset_s])?;
+                .row(&[registry_no, kind, &date_str(day), &onset_s, care.at(day)])?;
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::workflow::{self, DecisionKind, FieldError, Known};
 use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
-use crate::store::model::{ApplicationForm, Approval, RequestedScope, Term};
+use crate::store::model::{ApplicationForm, Approval, Published, RequestedScope, Term};
 
 /// A reviewer's decision, with the approval terms when approving.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,7 +41,18 @@ pub struct DecisionRequest {
     pub max_groups_per_patient: Option<u32>,
     /// Default m of DP queries: rows per patient and group (DP only; 1..=1000).
     pub max_rows_per_group: Option<u32>,
+    /// Place of use: the networks (CIDR blocks) requests must come from (default: the
+    /// networks the form suggests; neither given = not restricted by network).
+    pub networks: Option<Vec<String>>,
+    /// What the public register shows (default: form 1's title, the applicant's
+    /// institution and the purpose).
+    #[schema(value_type = Option<Object>)]
+    pub published: Option<Published>,
 }
+
+/// Longest published title and institution, and summary, in characters.
+pub const PUBLISHED_TITLE_MAX: usize = 300;
+pub const PUBLISHED_SUMMARY_MAX: usize = 2000;
 
 /// The approval a reviewer's decision grants on `form`: the requested terms unless the
 /// decision narrows them, every field validated (term within one fiscal year, scope in
@@ -111,6 +122,8 @@ pub fn approval_from(
         req.max_rows_per_group,
         &mut errors,
     );
+    let networks = networks_from(form, req, &mut errors);
+    let published = published_from(form, req, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -122,6 +135,7 @@ pub fn approval_from(
             fiscal_years: Some(requested.fiscal_years),
             prefectures: requested.prefectures,
             manufacturers: None,
+            facilities: None,
         },
         mode,
         k,
@@ -129,7 +143,59 @@ pub fn approval_from(
         dp_bounds,
         approved_by: approver.to_string(),
         approved_at: Utc::now(),
+        networks,
+        published: Some(published),
     })
+}
+
+/// The approved place of use: the decision's networks, else the form's suggestion, as
+/// canonical CIDR text; `None` when neither names any (not restricted by network).
+fn networks_from(
+    form: &ApplicationForm,
+    req: &DecisionRequest,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<String>> {
+    let (field, list) = match &req.networks {
+        Some(n) => ("networks", n.clone()),
+        None if !form.networks.is_empty() => ("form.networks", form.networks.clone()),
+        None => return None,
+    };
+    let parsed = super::place::parse_networks(field, &list, errors);
+    Some(parsed.iter().map(|n| n.trunc().to_string()).collect())
+}
+
+/// The published fields: the decision's, else form 1's title, institution and purpose,
+/// each within its length limit (the reviewer shortens what is too long).
+fn published_from(
+    form: &ApplicationForm,
+    req: &DecisionRequest,
+    errors: &mut Vec<FieldError>,
+) -> Published {
+    let p = req.published.clone().unwrap_or_else(|| Published {
+        title: form.title.clone(),
+        institution: form.applicant.affiliation.clone(),
+        summary: form.purpose.clone(),
+    });
+    let p = Published {
+        title: p.title.trim().to_string(),
+        institution: p.institution.trim().to_string(),
+        summary: p.summary.trim().to_string(),
+    };
+    for (field, v, max) in [
+        ("published.title", &p.title, PUBLISHED_TITLE_MAX),
+        ("published.institution", &p.institution, PUBLISHED_TITLE_MAX),
+        ("published.summary", &p.summary, PUBLISHED_SUMMARY_MAX),
+    ] {
+        if v.chars().count() > max {
+            errors.push(FieldError {
+                field: field.into(),
+                message: format!(
+                    "at most {max} characters are published; give a shorter `{field}` / 公開する {field} は {max} 文字以内にしてください"
+                ),
+            });
+        }
+    }
+    p
 }
 
 /// Validate the reviewer's default DP bounds: each 1..=`DpBounds::MAX`, DP only. A bound

@@ -10,6 +10,10 @@
 //! into `g2`) is still denied — revocation takes effect on the next request.
 
 pub mod approval;
+// seeds (issue 16 §2): medical institutions' standing scopes
+pub mod facility;
+// seeds (issue 16 §1): place of use
+pub mod place;
 pub mod resolve;
 pub mod workflow;
 
@@ -57,6 +61,8 @@ pub enum Action {
     /// its own standing scope).
     AnnualReport,
     ManageUsers,
+    /// A medical institution's feedback report (its figures beside the national ones).
+    FacilityReport,
     /// The custodian's data operations: extracts (status, rebuild, destroy), registry and
     /// key fingerprints (issue 17).
     Operate,
@@ -76,6 +82,7 @@ impl Action {
             Action::UsageReport => "usage_report",
             Action::AnnualReport => "annual_report",
             Action::ManageUsers => "manage_users",
+            Action::FacilityReport => "facility_report",
             Action::Operate => "operate",
         }
     }
@@ -86,10 +93,17 @@ impl Action {
 pub enum Target<'a> {
     /// Role-level actions (review, audit, user management, apply).
     None,
-    /// An application; `pledged` says whether the caller accepted its pledge.
-    Application { app: &'a Application, pledged: bool },
+    /// An application; `pledged` says whether the caller accepted its pledge, `origin`
+    /// where the request came from (checked against the approval's place of use).
+    Application {
+        app: &'a Application,
+        pledged: bool,
+        origin: place::Origin,
+    },
     /// A PMS standing scope such as `PMS-M01`.
     Pms { scope_id: &'a str },
+    /// A medical institution's standing scope such as `FAC-F13001`.
+    Facility { scope_id: &'a str },
 }
 
 /// A refusal with its stable API code and a message (ja / en) naming the way out.
@@ -137,6 +151,9 @@ struct Obj<'a> {
     start_fy: i32,
     end_fy: i32,
     pledged: bool,
+    /// The caller's address (`""` unknown) and the approved networks (`*` unrestricted).
+    origin: String,
+    networks: String,
 }
 
 impl<'a> Obj<'a> {
@@ -151,6 +168,8 @@ impl<'a> Obj<'a> {
             start_fy: 0,
             end_fy: 0,
             pledged: false,
+            origin: String::new(),
+            networks: String::new(),
         }
     }
 }
@@ -172,6 +191,8 @@ pub struct Policy {
     static_rules: Vec<[String; 3]>,
     /// k of PMS standing scopes: the disclosure rules' k for the regen dataset.
     pms_threshold: u32,
+    /// k of facility standing scopes: the strictest k of the facility registries.
+    facility_threshold: u32,
     /// The lowest k an approval may set: the disclosure rules' default k.
     min_threshold: u32,
 }
@@ -198,7 +219,22 @@ async fn build_enforcer(derived: &str) -> Result<Enforcer, PolicyError> {
     let model = DefaultModel::from_str(MODEL).await?;
     let text = format!("{STATIC_POLICY}\n{derived}");
     let adapter = StringAdapter::new(text);
-    Ok(Enforcer::new(model, adapter).await?)
+    let mut e = Enforcer::new(model, adapter).await?;
+    // seeds (issue 16 §1): the place of use, in the matcher itself
+    e.add_function(
+        "placeOfUse",
+        casbin::function_map::OperatorFunction::Arg2(place::casbin_place_of_use),
+    );
+    Ok(e)
+}
+
+/// An application's approved networks in casbin's form (`*`: no network restriction;
+/// an application without an approval admits nothing).
+fn approved_networks(app: &Application) -> String {
+    match &app.approval {
+        Some(a) => place::networks_text(a.networks.as_deref()),
+        None => String::new(),
+    }
 }
 
 /// The approval-derived and account-derived policy lines, from the store.
@@ -213,6 +249,14 @@ pub async fn derived_lines(store: &Store) -> Result<String, PolicyError> {
         }
         if let (true, Some(m)) = (u.has(Role::Pms), &u.manufacturer) {
             out.push_str(&format!("g2, {}, {}\n", u.username, pms_scope_id(m)));
+        }
+        // seeds (issue 16 §2): a facility account reaches its own facility's scope only;
+        // a code that is not a plain token never becomes a policy line.
+        if let (true, Some(f)) = (u.has(Role::Facility), &u.facility)
+            && facility::valid_facility_code(f)
+        {
+            let id = facility::facility_scope_id(f);
+            out.push_str(&format!("g2, {}, {id}\n", u.username));
         }
     }
     for a in store.applications().await? {
@@ -234,6 +278,7 @@ impl Policy {
             enforcer: RwLock::new(enforcer),
             static_rules: parse_static(),
             pms_threshold: rules.effective(["regen"]).k,
+            facility_threshold: rules.effective(facility::FACILITY_DATASETS).k,
             min_threshold: rules.defaults.k,
         })
     }
@@ -273,7 +318,12 @@ impl Policy {
         let obj = match target {
             Target::None => Obj::without_term("none", ""),
             Target::Pms { scope_id } => Obj::without_term("pms", scope_id),
-            Target::Application { app, pledged } => {
+            Target::Facility { scope_id } => Obj::without_term("facility", scope_id),
+            Target::Application {
+                app,
+                pledged,
+                origin,
+            } => {
                 let term = app.approval.as_ref().map(|a| a.term);
                 Obj {
                     kind: "application",
@@ -288,6 +338,8 @@ impl Policy {
                     start_fy: term.map(|t| fiscal_year(t.start)).unwrap_or(0),
                     end_fy: term.map(|t| fiscal_year(t.end)).unwrap_or(-1),
                     pledged: *pledged,
+                    origin: origin.text(),
+                    networks: approved_networks(app),
                 }
             }
         };
@@ -350,11 +402,12 @@ impl Policy {
             Target::None => "none",
             Target::Application { .. } => "application",
             Target::Pms { .. } => "pms_scope",
+            Target::Facility { .. } => "facility_scope",
         };
         if !self.role_grants(user, kind, act) {
             let msg = match (action, kind) {
                 (Action::Query | Action::Catalog, _) => {
-                    "Your role may not read registry data; only named researchers of an approved application or PMS teams may query. / このロールではデータを参照できません。"
+                    "Your role may not read registry data; only named researchers of an approved application, PMS teams and medical institutions (their own scope) may query. / このロールではデータを参照できません。"
                 }
                 _ => {
                     "Your role does not permit this action. / このロールではこの操作はできません。"
@@ -373,7 +426,24 @@ impl Policy {
                     )
                 })
             }
-            Target::Application { app, pledged } => {
+            Target::Facility { scope_id } => {
+                let own = user
+                    .facility
+                    .as_deref()
+                    .filter(|f| facility::valid_facility_code(f))
+                    .map(facility::facility_scope_id);
+                (own.as_deref() != Some(*scope_id)).then(|| {
+                    Denial::new(
+                        "forbidden",
+                        "A medical institution may use only its own facility's scope; use the scope shown by GET /api/v1/me. / 自施設のスコープのみ利用できます。",
+                    )
+                })
+            }
+            Target::Application {
+                app,
+                pledged,
+                origin,
+            } => {
                 if !app
                     .form
                     .named_users
@@ -393,6 +463,12 @@ impl Policy {
                         ));
                     }
                     Status::Approved => {}
+                    Status::Withdrawn => {
+                        return Some(Denial::new(
+                            "not_approved",
+                            "This study was withdrawn by its applicant; file a new application to use the records again. / この研究は申請者により取り下げられました。",
+                        ));
+                    }
                     _ => {
                         return Some(Denial::new(
                             "not_approved",
@@ -416,6 +492,9 @@ impl Policy {
                         ),
                     ));
                 }
+                if !place::admits(&origin.text(), &approved_networks(app)) {
+                    return Some(outside_place_of_use(app, *origin));
+                }
                 if !pledged {
                     return Some(Denial::new(
                         "pledge_required",
@@ -429,6 +508,21 @@ impl Policy {
             }
         }
     }
+}
+
+/// The refusal of a request from outside the approved networks (要綱 第3章6).
+fn outside_place_of_use(app: &Application, origin: place::Origin) -> Denial {
+    let from = match origin.0 {
+        Some(a) => a.to_string(),
+        None => "an address kura could not determine / 判別できない接続元".into(),
+    };
+    Denial::new(
+        "outside_place_of_use",
+        format!(
+            "This request came from {from}, outside the place of use approved for {} (要綱 第3章6: records may be used only at the research facility); connect from the facility's network named in the approval, or file a change application for a new place of use. / 承認された使用場所（研究施設のネットワーク）の外からの接続です。研究施設から接続するか、変更申請をしてください。",
+            app.id
+        ),
+    )
 }
 
 #[cfg(test)]

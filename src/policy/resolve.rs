@@ -9,6 +9,8 @@
 
 use chrono::{NaiveDate, Utc};
 
+use super::facility::{FACILITY_PREFIX, facility_scope_id, facility_terms};
+use super::place::Origin;
 use super::{Action, Denial, Policy, Target};
 use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
@@ -75,7 +77,20 @@ impl Policy {
         pms_terms(manufacturer, self.pms_threshold)
     }
 
-    /// Resolve and authorize `id` for `action`: the grant, or the denial to report.
+    /// A standing scope (a PMS team's or a medical institution's) named by `id`: the
+    /// target the enforcement point checks and the terms it grants.
+    fn standing<'a>(&self, id: &'a str) -> Option<(Target<'a>, (Scope, DisclosureMode, u32))> {
+        if let Some(m) = id.strip_prefix(PMS_PREFIX) {
+            return Some((Target::Pms { scope_id: id }, self.pms_terms(m)));
+        }
+        // seeds (issue 16 §2)
+        let f = id.strip_prefix(FACILITY_PREFIX)?;
+        let terms = facility_terms(f, self.facility_threshold);
+        Some((Target::Facility { scope_id: id }, terms))
+    }
+
+    /// Resolve and authorize `id` for `action` from `origin` (the caller's address, for
+    /// the place of use): the grant, or the denial to report.
     pub async fn resolve(
         &self,
         store: &Store,
@@ -83,13 +98,12 @@ impl Policy {
         id: &str,
         action: Action,
         today: NaiveDate,
+        origin: Origin,
     ) -> Result<Result<Grant, Denial>, StoreError> {
-        if let Some(m) = id.strip_prefix(PMS_PREFIX) {
-            let target = Target::Pms { scope_id: id };
+        if let Some((target, (scope, mode, threshold))) = self.standing(id) {
             if let Err(d) = self.authorize(user, action, &target, today).await {
                 return Ok(Err(d));
             }
-            let (scope, mode, threshold) = self.pms_terms(m);
             return Ok(Ok(Grant {
                 id: id.to_string(),
                 scope,
@@ -103,7 +117,11 @@ impl Policy {
             return Ok(Err(self.unknown_application(user, id, action, today).await));
         };
         let pledged = store.has_pledged(&app.id, &user.username).await?;
-        let target = Target::Application { app: &app, pledged };
+        let target = Target::Application {
+            app: &app,
+            pledged,
+            origin,
+        };
         if let Err(d) = self.authorize(user, action, &target, today).await {
             return Ok(Err(d));
         }
@@ -113,20 +131,39 @@ impl Policy {
         Ok(Ok(Grant::approved(&app.id, a)))
     }
 
-    /// Everything `user` may query today: their PMS standing scope (if any) first, then
-    /// each approved application they are named on and pass the enforcement point for.
+    /// Everything `user` may query today from `origin`: their PMS or facility standing
+    /// scope (if any) first, then each approved application they are named on and pass
+    /// the enforcement point for.
     pub async fn usable(
         &self,
         store: &Store,
         user: &User,
         today: NaiveDate,
+        origin: Origin,
     ) -> Result<Vec<Usable>, StoreError> {
         let mut out = Vec::new();
         if let (true, Some(m)) = (user.has(Role::Pms), &user.manufacturer) {
             let id = super::pms_scope_id(m);
-            if let Ok(Ok(grant)) = self.resolve(store, user, &id, Action::Query, today).await {
+            if let Ok(Ok(grant)) = self
+                .resolve(store, user, &id, Action::Query, today, origin)
+                .await
+            {
                 out.push(Usable {
                     title: format!("PMS standing scope of {m} / {m} の製造販売後調査"),
+                    term: None,
+                    grant,
+                });
+            }
+        }
+        // seeds (issue 16 §2): a medical institution's own patients
+        if let (true, Some(f)) = (user.has(Role::Facility), &user.facility) {
+            let id = facility_scope_id(f);
+            if let Ok(Ok(grant)) = self
+                .resolve(store, user, &id, Action::Query, today, origin)
+                .await
+            {
+                out.push(Usable {
+                    title: format!("Own patients of facility {f} / 自施設 {f} の患者"),
                     term: None,
                     grant,
                 });
@@ -143,7 +180,11 @@ impl Policy {
                 continue;
             }
             let pledged = store.has_pledged(&app.id, &user.username).await?;
-            let target = Target::Application { app: &app, pledged };
+            let target = Target::Application {
+                app: &app,
+                pledged,
+                origin,
+            };
             if self
                 .authorize(user, Action::Query, &target, today)
                 .await
@@ -174,6 +215,7 @@ impl Policy {
         let target = Target::Application {
             app: &phantom,
             pledged: false,
+            origin: Origin::UNKNOWN,
         };
         match self.authorize(user, action, &target, today).await {
             Err(d) => d,

@@ -6,9 +6,9 @@
 
 use chrono::{Duration, NaiveDate, Utc};
 
-use Action::{AuditRead, Export, ManageUsers, Query, Review};
+use Action::{AuditRead, Catalog, Export, ManageUsers, Query, Review};
 use Day::{AfterEnd, BeforeStart, EndOfTerm, Today};
-use On::{App, NoTarget, Pms};
+use On::{App, Facility, NoTarget, Pms};
 
 use super::*;
 use crate::audit::AuditKey;
@@ -47,9 +47,16 @@ async fn fixture() -> Fixture {
         ("rev1", Role::Reviewer, None),
         ("aud1", Role::Auditor, None),
         ("pms1", Role::Pms, Some("M01")),
+        ("fac1", Role::Facility, None),
+        ("fac0", Role::Facility, None),
     ] {
         store.create_user(&user(n, r, m), "test").await.unwrap();
     }
+    // fac1 is bound to facility F1; fac0 to no facility.
+    store
+        .set_facility("fac1", Some("F1"), "test")
+        .await
+        .unwrap();
     Fixture { _dir: dir, store }
 }
 
@@ -87,6 +94,8 @@ fn approved(
             dp_bounds: None,
             approved_by: "rev1".into(),
             approved_at: Utc::now(),
+            networks: None,
+            published: None,
         }),
         pending_change: None,
         revoked_reason: None,
@@ -156,6 +165,8 @@ enum A1 {
     StaleEnforcer,
     /// That stale enforcer, reloaded.
     ReloadedEnforcer,
+    /// Restricted to 192.0.2.0/24 as its place of use, asked from this address ("" unknown).
+    From(&'static str),
 }
 
 /// What the enforcement point is asked about.
@@ -165,6 +176,8 @@ enum On {
     NoTarget,
     /// A PMS standing scope, no application stored.
     Pms(&'static str),
+    /// A facility standing scope, no application stored.
+    Facility(&'static str),
     App(A1),
 }
 
@@ -190,10 +203,11 @@ async fn decide(who: &str, action: Action, on: On, day: Day) -> Result<(), &'sta
     let f = fixture().await;
     let user = u(&f, who).await;
     let a1 = match on {
-        On::NoTarget | On::Pms(_) => {
+        On::NoTarget | On::Pms(_) | On::Facility(_) => {
             let p = Policy::load(&f.store).await.unwrap();
             let t = match on {
                 On::Pms(scope_id) => Target::Pms { scope_id },
+                On::Facility(scope_id) => Target::Facility { scope_id },
                 _ => Target::None,
             };
             return p
@@ -214,7 +228,16 @@ async fn decide(who: &str, action: Action, on: On, day: Day) -> Result<(), &'sta
         A1::Naming(named) => named,
         _ => &["res1"],
     };
-    let stored = approved("A-1", named, term.0, term.1, Status::Approved);
+    let mut stored = approved("A-1", named, term.0, term.1, Status::Approved);
+    let origin = match a1 {
+        A1::From(addr) => {
+            if let Some(a) = stored.approval.as_mut() {
+                a.networks = Some(vec!["192.0.2.0/24".into()]);
+            }
+            place::Origin(addr.parse().ok())
+        }
+        _ => place::Origin::UNKNOWN,
+    };
     let stale = match a1 {
         A1::StaleEnforcer | A1::ReloadedEnforcer => Some(Policy::load(&f.store).await.unwrap()),
         _ => None,
@@ -230,6 +253,7 @@ async fn decide(who: &str, action: Action, on: On, day: Day) -> Result<(), &'sta
     let t = Target::Application {
         app: &presented,
         pledged: !matches!(a1, A1::Unpledged),
+        origin,
     };
     stale
         .as_ref()
@@ -302,6 +326,28 @@ rule_tests! {
         ("pms1", Query, Pms("PMS-M02"), Today, Err("forbidden")),
         // A researcher has no PMS scope at all.
         ("res1", Query, Pms("PMS-M01"), Today, Err("forbidden")),
+    ]
+    /// 要綱 第3章6: the place of use (issue 16 §1). An unknown address is outside.
+    fn requests_from_outside_the_approved_networks_are_refused [
+        ("res1", Query, App(A1::From("192.0.2.7")), Today, ALLOW),
+        ("res1", Catalog, App(A1::From("192.0.2.255")), Today, ALLOW),
+        ("res1", Query, App(A1::From("198.51.100.1")), Today, Err("outside_place_of_use")),
+        ("res1", Catalog, App(A1::From("198.51.100.1")), Today, Err("outside_place_of_use")),
+        ("res1", Query, App(A1::From("")), Today, Err("outside_place_of_use")),
+        // The other rules come first: a stranger is still not a named user.
+        ("res2", Query, App(A1::From("192.0.2.7")), Today, Err("not_named_user")),
+    ]
+    /// Seed 001 item 8 (issue 16 §2): a medical institution reaches its own facility only.
+    fn facility_account_reaches_only_its_own_facility [
+        ("fac1", Query, Facility("FAC-F1"), Today, ALLOW),
+        ("fac1", Action::FacilityReport, Facility("FAC-F1"), Today, ALLOW),
+        ("fac1", Query, Facility("FAC-F2"), Today, Err("forbidden")),
+        ("fac1", Query, Pms("PMS-M01"), Today, Err("forbidden")),
+        ("fac1", Query, App(A1::AsApproved), Today, Err("forbidden")),
+        ("fac0", Query, Facility("FAC-F1"), Today, Err("forbidden")),
+        ("res1", Query, Facility("FAC-F1"), Today, Err("forbidden")),
+        ("pms1", Query, Facility("FAC-F1"), Today, Err("forbidden")),
+        ("fac1", Export, Facility("FAC-F1"), Today, Err("export_not_permitted")),
     ]
     fn role_actions_follow_the_static_policy [
         ("rev1", Review, NoTarget, Today, ALLOW),

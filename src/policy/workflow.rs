@@ -2,8 +2,8 @@
 //! validation of form 1 + annex and of a reviewer's approval terms.
 //!
 //! Guarantees: only the transitions draft → submitted → correction_requested ⇄ submitted
-//! → approved | rejected, approved → revoked (and change applications on an approved
-//! application) are possible; no approved term crosses a fiscal year; every validation
+//! → approved | rejected, approved → revoked | withdrawn (and change applications on an
+//! approved application) are possible; no approved term crosses a fiscal year; every validation
 //! error names the field and how to fix it.
 
 use std::collections::BTreeSet;
@@ -225,6 +225,7 @@ pub fn next_status(from: Status, action: &str) -> Result<Status, String> {
         (Submitted, "reject") => Rejected,
         (Submitted, "request_correction") => CorrectionRequested,
         (Approved, "revoke") => Revoked,
+        (Approved, "withdraw") => Withdrawn,
         (Draft, "edit") => Draft,
         (CorrectionRequested, "edit") => CorrectionRequested,
         _ => {
@@ -232,8 +233,8 @@ pub fn next_status(from: Status, action: &str) -> Result<Status, String> {
                 Draft => "edit, submit",
                 Submitted => "approve, reject, request_correction (reviewer)",
                 CorrectionRequested => "edit, submit",
-                Approved => "revoke (reviewer), change application",
-                Rejected | Revoked | Expired => "nothing; file a new application",
+                Approved => "revoke (reviewer), withdraw (applicant), change application",
+                Rejected | Revoked | Expired | Withdrawn => "nothing; file a new application",
             };
             return Err(format!(
                 "`{action}` is not possible while the application is {}; possible now: {allowed} / 現在の状態ではこの操作はできません",

@@ -123,12 +123,18 @@ impl EnginePlane {
             .to_vec()
     }
 
-    /// Rules for one approval: its k raises every threshold below it.
-    fn rules_for(&self, k: u32) -> DisclosureRules {
+    /// Rules for one approval: its k raises every threshold below it. In a medical
+    /// institution's own extract every row was written at that one facility, so the
+    /// facility threshold (which keeps one hospital's figures from being read off a
+    /// cell) has nothing to protect there and is 1; k is unchanged.
+    fn rules_for(&self, k: u32, scope: &Scope) -> DisclosureRules {
         let mut r = self.rules.clone();
-        r.defaults.k = r.defaults.k.max(k);
-        for set in r.datasets.values_mut() {
+        let own_facility = scope.facilities.as_ref().is_some_and(|f| f.len() == 1);
+        for set in std::iter::once(&mut r.defaults).chain(r.datasets.values_mut()) {
             set.k = set.k.max(k);
+            if own_facility {
+                set.facility_k = 1;
+            }
         }
         r
     }
@@ -185,7 +191,7 @@ impl DataPlane for EnginePlane {
 
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
         let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
-        let rules = self.rules_for(q.threshold);
+        let rules = self.rules_for(q.threshold, &q.scope);
         // On the query runtime: HTTP stays responsive however heavy the query.
         Box::pin(crate::engine::runtime::run(async move {
             check_scope(&q)?;
@@ -202,7 +208,7 @@ impl DataPlane for EnginePlane {
 
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
         let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
-        let rules = self.rules_for(q.threshold);
+        let rules = self.rules_for(q.threshold, &q.scope);
         Box::pin(crate::engine::runtime::run(async move {
             let params = dp_params(&q)?;
             check_scope(&q)?;
@@ -217,6 +223,23 @@ impl DataPlane for EnginePlane {
 
     fn diseases(&self) -> BTreeSet<i32> {
         self.diseases.clone()
+    }
+
+    // seeds (issue 16 §2): raw figures stay in the plane; only the built report leaves
+    fn facility_report<'a>(
+        &'a self,
+        facility: &'a str,
+    ) -> BoxFuture<'a, Result<crate::report::feedback::FeedbackReport, QueryError>> {
+        Box::pin(async move {
+            let raw = super::feedback::facility_figures(
+                &self.registry,
+                &self.catalog,
+                &self.limits,
+                facility,
+            )
+            .await?;
+            Ok(crate::report::feedback::build(facility, &raw, &self.rules))
+        })
     }
 
     fn report(&self, req: ReportRequest) -> BoxFuture<'_, Result<ReportRun, QueryError>> {

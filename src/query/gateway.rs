@@ -120,12 +120,19 @@ impl Gateway {
     ) -> Result<Result<(Grant, DisclosureMode), (Refusal, Value)>, Refused> {
         let resolved = self
             .policy
-            .resolve(&self.store, user, &req.application, Action::Query, today)
+            .resolve(
+                &self.store,
+                user,
+                &req.application,
+                Action::Query,
+                today,
+                req.origin,
+            )
             .await?;
         let grant = match resolved {
             Ok(g) => g,
             Err(d) => {
-                let detail = json!({"rule": d.code});
+                let detail = json!({"rule": d.code, "origin": req.origin});
                 return Ok(Err((Refusal::Denied(d), detail)));
             }
         };

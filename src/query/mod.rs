@@ -24,6 +24,8 @@ mod budgeted;
 pub mod dp;
 pub mod engine_plane;
 pub mod error;
+// seeds (issue 16 §2): the figures of a facility's feedback report
+pub mod feedback;
 mod fingerprint;
 pub mod gateway;
 pub mod plane;

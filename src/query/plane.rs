@@ -111,6 +111,21 @@ pub trait DataPlane: Send + Sync + 'static {
     /// Designated disease numbers present in the registry (for application validation).
     fn diseases(&self) -> BTreeSet<i32>;
 
+    /// A medical institution's feedback report (`report::feedback`): its own figures
+    /// beside the national ones, the national side released under the disclosure
+    /// rules. A plane without a registry refuses.
+    fn facility_report<'a>(
+        &'a self,
+        facility: &'a str,
+    ) -> BoxFuture<'a, Result<crate::report::feedback::FeedbackReport, QueryError>> {
+        let _ = facility;
+        Box::pin(async {
+            Err(QueryError::internal(
+                "facility feedback report",
+                "this data plane holds no registry",
+            ))
+        })
+    }
     /// Run a standard report's tables over the report extract (built or refreshed first),
     /// each through the suppression path against the earlier publications. A data plane
     /// without registry data (test doubles) cannot.

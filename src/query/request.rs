@@ -28,6 +28,11 @@ pub struct QueryRequest {
     pub max_groups_per_patient: Option<u32>,
     /// m for this query (DP only; default: the approval's, else 3).
     pub max_rows_per_group: Option<u32>,
+    /// Where the request came from, set by the protocol (HTTP: the peer address, see
+    /// `http::origin`), never by the client's JSON; unknown unless a protocol sets it,
+    /// which approvals restricted to a place of use refuse.
+    #[serde(skip)]
+    pub origin: crate::policy::place::Origin,
 }
 
 /// The price of a DP query, worked out without reading data or reserving budget.

@@ -9,8 +9,11 @@
 //! report only from cells the disclosure rules released; the formats are views of one
 //! report value ([`document`] lays out the HTML and the PDF once).
 
+// seeds (issue 16 §2 §5): the facility feedback report, approval and refusal notices
 pub mod annual;
 pub mod document;
+pub mod feedback;
+pub mod notice;
 pub mod pdf;
 pub mod render;
 pub mod usage;

@@ -84,7 +84,7 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-const STYLE: &str = "body{font-family:'IPAexGothic','IPAGothic','Noto Sans CJK JP',sans-serif;max-width:44em;margin:2em auto;line-height:1.6}\
+pub(crate) const STYLE: &str = "body{font-family:'IPAexGothic','IPAGothic','Noto Sans CJK JP',sans-serif;max-width:44em;margin:2em auto;line-height:1.6}\
 .date{text-align:right}.to{margin:1em 0}.from{margin-left:55%}h1{text-align:center;font-size:1.3em;margin:1.5em 0}\
 table{border-collapse:collapse;width:100%;margin:.3em 0 1em}th,td{border:1px solid #000;padding:.2em .5em;text-align:left}\
 td.n{text-align:right}h2{font-size:1em;margin-top:1.2em}section.en{margin-top:3em;border-top:2px solid #000;padding-top:1em}";
@@ -140,7 +140,7 @@ const EN: Labels = Labels {
     name: "Name",
 };
 
-fn rows(out: &mut String, pairs: &[(String, String)]) {
+pub(crate) fn rows(out: &mut String, pairs: &[(String, String)]) {
     out.push_str("<table>");
     for (k, v) in pairs {
         let _ = write!(
@@ -153,7 +153,7 @@ fn rows(out: &mut String, pairs: &[(String, String)]) {
     out.push_str("</table>");
 }
 
-fn kv(k: &str, v: impl ToString) -> (String, String) {
+pub(crate) fn kv(k: &str, v: impl ToString) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 

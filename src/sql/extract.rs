@@ -191,6 +191,7 @@ pub fn normalise_scope(scope: &Scope) -> Scope {
         fiscal_years: norm(&scope.fiscal_years),
         prefectures: norm(&scope.prefectures),
         manufacturers: norm(&scope.manufacturers),
+        facilities: norm(&scope.facilities),
     }
 }
 
@@ -307,23 +308,53 @@ pub fn repseudonymise(key: &hmac::Key, pid: &str) -> String {
     hex::encode(&hmac::sign(key, pid.as_bytes()).as_ref()[..16])
 }
 
+/// A restricted dimension: an approval dimension of the catalogue (`scope = …`), or the
+/// facility (columns marked `facility = true`) of a medical institution's standing scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dim {
+    Scope(ScopeDim),
+    Facility,
+}
+
+impl Dim {
+    /// The column of `table` carrying this dimension, if any.
+    fn column(self, table: &Table) -> Option<&crate::catalog::Column> {
+        match self {
+            Dim::Scope(d) => table.scope_column(d),
+            Dim::Facility => table.columns.iter().find(|c| c.facility),
+        }
+    }
+}
+
 /// The approved values per restricted dimension, as literal lists.
-fn restrictions(scope: &Scope) -> Vec<(ScopeDim, Vec<Expr>)> {
+fn restrictions(scope: &Scope) -> Vec<(Dim, Vec<Expr>)> {
     let mut out = Vec::new();
     if let Some(v) = &scope.fiscal_years {
-        out.push((ScopeDim::FiscalYear, v.iter().map(|x| lit(*x)).collect()));
+        out.push((
+            Dim::Scope(ScopeDim::FiscalYear),
+            v.iter().map(|x| lit(*x)).collect(),
+        ));
     }
     if let Some(v) = &scope.diseases {
-        out.push((ScopeDim::Disease, v.iter().map(|x| lit(*x)).collect()));
+        out.push((
+            Dim::Scope(ScopeDim::Disease),
+            v.iter().map(|x| lit(*x)).collect(),
+        ));
     }
     if let Some(v) = &scope.prefectures {
-        out.push((ScopeDim::Region, v.iter().map(|x| lit(x.clone())).collect()));
+        out.push((
+            Dim::Scope(ScopeDim::Region),
+            v.iter().map(|x| lit(x.clone())).collect(),
+        ));
     }
     if let Some(v) = &scope.manufacturers {
         out.push((
-            ScopeDim::Manufacturer,
+            Dim::Scope(ScopeDim::Manufacturer),
             v.iter().map(|x| lit(x.clone())).collect(),
         ));
+    }
+    if let Some(v) = &scope.facilities {
+        out.push((Dim::Facility, v.iter().map(|x| lit(x.clone())).collect()));
     }
     out
 }
@@ -339,10 +370,10 @@ fn in_list(column: &str, values: &[Expr]) -> Expr {
 
 /// The conjunction of a table's own scope columns, or `None` when it carries none of
 /// the restricted dimensions.
-fn record_predicate(table: &Table, restr: &[(ScopeDim, Vec<Expr>)]) -> Option<Expr> {
+fn record_predicate(table: &Table, restr: &[(Dim, Vec<Expr>)]) -> Option<Expr> {
     restr
         .iter()
-        .filter_map(|(dim, values)| table.scope_column(*dim).map(|c| in_list(&c.name, values)))
+        .filter_map(|(dim, values)| dim.column(table).map(|c| in_list(&c.name, values)))
         .reduce(Expr::and)
 }
 
@@ -375,15 +406,26 @@ fn validate_scope(scope: &Scope, catalog: &Catalog) -> Result<(), ExtractError> 
 }
 
 /// Tables an extract of `scope` contains: every reference table, and every patient
-/// table of an approved dataset.
+/// table of an approved dataset. Under a facility restriction a patient table must say
+/// where each row was written (a facility column): the others are left out (fail
+/// closed), except the one-row `patient` table, whose sex, birth year and prefecture
+/// describe the facility's own patient rather than another facility's record.
 pub fn extract_tables<'a>(catalog: &'a Catalog, scope: &Scope) -> Vec<&'a Table> {
     catalog
         .tables
         .iter()
         .filter(|t| {
-            t.kind == TableKind::Reference || t.datasets.iter().any(|d| scope.datasets.contains(d))
+            t.kind == TableKind::Reference
+                || (t.datasets.iter().any(|d| scope.datasets.contains(d))
+                    && facility_may_see(t, scope))
         })
         .collect()
+}
+
+/// Whether a facility-restricted scope may hold patient table `t` (always true for other
+/// scopes): it records the facility of each row, or it is the patient master table.
+fn facility_may_see(t: &Table, scope: &Scope) -> bool {
+    scope.facilities.is_none() || t.name == "patient" || Dim::Facility.column(t).is_some()
 }
 
 async fn register_source(
@@ -449,7 +491,7 @@ async fn patient_set(
     ctx: &SessionContext,
     catalog: &Catalog,
     scope: &Scope,
-    restr: &[(ScopeDim, Vec<Expr>)],
+    restr: &[(Dim, Vec<Expr>)],
 ) -> Result<DataFrame, ExtractError> {
     let engine = |table: &str| {
         let table = table.to_string();
@@ -467,7 +509,7 @@ async fn patient_set(
     // (2) an in-scope record in a patient table of an approved dataset.
     let mut anchors: Option<DataFrame> = None;
     for t in catalog.tables_in(&scope.datasets) {
-        if t.kind != TableKind::Patient || t.name == "patient" {
+        if t.kind != TableKind::Patient || t.name == "patient" || !facility_may_see(t, scope) {
             continue;
         }
         let mut df = ctx.table(&t.name).await.map_err(engine(&t.name))?;
@@ -499,7 +541,7 @@ async fn patient_set(
             if t.name == "patient" {
                 continue;
             }
-            let Some(c) = t.scope_column(*dim) else {
+            let Some(c) = dim.column(t) else {
                 continue;
             };
             let df = ctx
@@ -517,7 +559,7 @@ async fn patient_set(
             set = set
                 .join(evidence, JoinType::LeftSemi, &["pid"], &[SRC_PID], None)
                 .map_err(engine("patient"))?;
-        } else if patient.scope_column(*dim).is_none() {
+        } else if dim.column(patient).is_none() {
             // A restriction nothing can satisfy or check: refuse rather than ignore it.
             return Err(ExtractError::Scope(format!(
                 "no table carries the {dim:?} dimension, so the restriction cannot be applied"

@@ -20,4 +20,9 @@ pub struct Scope {
     pub prefectures: Option<Vec<String>>,
     /// Manufacturer codes (PMS teams see only patients treated with their products).
     pub manufacturers: Option<Vec<String>>,
+    /// Facility codes (a medical institution sees only the rows written at its own
+    /// facility, of the patients it has records of: see `sql::extract`). Left out of the
+    /// serialised scope when absent, so extract ids of other scopes did not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilities: Option<Vec<String>>,
 }

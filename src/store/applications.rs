@@ -173,32 +173,14 @@ impl Store {
                 let built = super::extracts::build_event(&event.actor, &app.id, x);
                 self.audit(tx, &built).await?;
             }
-            let save = sqlx::query(
-                "UPDATE applications SET status = $1, form = $2, approval = $3, pending_change = $4, revoked_reason = $5, updated_at = $6
-             WHERE id = $7 AND updated_at = $8",
-            )
-            .bind(app.status.as_str())
-            .bind(serde_json::to_string(&app.form)?)
-            .bind(app.approval.as_ref().map(serde_json::to_string).transpose()?)
-            .bind(app.pending_change.as_ref().map(serde_json::to_string).transpose()?)
-            .bind(&app.revoked_reason)
-            .bind(ts(now()))
-            .bind(&app.id)
-            .bind(ts(expect_updated_at));
-            if exec(tx, save).await? == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "application `{}` changed meanwhile; reload it and try again / 申請が他の操作で更新されました。再読み込みしてください",
-                    app.id
-                )));
-            }
-            Self::history(
+            Self::save_transition(
                 tx,
-                &app.id,
-                &event.actor,
+                app,
+                expect_updated_at,
+                from,
                 action,
-                Some(from.as_str()),
-                app.status.as_str(),
                 reason,
+                &event.actor,
             )
             .await
         })
@@ -206,6 +188,47 @@ impl Store {
         self.application(&app.id)
             .await?
             .ok_or_else(|| StoreError::NotFound(app.id.clone()))
+    }
+
+    /// The statements of [`Self::transition`] inside the caller's transaction (the
+    /// caller appends the audit event): the optimistic save and the history entry.
+    pub(super) async fn save_transition(
+        tx: &mut AnyConnection,
+        app: &Application,
+        expect_updated_at: DateTime<Utc>,
+        from: Status,
+        action: &str,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<u64> {
+        let save = sqlx::query(
+            "UPDATE applications SET status = $1, form = $2, approval = $3, pending_change = $4, revoked_reason = $5, updated_at = $6
+             WHERE id = $7 AND updated_at = $8",
+        )
+        .bind(app.status.as_str())
+        .bind(serde_json::to_string(&app.form)?)
+        .bind(app.approval.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(app.pending_change.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(&app.revoked_reason)
+        .bind(ts(now()))
+        .bind(&app.id)
+        .bind(ts(expect_updated_at));
+        if exec(tx, save).await? == 0 {
+            return Err(StoreError::Conflict(format!(
+                "application `{}` changed meanwhile; reload it and try again / 申請が他の操作で更新されました。再読み込みしてください",
+                app.id
+            )));
+        }
+        Self::history(
+            tx,
+            &app.id,
+            actor,
+            action,
+            Some(from.as_str()),
+            app.status.as_str(),
+            reason,
+        )
+        .await
     }
 
     pub async fn application_history(&self, id: &str) -> Result<Vec<HistoryEntry>> {

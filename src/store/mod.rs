@@ -39,6 +39,8 @@ pub mod oversight;
 mod queries;
 mod releases;
 pub mod retention;
+// seeds (issue 16): facility binding, notices, the public register's reads
+pub mod seeds;
 mod sessions;
 #[doc(hidden)]
 pub mod testing;
@@ -84,6 +86,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "oversight",
         sql: include_str!("migrations/0005_oversight.sql"),
+        postgres: None,
+    },
+    // seeds (issue 16): facility accounts, notices
+    Migration {
+        version: 6,
+        name: "seeds",
+        sql: include_str!("migrations/0006_seeds.sql"),
         postgres: None,
     },
     // annual reports (issue 13 §3)
@@ -277,13 +286,24 @@ impl Store {
             .pool_options(max_connections.max(1))
             .connect(url)
             .await?;
-        let store = Self {
+        let mut store = Self {
             pool,
             dialect,
             key,
             alerts: Default::default(),
         };
-        store.migrate().await?;
+        if store.migrate().await? {
+            // seeds (issue 16): a connection of the pool may hold the schema from before a
+            // migration that ran on another connection; its next statement over an altered
+            // table would be prepared against the old columns (migration 6's ALTER TABLE
+            // ADD COLUMN changes `SELECT * FROM users` under sqlx's feet). Serve from fresh
+            // connections.
+            store.pool.close().await;
+            store.pool = dialect
+                .pool_options(max_connections.max(1))
+                .connect(url)
+                .await?;
+        }
         if opening == Opening::Server {
             // Whatever was reserved before this open belongs to a query that can no
             // longer commit (a crash, or a process that stopped): it counts as spent.
@@ -304,7 +324,8 @@ impl Store {
         self.dialect
     }
 
-    async fn migrate(&self) -> Result<()> {
+    /// Apply the migrations this database lacks; whether any was applied.
+    async fn migrate(&self) -> Result<bool> {
         self.transaction(async |tx| {
             let create = sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)");
             exec(tx, create).await
@@ -325,29 +346,33 @@ impl Store {
         // in parallel (4 and 5 of issue 13), and a database that got 5 first still gets 4.
         // The check is repeated under the writers' lock: two processes starting at once on
         // one PostgreSQL database apply each migration once.
+        let mut any = false;
         for m in MIGRATIONS {
             let sql = self.dialect.migration(m);
-            self.transaction(async |tx| {
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                        .bind(m.version)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if done.is_some() {
-                    return Ok(0);
-                }
-                sqlx::Executor::execute(&mut *tx, sql.as_ref()).await?;
-                let applied = sqlx::query(
+            any |= self
+                .transaction(async |tx| {
+                    let done: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM schema_migrations WHERE version = $1",
+                    )
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if done.is_some() {
+                        return Ok(0);
+                    }
+                    sqlx::Executor::execute(&mut *tx, sql.as_ref()).await?;
+                    let applied = sqlx::query(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                 )
                 .bind(m.version)
                 .bind(m.name)
                 .bind(ts(now()));
-                exec(tx, applied).await
-            })
-            .await?;
+                    exec(tx, applied).await
+                })
+                .await?
+                > 0;
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Run `f` in one write transaction that holds the writers' lock from its start

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 use crate::privacy::result::{DisclosureMode, DpBounds};
 use crate::sql::scope::Scope;
 
-/// Account roles. A PMS account is bound to one manufacturer.
+/// Account roles. A PMS account is bound to one manufacturer, a facility account to one
+/// medical facility.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]
@@ -20,6 +21,8 @@ pub enum Role {
     Auditor,
     Pms,
     Admin,
+    /// A medical institution (seed 001 item 8): its own patients' records.
+    Facility,
 }
 
 impl Role {
@@ -30,6 +33,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Pms => "pms",
             Role::Admin => "admin",
+            Role::Facility => "facility",
         }
     }
 
@@ -40,6 +44,7 @@ impl Role {
             "auditor" => Role::Auditor,
             "pms" => Role::Pms,
             "admin" => Role::Admin,
+            "facility" => Role::Facility,
             _ => return None,
         })
     }
@@ -52,6 +57,9 @@ pub struct User {
     pub roles: Vec<Role>,
     /// Manufacturer code of a PMS team account.
     pub manufacturer: Option<String>,
+    /// Facility code of a medical institution's account (`Store::set_facility`).
+    #[serde(default)]
+    pub facility: Option<String>,
     pub display_name: String,
     pub affiliation: String,
     pub title: String,
@@ -90,6 +98,9 @@ pub enum Status {
     Rejected,
     Revoked,
     Expired,
+    /// The applicant ended an approved study before its term (取り下げ); it stays on
+    /// the public register with this status.
+    Withdrawn,
 }
 
 impl Status {
@@ -102,6 +113,7 @@ impl Status {
             Status::Rejected => "rejected",
             Status::Revoked => "revoked",
             Status::Expired => "expired",
+            Status::Withdrawn => "withdrawn",
         }
     }
 
@@ -114,6 +126,7 @@ impl Status {
             "rejected" => Status::Rejected,
             "revoked" => Status::Revoked,
             "expired" => Status::Expired,
+            "withdrawn" => Status::Withdrawn,
             _ => return None,
         })
     }
@@ -144,11 +157,19 @@ pub struct NamedUser {
     pub title: String,
 }
 
-/// Form 3: the research lead's consent when a co-investigator applies.
+/// Form 3: the research lead's consent when a co-investigator applies. Recorded by the
+/// lead's own action (`POST /applications/{id}/lead-consent`), never from the applicant's
+/// form: kura drops any value an applicant sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LeadConsent {
     pub lead: Person,
     pub consented_on: NaiveDate,
+    /// The lead's account, which consented.
+    #[serde(default)]
+    pub username: String,
+    /// When it consented (the form as it stood then; an edit asks for consent again).
+    #[serde(default)]
+    pub consented_at: Option<DateTime<Utc>>,
 }
 
 /// Ethics review (倫理審査): committee and approval number.
@@ -191,6 +212,13 @@ pub struct ApplicationForm {
     pub place_of_use: String,
     pub publication_plan: String,
     pub contact: String,
+    /// Item 6 as networks: the CIDR blocks of the research facility, suggested to the
+    /// reviewer, who sets the approved ones (the place of use checked on every request).
+    pub networks: Vec<String>,
+    /// A co-investigator's application (分担研究者, 要綱 第2章2(2)) names the account of
+    /// the research lead (主任研究者), whose own consent (form 3) must be on record
+    /// (`lead_consent`, set only by the lead's action) before it can be submitted.
+    pub lead_investigator: Option<String>,
 }
 
 /// What a reviewer approved: the terms that bind every query.
@@ -212,6 +240,25 @@ pub struct Approval {
     pub dp_bounds: Option<DpBounds>,
     pub approved_by: String,
     pub approved_at: DateTime<Utc>,
+    /// Place of use (要綱 第3章6): the networks (CIDR blocks) of the research facility
+    /// every request must come from; `None` = not restricted by network.
+    #[serde(default)]
+    pub networks: Option<Vec<String>>,
+    /// What the public transparency register shows of this study, chosen by the
+    /// reviewer at approval; `None` = only the number, datasets, scope, term and status.
+    #[serde(default)]
+    pub published: Option<Published>,
+}
+
+/// The published fields of an approved study (seed 003: tell patients how their data
+/// is used): taken from form 1 or written by the reviewer, never from notebooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct Published {
+    pub title: String,
+    /// The lead institution (申請者所属).
+    pub institution: String,
+    /// A summary of the purpose (研究の目的の要旨).
+    pub summary: String,
 }
 
 /// An application with its current state.

@@ -1,4 +1,4 @@
-//! Extract retention: once an approval has ended (expired or revoked), its extract is
+//! Extract retention: once an approval has ended (expired, revoked or withdrawn), its extract is
 //! already unusable (every query checks status and term); after the retention period the
 //! files are destroyed and the destruction is logged (要綱 第3章 5: derived records are
 //! destroyed at the end of use).
@@ -23,7 +23,7 @@ pub async fn sweep(
     for app in store.applications().await? {
         let ended = match app.effective_status(today) {
             Status::Expired => app.approval.as_ref().map(|a| a.term.end),
-            Status::Revoked => Some(app.updated_at.date_naive()),
+            Status::Revoked | Status::Withdrawn => Some(app.updated_at.date_naive()),
             _ => None,
         };
         let Some(ended) = ended else { continue };
@@ -86,6 +86,8 @@ mod tests {
             dp_bounds: None,
             approved_by: "rev".into(),
             approved_at: Utc::now(),
+            networks: None,
+            published: None,
         });
         let ev = AuditEvent::ok(
             "rev",

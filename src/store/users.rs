@@ -20,6 +20,7 @@ impl Store {
             username: r.try_get("username")?,
             roles: roles.iter().filter_map(|s| Role::parse(s)).collect(),
             manufacturer: r.try_get("manufacturer")?,
+            facility: r.try_get("facility")?,
             display_name: r.try_get("display_name")?,
             affiliation: r.try_get("affiliation")?,
             title: r.try_get("title")?,
@@ -158,7 +159,7 @@ impl Store {
         );
         self.audited(&event, async |tx| {
             let set =
-                sqlx::query("UPDATE users SET roles = ?, manufacturer = ? WHERE username = ?")
+                sqlx::query("UPDATE users SET roles = $1, manufacturer = $2 WHERE username = $3")
                     .bind(serde_json::to_string(&names)?)
                     .bind(manufacturer)
                     .bind(username);

@@ -31,6 +31,11 @@ mod production;
 mod production_faults;
 mod production_fuzz;
 mod qc_fixture;
+// seeds (issue 16)
+mod seeds_data;
+mod seeds_facility;
+mod seeds_place;
+mod seeds_register;
 mod slt;
 mod support;
 mod tls;

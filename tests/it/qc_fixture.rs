@@ -29,6 +29,9 @@ pub enum V {
     S(String),
     I(i64),
     F(f64),
+    /// NULL: also every cell a row leaves out at its end, so columns added to the end of
+    /// a catalogue table later need no edit of the rows below.
+    N,
 }
 
 fn s(x: impl Into<String>) -> V {
@@ -40,7 +43,7 @@ pub fn batch(catalog: &Catalog, table: &str, rows: &[Vec<V>]) -> RecordBatch {
     let schema = t.arrow_schema();
     let mut cols: Vec<ArrayRef> = Vec::new();
     for (ci, f) in schema.fields().iter().enumerate() {
-        let vals = rows.iter().map(|r| r[ci].clone());
+        let vals = rows.iter().map(|r| r.get(ci).cloned().unwrap_or(V::N));
         let arr: ArrayRef = match f.data_type() {
             DataType::Utf8 => Arc::new(StringArray::from_iter(vals.map(|v| match v {
                 V::S(x) => Some(x),

@@ -110,6 +110,7 @@ pub fn full_form(users: &[&str]) -> ApplicationForm {
         place_of_use: "Room 1".into(),
         publication_plan: "paper".into(),
         contact: "office".into(),
+        ..Default::default()
     }
 }
 
@@ -193,6 +194,8 @@ pub async fn approve_scoped(store: &Store, a: &Approved, scope: Scope) {
         dp_bounds: None,
         approved_by: "reviewer1".into(),
         approved_at: Utc::now(),
+        networks: None,
+        published: None,
     });
     let ev = AuditEvent::ok("reviewer1", "application.approve", Some(a.id), json!({}));
     store

@@ -3,6 +3,8 @@
 
 // oversight (issue 13 §2 §4)
 import { oversight } from './i18n/oversight';
+// seeds (issue 16)
+import { seeds } from './i18n/seeds';
 // annual reports (issue 13 §3)
 import { annual } from './i18n/annual';
 // console (issue 17): notebook habits, results, role screens, operator screens
@@ -224,6 +226,8 @@ const dict = {
   back: ['戻る', 'Back'],
   // oversight (issue 13 §2 §4)
   ...oversight,
+  // seeds (issue 16)
+  ...seeds,
   // annual reports (issue 13 §3)
   ...annual,
   // console (issue 17)

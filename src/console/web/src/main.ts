@@ -16,6 +16,10 @@ import { renderPms } from './views/pms';
 // oversight (issue 13 §2 §4)
 import { renderAlerts } from './views/alerts';
 import { renderReports } from './views/reports';
+// seeds (issue 16): public register (no session), medical institution, form 3
+import { renderRegister } from './views/register';
+import { renderFacility } from './views/facility';
+import { renderConsentRequests } from './views/consent';
 // annual reports (issue 13 §3)
 import { renderAnnual } from './views/annual';
 // operator screens (issue 17 §4)
@@ -81,6 +85,10 @@ function navItems(): [string, Key][] {
   // oversight (issue 13 §2 §4)
   if (has('auditor')) items.push(['#/alerts', 'nav_alerts']);
   if (has('researcher') || has('reviewer') || has('auditor')) items.push(['#/reports', 'nav_reports']);
+  // seeds (issue 16)
+  if (has('facility')) items.push(['#/facility', 'nav_facility']);
+  if (has('researcher')) items.push(['#/consent', 'nav_consent']);
+  items.push(['#/register', 'nav_register']);
   // annual reports (issue 13 §3): the data custodian and reviewers
   if (has('admin') || has('reviewer')) items.push(['#/annual', 'nav_annual']);
   // operator screens (issue 17 §4)
@@ -165,6 +173,8 @@ function renderLogin(main: HTMLElement) {
     field(t('password'), pass),
     err,
     h('button', { type: 'submit', class: 'primary', id: 'login-submit' }, t('login')),
+    // seeds (issue 16 §3): the register is public
+    h('p', {}, h('a', { href: '#/register', id: 'register-link' }, t('nav_register'))),
   );
   clear(main, form);
   user.focus();
@@ -182,6 +192,7 @@ async function probeCookie(): Promise<boolean> {
 
 function homeFor(): string {
   if (has('researcher')) return '#/apps';
+  if (has('facility')) return '#/facility';
   if (has('reviewer')) return '#/review';
   if (has('auditor')) return '#/audit';
   if (has('pms')) return '#/pms';
@@ -199,6 +210,17 @@ async function route() {
     } catch {
       me = null;
     }
+  }
+  // seeds (issue 16 §3): the public register needs no session
+  if (!me && parts[0] === 'register') {
+    const main = shell();
+    try {
+      await renderRegister(main);
+      main.append(h('p', {}, h('a', { href: '#/login', id: 'login-link' }, t('register_login'))));
+    } catch (x) {
+      clear(main, errorBox(x));
+    }
+    return;
   }
   if (!me) {
     const main = shell();
@@ -243,6 +265,16 @@ async function route() {
         break;
       case 'reports':
         await renderReports(ctx);
+        break;
+      // seeds (issue 16)
+      case 'register':
+        await renderRegister(ctx.main);
+        break;
+      case 'facility':
+        await renderFacility(ctx);
+        break;
+      case 'consent':
+        await renderConsentRequests(ctx);
         break;
       // annual reports (issue 13 §3)
       case 'annual':

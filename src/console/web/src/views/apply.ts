@@ -7,6 +7,8 @@ import { label, t } from '../i18n';
 import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 import { approvalView, crossesFiscalYear, formEditor, formOf, formView, getPath, NamedUser } from './forms';
+// seeds (issue 16 §5): form 3, notices, withdrawal
+import { consentPanel, noticesPanel, withdrawPanel } from './consent';
 
 export type AppRecord = Record<string, unknown> & { id: string; status: string };
 
@@ -156,12 +158,13 @@ async function renderEditor(ctx: Ctx, existing: AppRecord | null, change = false
 async function renderDetail(ctx: Ctx, id: string) {
   const app = normalizeApp(await api('GET', `/applications/${encodeURIComponent(id)}`));
   const status = app.status;
-  if (status === 'draft' || status === 'correction_requested') {
+  const me = ctx.me.username;
+  const refresh = () => void renderDetail(ctx, id);
+  if ((status === 'draft' || status === 'correction_requested') && app['applicant'] === me) {
     await renderEditor(ctx, app);
-    ctx.main.prepend(h('p', {}, statusBadge(status)), historyList(app));
+    ctx.main.prepend(h('p', {}, statusBadge(status)), consentPanel(app, me, refresh) ?? '', historyList(app));
     return;
   }
-  const me = ctx.me.username;
   const pledged = listOf<Record<string, string> | string>(app['pledges']).map((p) => (typeof p === 'string' ? p : p['username']));
   const pledgeBox = h('section', { class: 'card pledge', id: 'pledge' });
   if (status === 'approved' && namedUsers(app).includes(me)) {
@@ -194,6 +197,10 @@ async function renderDetail(ctx: Ctx, id: string) {
   clear(
     ctx.main,
     h('h1', {}, `${t('nav_apply')} `, h('span', { translate: 'no' }, app.id), ' ', statusBadge(status)),
+    // seeds (issue 16 §5)
+    consentPanel(app, me, refresh),
+    await noticesPanel(app),
+    withdrawPanel(app, me, refresh),
     pledgeBox.childNodes.length ? pledgeBox : null,
     status === 'approved' && app['applicant'] === me
       ? h('p', {}, h('button', { type: 'button', id: 'change-application', onclick: () => void renderEditor(ctx, app, true) }, t('change_application')))

@@ -22,6 +22,8 @@ export const FIELDS: { key: string; label: Key; kind: Kind; required?: boolean }
   { key: 'applicant.affiliation', label: 'f_applicant_affiliation', kind: 'text', required: true },
   { key: 'applicant.title', label: 'f_applicant_title', kind: 'text' },
   { key: 'applicant.name', label: 'f_applicant_name', kind: 'text', required: true },
+  // seeds (issue 16 §5): a co-investigator names the research lead, who consents (form 3)
+  { key: 'lead_investigator', label: 'f_lead_investigator', kind: 'text' },
   { key: 'diseases', label: 'f_diseases', kind: 'numbers', required: true },
   { key: 'purpose', label: 'f_purpose', kind: 'textarea', required: true },
   { key: 'necessity', label: 'f_necessity', kind: 'textarea' },
@@ -38,6 +40,8 @@ export const FIELDS: { key: string; label: Key; kind: Kind; required?: boolean }
   { key: 'term.start', label: 'f_term_start', kind: 'date', required: true },
   { key: 'term.end', label: 'f_term_end', kind: 'date', required: true },
   { key: 'place_of_use', label: 'f_place_of_use', kind: 'textarea' },
+  // seeds (issue 16 §1): the place of use as networks, suggested to the reviewer
+  { key: 'networks', label: 'f_networks', kind: 'strings' },
   { key: 'publication_plan', label: 'f_publication', kind: 'textarea' },
   { key: 'contact', label: 'f_contact', kind: 'textarea' },
 ];
@@ -61,7 +65,7 @@ function setPath(obj: Form, path: string, value: unknown) {
   cur[parts[parts.length - 1]] = value;
 }
 
-const DATASETS = ['nanbyo', 'als', 'regen'];
+const DATASETS = ['nanbyo', 'als', 'regen', 'jasmin'];
 
 function toText(kind: Kind, v: unknown): string {
   if (v === undefined || v === null) return '';
@@ -135,6 +139,8 @@ export function formEditor(initial: Form, readonly = false): { el: HTMLElement; 
       if (Array.isArray(scope['prefectures']) && scope['prefectures'].length === 0) scope['prefectures'] = null;
       const term = out['term'] as Form;
       if (!term['start'] && !term['end']) out['term'] = null;
+      // No research lead named: the applicant is the lead (no form 3).
+      if (!out['lead_investigator']) out['lead_investigator'] = null;
       return out;
     },
   };

@@ -11,8 +11,10 @@ import { plainDomains } from '../labels';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 import { AppRecord, historyList, normalizeApp } from './apply';
 import { approvalView, crossesFiscalYear, formOf, formView, fromText, getPath } from './forms';
+// seeds (issue 16 §1 §3): the place of use and the published fields of an approval
+import { approvalExtras } from './consent';
 
-const STATUSES = ['submitted', 'correction_requested', 'approved', 'rejected', 'revoked', 'expired', 'draft'];
+const STATUSES = ['submitted', 'correction_requested', 'approved', 'rejected', 'revoked', 'expired', 'withdrawn', 'draft'];
 const NEEDS_ACTION = 'needs_action';
 
 function needsAction(a: AppRecord): boolean {
@@ -145,6 +147,7 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
     mode.addEventListener('change', () => {
       dpBox.hidden = mode.value !== 'dp';
     });
+    const extras = approvalExtras(form);
     const reason = h('textarea', { id: 'decision-reason', rows: 2 });
     const decide = (decision: string) => async () => {
       if (decision === 'approve' && crossesFiscalYear(start.value, end.value)) {
@@ -173,6 +176,7 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
           if (dpL.value.trim()) body['max_groups_per_patient'] = Number(dpL.value);
           if (dpM.value.trim()) body['max_rows_per_group'] = Number(dpM.value);
         }
+        Object.assign(body, extras.read());
       }
       await post('decision', body);
     };
@@ -194,6 +198,7 @@ async function renderReviewDetail(ctx: Ctx, id: string) {
           field(t('k_threshold'), k),
         ),
         dpBox,
+        extras.el,
         field(t('reason'), reason),
         h(
           'div',
