@@ -549,3 +549,45 @@ async fn tls_client_certificates_bind_flight_sessions_to_the_account() {
         assert!(c.handshake("researcher1", PASSWORD).await.is_err());
     }
 }
+
+/// Restrict A-1's approval to `block`, as a change approval would (issue 16 §1).
+async fn restrict_a1(h: &H, block: &str) {
+    let mut app = h.state.store.application("A-1").await.unwrap().unwrap();
+    let before = app.updated_at;
+    app.approval.as_mut().unwrap().networks = Some(vec![block.to_string()]);
+    let ev = kura::audit::AuditEvent::ok(
+        "reviewer1",
+        "application.change_approve",
+        Some("A-1"),
+        json!({}),
+    );
+    h.state
+        .store
+        .transition(&app, before, app.status, "change_approve", None, &ev)
+        .await
+        .unwrap();
+}
+
+/// Attack: the named user runs statements and reads the catalogue over Flight from outside
+/// the approval's place of use (issue 16 §1). Flight passes its connection's peer address to
+/// the gateway, so the approval's networks hold over this door too. Control: the same
+/// calls answer when the approved network is the client's (127.0.0.1) — which also shows
+/// the address arrives (an unknown origin would be refused there as well).
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_flight_from_outside_the_place_of_use_is_refused() {
+    let (h, server) = served().await;
+    let mut c = login(server.addr, "researcher1", "A-1").await;
+    restrict_a1(&h, "127.0.0.2/32").await;
+    let e = c.execute(SQL.into(), None).await.unwrap_err().to_string();
+    assert_eq!(code_of(&e), "outside_place_of_use", "{e}");
+    let e = c
+        .get_tables(tables_request())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(code_of(&e), "outside_place_of_use", "{e}");
+    restrict_a1(&h, "127.0.0.1/32").await;
+    let (_, batches) = query(&mut c, SQL).await.unwrap();
+    assert_eq!(batches[0].num_rows(), 2);
+    assert!(c.get_tables(tables_request()).await.is_ok());
+}
