@@ -95,6 +95,17 @@ impl EnvValue for PathBuf {
     }
 }
 
+impl EnvValue for Option<u16> {
+    const EXPECTED: &'static str = "a port number (1-65535), or empty for none";
+    fn parse_env(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Some(None);
+        }
+        s.parse::<u16>().ok().filter(|p| *p > 0).map(Some)
+    }
+}
+
 /// A list from one environment variable: comma-separated, blanks dropped.
 impl EnvValue for Vec<String> {
     const EXPECTED: &'static str = "a comma-separated list";
@@ -181,6 +192,8 @@ options! {
     struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig, store: StoreConfig];
     /// Address and port to listen on. Keep it on loopback or an internal network, and serve TLS (section `[tls]`) or put a TLS proxy in front.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080";
+    /// Port of the Arrow Flight SQL endpoint, on the address of `listen` (same accounts, rules, TLS and client certificates as HTTP); empty means no Flight SQL.
+    flight_port: Option<u16> = None, "(none: off)";
     /// Directory holding the control-plane database (`kura.db`), registry data (`data/`) and extracts (`extracts/`).
     data_dir: PathBuf = PathBuf::from("kura-data"), "kura-data";
     /// Catalogue file; empty means the catalogue compiled into kura (`policies/catalog.toml`).
@@ -456,6 +469,12 @@ impl Config {
         };
         cfg.apply_env(get_env)?;
         Ok((cfg, warnings))
+    }
+
+    /// The Flight SQL address: the `listen` address with `flight_port`, if set.
+    pub fn flight_listen(&self) -> Option<SocketAddr> {
+        self.flight_port
+            .map(|p| SocketAddr::new(self.listen.ip(), p))
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! [`query`] owns a query from "authorised" to "released" and is the one entry point
-//! HTTP (and later Flight SQL) calls. Data enters through [`ingest`] (pseudonymisation,
+//! HTTP and Flight SQL ([`flight`]) call. Data enters through [`ingest`] (pseudonymisation,
 //! consent filter) and is described by the [`catalog`]; each approval gets its own
 //! extract ([`sql::extract`]). Control-plane state lives in [`store`]; the approval
 //! workflow in [`policy::workflow`]; operator commands, `kura demo` and the benchmarks in
@@ -25,6 +25,9 @@
 
 // The request pipeline, in order.
 pub mod http;
+
+// Flight SQL (issue 15): a second door into the same pipeline, beside `http`.
+pub mod flight;
 
 pub mod auth;
 
@@ -50,6 +53,7 @@ pub mod airlock;
 pub mod catalog;
 pub mod console;
 pub mod ingest;
+pub mod notebook;
 pub mod report;
 
 pub mod config;

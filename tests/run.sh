@@ -40,6 +40,10 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# clients and scale (issue 15): the Python clients (ADBC Flight SQL driver, pyarrow, pandas,
+# nbformat) in a cached venv under the target directory, made before the tests use it.
+echo "== python clients"
+bash tests/clients/venv.sh >/dev/null
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
@@ -50,6 +54,8 @@ fi
 # database (src/store/testing.rs).
 echo "== tests on PostgreSQL (store and API suites)"
 pg_filter='test(/^store::/) | test(/^policy::/) | test(/^api::/) | test(/^dp_api::/) | test(/^alerts::/) | test(/^usage_report::/) | test(/^production::store/)'
+# clients and scale (issue 15): Flight SQL and .ipynb export/import also run on PostgreSQL.
+pg_filter="$pg_filter | test(/^flight::/) | test(/^ipynb::/)"
 # seeds (issue 16): facility accounts, notices, the register, the place of use
 pg_filter="$pg_filter | test(/^seeds_(register|facility|place)::/)"
 # console (issue 17): the operator's screens (users, extracts) and notebooks
@@ -59,7 +65,7 @@ pg_filter="$pg_filter | test(/^airlock::/)"
 if cargo nextest --version >/dev/null 2>&1; then
   KURA_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast -E "$pg_filter"
 else
-  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store seeds_register:: seeds_facility:: seeds_place:: admin_api:: ledger_users:: airlock::
+  KURA_TEST_STORE=postgres cargo test --locked --no-fail-fast -- store:: policy:: api:: dp_api:: alerts:: usage_report:: production::store seeds_register:: seeds_facility:: seeds_place:: admin_api:: ledger_users:: airlock:: flight:: ipynb::
 fi
 echo "== browser journeys"
 # The test build above also built the `kura` binary; reuse it rather than building again

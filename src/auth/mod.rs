@@ -7,6 +7,7 @@
 //! a stolen database holds no usable token.
 
 pub mod certificate;
+pub mod login;
 // production (issue 14): per-address login rate
 pub mod rate;
 

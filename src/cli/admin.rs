@@ -273,12 +273,16 @@ async fn app_state(
 pub async fn serve_command(
     args: ConfigArgs,
     listen: Option<std::net::SocketAddr>,
+    flight_port: Option<u16>,
     tls_args: crate::cli::TlsArgs,
     allow_broken_chain: bool,
 ) -> Result<ExitCode, String> {
     let mut cfg = args.load()?;
     if let Some(l) = listen {
         cfg.listen = l;
+    }
+    if flight_port.is_some() {
+        cfg.flight_port = flight_port;
     }
     tls_args.apply(&mut cfg.tls);
     // TLS first: a broken [tls] stops the server before anything else is opened.
@@ -288,20 +292,60 @@ pub async fn serve_command(
     // oversight (issue 13 §4): webhook notification of alerts, if configured
     let _webhook = crate::cli::report::webhook(&cfg, &state.store)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // Flight SQL (issue 15): bound before anything is served, so a port in use stops the start.
+    let flight = start_flight(cfg.flight_listen(), &state, tls.as_ref()).await?;
     let upkeep = crate::http::serve::Upkeep::of(&cfg, allow_broken_chain);
     crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
         tracing::info!(%addr, scheme, "kura listening");
         println!("kura listening on {scheme}://{addr} / 待ち受け中");
+        if let Some(f) = flight {
+            println!(
+                "Flight SQL on {} / Flight SQL 待ち受け中",
+                flight_url(f, scheme)
+            );
+        }
     })
     .await
     .map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The demo's Flight SQL port unless `--flight-port` says otherwise (`shared/API.md`).
+pub const DEMO_FLIGHT_PORT: u16 = 8815;
+
+/// Start Flight SQL on `addr` (if set) beside the HTTP API; returns its bound address.
+async fn start_flight(
+    addr: Option<std::net::SocketAddr>,
+    state: &crate::http::AppState,
+    tls: Option<&crate::http::tls::TlsSetup>,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = crate::flight::bind(addr).await?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let (state, tls) = (state.clone(), tls.cloned());
+    tokio::spawn(async move {
+        let stop = crate::http::serve::shutdown_signal();
+        if let Err(e) = crate::flight::serve(listener, state, tls.as_ref(), stop).await {
+            tracing::error!(error = %e, "Flight SQL stopped");
+        }
+    });
+    Ok(Some(bound))
+}
+
+/// The URL a Flight SQL client connects to.
+fn flight_url(addr: std::net::SocketAddr, http_scheme: &str) -> String {
+    let scheme = if http_scheme == "https" {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    format!("{scheme}://{addr}")
+}
+
 /// `kura demo`: prepare everything, print URL and credentials, serve on loopback.
 pub async fn demo_command(
     data_dir: std::path::PathBuf,
-    port: u16,
+    (port, flight_port): (u16, Option<u16>),
     password: Option<String>,
     patients: u64,
     tls_args: crate::cli::TlsArgs,
@@ -315,6 +359,7 @@ pub async fn demo_command(
     let mut cfg = Config {
         data_dir: data_dir.clone(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        flight_port: Some(flight_port.unwrap_or(DEMO_FLIGHT_PORT)),
         log_format: std::env::var("KURA_LOG_FORMAT").unwrap_or_else(|_| "text".into()),
         ..Config::default()
     };
@@ -345,10 +390,21 @@ pub async fn demo_command(
         .await
         .map_err(|e| err(&e))?;
     let state = app_state(&cfg, store, plane, catalog).await?;
+    let flight = match start_flight(cfg.flight_listen(), &state, tls.as_ref()).await {
+        // The default port may be held by another demo: run without Flight SQL and say so.
+        Err(e) if flight_port.is_none() => {
+            eprintln!("warning: {e}");
+            None
+        }
+        other => other?,
+    };
     let upkeep = crate::http::serve::Upkeep::of(&cfg, false);
     crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
         println!();
         println!("kura demo is running / デモを起動しました: {scheme}://{addr}");
+        if let Some(f) = flight {
+            println!("Flight SQL / Flight SQL: {} (header kura.application = A-DEMO-0001)", flight_url(f, scheme));
+        }
         println!("data directory / データ: {}", data_dir.display());
         println!("accounts / アカウント (demo only / デモ専用):");
         for ((user, pw), a) in creds.iter().zip(demo::ACCOUNTS) {

@@ -130,6 +130,9 @@ pub enum Command {
         /// Listen address (overrides the configuration), e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve Arrow Flight SQL on this port of the listen address (overrides flight_port).
+        #[arg(long)]
+        flight_port: Option<u16>,
         #[command(flatten)]
         tls: TlsArgs,
         /// Serve even though the audit chain does not verify at start (or no longer holds
@@ -152,6 +155,10 @@ pub enum Command {
         /// Synthetic registry size.
         #[arg(long, default_value_t = 50_000)]
         patients: u64,
+        /// Arrow Flight SQL port on 127.0.0.1 [default: 8815; if 8815 is taken the demo
+        /// runs without Flight SQL and says so, a port given here must be free].
+        #[arg(long)]
+        flight_port: Option<u16>,
         /// Plain HTTP unless TLS flags are given.
         #[command(flatten)]
         tls: TlsArgs,
@@ -348,69 +355,73 @@ pub enum BenchCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
-    let result =
-        match cli.command {
-            Command::Serve {
-                config,
-                listen,
-                tls,
-                allow_broken_chain,
-            } => on_known_stack(move || {
-                crate::cli::admin::serve_command(config, listen, tls, allow_broken_chain)
-            })
-            .and_then(|r| r),
-            Command::Demo {
-                data_dir,
-                port,
-                demo_password,
-                patients,
-                tls,
-            } => on_known_stack(move || {
-                crate::cli::admin::demo_command(data_dir, port, demo_password, patients, tls)
-            })
-            .and_then(|r| r),
-            Command::User { config, action } => runtime()
-                .and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action))),
-            Command::Audit { config, action } => runtime()
-                .and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action))),
-            Command::Backup { config, out } => {
-                runtime().and_then(|rt| rt.block_on(crate::cli::backup::backup(config, out)))
-            }
-            Command::Restore { config, from } => {
-                runtime().and_then(|rt| rt.block_on(crate::cli::backup::restore(config, from)))
-            }
-            Command::Report { report } => {
-                runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
-            }
-            Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
-            Command::Query(args) => return block_on(move || query(args)),
-            Command::Bench {
-                bench: BenchCommand::Query(args),
-            } => return block_on(move || bench_query(args)),
-            Command::Synth {
-                patients,
-                seed,
-                out,
-            } => ok(synth(patients, seed, out)),
-            Command::Keygen { out } => ok(keygen(out)),
-            Command::Ingest {
-                source,
-                out,
-                key_file,
-                catalog,
-                replace,
-            } => ok(ingest(source, out, key_file, catalog, replace)),
-            Command::Bench {
-                bench:
-                    BenchCommand::Ingest {
-                        patients,
-                        seed,
-                        dir,
-                        threads,
-                        json,
-                    },
-            } => ok(bench_ingest(patients, seed, dir, threads, json)),
-        };
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            flight_port,
+            tls,
+            allow_broken_chain,
+        } => on_known_stack(move || {
+            crate::cli::admin::serve_command(config, listen, flight_port, tls, allow_broken_chain)
+        })
+        .and_then(|r| r),
+        Command::Demo {
+            data_dir,
+            port,
+            demo_password,
+            patients,
+            flight_port,
+            tls,
+        } => on_known_stack(move || {
+            let ports = (port, flight_port);
+            crate::cli::admin::demo_command(data_dir, ports, demo_password, patients, tls)
+        })
+        .and_then(|r| r),
+        Command::User { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::admin::user_command(config, action)))
+        }
+        Command::Audit { config, action } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::admin::audit_command(config, action)))
+        }
+        Command::Backup { config, out } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::backup::backup(config, out)))
+        }
+        Command::Restore { config, from } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::backup::restore(config, from)))
+        }
+        Command::Report { report } => {
+            runtime().and_then(|rt| rt.block_on(crate::cli::report::run(report)))
+        }
+        Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
+        Command::Query(args) => return block_on(move || query(args)),
+        Command::Bench {
+            bench: BenchCommand::Query(args),
+        } => return block_on(move || bench_query(args)),
+        Command::Synth {
+            patients,
+            seed,
+            out,
+        } => ok(synth(patients, seed, out)),
+        Command::Keygen { out } => ok(keygen(out)),
+        Command::Ingest {
+            source,
+            out,
+            key_file,
+            catalog,
+            replace,
+        } => ok(ingest(source, out, key_file, catalog, replace)),
+        Command::Bench {
+            bench:
+                BenchCommand::Ingest {
+                    patients,
+                    seed,
+                    dir,
+                    threads,
+                    json,
+                },
+        } => ok(bench_ingest(patients, seed, dir, threads, json)),
+    };
     match result {
         Ok(code) => code,
         Err(msg) => {

@@ -202,6 +202,22 @@ impl From<PolicyError> for ApiError {
     }
 }
 
+/// A login or certificate-binding refusal, under the reference it was audited with.
+impl From<crate::auth::login::LoginError> for ApiError {
+    fn from(e: crate::auth::login::LoginError) -> Self {
+        use crate::auth::login::LoginError;
+        match e {
+            LoginError::Refused { refusal, reference } => {
+                let status =
+                    StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+                Self::new(status, refusal.code(), refusal.message()).with_ref(&reference)
+            }
+            LoginError::Store(s) => s.into(),
+            LoginError::Auth(a) => a.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {

@@ -26,6 +26,8 @@ pub mod facility;
 // production (issue 14): input length limits, /metrics
 pub mod limits;
 pub mod metrics;
+// clients and scale (issue 15 §2): notebooks as Jupyter files
+pub mod ipynb;
 pub mod notebooks;
 pub mod notices;
 // seeds (issue 16 §1): the caller's address for the place of use
@@ -135,6 +137,8 @@ impl MakeRequestId for MakeId {
         admin::reset_password, admin::set_roles, admin::datasets, admin::extracts,
         admin::rebuild_extract, admin::destroy_extract, admin::keys,
         catalog::reference_labels, audit::export_csv,
+        // clients and scale (issue 15 §2)
+        ipynb::export, ipynb::run_export, ipynb::import,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
@@ -236,6 +240,12 @@ pub fn app(state: AppState) -> Router {
         .route("/releases", get(releases::list).post(releases::create))
         .route("/releases/register", get(releases::register))
         .route("/releases/{id}", get(releases::detail))
+        // clients and scale (issue 15 §2): notebooks as Jupyter files
+        .route("/notebooks/import", post(ipynb::import))
+        .route(
+            "/notebooks/{id}/ipynb",
+            get(ipynb::export).post(ipynb::run_export),
+        )
         .route("/releases/{id}/decision", post(releases::decide))
         .route("/releases/{id}/files/{name}", get(releases::file))
         // seeds (issue 16 §2 §3 §5): form 3, withdrawal, notices, facility report, register

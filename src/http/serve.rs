@@ -112,7 +112,8 @@ pub fn init_tracing(format: &str) {
     };
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM (each listener of the process sees it: HTTP and Flight SQL).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -24,8 +24,7 @@ use super::error::{ApiError, ErrorBody};
 use super::tls::TlsConnection;
 use crate::audit::AuditEvent;
 use crate::auth;
-use crate::auth::certificate::{BindingRefusal, check_binding};
-use crate::store::FailedLogin;
+use crate::auth::login::Peer;
 use crate::store::model::{Role, Term, User};
 
 pub const SESSION_COOKIE: &str = "kura_session";
@@ -111,46 +110,25 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The certificate binding (seed 003). When `bind_certificate_to_user` is on, the
 /// request must come over TLS with a verified client certificate whose CN is `username`:
 /// no certificate is `403 certificate_required`, another one `403 certificate_mismatch`.
-/// Each refusal is audited under the error's reference before it is returned.
+/// Each refusal is audited under the error's reference before it is returned
+/// ([`auth::login::check_certificate`]).
 pub async fn check_certificate(
     st: &AppState,
     conn: Option<&TlsConnection>,
     username: &str,
     action: &str,
 ) -> Result<(), ApiError> {
-    if !st.settings.bind_certificate_to_user {
-        return Ok(());
+    let bind = st.settings.bind_certificate_to_user;
+    auth::login::check_certificate(&st.store, bind, transport(conn), username, action).await?;
+    Ok(())
+}
+
+/// The transport facts of a request's connection.
+fn transport(conn: Option<&TlsConnection>) -> Peer<'_> {
+    Peer {
+        tls: conn.is_some(),
+        client: conn.and_then(|c| c.client.as_deref()),
     }
-    let identity = conn.and_then(|c| c.client.as_deref());
-    let refusal = match check_binding(identity, username) {
-        Ok(()) => return Ok(()),
-        Err(r) => r,
-    };
-    let (e, detail) = match refusal {
-        BindingRefusal::NoCertificate => (
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "certificate_required",
-                "This server requires the client certificate issued for your account: connect over HTTPS with that certificate, then log in. / 本人用のクライアント証明書で HTTPS 接続してからログインしてください。",
-            ),
-            json!({"tls": conn.is_some()}),
-        ),
-        BindingRefusal::Mismatch { presented } => (
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "certificate_mismatch",
-                "The client certificate was not issued for this account: log in with the account named in your certificate, or connect with the certificate issued for this account. / クライアント証明書とアカウントが一致しません。本人の証明書と本人のアカウントを使ってください。",
-            ),
-            json!({
-                "certificate_cn": presented,
-                "certificate_sha256": identity.map(|i| i.fingerprint.clone()),
-            }),
-        ),
-    };
-    let ev =
-        AuditEvent::denied(username, action, None, &e.code, detail).with_reference(&e.reference);
-    st.store.record(&ev).await?;
-    Err(e)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -174,44 +152,6 @@ pub struct LoginResponse {
     pub expires_at: chrono::DateTime<Utc>,
 }
 
-fn invalid_credentials() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "Username or password is wrong; after 5 failures the account is locked for 15 minutes. / ユーザー名またはパスワードが違います。5 回続けて失敗すると 15 分間ロックされます。",
-    )
-}
-
-/// The audit event of a login refused because the name is locked.
-fn locked_event(username: &str, e: &ApiError, when: &str) -> AuditEvent {
-    AuditEvent::denied(
-        username,
-        "session.login",
-        None,
-        "account_locked",
-        json!({"when": when}),
-    )
-    .with_reference(&e.reference)
-}
-
-/// Record and return the refusal of a login attempt on a locked name.
-async fn refuse_locked(st: &AppState, username: &str) -> Result<ApiError, ApiError> {
-    crate::metrics::login("account_locked");
-    let e = account_locked();
-    st.store
-        .record(&locked_event(username, &e, "before the password check"))
-        .await?;
-    Ok(e)
-}
-
-fn account_locked() -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "account_locked",
-        "Too many failed logins; try again in 15 minutes or ask the operator to reset the password. / ログイン失敗が続いたため一時的にロックしています。15 分後に再試行するか、運用担当者にパスワードの再設定を依頼してください。",
-    )
-}
-
 /// Log in with username and password.
 #[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
@@ -231,92 +171,21 @@ pub async fn login(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            "Too many login attempts from this address; wait a minute and try again. / この接続元からのログイン試行が多すぎます。1 分ほど待ってから再試行してください。",
+            auth::login::RATE_LIMITED,
         ));
     }
-    // Before the password: a certificate for another account never gets to try one,
-    // and a mismatch does not count towards the owner's lockout.
-    check_certificate(
-        &st,
-        conn.as_ref().map(|Extension(c)| c),
+    let conn = conn.as_ref().map(|Extension(c)| c);
+    let settings = &st.settings;
+    let auth::login::Session { user, token: t } = auth::login::login(
+        &st.store,
+        settings.token_ttl,
+        settings.bind_certificate_to_user,
+        transport(conn),
         &req.username,
-        "session.login",
+        &req.password,
+        "password",
     )
     .await?;
-    let now = Utc::now();
-    let (_, locked_until) = st.store.login_state(&req.username).await?;
-    if auth::is_locked(locked_until, now) {
-        // Refused before the password is checked: a locked name costs no argon2 work.
-        return Err(refuse_locked(&st, &req.username).await?);
-    }
-    let found = st.store.user_with_hash(&req.username).await?;
-    // Always pay the argon2id cost, so timing does not tell known from unknown names.
-    let hash = found
-        .as_ref()
-        .map(|(_, h)| h.as_str())
-        .unwrap_or_else(|| auth::dummy_hash());
-    let password = req.password.clone();
-    let hash_owned = hash.to_string();
-    let verified =
-        tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash_owned))
-            .await
-            .unwrap_or(false);
-    let ok = verified && found.as_ref().is_some_and(|(u, _)| !u.disabled);
-    if !ok {
-        let e = invalid_credentials();
-        let known = found.is_some();
-        let event = |f: &FailedLogin| {
-            AuditEvent::denied(
-                &req.username,
-                "session.login",
-                None,
-                "invalid_credentials",
-                json!({"known_account": known, "locked": f.locked_now}),
-            )
-            .with_reference(&e.reference)
-        };
-        let lock_until = now + chrono::Duration::minutes(auth::LOCK_MINUTES);
-        st.store
-            .login_failed(&req.username, auth::MAX_FAILURES, lock_until, event)
-            .await?;
-        crate::metrics::login("invalid_credentials");
-        return Err(e);
-    }
-    let (user, _) = found.expect("checked above");
-    let t = auth::new_token(st.settings.token_ttl)?;
-    let refused = account_locked();
-    let event = |opened: &bool| {
-        if *opened {
-            AuditEvent::ok(
-                &user.username,
-                "session.login",
-                None,
-                json!({"via": "password"}),
-            )
-        } else {
-            locked_event(
-                &user.username,
-                &refused,
-                "locked while the password was checked",
-            )
-        }
-    };
-    let opened = st
-        .store
-        .login_succeeded(
-            &user.username,
-            &t.hash,
-            &t.csrf,
-            t.expires_at,
-            Utc::now(),
-            event,
-        )
-        .await?;
-    if !opened {
-        crate::metrics::login("account_locked");
-        return Err(refused);
-    }
-    crate::metrics::login("ok");
     let secure = if st.settings.cookie_secure {
         "; Secure"
     } else {

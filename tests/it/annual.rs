@@ -314,6 +314,20 @@ fn population(
                 }
             }
         }
+        // Cumulative: registered up to the end of the fiscal year (age band at the data date).
+        ("jasmin", "registrants_by_sex" | "registrants_by_age") => {
+            for r in d.rows("jasmin_registrant") {
+                let pid = s(&r[0]);
+                let b = if view == "registrants_by_sex" {
+                    sex(&pid)
+                } else {
+                    s(&r[5])
+                };
+                if r[8].as_int() <= fy && ok(group, s(&r[2])) && ok(by, b) {
+                    pids.insert(pid);
+                }
+            }
+        }
         other => panic!("no recomputation for {other:?}"),
     }
     let value = if view == "ae_events_by_term" {

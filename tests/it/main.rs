@@ -19,8 +19,13 @@ mod dp_engine;
 mod e2e;
 mod equivalence;
 mod extracts;
+// clients and scale (issue 15): Flight SQL
+mod flight;
+mod flight_demo;
+// clients and scale (issue 15 §2): notebooks as Jupyter files
 mod foundation;
 mod functions;
+mod ipynb;
 mod ledger_e2e;
 mod ledger_users;
 mod ordering;

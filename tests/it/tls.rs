@@ -34,16 +34,16 @@ use crate::support::plane::FakePlane;
 use crate::support::server::{Demo, kura};
 
 /// A certificate with its key, in PEM and DER.
-struct Issued {
+pub(crate) struct Issued {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Issued {
-    fn chain(&self) -> Vec<CertificateDer<'static>> {
+    pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
         vec![self.cert.der().clone()]
     }
-    fn private_key(&self) -> PrivateKeyDer<'static> {
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
     }
 }
@@ -81,16 +81,16 @@ fn issue(by: &Issued, sans: &[&str], cn: &str, purpose: ExtendedKeyUsagePurpose)
 }
 
 /// All certificates of a test, with the server's files written to `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
-    ca: Issued,
-    researcher1: Issued,
-    researcher2: Issued,
-    researcher1_other_ca: Issued,
+    pub(crate) ca: Issued,
+    pub(crate) researcher1: Issued,
+    pub(crate) researcher2: Issued,
+    pub(crate) researcher1_other_ca: Issued,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca = ca("kura test CA");
         let other = ca_other();
@@ -122,7 +122,11 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn tls_config(&self, client_auth: Option<ClientAuth>, bind: Option<bool>) -> TlsConfig {
+    pub(crate) fn tls_config(
+        &self,
+        client_auth: Option<ClientAuth>,
+        bind: Option<bool>,
+    ) -> TlsConfig {
         TlsConfig {
             cert: Some(self.path("server.pem")),
             key: Some(self.path("server.key")),
@@ -143,8 +147,8 @@ impl Pki {
         self.client(identity).get(url).send().await
     }
 
-    /// A client trusting the test CA, presenting `identity` if given.
-    fn client(&self, identity: Option<&Issued>) -> reqwest::Client {
+    /// The rustls client configuration trusting the test CA, presenting `identity` if given.
+    pub(crate) fn client_config(&self, identity: Option<&Issued>) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.cert.der().clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -153,14 +157,18 @@ impl Pki {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-        let config = match identity {
+        match identity {
             Some(id) => builder
                 .with_client_auth_cert(id.chain(), id.private_key())
                 .unwrap(),
             None => builder.with_no_client_auth(),
-        };
+        }
+    }
+
+    /// A client trusting the test CA, presenting `identity` if given.
+    fn client(&self, identity: Option<&Issued>) -> reqwest::Client {
         reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(self.client_config(identity))
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap()

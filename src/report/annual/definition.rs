@@ -486,7 +486,7 @@ mod tests {
     fn the_shipped_definitions_load_with_margins_and_dimensions() {
         let d = Definitions::embedded(&catalog()).unwrap();
         let ids: Vec<&str> = d.sections.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["regen", "nanbyo", "als"]);
+        assert_eq!(ids, ["regen", "nanbyo", "als", "jasmin"]);
         let regen = d.section("regen").unwrap();
         let by_sex = regen.table("cases_by_sex").unwrap();
         assert_eq!(by_sex.keys(regen.group.as_ref()), ["product_code", "sex"]);

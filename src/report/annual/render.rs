@@ -109,6 +109,12 @@ fn item_name(item: &str, l: &Lang) -> String {
                 "seed 001 item 12, operations report",
             )
             .into(),
+        "jasmin" => l
+            .pick(
+                "JaSMIn 登録者の集計（疾患群・性別・年齢）",
+                "seed 000, JaSMIn registrants by disease group, sex and age",
+            )
+            .into(),
         other => l.pick("レジストリ", "registry").to_string() + " " + other,
     }
 }

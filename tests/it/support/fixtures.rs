@@ -167,6 +167,16 @@ pub fn approved_applications() -> [Approved; 4] {
 
 /// Store `a` as submitted by researcher1 and approved by reviewer1, with its pledges.
 pub async fn approve(store: &Store, a: &Approved) {
+    let scope = Scope {
+        datasets: vec!["als".into(), "nanbyo".into()],
+        diseases: Some(vec![2]),
+        ..Default::default()
+    };
+    approve_scoped(store, a, scope).await;
+}
+
+/// Store `a` approved over `scope` (otherwise as [`approve`]).
+pub async fn approve_scoped(store: &Store, a: &Approved, scope: Scope) {
     let mut form = full_form(a.named);
     form.title = format!("study {}", a.id);
     let created = store
@@ -177,11 +187,7 @@ pub async fn approve(store: &Store, a: &Approved) {
     next.status = Status::Approved;
     next.approval = Some(Approval {
         term: a.term,
-        scope: Scope {
-            datasets: vec!["als".into(), "nanbyo".into()],
-            diseases: Some(vec![2]),
-            ..Default::default()
-        },
+        scope,
         mode: a.mode,
         k: 5,
         epsilon_budget: a.epsilon_budget,

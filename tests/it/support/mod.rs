@@ -9,9 +9,11 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod flight;
 pub mod http;
 pub mod outcome;
 pub mod plane;
+pub mod python;
 pub mod server;
 mod source;
 

@@ -36,6 +36,11 @@ pub struct FakePlane {
     pub dp_delay_ms: AtomicU64,
     /// DP answers computed (each with fresh noise).
     pub dp_runs: AtomicUsize,
+    /// Delay of every suppression answer (concurrency tests).
+    pub query_delay_ms: AtomicU64,
+    /// Suppression queries running now, and the most that ever ran at once.
+    pub running: AtomicUsize,
+    pub max_running: AtomicUsize,
 }
 
 const OFFLINE: &str = "no data plane in TLS tests";
@@ -237,6 +242,13 @@ impl DataPlane for FakePlane {
                 }
                 return Ok(self.dp_outcome(&q));
             }
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            let ms = self.query_delay_ms.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            self.running.fetch_sub(1, Ordering::SeqCst);
             Ok(QueryOutcome {
                 result: ReleasedResult {
                     columns: vec![column("prefecture_code", "Utf8"), column("n", "Int64")],

@@ -47,6 +47,8 @@ pub fn live_extract(data_dir: &Path, application: &str) -> std::path::PathBuf {
 pub struct Demo {
     child: Child,
     pub port: u16,
+    /// Its Flight SQL port (a free one: the default 8815 would collide between tests).
+    pub flight_port: u16,
     /// What it printed up to the ready line (URL, accounts, the Ctrl-C hint).
     pub printed: Vec<String>,
 }
@@ -85,10 +87,12 @@ impl Demo {
         env: &[(&str, &str)],
     ) -> Demo {
         let port = free_port();
+        let flight_port = free_port();
         let mut child = kura()
             .args(["demo", "--data-dir"])
             .arg(data_dir)
             .args(["--port", &port.to_string()])
+            .args(["--flight-port", &flight_port.to_string()])
             .args(["--patients", &patients.to_string()])
             .args(["--demo-password", PASSWORD])
             .args(extra)
@@ -102,6 +106,7 @@ impl Demo {
         let mut demo = Demo {
             child,
             port,
+            flight_port,
             printed: Vec::new(),
         };
         let (tx, rx) = std::sync::mpsc::channel::<String>();
