@@ -1,157 +1,16 @@
 // Browser journeys of the annual reports (issue 13 §3), run with node:test against the real
-// `kura demo` on loopback through Debian's Chromium, like e2e/oversight.mjs (whose start-up,
-// browser and CSP checks are repeated here so each journey file runs alone):
+// `kura demo` on loopback through Debian's Chromium, with the shared harness of e2e/lib.mjs
+// (each journey file still runs alone):
 //   node --test --test-concurrency=1 e2e/annual.mjs
 // The data custodian generates the annual report, reads its tables and charts and downloads
 // CSV, PDF and the HTML document (under its own strict CSP); the PMS team sees the report of
 // its own products only and is refused another manufacturer's; the applicant downloads the
 // usage report as PDF.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { base, clean, login, open, shot, useDemo } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../../../..');
-const out = process.env.E2E_OUT ?? join(repo, 'target/e2e');
-mkdirSync(out, { recursive: true });
-const password = process.env.E2E_PASSWORD ?? `e2e-${randomBytes(9).toString('hex')}`;
-const patients = process.env.E2E_PATIENTS ?? '3000';
-
-let base = process.env.E2E_BASE_URL ?? '';
-let server = null;
-let serverLog = '';
-let dataDir = null;
-let browser = null;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
-
-async function waitReady(url, ms) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (server && server.exitCode !== null) throw new Error(`kura demo exited (${server.exitCode}):\n${serverLog.slice(-4000)}`);
-    try {
-      const r = await fetch(`${url}/api/v1/openapi.json`);
-      if (r.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`kura demo did not answer within ${ms / 1000}s:\n${serverLog.slice(-4000)}`);
-}
-
-before(async () => {
-  if (!base) {
-    const bin =
-      process.env.KURA_BIN ?? join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/kura');
-    assert.ok(existsSync(bin), `kura binary not found at ${bin}; run \`cargo build\` first or set KURA_BIN`);
-    const port = await freePort();
-    dataDir = mkdtempSync(join(tmpdir(), 'kura-e2e-'));
-    server = spawn(bin, ['demo', '--data-dir', dataDir, '--port', String(port), '--demo-password', password, '--patients', patients], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-    });
-    server.stdout.on('data', (d) => (serverLog += d));
-    server.stderr.on('data', (d) => (serverLog += d));
-    base = `http://127.0.0.1:${port}`;
-    await waitReady(base, 600_000);
-  }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const t = setTimeout(() => {
-        server.kill('SIGKILL');
-        r();
-      }, 10_000);
-      server.on('exit', () => {
-        clearTimeout(t);
-        r();
-      });
-    });
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
-
-/** A fresh browser context (own cookies) with CSP / page-error tracking. */
-async function open(locale = 'ja-JP') {
-  const context = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => {
-    const text = m.text();
-    if (/Content Security Policy|Refused to (load|execute|apply)/i.test(text)) problems.push(`CSP: ${text}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('requestfailed', (r) => {
-    if (!r.url().startsWith(base)) problems.push(`request outside the server: ${r.url()}`);
-  });
-  page.on('request', (r) => {
-    if (!r.url().startsWith(base) && !r.url().startsWith('data:') && !r.url().startsWith('blob:'))
-      problems.push(`request outside the server: ${r.url()}`);
-  });
-  await page.goto(`${base}/`);
-  return { context, page, problems };
-}
-
-async function login(page, user) {
-  await page.fill('#username', user);
-  await page.fill('#password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#who');
-  assert.match(await page.textContent('#who'), new RegExp(user));
-}
-
-/** Wait until the element's text is exactly `text` (screens re-render asynchronously). */
-async function waitText(page, selector, text) {
-  await page.waitForFunction(
-    ([sel, want]) => document.querySelector(sel)?.textContent?.trim() === want,
-    [selector, text],
-    { timeout: 10_000 },
-  );
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
-}
-
-function clean(problems) {
-  assert.deepEqual(problems, [], 'no CSP violations, page errors or outside requests');
-}
-
+useDemo();
 
 /** Fetch a same-origin URL inside the page (with the session cookie): status, type, bytes. */
 async function fetched(page, url) {
@@ -194,14 +53,14 @@ test('the data custodian generates the annual report, reads its tables and chart
   assert.equal(pdf.head, '%PDF-');
   // The HTML document opens under its own policy: its stylesheet applies, nothing is refused.
   const htmlHref = await page.getAttribute('#annual-html', 'href');
-  await page.goto(`${base}${htmlHref}`);
+  await page.goto(`${base()}${htmlHref}`);
   await page.waitForSelector('h1');
   assert.match(await page.textContent('h1'), /年次報告/);
   assert.ok(await page.locator('svg').count() > 3, 'a chart per table');
   const align = await page.$eval('p.right', (p) => getComputedStyle(p).textAlign);
   assert.equal(align, 'right', 'the inline stylesheet is allowed by its hash');
   await shot(page, 'annual-document');
-  await page.goto(`${base}/#/annual`);
+  await page.goto(`${base()}/#/annual`);
   await page.waitForSelector('#annual-register tbody tr');
   assert.match(await page.textContent('#annual-register'), /admin1/);
   clean(problems);

@@ -1,157 +1,17 @@
 // Browser journeys of the seeds' screens (issue 16), run with node:test against the real
-// `kura demo` on loopback through Debian's Chromium, like e2e/run.mjs (whose start-up,
-// browser and CSP checks are copied here so each journey file runs alone):
+// `kura demo` on loopback through Debian's Chromium, with the shared harness of e2e/lib.mjs
+// (each journey file still runs alone):
 //   node --test --test-concurrency=1 e2e/register.mjs
 // The public register renders without a session and carries only what approvals published;
 // the medical institution reads its feedback report; a co-investigator's application waits
 // for the research lead's consent (form 3), is approved with a place of use and published
 // fields, the applicant downloads the approval notice, withdraws the study, and the
 // register shows it withdrawn.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { base, clean, login, open, shot, useDemo } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../../../..');
-const out = process.env.E2E_OUT ?? join(repo, 'target/e2e');
-mkdirSync(out, { recursive: true });
-const password = process.env.E2E_PASSWORD ?? `e2e-${randomBytes(9).toString('hex')}`;
-const patients = process.env.E2E_PATIENTS ?? '3000';
-
-let base = process.env.E2E_BASE_URL ?? '';
-let server = null;
-let serverLog = '';
-let dataDir = null;
-let browser = null;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
-
-async function waitReady(url, ms) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (server && server.exitCode !== null) throw new Error(`kura demo exited (${server.exitCode}):\n${serverLog.slice(-4000)}`);
-    try {
-      const r = await fetch(`${url}/api/v1/openapi.json`);
-      if (r.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`kura demo did not answer within ${ms / 1000}s:\n${serverLog.slice(-4000)}`);
-}
-
-before(async () => {
-  if (!base) {
-    const bin =
-      process.env.KURA_BIN ?? join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug/kura');
-    assert.ok(existsSync(bin), `kura binary not found at ${bin}; run \`cargo build\` first or set KURA_BIN`);
-    const port = await freePort();
-    dataDir = mkdtempSync(join(tmpdir(), 'kura-e2e-'));
-    server = spawn(bin, ['demo', '--data-dir', dataDir, '--port', String(port), '--demo-password', password, '--patients', patients], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-    });
-    server.stdout.on('data', (d) => (serverLog += d));
-    server.stderr.on('data', (d) => (serverLog += d));
-    base = `http://127.0.0.1:${port}`;
-    await waitReady(base, 600_000);
-  }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const t = setTimeout(() => {
-        server.kill('SIGKILL');
-        r();
-      }, 10_000);
-      server.on('exit', () => {
-        clearTimeout(t);
-        r();
-      });
-    });
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
-
-/** A fresh browser context (own cookies) with CSP / page-error tracking. */
-async function open(locale = 'ja-JP') {
-  const context = await browser.newContext({ locale, viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => {
-    const text = m.text();
-    if (/Content Security Policy|Refused to (load|execute|apply)/i.test(text)) problems.push(`CSP: ${text}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('requestfailed', (r) => {
-    if (!r.url().startsWith(base)) problems.push(`request outside the server: ${r.url()}`);
-  });
-  page.on('request', (r) => {
-    if (!r.url().startsWith(base) && !r.url().startsWith('data:') && !r.url().startsWith('blob:'))
-      problems.push(`request outside the server: ${r.url()}`);
-  });
-  await page.goto(`${base}/`);
-  return { context, page, problems };
-}
-
-async function login(page, user) {
-  await page.fill('#username', user);
-  await page.fill('#password', password);
-  await page.click('#login-submit');
-  await page.waitForSelector('#who');
-  assert.match(await page.textContent('#who'), new RegExp(user));
-}
-
-/** Wait until the element's text is exactly `text` (screens re-render asynchronously). */
-async function waitText(page, selector, text) {
-  await page.waitForFunction(
-    ([sel, want]) => document.querySelector(sel)?.textContent?.trim() === want,
-    [selector, text],
-    { timeout: 10_000 },
-  );
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
-}
-
-function clean(problems) {
-  assert.deepEqual(problems, [], 'no CSP violations, page errors or outside requests');
-}
+useDemo();
 
 /** Texts of the demo's application forms that no approval published. */
 const UNPUBLISHED = [
@@ -171,7 +31,7 @@ test('the public register renders without a session and shows only what approval
     const u = new URL(r.url());
     if (u.pathname.startsWith('/api/')) api.push(u.pathname);
   });
-  await page.goto(`${base}/#/register`);
+  await page.goto(`${base()}/#/register`);
   await page.waitForSelector('#register-studies article[data-study="A-DEMO-0001"]');
   const card = page.locator('article[data-study="A-DEMO-0001"]');
   assert.match(await card.textContent(), /ALS and neuromuscular disease course/);
@@ -223,7 +83,7 @@ test('form 3, approval with a place of use, the notice, withdrawal and the regis
   // researcher2 applies as a co-investigator of researcher1.
   let { context, page, problems } = await open('ja-JP');
   await login(page, 'researcher2');
-  await page.goto(`${base}/#/apply/new`);
+  await page.goto(`${base()}/#/apply/new`);
   await page.waitForSelector('#application-form');
   const today = new Date();
   const iso = (d) => d.toISOString().slice(0, 10);
@@ -281,7 +141,7 @@ test('form 3, approval with a place of use, the notice, withdrawal and the regis
   // researcher2 submits now.
   ({ context, page, problems } = await open('ja-JP'));
   await login(page, 'researcher2');
-  await page.goto(`${base}/#/apply/${encodeURIComponent(id)}`);
+  await page.goto(`${base()}/#/apply/${encodeURIComponent(id)}`);
   await page.waitForSelector('#lead-consent .flash');
   await page.click('#submit-application');
   await page.waitForSelector('.badge[data-status="submitted"]');
@@ -291,7 +151,7 @@ test('form 3, approval with a place of use, the notice, withdrawal and the regis
   // reviewer1 approves with the place of use and the published fields.
   ({ context, page, problems } = await open('en-US'));
   await login(page, 'reviewer1');
-  await page.goto(`${base}/#/review/${encodeURIComponent(id)}`);
+  await page.goto(`${base()}/#/review/${encodeURIComponent(id)}`);
   await page.waitForSelector('#decision #ap-networks');
   assert.equal(await page.inputValue('#ap-networks'), '127.0.0.0/8', 'suggested from the form');
   await page.fill('#ap-years', '2020, 2021, 2022');
@@ -306,7 +166,7 @@ test('form 3, approval with a place of use, the notice, withdrawal and the regis
   // researcher2 downloads the approval notice and withdraws the study.
   ({ context, page, problems } = await open('ja-JP'));
   await login(page, 'researcher2');
-  await page.goto(`${base}/#/apply/${encodeURIComponent(id)}`);
+  await page.goto(`${base()}/#/apply/${encodeURIComponent(id)}`);
   await page.waitForSelector('#notices a.notice-download');
   const href = await page.getAttribute('#notices a.notice-download', 'href');
   const notice = await page.evaluate(async (u) => (await fetch(u, { credentials: 'same-origin' })).text(), href);
@@ -321,7 +181,7 @@ test('form 3, approval with a place of use, the notice, withdrawal and the regis
 
   // Anyone sees it on the register, withdrawn, with the published title only.
   ({ context, page, problems } = await open('en-US'));
-  await page.goto(`${base}/#/register`);
+  await page.goto(`${base()}/#/register`);
   const card = page.locator(`article[data-study="${id}"]`);
   await card.waitFor();
   assert.match(await card.textContent(), /Age of registrants with inherited metabolic diseases/);
