@@ -338,30 +338,7 @@ pub async fn seed_applications(
             Some(a) => a,
             None => {
                 let form = demo_form(title, &users, &diseases, term);
-                let created = store
-                    .create_application(Some(id), "researcher1", &form)
-                    .await?;
-                let mut submitted = created.clone();
-                submitted.status = Status::Submitted;
-                let ev = AuditEvent::ok(
-                    "researcher1",
-                    "application.submit",
-                    Some(id),
-                    json!({"demo": true}),
-                );
-                let submitted = store
-                    .transition(
-                        &submitted,
-                        created.updated_at,
-                        Status::Draft,
-                        "submit",
-                        None,
-                        &ev,
-                    )
-                    .await?;
-                let mut approved = submitted.clone();
-                approved.status = Status::Approved;
-                approved.approval = Some(Approval {
+                let approval = Approval {
                     term,
                     scope: Scope {
                         datasets: form.scope.datasets.clone(),
@@ -383,23 +360,8 @@ pub async fn seed_applications(
                     // seeds (issue 16 §1 §3): the demo's place of use, the published fields
                     networks: Some(super::demo_seeds::demo_networks()),
                     published: Some(super::demo_seeds::demo_published(&form)),
-                });
-                let ev = AuditEvent::ok(
-                    "reviewer1",
-                    "application.approve",
-                    Some(id),
-                    json!({"demo": true, "approval": approved.approval}),
-                );
-                store
-                    .transition(
-                        &approved,
-                        submitted.updated_at,
-                        Status::Submitted,
-                        "approve",
-                        None,
-                        &ev,
-                    )
-                    .await?
+                };
+                approve_demo_application(store, id, &form, approval).await?
             }
         };
         for u in &users {
@@ -418,6 +380,56 @@ pub async fn seed_applications(
     super::demo_seeds::seed_facility(store, data).await?;
     super::demo_seeds::seed_jasmin(store, data, today).await?;
     Ok(())
+}
+
+/// Create `id` as researcher1's application with `form`, submit it and approve it with
+/// `approval` as reviewer1, each step audited like the console's.
+pub(super) async fn approve_demo_application(
+    store: &Store,
+    id: &str,
+    form: &ApplicationForm,
+    approval: Approval,
+) -> Result<Application, DemoError> {
+    let created = store
+        .create_application(Some(id), "researcher1", form)
+        .await?;
+    let mut submitted = created.clone();
+    submitted.status = Status::Submitted;
+    let ev = AuditEvent::ok(
+        "researcher1",
+        "application.submit",
+        Some(id),
+        json!({"demo": true}),
+    );
+    let submitted = store
+        .transition(
+            &submitted,
+            created.updated_at,
+            Status::Draft,
+            "submit",
+            None,
+            &ev,
+        )
+        .await?;
+    let mut approved = submitted.clone();
+    approved.status = Status::Approved;
+    approved.approval = Some(approval);
+    let ev = AuditEvent::ok(
+        "reviewer1",
+        "application.approve",
+        Some(id),
+        json!({"demo": true, "approval": approved.approval}),
+    );
+    Ok(store
+        .transition(
+            &approved,
+            submitted.updated_at,
+            Status::Submitted,
+            "approve",
+            None,
+            &ev,
+        )
+        .await?)
 }
 
 pub(super) async fn ensure_extract(

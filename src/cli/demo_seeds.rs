@@ -7,10 +7,8 @@
 //! audited methods.
 
 use chrono::{NaiveDate, Utc};
-use serde_json::json;
 
 use super::demo::DemoError;
-use crate::audit::AuditEvent;
 use crate::policy::facility::{facility_scope, facility_scope_id};
 use crate::policy::workflow::fiscal_year_end;
 use crate::privacy::result::DisclosureMode;
@@ -113,30 +111,7 @@ pub async fn seed_jasmin(
         Some(a) => a,
         None => {
             let form = jasmin_form(&diseases, term);
-            let created = store
-                .create_application(Some(JASMIN_APP), "researcher1", &form)
-                .await?;
-            let mut submitted = created.clone();
-            submitted.status = Status::Submitted;
-            let ev = AuditEvent::ok(
-                "researcher1",
-                "application.submit",
-                Some(JASMIN_APP),
-                json!({"demo": true}),
-            );
-            let submitted = store
-                .transition(
-                    &submitted,
-                    created.updated_at,
-                    Status::Draft,
-                    "submit",
-                    None,
-                    &ev,
-                )
-                .await?;
-            let mut approved = submitted.clone();
-            approved.status = Status::Approved;
-            approved.approval = Some(Approval {
+            let approval = Approval {
                 term,
                 scope: Scope {
                     datasets: vec!["jasmin".into()],
@@ -152,23 +127,8 @@ pub async fn seed_jasmin(
                 networks: Some(demo_networks()),
                 published: Some(demo_published(&form)),
                 release_checkers: None,
-            });
-            let ev = AuditEvent::ok(
-                "reviewer1",
-                "application.approve",
-                Some(JASMIN_APP),
-                json!({"demo": true, "approval": approved.approval}),
-            );
-            store
-                .transition(
-                    &approved,
-                    submitted.updated_at,
-                    Status::Submitted,
-                    "approve",
-                    None,
-                    &ev,
-                )
-                .await?
+            };
+            super::demo::approve_demo_application(store, JASMIN_APP, &form, approval).await?
         }
     };
     if !store.has_pledged(JASMIN_APP, "researcher1").await? {
