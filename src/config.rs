@@ -236,6 +236,10 @@ options! {
     metrics_token_file: Option<PathBuf> = None, "(none)";
     /// Separate address serving only `GET /metrics`, without a token (keep it on an internal network). Empty: none.
     metrics_listen: Option<SocketAddr> = None, "(none)";
+    /// OpenTelemetry collector that receives kura's trace spans over OTLP/gRPC (`http://host:4317` on an internal network, or `https://…` with `trace_otlp_ca_file`): one span per HTTP request and per query stage, carrying ids, route templates, codes and durations only — never SQL, data values, user names or application ids. Empty: no span leaves kura (`OTEL_*` variables are ignored).
+    trace_otlp_endpoint: Option<String> = None, "(none: off)";
+    /// PEM file with the CA certificate(s) that sign an https collector's certificate.
+    trace_otlp_ca_file: Option<PathBuf> = None, "(none)";
     /// Directory of audit alert rules (`*.toml`, one rule per file, see audit/README.md); empty means the rules compiled into kura (`audit/`).
     alert_rules_dir: Option<PathBuf> = None, "(embedded)";
     /// Directory the signed audit checkpoints are written to (`checkpoints.jsonl`, `latest.json`); ship its files off the host (they detect a truncated log). Empty means `<data_dir>/audit-checkpoints`.
@@ -495,6 +499,15 @@ impl Config {
 
     pub fn extracts_dir(&self) -> PathBuf {
         self.data_dir.join("extracts")
+    }
+
+    /// Where trace spans go, if anywhere (`trace_otlp_endpoint`; empty means off).
+    pub fn trace_export(&self) -> Option<crate::telemetry::TraceExport> {
+        let endpoint = self.trace_otlp_endpoint.as_deref()?.trim();
+        (!endpoint.is_empty()).then(|| crate::telemetry::TraceExport {
+            endpoint: endpoint.to_string(),
+            ca_file: self.trace_otlp_ca_file.clone(),
+        })
     }
 
     /// Where audit checkpoints are written.

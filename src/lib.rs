@@ -61,6 +61,7 @@ pub mod errors;
 // production (issue 14): durable writes, metrics, resource limits
 pub mod durable;
 pub mod metrics;
+pub mod telemetry;
 
 // Operator commands, `kura demo` and the benchmarks.
 pub mod cli;

@@ -287,7 +287,10 @@ pub async fn serve_command(
     tls_args.apply(&mut cfg.tls);
     // TLS first: a broken [tls] stops the server before anything else is opened.
     let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::errors::chain(&e))?;
-    crate::http::serve::init_tracing(&cfg.log_format);
+    // Logs, and trace export when a collector is configured (issue 14); a bad
+    // collector setting stops the start like a bad [tls].
+    let telemetry = crate::telemetry::init(&cfg.log_format, cfg.trace_export().as_ref())
+        .map_err(|e| e.to_string())?;
     let state = build_state(&cfg).await?;
     // oversight (issue 13 §4): webhook notification of alerts, if configured
     let _webhook = crate::cli::report::webhook(&cfg, &state.store)?;
@@ -295,7 +298,7 @@ pub async fn serve_command(
     // Flight SQL (issue 15): bound before anything is served, so a port in use stops the start.
     let flight = start_flight(cfg.flight_listen(), &state, tls.as_ref()).await?;
     let upkeep = crate::http::serve::Upkeep::of(&cfg, allow_broken_chain);
-    crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
+    let served = crate::http::serve::serve(state, cfg.listen, tls.as_ref(), &upkeep, |addr| {
         tracing::info!(%addr, scheme, "kura listening");
         println!("kura listening on {scheme}://{addr} / 待ち受け中");
         if let Some(f) = flight {
@@ -305,8 +308,10 @@ pub async fn serve_command(
             );
         }
     })
-    .await
-    .map_err(|e| format!("server failed: {e}"))?;
+    .await;
+    // The spans of the last requests reach the collector before kura exits.
+    telemetry.shutdown().await;
+    served.map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

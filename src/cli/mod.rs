@@ -494,6 +494,10 @@ async fn bench_query(args: crate::cli::bench::query::BenchQueryArgs) -> ExitCode
         })
         .await;
     match report {
+        Ok(r) if args.json => {
+            println!("{}", r.to_json());
+            ExitCode::SUCCESS
+        }
         Ok(r) => {
             print!("{r}");
             ExitCode::SUCCESS

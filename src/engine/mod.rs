@@ -5,6 +5,7 @@
 pub mod contributors;
 pub mod distinct_count;
 pub mod exec;
+pub mod ledger_pids;
 // production (issue 14): the global memory pool and the query runtime
 pub mod memory;
 pub mod patient_index;

@@ -242,7 +242,7 @@ impl PatientIndex {
 }
 
 /// The non-null strings of a pid column (Utf8, LargeUtf8 or Utf8View).
-fn strings(a: &dyn Array) -> Result<Vec<String>, QueryError> {
+pub(crate) fn strings(a: &dyn Array) -> Result<Vec<String>, QueryError> {
     let out: Vec<String> = match a.data_type() {
         DataType::Utf8 => a
             .as_string::<i32>()

@@ -54,6 +54,8 @@ impl<T> Drop for AbortOnDrop<T> {
 pub async fn run<T: Send + 'static>(
     work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
 ) -> Result<T, QueryError> {
+    // The caller's span (the query's) stays the parent of the work's stage spans.
+    let work = tracing::Instrument::in_current_span(work);
     let mut task = AbortOnDrop(runtime().spawn(work));
     match (&mut task.0).await {
         Ok(result) => result,

@@ -24,6 +24,9 @@ pub async fn count_requests(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
+    // The request's trace span (`request_span`) learns its route template here, where
+    // routing has matched it.
+    tracing::Span::current().record("http.route", route.as_str());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let m = crate::metrics::get();

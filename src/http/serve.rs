@@ -97,19 +97,10 @@ async fn checkpoint(state: &AppState, dir: &std::path::Path, last: Option<i64>) 
     }
 }
 
-/// Install the global tracing subscriber (`json` or `text`). Safe to call twice.
+/// Install the global tracing subscriber (`json` or `text` logs) without trace export
+/// (the one-shot commands). Safe to call twice.
 pub fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KURA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "text" {
-        builder.try_init()
-    } else {
-        builder.json().flatten_event(true).try_init()
-    };
+    let _ = crate::telemetry::init(format, None);
 }
 
 /// Ctrl-C or SIGTERM (each listener of the process sees it: HTTP and Flight SQL).

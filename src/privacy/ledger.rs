@@ -11,6 +11,15 @@
 //! ledger entry, no answer). The gateway serialises the queries of one extract from the
 //! ledger read to that commit (`query::gateway`), so two concurrent queries cannot both
 //! miss each other's cells. Under DP the ledger is not used: DP composes.
+//!
+//! Across applications ([`ElsewhereView`]): a new cell is also compared with the sets
+//! released to every other live extract, carried onto this extract's index through the
+//! extracts' ledger pids (`engine::ledger_pids`) — two approvals over overlapping scopes
+//! see the same patients under different pseudonyms, and a pair of cells from the two
+//! can difference down to a small group just as two cells of one application can. The
+//! gateway holds one server-wide line from the first ledger read of a query to its
+//! commit (`query::admission`), so two applications' concurrent queries cannot both miss
+//! each other's cells.
 
 use std::fmt::Debug;
 
@@ -28,6 +37,27 @@ pub trait LedgerView: Send + Sync + Debug {
         sizes: &'a [u64],
         k: u32,
     ) -> BoxFuture<'a, Result<Vec<RoaringBitmap>, QueryError>>;
+}
+
+/// A set released to another application: over that application's extract index, with
+/// what is needed to carry it onto this one (`engine::ledger_pids`).
+#[derive(Debug, Clone)]
+pub struct ReleasedElsewhere {
+    pub extract_id: String,
+    pub application: String,
+    pub extract_dir: std::path::PathBuf,
+    pub set: RoaringBitmap,
+}
+
+/// Read access to the sets released to every *other* live extract (differencing across
+/// applications whose scopes overlap: the same patients seen through two approvals).
+pub trait ElsewhereView: Send + Sync + Debug {
+    /// Sets of other extracts whose sizes lie within k of any of `sizes`.
+    fn near<'a>(
+        &'a self,
+        sizes: &'a [u64],
+        k: u32,
+    ) -> BoxFuture<'a, Result<Vec<ReleasedElsewhere>, QueryError>>;
 }
 
 /// No earlier releases: differencing is checked within the answer only (test fixtures,

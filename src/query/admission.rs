@@ -22,6 +22,9 @@ pub const DEFAULT_PER_USER: usize = 4;
 #[derive(Debug)]
 pub struct Admission {
     pub(super) extracts: Arc<ExtractLocks>,
+    /// One line for every suppression query of the server, from its first read of other
+    /// applications' ledgers to its commit (differencing across applications).
+    pub(super) ledger_line: Arc<tokio::sync::Mutex<()>>,
     per_user: usize,
     users: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -36,6 +39,7 @@ impl Admission {
     pub fn new(per_user: usize) -> Self {
         Self {
             extracts: Arc::default(),
+            ledger_line: Arc::default(),
             per_user: per_user.max(1),
             users: Mutex::default(),
         }

@@ -19,6 +19,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -176,8 +177,12 @@ pub async fn run_dp_query(
 ) -> Result<QueryOutcome, QueryError> {
     let started = Instant::now();
     crate::engine::exec::within_timeout(limits, async {
-        let prepared = prepare(ctx, sql, catalog, rules, limits, params).await?;
-        let result = release(ctx, &prepared, limits).await?;
+        let prepared = prepare(ctx, sql, catalog, rules, limits, params)
+            .instrument(tracing::info_span!("kura.dp.prepare"))
+            .await?;
+        let result = release(ctx, &prepared, limits)
+            .instrument(tracing::info_span!("kura.dp.release"))
+            .await?;
         Ok(QueryOutcome {
             result,
             plan_fingerprint: prepared.plan_fingerprint,

@@ -23,7 +23,7 @@ use super::{dp, suppression};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
 use crate::engine::open_extract;
-use crate::privacy::ledger::NoLedger;
+use crate::privacy::ledger::{LedgerView, NoLedger};
 use crate::privacy::result::DisclosureMode;
 use crate::privacy::rules::DisclosureRules;
 use crate::query::{QueryError, QueryOutcome};
@@ -31,6 +31,9 @@ use crate::sql::scope::Scope;
 
 // annual reports (issue 13 §3): the report extract and its tables
 mod report;
+// differencing across applications (issue 11)
+mod elsewhere;
+use elsewhere::{Carried, Linker};
 
 /// Errors opening the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,15 @@ impl EnginePlane {
             .to_vec()
     }
 
+    /// What finds or writes an extract's ledger pids.
+    fn linker(&self) -> Linker {
+        Linker {
+            registry: self.registry.clone(),
+            catalog: self.catalog.clone(),
+            extract_key: self.extract_key.clone(),
+        }
+    }
+
     /// Rules for one approval: its k raises every threshold below it. In a medical
     /// institution's own extract every row was written at that one facility, so the
     /// facility threshold (which keeps one hospital's figures from being read off a
@@ -169,6 +181,14 @@ impl DataPlane for EnginePlane {
                 application: application.to_string(),
                 source: Box::new(e),
             })?;
+            // Its ledger pids, from the registry it was built from (issue 11).
+            self.linker()
+                .write_for(application, &out)
+                .await
+                .map_err(|e| ExtractFailure {
+                    application: application.to_string(),
+                    source: Box::new(e),
+                })?;
             Ok(BuiltExtract {
                 extract_id: m.extract_id,
                 path: out,
@@ -192,6 +212,7 @@ impl DataPlane for EnginePlane {
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
         let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
         let rules = self.rules_for(q.threshold, &q.scope);
+        let linker = self.linker();
         // On the query runtime: HTTP stays responsive however heavy the query.
         Box::pin(crate::engine::runtime::run(async move {
             check_scope(&q)?;
@@ -201,8 +222,9 @@ impl DataPlane for EnginePlane {
                 let params = dp_params(&q)?;
                 return dp::run_dp_query(&ctx, &q.sql, &catalog, &rules, &limits, params).await;
             }
-            let ledger = q.ledger.as_deref().unwrap_or(&NoLedger);
-            suppression::run_query_with(&ctx, &q.sql, &catalog, &rules, &limits, ledger).await
+            let ledger = ledger_of(&q, linker).await?;
+            suppression::run_query_with(&ctx, &q.sql, &catalog, &rules, &limits, ledger.as_ref())
+                .await
         }))
     }
 
@@ -287,6 +309,23 @@ impl DataPlane for EnginePlane {
 /// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
 /// — an extract rebuilt for a change that was never approved, a swapped directory — is
 /// refused before a row is read.
+/// The ledger a suppression query is checked against: its application's, with every
+/// other application's carried onto its extract when the gateway asks for that.
+async fn ledger_of(q: &AuthorisedQuery, linker: Linker) -> Result<Arc<dyn LedgerView>, QueryError> {
+    let own: Arc<dyn LedgerView> = match &q.ledger {
+        Some(l) => l.clone(),
+        None => return Ok(Arc::new(NoLedger)),
+    };
+    let Some(elsewhere) = q.elsewhere.clone() else {
+        return Ok(own);
+    };
+    let id = crate::sql::extract::ExtractManifest::read(&q.extract_dir)
+        .map_err(|e| QueryError::internal("extract manifest", e.to_string()))?
+        .extract_id;
+    let at = (q.application.as_str(), q.extract_dir.as_path(), id.as_str());
+    Ok(Arc::new(Carried::new(own, elsewhere, linker, at).await?))
+}
+
 fn check_scope(q: &AuthorisedQuery) -> Result<(), QueryError> {
     let manifest = crate::sql::extract::ExtractManifest::read(&q.extract_dir)
         .map_err(|e| QueryError::internal("extract manifest", crate::errors::chain(&e)))?;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::admission::Admission;
 use super::plane::{AuthorisedQuery, DataPlane};
@@ -77,7 +78,8 @@ impl Gateway {
         }
     }
 
-    /// Run a query under the caller's approval.
+    /// Run a query under the caller's approval, in its trace span (`kura.query`: the
+    /// query id, the mode and the outcome code; nothing of the SQL or the user).
     pub async fn run(
         &self,
         user: &User,
@@ -85,11 +87,37 @@ impl Gateway {
         today: NaiveDate,
     ) -> Result<Answer, Refused> {
         let query_id = super::new_query_id();
+        let span = tracing::info_span!(
+            "kura.query",
+            query_id = %query_id,
+            mode = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self
+            .run_as(&query_id, user, req, today)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(_) => "answered",
+            Err(r) => r.cause.code(),
+        };
+        span.record("outcome", outcome);
+        result
+    }
+
+    /// [`Gateway::run`] under a query id made for it.
+    async fn run_as(
+        &self,
+        query_id: &str,
+        user: &User,
+        req: &QueryRequest,
+        today: NaiveDate,
+    ) -> Result<Answer, Refused> {
         let rec = Recorder {
             store: &self.store,
             user,
             req,
-            query_id: &query_id,
+            query_id,
         };
         let Some(_slot) = self.admission.admit(&user.username) else {
             let cause = Refusal::TooManyQueries {
@@ -103,6 +131,7 @@ impl Gateway {
             Ok(g) => g,
             Err((cause, detail)) => return Err(rec.refused(cause, detail).await),
         };
+        tracing::Span::current().record("mode", mode.to_string().as_str());
         let call = Call { rec, grant, mode };
         if mode == DisclosureMode::Dp {
             return self.run_dp(call, today).await;
@@ -165,6 +194,14 @@ impl Gateway {
         let started = Instant::now();
         let mut q = authorised(&grant, &extract, mode, None, &rec.req.sql);
         q.ledger = Some(Arc::new(self.store.ledger_view(&extract.extract_id)));
+        // Other applications' releases too; the server-wide ledger line their first read
+        // takes is held here until the record below commits (or the query fails).
+        let line = LedgerLine::default();
+        q.elsewhere = Some(Arc::new(self.store.ledger_elsewhere(
+            &extract.extract_id,
+            self.admission.ledger_line.clone(),
+            line.0.clone(),
+        )));
         let outcome = self.data.query(q).await;
         let elapsed_ms = started.elapsed().as_millis() as i64;
         let out = match outcome {
@@ -220,6 +257,11 @@ impl Gateway {
     }
 }
 
+/// The guard of the server-wide ledger line, parked by the first read of other
+/// applications' ledgers (`store::ledger::StoreElsewhere`) and released when this drops.
+#[derive(Default)]
+struct LedgerLine(Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>);
+
 /// The data plane's input for a grant over its extract.
 pub(super) fn authorised(
     grant: &Grant,
@@ -237,5 +279,6 @@ pub(super) fn authorised(
         dp,
         sql: sql.to_string(),
         ledger: None,
+        elsewhere: None,
     }
 }

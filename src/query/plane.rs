@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::privacy::Defences;
-use crate::privacy::ledger::LedgerView;
+use crate::privacy::ledger::{ElsewhereView, LedgerView};
 use crate::privacy::result::{DisclosureMode, DpDisclosure, DpParams};
 use crate::query::suppression::ReportTable;
 use crate::query::{QueryError, QueryOutcome};
@@ -49,6 +49,9 @@ pub struct AuthorisedQuery {
     /// The application's release ledger for this extract (suppression mode): earlier
     /// released contributor sets, for differencing. `None`: within the answer only.
     pub ledger: Option<Arc<dyn LedgerView>>,
+    /// The sets released to other applications' extracts (suppression mode), carried
+    /// onto this extract by the data plane. `None`: this application's ledger only.
+    pub elsewhere: Option<Arc<dyn ElsewhereView>>,
 }
 
 /// What a DP query would release and cost, worked out without reading any data.

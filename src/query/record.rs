@@ -210,6 +210,8 @@ impl Recorder<'_> {
         Ok(())
     }
 
+    /// One transaction: history row, settlement and hash-chained audit event.
+    #[tracing::instrument(name = "kura.record", skip_all)]
     async fn write(
         &self,
         record: QueryRecord,

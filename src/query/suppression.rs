@@ -25,6 +25,7 @@ use super::{QueryError, QueryOutcome};
 use crate::catalog::Catalog;
 use crate::engine::Limits;
 use roaring::RoaringBitmap;
+use tracing::{Instrument, info_span};
 
 use crate::privacy::disclosure::{self, Earlier, Padding, differencing};
 use crate::privacy::ledger::{LedgerView, NoLedger};
@@ -150,13 +151,21 @@ pub async fn run_query_staged(
             *slot = t.elapsed();
             t = Instant::now();
         };
-        let guarded = guarded(ctx, sql, catalog, rules).await?;
+        let guarded = guarded(ctx, sql, catalog, rules)
+            .instrument(info_span!("kura.guard"))
+            .await?;
         lap(&mut times.guard);
-        let rewritten = rewritten(ctx, guarded, catalog, limits).await?;
+        let rewritten = rewritten(ctx, guarded, catalog, limits)
+            .instrument(info_span!("kura.rewrite"))
+            .await?;
         lap(&mut times.rewrite);
-        let executed = executed(ctx, rewritten, limits).await?;
+        let executed = executed(ctx, rewritten, limits)
+            .instrument(info_span!("kura.execute"))
+            .await?;
         lap(&mut times.execute);
-        let outcome = checked(ctx, executed, limits, started, ledger).await;
+        let outcome = checked(ctx, executed, limits, started, ledger)
+            .instrument(info_span!("kura.disclosure"))
+            .await;
         lap(&mut times.check);
         outcome
     };

@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, exec, now, ts};
 use crate::engine::contributors::{deserialise, serialise};
-use crate::privacy::ledger::{LedgerView, ranges};
+use crate::privacy::ledger::{ElsewhereView, LedgerView, ReleasedElsewhere, ranges};
 use crate::query::QueryError;
 
 /// The sets one answer releases, to be recorded with it.
@@ -83,6 +83,37 @@ impl Store {
             .collect()
     }
 
+    /// The sets with sizes in `lo..=hi` released to every *other* live extract (not
+    /// destroyed), with the extract they index and its application (differencing across
+    /// applications).
+    pub async fn ledger_sets_elsewhere(
+        &self,
+        extract_id: &str,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<ForeignSet>> {
+        let rows = sqlx::query(
+            "SELECT l.extract_id, x.application_id, x.path, l.members
+               FROM release_ledger l JOIN extracts x ON x.extract_id = l.extract_id
+              WHERE l.size BETWEEN $1 AND $2 AND l.extract_id <> $3 AND x.destroyed_at IS NULL",
+        )
+        .bind(lo as i64)
+        .bind(hi.min(i64::MAX as u64) as i64)
+        .bind(extract_id)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ForeignSet {
+                    extract_id: r.try_get("extract_id")?,
+                    application: r.try_get("application_id")?,
+                    path: r.try_get("path")?,
+                    members: r.try_get("members")?,
+                })
+            })
+            .collect()
+    }
+
     /// One set of an extract's ledger by its SHA-256 (the output airlock re-reads the
     /// sets of a release this way); `None` once its extract was destroyed or replaced.
     pub async fn ledger_set(&self, extract_id: &str, sha256: &str) -> Result<Option<Vec<u8>>> {
@@ -109,6 +140,17 @@ impl Store {
             extract_id: extract_id.to_string(),
         }
     }
+}
+
+/// A set released to another application's extract, as stored.
+#[derive(Debug, Clone)]
+pub struct ForeignSet {
+    pub extract_id: String,
+    pub application: String,
+    /// The extract's directory (its ledger pids are read from there).
+    pub path: String,
+    /// The set over that extract's patient index (portable roaring format).
+    pub members: Vec<u8>,
 }
 
 /// One extract's ledger in the store.
@@ -143,6 +185,76 @@ impl LedgerView for StoreLedger {
                     .map_err(|e| internal(e.to_string()))?;
                 for bytes in sets {
                     out.push(deserialise(&bytes).map_err(internal)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The sets released to every other live extract, as the data plane reads them; the
+/// first read takes the server-wide ledger line (`query::admission`) and leaves its
+/// guard in `line`, where the gateway releases it after the query's record commits.
+pub struct StoreElsewhere {
+    store: Store,
+    extract_id: String,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    line: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>,
+}
+
+impl fmt::Debug for StoreElsewhere {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreElsewhere")
+            .field("extract_id", &self.extract_id)
+            .finish()
+    }
+}
+
+impl Store {
+    /// The other extracts' ledgers as seen from `extract_id`, reading under `lock`; the
+    /// guard is parked in `line` until the caller drops it.
+    pub fn ledger_elsewhere(
+        &self,
+        extract_id: &str,
+        lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+        line: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>,
+    ) -> StoreElsewhere {
+        StoreElsewhere {
+            store: self.clone(),
+            extract_id: extract_id.to_string(),
+            lock,
+            line,
+        }
+    }
+}
+
+impl ElsewhereView for StoreElsewhere {
+    fn near<'a>(
+        &'a self,
+        sizes: &'a [u64],
+        k: u32,
+    ) -> BoxFuture<'a, std::result::Result<Vec<ReleasedElsewhere>, QueryError>> {
+        Box::pin(async move {
+            let held = self.line.lock().expect("ledger line").is_some();
+            if !held {
+                let guard = self.lock.clone().lock_owned().await;
+                *self.line.lock().expect("ledger line") = Some(guard);
+            }
+            let internal = |e: String| QueryError::internal("release ledger", e);
+            let mut out = Vec::new();
+            for (lo, hi) in ranges(sizes, k) {
+                let sets = self
+                    .store
+                    .ledger_sets_elsewhere(&self.extract_id, lo, hi)
+                    .await
+                    .map_err(|e| internal(e.to_string()))?;
+                for f in sets {
+                    out.push(ReleasedElsewhere {
+                        set: deserialise(&f.members).map_err(internal)?,
+                        extract_id: f.extract_id,
+                        application: f.application,
+                        extract_dir: f.path.into(),
+                    });
                 }
             }
             Ok(out)

@@ -111,6 +111,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0009_annual_reports.sql"),
         postgres: None,
     },
+    // differencing across applications (issue 11)
+    Migration {
+        version: 10,
+        name: "ledger_by_size",
+        sql: include_str!("migrations/0010_ledger_by_size.sql"),
+        postgres: None,
+    },
 ];
 
 /// Errors of the store layer.

@@ -948,6 +948,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         dp_epsilon: None,
         ledger_cells: 200,
         stages: true,
+        json: false,
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);
@@ -973,6 +974,15 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         assert!(t.execute > std::time::Duration::ZERO, "{q:?}");
     }
     assert_eq!(text.matches("stages / 段階").count(), 5, "{text}");
+    // The JSON form (the peer benchmark reads it) carries the same figures.
+    let j = report.to_json();
+    assert_eq!(j["queries"].as_array().unwrap().len(), 5);
+    assert_eq!(j["mode"], "suppression");
+    assert_eq!(j["patients"], 300);
+    let first = &report.queries[0];
+    assert_eq!(j["queries"][0]["name"], first.name.as_str());
+    assert!((j["queries"][0]["ratio"].as_f64().unwrap() - first.ratio()).abs() < 1e-9);
+    assert!(j["queries"][0]["stages_ms"]["execute"].as_f64().unwrap() > 0.0);
     println!("{text}");
 }
 

@@ -6,6 +6,10 @@
 //! researcher2 without researcher1's earlier answer (a fresh server over the same data) is
 //! released, so it is the shared ledger that closes the channel.
 //!
+//! The same across two applications over the same patients (each with its own extract,
+//! pseudonyms and patient numbering): researcher1's answer in one application and
+//! researcher2's total in the other are compared through the extracts' ledger pids.
+//!
 //! Everything runs over the real router, store and engine plane.
 
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use crate::support::http::call_router;
 use crate::support::server::live_extract;
 
 const APP: &str = "A-TWO";
+/// A second application over the same scope, naming researcher2 only.
+const OTHER: &str = "A-OTHER";
 
 struct Fx {
     dir: tempfile::TempDir,
@@ -37,6 +43,12 @@ struct Fx {
 /// A server over a generated registry with one suppression application naming (and
 /// pledged by) researcher1 and researcher2.
 async fn fixture() -> Fx {
+    fixture_with(false).await
+}
+
+/// [`fixture`], and with `other` a second application ([`OTHER`], researcher2 only) over
+/// the same scope, its extract built too.
+async fn fixture_with(other: bool) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::embedded().unwrap());
     SourceData::generate(1500, 20261207).write(&dir.path().join("data"), &catalog);
@@ -46,6 +58,12 @@ async fn fixture() -> Fx {
     two.named = &["researcher1", "researcher2"];
     two.pledged = &["researcher1", "researcher2"];
     fixtures::approve(&store, &two).await;
+    let mut second = fixtures::approved_applications()[0].clone_as(OTHER);
+    second.named = &["researcher2"];
+    second.pledged = &["researcher2"];
+    if other {
+        fixtures::approve(&store, &second).await;
+    }
     let plane = EnginePlane::open(
         dir.path().join("data"),
         dir.path().join("extracts"),
@@ -64,12 +82,14 @@ async fn fixture() -> Fx {
         admission: Arc::new(kura::query::admission::Admission::new(64)),
         login_rate: Arc::default(),
     };
-    // The extract is built as the approval builds it.
-    let approved = state.store.application(APP).await.unwrap().unwrap();
-    let scope = approved.approval.unwrap().scope;
-    kura::http::applications::build_extract(&state, APP, &scope, "reviewer1")
-        .await
-        .unwrap();
+    // The extracts are built as the approval builds them.
+    for id in [APP, OTHER].into_iter().take(if other { 2 } else { 1 }) {
+        let approved = state.store.application(id).await.unwrap().unwrap();
+        let scope = approved.approval.unwrap().scope;
+        kura::http::applications::build_extract(&state, id, &scope, "reviewer1")
+            .await
+            .unwrap();
+    }
     Fx {
         dir,
         router: app(state),
@@ -93,7 +113,11 @@ impl Fx {
     }
 
     async fn query(&self, token: &str, sql: &str) -> Value {
-        let body = json!({"application": APP, "sql": sql});
+        self.query_in(APP, token, sql).await
+    }
+
+    async fn query_in(&self, application: &str, token: &str, sql: &str) -> Value {
+        let body = json!({"application": application, "sql": sql});
         let (s, _, v) = call_router(
             &self.router,
             Method::POST,
@@ -179,6 +203,71 @@ async fn control_without_the_first_answer_the_total_is_released() {
     assert!(n > 100, "{total}");
     let differencing = total["disclosure"]["differencing"].as_array();
     assert!(differencing.is_none_or(|d| d.is_empty()), "{total}");
+}
+
+/// researcher1's answer in one application, researcher2's total in another over the same
+/// patients: the total is suppressed, though the two applications' extracts share no
+/// pseudonym and number their patients independently.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_two_applications_over_the_same_patients_difference_their_answers() {
+    let fx = fixture_with(true).await;
+    let r1 = fx.login("researcher1").await;
+    let r2 = fx.login("researcher2").await;
+    fx.query(&r1, WARM_UP).await;
+    let year = fx.rare_birth_year().await;
+    let but = fx
+        .query(
+            &r1,
+            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
+        )
+        .await;
+    let n = but["rows"][0][0].as_i64().expect("released on its own");
+    assert!(n > 100, "{but}");
+    let total = fx.query_in(OTHER, &r2, TOTAL).await;
+    assert_eq!(total["rows"][0][0], Value::Null, "{total}");
+    assert_eq!(
+        total["disclosure"]["differencing"],
+        json!([[0, 0]]),
+        "{total}"
+    );
+    // The same small-group-free question in the other application is still answered,
+    // with the same number (the sets are the same patients: no difference, no harm).
+    let same = fx
+        .query_in(
+            OTHER,
+            &r2,
+            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
+        )
+        .await;
+    assert_eq!(same["rows"][0][0].as_i64(), Some(n), "{same}");
+}
+
+/// Control: with two applications but no earlier answer in the first, the second
+/// application's total is released; so the cross-application ledger is what closes the
+/// channel above.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_two_applications_without_the_first_answer_release_the_total() {
+    let fx = fixture_with(true).await;
+    let r1 = fx.login("researcher1").await;
+    let r2 = fx.login("researcher2").await;
+    fx.query(&r1, WARM_UP).await;
+    let total = fx.query_in(OTHER, &r2, TOTAL).await;
+    let n = total["rows"][0][0].as_i64().expect("released");
+    assert!(n > 100, "{total}");
+    let differencing = total["disclosure"]["differencing"].as_array();
+    assert!(differencing.is_none_or(|d| d.is_empty()), "{total}");
+    // The two extracts really are apart: no pid of one appears in the other.
+    let pids = |app: &str| {
+        let text =
+            std::fs::read_to_string(live_extract(fx.dir.path(), app).join("patient_index.txt"))
+                .unwrap();
+        text.lines()
+            .map(str::to_string)
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (a, b) = (pids(APP), pids(OTHER));
+    assert_eq!(a.len(), b.len());
+    assert!(a.is_disjoint(&b), "the two extracts share pseudonyms");
 }
 
 impl Approved {

@@ -41,5 +41,6 @@ mod seeds_place;
 mod seeds_register;
 mod slt;
 mod support;
+mod telemetry;
 mod tls;
 mod usage_report;

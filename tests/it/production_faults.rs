@@ -4,85 +4,16 @@
 //! `durable::pause_point` (`KURA_TEST_PAUSE_AT`); each test prints what it cost.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::fixtures::PASSWORD;
-use crate::support::server::{Demo, free_port, kura, live_extract};
+use crate::support::server::{Demo, Serve, config, free_port, kura, live_extract, prepared};
 
 /// Patients of the synthetic registry of these tests (small: the cost is the binary's).
 const PATIENTS: u32 = 2000;
-
-/// `kura serve` over a prepared data directory with a configuration file; killed when
-/// dropped.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A configuration for `kura serve` over the demo's data directory and keys.
-fn config(data_dir: &Path, port: u16, extra: &str) -> PathBuf {
-    let file = data_dir.join(format!("serve-{port}.toml"));
-    let text = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\naudit_key_file = \"{d}/audit.key\"\n\
-         extract_key_file = \"{d}/extract.key\"\nlog_format = \"text\"\n{extra}\n",
-        d = data_dir.display()
-    );
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-impl Serve {
-    /// Start `kura serve` and wait until it listens (or its marker file appears when a
-    /// pause point stops it during start-up; then `None`).
-    fn start(data_dir: &Path, extra: &str, env: &[(&str, &str)]) -> Serve {
-        let port = free_port();
-        let cfg = config(data_dir, port, extra);
-        let child = kura()
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start kura serve");
-        let s = Serve {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kura serve did not listen in time"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A demo data directory, prepared once by `kura demo` and then stopped.
-fn prepared() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    Demo::start(&data, PATIENTS, &[] as &[&str]).kill9();
-    (dir, data)
-}
 
 async fn login(client: &reqwest::Client, base: &str, user: &str) -> String {
     let r = client
@@ -180,7 +111,7 @@ async fn check_after_restart(data: &Path, charged: f64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_each_step_of_a_query_loses_nothing() {
     let started = Instant::now();
-    let (_dir, data) = prepared();
+    let (_dir, data) = prepared(PATIENTS);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -248,7 +179,7 @@ async fn kill_9_at_each_step_of_a_query_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_inside_an_extract_build_leaves_no_patient_rows_behind() {
     let started = Instant::now();
-    let (_dir, data) = prepared();
+    let (_dir, data) = prepared(PATIENTS);
     // Remove the live extract: the next start of the demo rebuilds it.
     let live = live_extract(&data, "A-DEMO-0001");
     std::fs::remove_dir_all(&live).unwrap();
@@ -313,7 +244,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 /// never above the global pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_sessions_get_no_5xx_and_small_queries_stay_quick() {
-    let (_dir, data) = prepared();
+    let (_dir, data) = prepared(PATIENTS);
     let secs: u64 = std::env::var("KURA_LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -458,7 +389,7 @@ async fn a_hundred_sessions_get_no_5xx_and_small_queries_stay_quick() {
 /// the right password is refused afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_guesses_lock_one_account_over_http() {
-    let (_dir, data) = prepared();
+    let (_dir, data) = prepared(PATIENTS);
     let s = Serve::start(&data, "login_per_minute = 0\n", &[]);
     let client = reqwest::Client::new();
     let guesses = (0..50).map(|_| {
@@ -531,7 +462,7 @@ async fn a_full_disk_withholds_answers_and_the_server_recovers() {
         );
         return;
     }
-    let (dir, prepared_data) = prepared();
+    let (dir, prepared_data) = prepared(PATIENTS);
     let mnt = dir.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let ok = std::process::Command::new("mount")
@@ -598,7 +529,7 @@ async fn a_full_disk_withholds_answers_and_the_server_recovers() {
 /// extracts are found at their new place; a damaged backup is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_into_an_empty_directory_and_verifies() {
-    let (dir, data) = prepared();
+    let (dir, data) = prepared(PATIENTS);
     let out = dir.path().join("backup");
     let cfg = config(&data, free_port(), "");
     let backup = kura()

@@ -57,6 +57,9 @@ pub struct BenchQueryArgs {
     /// disclosure check), in one more run per repetition.
     #[arg(long)]
     pub stages: bool,
+    /// Print the report as JSON (for the peer benchmark, `tests/bench/peers`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,42 @@ impl BenchReport {
             .iter()
             .map(QueryTiming::ratio)
             .fold(0.0, f64::max)
+    }
+}
+
+impl BenchReport {
+    /// The report as JSON: times in milliseconds, ratios as printed.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let queries: Vec<_> = self
+            .queries
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "name": q.name,
+                    "raw_ms": ms(q.raw),
+                    "full_ms": ms(q.full),
+                    "ratio": q.ratio(),
+                    "rows": q.full_rows,
+                    "ledger_ms": q.ledger.map(ms),
+                    "stages_ms": q.stages.map(|t| serde_json::json!({
+                        "guard": ms(t.guard), "rewrite": ms(t.rewrite),
+                        "execute": ms(t.execute), "check": ms(t.check),
+                    })),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mode": if self.dp { "dp" } else { "suppression" },
+            "patients": self.patients,
+            "patient_rows": self.patient_rows,
+            "extract_ms": ms(self.extract_time),
+            "extract_rows_per_sec": self.extract_rows_per_sec(),
+            "median_ratio": self.median_ratio(),
+            "max_ratio": self.max_ratio(),
+            "peak_rss_kib": self.peak_rss_kib,
+            "queries": queries,
+        })
     }
 }
 

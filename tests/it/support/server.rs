@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -135,18 +135,101 @@ impl Demo {
     /// Stop it with SIGTERM (the way systemd does) and wait up to 30 s; `None` if it
     /// did not stop and had to be killed.
     pub fn stop(mut self) -> Option<ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        stop_child(&mut self.child)
     }
+}
+
+/// SIGTERM (the way systemd stops kura), then wait up to 30 s; `None` if it had to be
+/// killed.
+fn stop_child(child: &mut Child) -> Option<ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kura serve` over a prepared data directory with a configuration file; killed when
+/// dropped.
+pub struct Serve {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration for `kura serve` over the demo's data directory and keys.
+pub fn config(data_dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let file = data_dir.join(format!("serve-{port}.toml"));
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\naudit_key_file = \"{d}/audit.key\"\n\
+         extract_key_file = \"{d}/extract.key\"\nlog_format = \"text\"\n{extra}\n",
+        d = data_dir.display()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+impl Serve {
+    /// Start `kura serve` and wait until it listens (or its marker file appears when a
+    /// pause point stops it during start-up; then `None`).
+    pub fn start(data_dir: &Path, extra: &str, env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let cfg = config(data_dir, port, extra);
+        let child = kura()
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kura serve");
+        let s = Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kura serve did not listen in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stop it with SIGTERM and wait for its exit (up to 30 s); `None` if it had to be
+    /// killed.
+    pub fn stop(mut self) -> Option<ExitStatus> {
+        stop_child(&mut self.child)
+    }
+}
+
+/// A demo data directory, prepared once by `kura demo` and then stopped.
+pub fn prepared(patients: u32) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    Demo::start(&data, patients, &[] as &[&str]).kill9();
+    (dir, data)
 }
