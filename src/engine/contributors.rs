@@ -87,6 +87,7 @@ impl AggregateUDFImpl for Contributors {
         Ok(Box::new(SetAccumulator {
             index: self.index.clone(),
             set: RoaringBitmap::new(),
+            cursor: 0,
         }))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -111,12 +112,14 @@ impl AggregateUDFImpl for Contributors {
 struct SetAccumulator {
     index: Arc<PatientIndex>,
     set: RoaringBitmap,
+    /// Where the last pid was found (`PatientIndex::get_near`).
+    cursor: u32,
 }
 
 impl SetAccumulator {
     fn add(&mut self, pid: Option<&str>) -> Result<()> {
         let Some(pid) = pid else { return Ok(()) };
-        match self.index.get(pid.as_bytes()) {
+        match self.index.get_near(pid.as_bytes(), &mut self.cursor) {
             Some(i) => {
                 self.set.insert(i);
                 Ok(())
@@ -235,6 +238,7 @@ mod tests {
         let mut acc = SetAccumulator {
             index,
             set: RoaringBitmap::new(),
+            cursor: 0,
         };
         let pids: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
             Some("c"),

@@ -44,27 +44,78 @@ pub struct PatientIndex {
 /// extract) keeps byte-string keys.
 #[derive(Debug)]
 enum Keys {
-    Packed(HashMap<u128, u32>),
+    /// The packed pids in index order (ascending: the index is the sorted order) beside
+    /// the hash map. Extracts write patient rows in pid order, so consecutive rows look up
+    /// the same or a nearby pid: [`PatientIndex::get_near`] walks forward from the last
+    /// hit in this vector (memory it just read) instead of a random probe into the map.
+    Packed {
+        sorted: Vec<u128>,
+        map: HashMap<u128, u32>,
+    },
     Bytes(HashMap<Box<[u8]>, u32>),
+}
+
+/// The position of `v` in `sorted` after `from` (where `sorted[from] < v`): steps of 1,
+/// 2, 4 … until a value ≥ `v`, then a binary search inside the last step.
+fn gallop(sorted: &[u128], from: usize, v: u128) -> Option<usize> {
+    let (mut lo, mut step) = (from, 1usize);
+    let hi = loop {
+        let probe = lo.saturating_add(step);
+        if probe >= sorted.len() {
+            break sorted.len();
+        }
+        if sorted[probe] >= v {
+            break probe + 1;
+        }
+        lo = probe;
+        step *= 2;
+    };
+    let off = sorted[lo..hi].binary_search(&v).ok()?;
+    Some(lo + off)
 }
 
 /// A pid of exactly 32 lowercase hex digits as its 128-bit value; `None` for anything
 /// else (so distinct pids never share a key: the packing is one-to-one on its domain).
+///
+/// Branch-free per digit (a table lookup; one check at the end): pids are random hex, so
+/// a branch on "digit or letter" would be mispredicted for every other character, and
+/// this runs once per row of every contributor set.
 fn packed(pid: &[u8]) -> Option<u128> {
-    if pid.len() != 32 {
-        return None;
-    }
-    let mut v: u128 = 0;
-    for &b in pid {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
+    let pid: &[u8; 32] = pid.try_into().ok()?;
+    let (hi, lo) = (half(&pid[..16]), half(&pid[16..]));
+    ((hi | lo) & BAD == 0).then(|| (u128::from(hi as u64) << 64) | u128::from(lo as u64))
 }
+
+/// Marks a byte that is not a lowercase hex digit (in [`HEX`], and the bit [`half`] keeps).
+const BAD_DIGIT: u8 = 0x80;
+const BAD: u128 = 1 << 64;
+
+/// 16 hex digits as their value in the low 64 bits, with bit 64 set if any was not one.
+fn half(digits: &[u8]) -> u128 {
+    let (mut v, mut bad) = (0u64, 0u8);
+    for &b in digits {
+        let d = HEX[usize::from(b)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0x0f);
+    }
+    u128::from(v) | (u128::from(bad >> 7) << 64)
+}
+
+/// Value of each lowercase hex digit; [`BAD_DIGIT`] for every other byte.
+static HEX: [u8; 256] = {
+    let mut t = [BAD_DIGIT; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut j = 0;
+    while j < 6 {
+        t[b'a' as usize + j] = 10 + j as u8;
+        j += 1;
+    }
+    t
+};
 
 impl PatientIndex {
     /// An index over these pids (any order, duplicates ignored): sorted, then numbered.
@@ -83,8 +134,12 @@ impl PatientIndex {
             ));
         }
         let all_packed: Option<Vec<u128>> = pids.iter().map(|p| packed(p.as_bytes())).collect();
-        let keys = if let Some(values) = all_packed {
-            Keys::Packed((0..).zip(values).map(|(i, v)| (v, i)).collect())
+        let keys = if let Some(sorted) = all_packed {
+            let map = (0..)
+                .zip(sorted.iter().copied())
+                .map(|(i, v)| (v, i))
+                .collect();
+            Keys::Packed { sorted, map }
         } else {
             let mut map = HashMap::with_capacity(pids.len());
             for (i, p) in pids.into_iter().enumerate() {
@@ -108,9 +163,28 @@ impl PatientIndex {
     /// The index of one pid, if it belongs to the extract.
     pub fn get(&self, pid: &[u8]) -> Option<u32> {
         match &self.keys {
-            Keys::Packed(map) => map.get(&packed(pid)?).copied(),
+            Keys::Packed { map, .. } => map.get(&packed(pid)?).copied(),
             Keys::Bytes(map) => map.get(pid).copied(),
         }
+    }
+
+    /// [`Self::get`] for rows that come in pid order: `cursor` is the index last found
+    /// (start at 0). The pid is looked for at the cursor and, if larger, by galloping
+    /// forward from it (a few nearby reads); a smaller pid (rows out of order) falls back
+    /// to the hash map. Same answer as `get` in every case.
+    pub fn get_near(&self, pid: &[u8], cursor: &mut u32) -> Option<u32> {
+        let Keys::Packed { sorted, map } = &self.keys else {
+            return self.get(pid);
+        };
+        let v = packed(pid)?;
+        let at = (*cursor as usize).min(sorted.len().saturating_sub(1));
+        let found = match sorted.get(at) {
+            Some(&here) if here == v => Some(at),
+            Some(&here) if here < v => gallop(sorted, at, v),
+            _ => map.get(&v).map(|&i| i as usize),
+        }?;
+        *cursor = found as u32;
+        Some(found as u32)
     }
 
     /// A set over another extract's index carried onto this one: `from` lists that
@@ -294,12 +368,45 @@ mod tests {
         );
     }
 
+    /// The table-driven parse agrees with a plain one on valid pids and refuses every
+    /// pid with one byte that is not a lowercase hex digit, wherever it is.
+    #[test]
+    fn the_fast_hex_parse_agrees_with_a_plain_one() {
+        let plain = |p: &[u8]| -> Option<u128> {
+            if p.len() != 32 {
+                return None;
+            }
+            p.iter().try_fold(0u128, |v, &b| {
+                let d = (b as char)
+                    .to_digit(16)
+                    .filter(|_| !b.is_ascii_uppercase())?;
+                Some((v << 4) | u128::from(d))
+            })
+        };
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pid = format!("{:016x}{:016x}", x, x.rotate_left(17));
+            assert_eq!(packed(pid.as_bytes()), plain(pid.as_bytes()), "{pid}");
+            let mut bad = pid.clone().into_bytes();
+            let at = (x % 32) as usize;
+            for c in [b'g', b'G', b'A', b'/', b':', b'`', 0, 0xff] {
+                bad[at] = c;
+                assert_eq!(packed(&bad), None, "{c} at {at}");
+            }
+        }
+        assert_eq!(packed(&[b'f'; 32]), Some(u128::MAX));
+        assert_eq!(packed(&[b'0'; 32]), Some(0));
+    }
+
     #[test]
     fn hex_pseudonyms_are_packed_one_to_one() {
         let a = "0000023441ec3322e71c01d716de5cb3";
         let b = "ffff023441ec3322e71c01d716de5cb3";
         let idx = PatientIndex::from_pids("x", vec![b.into(), a.into()]).unwrap();
-        assert!(matches!(idx.keys, Keys::Packed(_)));
+        assert!(matches!(idx.keys, Keys::Packed { .. }));
         assert_eq!(idx.get(a.as_bytes()), Some(0));
         assert_eq!(idx.get(b.as_bytes()), Some(1));
         // Upper case is another string, never the same patient; short or long ones too.
@@ -309,5 +416,34 @@ mod tests {
         let mixed = PatientIndex::from_pids("x", vec![a.into(), "p1".into()]).unwrap();
         assert!(matches!(mixed.keys, Keys::Bytes(_)));
         assert_eq!(mixed.get(b"p1"), Some(1));
+        let mut cursor = 0;
+        assert_eq!(mixed.get_near(b"p1", &mut cursor), Some(1));
+    }
+
+    /// The cursor lookup gives `get`'s answer for rows in order, out of order, repeated,
+    /// sparse (a table holding every seventh patient), unknown and at both ends.
+    #[test]
+    fn the_cursor_lookup_agrees_with_the_map_in_any_row_order() {
+        let pids: Vec<String> = (0..1000u64)
+            .map(|i| format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        let idx = PatientIndex::from_pids("x", pids.clone()).unwrap();
+        let mut sorted = pids.clone();
+        sorted.sort();
+        let mut orders: Vec<Vec<String>> = vec![
+            sorted.clone(),
+            sorted.iter().step_by(7).cloned().collect(),
+            sorted.iter().flat_map(|p| [p.clone(), p.clone()]).collect(),
+            sorted.iter().rev().cloned().collect(),
+            pids.clone(),
+        ];
+        orders.push(vec![sorted[999].clone(), sorted[0].clone(), "f".repeat(32)]);
+        for rows in orders {
+            let mut cursor = 0;
+            for p in &rows {
+                let want = idx.get(p.as_bytes());
+                assert_eq!(idx.get_near(p.as_bytes(), &mut cursor), want, "{p}");
+            }
+        }
     }
 }

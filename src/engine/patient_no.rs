@@ -59,9 +59,15 @@ impl PatientNo {
     }
 
     fn number<'a>(&self, pids: impl Iterator<Item = Option<&'a str>>) -> Result<UInt32Array> {
+        // Rows of an extract come in pid order: look each pid up near the last one.
+        let mut cursor = 0;
         pids.map(|p| {
-            p.map(|p| self.index.get(p.as_bytes()).ok_or_else(missing_pid))
-                .transpose()
+            p.map(|p| {
+                self.index
+                    .get_near(p.as_bytes(), &mut cursor)
+                    .ok_or_else(missing_pid)
+            })
+            .transpose()
         })
         .collect()
     }

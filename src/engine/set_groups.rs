@@ -28,6 +28,8 @@ pub struct SetGroups {
     sets: Vec<RoaringBitmap>,
     /// Members over all sets (for the memory estimate).
     members: u64,
+    /// Where the last pid was found in the index (`PatientIndex::get_near`).
+    cursor: u32,
 }
 
 impl SetGroups {
@@ -36,6 +38,7 @@ impl SetGroups {
             index,
             sets: Vec::new(),
             members: 0,
+            cursor: 0,
         }
     }
 
@@ -58,7 +61,10 @@ impl SetGroups {
             let i = match last {
                 Some((p, i)) if p == pid => i,
                 _ => {
-                    let i = self.index.get(pid).ok_or_else(missing_pid)?;
+                    let i = self
+                        .index
+                        .get_near(pid, &mut self.cursor)
+                        .ok_or_else(missing_pid)?;
                     last = Some((pid, i));
                     i
                 }

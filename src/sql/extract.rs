@@ -781,6 +781,13 @@ async fn build_into(
                 })
                 .collect();
             df = df.select(cols).map_err(engine)?;
+            // Rows in pid order: the patient index is the pids' sorted order, so the
+            // contributor sets of a query look up each row's pid next to the last one
+            // (`PatientIndex::get_near`) and add to their bitmaps in ascending order.
+            if let Some(unit) = t.columns.iter().find(|c| c.privacy_unit) {
+                let by = Expr::Column(datafusion::common::Column::from_name(&unit.name));
+                df = df.sort(vec![by.sort(true, false)]).map_err(engine)?;
+            }
         }
         let entry = write_table(df, dir, t).await?;
         if t.kind == TableKind::Patient {
