@@ -157,10 +157,11 @@ pub async fn ensure(
     let mut found: Vec<Option<u128>> = vec![None; manifest.patients as usize];
     for source in registry_pids(registry, catalog).await? {
         let pid = crate::sql::extract::repseudonymise(&app, &source);
-        if let Some(i) = index.get(pid.as_bytes()) {
-            if let Some(slot) = found.get_mut(i as usize) {
-                *slot = Some(ledger_pid(&ledger, &source));
-            }
+        if let Some(slot) = index
+            .get(pid.as_bytes())
+            .and_then(|i| found.get_mut(i as usize))
+        {
+            *slot = Some(ledger_pid(&ledger, &source));
         }
     }
     let pids: Option<Vec<u128>> = found.into_iter().collect();

@@ -22,8 +22,8 @@ pub const DEFAULT_PER_USER: usize = 4;
 #[derive(Debug)]
 pub struct Admission {
     pub(super) extracts: Arc<ExtractLocks>,
-    /// One line for every suppression query of the server, from its first read of other
-    /// applications' ledgers to its commit (differencing across applications).
+    /// One line for every suppression query of the server, from its first ledger read to
+    /// its commit (`serial.rs`; differencing across applications).
     pub(super) ledger_line: Arc<tokio::sync::Mutex<()>>,
     per_user: usize,
     users: Mutex<HashMap<String, Arc<Semaphore>>>,

@@ -25,6 +25,7 @@ use super::plane::{AuthorisedQuery, DataPlane};
 use super::record::{RanOn, Recorder};
 use super::refusal::{Refusal, Refused};
 use super::request::QueryRequest;
+use super::serial::{EndsTurn, LinedLedger, Turn};
 use crate::policy::{Action, Grant, Policy, check_mode};
 use crate::privacy::budget::Ledger;
 use crate::privacy::result::{DisclosureMode, ReleasedResult};
@@ -190,18 +191,21 @@ impl Gateway {
             let detail = json!({"detail": "extract missing or destroyed"});
             return Err(rec.refused(Refusal::ExtractMissing, detail).await);
         };
-        let _in_line = self.admission.extracts.hold(&extract.extract_id).await;
         let started = Instant::now();
         let mut q = authorised(&grant, &extract, mode, None, &rec.req.sql);
-        q.ledger = Some(Arc::new(self.store.ledger_view(&extract.extract_id)));
-        // Other applications' releases too; the server-wide ledger line their first read
-        // takes is held here until the record below commits (or the query fails).
-        let line = LedgerLine::default();
-        q.elsewhere = Some(Arc::new(self.store.ledger_elsewhere(
-            &extract.extract_id,
-            self.admission.ledger_line.clone(),
-            line.0.clone(),
-        )));
+        // The query's turn (`serial.rs`) is taken by its first ledger read and held here
+        // until the record below commits (or the query fails): execution runs before it.
+        let turn = Turn::default();
+        let _ends = EndsTurn(turn.clone());
+        q.ledger = Some(Arc::new(LinedLedger {
+            inner: self.store.ledger_view(&extract.extract_id),
+            extract_id: extract.extract_id.clone(),
+            locks: self.admission.extracts.clone(),
+            line: self.admission.ledger_line.clone(),
+            turn: turn.clone(),
+        }));
+        // Other applications' releases too, read inside the same turn.
+        q.elsewhere = Some(Arc::new(self.store.ledger_elsewhere(&extract.extract_id)));
         let outcome = self.data.query(q).await;
         let elapsed_ms = started.elapsed().as_millis() as i64;
         let out = match outcome {
@@ -256,11 +260,6 @@ impl Gateway {
         })
     }
 }
-
-/// The guard of the server-wide ledger line, parked by the first read of other
-/// applications' ledgers (`store::ledger::StoreElsewhere`) and released when this drops.
-#[derive(Default)]
-struct LedgerLine(Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>);
 
 /// The data plane's input for a grant over its extract.
 pub(super) fn authorised(

@@ -192,14 +192,11 @@ impl LedgerView for StoreLedger {
     }
 }
 
-/// The sets released to every other live extract, as the data plane reads them; the
-/// first read takes the server-wide ledger line (`query::admission`) and leaves its
-/// guard in `line`, where the gateway releases it after the query's record commits.
+/// The sets released to every other live extract, as the data plane reads them (inside
+/// the query's turn, `query::serial`).
 pub struct StoreElsewhere {
     store: Store,
     extract_id: String,
-    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-    line: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>,
 }
 
 impl fmt::Debug for StoreElsewhere {
@@ -211,19 +208,11 @@ impl fmt::Debug for StoreElsewhere {
 }
 
 impl Store {
-    /// The other extracts' ledgers as seen from `extract_id`, reading under `lock`; the
-    /// guard is parked in `line` until the caller drops it.
-    pub fn ledger_elsewhere(
-        &self,
-        extract_id: &str,
-        lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-        line: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>,
-    ) -> StoreElsewhere {
+    /// The other extracts' ledgers as seen from `extract_id`.
+    pub fn ledger_elsewhere(&self, extract_id: &str) -> StoreElsewhere {
         StoreElsewhere {
             store: self.clone(),
             extract_id: extract_id.to_string(),
-            lock,
-            line,
         }
     }
 }
@@ -235,11 +224,6 @@ impl ElsewhereView for StoreElsewhere {
         k: u32,
     ) -> BoxFuture<'a, std::result::Result<Vec<ReleasedElsewhere>, QueryError>> {
         Box::pin(async move {
-            let held = self.line.lock().expect("ledger line").is_some();
-            if !held {
-                let guard = self.lock.clone().lock_owned().await;
-                *self.line.lock().expect("ledger line") = Some(guard);
-            }
             let internal = |e: String| QueryError::internal("release ledger", e);
             let mut out = Vec::new();
             for (lo, hi) in ranges(sizes, k) {

@@ -282,7 +282,8 @@ async fn no_audit_no_export_of_answers() {
     let raw = h.break_audit_writes().await;
     let (status, _, v) = ipynb(&h, &token, &id, Some(json!({"run": true}))).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
-    assert!(!v.to_string().contains("412"), "no answer leaks: {v}");
+    let said = crate::support::http::without_ids(&v.to_string());
+    assert!(!said.contains("412"), "no answer leaks: {v}");
     let mut raw = raw;
     kura::store::testing::heal_audit_writes(&mut raw).await;
     // Control: with the audit log healed, the export carries the answer.

@@ -41,6 +41,10 @@ pub struct FakePlane {
     /// Suppression queries running now, and the most that ever ran at once.
     pub running: AtomicUsize,
     pub max_running: AtomicUsize,
+    /// Suppression queries between their ledger read and the end of their check (inside
+    /// the query's turn, `query/serial.rs`), now and at most.
+    pub in_turn: AtomicUsize,
+    pub max_in_turn: AtomicUsize,
 }
 
 const OFFLINE: &str = "no data plane in TLS tests";
@@ -249,6 +253,17 @@ impl DataPlane for FakePlane {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             self.running.fetch_sub(1, Ordering::SeqCst);
+            // The check, as the real plane does it: the ledger is read after execution
+            // (which takes the query's turn), then the cells are checked.
+            if let Some(ledger) = &q.ledger {
+                ledger.near(&[412], q.threshold).await?;
+                let now = self.in_turn.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_in_turn.fetch_max(now, Ordering::SeqCst);
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms / 3)).await;
+                }
+                self.in_turn.fetch_sub(1, Ordering::SeqCst);
+            }
             Ok(QueryOutcome {
                 result: ReleasedResult {
                     columns: vec![column("prefecture_code", "Utf8"), column("n", "Int64")],
