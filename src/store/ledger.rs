@@ -174,21 +174,10 @@ impl LedgerView for StoreLedger {
         sizes: &'a [u64],
         k: u32,
     ) -> BoxFuture<'a, std::result::Result<Vec<RoaringBitmap>, QueryError>> {
-        Box::pin(async move {
-            let internal = |e: String| QueryError::internal("release ledger", e);
-            let mut out = Vec::new();
-            for (lo, hi) in ranges(sizes, k) {
-                let sets = self
-                    .store
-                    .ledger_sets(&self.extract_id, lo, hi)
-                    .await
-                    .map_err(|e| internal(e.to_string()))?;
-                for bytes in sets {
-                    out.push(deserialise(&bytes).map_err(internal)?);
-                }
-            }
-            Ok(out)
-        })
+        let fetch = move |lo, hi| -> BoxFuture<'a, Result<Vec<Vec<u8>>>> {
+            Box::pin(self.store.ledger_sets(&self.extract_id, lo, hi))
+        };
+        Box::pin(by_size(sizes, k, fetch, |bytes| deserialise(&bytes)))
     }
 }
 
@@ -223,25 +212,35 @@ impl ElsewhereView for StoreElsewhere {
         sizes: &'a [u64],
         k: u32,
     ) -> BoxFuture<'a, std::result::Result<Vec<ReleasedElsewhere>, QueryError>> {
-        Box::pin(async move {
-            let internal = |e: String| QueryError::internal("release ledger", e);
-            let mut out = Vec::new();
-            for (lo, hi) in ranges(sizes, k) {
-                let sets = self
-                    .store
-                    .ledger_sets_elsewhere(&self.extract_id, lo, hi)
-                    .await
-                    .map_err(|e| internal(e.to_string()))?;
-                for f in sets {
-                    out.push(ReleasedElsewhere {
-                        set: deserialise(&f.members).map_err(internal)?,
-                        extract_id: f.extract_id,
-                        application: f.application,
-                        extract_dir: f.path.into(),
-                    });
-                }
-            }
-            Ok(out)
-        })
+        let fetch = move |lo, hi| -> BoxFuture<'a, Result<Vec<ForeignSet>>> {
+            Box::pin(self.store.ledger_sets_elsewhere(&self.extract_id, lo, hi))
+        };
+        Box::pin(by_size(sizes, k, fetch, |f: ForeignSet| {
+            Ok(ReleasedElsewhere {
+                set: deserialise(&f.members)?,
+                extract_id: f.extract_id,
+                application: f.application,
+                extract_dir: f.path.into(),
+            })
+        }))
     }
+}
+
+/// Read a ledger by size: the rows of every size range that can hold an unsafe partner
+/// of one of `sizes` (`privacy::ledger::ranges`), each made into what the caller reads.
+async fn by_size<'a, R, T>(
+    sizes: &[u64],
+    k: u32,
+    fetch: impl Fn(u64, u64) -> BoxFuture<'a, Result<Vec<R>>>,
+    make: impl Fn(R) -> std::result::Result<T, String>,
+) -> std::result::Result<Vec<T>, QueryError> {
+    let internal = |e: String| QueryError::internal("release ledger", e);
+    let mut out = Vec::new();
+    for (lo, hi) in ranges(sizes, k) {
+        let rows = fetch(lo, hi).await.map_err(|e| internal(e.to_string()))?;
+        for row in rows {
+            out.push(make(row).map_err(internal)?);
+        }
+    }
+    Ok(out)
 }

@@ -131,6 +131,20 @@ impl Fx {
         v
     }
 
+    /// researcher1, in [`APP`], is released the count of every patient but those born in
+    /// a year held by 1–4 of them (after a warm-up that builds nothing of it); returns the
+    /// SQL and the count.
+    async fn count_leaving_out_a_rare_year(&self) -> (String, i64) {
+        let r1 = self.login("researcher1").await;
+        self.query(&r1, WARM_UP).await;
+        let year = self.rare_birth_year().await;
+        let sql = format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}");
+        let but = self.query(&r1, &sql).await;
+        let n = but["rows"][0][0].as_i64().expect("released on its own");
+        assert!(n > 100, "{but}");
+        (sql, n)
+    }
+
     /// A birth year held by 1–4 patients of the application's extract (read from its
     /// Parquet: the test knows the data; an attacker would try years in turn).
     async fn rare_birth_year(&self) -> i64 {
@@ -163,18 +177,8 @@ const WARM_UP: &str = "SELECT sex, count(*) AS n FROM patient GROUP BY sex";
 #[tokio::test(flavor = "multi_thread")]
 async fn attack_two_researchers_of_one_application_difference_their_answers() {
     let fx = fixture().await;
-    let r1 = fx.login("researcher1").await;
     let r2 = fx.login("researcher2").await;
-    fx.query(&r1, WARM_UP).await;
-    let year = fx.rare_birth_year().await;
-    let but = fx
-        .query(
-            &r1,
-            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
-        )
-        .await;
-    let n = but["rows"][0][0].as_i64().expect("released on its own");
-    assert!(n > 100, "{but}");
+    let (but, n) = fx.count_leaving_out_a_rare_year().await;
     let total = fx.query(&r2, TOTAL).await;
     assert_eq!(total["rows"][0][0], Value::Null, "{total}");
     assert_eq!(
@@ -183,12 +187,7 @@ async fn attack_two_researchers_of_one_application_difference_their_answers() {
         "{total}"
     );
     // researcher1's own answer is unchanged when asked again by researcher2: the same cell.
-    let again = fx
-        .query(
-            &r2,
-            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
-        )
-        .await;
+    let again = fx.query(&r2, &but).await;
     assert_eq!(again["rows"][0][0].as_i64(), Some(n));
 }
 
@@ -211,18 +210,8 @@ async fn control_without_the_first_answer_the_total_is_released() {
 #[tokio::test(flavor = "multi_thread")]
 async fn attack_two_applications_over_the_same_patients_difference_their_answers() {
     let fx = fixture_with(true).await;
-    let r1 = fx.login("researcher1").await;
     let r2 = fx.login("researcher2").await;
-    fx.query(&r1, WARM_UP).await;
-    let year = fx.rare_birth_year().await;
-    let but = fx
-        .query(
-            &r1,
-            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
-        )
-        .await;
-    let n = but["rows"][0][0].as_i64().expect("released on its own");
-    assert!(n > 100, "{but}");
+    let (but, n) = fx.count_leaving_out_a_rare_year().await;
     let total = fx.query_in(OTHER, &r2, TOTAL).await;
     assert_eq!(total["rows"][0][0], Value::Null, "{total}");
     assert_eq!(
@@ -232,13 +221,7 @@ async fn attack_two_applications_over_the_same_patients_difference_their_answers
     );
     // The same small-group-free question in the other application is still answered,
     // with the same number (the sets are the same patients: no difference, no harm).
-    let same = fx
-        .query_in(
-            OTHER,
-            &r2,
-            &format!("SELECT count(*) AS n FROM patient WHERE birth_year <> {year}"),
-        )
-        .await;
+    let same = fx.query_in(OTHER, &r2, &but).await;
     assert_eq!(same["rows"][0][0].as_i64(), Some(n), "{same}");
 }
 
