@@ -181,32 +181,19 @@ pub async fn ensure(
 /// The distinct source pids of the registry's patient tables.
 async fn registry_pids(registry: &Path, catalog: &Catalog) -> Result<Vec<String>, QueryError> {
     let ctx = datafusion::prelude::SessionContext::new();
-    let mut out = std::collections::HashSet::new();
     for t in catalog
         .tables
         .iter()
         .filter(|t| t.kind == TableKind::Patient)
     {
-        let Some(unit) = t.columns.iter().find(|c| c.privacy_unit) else {
-            continue;
-        };
-        let file = registry.join(format!("{}.parquet", t.name));
-        if !file.is_file() {
-            continue;
-        }
-        let df = ctx
-            .read_parquet(
-                file.to_string_lossy().as_ref(),
-                datafusion::prelude::ParquetReadOptions::default(),
-            )
-            .await
-            .and_then(|df| df.select_columns(&[unit.name.as_str()]))
-            .map_err(internal)?;
-        for b in df.collect().await.map_err(internal)? {
-            out.extend(super::patient_index::strings(b.column(0))?);
+        if registry.join(format!("{}.parquet", t.name)).is_file() {
+            super::session::register_table(&ctx, registry, &t.name, catalog)?;
         }
     }
-    Ok(out.into_iter().collect())
+    let mut pids = super::patient_index::unit_pids(&ctx, catalog).await?;
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
 }
 
 #[cfg(test)]

@@ -289,34 +289,43 @@ impl PatientIndex {
     /// The index of a session without an extract (test fixtures): the distinct pids of its
     /// patient tables, scanned once.
     pub async fn scan(ctx: &SessionContext, catalog: &Catalog) -> Result<Self, QueryError> {
-        let mut pids = Vec::new();
-        for t in catalog
-            .tables
-            .iter()
-            .filter(|t| t.kind == TableKind::Patient)
-        {
-            let Some(unit) = t.columns.iter().find(|c| c.privacy_unit) else {
-                continue;
-            };
-            let Ok(df) = ctx.table(t.name.as_str()).await else {
-                continue;
-            };
-            let batches = df
-                .select_columns(&[unit.name.as_str()])
-                .map_err(|e| QueryError::internal("patient index", e))?
-                .collect()
-                .await
-                .map_err(|e| QueryError::internal("patient index", e))?;
-            for b in batches {
-                pids.extend(strings(b.column(0))?);
-            }
-        }
-        Self::from_pids("session", pids)
+        Self::from_pids("session", unit_pids(ctx, catalog).await?)
     }
 }
 
+/// Every non-null pid of every patient table registered in `ctx` (with repeats: a
+/// patient has rows in several tables).
+pub(crate) async fn unit_pids(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+) -> Result<Vec<String>, QueryError> {
+    let mut pids = Vec::new();
+    for t in catalog
+        .tables
+        .iter()
+        .filter(|t| t.kind == TableKind::Patient)
+    {
+        let Some(unit) = t.columns.iter().find(|c| c.privacy_unit) else {
+            continue;
+        };
+        let Ok(df) = ctx.table(t.name.as_str()).await else {
+            continue;
+        };
+        let batches = df
+            .select_columns(&[unit.name.as_str()])
+            .map_err(|e| QueryError::internal("patient index", e))?
+            .collect()
+            .await
+            .map_err(|e| QueryError::internal("patient index", e))?;
+        for b in batches {
+            pids.extend(strings(b.column(0))?);
+        }
+    }
+    Ok(pids)
+}
+
 /// The non-null strings of a pid column (Utf8, LargeUtf8 or Utf8View).
-pub(crate) fn strings(a: &dyn Array) -> Result<Vec<String>, QueryError> {
+fn strings(a: &dyn Array) -> Result<Vec<String>, QueryError> {
     let out: Vec<String> = match a.data_type() {
         DataType::Utf8 => a
             .as_string::<i32>()

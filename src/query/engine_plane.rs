@@ -121,9 +121,7 @@ impl EnginePlane {
 
     /// The per-application key: HMAC(extract key, application id).
     fn app_key(&self, application: &str) -> Vec<u8> {
-        hmac::sign(&self.extract_key, application.as_bytes())
-            .as_ref()
-            .to_vec()
+        derived_key(&self.extract_key, application)
     }
 
     /// What finds or writes an extract's ledger pids.
@@ -309,6 +307,12 @@ impl DataPlane for EnginePlane {
 /// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
 /// — an extract rebuilt for a change that was never approved, a swapped directory — is
 /// refused before a row is read.
+/// A key derived from the extract key for `label`: an application id (its extract key)
+/// or a fixed label (the report's, the release ledger's).
+fn derived_key(extract_key: &hmac::Key, label: &str) -> Vec<u8> {
+    hmac::sign(extract_key, label.as_bytes()).as_ref().to_vec()
+}
+
 /// The ledger a suppression query is checked against: its application's, with every
 /// other application's carried onto its extract when the gateway asks for that.
 async fn ledger_of(q: &AuthorisedQuery, linker: Linker) -> Result<Arc<dyn LedgerView>, QueryError> {

@@ -10,36 +10,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::fixtures::PASSWORD;
-use crate::support::server::{Demo, Serve, config, free_port, kura, live_extract, prepared};
+use crate::support::server::{
+    Demo, Serve, config, free_port, kura, live_extract, login, post, prepared,
+};
 
 /// Patients of the synthetic registry of these tests (small: the cost is the binary's).
 const PATIENTS: u32 = 2000;
-
-async fn login(client: &reqwest::Client, base: &str, user: &str) -> String {
-    let r = client
-        .post(format!("{base}/api/v1/session"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login of {user}");
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-async fn post(client: &reqwest::Client, base: &str, token: &str, body: Value) -> (u16, Value) {
-    let r = client
-        .post(format!("{base}/api/v1/query"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 async fn get(client: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
     client

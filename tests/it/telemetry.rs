@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
 use crate::support::fixtures::PASSWORD;
-use crate::support::server::{Serve, prepared};
+use crate::support::server::{Serve, login, post, prepared};
 
 /// A collector that keeps what it receives.
 #[derive(Clone, Default)]
@@ -93,30 +93,10 @@ fn everything(span: &Span) -> String {
     out
 }
 
-async fn login(client: &reqwest::Client, base: &str, user: &str) -> String {
-    let r: Value = client
-        .post(format!("{base}/api/v1/session"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["token"].as_str().expect("token").to_string()
-}
-
+/// A query of the demo's suppression application over HTTP: its JSON answer.
 async fn query(client: &reqwest::Client, base: &str, token: &str, sql: &str) -> Value {
-    client
-        .post(format!("{base}/api/v1/query"))
-        .bearer_auth(token)
-        .json(&json!({"application": "A-DEMO-0001", "sql": sql}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let body = json!({"application": "A-DEMO-0001", "sql": sql});
+    post(client, base, token, body).await.1
 }
 
 /// Wait until the collector holds a span named `name` (or time runs out).

@@ -31,12 +31,6 @@ pub(super) struct Linker {
 }
 
 impl Linker {
-    fn key_for(&self, label: &str) -> Vec<u8> {
-        hmac::sign(&self.extract_key, label.as_bytes())
-            .as_ref()
-            .to_vec()
-    }
-
     /// The ledger pids of the extract of `application` in `dir`, written first if missing.
     async fn pids(
         &self,
@@ -47,16 +41,16 @@ impl Linker {
         if let Some(p) = LedgerPids::load_cached(dir, extract_id)? {
             return Ok(p);
         }
-        let (app_key, ledger_key) = (self.key_for(application), self.key_for(LEDGER_KEY_LABEL));
-        ledger_pids::ensure(&self.registry, dir, &app_key, &ledger_key, &self.catalog).await?;
+        self.write_for(application, dir).await?;
         LedgerPids::load_cached(dir, extract_id)?
             .ok_or_else(|| QueryError::internal("ledger pids", "written but not found"))
     }
 
-    /// Write the ledger pids of a freshly built extract (the registry is the version it
-    /// was built from).
+    /// Write the ledger pids of the extract of `application` in `dir` unless they are
+    /// there (at build, the registry is the version it was built from).
     pub async fn write_for(&self, application: &str, dir: &Path) -> Result<(), QueryError> {
-        let (app_key, ledger_key) = (self.key_for(application), self.key_for(LEDGER_KEY_LABEL));
+        let app_key = super::derived_key(&self.extract_key, application);
+        let ledger_key = super::derived_key(&self.extract_key, LEDGER_KEY_LABEL);
         ledger_pids::ensure(&self.registry, dir, &app_key, &ledger_key, &self.catalog).await
     }
 }

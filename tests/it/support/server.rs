@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use super::fixtures::PASSWORD;
 
 /// The `kura` binary of this build.
@@ -232,4 +234,32 @@ pub fn prepared(patients: u32) -> (tempfile::TempDir, PathBuf) {
     let data = dir.path().join("demo");
     Demo::start(&data, patients, &[] as &[&str]).kill9();
     (dir, data)
+}
+
+/// Log `user` in over HTTP (the fixture password); the session token.
+pub async fn login(client: &reqwest::Client, base: &str, user: &str) -> String {
+    let r = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({"username": user, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login of {user}");
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// POST a query body over HTTP with `token`: the status and the JSON body.
+pub async fn post(client: &reqwest::Client, base: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = client
+        .post(format!("{base}/api/v1/query"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
