@@ -9,21 +9,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { base, checkScreen, clean, login, open, shot, typeInCell, useDemo } from './lib.mjs';
+import { checkScreen, clean, freshNotebook, login, open, shot, typeInCell, useDemo } from './lib.mjs';
 
 useDemo();
 
 const BY_PREF = 'SELECT prefecture_code, COUNT(DISTINCT pid) AS patients FROM patient GROUP BY prefecture_code';
-
-async function freshNotebook(page, app) {
-  await page.goto(`${base()}/#/apps`);
-  await page.click(`tr[data-app="${app}"] a[data-open]`);
-  await page.waitForSelector('.nb-layout');
-  const before = await page.locator('#nb-notebooks li').count();
-  await page.click('#new-notebook');
-  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
-  await page.waitForSelector('.cell-sql .cm-content');
-}
 
 /** Choose what the file holds in the open export dialog and download it: the parsed file. */
 async function download(page, withResults) {
