@@ -21,6 +21,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::session::AuthUser;
+use crate::airlock::cells::{marker, records};
+use crate::airlock::files::chart;
 use crate::notebook::ipynb::{self, Run};
 use crate::notebook::{Cell, CellKind, cells_of, to_stored};
 use crate::policy::Action;
@@ -117,6 +119,7 @@ async fn run_cell(
     };
     match st.gateway().run(&who.user, &req, st.today()).await {
         Ok(a) => Ok(Run::Answered {
+            chart: chart(st, &a.query_id).await,
             query_id: a.query_id,
             result: Box::new(a.result),
         }),
@@ -134,6 +137,30 @@ async fn run_cell(
 }
 
 /// Run the notebook's SQL cells (each an audited query) and export it with the answers.
+/// The bar chart of a stored answer, drawn as the airlock draws a release's chart (the
+/// column kinds come from the answer's disclosure trace; suppressed cells are never
+/// drawn). `None` when there is nothing to plot or no font; a failure only loses the
+/// chart (the table is still exported) and is logged without values.
+async fn chart(st: &AppState, query_id: &str) -> Option<Vec<u8>> {
+    let stored = match st.store.stored_answer(query_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(query_id, error = %e, "ipynb: stored answer unreadable, no chart");
+            return None;
+        }
+    };
+    let title = query_id.to_string();
+    let drawn = tokio::task::spawn_blocking(move || {
+        let body = &stored.body;
+        let columns = records(&body.result, &body.trace).ok()?.columns;
+        let mark = marker(&body.result);
+        chart::render(&body.result, &columns, &title, &mark).ok()?
+    })
+    .await;
+    drawn.ok().flatten()
+}
+
 #[utoipa::path(post, path = "/api/v1/notebooks/{id}/ipynb", tag = "notebooks", params(("id" = String, Path)), request_body = RunExport,
     responses((status = 200, description = "application/x-ipynb+json with outputs"), (status = 404, body = ErrorBody)))]
 pub async fn run_export(

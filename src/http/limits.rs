@@ -7,7 +7,10 @@
 //! needs its audit write) by sending huge usernames or SQL. Limits: [`USERNAME_CHARS`]
 //! for `username` and `application`, [`SQL_CHARS`] for `sql` and a notebook cell's
 //! `source`, [`PASSWORD_CHARS`] for `password` (argon2 hashes what it gets), and
-//! [`TEXT_CHARS`] for every other string. Counted in characters, not bytes.
+//! [`TEXT_CHARS`] for every other string. Counted in characters, not bytes. The outputs
+//! and attachments of an imported Jupyter notebook (`notebook.cells[i].outputs`,
+//! `.attachments`) are not checked: the import drops them unread (a chart PNG is longer
+//! than any text limit), and the body-size limit still bounds them.
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -58,10 +61,20 @@ pub fn too_long(v: &Value, path: &str, key: &str) -> Option<(String, usize)> {
             } else {
                 format!("{path}.{k}")
             };
+            if dropped_unread(&sub) {
+                return None;
+            }
             too_long(item, &sub, k)
         }),
         _ => None,
     }
+}
+
+/// Parts of a request that no handler reads: an imported notebook's outputs and
+/// attachments (`notebook::ipynb::import` keeps only cell types and sources).
+fn dropped_unread(path: &str) -> bool {
+    path.starts_with("notebook.cells[")
+        && (path.ends_with("].outputs") || path.ends_with("].attachments"))
 }
 
 /// The refusal of a too-long field.
@@ -138,5 +151,26 @@ mod tests {
             too_long(&json!({"username": "蔵".repeat(64)}), "", ""),
             None
         );
+    }
+
+    #[test]
+    fn only_an_imported_notebooks_outputs_escape_the_text_limit() {
+        let png = "i".repeat(TEXT_CHARS + 1);
+        let import = json!({"notebook": {"cells": [{"outputs": [{"data": {"image/png": png}}],
+            "attachments": {"a.png": {"image/png": png}}, "source": "x"}]}});
+        assert_eq!(too_long(&import, "", ""), None);
+        // The same strings anywhere else are still refused.
+        let metadata = json!({"notebook": {"cells": [{"metadata": {"x": png}}]}});
+        assert_eq!(
+            too_long(&metadata, "", ""),
+            Some(("notebook.cells[0].metadata.x".into(), TEXT_CHARS))
+        );
+        let elsewhere = json!({"cells": [{"outputs": [png]}]});
+        assert_eq!(
+            too_long(&elsewhere, "", ""),
+            Some(("cells[0].outputs[0]".into(), TEXT_CHARS))
+        );
+        let top = json!({"notebook": {"outputs": png}});
+        assert!(too_long(&top, "", "").is_some());
     }
 }

@@ -3,11 +3,11 @@
 //! Export: Markdown cells become markdown cells; SQL cells become code cells whose first
 //! line is the cell magic `%%kura` (the Python example in `docs/jupyter.md` defines it over
 //! Flight SQL, so the exported notebook runs in JupyterLab); a cell that was run for the
-//! export carries its released answer as an `execute_result` (HTML and text tables, and
-//! the columns and rows as JSON) and its query id and disclosure record in the cell's
-//! `metadata.kura`; a refused cell carries an `error` output with the code and message.
-//! No chart PNG: kura has no server-side chart renderer; charts are drawn by the console
-//! (and by matplotlib in Jupyter from the released values).
+//! export carries its released answer as an `execute_result` (HTML and text tables, the
+//! columns and rows as JSON, and a bar chart as PNG when the answer has something to plot,
+//! drawn by the airlock's renderer from released values only, suppressed cells never
+//! drawn) and its query id and disclosure record in the cell's `metadata.kura`; a refused
+//! cell carries an `error` output with the code and message.
 //!
 //! Import: only `nbformat` 4; Markdown cells and `%%kura` code cells come back as cells;
 //! any other code or raw cell is kept as Markdown text in a fenced block (nothing is lost,
@@ -32,6 +32,8 @@ pub enum Run {
     Answered {
         query_id: String,
         result: Box<ReleasedResult>,
+        /// The answer's bar chart (PNG bytes), when it has something to plot.
+        chart: Option<Vec<u8>>,
     },
     Refused {
         code: String,
@@ -56,16 +58,16 @@ fn markdown_cell(i: usize, source: &str) -> Value {
 /// The output and the `metadata.kura` of a run SQL cell.
 fn output(run: &Run, n: usize, application: &str) -> (Value, Value) {
     match run {
-        Run::Answered { query_id, result } => (
+        Run::Answered {
+            query_id,
+            result,
+            chart,
+        } => (
             json!({
                 "output_type": "execute_result",
                 "execution_count": n,
                 "metadata": {},
-                "data": {
-                    "text/html": lines(&table::html(result)),
-                    "text/plain": lines(&table::text(result)),
-                    "application/json": {"columns": result.columns, "rows": result.rows},
-                },
+                "data": answer_data(result, chart.as_deref()),
             }),
             json!({
                 "query_id": query_id,
@@ -87,6 +89,21 @@ fn output(run: &Run, n: usize, application: &str) -> (Value, Value) {
             json!({"application": application, "refused": {"code": code, "ref": reference}}),
         ),
     }
+}
+
+/// The MIME bundle of an answer: HTML and text tables, JSON, and the chart if any
+/// (nbformat wants PNG as one base64 string).
+fn answer_data(result: &ReleasedResult, chart: Option<&[u8]>) -> Value {
+    use base64::Engine;
+    let mut data = json!({
+        "text/html": lines(&table::html(result)),
+        "text/plain": lines(&table::text(result)),
+        "application/json": {"columns": result.columns, "rows": result.rows},
+    });
+    if let Some(png) = chart {
+        data["image/png"] = Value::String(base64::engine::general_purpose::STANDARD.encode(png));
+    }
+    data
 }
 
 fn sql_cell(i: usize, source: &str, run: Option<&Run>, n: usize, application: &str) -> Value {

@@ -66,6 +66,20 @@ fn validate(docs: &[&Value]) {
     assert_eq!(printed.matches("ok ").count(), docs.len(), "{printed}");
 }
 
+/// The width and height of a base64 PNG, decoding it whole (a broken image fails).
+fn png_size(b64: &str) -> (u32, u32) {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    (info.width, info.height)
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Array(parts) => parts.iter().map(|p| p.as_str().unwrap()).collect(),
@@ -104,6 +118,9 @@ async fn a_run_export_carries_released_answers_and_validates_with_nbformat() {
         "{html}"
     );
     assert!(text(&out["data"]["text/plain"]).contains("<5"));
+    // Its chart as PNG (base64, one string, as nbformat wants it), a real image.
+    let (w, h_px) = png_size(out["data"]["image/png"].as_str().expect("a chart"));
+    assert!(w >= 600 && h_px >= 300, "{w}x{h_px}");
     assert_eq!(out["data"]["application/json"]["rows"][1][1], Value::Null);
     let meta = &sql["metadata"]["kura"];
     assert_eq!(meta["disclosure"]["suppressed"], json!([[1, 1]]));
@@ -126,6 +143,7 @@ async fn a_run_export_carries_released_answers_and_validates_with_nbformat() {
         !err.to_string().contains("1987-03-02"),
         "no engine detail: {err}"
     );
+    assert!(err.get("data").is_none(), "a refusal has no chart: {err}");
     assert_eq!(cells[3]["outputs"], json!([]));
     assert_eq!(cells[3]["execution_count"], Value::Null);
     // Without running: the same cells, no outputs.

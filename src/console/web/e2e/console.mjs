@@ -6,23 +6,13 @@
 // raw-code scan and axe-core (lib.mjs); then one keyboard-only journey per role.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { apiCall, apiLogin, base, checkScreen, clean, keyboardLogin, login, open, scanScreen, shot, tabTo, typeInCell, useDemo } from './lib.mjs';
+import { apiCall, apiLogin, base, checkScreen, clean, freshNotebook, keyboardLogin, login, open, scanScreen, shot, tabTo, typeInCell, useDemo } from './lib.mjs';
 
 useDemo();
 
 const AGE = ['0-4', '5-9', '10-14', '15-19', '20-24', '25-29', '30-34', '35-39', '40-44', '45-49', '50-54', '55-59', '60-64', '65-69', '70-74', '75-79', '80-84', '85-89', '90+'];
 const BY_AGE = 'SELECT s.age_band, p.sex, COUNT(DISTINCT s.pid) AS patients FROM nanbyo_survey s JOIN patient p ON p.pid = s.pid WHERE s.disease_no = 2 GROUP BY s.age_band, p.sex';
 const BY_PREF = 'SELECT prefecture_code, COUNT(DISTINCT pid) AS patients FROM patient GROUP BY prefecture_code';
-
-async function freshNotebook(page, app) {
-  await page.goto(`${base()}/#/apps`);
-  await page.click(`tr[data-app="${app}"] a[data-open]`);
-  await page.waitForSelector('.nb-layout');
-  const before = await page.locator('#nb-notebooks li').count();
-  await page.click('#new-notebook');
-  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
-  await page.waitForSelector('.cell-sql .cm-content');
-}
 
 /** Run SQL in cell i with Ctrl+Enter (runs and stays); the cell's result or error. */
 async function runIn(page, i, sql) {

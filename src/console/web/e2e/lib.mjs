@@ -190,6 +190,17 @@ export function clean(problems) {
   assert.deepEqual(problems, [], 'no CSP violations, page errors or outside requests');
 }
 
+/** Open `app`'s notebooks from the picker and start a new notebook. */
+export async function freshNotebook(page, app) {
+  await page.goto(`${base()}/#/apps`);
+  await page.click(`tr[data-app="${app}"] a[data-open]`);
+  await page.waitForSelector('.nb-layout');
+  const before = await page.locator('#nb-notebooks li').count();
+  await page.click('#new-notebook');
+  await page.waitForFunction((n) => document.querySelectorAll('#nb-notebooks li').length === n + 1, before);
+  await page.waitForSelector('.cell-sql .cm-content');
+}
+
 /** Type into the CodeMirror editor of cell `i` (0-based): select all, replace. */
 export async function typeInCell(page, i, text) {
   const editor = page.locator('.cell').nth(i).locator('.cm-content');

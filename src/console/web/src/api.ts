@@ -100,11 +100,24 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   return json as T;
 }
 
-/** GET a file (a release download): the body as a Blob; errors as ApiError, like `api`. */
-export async function apiBlob(path: string): Promise<Blob> {
+/**
+ * A file from the API (a release download, a notebook export): the body as a Blob; errors as
+ * ApiError, like `api`. A POST carries its JSON body and the CSRF token.
+ */
+export async function apiBlob(path: string, method: 'GET' | 'POST' = 'GET', body?: unknown): Promise<Blob> {
   const headers: Record<string, string> = {};
   if (bearer) headers['Authorization'] = `Bearer ${bearer}`;
-  const res = await fetch(`/api/v1${path}`, { headers, credentials: 'same-origin' });
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET') {
+    const c = currentCsrf();
+    if (c) headers['X-CSRF-Token'] = c;
+  }
+  let res: Response;
+  try {
+    res = await fetch(`/api/v1${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, { code: 'network', message: 'Cannot reach the server. / サーバーに接続できません。' });
+  }
   if (!res.ok) {
     let err: ApiErrorBody = { code: `http_${res.status}`, message: `HTTP ${res.status}` };
     try {

@@ -60,3 +60,13 @@ export function fmtDate(s: string | null | undefined): string {
   if (!s) return '—';
   return s.length > 10 ? fmtDateTime(s) : fmtDay(s);
 }
+
+/** Hand a downloaded file to the browser under `name` (the object URL is freed afterwards). */
+export function saveBlob(blob: Blob, name: string) {
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

@@ -2,6 +2,23 @@
 // every role, operator screens). Same [ja, en] shape as the main dictionary, spread into it.
 // Labels of stable codes (statuses, actions, errors, types, values) live in codes.json.
 export const consoleStrings = {
+  // notebooks as Jupyter files (issue 15 §2)
+  ipynb_export: ['.ipynb をダウンロード', 'Download .ipynb'],
+  ipynb_export_title: ['Jupyter ノートブック（.ipynb）としてダウンロード', 'Download as a Jupyter notebook (.ipynb)'],
+  ipynb_what: ['ファイルに含める内容', 'What the file holds'],
+  ipynb_cells_only: ['セルのみ（SQL と Markdown）', 'Cells only (SQL and Markdown)'],
+  ipynb_with_results: ['結果付き（各 SQL セルを監査対象のクエリとして再実行）', 'With results (every SQL cell runs again as an audited query)'],
+  ipynb_cells_only_hint: ['クエリは実行しません。結果は JupyterLab から Flight SQL で再計算できます。', 'No query runs. Results can be recomputed from JupyterLab over Flight SQL.'],
+  ipynb_run_hint: ['{n} 個の SQL セルを実行し、公開された結果と表・グラフをファイルに含めます。', 'SQL cells to run: {n}. Their released results, tables and charts go into the file.'],
+  ipynb_dp_cost: ['{n} 個の SQL セルを実行し、合計 ε {eps} のプライバシー予算を使います。', 'SQL cells to run: {n}. Privacy budget spent in total: ε {eps}.'],
+  ipynb_epsilon_each: ['セルごとの ε', 'ε per cell'],
+  ipynb_notice: ['承認された研究の範囲内でのみ使用してください。成果の公表には持ち出し審査が必要です。', 'For work within the approved study only. Publishing a result needs a release request (output check).'],
+  ipynb_download: ['ダウンロード', 'Download'],
+  ipynb_downloaded: ['ダウンロードしました。', 'Downloaded.'],
+  ipynb_import: ['.ipynb を取り込む', 'Import .ipynb'],
+  ipynb_import_hint: ['SQL（%%kura）と Markdown のセルを取り込みます。出力は取り込まず、実行し直して得ます。', 'SQL (%%kura) and Markdown cells come in; outputs are never imported, they are recomputed by running the cells.'],
+  ipynb_not_json: ['このファイルは Jupyter ノートブック（JSON）として読めません。JupyterLab で保存し直してください。', 'This file cannot be read as a Jupyter notebook (JSON). Save it again from JupyterLab.'],
+  ipynb_imported: ['取り込みました: SQL セル {sql} 個、Markdown セル {md} 個（うち他言語のセル {kept} 個はテキストとして保存）。', 'Imported: {sql} SQL cells and {md} Markdown cells ({kept} cells of other languages kept as text).'],
   error_generic: ['処理できませんでした。', 'This could not be done.'],
   list_sep: ['。', '; '],
   comma: ['、', ', '],

@@ -19,6 +19,7 @@ import { clear, field, h } from '../dom';
 import { fmtDateTime, fmtDay, fmtNum, pick, t } from '../i18n';
 import { domainsFor } from '../labels';
 import { Ctx, errorBox } from '../ui';
+import { exportControl, importControl, importedNote } from './ipynb';
 import { renderResult } from './result';
 
 // html:false escapes any raw HTML in notes, so a Markdown cell cannot inject markup or script.
@@ -135,6 +136,7 @@ export async function renderNotebook(ctx: Ctx, app: string, nbId?: string) {
       },
       t('new_notebook'),
     ),
+    importControl(ctx, app),
     h('p', {}, h('a', { href: `#/catalog/${encodeURIComponent(app)}` }, t('nav_catalog'))),
     h('p', {}, h('a', { href: `#/history/${encodeURIComponent(app)}` }, t('nav_history'))),
     side,
@@ -694,6 +696,13 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
     h('button', { type: 'button', id: 'add-md', onclick: () => { addCell({ type: 'markdown', source: '' }, cells.length, 'edit'); scheduleSave(); } }, t('add_md')),
     h('button', { type: 'button', id: 'save', onclick: () => void save() }, t('save')),
     h('button', { type: 'button', id: 'shortcuts', 'aria-haspopup': 'dialog', onclick: openShortcuts }, t('shortcuts')),
+    ...exportControl(
+      nb,
+      grant ? grantMode(grant) : 'suppression',
+      save,
+      () => cells.filter((c) => c.data.type === 'sql' && c.view.state.doc.toString().trim() !== '').length,
+      () => title.value.trim() || defaultTitle(),
+    ),
     ctx
       ? h(
           'button',
@@ -719,6 +728,7 @@ export function mountNotebook(area: HTMLElement, nb: Notebook, app: string, tabl
   clear(
     area,
     h('div', { class: 'nb-head' }, title, h('span', { class: 'app-tag', translate: 'no' }, app)),
+    importedNote(),
     meter.el,
     toolbar,
     h('p', { class: 'hint' }, t('cell_help')),

@@ -4,7 +4,7 @@
 // second-checker state, and the release register. Values only ever enter the page as text.
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from 'chart.js';
 import { api, apiBlob, Column, Disclosure, listOf, qs } from '../api';
-import { clear, field, fmtDate, h, uid } from '../dom';
+import { clear, field, fmtDate, h, saveBlob, uid } from '../dom';
 import { bi, Key, label as codeLabel, t } from '../i18n';
 import { Ctx, errorBox, note, statusBadge } from '../ui';
 
@@ -437,12 +437,7 @@ function outputSection(s: Snapshot): HTMLElement {
 async function saveFile(id: string, f: FileInfo, msg: HTMLElement, after: () => Promise<void>) {
   try {
     const blob = await apiBlob(`/releases/${encodeURIComponent(id)}/files/${encodeURIComponent(f.name)}`);
-    const url = URL.createObjectURL(blob);
-    const a = h('a', { href: url, download: `${id}-${f.name}`, hidden: true });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    saveBlob(blob, `${id}-${f.name}`);
     await after();
   } catch (x) {
     clear(msg, errorBox(x));
