@@ -12,6 +12,8 @@ mod alerts;
 mod annual;
 mod api;
 mod attacks;
+// clients and scale (issue 15 §3): execution on a Ballista cluster
+mod ballista;
 mod bounded;
 mod differencing;
 mod dp_api;
