@@ -13,6 +13,7 @@ mod annual;
 mod api;
 mod attacks;
 // clients and scale (issue 15 §3): execution on a Ballista cluster
+#[cfg(feature = "ballista")]
 mod ballista;
 mod bounded;
 mod differencing;
