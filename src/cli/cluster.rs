@@ -38,8 +38,9 @@ pub struct ExecutorArgs {
     /// Shuffle files (intermediate rows): on the enclave's encrypted storage.
     #[arg(long, value_name = "DIR")]
     pub work_dir: PathBuf,
-    /// Memory pool of this executor in MiB (operators fail instead of spilling).
-    #[arg(long, default_value_t = 2048)]
+    /// Memory pool of this executor in MiB (operators fail instead of spilling). Never 0:
+    /// Ballista reads 0 as "no limit".
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_mib: u64,
     /// Tasks run at once.
     #[arg(long, default_value_t = 2)]
@@ -48,6 +49,7 @@ pub struct ExecutorArgs {
 
 /// `kura scheduler`.
 pub async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
+    crate::config::check_private("--bind", args.bind.ip())?;
     crate::http::serve::init_tracing("text");
     println!(
         "kura scheduler (Ballista) on {} for extracts in {} / スケジューラを起動します",
@@ -59,6 +61,8 @@ pub async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
 
 /// `kura executor`.
 pub async fn executor(args: ExecutorArgs) -> Result<(), String> {
+    crate::config::check_private("--bind", args.bind.ip())?;
+    crate::config::check_private("--scheduler", args.scheduler.ip())?;
     crate::http::serve::init_tracing("text");
     println!(
         "kura executor (Ballista) on {} for scheduler {} / エグゼキュータを起動します",

@@ -565,6 +565,12 @@ fn attack_a_node_refuses_a_public_or_unspecified_bind_address() {
         let (ok, err) = run_to_end(&executor_args(loopback(), bind, &extracts, &work));
         assert!(!ok && err.contains("--bind"), "executor {bind}: {err}");
     }
+    // A memory limit of 0 (Ballista's "unbounded") is refused.
+    let mut args = executor_args(loopback(), loopback(), &extracts, dir.path());
+    let at = args.iter().position(|a| a == "--memory-mib").unwrap();
+    args[at + 1] = "0".into();
+    let (ok, err) = run_to_end(&args);
+    assert!(!ok && err.contains("memory-mib"), "{err}");
     // An executor pointed at a public scheduler is refused too.
     let public: SocketAddr = "203.0.113.7:50050".parse().unwrap();
     let (ok, err) = run_to_end(&executor_args(public, loopback(), &extracts, dir.path()));
