@@ -189,7 +189,7 @@ macro_rules! options {
 
 options! {
     /// kura's configuration. See `docs/configuration.md`.
-    struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig, store: StoreConfig];
+    struct Config, list OPTIONS, env "KURA_", sections [tls: TlsConfig, store: StoreConfig, engine: EngineConfig];
     /// Address and port to listen on. Keep it on loopback or an internal network, and serve TLS (section `[tls]`) or put a TLS proxy in front.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080";
     /// Port of the Arrow Flight SQL endpoint, on the address of `listen` (same accounts, rules, TLS and client certificates as HTTP); empty means no Flight SQL.
@@ -286,6 +286,95 @@ options! {
     max_connections: u64 = 16, "16";
 }
 
+options! {
+    /// Section `[engine]`: where the rewritten plans execute (issue 15 §3). The guard, the
+    /// privacy rewrite and the disclosure check always run in the gateway.
+    struct EngineConfig, list ENGINE_OPTIONS, env "KURA_ENGINE_", sections [];
+    /// `local` (DataFusion inside the gateway) or `ballista` (the rewritten plan runs on a Ballista cluster: `kura scheduler` and `kura executor` on the enclave's private network, reading the extracts at the same path as the gateway).
+    mode: String = "local".to_string(), "local";
+    /// Address of the Ballista scheduler, `df://host:port` (a loopback or private address, explicit port). Required in `ballista` mode: kura does not start without it.
+    scheduler: Option<String> = None, "(none)";
+}
+
+/// Where the rewritten plans execute, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineMode {
+    /// DataFusion inside the gateway process.
+    Local,
+    /// A Ballista cluster whose scheduler listens at `host:port`.
+    Ballista { host: String, port: u16 },
+}
+
+impl EngineConfig {
+    /// The engine mode, or an error naming the setting and the fix: `ballista` needs an
+    /// explicit `df://host:port` scheduler address.
+    pub fn engine_mode(&self) -> Result<EngineMode, String> {
+        match self.mode.trim() {
+            "local" => Ok(EngineMode::Local),
+            "ballista" => {
+                let Some(addr) = self
+                    .scheduler
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                else {
+                    return Err("engine.mode = \"ballista\" needs engine.scheduler = \"df://host:port\" (or KURA_ENGINE_SCHEDULER): kura does not guess where the scheduler is / Ballista モードでは engine.scheduler（df://host:port）の指定が必要です".into());
+                };
+                scheduler_address(addr)
+            }
+            other => Err(format!(
+                "engine.mode = \"{other}\" is not known; use \"local\" or \"ballista\" / engine.mode には local か ballista を指定してください"
+            )),
+        }
+    }
+}
+
+/// `df://host:port` → [`EngineMode::Ballista`]; the port must be given.
+fn scheduler_address(addr: &str) -> Result<EngineMode, String> {
+    let bad = || {
+        format!(
+            "engine.scheduler = \"{addr}\" is not an address like df://10.0.0.5:50050 (scheme df, host, explicit port) / engine.scheduler の形式が不正です（例: df://10.0.0.5:50050）"
+        )
+    };
+    let rest = addr.strip_prefix("df://").ok_or_else(bad)?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(bad());
+    }
+    // A name cannot be checked here (it resolves where the gateway runs); an address can.
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        check_private("engine.scheduler", ip)?;
+    }
+    Ok(EngineMode::Ballista {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Whether `ip` is loopback or in a private range (10/8, 172.16/12, 192.168/16, fc00::/7).
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// Refuse a public or unspecified address for `what` (a Ballista node or the scheduler):
+/// the scheduler runs any plan it is sent and executors serve intermediate rows.
+pub fn check_private(what: &str, ip: std::net::IpAddr) -> Result<(), String> {
+    if is_private(ip) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: {ip} is not a loopback or private address. The Ballista scheduler runs any plan it is sent and executors serve intermediate rows: keep them on the enclave's private network (10.x, 172.16-31.x, 192.168.x, fc00::/7 or loopback), see docs/configuration.md / {what}: {ip} はループバックでもプライベートアドレスでもありません。スケジューラとエグゼキュータは施設内のプライベートネットワークにのみ置いてください"
+    ))
+}
+
 /// Whether and how clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -351,7 +440,11 @@ impl TlsConfig {
 type OptionDoc = (&'static str, &'static str, &'static str);
 
 /// The sections of the file and their options.
-const SECTIONS: &[(&str, &[OptionDoc])] = &[("tls", TLS_OPTIONS), ("store", STORE_OPTIONS)];
+const SECTIONS: &[(&str, &[OptionDoc])] = &[
+    ("tls", TLS_OPTIONS),
+    ("store", STORE_OPTIONS),
+    ("engine", ENGINE_OPTIONS),
+];
 
 /// Warnings produced while loading (unknown keys).
 pub type Warnings = Vec<String>;
@@ -786,6 +879,74 @@ mod tests {
     }
 
     #[test]
+    fn engine_mode_ballista_needs_an_explicit_scheduler_address() {
+        let mode = |m: &str, s: Option<&str>| {
+            EngineConfig {
+                mode: m.into(),
+                scheduler: s.map(Into::into),
+            }
+            .engine_mode()
+        };
+        assert_eq!(mode("local", None), Ok(EngineMode::Local));
+        let e = mode("ballista", None).unwrap_err();
+        assert!(e.contains("engine.scheduler"), "{e}");
+        assert!(mode("ballista", Some(" ")).is_err());
+        for bad in [
+            "df://10.0.0.5",
+            "http://10.0.0.5:50050",
+            "df://:50050",
+            "df://h:0",
+            "10.0.0.5:50050",
+        ] {
+            let e = mode("ballista", Some(bad)).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        assert_eq!(
+            mode("ballista", Some("df://10.0.0.5:50050")),
+            Ok(EngineMode::Ballista {
+                host: "10.0.0.5".into(),
+                port: 50050
+            })
+        );
+        assert!(mode("spark", None).unwrap_err().contains("spark"));
+        // A public scheduler address is refused; a name is left to the operator.
+        let e = mode("ballista", Some("df://8.8.8.8:50050")).unwrap_err();
+        assert!(e.contains("private"), "{e}");
+        assert!(mode("ballista", Some("df://scheduler.enclave:50050")).is_ok());
+        for ok in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "::1",
+            "fd00::1",
+        ] {
+            assert!(check_private("x", ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0", "8.8.8.8", "172.32.0.1", "::", "2001:db8::1"] {
+            let e = check_private("--bind", bad.parse().unwrap()).unwrap_err();
+            assert!(e.contains("--bind") && e.contains(bad), "{e}");
+        }
+        // The section layers like [tls]: file, then environment; typos are reported.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kura.toml");
+        let text =
+            "[engine]\nmode = \"local\"\nscheduler = \"df://10.0.0.5:50050\"\nshedular = 1\n";
+        std::fs::write(&f, text).unwrap();
+        let vars = env(&[("KURA_ENGINE_MODE", "ballista")]);
+        let (cfg, warnings) = Config::load(Some(&f), &vars).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("engine.shedular")),
+            "{warnings:?}"
+        );
+        let m = cfg.engine.engine_mode();
+        assert!(
+            matches!(m, Ok(EngineMode::Ballista { port: 50050, .. })),
+            "{m:?}"
+        );
+    }
+
+    #[test]
     fn every_option_is_documented() {
         let md = options_markdown();
         for (name, _, doc) in OPTIONS {
@@ -818,7 +979,8 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.listen, Config::default().listen);
         let text = std::fs::read_to_string(&example).unwrap();
-        for (name, _, _) in OPTIONS.iter().chain(TLS_OPTIONS).chain(STORE_OPTIONS) {
+        let all = OPTIONS.iter().chain(TLS_OPTIONS).chain(STORE_OPTIONS);
+        for (name, _, _) in all.chain(ENGINE_OPTIONS) {
             assert!(
                 text.contains(&format!("{name} =")),
                 "{name} missing from the example"

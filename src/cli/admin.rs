@@ -220,7 +220,8 @@ pub(crate) async fn open_plane(
     extract_key: &[u8],
     catalog: &std::sync::Arc<crate::catalog::Catalog>,
 ) -> Result<crate::query::engine_plane::EnginePlane, String> {
-    crate::query::engine_plane::EnginePlane::open(
+    let mode = cfg.engine.engine_mode()?;
+    let plane = crate::query::engine_plane::EnginePlane::open(
         cfg.registry_dir(),
         cfg.extracts_dir(),
         extract_key,
@@ -228,7 +229,39 @@ pub(crate) async fn open_plane(
         cfg.limits(),
     )
     .await
-    .map_err(|e| crate::errors::chain(&e))
+    .map_err(|e| crate::errors::chain(&e))?;
+    // scale-out (issue 15 §3): rewritten plans on a Ballista cluster
+    match mode {
+        crate::config::EngineMode::Local => Ok(plane),
+        crate::config::EngineMode::Ballista { host, port } => with_cluster(cfg, plane, &host, port),
+    }
+}
+
+/// `plane` executing on the Ballista scheduler at `host:port`.
+#[cfg(feature = "ballista")]
+fn with_cluster(
+    cfg: &Config,
+    plane: crate::query::engine_plane::EnginePlane,
+    host: &str,
+    port: u16,
+) -> Result<crate::query::engine_plane::EnginePlane, String> {
+    use crate::engine::ballista::Cluster;
+    let extracts = cfg.extracts_dir();
+    std::fs::create_dir_all(&extracts).map_err(|e| format!("{}: {e}", extracts.display()))?;
+    let cluster = Cluster::new(host, port, &extracts)?;
+    tracing::info!(%host, port, "rewritten plans execute on the Ballista cluster");
+    Ok(plane.with_cluster(cluster))
+}
+
+/// Without the `ballista` feature, Ballista mode cannot start.
+#[cfg(not(feature = "ballista"))]
+fn with_cluster(
+    _: &Config,
+    _: crate::query::engine_plane::EnginePlane,
+    _: &str,
+    _: u16,
+) -> Result<crate::query::engine_plane::EnginePlane, String> {
+    Err("engine.mode = \"ballista\": this kura was built without the `ballista` feature; build it with default features / この kura は ballista 機能なしでビルドされています".into())
 }
 
 /// The services handed to the HTTP handlers (the policy loaded from the store).
@@ -287,6 +320,8 @@ pub async fn serve_command(
     tls_args.apply(&mut cfg.tls);
     // TLS first: a broken [tls] stops the server before anything else is opened.
     let tls = crate::http::tls::load(&cfg.tls).map_err(|e| crate::errors::chain(&e))?;
+    // So does Ballista mode without an explicit scheduler address (issue 15 §3).
+    cfg.engine.engine_mode()?;
     // Logs, and trace export when a collector is configured (issue 14); a bad
     // collector setting stops the start like a bad [tls].
     let telemetry = crate::telemetry::init(&cfg.log_format, cfg.trace_export().as_ref())

@@ -8,6 +8,9 @@ pub mod admin;
 // production (issue 14): `kura backup`, `kura restore`
 pub mod backup;
 pub mod bench;
+// scale-out (issue 15 §3): the Ballista cluster's processes
+#[cfg(feature = "ballista")]
+pub mod cluster;
 pub mod demo;
 // seeds (issue 16): facility1, the JaSMIn study
 pub mod demo_seeds;
@@ -243,6 +246,14 @@ pub enum Command {
         #[command(subcommand)]
         report: crate::cli::report::ReportCommand,
     },
+    /// Ballista scheduler with kura's codec, for engine.mode = "ballista" (private network
+    /// only) / Ballista スケジューラ（施設内ネットワーク専用）
+    #[cfg(feature = "ballista")]
+    Scheduler(crate::cli::cluster::SchedulerArgs),
+    /// Ballista executor with kura's codec and limits (private network only) /
+    /// Ballista エグゼキュータ（施設内ネットワーク専用）
+    #[cfg(feature = "ballista")]
+    Executor(crate::cli::cluster::ExecutorArgs),
     /// Benchmarks; each prints ratios against a baseline measured in the same run /
     /// ベンチマーク
     Bench {
@@ -395,6 +406,14 @@ pub fn run() -> ExitCode {
         }
         Command::Extract(args) => return block_on(move || crate::cli::extract::run(args)),
         Command::Query(args) => return block_on(move || query(args)),
+        #[cfg(feature = "ballista")]
+        Command::Scheduler(args) => {
+            on_known_stack(move || crate::cli::cluster::scheduler(args)).and_then(ok)
+        }
+        #[cfg(feature = "ballista")]
+        Command::Executor(args) => {
+            on_known_stack(move || crate::cli::cluster::executor(args)).and_then(ok)
+        }
         Command::Bench {
             bench: BenchCommand::Query(args),
         } => return block_on(move || bench_query(args)),

@@ -64,6 +64,11 @@ impl Contributors {
         }
     }
 
+    /// The patient index the sets are taken over.
+    pub fn index(&self) -> &Arc<PatientIndex> {
+        &self.index
+    }
+
     /// The aggregate as a logical function, for the rewrite to call.
     pub fn udaf(index: Arc<PatientIndex>) -> Arc<AggregateUDF> {
         Arc::new(AggregateUDF::from(Self::new(index)))

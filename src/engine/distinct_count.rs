@@ -35,10 +35,14 @@ pub struct DistinctCount {
 impl DistinctCount {
     /// `__kura_distinct_count(e)` as a logical expression.
     pub fn call(e: Expr) -> Expr {
-        let udaf = AggregateUDF::from(Self {
+        Arc::new(Self::udaf()).call(vec![e])
+    }
+
+    /// The aggregate.
+    pub fn udaf() -> AggregateUDF {
+        AggregateUDF::from(Self {
             signature: Signature::any(1, Volatility::Immutable),
-        });
-        Arc::new(udaf).call(vec![e])
+        })
     }
 }
 

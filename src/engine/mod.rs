@@ -2,6 +2,9 @@
 //! memory pool, a wall-clock limit and an output row cap, and never lets an engine
 //! message (which can contain data values) reach the caller.
 
+// scale-out (issue 15 §3): rewritten plans executed on a Ballista cluster
+#[cfg(feature = "ballista")]
+pub mod ballista;
 pub mod contributors;
 pub mod distinct_count;
 pub mod exec;

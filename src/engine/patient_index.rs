@@ -36,6 +36,9 @@ pub struct PatientIndex {
     keys: Keys,
     /// Loaded from an extract's index file (so `id` names immutable extract contents).
     from_extract: bool,
+    /// The extract directory and the index file's SHA-256 it was loaded from: what a
+    /// Ballista node needs to load the very same index (`engine::ballista::codec`).
+    source: Option<(std::path::PathBuf, String)>,
 }
 
 /// The lookup table. Extract pids are 32 lowercase hex digits (a 128-bit pseudonym), held
@@ -151,6 +154,7 @@ impl PatientIndex {
             id: id.to_string(),
             keys,
             from_extract: false,
+            source: None,
         })
     }
 
@@ -158,6 +162,11 @@ impl PatientIndex {
     /// is then fixed by that id (scope, source and key), so per-extract caches may key on it.
     pub fn extract_id(&self) -> Option<&str> {
         self.from_extract.then_some(self.id.as_str())
+    }
+
+    /// The extract directory and index hash this index was loaded from, if it was.
+    pub fn source(&self) -> Option<(&Path, &str)> {
+        self.source.as_ref().map(|(d, h)| (d.as_path(), h.as_str()))
     }
 
     /// The index of one pid, if it belongs to the extract.
@@ -256,6 +265,7 @@ impl PatientIndex {
         }
         let mut index = Self::load(dir, id, sha256)?;
         index.from_extract = true;
+        index.source = Some((dir.to_path_buf(), sha256.to_string()));
         let index = Arc::new(index);
         let mut guard = cache.lock().expect("index cache");
         // A few extracts per process; drop the oldest generation wholesale when it grows.

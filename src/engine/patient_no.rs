@@ -47,15 +47,24 @@ impl Hash for PatientNo {
 impl PatientNo {
     /// `__kura_patient_no(pid)` as a logical expression.
     pub fn call(index: Arc<PatientIndex>, pid: Expr) -> Expr {
-        let udf = ScalarUDF::from(Self {
+        Self::udf(index).call(vec![pid])
+    }
+
+    /// The function over `index`.
+    pub fn udf(index: Arc<PatientIndex>) -> ScalarUDF {
+        ScalarUDF::from(Self {
             index,
             signature: Signature::uniform(
                 1,
                 vec![DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8],
                 Volatility::Immutable,
             ),
-        });
-        udf.call(vec![pid])
+        })
+    }
+
+    /// The patient index it numbers patients by.
+    pub fn index(&self) -> &Arc<PatientIndex> {
+        &self.index
     }
 
     fn number<'a>(&self, pids: impl Iterator<Item = Option<&'a str>>) -> Result<UInt32Array> {

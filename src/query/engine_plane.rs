@@ -64,6 +64,36 @@ pub struct EnginePlane {
     labels: BTreeMap<String, Vec<RefLabel>>,
     /// Fingerprint of the extract key (HMAC of a fixed label; the key itself is never shown).
     extract_key_fp: String,
+    /// Where rewritten plans execute: here, or on a Ballista cluster (issue 15 §3).
+    executor: Executor,
+}
+
+/// Where the rewritten plans of this plane execute.
+#[derive(Clone, Default)]
+enum Executor {
+    /// DataFusion in this process.
+    #[default]
+    Local,
+    /// A Ballista cluster; guard, rewrite and disclosure stay here.
+    #[cfg(feature = "ballista")]
+    Cluster(Arc<crate::engine::ballista::Cluster>),
+}
+
+impl Executor {
+    /// A session over the extract in `dir` whose plans execute here or on the cluster.
+    fn open(
+        &self,
+        dir: &Path,
+        catalog: &Catalog,
+        limits: &Limits,
+    ) -> Result<datafusion::prelude::SessionContext, QueryError> {
+        let ctx = open_extract(dir, catalog, limits)?;
+        match self {
+            Executor::Local => Ok(ctx),
+            #[cfg(feature = "ballista")]
+            Executor::Cluster(c) => c.distribute(ctx),
+        }
+    }
 }
 
 /// Designated disease numbers in the ingested `disease` reference table.
@@ -116,7 +146,16 @@ impl EnginePlane {
             diseases,
             labels,
             extract_key_fp,
+            executor: Executor::Local,
         })
+    }
+
+    /// Execute rewritten plans on a Ballista cluster; the guard, the privacy rewrite and
+    /// the disclosure check stay in this process.
+    #[cfg(feature = "ballista")]
+    pub fn with_cluster(mut self, cluster: crate::engine::ballista::Cluster) -> Self {
+        self.executor = Executor::Cluster(Arc::new(cluster));
+        self
     }
 
     /// The per-application key: HMAC(extract key, application id).
@@ -210,11 +249,11 @@ impl DataPlane for EnginePlane {
     fn query(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<QueryOutcome, QueryError>> {
         let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
         let rules = self.rules_for(q.threshold, &q.scope);
-        let linker = self.linker();
+        let (linker, executor) = (self.linker(), self.executor.clone());
         // On the query runtime: HTTP stays responsive however heavy the query.
         Box::pin(crate::engine::runtime::run(async move {
             check_scope(&q)?;
-            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            let ctx = executor.open(&q.extract_dir, &catalog, &limits)?;
             crate::durable::pause_point("query.scanning");
             if q.mode == DisclosureMode::Dp {
                 let params = dp_params(&q)?;
@@ -229,10 +268,11 @@ impl DataPlane for EnginePlane {
     fn dp_preview(&self, q: AuthorisedQuery) -> BoxFuture<'_, Result<DpPreview, QueryError>> {
         let (catalog, limits) = (self.catalog.clone(), self.limits.clone());
         let rules = self.rules_for(q.threshold, &q.scope);
+        let executor = self.executor.clone();
         Box::pin(crate::engine::runtime::run(async move {
             let params = dp_params(&q)?;
             check_scope(&q)?;
-            let ctx = open_extract(&q.extract_dir, &catalog, &limits)?;
+            let ctx = executor.open(&q.extract_dir, &catalog, &limits)?;
             let p = dp::prepare(&ctx, &q.sql, &catalog, &rules, &limits, params).await?;
             Ok(DpPreview {
                 release_key: p.release_key,

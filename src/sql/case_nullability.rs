@@ -43,8 +43,7 @@ pub fn consistent(e: Expr, schema: &DFSchema) -> Expr {
     if !disagrees(case, schema) {
         return e;
     }
-    let udf = Arc::new(ScalarUDF::new_from_impl(Nullable::new()));
-    Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![e]))
+    Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(Nullable::udf()), vec![e]))
 }
 
 /// A CASE with an ELSE and a nullable THEN branch: whether it is NOT NULL rests on a proof
@@ -70,6 +69,11 @@ impl Nullable {
         Self {
             signature: Signature::any(1, Volatility::Immutable),
         }
+    }
+
+    /// The function.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self::new())
     }
 }
 

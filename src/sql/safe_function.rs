@@ -59,10 +59,7 @@ pub fn safe_call(f: ScalarFunction) -> Expr {
     if cannot_fail(&name) || is_safe(&f.func) {
         return Expr::ScalarFunction(f);
     }
-    let wrapped = ScalarUDF::new_from_impl(SafeFunction {
-        signature: Signature::user_defined(f.func.signature().volatility),
-        inner: f.func.clone(),
-    });
+    let wrapped = SafeFunction::wrap(f.func.clone());
     Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(wrapped), f.args))
 }
 
@@ -84,6 +81,14 @@ pub struct SafeFunction {
 }
 
 impl SafeFunction {
+    /// `inner` in its NULL-on-failure form.
+    pub fn wrap(inner: Arc<ScalarUDF>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(SafeFunction {
+            signature: Signature::user_defined(inner.signature().volatility),
+            inner,
+        })
+    }
+
     /// The wrapped function.
     pub fn inner(&self) -> &ScalarUDF {
         &self.inner

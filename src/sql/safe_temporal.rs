@@ -83,6 +83,20 @@ impl SafeTemporal {
         }
     }
 
+    /// `+` (`plus`) or `-` as a function (what a Ballista node rebuilds from the plan).
+    pub fn udf(plus: bool) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self::new(if plus {
+            Operator::Plus
+        } else {
+            Operator::Minus
+        }))
+    }
+
+    /// Whether this is `+` (else `-`).
+    pub fn is_plus(&self) -> bool {
+        self.op == Operator::Plus
+    }
+
     /// Whether Arrow's kernel takes these operand types and gives the type the planner
     /// expects (tried on typed NULLs); otherwise the expression is left as DataFusion
     /// plans it.

@@ -949,6 +949,7 @@ async fn bench_query_reports_ratios_build_speed_and_memory() {
         ledger_cells: 200,
         stages: true,
         json: false,
+        scheduler: None,
     };
     let report = bench_query(&args, &cat, plain_run).await.unwrap();
     assert_eq!(report.queries.len(), 5);

@@ -12,6 +12,9 @@ mod alerts;
 mod annual;
 mod api;
 mod attacks;
+// clients and scale (issue 15 §3): execution on a Ballista cluster
+#[cfg(feature = "ballista")]
+mod ballista;
 mod bounded;
 mod differencing;
 mod dp_api;

@@ -8,6 +8,8 @@
 //! guard + rewrite + execute + check) over the extract, alternating the two, and prints
 //! per-query medians, the ratio full/raw, the median and maximum ratio, and the peak
 //! resident memory (VmHWM). Only ratios are compared; absolute times depend on the host.
+//! With `--scheduler df://host:port` the full path also runs with execution on a Ballista
+//! cluster, in the same run, and each query's Ballista/local ratio is printed (issue 15 §3).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,11 @@ pub struct BenchQueryArgs {
     /// Print the report as JSON (for the peer benchmark, `tests/bench/peers`).
     #[arg(long)]
     pub json: bool,
+    /// Also run the full path with execution on a Ballista cluster (`df://host:port`),
+    /// beside the local engine, in the same run. Its scheduler and executors must read
+    /// `--work-dir` at the same path (`kura scheduler/executor --extracts-dir <work-dir>`).
+    #[arg(long, value_name = "df://HOST:PORT", requires = "work_dir")]
+    pub scheduler: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +102,18 @@ pub struct QueryTiming {
     pub ledger: Option<Duration>,
     /// Median of each stage of the suppression path (`--stages`).
     pub stages: Option<StageTimes>,
+    /// The full path with execution on the Ballista cluster (`--scheduler`).
+    pub ballista: Option<Duration>,
 }
 
 impl QueryTiming {
     pub fn ratio(&self) -> f64 {
         self.full.as_secs_f64() / self.raw.as_secs_f64().max(1e-9)
+    }
+    /// Ballista over the local engine (the same full path).
+    pub fn ballista_ratio(&self) -> Option<f64> {
+        self.ballista
+            .map(|b| b.as_secs_f64() / self.full.as_secs_f64().max(1e-9))
     }
     /// Ledger over empty ledger (the full path has no earlier cells).
     pub fn ledger_ratio(&self) -> Option<f64> {
@@ -157,6 +171,7 @@ impl BenchReport {
                     "ratio": q.ratio(),
                     "rows": q.full_rows,
                     "ledger_ms": q.ledger.map(ms),
+                    "ballista_ms": q.ballista.map(ms),
                     "stages_ms": q.stages.map(|t| serde_json::json!({
                         "guard": ms(t.guard), "rewrite": ms(t.rewrite),
                         "execute": ms(t.execute), "check": ms(t.check),
@@ -266,10 +281,30 @@ impl fmt::Display for BenchReport {
                 )?;
             }
         }
+        self.fmt_ballista(f)?;
         match self.peak_rss_kib {
             Some(k) => writeln!(f, "peak RSS / 最大常駐メモリ: {:.1} MiB", k as f64 / 1024.0),
             None => writeln!(f, "peak RSS / 最大常駐メモリ: not reported by this OS"),
         }
+    }
+}
+
+impl BenchReport {
+    /// Local against Ballista per query (`--scheduler`).
+    fn fmt_ballista(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for q in &self.queries {
+            if let (Some(b), Some(r)) = (q.ballista, q.ballista_ratio()) {
+                writeln!(
+                    f,
+                    "ballista / 分散実行 {:<26} local {:>9.1} ms  ballista {:>9.1} ms  {:>6.2}x",
+                    q.name,
+                    q.full.as_secs_f64() * 1e3,
+                    b.as_secs_f64() * 1e3,
+                    r
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +399,7 @@ where
             .map_err(query_err("(setup)", "raw"))?;
     }
     let full_ctx = open_extract(&out, catalog, &limits).map_err(query_err("(setup)", "full"))?;
+    let cluster_ctx = distributed(args, &work, &out, catalog, &limits)?;
     let ledger = if args.ledger_cells > 0 && args.dp_epsilon.is_none() {
         let view = super::ledger::filled(
             &work,
@@ -398,6 +434,13 @@ where
             .rows
             .len();
         let (mut raw, mut full, mut with_ledger) = (Vec::new(), Vec::new(), Vec::new());
+        let mut on_cluster = Vec::new();
+        if let Some(ctx) = &cluster_ctx {
+            // Warm the cluster too (connections, the executors' page cache).
+            run(ctx, sql, catalog, &limits)
+                .await
+                .map_err(query_err(name, "ballista"))?;
+        }
         let mut stages = Vec::new();
         for _ in 0..args.repeat.max(1) {
             if args.stages && args.dp_epsilon.is_none() {
@@ -430,6 +473,13 @@ where
                 .rows
                 .len();
             full.push(t.elapsed());
+            if let Some(ctx) = &cluster_ctx {
+                let t = Instant::now();
+                run(ctx, sql, catalog, &limits)
+                    .await
+                    .map_err(query_err(name, "ballista"))?;
+                on_cluster.push(t.elapsed());
+            }
         }
         timings.push(QueryTiming {
             name: name.clone(),
@@ -439,6 +489,7 @@ where
             full_rows,
             ledger: (!with_ledger.is_empty()).then(|| median_duration(&with_ledger)),
             stages: median_stages(&stages),
+            ballista: (!on_cluster.is_empty()).then(|| median_duration(&on_cluster)),
         });
     }
     Ok(BenchReport {
@@ -449,6 +500,61 @@ where
         peak_rss_kib: peak_rss_kib(),
         dp: args.dp_epsilon.is_some(),
     })
+}
+
+/// The session on the Ballista cluster of `--scheduler`, if given.
+fn distributed(
+    args: &BenchQueryArgs,
+    work: &Path,
+    extract: &Path,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<Option<SessionContext>, BenchError> {
+    let Some(addr) = &args.scheduler else {
+        return Ok(None);
+    };
+    let setup = |e: String| BenchError::Io {
+        path: work.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    let engine = crate::config::EngineConfig {
+        mode: "ballista".into(),
+        scheduler: Some(addr.clone()),
+    };
+    let crate::config::EngineMode::Ballista { host, port } = engine.engine_mode().map_err(setup)?
+    else {
+        return Ok(None);
+    };
+    on_cluster(&host, port, work, extract, catalog, limits).map_err(setup)
+}
+
+/// A session over `extract` executing on the scheduler at `host:port`.
+#[cfg(feature = "ballista")]
+fn on_cluster(
+    host: &str,
+    port: u16,
+    work: &Path,
+    extract: &Path,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<Option<SessionContext>, String> {
+    let cluster = crate::engine::ballista::Cluster::new(host, port, work)?;
+    let ctx = open_extract(extract, catalog, limits).map_err(|e| e.to_string())?;
+    let ctx = cluster.distribute(ctx).map_err(|e| e.to_string())?;
+    Ok(Some(ctx))
+}
+
+/// Without the `ballista` feature there is no cluster to run on.
+#[cfg(not(feature = "ballista"))]
+fn on_cluster(
+    _: &str,
+    _: u16,
+    _: &Path,
+    _: &Path,
+    _: &Catalog,
+    _: &Limits,
+) -> Result<Option<SessionContext>, String> {
+    Err("--scheduler: this kura was built without the `ballista` feature".into())
 }
 
 /// The median of each stage over the runs (`None` without runs).
