@@ -136,7 +136,6 @@ async fn run_cell(
     }
 }
 
-/// Run the notebook's SQL cells (each an audited query) and export it with the answers.
 /// The bar chart of a stored answer, drawn as the airlock draws a release's chart (the
 /// column kinds come from the answer's disclosure trace; suppressed cells are never
 /// drawn). `None` when there is nothing to plot or no font; a failure only loses the
@@ -161,6 +160,7 @@ async fn chart(st: &AppState, query_id: &str) -> Option<Vec<u8>> {
     drawn.ok().flatten()
 }
 
+/// Run the notebook's SQL cells (each an audited query) and export it with the answers.
 #[utoipa::path(post, path = "/api/v1/notebooks/{id}/ipynb", tag = "notebooks", params(("id" = String, Path)), request_body = RunExport,
     responses((status = 200, description = "application/x-ipynb+json with outputs"), (status = 404, body = ErrorBody)))]
 pub async fn run_export(

@@ -343,10 +343,6 @@ impl DataPlane for EnginePlane {
     }
 }
 
-/// The query-time scope check: the extract a query is about to read must be the extract
-/// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
-/// — an extract rebuilt for a change that was never approved, a swapped directory — is
-/// refused before a row is read.
 /// A key derived from the extract key for `label`: an application id (its extract key)
 /// or a fixed label (the report's, the release ledger's).
 fn derived_key(extract_key: &hmac::Key, label: &str) -> Vec<u8> {
@@ -370,6 +366,10 @@ async fn ledger_of(q: &AuthorisedQuery, linker: Linker) -> Result<Arc<dyn Ledger
     Ok(Arc::new(Carried::new(own, elsewhere, linker, at).await?))
 }
 
+/// The query-time scope check: the extract a query is about to read must be the extract
+/// of exactly the approved scope (its manifest's scope equals the grant's). Anything else
+/// — an extract rebuilt for a change that was never approved, a swapped directory — is
+/// refused before a row is read.
 fn check_scope(q: &AuthorisedQuery) -> Result<(), QueryError> {
     let manifest = crate::sql::extract::ExtractManifest::read(&q.extract_dir)
         .map_err(|e| QueryError::internal("extract manifest", crate::errors::chain(&e)))?;
