@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use kura::catalog::Catalog;
@@ -41,8 +41,8 @@ use kura::query::engine_plane::EnginePlane;
 use kura::sql::scope::Scope;
 
 use crate::support::SourceData;
-use crate::support::fixtures::{self, Approved, PASSWORD};
-use crate::support::http::call_router;
+use crate::support::fixtures::{self, Approved};
+use crate::support::http::{router_login, router_post};
 use crate::support::server::{free_port, kura, live_extract};
 
 const KEY: [u8; 32] = [7; 32];
@@ -221,31 +221,11 @@ async fn side(root: PathBuf, registry: &Path, cluster: Option<Cluster>) -> Side 
 
 impl Side {
     async fn login(&self) -> String {
-        let body = json!({"username": "researcher1", "password": PASSWORD});
-        let (s, _, v) = call_router(
-            &self.router,
-            Method::POST,
-            "/api/v1/session",
-            None,
-            Some(body),
-            &[],
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v["token"].as_str().unwrap().to_string()
+        router_login(&self.router, "researcher1").await
     }
 
     async fn ask(&self, token: &str, body: Value) -> (StatusCode, Value) {
-        let (s, _, v) = call_router(
-            &self.router,
-            Method::POST,
-            "/api/v1/query",
-            Some(token),
-            Some(body),
-            &[],
-        )
-        .await;
-        (s, v)
+        router_post(&self.router, "/api/v1/query", Some(token), body).await
     }
 }
 

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::{Value, json};
 
@@ -27,8 +27,8 @@ use kura::policy::Policy;
 use kura::query::engine_plane::EnginePlane;
 
 use crate::support::SourceData;
-use crate::support::fixtures::{self, Approved, PASSWORD, USERS};
-use crate::support::http::call_router;
+use crate::support::fixtures::{self, Approved, USERS};
+use crate::support::http::{router_login, router_post};
 use crate::support::server::live_extract;
 
 const APP: &str = "A-TWO";
@@ -98,18 +98,7 @@ async fn fixture_with(other: bool) -> Fx {
 
 impl Fx {
     async fn login(&self, user: &str) -> String {
-        let body = json!({"username": user, "password": PASSWORD});
-        let (s, _, v) = call_router(
-            &self.router,
-            Method::POST,
-            "/api/v1/session",
-            None,
-            Some(body),
-            &[],
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v["token"].as_str().unwrap().to_string()
+        router_login(&self.router, user).await
     }
 
     async fn query(&self, token: &str, sql: &str) -> Value {
@@ -118,15 +107,7 @@ impl Fx {
 
     async fn query_in(&self, application: &str, token: &str, sql: &str) -> Value {
         let body = json!({"application": application, "sql": sql});
-        let (s, _, v) = call_router(
-            &self.router,
-            Method::POST,
-            "/api/v1/query",
-            Some(token),
-            Some(body),
-            &[],
-        )
-        .await;
+        let (s, v) = router_post(&self.router, "/api/v1/query", Some(token), body).await;
         assert_eq!(s, StatusCode::OK, "{sql}: {v}");
         v
     }

@@ -28,8 +28,8 @@ use kura::query::engine_plane::EnginePlane;
 use kura::report::feedback::{RawFigure, build, national_cell};
 use kura::store::model::{NewUser, Role};
 
-use crate::support::fixtures::{self, PASSWORD, password_hash};
-use crate::support::http::{Reply, call_router};
+use crate::support::fixtures::{self, password_hash};
+use crate::support::http::{Reply, call_router, router_login, router_post};
 use crate::support::{SourceData, V, date};
 
 fn limits() -> Limits {
@@ -373,20 +373,7 @@ async fn real_state(dir: &Path) -> kura::http::AppState {
 }
 
 async fn login(router: &axum::Router, user: &str) -> String {
-    let body = json!({"username": user, "password": PASSWORD});
-    let (s, _, v) = call_router(
-        router,
-        axum::http::Method::POST,
-        "/api/v1/session",
-        None,
-        Some(body),
-        &[],
-    )
-    .await;
-    (s, v).expect_status(StatusCode::OK)["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    router_login(router, user).await
 }
 
 async fn get(router: &axum::Router, path: &str, token: &str) -> (StatusCode, Value) {
@@ -404,16 +391,7 @@ async fn get(router: &axum::Router, path: &str, token: &str) -> (StatusCode, Val
 
 async fn query(router: &axum::Router, token: &str, app: &str, sql: &str) -> (StatusCode, Value) {
     let body = json!({"application": app, "sql": sql});
-    let (s, _, v) = call_router(
-        router,
-        axum::http::Method::POST,
-        "/api/v1/query",
-        Some(token),
-        Some(body),
-        &[],
-    )
-    .await;
-    (s, v)
+    router_post(router, "/api/v1/query", Some(token), body).await
 }
 
 /// Over the API: a facility account reaches its own standing scope only — not another

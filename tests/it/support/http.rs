@@ -271,6 +271,26 @@ pub async fn state_over(store: Store, plane: Arc<FakePlane>, settings: HttpSetti
     }
 }
 
+/// `POST path` with a JSON body to a router (the token as bearer, if any).
+pub async fn router_post(
+    router: &Router,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let (s, _, v) = call_router(router, Method::POST, path, token, Some(body), &[]).await;
+    (s, v)
+}
+
+/// Log `user` in to a router with the fixture password: the session token.
+pub async fn router_login(router: &Router, user: &str) -> String {
+    let body = json!({"username": user, "password": PASSWORD});
+    let v = router_post(router, "/api/v1/session", None, body)
+        .await
+        .expect_status(StatusCode::OK);
+    v["token"].as_str().unwrap().to_string()
+}
+
 /// `POST /session` over a real connection with the fixture password.
 pub async fn login_over(
     client: &reqwest::Client,
