@@ -8,6 +8,7 @@ pub mod ballista;
 pub mod contributors;
 pub mod distinct_count;
 pub mod exec;
+pub mod keep_groups;
 pub mod ledger_pids;
 // production (issue 14): the global memory pool and the query runtime
 pub mod memory;

@@ -37,6 +37,7 @@ use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtens
 use crate::engine::PatientIndex;
 use crate::engine::contributors::{ContributorCount, Contributors};
 use crate::engine::distinct_count::DistinctCount;
+use crate::engine::keep_groups::KeepGroups;
 use crate::engine::patient_no::PatientNo;
 use crate::sql::case_nullability::Nullable;
 use crate::sql::safe_function::SafeFunction;
@@ -65,6 +66,13 @@ enum Wire {
     },
     ContributorCount,
     DistinctCount,
+    /// The choice of `limit` groups per patient (DP bounding, P3).
+    KeepGroups {
+        limit: u32,
+        names: Vec<String>,
+        keys: usize,
+        seed: u64,
+    },
     Nullable,
     /// NULL-on-failure date/time `+` (`plus`) or `-`.
     SafeTemporal {
@@ -215,6 +223,14 @@ impl Functions {
             }
         } else if inner.downcast_ref::<DistinctCount>().is_some() {
             Wire::DistinctCount
+        } else if let Some(k) = inner.downcast_ref::<KeepGroups>() {
+            let (limit, names, keys, seed) = k.parts();
+            Wire::KeepGroups {
+                limit,
+                names: names.to_vec(),
+                keys,
+                seed,
+            }
         } else {
             return Ok(false);
         };
@@ -227,6 +243,12 @@ impl Functions {
             None => return Ok(None),
             Some(Wire::Contributors { index }) => Contributors::udaf(self.index(&index)?),
             Some(Wire::DistinctCount) => Arc::new(DistinctCount::udaf()),
+            Some(Wire::KeepGroups {
+                limit,
+                names,
+                keys,
+                seed,
+            }) => Arc::new(KeepGroups::udaf(limit, names, keys, seed)),
             Some(other) => {
                 return Err(refused(format!("`{name}` is not an aggregate ({other:?})")));
             }
@@ -470,6 +492,22 @@ mod tests {
                 .unwrap();
             assert_eq!(t.is_plus(), plus);
         }
+        // The group choice keeps its bound, fields and seed (the seed makes every node
+        // choose the same pairs for a patient).
+        let keep = KeepGroups::udaf(3, vec!["__kura_g0".into(), "__kura_c0".into()], 1, 42);
+        let mut buf = Vec::new();
+        codec.try_encode_udaf(&keep, &mut buf).unwrap();
+        let back = codec.try_decode_udaf(keep.name(), &buf).unwrap();
+        let k = back.inner().as_ref().downcast_ref::<KeepGroups>().unwrap();
+        assert_eq!(
+            k.parts(),
+            (
+                3,
+                &["__kura_g0".to_string(), "__kura_c0".to_string()][..],
+                1,
+                42
+            )
+        );
         // DataFusion's own functions are left to the default (by name) path.
         let mut buf = Vec::new();
         codec.try_encode_udf(&builtins()["abs"], &mut buf).unwrap();

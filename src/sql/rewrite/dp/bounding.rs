@@ -14,16 +14,19 @@
 
 use std::sync::Arc;
 
+use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, Projection, Window, col, lit, when,
+    Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, LogicalPlanBuilder, Projection, Window,
+    col, lit, when,
 };
 
 use super::clamping::Spec;
 use super::{Measure, MeasureKind, Rows, unsupported};
 use crate::engine::PatientIndex;
+use crate::engine::keep_groups::KeepGroups;
 use crate::engine::patient_no::PatientNo;
 use crate::privacy::result::DpBounds;
 use crate::query::QueryError;
@@ -90,12 +93,7 @@ pub(super) fn bounded(
         plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
     }
     if ngroup > 0 && !rows.shape.one_group {
-        plan = keep_first(
-            plan,
-            vec![pid()],
-            "__kura_rn_groups",
-            bounds.max_groups_per_patient,
-        )?;
+        plan = keep_groups(plan, specs, &gnames, bounds.max_groups_per_patient)?;
     }
     let (p4, measures, patients) = per_group(specs, ngroup)?;
     let keys = gnames.iter().map(|n| col(n.as_str())).collect();
@@ -231,6 +229,38 @@ fn per_group(
     }
     p4.push(count(lit(1i64)).alias("__kura_patients"));
     Ok((p4, measures, next))
+}
+
+/// P3: at most `limit` (group, partials) pairs per patient, those of smallest keyed random
+/// priority (`engine::keep_groups`, one hash pass instead of a sort), unnested back into
+/// the columns P2 made.
+fn keep_groups(
+    plan: LogicalPlan,
+    specs: &[Spec],
+    gnames: &[String],
+    limit: u32,
+) -> Result<LogicalPlan, QueryError> {
+    let mut fields = gnames.to_vec();
+    for (j, s) in specs.iter().enumerate() {
+        fields.extend(partials(s.kind).iter().map(|p| format!("__kura_{p}{j}")));
+    }
+    let seed = rand::random::<u64>();
+    let kept = KeepGroups::call(limit, gnames.len(), seed, pid(), &fields).alias("__kura_kept");
+    let grouped = aggregate_by(plan, vec![pid()], vec![kept])?;
+    let unnested = LogicalPlanBuilder::from(grouped)
+        .unnest_column("__kura_kept")
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(|e| QueryError::internal("dp rewrite", e))?;
+    let mut columns = vec![pid()];
+    columns.extend(
+        fields
+            .iter()
+            .map(|n| get_field(col("__kura_kept"), n.as_str()).alias(n)),
+    );
+    Ok(LogicalPlan::Projection(
+        Projection::try_new(columns, Arc::new(unnested))
+            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    ))
 }
 
 /// Keep at most `n` rows per partition, chosen at random, and drop the row number again.
