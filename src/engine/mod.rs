@@ -9,6 +9,7 @@ pub mod contributors;
 pub mod distinct_count;
 pub mod exec;
 pub mod keep_groups;
+pub mod keep_rows;
 pub mod ledger_pids;
 // production (issue 14): the global memory pool and the query runtime
 pub mod memory;

@@ -38,6 +38,7 @@ use crate::engine::PatientIndex;
 use crate::engine::contributors::{ContributorCount, Contributors};
 use crate::engine::distinct_count::DistinctCount;
 use crate::engine::keep_groups::KeepGroups;
+use crate::engine::keep_rows::{KeepRows, Output};
 use crate::engine::patient_no::PatientNo;
 use crate::sql::case_nullability::Nullable;
 use crate::sql::safe_function::SafeFunction;
@@ -66,6 +67,12 @@ enum Wire {
     },
     ContributorCount,
     DistinctCount,
+    /// The choice of `limit` rows per patient and group, added up (DP bounding, P1–P2).
+    KeepRows {
+        limit: u32,
+        values: usize,
+        outputs: Vec<Output>,
+    },
     /// The choice of `limit` groups per patient (DP bounding, P3).
     KeepGroups {
         limit: u32,
@@ -223,6 +230,13 @@ impl Functions {
             }
         } else if inner.downcast_ref::<DistinctCount>().is_some() {
             Wire::DistinctCount
+        } else if let Some(k) = inner.downcast_ref::<KeepRows>() {
+            let (limit, values, outputs) = k.parts();
+            Wire::KeepRows {
+                limit,
+                values,
+                outputs: outputs.to_vec(),
+            }
         } else if let Some(k) = inner.downcast_ref::<KeepGroups>() {
             let (limit, names, keys, seed) = k.parts();
             Wire::KeepGroups {
@@ -243,6 +257,11 @@ impl Functions {
             None => return Ok(None),
             Some(Wire::Contributors { index }) => Contributors::udaf(self.index(&index)?),
             Some(Wire::DistinctCount) => Arc::new(DistinctCount::udaf()),
+            Some(Wire::KeepRows {
+                limit,
+                values,
+                outputs,
+            }) => Arc::new(KeepRows::udaf(limit, values, outputs)),
             Some(Wire::KeepGroups {
                 limit,
                 names,
@@ -508,6 +527,17 @@ mod tests {
                 42
             )
         );
+        let outputs = vec![Output {
+            value: 0,
+            partial: crate::engine::keep_rows::Partial::Sum,
+            name: "__kura_s0".into(),
+        }];
+        let keep = KeepRows::udaf(3, 1, outputs.clone());
+        let mut buf = Vec::new();
+        codec.try_encode_udaf(&keep, &mut buf).unwrap();
+        let back = codec.try_decode_udaf(keep.name(), &buf).unwrap();
+        let k = back.inner().as_ref().downcast_ref::<KeepRows>().unwrap();
+        assert_eq!(k.parts(), (3, 1, &outputs[..]));
         // DataFusion's own functions are left to the default (by name) path.
         let mut buf = Vec::new();
         codec.try_encode_udf(&builtins()["abs"], &mut buf).unwrap();

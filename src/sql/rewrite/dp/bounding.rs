@@ -1,9 +1,10 @@
 //! DP rewrite, contribution bounding: in the bounded plan every patient contributes at
 //! most `m` rows to each group and to at most `L` groups, whatever the data. Every row is
 //! tagged with its patient, its group and its clamped values (P0); at most `m` rows per
-//! patient and group are kept, chosen at random (P1); they are added up per patient and
-//! group (P2); at most `L` groups per patient are kept, chosen at random (P3); only then
-//! are the groups aggregated (P4). The sensitivities of `privacy::dp::sensitivity` hold
+//! patient and group are kept, chosen at random (P1), and added up per patient and group
+//! (P2), in one hash aggregation (`engine::keep_rows`); at most `L` groups per patient are
+//! kept, chosen at random (P3, `engine::keep_groups`, a hash aggregation by patient whose
+//! list of kept pairs is unnested); only then are the groups aggregated (P4). The sensitivities of `privacy::dp::sensitivity` hold
 //! because of these steps. P1 is left out when only COUNT(DISTINCT pid) is asked (a
 //! patient counts once per group however many rows it has), P3 when there is no GROUP BY
 //! (one group, so `L` is effectively 1).
@@ -15,18 +16,16 @@
 use std::sync::Arc;
 
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprFunctionExt, Filter, LogicalPlan, LogicalPlanBuilder, Projection, Window,
-    col, lit, when,
+    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, col, lit, when,
 };
 
 use super::clamping::Spec;
 use super::{Measure, MeasureKind, Rows, unsupported};
 use crate::engine::PatientIndex;
 use crate::engine::keep_groups::KeepGroups;
+use crate::engine::keep_rows::{KeepRows, MAX_VALUES, Output, Partial};
 use crate::engine::patient_no::PatientNo;
 use crate::privacy::result::DpBounds;
 use crate::query::QueryError;
@@ -81,15 +80,13 @@ pub(super) fn bounded(
     if rows.shape.one_row {
         // One row per patient: the row is its patient's only (patient, group) pair.
         plan = one_row_partials(plan, specs, &gnames)?;
-    } else {
+    } else if specs
+        .iter()
+        .any(|s| s.kind != MeasureKind::CountDistinctPid)
+    {
         // Only the row-counting aggregates care how many rows a patient has in a group.
-        if specs
-            .iter()
-            .any(|s| s.kind != MeasureKind::CountDistinctPid)
-        {
-            let part = pid_and_keys(&gnames);
-            plan = keep_first(plan, part, "__kura_rn_rows", bounds.max_rows_per_group)?;
-        }
+        plan = keep_rows(plan, specs, &gnames, bounds.max_rows_per_group)?;
+    } else {
         plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
     }
     if ngroup > 0 && !rows.shape.one_group {
@@ -263,32 +260,48 @@ fn keep_groups(
     ))
 }
 
-/// Keep at most `n` rows per partition, chosen at random, and drop the row number again.
-fn keep_first(
+/// P1 and P2: at most `limit` rows per patient and group, chosen at random, added up into
+/// the partials of each measure (`engine::keep_rows`, one hash pass instead of a sort and a
+/// second aggregation), under the names P2 gives them.
+fn keep_rows(
     plan: LogicalPlan,
-    partition: Vec<Expr>,
-    rn: &str,
-    n: u32,
+    specs: &[Spec],
+    gnames: &[String],
+    limit: u32,
 ) -> Result<LogicalPlan, QueryError> {
-    let keep: Vec<Expr> = (0..plan.schema().fields().len())
-        .map(|i| col_at(&plan, i))
+    if specs.len() > MAX_VALUES {
+        return Err(unsupported(format!(
+            "at most {MAX_VALUES} aggregates per query in DP mode / DP モードの集計は 1 クエリ {MAX_VALUES} 個までです"
+        )));
+    }
+    let values = (0..specs.len())
+        .map(|j| col(format!("__kura_v{j}")))
         .collect();
-    let w = row_number()
-        .partition_by(partition)
-        .order_by(vec![random().sort(true, false)])
-        .build()
-        .map_err(|e| QueryError::internal("dp rewrite", e))?
-        .alias(rn);
-    let windowed = LogicalPlan::Window(
-        Window::try_new(vec![w], Arc::new(plan))
-            .map_err(|e| QueryError::internal("dp rewrite", e))?,
-    );
-    let filtered = LogicalPlan::Filter(
-        Filter::try_new(col(rn).lt_eq(lit(u64::from(n))), Arc::new(windowed))
-            .map_err(|e| QueryError::internal("dp rewrite", e))?,
+    let mut outputs = Vec::new();
+    for (j, s) in specs.iter().enumerate() {
+        for &p in partials(s.kind) {
+            outputs.push(Output {
+                value: j,
+                partial: if p == 'c' {
+                    Partial::Count
+                } else {
+                    Partial::Sum
+                },
+                name: format!("__kura_{p}{j}"),
+            });
+        }
+    }
+    let names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+    let kept = KeepRows::call(limit, values, outputs).alias("__kura_rows");
+    let grouped = aggregate_by(plan, pid_and_keys(gnames), vec![kept])?;
+    let mut columns = pid_and_keys(gnames);
+    columns.extend(
+        names
+            .iter()
+            .map(|n| get_field(col("__kura_rows"), n.as_str()).alias(n)),
     );
     Ok(LogicalPlan::Projection(
-        Projection::try_new(keep, Arc::new(filtered))
+        Projection::try_new(columns, Arc::new(grouped))
             .map_err(|e| QueryError::internal("dp rewrite", e))?,
     ))
 }
