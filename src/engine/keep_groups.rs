@@ -1,27 +1,32 @@
-//! Engine stage, the random choice of groups per patient (DP contribution bounding, P3):
-//! `__kura_keep_groups(patient, k₁…kₙ, p₁…pₘ)`, aggregated by patient, keeps at most `L`
-//! of the patient's (group, partials) pairs and returns them as a list of structs, which
-//! the rewrite unnests. Each pair gets a priority, a 64-bit hash of (patient, group keys)
-//! under a seed drawn for the query; a patient keeps the `L` pairs of smallest priority.
-//! That is one hash pass over the pairs, with at most `L + 1` pairs held per patient, where
+//! Engine stage, the random choice of groups per patient (DP contribution bounding, P3, with
+//! the per-(patient, group) sums of P2 when no row choice precedes it):
+//! `__kura_keep_groups(patient, k₁…kₙ, v₁…vₘ)`, aggregated by patient, adds up each value
+//! per (patient, group) — a count of its non-NULL values or a sum — keeps at most `L` of
+//! the patient's groups and returns them as a list of structs (keys, then sums), which the
+//! rewrite unnests. Each (patient, group) pair gets a priority, a 64-bit hash of the patient
+//! and the group keys under a seed drawn for the query; a patient keeps the `L` pairs of
+//! smallest priority. That is one hash aggregation by patient, with at most `L + 1` pairs
+//! held per patient, where an aggregation by (patient, group) followed by
 //! `row_number() OVER (PARTITION BY patient ORDER BY random())` sorted every pair in memory.
 //!
-//! Guarantees: a patient keeps at most `L` pairs, whatever the data; which ones depends only
+//! Guarantees: a patient keeps at most `L` groups, whatever the data; which ones depends only
 //! on that patient's own pairs and the seed, never on other patients (what the sensitivity
-//! of a bounded sum needs). Two of one patient's pairs with equal priority at the boundary
-//! (a 64-bit collision) fail the query rather than keep `L + 1` (fail closed). Partial
-//! states merge exactly: a pair among a patient's `L` smallest overall is among the `L`
-//! smallest of whichever partial state saw it. Never registered in a session, so
+//! of a bounded sum needs). The sums of a kept pair are complete: a pair among a patient's
+//! `L` smallest priorities is among the `L + 1` smallest of every subset of pairs, so it
+//! was held from its first row on, in every partial state (partial states merge exactly).
+//! Two pairs of one patient with equal priority at the boundary (a 64-bit collision) fail
+//! the query rather than keep `L + 1` (fail closed). Never registered in a session, so
 //! researcher SQL cannot call it (the guard refuses the `__kura` prefix).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, ListArray, StructArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Builder, Int64Builder, ListArray,
+    StructArray,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{DataFusionError, Result};
@@ -30,65 +35,103 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
 };
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Name of the aggregate.
 pub const KEEP_GROUPS: &str = "__kura_keep_groups";
 
-/// `__kura_keep_groups(patient, keys…, partials…)` keeping `limit` pairs per patient.
+/// At most this many values (one validity bit each in a `u64`).
+pub const MAX_VALUES: usize = 64;
+
+/// How a value is added up per (patient, group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Add {
+    /// The number of non-NULL values (`Int64`).
+    CountNonNull,
+    /// Their sum (`Int64` or `Float64`, as the value; NULL when there is none).
+    Sum,
+}
+
+/// `__kura_keep_groups(patient, keys…, values…)` keeping `limit` groups per patient.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeepGroups {
     limit: u32,
-    /// Names of the struct fields: the group keys, then the partials.
+    /// Names of the struct fields: the group keys, then the sums.
     names: Vec<String>,
     /// How many of the fields are group keys (hashed into the priority).
     keys: usize,
+    /// How each value after the keys is added up.
+    adds: Vec<Add>,
     seed: u64,
     signature: Signature,
 }
 
+/// What the Ballista codec carries of a [`KeepGroups`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepGroupsParts {
+    pub limit: u32,
+    pub names: Vec<String>,
+    pub keys: usize,
+    pub adds: Vec<Add>,
+    pub seed: u64,
+}
+
 impl KeepGroups {
-    /// The aggregate over `patient` and the named `fields` (first `keys` of them the group
-    /// keys), keeping `limit` pairs per patient under priority seed `seed`.
-    pub fn call(limit: u32, keys: usize, seed: u64, patient: Expr, fields: &[String]) -> Expr {
+    /// The aggregate over `patient` and `inputs` (the first `keys` of them group keys, the
+    /// others values added up as `adds` says, struct fields named by `names`).
+    pub fn call(parts: KeepGroupsParts, patient: Expr, inputs: Vec<Expr>) -> Expr {
         let mut args = vec![patient];
-        args.extend(
-            fields
-                .iter()
-                .map(|n| datafusion::logical_expr::col(n.as_str())),
-        );
-        Arc::new(Self::udaf(limit, fields.to_vec(), keys, seed)).call(args)
+        args.extend(inputs);
+        Arc::new(Self::udaf(parts)).call(args)
     }
 
     /// The aggregate itself.
-    pub fn udaf(limit: u32, names: Vec<String>, keys: usize, seed: u64) -> AggregateUDF {
+    pub fn udaf(p: KeepGroupsParts) -> AggregateUDF {
         AggregateUDF::from(Self {
-            limit,
-            signature: Signature::any(names.len() + 1, Volatility::Volatile),
-            names,
-            keys,
-            seed,
+            limit: p.limit,
+            signature: Signature::any(p.names.len() + 1, Volatility::Volatile),
+            names: p.names,
+            keys: p.keys,
+            adds: p.adds,
+            seed: p.seed,
         })
     }
 
-    /// `(limit, names, keys, seed)`, what the Ballista codec carries.
-    pub fn parts(&self) -> (u32, &[String], usize, u64) {
-        (self.limit, &self.names, self.keys, self.seed)
+    /// What the Ballista codec carries.
+    pub fn parts(&self) -> KeepGroupsParts {
+        KeepGroupsParts {
+            limit: self.limit,
+            names: self.names.clone(),
+            keys: self.keys,
+            adds: self.adds.clone(),
+            seed: self.seed,
+        }
     }
 
+    /// The struct fields (keys as they come, sums typed by `adds`).
     fn fields(&self, types: &[DataType]) -> Result<Fields> {
-        if types.len() != self.names.len() + 1 || self.keys > self.names.len() {
-            return Err(DataFusionError::Internal(format!(
-                "{KEEP_GROUPS}: {} arguments for {} fields",
+        let fits = types.len() == self.names.len() + 1
+            && self.keys + self.adds.len() == self.names.len()
+            && self.adds.len() <= MAX_VALUES;
+        if !fits {
+            return Err(internal(format!(
+                "{} arguments for {} fields",
                 types.len(),
                 self.names.len()
             )));
         }
-        Ok(self
-            .names
-            .iter()
-            .zip(&types[1..])
-            .map(|(n, t)| Field::new(n, t.clone(), true))
-            .collect())
+        let mut fields = Vec::with_capacity(self.names.len());
+        for (i, (n, t)) in self.names.iter().zip(&types[1..]).enumerate() {
+            let t = match (i.checked_sub(self.keys).map(|j| self.adds[j]), t) {
+                (None, t) => t.clone(),
+                (Some(Add::CountNonNull), _) => DataType::Int64,
+                (Some(Add::Sum), t @ (DataType::Int64 | DataType::Float64)) => t.clone(),
+                (Some(Add::Sum), t) => return Err(internal(format!("sum of {t}"))),
+            };
+            fields.push(Field::new(n, t, true));
+        }
+        Ok(fields.into())
     }
 
     fn groups(&self, args: &AccumulatorArgs) -> Result<Groups> {
@@ -98,21 +141,31 @@ impl KeepGroups {
             .map(|f| f.data_type().clone())
             .collect();
         let fields = self.fields(&types)?;
-        let sort: Vec<SortField> = fields
+        let sort: Vec<SortField> = types[1..=self.keys]
             .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
+            .map(|t| SortField::new(t.clone()))
             .collect();
         Ok(Groups {
             limit: self.limit as usize,
             keys: self.keys,
+            adds: self.adds.clone(),
+            floats: types[self.keys + 1..]
+                .iter()
+                .map(|t| *t == DataType::Float64)
+                .collect(),
             seed: RandomState::with_seed(self.seed),
             converter: RowConverter::new(sort)?,
             fields,
             kept: Vec::new(),
-            arena: Vec::new(),
+            keys_arena: Vec::new(),
+            sums: Vec::new(),
             pairs: 0,
         })
     }
+}
+
+fn internal(what: String) -> DataFusionError {
+    DataFusionError::Internal(format!("{KEEP_GROUPS}: {what}"))
 }
 
 impl AggregateUDFImpl for KeepGroups {
@@ -150,71 +203,195 @@ impl AggregateUDFImpl for KeepGroups {
     }
 }
 
-/// One kept pair: its priority and its row (keys and partials) in the arena.
+/// One held (patient, group) pair: its priority, its group keys (bytes of the row
+/// converter in the key arena) and its sums (a validity mask, then one word per value, in
+/// the sums arena).
 #[derive(Debug, Clone, Copy)]
 struct Pair {
     priority: u64,
-    start: usize,
-    len: usize,
+    key_start: usize,
+    key_len: usize,
+    sums: usize,
 }
 
+/// Most patients fall in one or two groups: their pairs live inline.
+type Held = SmallVec<[Pair; 2]>;
+
 /// Per patient, the `limit + 1` pairs of smallest priority seen so far, ascending (one
-/// more than kept, to see a tie at the boundary); rows are bytes of `converter`.
+/// more than kept, to see a tie at the boundary).
 #[derive(Debug)]
 struct Groups {
     limit: usize,
     keys: usize,
+    adds: Vec<Add>,
+    floats: Vec<bool>,
     seed: RandomState,
     converter: RowConverter,
     fields: Fields,
-    kept: Vec<Vec<Pair>>,
-    arena: Vec<u8>,
+    kept: Vec<Held>,
+    keys_arena: Vec<u8>,
+    sums: Vec<u64>,
     pairs: usize,
+}
+
+/// One pair's contribution as it arrives: from a row (one value per add) or from a partial
+/// state (sums already added up).
+struct Offer<'a> {
+    priority: u64,
+    key: &'a [u8],
+    mask: u64,
+    words: &'a [u64],
+    /// The words are sums of a partial state (counts already counted).
+    summed: bool,
 }
 
 impl Groups {
     fn grow(&mut self, total: usize) {
         if self.kept.len() < total {
-            self.kept.resize_with(total, Vec::new);
+            self.kept.resize_with(total, Held::new);
         }
     }
 
-    /// Offer one pair to patient `g`; its row bytes are copied only if it is kept.
-    fn offer(&mut self, g: usize, priority: u64, row: &[u8]) {
-        let kept = &mut self.kept[g];
-        let at = kept.partition_point(|p| p.priority < priority);
-        if at > self.limit {
-            return;
-        }
-        let pair = Pair {
-            priority,
-            start: self.arena.len(),
-            len: row.len(),
+    fn width(&self) -> usize {
+        self.adds.len() + 1
+    }
+
+    /// Add one contribution to patient `g`: to its pair if held, else as a new pair if
+    /// among the `limit + 1` smallest priorities.
+    fn offer(&mut self, g: usize, o: &Offer) {
+        let held = &self.kept[g];
+        let found = held.iter().position(|p| {
+            p.priority == o.priority
+                && self.keys_arena[p.key_start..p.key_start + p.key_len] == *o.key
+        });
+        let sums = match found {
+            Some(i) => held[i].sums,
+            None => {
+                let at = held.partition_point(|p| p.priority < o.priority);
+                if at > self.limit {
+                    return;
+                }
+                self.hold(g, at, o)
+            }
         };
-        self.arena.extend_from_slice(row);
-        kept.insert(at, pair);
-        if kept.len() > self.limit + 1 {
-            kept.pop();
+        self.add(sums, o);
+    }
+
+    /// A new pair for patient `g` at position `at`, with empty sums; where its sums are.
+    fn hold(&mut self, g: usize, at: usize, o: &Offer) -> usize {
+        let pair = Pair {
+            priority: o.priority,
+            key_start: self.keys_arena.len(),
+            key_len: o.key.len(),
+            sums: self.sums.len(),
+        };
+        self.keys_arena.extend_from_slice(o.key);
+        let width = self.width();
+        self.sums.resize(self.sums.len() + width, 0);
+        let held = &mut self.kept[g];
+        held.insert(at, pair);
+        if held.len() > self.limit + 1 {
+            held.pop();
         } else {
             self.pairs += 1;
         }
+        pair.sums
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<Pair>> {
+    /// Add a contribution's values into the sums at `at`.
+    fn add(&mut self, at: usize, o: &Offer) {
+        for (j, add) in self.adds.iter().enumerate() {
+            let bit = 1u64 << j;
+            if o.mask & bit == 0 {
+                continue;
+            }
+            let w = &mut self.sums[at + 1 + j];
+            let v = o.words[j];
+            *w = match (add, o.summed, self.floats[j]) {
+                (Add::CountNonNull, false, _) => *w + 1,
+                (Add::CountNonNull, true, _) => w.wrapping_add(v),
+                (Add::Sum, _, true) => (f64::from_bits(*w) + f64::from_bits(v)).to_bits(),
+                (Add::Sum, _, false) => w.wrapping_add(v),
+            };
+            self.sums[at] |= bit;
+        }
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Held> {
         let taken = emit_to.take_needed(&mut self.kept);
-        let emitted: usize = taken.iter().map(Vec::len).sum();
+        let emitted: usize = taken.iter().map(|h| h.len()).sum();
         self.pairs = self.pairs.saturating_sub(emitted);
         taken
     }
 
     /// The kept pairs of one patient: at most `limit`, and no tie at the boundary.
-    fn chosen<'a>(&self, kept: &'a [Pair]) -> Result<&'a [Pair]> {
-        if kept.len() > self.limit && kept[self.limit - 1].priority == kept[self.limit].priority {
+    fn chosen<'a>(&self, held: &'a [Pair]) -> Result<&'a [Pair]> {
+        if held.len() > self.limit && held[self.limit - 1].priority == held[self.limit].priority {
             return Err(DataFusionError::Execution(format!(
-                "{KEEP_GROUPS}: two pairs of one patient drew the same priority; run the query again"
+                "{KEEP_GROUPS}: two groups of one patient drew the same priority; run the query again"
             )));
         }
-        Ok(&kept[..kept.len().min(self.limit)])
+        Ok(&held[..held.len().min(self.limit)])
+    }
+
+    /// Every row's priority (hash of patient and keys) and its keys as rows.
+    fn prepare(&self, values: &[ArrayRef]) -> Result<(Vec<u64>, Rows)> {
+        let mut priorities = vec![0; values[0].len()];
+        create_hashes(&values[..=self.keys], &self.seed, &mut priorities)?;
+        let rows = self.converter.convert_columns(&values[1..=self.keys])?;
+        Ok((priorities, rows))
+    }
+
+    /// A row's values as words, and which are not NULL.
+    fn row_words(&self, values: &[ArrayRef], i: usize, words: &mut Vec<u64>) -> u64 {
+        words.clear();
+        let mut mask = 0;
+        for (j, v) in values[self.keys + 1..].iter().enumerate() {
+            if v.is_valid(i) {
+                mask |= 1 << j;
+            }
+            words.push(if self.floats[j] {
+                v.as_primitive::<Float64Type>().value(i).to_bits()
+            } else if self.adds[j] == Add::Sum {
+                v.as_primitive::<Int64Type>().value(i) as u64
+            } else {
+                0
+            });
+        }
+        mask
+    }
+
+    /// The sum columns of the chosen pairs, in order.
+    fn sum_columns(&self, chosen: &[Pair]) -> Vec<ArrayRef> {
+        let mut out: Vec<ArrayRef> = Vec::with_capacity(self.adds.len());
+        for (j, add) in self.adds.iter().enumerate() {
+            let bit = 1u64 << j;
+            let valid = |p: &Pair| self.sums[p.sums] & bit != 0;
+            let word = |p: &Pair| self.sums[p.sums + 1 + j];
+            if *add == Add::Sum && self.floats[j] {
+                let mut b = Float64Builder::with_capacity(chosen.len());
+                for p in chosen {
+                    b.append_option(valid(p).then(|| f64::from_bits(word(p))));
+                }
+                out.push(Arc::new(b.finish()));
+            } else {
+                let mut b = Int64Builder::with_capacity(chosen.len());
+                for p in chosen {
+                    let n = word(p) as i64;
+                    b.append_option((*add == Add::CountNonNull || valid(p)).then_some(n));
+                }
+                out.push(Arc::new(b.finish()));
+            }
+        }
+        out
+    }
+
+    /// Drop the arenas once every patient has been emitted.
+    fn release_if_done(&mut self) {
+        if self.kept.is_empty() {
+            self.keys_arena = Vec::new();
+            self.sums = Vec::new();
+        }
     }
 }
 
@@ -233,61 +410,73 @@ impl GroupsAccumulator for Groups {
     ) -> Result<()> {
         self.grow(total_num_groups);
         let (priorities, rows) = self.prepare(values)?;
+        let mut words = Vec::with_capacity(self.adds.len());
         for (i, (&g, &priority)) in group_indices.iter().zip(&priorities).enumerate() {
             if counts(opt_filter, i) {
-                self.offer(g, priority, rows.row(i).as_ref());
+                let mask = self.row_words(values, i, &mut words);
+                let row = rows.row(i);
+                let offer = Offer {
+                    priority,
+                    key: row.as_ref(),
+                    mask,
+                    words: &words,
+                    summed: false,
+                };
+                self.offer(g, &offer);
             }
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let taken = self.take_for_output(emit_to)?;
-        let parser = self.converter.parser();
+        let taken = self.take(emit_to);
+        let mut chosen = Vec::with_capacity(taken.len());
         let mut offsets = Vec::with_capacity(taken.len() + 1);
         offsets.push(0i32);
-        let mut rows = Vec::new();
-        for kept in &taken {
-            for p in kept {
-                rows.push(parser.parse(&self.arena[p.start..p.start + p.len]));
-            }
-            offsets.push(i32::try_from(rows.len()).map_err(|_| too_many())?);
+        for held in &taken {
+            chosen.extend_from_slice(self.chosen(held)?);
+            offsets.push(i32::try_from(chosen.len()).map_err(|_| too_many())?);
         }
-        let columns = self
-            .converter
-            .convert_rows(rows)?
+        let parser = self.converter.parser();
+        let keys = chosen
+            .iter()
+            .map(|p| parser.parse(&self.keys_arena[p.key_start..p.key_start + p.key_len]));
+        let mut columns = self.converter.convert_rows(keys)?;
+        columns.extend(self.sum_columns(&chosen));
+        let columns = columns
             .iter()
             .zip(self.fields.iter())
             .map(|(c, f)| cast(c, f.data_type()))
             .collect::<Result<Vec<_>, _>>()?;
         let items = StructArray::try_new(self.fields.clone(), columns, None)?;
         let field = Arc::new(Field::new_list_field(items.data_type().clone(), true));
-        let list = ListArray::try_new(
-            field,
-            OffsetBuffer::new(offsets.into()),
-            Arc::new(items),
-            None,
-        )?;
+        let offsets = OffsetBuffer::new(offsets.into());
+        let list = ListArray::try_new(field, offsets, Arc::new(items), None)?;
         self.release_if_done();
         Ok(Arc::new(list))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = self.take(emit_to);
-        let mut out = BinaryBuilder::with_capacity(taken.len(), 0);
-        for kept in &taken {
-            let mut bytes = Vec::new();
-            for p in kept {
-                put_pair(
-                    &mut bytes,
-                    p.priority,
-                    &self.arena[p.start..p.start + p.len],
-                );
+        let width = self.width();
+        let mut data = Vec::new();
+        let mut offsets = Vec::with_capacity(taken.len() + 1);
+        offsets.push(0i32);
+        for held in &taken {
+            for p in held {
+                let key = &self.keys_arena[p.key_start..p.key_start + p.key_len];
+                let sums = &self.sums[p.sums..p.sums + width];
+                put_pair(&mut data, p.priority, key, sums);
             }
-            out.append_value(bytes);
+            offsets.push(i32::try_from(data.len()).map_err(|_| too_many())?);
         }
         self.release_if_done();
-        Ok(vec![Arc::new(out.finish())])
+        let offsets = OffsetBuffer::new(offsets.into());
+        Ok(vec![Arc::new(BinaryArray::try_new(
+            offsets,
+            data.into(),
+            None,
+        )?)])
     }
 
     fn merge_batch(
@@ -297,12 +486,21 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.grow(total_num_groups);
+        let width = self.width();
         let states = values[0].as_binary::<i32>();
+        let mut words = Vec::with_capacity(width);
         for (bytes, &g) in states.iter().zip(group_indices) {
             let mut rest = bytes.unwrap_or_default();
             while !rest.is_empty() {
-                let (priority, row, tail) = split_pair(rest)?;
-                self.offer(g, priority, row);
+                let (priority, key, tail) = split_pair(rest, width, &mut words)?;
+                let offer = Offer {
+                    priority,
+                    key,
+                    mask: words[0],
+                    words: &words[1..],
+                    summed: true,
+                };
+                self.offer(g, &offer);
                 rest = tail;
             }
         }
@@ -317,70 +515,81 @@ impl GroupsAccumulator for Groups {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let (priorities, rows) = self.prepare(values)?;
-        let mut out = BinaryBuilder::with_capacity(priorities.len(), 0);
+        let mut data = Vec::new();
+        let mut offsets = vec![0i32];
+        let mut words = Vec::with_capacity(self.adds.len());
         for (i, &priority) in priorities.iter().enumerate() {
-            let mut bytes = Vec::new();
             if counts(opt_filter, i) {
-                put_pair(&mut bytes, priority, rows.row(i).as_ref());
+                let mask = self.row_words(values, i, &mut words);
+                let mut sums = vec![mask];
+                sums.extend(
+                    words
+                        .iter()
+                        .zip(&self.adds)
+                        .enumerate()
+                        .map(|(j, (w, a))| match a {
+                            Add::CountNonNull => (mask >> j) & 1,
+                            Add::Sum => *w,
+                        }),
+                );
+                put_pair(&mut data, priority, rows.row(i).as_ref(), &sums);
             }
-            out.append_value(bytes);
+            offsets.push(i32::try_from(data.len()).map_err(|_| too_many())?);
         }
-        Ok(vec![Arc::new(out.finish())])
+        let offsets = OffsetBuffer::new(offsets.into());
+        Ok(vec![Arc::new(BinaryArray::try_new(
+            offsets,
+            data.into(),
+            None,
+        )?)])
     }
 
     fn size(&self) -> usize {
-        self.kept.capacity() * std::mem::size_of::<Vec<Pair>>()
-            + self.pairs.saturating_mul(2 * std::mem::size_of::<Pair>())
-            + self.arena.capacity()
+        self.kept.capacity() * std::mem::size_of::<Held>()
+            + self.pairs.saturating_mul(std::mem::size_of::<Pair>())
+            + self.keys_arena.capacity()
+            + self.sums.capacity() * 8
             + self.converter.size()
     }
 }
 
-impl Groups {
-    /// Every row's priority (hash of patient and keys) and its row of keys and partials.
-    fn prepare(&self, values: &[ArrayRef]) -> Result<(Vec<u64>, Rows)> {
-        let mut priorities = vec![0; values[0].len()];
-        create_hashes(&values[..=self.keys], &self.seed, &mut priorities)?;
-        Ok((priorities, self.converter.convert_columns(&values[1..])?))
-    }
-
-    /// The patients to emit, each cut to its chosen pairs.
-    fn take_for_output(&mut self, emit_to: EmitTo) -> Result<Vec<Vec<Pair>>> {
-        let taken = self.take(emit_to);
-        taken
-            .into_iter()
-            .map(|kept| self.chosen(&kept).map(<[Pair]>::to_vec))
-            .collect()
-    }
-
-    /// Drop the arena once every patient has been emitted.
-    fn release_if_done(&mut self) {
-        if self.kept.is_empty() {
-            self.arena = Vec::new();
-        }
-    }
-}
-
 fn too_many() -> DataFusionError {
-    DataFusionError::ResourcesExhausted(format!("{KEEP_GROUPS}: more than 2^31 pairs in one batch"))
+    DataFusionError::ResourcesExhausted(format!(
+        "{KEEP_GROUPS}: more than 2 GiB of pairs in one batch"
+    ))
 }
 
-/// Append one pair to a partial state: priority, row length, row.
-fn put_pair(bytes: &mut Vec<u8>, priority: u64, row: &[u8]) {
-    bytes.extend_from_slice(&priority.to_le_bytes());
-    bytes.extend_from_slice(&(row.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(row);
+/// Append one pair to a partial state: priority, key length, key, then its sums (mask
+/// first).
+fn put_pair(data: &mut Vec<u8>, priority: u64, key: &[u8], sums: &[u64]) {
+    data.extend_from_slice(&priority.to_le_bytes());
+    data.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    data.extend_from_slice(key);
+    for w in sums {
+        data.extend_from_slice(&w.to_le_bytes());
+    }
 }
 
-/// One pair of a partial state: priority, row length, row; then the rest.
-fn split_pair(bytes: &[u8]) -> Result<(u64, &[u8], &[u8])> {
-    let malformed = || DataFusionError::Internal(format!("{KEEP_GROUPS}: malformed state"));
+/// One pair of a partial state (its `width` sum words into `words`); then the rest.
+fn split_pair<'a>(
+    bytes: &'a [u8],
+    width: usize,
+    words: &mut Vec<u64>,
+) -> Result<(u64, &'a [u8], &'a [u8])> {
+    let malformed = || internal("malformed state".into());
+    let word = |b: &[u8]| -> Result<u64> {
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| malformed())?))
+    };
     let (head, rest) = bytes.split_at_checked(16).ok_or_else(malformed)?;
-    let priority = u64::from_le_bytes(head[..8].try_into().map_err(|_| malformed())?);
-    let len = u64::from_le_bytes(head[8..].try_into().map_err(|_| malformed())?);
-    let len = usize::try_from(len).map_err(|_| malformed())?;
-    let (row, tail) = rest.split_at_checked(len).ok_or_else(malformed)?;
-    Ok((priority, row, tail))
+    let priority = word(&head[..8])?;
+    let len = usize::try_from(word(&head[8..])?).map_err(|_| malformed())?;
+    let (key, rest) = rest.split_at_checked(len).ok_or_else(malformed)?;
+    let (sums, tail) = rest.split_at_checked(width * 8).ok_or_else(malformed)?;
+    words.clear();
+    for w in sums.chunks_exact(8) {
+        words.push(word(w)?);
+    }
+    Ok((priority, key, tail))
 }
 
 #[cfg(test)]
@@ -390,62 +599,73 @@ mod tests {
 
     const SEED: u64 = 7;
 
-    fn groups(limit: usize, types: &[DataType]) -> Groups {
-        let udf = KeepGroups {
+    /// Arguments: patient (UInt32), one key (Utf8View), a count and a sum of one Int64.
+    fn groups(limit: usize) -> Groups {
+        let udf = KeepGroups::udaf(KeepGroupsParts {
             limit: limit as u32,
-            names: (0..types.len() - 1).map(|i| format!("f{i}")).collect(),
+            names: vec!["k".into(), "c".into(), "s".into()],
             keys: 1,
+            adds: vec![Add::CountNonNull, Add::Sum],
             seed: SEED,
-            signature: Signature::any(types.len(), Volatility::Volatile),
-        };
-        let fields = udf.fields(types).unwrap();
+        });
+        let k = udf.inner().as_ref().downcast_ref::<KeepGroups>().unwrap();
+        let types = [
+            DataType::UInt32,
+            DataType::Utf8View,
+            DataType::Int64,
+            DataType::Int64,
+        ];
         Groups {
             limit,
             keys: 1,
+            adds: k.adds.clone(),
+            floats: vec![false, false],
             seed: RandomState::with_seed(SEED),
-            converter: RowConverter::new(
-                fields
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-            .unwrap(),
-            fields,
+            converter: RowConverter::new(vec![SortField::new(DataType::Utf8View)]).unwrap(),
+            fields: k.fields(&types).unwrap(),
             kept: Vec::new(),
-            arena: Vec::new(),
+            keys_arena: Vec::new(),
+            sums: Vec::new(),
             pairs: 0,
         }
     }
 
-    /// (patient, key, count) pairs as the three argument columns.
-    fn batch(pairs: &[(u32, Option<&str>, i64)]) -> Vec<ArrayRef> {
+    type Row<'a> = (u32, Option<&'a str>, Option<i64>);
+
+    fn batch(rows: &[Row]) -> Vec<ArrayRef> {
+        let v: ArrayRef = Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2)));
         vec![
-            Arc::new(UInt32Array::from_iter_values(pairs.iter().map(|p| p.0))),
-            Arc::new(StringViewArray::from_iter(pairs.iter().map(|p| p.1))),
-            Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.2))),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringViewArray::from_iter(rows.iter().map(|r| r.1))),
+            v.clone(),
+            v,
         ]
     }
 
-    fn types() -> Vec<DataType> {
-        vec![DataType::UInt32, DataType::Utf8View, DataType::Int64]
+    fn run(acc: &mut Groups, rows: &[Row], patients: usize) {
+        let idx: Vec<usize> = rows.iter().map(|r| r.0 as usize).collect();
+        acc.update_batch(&batch(rows), &idx, None, patients)
+            .unwrap();
     }
 
-    /// Per patient (group index), the kept (key, count) pairs, sorted.
-    fn kept(out: &ArrayRef) -> Vec<Vec<(Option<String>, i64)>> {
+    /// Per patient, its kept (key, count, sum), sorted.
+    type Kept = Vec<Vec<(Option<String>, i64, Option<i64>)>>;
+
+    fn kept(out: &ArrayRef) -> Kept {
         let list = out.as_list::<i32>();
         (0..list.len())
             .map(|g| {
                 let items = list.value(g);
                 let s = items.as_struct();
                 let keys = s.column(0).as_string_view();
-                let counts = s
-                    .column(1)
-                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let c = s.column(1).as_primitive::<Int64Type>();
+                let sum = s.column(2).as_primitive::<Int64Type>();
                 let mut v: Vec<_> = (0..s.len())
                     .map(|i| {
                         (
                             keys.is_valid(i).then(|| keys.value(i).to_string()),
-                            counts.value(i),
+                            c.value(i),
+                            sum.is_valid(i).then(|| sum.value(i)),
                         )
                     })
                     .collect();
@@ -455,85 +675,119 @@ mod tests {
             .collect()
     }
 
-    /// The keys of `pairs` (all of one patient) with the `l` smallest priorities.
-    fn smallest(pairs: &[(u32, Option<&str>, i64)], l: usize) -> Vec<(Option<String>, i64)> {
-        smallest_with(pairs, l, SEED)
-    }
-
-    fn smallest_with(
-        pairs: &[(u32, Option<&str>, i64)],
-        l: usize,
-        seed: u64,
-    ) -> Vec<(Option<String>, i64)> {
-        let cols = batch(pairs);
-        let mut h = vec![0; pairs.len()];
+    /// The keys among `rows` (all of one patient) of the `l` smallest priorities.
+    fn smallest(rows: &[Row], l: usize, seed: u64) -> Vec<Option<String>> {
+        let cols = batch(rows);
+        let mut h = vec![0; rows.len()];
         create_hashes(&cols[..2], &RandomState::with_seed(seed), &mut h).unwrap();
-        let mut by: Vec<_> = h.into_iter().zip(pairs).collect();
+        let mut by: Vec<_> = h.into_iter().zip(rows).collect();
         by.sort_by_key(|(h, _)| *h);
+        by.dedup_by_key(|(h, _)| *h);
         let mut v: Vec<_> = by[..l]
             .iter()
-            .map(|(_, p)| (p.1.map(str::to_string), p.2))
+            .map(|(_, r)| r.1.map(str::to_string))
             .collect();
         v.sort();
         v
     }
 
-    fn run(acc: &mut Groups, pairs: &[(u32, Option<&str>, i64)], groups: usize) {
-        let idx: Vec<usize> = pairs.iter().map(|p| p.0 as usize).collect();
-        acc.update_batch(&batch(pairs), &idx, None, groups).unwrap();
+    fn keys_of(k: &[(Option<String>, i64, Option<i64>)]) -> Vec<Option<String>> {
+        k.iter().map(|x| x.0.clone()).collect()
     }
 
-    const A: [(u32, Option<&str>, i64); 6] = [
-        (0, Some("a"), 1),
-        (0, Some("b"), 2),
-        (0, None, 3),
-        (0, Some("d"), 4),
-        (0, Some("e"), 5),
-        (0, Some("f"), 6),
+    const A: [Row; 6] = [
+        (0, Some("a"), Some(1)),
+        (0, Some("b"), Some(2)),
+        (0, None, Some(3)),
+        (0, Some("d"), Some(4)),
+        (0, Some("e"), Some(5)),
+        (0, Some("f"), Some(6)),
     ];
 
     #[test]
-    fn a_patient_keeps_its_l_pairs_of_smallest_priority_whatever_the_others_have() {
-        let mut acc = groups(2, &types());
-        let b = [(1, Some("a"), 9), (1, Some("z"), 8)];
+    fn a_patient_keeps_its_l_groups_of_smallest_priority_whatever_the_others_have() {
+        let mut acc = groups(2);
         run(&mut acc, &A, 2);
-        run(&mut acc, &b, 2);
+        run(
+            &mut acc,
+            &[(1, Some("a"), Some(9)), (1, Some("z"), Some(8))],
+            2,
+        );
         let out = kept(&acc.evaluate(EmitTo::All).unwrap());
-        assert_eq!(out[0], smallest(&A, 2));
-        assert_eq!(out[1].len(), 2, "a patient with L pairs keeps them all");
-        // Another patient with many more pairs, before and after: patient 0's choice is
+        assert_eq!(keys_of(&out[0]), smallest(&A, 2, SEED));
+        assert_eq!(out[1].len(), 2, "a patient with L groups keeps them all");
+        // Another patient with many more groups, before and after: patient 0's choice is
         // the same (it depends on its own pairs and the seed only).
-        let mut acc = groups(2, &types());
-        // (P2 gives each (patient, group) once, so the keys are distinct.)
         let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-        let many: Vec<_> = (0..200)
-            .map(|i| (1, Some(keys[i].as_str()), i as i64))
+        let many: Vec<Row> = (0..200)
+            .map(|i| (1, Some(keys[i].as_str()), Some(i as i64)))
             .collect();
+        let mut acc = groups(2);
         run(&mut acc, &many, 2);
         run(&mut acc, &A, 2);
         let out = kept(&acc.evaluate(EmitTo::All).unwrap());
-        assert_eq!(out[0], smallest(&A, 2));
-        assert!(out[1].len() <= 2);
-        // Control: the choice is random, not the first L seen: under another seed, some
-        // patient's choice differs.
-        let differs = (0..10).any(|_| {
-            let seed = rand::random::<u64>();
-            smallest_with(&A, 2, seed) != smallest_with(&A, 2, SEED)
-        });
+        assert_eq!(keys_of(&out[0]), smallest(&A, 2, SEED));
+        assert_eq!(out[1].len(), 2);
+        // Control: with L = 1,000 the same patients keep every group (the bound is what
+        // holds them to 2).
+        let mut acc = groups(1000);
+        run(&mut acc, &many, 2);
+        run(&mut acc, &A, 2);
+        let out = kept(&acc.evaluate(EmitTo::All).unwrap());
+        assert_eq!((out[0].len(), out[1].len()), (6, 200));
+        // Control: the choice is random, not the first L seen: under another seed, the
+        // choice differs.
+        let differs = (0..10).any(|_| smallest(&A, 2, rand::random()) != smallest(&A, 2, SEED));
         assert!(differs);
     }
 
     #[test]
-    fn partial_states_merge_to_the_single_pass_choice() {
-        let mut whole = groups(3, &types());
-        run(&mut whole, &A, 1);
+    fn the_rows_of_a_kept_group_are_added_up_whenever_they_come() {
+        // Three rows of group "a" (one NULL value), spread among other groups' rows; L is
+        // large enough to keep everything.
+        let rows: [Row; 6] = [
+            (0, Some("a"), Some(1)),
+            (0, Some("b"), Some(10)),
+            (0, Some("a"), None),
+            (0, Some("c"), Some(100)),
+            (0, Some("a"), Some(4)),
+            (0, Some("b"), None),
+        ];
+        let mut acc = groups(5);
+        run(&mut acc, &rows, 1);
+        let out = kept(&acc.evaluate(EmitTo::All).unwrap());
+        assert_eq!(
+            out[0],
+            vec![
+                (Some("a".into()), 2, Some(5)),
+                (Some("b".into()), 1, Some(10)),
+                (Some("c".into()), 1, Some(100)),
+            ]
+        );
+        // A group with no non-NULL value: count 0, sum NULL (as SUM).
+        let mut acc = groups(5);
+        run(&mut acc, &[(0, Some("a"), None)], 1);
+        assert_eq!(
+            kept(&acc.evaluate(EmitTo::All).unwrap())[0],
+            vec![(Some("a".into()), 0, None)]
+        );
+    }
+
+    #[test]
+    fn partial_states_merge_to_the_single_pass_choice_and_sums() {
+        // Rows of the same groups in both partial states.
+        let rows: Vec<Row> = (0..40)
+            .map(|i| (0, Some(["a", "b", "c", "d", "e"][i % 5]), Some(i as i64)))
+            .collect();
+        let mut whole = groups(3);
+        run(&mut whole, &rows, 1);
         let expected = kept(&whole.evaluate(EmitTo::All).unwrap());
-        let (x, y) = A.split_at(2);
-        let mut a = groups(3, &types());
+        assert_eq!(expected[0].len(), 3);
+        let (x, y) = rows.split_at(17);
+        let (mut a, mut b) = (groups(3), groups(3));
         run(&mut a, x, 1);
-        let mut b = groups(3, &types());
         run(&mut b, y, 1);
-        let mut merged = groups(3, &types());
+        let mut merged = groups(3);
         merged
             .merge_batch(&a.state(EmitTo::All).unwrap(), &[0], 1)
             .unwrap();
@@ -541,52 +795,90 @@ mod tests {
             .merge_batch(&b.state(EmitTo::All).unwrap(), &[0], 1)
             .unwrap();
         assert_eq!(kept(&merged.evaluate(EmitTo::All).unwrap()), expected);
-        assert_eq!(expected[0], smallest(&A, 3));
         // Each row as its own state merges the same way.
-        let mut rows = groups(3, &types());
-        let state = rows.convert_to_state(&batch(&A), None).unwrap();
-        rows.merge_batch(&state, &[0; 6], 1).unwrap();
-        assert_eq!(kept(&rows.evaluate(EmitTo::All).unwrap()), expected);
+        let mut one = groups(3);
+        let state = one.convert_to_state(&batch(&rows), None).unwrap();
+        one.merge_batch(&state, &[0; 40], 1).unwrap();
+        assert_eq!(kept(&one.evaluate(EmitTo::All).unwrap()), expected);
+    }
+
+    fn offer(acc: &mut Groups, priority: u64, key: &[u8]) {
+        let o = Offer {
+            priority,
+            key,
+            mask: 0b11,
+            words: &[0, 1],
+            summed: false,
+        };
+        acc.offer(0, &o);
     }
 
     #[test]
     fn a_tie_at_the_boundary_fails_instead_of_keeping_one_more() {
-        let mut acc = groups(1, &types());
+        let key = |s: &str| {
+            let a: ArrayRef = Arc::new(StringViewArray::from(vec![s]));
+            groups(1)
+                .converter
+                .convert_columns(&[a])
+                .unwrap()
+                .row(0)
+                .as_ref()
+                .to_vec()
+        };
+        let mut acc = groups(1);
         acc.grow(1);
-        acc.offer(0, 5, b"x");
-        acc.offer(0, 5, b"y");
+        offer(&mut acc, 5, &key("x"));
+        offer(&mut acc, 5, &key("y"));
         let e = acc.evaluate(EmitTo::All).unwrap_err().to_string();
         assert!(e.contains("same priority"), "{e}");
-        // Control: distinct priorities keep the smaller one.
-        let mut acc = groups(1, &types());
+        // Control: distinct priorities keep the smaller one; an evicted group's later rows
+        // are not let back in.
+        let mut acc = groups(1);
         acc.grow(1);
-        acc.offer(0, 6, b"x");
-        acc.offer(0, 5, b"y");
-        acc.offer(0, 9, b"z");
-        let chosen = acc.chosen(&acc.kept[0]).unwrap();
-        assert_eq!(chosen.len(), 1);
-        assert_eq!(chosen[0].priority, 5);
+        offer(&mut acc, 6, &key("x"));
+        offer(&mut acc, 5, &key("y"));
+        offer(&mut acc, 9, &key("z"));
+        offer(&mut acc, 9, &key("z"));
+        let out = kept(&acc.evaluate(EmitTo::All).unwrap());
+        assert_eq!(out[0], vec![(Some("y".into()), 1, Some(1))]);
     }
 
     #[test]
-    fn keys_and_partials_come_back_with_their_types_and_nulls() {
-        let types = vec![DataType::UInt32, DataType::Utf8View, DataType::Float64];
-        let mut acc = groups(5, &types);
+    fn keys_come_back_with_their_types_and_nulls_and_float_sums_add() {
+        let udf = KeepGroups::udaf(KeepGroupsParts {
+            limit: 5,
+            names: vec!["k".into(), "s".into()],
+            keys: 1,
+            adds: vec![Add::Sum],
+            seed: SEED,
+        });
+        let k = udf.inner().as_ref().downcast_ref::<KeepGroups>().unwrap();
+        let types = [DataType::UInt32, DataType::Utf8View, DataType::Float64];
+        let mut acc = Groups {
+            floats: vec![true],
+            adds: vec![Add::Sum],
+            fields: k.fields(&types).unwrap(),
+            ..groups(5)
+        };
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(vec![0, 0])),
-            Arc::new(StringViewArray::from(vec![None, Some("鈴木")])),
-            Arc::new(Float64Array::from(vec![Some(1.5), None])),
+            Arc::new(UInt32Array::from(vec![0, 0, 0])),
+            Arc::new(StringViewArray::from(vec![None, Some("鈴木"), None])),
+            Arc::new(Float64Array::from(vec![Some(1.5), None, Some(2.25)])),
         ];
-        acc.update_batch(&cols, &[0, 0], None, 1).unwrap();
+        acc.update_batch(&cols, &[0, 0, 0], None, 1).unwrap();
         let out = acc.evaluate(EmitTo::All).unwrap();
         let items = out.as_list::<i32>().value(0);
         let s = items.as_struct();
         assert_eq!(s.column(0).data_type(), &DataType::Utf8View);
-        assert_eq!(s.column(1).data_type(), &DataType::Float64);
         assert_eq!(s.column(0).null_count(), 1);
-        assert_eq!(s.column(1).null_count(), 1);
+        let sums = s.column(1).as_primitive::<Float64Type>();
+        let mut got: Vec<Option<f64>> = (0..2)
+            .map(|i| sums.is_valid(i).then(|| sums.value(i)))
+            .collect();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(got, vec![None, Some(3.75)]);
         assert!(
-            acc.arena.is_empty(),
+            acc.sums.is_empty(),
             "memory released after the last patient"
         );
     }

@@ -477,6 +477,11 @@ mod tests {
             (2, Some(10.0), 1),
             "rows 1 (value) and 2 (NULL value)"
         );
+        // Control: with m = 1,000 the same pair adds up all its rows (the bound is what
+        // holds it to 3).
+        let mut acc = groups(1000);
+        acc.update_batch(&v, &g, None, 2).unwrap();
+        assert_eq!(out(&mut acc)[0].0, 998);
         // Sum of no value is NULL, as SUM is; its count is 0.
         let mut acc = groups(3);
         let v: Vec<ArrayRef> = vec![

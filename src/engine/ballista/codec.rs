@@ -37,7 +37,7 @@ use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtens
 use crate::engine::PatientIndex;
 use crate::engine::contributors::{ContributorCount, Contributors};
 use crate::engine::distinct_count::DistinctCount;
-use crate::engine::keep_groups::KeepGroups;
+use crate::engine::keep_groups::{KeepGroups, KeepGroupsParts};
 use crate::engine::keep_rows::{KeepRows, Output};
 use crate::engine::patient_no::PatientNo;
 use crate::sql::case_nullability::Nullable;
@@ -74,12 +74,7 @@ enum Wire {
         outputs: Vec<Output>,
     },
     /// The choice of `limit` groups per patient (DP bounding, P3).
-    KeepGroups {
-        limit: u32,
-        names: Vec<String>,
-        keys: usize,
-        seed: u64,
-    },
+    KeepGroups(KeepGroupsParts),
     Nullable,
     /// NULL-on-failure date/time `+` (`plus`) or `-`.
     SafeTemporal {
@@ -238,13 +233,7 @@ impl Functions {
                 outputs: outputs.to_vec(),
             }
         } else if let Some(k) = inner.downcast_ref::<KeepGroups>() {
-            let (limit, names, keys, seed) = k.parts();
-            Wire::KeepGroups {
-                limit,
-                names: names.to_vec(),
-                keys,
-                seed,
-            }
+            Wire::KeepGroups(k.parts())
         } else {
             return Ok(false);
         };
@@ -262,12 +251,7 @@ impl Functions {
                 values,
                 outputs,
             }) => Arc::new(KeepRows::udaf(limit, values, outputs)),
-            Some(Wire::KeepGroups {
-                limit,
-                names,
-                keys,
-                seed,
-            }) => Arc::new(KeepGroups::udaf(limit, names, keys, seed)),
+            Some(Wire::KeepGroups(parts)) => Arc::new(KeepGroups::udaf(parts)),
             Some(other) => {
                 return Err(refused(format!("`{name}` is not an aggregate ({other:?})")));
             }
@@ -513,20 +497,19 @@ mod tests {
         }
         // The group choice keeps its bound, fields and seed (the seed makes every node
         // choose the same pairs for a patient).
-        let keep = KeepGroups::udaf(3, vec!["__kura_g0".into(), "__kura_c0".into()], 1, 42);
+        let parts = KeepGroupsParts {
+            limit: 3,
+            names: vec!["__kura_g0".into(), "__kura_c0".into()],
+            keys: 1,
+            adds: vec![crate::engine::keep_groups::Add::CountNonNull],
+            seed: 42,
+        };
+        let keep = KeepGroups::udaf(parts.clone());
         let mut buf = Vec::new();
         codec.try_encode_udaf(&keep, &mut buf).unwrap();
         let back = codec.try_decode_udaf(keep.name(), &buf).unwrap();
         let k = back.inner().as_ref().downcast_ref::<KeepGroups>().unwrap();
-        assert_eq!(
-            k.parts(),
-            (
-                3,
-                &["__kura_g0".to_string(), "__kura_c0".to_string()][..],
-                1,
-                42
-            )
-        );
+        assert_eq!(k.parts(), parts);
         let outputs = vec![Output {
             value: 0,
             partial: crate::engine::keep_rows::Partial::Sum,

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
 use super::clamping::Spec;
 use super::{Measure, MeasureKind, Rows, unsupported};
 use crate::engine::PatientIndex;
-use crate::engine::keep_groups::KeepGroups;
+use crate::engine::keep_groups::{Add, KeepGroups, KeepGroupsParts};
 use crate::engine::keep_rows::{KeepRows, MAX_VALUES, Output, Partial};
 use crate::engine::patient_no::PatientNo;
 use crate::privacy::result::DpBounds;
@@ -76,22 +76,13 @@ pub(super) fn bounded(
 ) -> Result<Bounded, QueryError> {
     let ngroup = aggregate.group_expr.len();
     let gnames: Vec<String> = (0..ngroup).map(|j| format!("__kura_g{j}")).collect();
-    let mut plan = tagged_rows(aggregate, rows, specs, &gnames, index)?;
-    if rows.shape.one_row {
-        // One row per patient: the row is its patient's only (patient, group) pair.
-        plan = one_row_partials(plan, specs, &gnames)?;
-    } else if specs
-        .iter()
-        .any(|s| s.kind != MeasureKind::CountDistinctPid)
-    {
-        // Only the row-counting aggregates care how many rows a patient has in a group.
-        plan = keep_rows(plan, specs, &gnames, bounds.max_rows_per_group)?;
-    } else {
-        plan = aggregate_by(plan, pid_and_keys(&gnames), per_patient_and_group(specs))?;
+    if partial_names(specs).len() > MAX_VALUES {
+        return Err(unsupported(format!(
+            "too many aggregates: at most {MAX_VALUES} counts and sums in DP mode (an AVG is a sum and a count) / 集計が多すぎます: DP モードでは件数と合計で {MAX_VALUES} 個までです（AVG は合計と件数の 2 個）"
+        )));
     }
-    if ngroup > 0 && !rows.shape.one_group {
-        plan = keep_groups(plan, specs, &gnames, bounds.max_groups_per_patient)?;
-    }
+    let plan = tagged_rows(aggregate, rows, specs, &gnames, index)?;
+    let plan = bounded_pairs(plan, rows, specs, &gnames, bounds)?;
     let (p4, measures, patients) = per_group(specs, ngroup)?;
     let keys = gnames.iter().map(|n| col(n.as_str())).collect();
     Ok(Bounded {
@@ -99,6 +90,45 @@ pub(super) fn bounded(
         measures,
         patients,
     })
+}
+
+/// P1 to P3: the (patient, group) pairs with their partials, at most `m` rows each and at
+/// most `L` per patient, with the steps the data makes unnecessary left out.
+fn bounded_pairs(
+    plan: LogicalPlan,
+    rows: &Rows,
+    specs: &[Spec],
+    gnames: &[String],
+    bounds: DpBounds,
+) -> Result<LogicalPlan, QueryError> {
+    let choose_groups = !gnames.is_empty() && !rows.shape.one_group;
+    let limit = bounds.max_groups_per_patient;
+    let plan = if rows.shape.one_row {
+        // One row per patient: the row is its patient's only (patient, group) pair.
+        one_row_partials(plan, specs, gnames)?
+    } else if specs
+        .iter()
+        .any(|s| s.kind != MeasureKind::CountDistinctPid)
+    {
+        // Only the row-counting aggregates care how many rows a patient has in a group.
+        keep_rows(plan, specs, gnames, bounds.max_rows_per_group)?
+    } else if choose_groups {
+        // Distinct counts only: P2 and P3 in one aggregation by patient.
+        let values = (0..specs.len())
+            .map(|j| (format!("__kura_v{j}"), format!("__kura_c{j}")))
+            .collect();
+        return keep_groups(plan, gnames, values, Add::CountNonNull, limit);
+    } else {
+        aggregate_by(plan, pid_and_keys(gnames), per_patient_and_group(specs))?
+    };
+    if !choose_groups {
+        return Ok(plan);
+    }
+    let sums = partial_names(specs)
+        .into_iter()
+        .map(|n| (n.clone(), n))
+        .collect();
+    keep_groups(plan, gnames, sums, Add::Sum, limit)
 }
 
 /// `plan` aggregated by `by` (P2, P4).
@@ -233,16 +263,25 @@ fn per_group(
 /// the columns P2 made.
 fn keep_groups(
     plan: LogicalPlan,
-    specs: &[Spec],
     gnames: &[String],
+    values: Vec<(String, String)>,
+    add: Add,
     limit: u32,
 ) -> Result<LogicalPlan, QueryError> {
-    let mut fields = gnames.to_vec();
-    for (j, s) in specs.iter().enumerate() {
-        fields.extend(partials(s.kind).iter().map(|p| format!("__kura_{p}{j}")));
+    let mut inputs: Vec<Expr> = gnames.iter().map(|n| col(n.as_str())).collect();
+    let mut names = gnames.to_vec();
+    for (input, name) in &values {
+        inputs.push(col(input.as_str()));
+        names.push(name.clone());
     }
-    let seed = rand::random::<u64>();
-    let kept = KeepGroups::call(limit, gnames.len(), seed, pid(), &fields).alias("__kura_kept");
+    let parts = KeepGroupsParts {
+        limit,
+        names: names.clone(),
+        keys: gnames.len(),
+        adds: vec![add; values.len()],
+        seed: rand::random::<u64>(),
+    };
+    let kept = KeepGroups::call(parts, pid(), inputs).alias("__kura_kept");
     let grouped = aggregate_by(plan, vec![pid()], vec![kept])?;
     let unnested = LogicalPlanBuilder::from(grouped)
         .unnest_column("__kura_kept")
@@ -250,7 +289,7 @@ fn keep_groups(
         .map_err(|e| QueryError::internal("dp rewrite", e))?;
     let mut columns = vec![pid()];
     columns.extend(
-        fields
+        names
             .iter()
             .map(|n| get_field(col("__kura_kept"), n.as_str()).alias(n)),
     );
@@ -258,6 +297,15 @@ fn keep_groups(
         Projection::try_new(columns, Arc::new(unnested))
             .map_err(|e| QueryError::internal("dp rewrite", e))?,
     ))
+}
+
+/// The names of the partials P2 computes, in order.
+fn partial_names(specs: &[Spec]) -> Vec<String> {
+    let mut names = Vec::new();
+    for (j, s) in specs.iter().enumerate() {
+        names.extend(partials(s.kind).iter().map(|p| format!("__kura_{p}{j}")));
+    }
+    names
 }
 
 /// P1 and P2: at most `limit` rows per patient and group, chosen at random, added up into
@@ -269,11 +317,6 @@ fn keep_rows(
     gnames: &[String],
     limit: u32,
 ) -> Result<LogicalPlan, QueryError> {
-    if specs.len() > MAX_VALUES {
-        return Err(unsupported(format!(
-            "at most {MAX_VALUES} aggregates per query in DP mode / DP モードの集計は 1 クエリ {MAX_VALUES} 個までです"
-        )));
-    }
     let values = (0..specs.len())
         .map(|j| col(format!("__kura_v{j}")))
         .collect();
