@@ -9,7 +9,7 @@
 //! catalogue's domain and bounds; a violation stops the run with file, line and column, and
 //! nothing is written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -506,13 +506,13 @@ fn csv_err(file: &Path, source: csv::Error) -> IngestError {
 }
 
 /// Reject a record that is not UTF-8 as a whole, naming the first bad field.
-fn check_utf8(
-    rec: &csv::ByteRecord,
+fn check_utf8<'r>(
+    rec: &'r csv::ByteRecord,
     file: &Path,
     headers: Option<&[String]>,
-) -> Result<(), IngestError> {
-    if std::str::from_utf8(rec.as_slice()).is_ok() {
-        return Ok(());
+) -> Result<&'r str, IngestError> {
+    if let Ok(text) = std::str::from_utf8(rec.as_slice()) {
+        return Ok(text);
     }
     let bad = rec
         .iter()
@@ -787,8 +787,8 @@ fn ingest_table(
 /// One catalogue check with reference values resolved, for the per-cell hot path.
 enum Resolved {
     Set {
-        strs: BTreeSet<String>,
-        ints: BTreeSet<i64>,
+        strs: HashSet<String>,
+        ints: HashSet<i64>,
         describe: String,
     },
     Range(i64, i64),
@@ -797,7 +797,7 @@ enum Resolved {
 
 fn resolve(col: &ColPlan, domains: &RefValues) -> Vec<Resolved> {
     let set = |values: &BTreeSet<String>, describe: String| Resolved::Set {
-        strs: values.clone(),
+        strs: values.iter().cloned().collect(),
         ints: values.iter().filter_map(|v| v.parse().ok()).collect(),
         describe,
     };
@@ -844,13 +844,13 @@ fn parse_table(
     };
     let checks: Vec<Vec<Resolved>> = plan.columns.iter().map(|c| resolve(c, domains)).collect();
     let mut builders: Vec<Builder> = plan.columns.iter().map(|c| Builder::new(&c.ty)).collect();
-    let mut collected: RefValues = BTreeMap::new();
-    let collect_ix: Vec<Option<(String, String)>> = plan
+    // Values of the columns other tables' domains are read from, per column.
+    let mut collecting: Vec<Option<BTreeSet<String>>> = plan
         .columns
         .iter()
         .map(|c| {
             let k = (plan.table.clone(), c.name.clone());
-            collect.contains(&k).then_some(k)
+            collect.contains(&k).then(BTreeSet::new)
         })
         .collect();
     let mut rec = csv::ByteRecord::new();
@@ -874,7 +874,7 @@ fn parse_table(
         .map_err(|e| csv_err(&plan.file, e))?
     {
         source_rows += 1;
-        check_utf8(&rec, &plan.file, Some(&headers))?;
+        let text = check_utf8(&rec, &plan.file, Some(&headers))?;
         let line = line_of(&rec);
         if let (Some(cursor), Some(reg_ix)) = (cursor.as_mut(), plan.registry_ix) {
             let reg = rec.get(reg_ix).unwrap_or_default();
@@ -909,13 +909,10 @@ fn parse_table(
                 column: col.source_label.clone(),
                 expected,
             };
-            let val = derive(col, &rec, &pid).map_err(bad)?;
+            let val = derive(col, &rec, text, &pid).map_err(bad)?;
             check(&col.name, &checks[i], &val).map_err(bad)?;
-            if let Some(k) = &collect_ix[i] {
-                collected
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(val_string(&val));
+            if let Some(values) = &mut collecting[i] {
+                collect_value(values, &val);
             }
             append(&mut builders[i], val).map_err(bad)?;
         }
@@ -938,7 +935,26 @@ fn parse_table(
     if (in_batch > 0 || rows == 0) && !flush(&mut builders)? {
         return Ok(None);
     }
+    let collected: RefValues = plan
+        .columns
+        .iter()
+        .zip(collecting)
+        .filter_map(|(c, v)| {
+            let v = v.filter(|v| !v.is_empty())?;
+            Some(((plan.table.clone(), c.name.clone()), v))
+        })
+        .collect();
     Ok(Some((rows, source_rows, collected)))
+}
+
+/// Add a value to a collected set, allocating only the first time it is seen.
+fn collect_value(values: &mut BTreeSet<String>, v: &Val) {
+    match v {
+        Val::Str(s) if values.contains(*s) => {}
+        _ => {
+            values.insert(val_string(v));
+        }
+    }
 }
 
 fn val_string(v: &Val) -> String {
@@ -961,19 +977,29 @@ fn date_of(s: &str) -> Result<Option<(i32, u32, u32)>, String> {
         .ok_or_else(|| "expected a date YYYY-MM-DD".to_string())
 }
 
+/// Field `i` of a record whose bytes `text` were checked as UTF-8 once (a missing field is
+/// empty). The fields are stored back to back, so a field can still split a character with
+/// its neighbour; that field is refused.
+fn field<'a>(rec: &csv::ByteRecord, text: &'a str, i: usize) -> Result<&'a str, String> {
+    match rec.range(i) {
+        None => Ok(""),
+        Some(r) => text.get(r).ok_or_else(|| "expected UTF-8 text".to_string()),
+    }
+}
+
 /// Compute one output value from the source fields. Errors say what was expected, never
 /// what was found: source values identify people.
-fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<Val<'a>, String> {
-    // The whole record was checked as UTF-8 before, so this conversion cannot fail.
-    let f = |i: usize| {
-        rec.get(i)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or_default()
-    };
+fn derive<'a>(
+    col: &ColPlan,
+    rec: &csv::ByteRecord,
+    text: &'a str,
+    pid: &'a str,
+) -> Result<Val<'a>, String> {
+    let f = |i: usize| field(rec, text, i);
     Ok(match col.op {
         Op::Pid => Val::Str(pid),
         Op::Copy(i) => {
-            let s = f(i);
+            let s = f(i)?;
             if s.is_empty() {
                 return Ok(Val::Null);
             }
@@ -1000,12 +1026,12 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
                 },
             }
         }
-        Op::Year(i) => date_of(f(i))?.map_or(Val::Null, |(y, _, _)| Val::Int(y as i64)),
-        Op::FiscalYear(i) => date_of(f(i))?.map_or(Val::Null, |(y, m, _)| {
+        Op::Year(i) => date_of(f(i)?)?.map_or(Val::Null, |(y, _, _)| Val::Int(y as i64)),
+        Op::FiscalYear(i) => date_of(f(i)?)?.map_or(Val::Null, |(y, m, _)| {
             Val::Int(source::fiscal_year(y, m) as i64)
         }),
         Op::AgeBand(i) => {
-            let s = f(i);
+            let s = f(i)?;
             if s.is_empty() {
                 Val::Null
             } else {
@@ -1017,7 +1043,7 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
             }
         }
         Op::Prefecture(i) => {
-            let s = f(i);
+            let s = f(i)?;
             if s.is_empty() {
                 Val::Null
             } else {
@@ -1026,7 +1052,7 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
                 Val::Str(p.code)
             }
         }
-        Op::Months(a, b) => match (date_of(f(a))?, date_of(f(b))?) {
+        Op::Months(a, b) => match (date_of(f(a)?)?, date_of(f(b)?)?) {
             (Some((y1, m1, d1)), Some((y2, m2, d2))) => {
                 let days =
                     source::days_since_epoch(y2, m2, d2) - source::days_since_epoch(y1, m1, d1);
@@ -1037,7 +1063,7 @@ fn derive<'a>(col: &ColPlan, rec: &'a csv::ByteRecord, pid: &'a str) -> Result<V
         Op::Criterion(c, at) => {
             let mut values = [None; super::severity::MAX_ITEMS];
             for (v, &i) in values.iter_mut().zip(&at[..c.items.len()]) {
-                let s = f(i);
+                let s = f(i)?;
                 if !s.is_empty() {
                     let x: f64 = s.parse().map_err(|_| "expected a number")?;
                     if !x.is_finite() {

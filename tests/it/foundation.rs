@@ -529,6 +529,21 @@ fn malformed_sources_fail_with_location_and_write_nothing() {
         "{msg}"
     );
 
+    // A character split across two fields: the record's bytes are valid UTF-8 back to
+    // back (E3 81 | 82 is "あ"), each field is not. The field is refused, not read as empty.
+    let msg = broken("split_utf8", "o3b", &|s| {
+        edit_line(&s.join("nanbyo_survey.csv"), 4, |l| {
+            let mut fields: Vec<Vec<u8>> = l.split(|&b| b == b',').map(<[u8]>::to_vec).collect();
+            fields[9].extend_from_slice(&[0xe3, 0x81]);
+            fields[10].insert(0, 0x82);
+            fields.join(&b","[..])
+        });
+    });
+    assert!(
+        msg.contains("nanbyo_survey.csv:4") && msg.contains("UTF-8"),
+        "{msg}"
+    );
+
     // A value outside the catalogue domain; the message must not echo the value.
     let msg = broken("bad_value", "o4", &|s| {
         edit_line(&s.join("nanbyo_survey.csv"), 4, |l| set_field(l, 9, "777"));
