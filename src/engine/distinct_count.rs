@@ -12,10 +12,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{DataFusionError, HashSet, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+
+use super::accumulate::{binary_state, passes};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
@@ -63,11 +65,7 @@ impl AggregateUDFImpl for DistinctCount {
         Ok(Box::new(One(Hashes::default())))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[hashes]", args.name),
-            DataType::Binary,
-            true,
-        ))])
+        Ok(binary_state(args.name, "hashes"))
     }
     fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
         true
@@ -112,7 +110,7 @@ fn row_hashes(values: &ArrayRef) -> Result<Vec<u64>> {
 
 /// Rows that count: value not NULL, filter (when there is one) true.
 fn counts(values: &ArrayRef, filter: Option<&BooleanArray>, row: usize) -> bool {
-    values.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+    values.is_valid(row) && passes(filter, row)
 }
 
 #[derive(Debug)]

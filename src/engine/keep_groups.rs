@@ -31,6 +31,8 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+
+use super::accumulate::{binary_state, grouped_only, passes};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
@@ -181,16 +183,10 @@ impl AggregateUDFImpl for KeepGroups {
     }
     fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         // Only ever planned grouped by patient, where the groups accumulator runs.
-        Err(DataFusionError::NotImplemented(format!(
-            "{KEEP_GROUPS} without GROUP BY"
-        )))
+        Err(grouped_only(KEEP_GROUPS))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[pairs]", args.name),
-            DataType::Binary,
-            true,
-        ))])
+        Ok(binary_state(args.name, "pairs"))
     }
     fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
         true
@@ -395,11 +391,6 @@ impl Groups {
     }
 }
 
-/// Rows that count: the filter (when there is one) is true.
-fn counts(filter: Option<&BooleanArray>, row: usize) -> bool {
-    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
-}
-
 impl GroupsAccumulator for Groups {
     fn update_batch(
         &mut self,
@@ -412,7 +403,7 @@ impl GroupsAccumulator for Groups {
         let (priorities, rows) = self.prepare(values)?;
         let mut words = Vec::with_capacity(self.adds.len());
         for (i, (&g, &priority)) in group_indices.iter().zip(&priorities).enumerate() {
-            if counts(opt_filter, i) {
+            if passes(opt_filter, i) {
                 let mask = self.row_words(values, i, &mut words);
                 let row = rows.row(i);
                 let offer = Offer {
@@ -519,7 +510,7 @@ impl GroupsAccumulator for Groups {
         let mut offsets = vec![0i32];
         let mut words = Vec::with_capacity(self.adds.len());
         for (i, &priority) in priorities.iter().enumerate() {
-            if counts(opt_filter, i) {
+            if passes(opt_filter, i) {
                 let mask = self.row_words(values, i, &mut words);
                 let mut sums = vec![mask];
                 sums.extend(

@@ -23,6 +23,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+
+use super::accumulate::{binary_state, grouped_only, passes};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
@@ -136,16 +138,10 @@ impl AggregateUDFImpl for KeepRows {
     }
     fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         // Only ever planned grouped by (patient, group), where the groups accumulator runs.
-        Err(DataFusionError::NotImplemented(format!(
-            "{KEEP_ROWS} without GROUP BY"
-        )))
+        Err(grouped_only(KEEP_ROWS))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[rows]", args.name),
-            DataType::Binary,
-            true,
-        ))])
+        Ok(binary_state(args.name, "rows"))
     }
     fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
         true
@@ -296,11 +292,6 @@ fn present(rows: &[u64], w: usize, bit: u64) -> impl Iterator<Item = &[u64]> {
     rows.chunks_exact(w).filter(move |r| r[1] & bit != 0)
 }
 
-/// Rows that count: the filter (when there is one) is true.
-fn counts(filter: Option<&BooleanArray>, row: usize) -> bool {
-    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
-}
-
 impl GroupsAccumulator for Groups {
     fn update_batch(
         &mut self,
@@ -312,7 +303,7 @@ impl GroupsAccumulator for Groups {
         self.grow(total_num_groups);
         let mut row = Vec::with_capacity(self.width);
         for (i, &g) in group_indices.iter().enumerate() {
-            if counts(opt_filter, i) {
+            if passes(opt_filter, i) {
                 self.row(values, i, &mut row);
                 self.offer(g, &row);
             }

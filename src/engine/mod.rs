@@ -3,6 +3,7 @@
 //! message (which can contain data values) reach the caller.
 
 // scale-out (issue 15 §3): rewritten plans executed on a Ballista cluster
+pub mod accumulate;
 #[cfg(feature = "ballista")]
 pub mod ballista;
 pub mod contributors;

@@ -18,6 +18,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use roaring::RoaringBitmap;
 
+use super::accumulate::passes;
 use super::contributors::{CONTRIBUTORS, deserialise, missing_pid, serialise};
 use super::patient_index::PatientIndex;
 
@@ -52,7 +53,7 @@ impl SetGroups {
     ) -> Result<()> {
         let mut last: Option<(&[u8], u32)> = None;
         for (row, (pid, &g)) in pids.zip(groups).enumerate() {
-            if filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+            if !passes(filter, row) {
                 continue;
             }
             let Some(pid) = pid.map(str::as_bytes) else {
