@@ -462,12 +462,7 @@ impl GroupsAccumulator for Groups {
             offsets.push(i32::try_from(data.len()).map_err(|_| too_many())?);
         }
         self.release_if_done();
-        let offsets = OffsetBuffer::new(offsets.into());
-        Ok(vec![Arc::new(BinaryArray::try_new(
-            offsets,
-            data.into(),
-            None,
-        )?)])
+        state_column(offsets, data)
     }
 
     fn merge_batch(
@@ -527,12 +522,7 @@ impl GroupsAccumulator for Groups {
             }
             offsets.push(i32::try_from(data.len()).map_err(|_| too_many())?);
         }
-        let offsets = OffsetBuffer::new(offsets.into());
-        Ok(vec![Arc::new(BinaryArray::try_new(
-            offsets,
-            data.into(),
-            None,
-        )?)])
+        state_column(offsets, data)
     }
 
     fn size(&self) -> usize {
@@ -548,6 +538,16 @@ fn too_many() -> DataFusionError {
     DataFusionError::ResourcesExhausted(format!(
         "{KEEP_GROUPS}: more than 2 GiB of pairs in one batch"
     ))
+}
+
+/// The partial states of consecutive patients: `data` cut at `offsets`.
+fn state_column(offsets: Vec<i32>, data: Vec<u8>) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::new(offsets.into());
+    Ok(vec![Arc::new(BinaryArray::try_new(
+        offsets,
+        data.into(),
+        None,
+    )?)])
 }
 
 /// Append one pair to a partial state: priority, key length, key, then its sums (mask
