@@ -140,8 +140,17 @@ export async function login(page, user) {
   await page.fill('#username', user);
   await page.fill('#password', password);
   await page.click('#login-submit');
-  await page.waitForSelector('#who');
+  try {
+    await page.waitForSelector('#who');
+  } catch (e) {
+    throw new Error(`${e.message}\n${serverLogTail()}`);
+  }
   assert.match(await page.textContent('#who'), new RegExp(user));
+}
+
+/** The end of the demo server's output, for a failure that may have its cause there. */
+export function serverLogTail() {
+  return env.server ? `kura demo output (last 3000 characters):\n${env.log.slice(-3000)}` : '';
 }
 
 /** Log in over the API (no browser): a bearer token, for setting the scene of a journey. */
@@ -151,7 +160,7 @@ export async function apiLogin(user) {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ username: user, password }),
   });
-  assert.equal(r.status, 200, `login ${user}`);
+  if (r.status !== 200) assert.fail(`login ${user}: ${r.status} ${await r.text()}\n${serverLogTail()}`);
   return (await r.json()).token;
 }
 
