@@ -4,7 +4,8 @@
 //! patient and group are kept, chosen at random (P1), and added up per patient and group
 //! (P2), in one hash aggregation (`engine::keep_rows`); at most `L` groups per patient are
 //! kept, chosen at random (P3, `engine::keep_groups`, a hash aggregation by patient whose
-//! list of kept pairs is unnested); only then are the groups aggregated (P4). The sensitivities of `privacy::dp::sensitivity` hold
+//! list of kept pairs is unnested; when only distinct patients are counted it adds up P2
+//! itself); only then are the groups aggregated (P4). The sensitivities of `privacy::dp::sensitivity` hold
 //! because of these steps. P1 is left out when only COUNT(DISTINCT pid) is asked (a
 //! patient counts once per group however many rows it has), P3 when there is no GROUP BY
 //! (one group, so `L` is effectively 1).
@@ -258,9 +259,10 @@ fn per_group(
     Ok((p4, measures, next))
 }
 
-/// P3: at most `limit` (group, partials) pairs per patient, those of smallest keyed random
-/// priority (`engine::keep_groups`, one hash pass instead of a sort), unnested back into
-/// the columns P2 made.
+/// P3, and P2 when `values` are still rows: per patient, at most `limit` groups, those of
+/// smallest keyed random priority, each with its `values` (input column → output name)
+/// added up as `add` says (`engine::keep_groups`, one hash aggregation by patient instead
+/// of a sort), unnested back into columns.
 fn keep_groups(
     plan: LogicalPlan,
     gnames: &[String],
