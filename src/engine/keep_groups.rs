@@ -26,13 +26,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 
-use super::accumulate::{binary_state, grouped_only, passes};
+pub use super::accumulate::Add;
+use super::accumulate::{MAX_VALUES, binary_state, grouped_only, passes, value_word};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
@@ -42,18 +43,6 @@ use smallvec::SmallVec;
 
 /// Name of the aggregate.
 pub const KEEP_GROUPS: &str = "__kura_keep_groups";
-
-/// At most this many values (one validity bit each in a `u64`).
-pub const MAX_VALUES: usize = 64;
-
-/// How a value is added up per (patient, group).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Add {
-    /// The number of non-NULL values (`Int64`).
-    CountNonNull,
-    /// Their sum (`Int64` or `Float64`, as the value; NULL when there is none).
-    Sum,
-}
 
 /// `__kura_keep_groups(patient, keys…, values…)` keeping `limit` groups per patient.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,11 +114,11 @@ impl KeepGroups {
         }
         let mut fields = Vec::with_capacity(self.names.len());
         for (i, (n, t)) in self.names.iter().zip(&types[1..]).enumerate() {
-            let t = match (i.checked_sub(self.keys).map(|j| self.adds[j]), t) {
-                (None, t) => t.clone(),
-                (Some(Add::CountNonNull), _) => DataType::Int64,
-                (Some(Add::Sum), t @ (DataType::Int64 | DataType::Float64)) => t.clone(),
-                (Some(Add::Sum), t) => return Err(internal(format!("sum of {t}"))),
+            let t = match i.checked_sub(self.keys).map(|j| self.adds[j]) {
+                None => t.clone(),
+                Some(add) => add
+                    .output_type(t)
+                    .ok_or_else(|| internal(format!("{add:?} of {t}")))?,
             };
             fields.push(Field::new(n, t, true));
         }
@@ -346,10 +335,10 @@ impl Groups {
             if v.is_valid(i) {
                 mask |= 1 << j;
             }
-            words.push(if self.floats[j] {
-                v.as_primitive::<Float64Type>().value(i).to_bits()
-            } else if self.adds[j] == Add::Sum {
-                v.as_primitive::<Int64Type>().value(i) as u64
+            // A count reads only the validity (its values need not be numbers).
+            let read = self.floats[j] || self.adds[j] == Add::Sum;
+            words.push(if read {
+                value_word(v, i, self.floats[j])
             } else {
                 0
             });
@@ -587,6 +576,7 @@ fn split_pair<'a>(
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Float64Array, Int64Array, StringViewArray, UInt32Array};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
     const SEED: u64 = 7;
 

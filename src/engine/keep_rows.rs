@@ -20,11 +20,11 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Float64Builder, Int64Builder,
     StructArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 
-use super::accumulate::{binary_state, grouped_only, passes};
+use super::accumulate::{Add, MAX_VALUES, binary_state, grouped_only, passes, value_word};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
@@ -36,23 +36,11 @@ use serde::{Deserialize, Serialize};
 /// Name of the aggregate.
 pub const KEEP_ROWS: &str = "__kura_keep_rows";
 
-/// At most this many values per row (one validity bit each in a `u64`).
-pub const MAX_VALUES: usize = 64;
-
-/// What a partial adds up over the kept rows of a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Partial {
-    /// The number of non-NULL values (`Int64`).
-    Count,
-    /// Their sum (the value's type; NULL when there is none).
-    Sum,
-}
-
 /// One output field: which value, what of it, and its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Output {
     pub value: usize,
-    pub partial: Partial,
+    pub add: Add,
     pub name: String,
 }
 
@@ -92,11 +80,12 @@ impl KeepRows {
         }
         let mut fields = Vec::with_capacity(self.outputs.len());
         for o in &self.outputs {
-            let t = match (types.get(o.value), o.partial) {
-                (Some(_), Partial::Count) => DataType::Int64,
-                (Some(t @ (DataType::Int64 | DataType::Float64)), Partial::Sum) => t.clone(),
-                (t, _) => return Err(internal(format!("output {} over {t:?}", o.name))),
-            };
+            let t = types
+                .get(o.value)
+                .and_then(|t| o.add.output_type(t))
+                .ok_or_else(|| {
+                    internal(format!("output {} over {:?}", o.name, types.get(o.value)))
+                })?;
             fields.push(Field::new(&o.name, t, true));
         }
         Ok(fields.into())
@@ -203,11 +192,7 @@ impl Groups {
             if v.is_valid(i) {
                 out[1] |= 1 << j;
             }
-            out.push(if self.floats[j] {
-                v.as_primitive::<Float64Type>().value(i).to_bits()
-            } else {
-                v.as_primitive::<Int64Type>().value(i) as u64
-            });
+            out.push(value_word(v, i, self.floats[j]));
         }
     }
 
@@ -245,15 +230,15 @@ impl Groups {
     fn partial(&self, o: &Output, chosen: &[&[u64]]) -> ArrayRef {
         let w = self.width;
         let bit = 1u64 << o.value;
-        match (o.partial, self.floats[o.value]) {
-            (Partial::Count, _) => {
+        match (o.add, self.floats[o.value]) {
+            (Add::CountNonNull, _) => {
                 let mut b = Int64Builder::with_capacity(chosen.len());
                 for rows in chosen {
                     b.append_value(present(rows, w, bit).count() as i64);
                 }
                 Arc::new(b.finish())
             }
-            (Partial::Sum, true) => {
+            (Add::Sum, true) => {
                 let mut b = Float64Builder::with_capacity(chosen.len());
                 for rows in chosen {
                     let mut vals = present(rows, w, bit).map(|r| f64::from_bits(r[2 + o.value]));
@@ -261,7 +246,7 @@ impl Groups {
                 }
                 Arc::new(b.finish())
             }
-            (Partial::Sum, false) => {
+            (Add::Sum, false) => {
                 let mut b = Int64Builder::with_capacity(chosen.len());
                 for rows in chosen {
                     let mut vals = present(rows, w, bit).map(|r| r[2 + o.value] as i64);
@@ -389,17 +374,18 @@ impl GroupsAccumulator for Groups {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
     fn outputs() -> Vec<Output> {
-        let o = |value, partial, name: &str| Output {
+        let o = |value, add, name: &str| Output {
             value,
-            partial,
+            add,
             name: name.into(),
         };
         vec![
-            o(0, Partial::Count, "c0"),
-            o(1, Partial::Sum, "s1"),
-            o(1, Partial::Count, "c1"),
+            o(0, Add::CountNonNull, "c0"),
+            o(1, Add::Sum, "s1"),
+            o(1, Add::CountNonNull, "c1"),
         ]
     }
 

@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(k.parts(), parts);
         let outputs = vec![Output {
             value: 0,
-            partial: crate::engine::keep_rows::Partial::Sum,
+            add: crate::engine::keep_groups::Add::Sum,
             name: "__kura_s0".into(),
         }];
         let keep = KeepRows::udaf(3, 1, outputs.clone());

@@ -25,8 +25,9 @@ use datafusion::logical_expr::{
 use super::clamping::Spec;
 use super::{Measure, MeasureKind, Rows, unsupported};
 use crate::engine::PatientIndex;
+use crate::engine::accumulate::MAX_VALUES;
 use crate::engine::keep_groups::{Add, KeepGroups, KeepGroupsParts};
-use crate::engine::keep_rows::{KeepRows, MAX_VALUES, Output, Partial};
+use crate::engine::keep_rows::{KeepRows, Output};
 use crate::engine::patient_no::PatientNo;
 use crate::privacy::result::DpBounds;
 use crate::query::QueryError;
@@ -327,10 +328,10 @@ fn keep_rows(
         for &p in partials(s.kind) {
             outputs.push(Output {
                 value: j,
-                partial: if p == 'c' {
-                    Partial::Count
+                add: if p == 'c' {
+                    Add::CountNonNull
                 } else {
-                    Partial::Sum
+                    Add::Sum
                 },
                 name: format!("__kura_{p}{j}"),
             });
